@@ -1,0 +1,181 @@
+//! Micro-benchmarks of the pure hot-path pieces: request parsing, key hashing, routing and
+//! reply-frame scanning. No sockets, no cluster. Run with `cargo bench --bench micro`.
+//!
+//! Every benchmark builds its input once outside the timed loop; where the function under test
+//! consumes its input (the parser drains its buffer), the buffer is cloned per iteration with
+//! `iter_batched`, so only the parse itself is timed.
+
+use bytes::{Bytes, BytesMut};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use slotproxy::protocol::{Limits, RequestParser};
+use slotproxy::resp::{encode_command, ReplyScanner};
+use slotproxy::router::{route, Route};
+use slotproxy::slots::key_slot;
+
+/// `n` pipelined `GET key:NNNNN` requests, multibulk-encoded as a client sends them.
+fn pipelined_gets(n: usize) -> BytesMut {
+    let mut buf = BytesMut::new();
+    for i in 0..n {
+        let key = format!("key:{:05}", i * 7919 % 100_000);
+        buf.extend_from_slice(&encode_command(&[b"GET".as_slice(), key.as_bytes()]));
+    }
+    buf
+}
+
+/// One `MSET k1 v1 ... kN vN` request with 3-byte values, as redis-benchmark's `-t mset`.
+fn mset(pairs: usize) -> BytesMut {
+    let mut args: Vec<Vec<u8>> = vec![b"MSET".to_vec()];
+    for i in 0..pairs {
+        args.push(format!("key:{:05}", i * 7919 % 100_000).into_bytes());
+        args.push(b"xxx".to_vec());
+    }
+    encode_command(&args)
+}
+
+/// Parses every request out of `buf`; returns how many there were.
+fn parse_all(parser: &mut RequestParser, mut buf: BytesMut) -> usize {
+    let mut n = 0;
+    while let Some(req) = parser.parse(&mut buf).expect("valid input") {
+        black_box(&req);
+        n += 1;
+    }
+    n
+}
+
+fn bench_parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("parse");
+
+    let gets = pipelined_gets(16);
+    assert_eq!(
+        parse_all(&mut RequestParser::new(Limits::default()), gets.clone()),
+        16
+    );
+    g.throughput(Throughput::Elements(16));
+    g.bench_function("16_pipelined_get", |b| {
+        let mut parser = RequestParser::new(Limits::default());
+        b.iter_batched(
+            || gets.clone(),
+            |buf| parse_all(&mut parser, buf),
+            BatchSize::SmallInput,
+        )
+    });
+
+    let ms = mset(10);
+    assert_eq!(
+        parse_all(&mut RequestParser::new(Limits::default()), ms.clone()),
+        1
+    );
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("mset_10_pairs", |b| {
+        let mut parser = RequestParser::new(Limits::default());
+        b.iter_batched(
+            || ms.clone(),
+            |buf| parse_all(&mut parser, buf),
+            BatchSize::SmallInput,
+        )
+    });
+
+    g.finish();
+}
+
+fn bench_key_slot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("key_slot");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("short_key", |b| {
+        b.iter(|| key_slot(black_box(b"key:12345".as_slice())))
+    });
+    g.bench_function("hash_tagged_key", |b| {
+        b.iter(|| key_slot(black_box(b"user:{1000}:followers:recent".as_slice())))
+    });
+    g.finish();
+}
+
+fn args_of(parts: &[&[u8]]) -> Vec<Bytes> {
+    parts.iter().map(|p| Bytes::copy_from_slice(p)).collect()
+}
+
+fn bench_route(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route");
+    g.throughput(Throughput::Elements(1));
+
+    let get = args_of(&[b"GET", b"key:12345"]);
+    assert!(matches!(route(&get, &mut Vec::new()), Route::Slot(_)));
+    g.bench_function("get", |b| {
+        let mut keys = Vec::new();
+        b.iter(|| route(black_box(&get), &mut keys))
+    });
+
+    let mut mget = vec![Bytes::from_static(b"MGET")];
+    for i in 0..10 {
+        mget.push(Bytes::from(format!("key:{:05}", i * 7919 % 100_000)));
+    }
+    match route(&mget, &mut Vec::new()) {
+        Route::Split(s) => assert!(s.parts.len() > 1, "the 10 keys should span several slots"),
+        other => panic!("MGET of 10 keys did not split: {other:?}"),
+    }
+    g.bench_function("mget_10_keys_split", |b| {
+        let mut keys = Vec::new();
+        b.iter(|| route(black_box(&mget), &mut keys))
+    });
+
+    g.finish();
+}
+
+fn bench_reply_scanner(c: &mut Criterion) {
+    let mut g = c.benchmark_group("reply_scanner");
+    // 16 bulk replies as a node answers 16 pipelined GETs of 3-byte values (redis-benchmark's
+    // default value size).
+    let mut replies = BytesMut::new();
+    for _ in 0..16 {
+        replies.extend_from_slice(b"$3\r\nxxx\r\n");
+    }
+    let frame_len = replies.len() / 16;
+    g.throughput(Throughput::Elements(16));
+
+    // `scan` alone over one shared buffer: the cost of finding frame boundaries.
+    let buf: Bytes = replies.clone().freeze();
+    g.bench_function("scan_16_bulk", |b| {
+        let mut scanner = ReplyScanner::default();
+        b.iter(|| {
+            let buf = black_box(&buf[..]);
+            let mut off = 0;
+            while let Some(n) = scanner.scan(&buf[off..]).expect("valid replies") {
+                // A finished frame leaves the scanner idle, so the next call starts afresh.
+                off += n;
+                if off == buf.len() {
+                    break;
+                }
+            }
+            debug_assert_eq!(off, frame_len * 16);
+            off
+        })
+    });
+
+    // `next_frame`, as the backend reader uses it: scan and cut each frame off the buffer.
+    g.bench_function("next_frame_16_bulk", |b| {
+        let mut scanner = ReplyScanner::default();
+        b.iter_batched(
+            || replies.clone(),
+            |mut buf| {
+                let mut n = 0;
+                while let Some(frame) = scanner.next_frame(&mut buf).expect("valid replies") {
+                    black_box(&frame);
+                    n += 1;
+                }
+                n
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_parse,
+    bench_key_slot,
+    bench_route,
+    bench_reply_scanner
+);
+criterion_main!(benches);

@@ -1,0 +1,96 @@
+//! The `PROXY` admin namespace, answered on the data port so operators can use `redis-cli`.
+//!
+//! Replies read well in redis-cli: the first line is a verdict, then one line per item.
+//! Engines that change a cluster (CREATE, CHECK, REBALANCE) are not finished yet and say so.
+
+use crate::resp;
+use crate::shared::Shared;
+use bytes::{Bytes, BytesMut};
+use std::sync::atomic::Ordering::Relaxed;
+
+const HELP: &[&str] = &[
+    "PROXY <subcommand> [<arg> ...]. Subcommands are:",
+    "INFO",
+    "    Proxy state: workers, clients, slot map version and source, backend load.",
+    "SLOTS",
+    "    The slot map: one line per contiguous range with its master and replicas.",
+    "REFRESH",
+    "    Re-read the cluster topology now.",
+    "HELP",
+    "    Print this help.",
+];
+
+fn lines(lines: &[String]) -> Bytes {
+    let mut out = BytesMut::new();
+    resp::put_array_header(&mut out, lines.len());
+    for l in lines {
+        resp::put_bulk(&mut out, l.as_bytes());
+    }
+    out.freeze()
+}
+
+/// Answers `PROXY <args...>`.
+pub fn answer(args: &[Bytes], shared: &Shared) -> Bytes {
+    let Some(sub) = args.first() else {
+        return resp::error("ERR wrong number of arguments for 'proxy' command");
+    };
+    let sub = String::from_utf8_lossy(sub).to_ascii_uppercase();
+    match sub.as_str() {
+        "HELP" => lines(&HELP.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+        "SLOTS" => {
+            let map = shared.map.load();
+            let mut out = vec![format!(
+                "OK version {} slots {} masters {}",
+                map.version,
+                map.coverage(),
+                map.nodes.len()
+            )];
+            for (a, b, addr) in map.ranges() {
+                let node = map.nodes.iter().find(|n| n.addr == addr);
+                let replicas = node
+                    .map(|n| {
+                        n.replicas
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                out.push(format!("{a}-{b} {addr} replicas={replicas}"));
+            }
+            lines(&out)
+        }
+        "INFO" => {
+            let map = shared.map.load();
+            let mut out = vec![
+                "OK".to_string(),
+                format!("version {}", env!("CARGO_PKG_VERSION")),
+                format!("uptime_seconds {}", shared.started.elapsed().as_secs()),
+                format!("clients {}", shared.client_count()),
+                format!("slot_map_version {}", map.version),
+                format!("slot_map_source {}", map.source),
+                format!("slots_served {}", map.coverage()),
+                format!("refreshes {}", shared.refreshes_done.load(Relaxed)),
+            ];
+            for (i, w) in shared.workers.iter().enumerate() {
+                out.push(format!(
+                    "worker {i} clients {} commands {}",
+                    w.clients.load(Relaxed),
+                    w.commands.load(Relaxed)
+                ));
+            }
+            lines(&out)
+        }
+        "REFRESH" => {
+            shared.trigger_refresh();
+            resp::simple("OK")
+        }
+        "CREATE" | "CHECK" | "REBALANCE" | "JOBS" | "JOB" | "CONFIG" => resp::error(&format!(
+            "ERR PROXY {sub} is not implemented yet; see the README's list of what is finished"
+        )),
+        _ => resp::error(&format!(
+            "ERR unknown subcommand '{}'. Try PROXY HELP.",
+            sub.chars().take(128).collect::<String>()
+        )),
+    }
+}

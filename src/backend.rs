@@ -1,0 +1,395 @@
+//! Backend connections: per worker and node, multiplexed connections that carry the pipelined
+//! requests of all the worker's clients.
+//!
+//! Requests queue up while the worker runs its sessions; the writer task wakes after them and
+//! sends everything queued in one vectored write (the batch grows with load, by itself). Replies
+//! are matched to requests in FIFO order. Invariants: a request enters `inflight` before its
+//! bytes can reach the socket, so a reply always finds its request; and when a connection fails,
+//! every request on it is answered with an error at once, so no client waits on a dead node.
+
+use crate::dispatch::Call;
+use crate::resp::{self, ReplyScanner};
+use crate::worker::Worker;
+use bytes::{Buf, Bytes, BytesMut};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+const BACKOFF_START: Duration = Duration::from_millis(50);
+/// Most buffers handed to one `writev` call (Linux's IOV_MAX is 1024).
+const MAX_IOV: usize = 512;
+
+/// An entry in a connection's queues.
+enum Pending {
+    /// A client's command; its reply goes to the call's target.
+    Call(Call),
+    /// The `ASKING` sent right before an ASK-redirected command; its `+OK` is dropped.
+    Asking,
+}
+
+impl Pending {
+    fn wire(&self) -> Bytes {
+        match self {
+            Pending::Call(c) => c.wire.clone(),
+            Pending::Asking => Bytes::from_static(ASKING),
+        }
+    }
+    fn fail(self, msg: &str) {
+        if let Pending::Call(c) = self {
+            c.fail(msg);
+        }
+    }
+}
+
+enum Link {
+    /// Not connected; the next request connects.
+    Idle,
+    /// A connect is under way; requests queue.
+    Connecting,
+    /// Connected.
+    Up,
+    /// Failed; requests fail fast until `until`, then the next one reconnects.
+    Down { until: Instant, reason: String },
+}
+
+struct State {
+    link: Link,
+    /// Requests not yet written.
+    queue: VecDeque<Pending>,
+    /// Written requests awaiting their replies, oldest first, with the time they were written.
+    inflight: VecDeque<(Instant, Pending)>,
+    /// Bumped whenever the link changes, so tasks of an old link stop.
+    generation: u64,
+    backoff: Duration,
+}
+
+/// Timeouts a connection needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Longest wait for a reply, from the write.
+    pub request: Duration,
+    /// Longest wait for the TCP connect.
+    pub connect: Duration,
+    /// Longest pause before reconnecting after a failure.
+    pub backoff_max: Duration,
+}
+
+/// One multiplexed connection to a node.
+pub struct Conn {
+    addr: Arc<str>,
+    worker: Weak<Worker>,
+    timeouts: Timeouts,
+    state: RefCell<State>,
+    wake_writer: Notify,
+    /// Wakes an idle reader when requests go in flight, so it starts their reply deadline.
+    wake_reader: Notify,
+}
+
+impl Conn {
+    fn new(addr: Arc<str>, worker: Weak<Worker>, timeouts: Timeouts) -> Rc<Conn> {
+        Rc::new(Conn {
+            addr,
+            worker,
+            timeouts,
+            state: RefCell::new(State {
+                link: Link::Idle,
+                queue: VecDeque::new(),
+                inflight: VecDeque::new(),
+                generation: 0,
+                backoff: BACKOFF_START,
+            }),
+            wake_writer: Notify::new(),
+            wake_reader: Notify::new(),
+        })
+    }
+
+    /// Queues `call` (preceded by `ASKING` when `asking`), connecting first if needed. While the
+    /// node is known to be down the call fails at once.
+    pub fn send(self: &Rc<Self>, call: Call, asking: bool) {
+        let mut st = self.state.borrow_mut();
+        match &st.link {
+            Link::Down { until, reason } if Instant::now() < *until => {
+                let msg = format!(
+                    "ERR slotproxy: backend {} is unreachable ({reason}); retrying in {}ms",
+                    self.addr,
+                    until.saturating_duration_since(Instant::now()).as_millis()
+                );
+                drop(st);
+                call.fail(&msg);
+                return;
+            }
+            Link::Idle | Link::Down { .. } => {
+                st.link = Link::Connecting;
+                let gen = st.generation;
+                tokio::task::spawn_local(Rc::clone(self).connect(gen));
+            }
+            Link::Connecting | Link::Up => {}
+        }
+        if asking {
+            st.queue.push_back(Pending::Asking);
+        }
+        st.queue.push_back(Pending::Call(call));
+        drop(st);
+        self.wake_writer.notify_one();
+    }
+
+    /// Requests queued or awaiting replies.
+    pub fn load(&self) -> usize {
+        let st = self.state.borrow();
+        st.queue.len() + st.inflight.len()
+    }
+
+    async fn connect(self: Rc<Self>, gen: u64) {
+        let res =
+            tokio::time::timeout(self.timeouts.connect, TcpStream::connect(&*self.addr)).await;
+        let stream = match res {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return self.fail(gen, format!("connect: {e}")),
+            Err(_) => {
+                let ms = self.timeouts.connect.as_millis();
+                return self.fail(gen, format!("connect timed out after {ms}ms"));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let stream = Rc::new(stream);
+        {
+            let mut st = self.state.borrow_mut();
+            if st.generation != gen {
+                return;
+            }
+            st.link = Link::Up;
+            st.backoff = BACKOFF_START;
+        }
+        tracing::debug!(node = %self.addr, "backend connected");
+        tokio::task::spawn_local(Rc::clone(&self).write_loop(Rc::clone(&stream), gen));
+        tokio::task::spawn_local(self.read_loop(stream, gen));
+    }
+
+    /// Marks the link failed: every queued and in-flight request is answered with an error, and
+    /// the node is left alone for the back-off period.
+    fn fail(&self, gen: u64, reason: String) {
+        let (inflight, queue) = {
+            let mut st = self.state.borrow_mut();
+            if st.generation != gen {
+                return;
+            }
+            st.generation += 1;
+            let quiet = st.inflight.is_empty() && st.queue.is_empty() && reason == "closed";
+            st.link = if quiet {
+                // The node closed an idle connection; reconnect on the next request.
+                Link::Idle
+            } else {
+                let backoff = st.backoff;
+                st.backoff = (backoff * 2).min(self.timeouts.backoff_max);
+                Link::Down {
+                    until: Instant::now() + backoff,
+                    reason: reason.clone(),
+                }
+            };
+            (
+                std::mem::take(&mut st.inflight),
+                std::mem::take(&mut st.queue),
+            )
+        };
+        self.wake_writer.notify_one();
+        self.wake_reader.notify_one();
+        if !inflight.is_empty() || !queue.is_empty() {
+            tracing::warn!(node = %self.addr, %reason, failed = inflight.len() + queue.len(), "backend connection failed");
+        }
+        let lost = format!(
+            "ERR slotproxy: connection to backend {} failed before its reply ({reason}); the command may or may not have run",
+            self.addr
+        );
+        for (_, p) in inflight {
+            p.fail(&lost);
+        }
+        let unsent = format!(
+            "ERR slotproxy: backend {} is unreachable ({reason})",
+            self.addr
+        );
+        for p in queue {
+            p.fail(&unsent);
+        }
+        if let Some(w) = self.worker.upgrade() {
+            w.shared.trigger_refresh();
+        }
+    }
+
+    async fn write_loop(self: Rc<Self>, stream: Rc<TcpStream>, gen: u64) {
+        let mut bufs: Vec<Bytes> = Vec::new();
+        loop {
+            {
+                let mut st = self.state.borrow_mut();
+                if st.generation != gen {
+                    return;
+                }
+                let now = Instant::now();
+                let st = &mut *st;
+                if st.inflight.is_empty() && !st.queue.is_empty() {
+                    self.wake_reader.notify_one();
+                }
+                while let Some(p) = st.queue.pop_front() {
+                    bufs.push(p.wire());
+                    st.inflight.push_back((now, p));
+                }
+            }
+            if bufs.is_empty() {
+                self.wake_writer.notified().await;
+                continue;
+            }
+            if let Err(e) = write_all(&stream, &mut bufs).await {
+                return self.fail(gen, format!("write: {e}"));
+            }
+        }
+    }
+
+    async fn read_loop(self: Rc<Self>, stream: Rc<TcpStream>, gen: u64) {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut scanner = ReplyScanner::default();
+        loop {
+            let deadline = {
+                let st = self.state.borrow();
+                if st.generation != gen {
+                    return;
+                }
+                st.inflight.front().map(|(t, _)| *t + self.timeouts.request)
+            };
+            let ready = match deadline {
+                Some(d) => tokio::select! {
+                    r = stream.readable() => Some(r),
+                    _ = tokio::time::sleep_until(d) => None,
+                },
+                None => tokio::select! {
+                    r = stream.readable() => Some(r),
+                    _ = self.wake_reader.notified() => continue,
+                },
+            };
+            match ready {
+                None => {
+                    let expired = {
+                        let st = self.state.borrow();
+                        st.inflight
+                            .front()
+                            .is_some_and(|(t, _)| *t + self.timeouts.request <= Instant::now())
+                    };
+                    if expired {
+                        let ms = self.timeouts.request.as_millis();
+                        return self.fail(gen, format!("no reply within {ms}ms"));
+                    }
+                    continue;
+                }
+                Some(Err(e)) => return self.fail(gen, format!("read: {e}")),
+                Some(Ok(())) => {}
+            }
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve(64 * 1024);
+            }
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => return self.fail(gen, "closed".into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return self.fail(gen, format!("read: {e}")),
+            }
+            loop {
+                let frame = match scanner.next_frame(&mut buf) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => return self.fail(gen, e.to_string()),
+                };
+                let pending = {
+                    let mut st = self.state.borrow_mut();
+                    if st.generation != gen {
+                        return;
+                    }
+                    st.inflight.pop_front()
+                };
+                match pending {
+                    Some((_, Pending::Call(call))) => match self.worker.upgrade() {
+                        Some(w) => w.on_reply(call, frame, &self.addr),
+                        None => call.target.deliver(frame),
+                    },
+                    Some((_, Pending::Asking)) => {
+                        if resp::is_error(&frame) {
+                            tracing::warn!(node = %self.addr, reply = ?frame, "ASKING refused");
+                        }
+                    }
+                    None => return self.fail(gen, "reply without a request".into()),
+                }
+            }
+        }
+    }
+}
+
+/// Writes every buffer, in order, with as few `writev` calls as the socket allows.
+async fn write_all(stream: &TcpStream, bufs: &mut Vec<Bytes>) -> io::Result<()> {
+    let mut start = 0;
+    while start < bufs.len() {
+        let result = {
+            let slices: Vec<IoSlice<'_>> = bufs[start..]
+                .iter()
+                .take(MAX_IOV)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            stream.try_write_vectored(&slices)
+        };
+        let written = match result {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.writable().await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut n = written;
+        while n > 0 && start < bufs.len() {
+            let len = bufs[start].len();
+            if n >= len {
+                n -= len;
+                start += 1;
+            } else {
+                bufs[start].advance(n);
+                n = 0;
+            }
+        }
+    }
+    bufs.clear();
+    Ok(())
+}
+
+/// A worker's connections to one node.
+pub struct Pool {
+    conns: Vec<Rc<Conn>>,
+    next: Cell<usize>,
+}
+
+impl Pool {
+    /// `count` connections (opened lazily) to `addr`.
+    pub fn new(addr: Arc<str>, worker: Weak<Worker>, timeouts: Timeouts, count: usize) -> Pool {
+        Pool {
+            conns: (0..count.max(1))
+                .map(|_| Conn::new(Arc::clone(&addr), worker.clone(), timeouts))
+                .collect(),
+            next: Cell::new(0),
+        }
+    }
+
+    /// Sends a call on the pool's connections, round-robin. A call followed by ASKING stays on
+    /// one connection with it.
+    pub fn send(&self, call: Call, asking: bool) {
+        let i = self.next.get();
+        self.next.set((i + 1) % self.conns.len());
+        self.conns[i].send(call, asking);
+    }
+
+    /// Requests queued or in flight on all of the pool's connections.
+    pub fn load(&self) -> usize {
+        self.conns.iter().map(|c| c.load()).sum()
+    }
+}

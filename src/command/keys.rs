@@ -1,0 +1,769 @@
+//! Key extraction: which arguments of a request are keys.
+//!
+//! The generic path walks the command's key specs exactly as Redis 7.0's
+//! `getKeysUsingKeySpecs` (db.c) does. Redis falls back to a per-command "getkeys"
+//! procedure when a spec is incomplete, unknown or fails on the arguments; those commands
+//! are handled explicitly here, in the way their procedure (and the command itself) parses
+//! the arguments, so that the proxy sees every key and rejects what Redis would reject.
+//!
+//! Invariant: on `Ok`, `out` holds in-bounds indices into `args`, in ascending argument
+//! order; on `Err`, `out` is empty and the string is a Redis-style error line (without the
+//! leading `-`).
+
+use bytes::Bytes;
+
+use super::{BeginSearch, CommandSpec, FindKeys, KS_INCOMPLETE, KS_NOT_KEY};
+
+/// Which getkeys behaviour a command needs beyond its key specs.
+#[derive(Clone, Copy)]
+enum Special {
+    /// Plain key specs are enough.
+    None,
+    /// SORT (`store: true`) and SORT_RO: the key, and for SORT the STORE destination found
+    /// by parsing the options. Both have `unknown` specs for the keys that BY/GET patterns
+    /// name through the data, which no one can know before running the command.
+    Sort { store: bool },
+    /// MIGRATE: one key at index 3, or every argument after KEYS (its spec is incomplete).
+    Migrate,
+    /// GEORADIUS/GEORADIUSBYMEMBER: the key, plus STORE/STOREDIST destinations found by
+    /// parsing the options from this index (so a member or key named "store" is no keyword).
+    GeoStore(usize),
+    /// XREAD/XREADGROUP: the keys after the STREAMS option, found by parsing the options.
+    XRead { group: bool },
+    /// A `numkeys` command, with the error texts its implementation gives.
+    NumKeys(NumKeysErrors),
+}
+
+/// The error texts a `numkeys` command answers, which differ between families in Redis.
+#[derive(Clone, Copy)]
+enum NumKeysErrors {
+    /// EVAL, EVALSHA, EVAL_RO, EVALSHA_RO, FCALL, FCALL_RO: zero keys allowed.
+    Script,
+    /// ZUNION, ZINTER, ZDIFF and their STORE forms, ZINTERCARD.
+    SortedSet,
+    /// LMPOP, BLMPOP, ZMPOP, BZMPOP.
+    MultiPop,
+    /// SINTERCARD.
+    SInterCard,
+}
+
+fn special(name: &str) -> Special {
+    match name {
+        "sort" => Special::Sort { store: true },
+        "sort_ro" => Special::Sort { store: false },
+        "migrate" => Special::Migrate,
+        "georadius" => Special::GeoStore(6),
+        "georadiusbymember" => Special::GeoStore(5),
+        "xread" => Special::XRead { group: false },
+        "xreadgroup" => Special::XRead { group: true },
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => {
+            Special::NumKeys(NumKeysErrors::Script)
+        }
+        "zunionstore" | "zinterstore" | "zdiffstore" | "zunion" | "zinter" | "zdiff"
+        | "zintercard" => Special::NumKeys(NumKeysErrors::SortedSet),
+        "lmpop" | "blmpop" | "zmpop" | "bzmpop" => Special::NumKeys(NumKeysErrors::MultiPop),
+        "sintercard" => Special::NumKeys(NumKeysErrors::SInterCard),
+        _ => Special::None,
+    }
+}
+
+const SYNTAX_ERROR: &str = "ERR syntax error";
+const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+
+/// Fills `out` (cleared first) with the argument indices of the keys of this request, in
+/// ascending argument order. `args[0]` is the command name, and for a subcommand `args[1]`
+/// is the subcommand name; `spec` is what [`super::lookup`] returned for `args`. The caller
+/// should have checked [`super::check_arity`]; without it this still never panics, but a
+/// short request may get `Err`.
+///
+/// Returns `Err` with Redis-like text when the request is malformed so the keys cannot be
+/// found (for example "ERR Number of keys can't be greater than number of args" for EVAL,
+/// "ERR at least 1 input key is needed for 'zunionstore' command", "ERR Unbalanced XREAD list
+/// of streams: ..."). For the numkeys commands, XREAD/XREADGROUP and MIGRATE the text is the
+/// one the command itself answers; for other malformed shapes it is a generic
+/// "wrong number of arguments" error.
+///
+/// Shard channels (SSUBSCRIBE, SUNSUBSCRIBE, SPUBLISH) are `not_key` in Redis's key specs and
+/// are skipped here, as `COMMAND GETKEYS` skips them; use [`slot_positions`] for routing.
+pub fn key_positions(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    out: &mut Vec<usize>,
+) -> Result<(), String> {
+    fill(spec, args, out, false)
+}
+
+/// Like [`key_positions`], but also includes the arguments of `not_key` specs: the shard
+/// channels of SSUBSCRIBE, SUNSUBSCRIBE and SPUBLISH, which Redis Cluster routes by hash slot
+/// exactly like keys. This is the set of arguments whose slots a cluster proxy must agree on.
+pub fn slot_positions(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    out: &mut Vec<usize>,
+) -> Result<(), String> {
+    fill(spec, args, out, true)
+}
+
+fn fill(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    out: &mut Vec<usize>,
+    include_not_keys: bool,
+) -> Result<(), String> {
+    out.clear();
+    let result = match special(spec.name) {
+        Special::None => from_specs(spec, args, out, include_not_keys, None),
+        Special::NumKeys(errors) => from_specs(spec, args, out, include_not_keys, Some(errors)),
+        Special::Sort { store } => sort_keys(spec, args, out, store),
+        Special::Migrate => migrate_keys(spec, args, out),
+        Special::GeoStore(options_from) => geo_keys(spec, args, out, options_from),
+        Special::XRead { group } => xread_keys(spec, args, out, group),
+    };
+    match result {
+        Ok(()) => {
+            // Specs are listed in argument order for every built-in command except where a
+            // later spec can match earlier arguments; sorting keeps the invariant cheaply.
+            out.sort_unstable();
+            Ok(())
+        }
+        Err(e) => {
+            out.clear();
+            Err(e)
+        }
+    }
+}
+
+fn eq_ignore_case(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+fn arity_error(spec: &CommandSpec) -> String {
+    super::arity_error(spec)
+}
+
+/// Parses an integer the way Redis's `string2ll` does: optional `-`, no `+`, no leading
+/// zeros, no spaces, no overflow. Redis parses `numkeys` with it, so "01" is not 1 there.
+fn parse_ll(s: &[u8]) -> Option<i64> {
+    let (negative, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    match digits {
+        [] => return None,
+        [b'0'] if !negative => return Some(0),
+        [b'1'..=b'9', ..] => {}
+        _ => return None,
+    }
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let digit = i64::from(d - b'0');
+        value = if negative {
+            value.checked_mul(10)?.checked_sub(digit)?
+        } else {
+            value.checked_mul(10)?.checked_add(digit)?
+        };
+    }
+    Some(value)
+}
+
+/// Validates `numkeys` (at `args[idx]`, with `remaining` arguments from the first key on) the
+/// way the command's implementation does, returning the number of keys.
+fn check_numkeys(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    idx: usize,
+    remaining: usize,
+    errors: NumKeysErrors,
+) -> Result<usize, String> {
+    let parsed = args.get(idx).and_then(|a| parse_ll(a));
+    let remaining = i64::try_from(remaining).unwrap_or(i64::MAX);
+    let n = match errors {
+        NumKeysErrors::Script => {
+            let n = parsed.ok_or(NOT_INTEGER)?;
+            if n > remaining {
+                return Err("ERR Number of keys can't be greater than number of args".into());
+            }
+            if n < 0 {
+                return Err("ERR Number of keys can't be negative".into());
+            }
+            n
+        }
+        NumKeysErrors::SortedSet => {
+            let n = parsed.ok_or(NOT_INTEGER)?;
+            if n < 1 {
+                return Err(format!(
+                    "ERR at least 1 input key is needed for '{}' command",
+                    spec.name
+                ));
+            }
+            if n > remaining {
+                return Err(SYNTAX_ERROR.into());
+            }
+            n
+        }
+        NumKeysErrors::MultiPop | NumKeysErrors::SInterCard => {
+            let n = match parsed {
+                Some(n) if n >= 1 => n,
+                _ => return Err("ERR numkeys should be greater than 0".into()),
+            };
+            if n > remaining {
+                return Err(match errors {
+                    NumKeysErrors::SInterCard => {
+                        "ERR Number of keys can't be greater than number of args".into()
+                    }
+                    _ => SYNTAX_ERROR.into(),
+                });
+            }
+            n
+        }
+    };
+    usize::try_from(n).map_err(|_| NOT_INTEGER.to_string())
+}
+
+/// Redis 7.0's `getKeysUsingKeySpecs`, returning `Err` where Redis would give up on the
+/// specs. `numkeys` selects command-specific validation for keynum specs.
+fn from_specs(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    out: &mut Vec<usize>,
+    include_not_keys: bool,
+    numkeys: Option<NumKeysErrors>,
+) -> Result<(), String> {
+    // Signed arithmetic as in db.c: relative and negative indices are common here.
+    let argc = i64::try_from(args.len()).unwrap_or(i64::MAX);
+    for ks in spec.key_specs {
+        if ks.has_flag(KS_NOT_KEY) && !include_not_keys {
+            continue;
+        }
+        let first: i64 = match ks.begin {
+            BeginSearch::Index(i) => i64::from(i),
+            BeginSearch::Keyword {
+                keyword,
+                start_from,
+            } => match find_keyword(args, keyword, start_from) {
+                Some(i) => i + 1,
+                // No keyword: this optional run of keys is absent.
+                None => continue,
+            },
+            BeginSearch::Unknown => return Err(unsupported(spec)),
+        };
+        let (first, last, step) = match ks.find {
+            FindKeys::Range {
+                last_key,
+                key_step,
+                limit,
+            } => {
+                let last_key = i64::from(last_key);
+                let last = if last_key >= 0 {
+                    first + last_key
+                } else if limit <= 0 {
+                    argc + last_key
+                } else {
+                    // Integer division truncating toward zero, as in C.
+                    first + ((argc - first) / i64::from(limit) + last_key)
+                };
+                (first, last, i64::from(key_step))
+            }
+            FindKeys::KeyNum {
+                key_num_idx,
+                first_key,
+                key_step,
+            } => {
+                let idx = first + i64::from(key_num_idx);
+                let keys_start = first + i64::from(first_key);
+                let idx_u = usize::try_from(idx).map_err(|_| arity_error(spec))?;
+                if idx >= argc {
+                    return Err(arity_error(spec));
+                }
+                let n = match numkeys {
+                    Some(errors) => {
+                        let remaining = usize::try_from(argc - keys_start).unwrap_or(0);
+                        let n = check_numkeys(spec, args, idx_u, remaining, errors)?;
+                        if n == 0 {
+                            // Only scripts accept zero keys: nothing to add from this spec.
+                            continue;
+                        }
+                        i64::try_from(n).unwrap_or(i64::MAX)
+                    }
+                    None => match args.get(idx_u).and_then(|a| parse_ll(a)) {
+                        Some(n) if n >= 0 => n,
+                        _ => return Err(NOT_INTEGER.into()),
+                    },
+                };
+                (keys_start, keys_start + n - 1, i64::from(key_step))
+            }
+            FindKeys::Unknown => return Err(unsupported(spec)),
+        };
+        if last < first && matches!(ks.find, FindKeys::Range { last_key, .. } if last_key < 0) {
+            // An open-ended run with nothing in it, such as SUNSUBSCRIBE without channels
+            // (arity -1). Redis's spec walk calls this invalid and then finds no keys; for
+            // routing it simply means no keys.
+            continue;
+        }
+        if last >= argc || last < first || first >= argc || first < 1 {
+            return Err(arity_error(spec));
+        }
+        let step = usize::try_from(step.max(1)).unwrap_or(1);
+        let (first, last) = match (usize::try_from(first), usize::try_from(last)) {
+            (Ok(f), Ok(l)) => (f, l),
+            _ => return Err(arity_error(spec)),
+        };
+        out.extend((first..=last).step_by(step));
+        if ks.has_flag(KS_INCOMPLETE) {
+            // Only MIGRATE has an incomplete spec in 7.0 and it is handled explicitly;
+            // for anything else, partial keys would misroute the request.
+            return Err(unsupported(spec));
+        }
+    }
+    Ok(())
+}
+
+fn unsupported(spec: &CommandSpec) -> String {
+    format!(
+        "ERR the proxy cannot find the keys of '{}' commands",
+        spec.name
+    )
+}
+
+/// The keyword search of a `keyword` begin_search, as in db.c: from `start_from` forwards to
+/// the second-to-last argument, or for a negative `start_from` from `argc + start_from`
+/// backwards to index 1. Returns the keyword's index.
+fn find_keyword(args: &[Bytes], keyword: &str, start_from: i32) -> Option<i64> {
+    let argc = i64::try_from(args.len()).ok()?;
+    let start_from = i64::from(start_from);
+    let (start, end) = if start_from > 0 {
+        (start_from, argc - 1)
+    } else {
+        (argc + start_from, 0)
+    };
+    let mut i = start;
+    while i != end {
+        if i >= argc || i < 1 {
+            break;
+        }
+        let arg = args.get(usize::try_from(i).ok()?)?;
+        if eq_ignore_case(arg, keyword) {
+            return Some(i);
+        }
+        i = if start <= end { i + 1 } else { i - 1 };
+    }
+    None
+}
+
+/// SORT key [BY pattern] [LIMIT offset count] [GET pattern ...] [ASC|DESC] [ALPHA]
+/// [STORE destination]: the key, plus the last STORE destination (as `sortGetKeys` and the
+/// command itself use the last one). BY/GET patterns name other keys only through the data,
+/// so like Redis we do not report them. SORT_RO has no STORE: only its key.
+fn sort_keys(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    out: &mut Vec<usize>,
+    with_store: bool,
+) -> Result<(), String> {
+    if args.len() < 2 {
+        return Err(arity_error(spec));
+    }
+    out.push(1);
+    if !with_store {
+        return Ok(());
+    }
+    let mut store = None;
+    let mut i = 2;
+    while i < args.len() {
+        let arg = &args[i];
+        if eq_ignore_case(arg, "limit") {
+            i += 2;
+        } else if eq_ignore_case(arg, "get") || eq_ignore_case(arg, "by") {
+            i += 1;
+        } else if eq_ignore_case(arg, "store") && i + 1 < args.len() {
+            store = Some(i + 1);
+        }
+        i += 1;
+    }
+    out.extend(store);
+    Ok(())
+}
+
+/// MIGRATE host port key|"" destination-db timeout [COPY] [REPLACE] [AUTH password]
+/// [AUTH2 username password] [KEYS key ...]: index 3, or with KEYS every argument after it
+/// (then index 3 must be empty, as the command requires).
+fn migrate_keys(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<usize>) -> Result<(), String> {
+    if args.len() < 6 {
+        return Err(arity_error(spec));
+    }
+    let mut i = 6;
+    while i < args.len() {
+        let arg = &args[i];
+        if eq_ignore_case(arg, "auth") {
+            i += 1;
+        } else if eq_ignore_case(arg, "auth2") {
+            i += 2;
+        } else if eq_ignore_case(arg, "keys") {
+            if !args[3].is_empty() {
+                return Err(
+                    "ERR When using MIGRATE KEYS option, the key argument must be set \
+                     to the empty string"
+                        .into(),
+                );
+            }
+            out.extend(i + 1..args.len());
+            return Ok(());
+        }
+        i += 1;
+    }
+    out.push(3);
+    Ok(())
+}
+
+/// GEORADIUS key lon lat radius unit [...] / GEORADIUSBYMEMBER key member radius unit [...]:
+/// the key, plus every STORE / STOREDIST destination among the options (the key specs report
+/// both when both are given, and Redis Cluster then requires both in one slot). COUNT's
+/// argument is skipped so a destination named "store" is not taken for the keyword.
+fn geo_keys(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    out: &mut Vec<usize>,
+    options_from: usize,
+) -> Result<(), String> {
+    if args.len() < options_from {
+        return Err(arity_error(spec));
+    }
+    out.push(1);
+    let mut i = options_from;
+    while i < args.len() {
+        let arg = &args[i];
+        if (eq_ignore_case(arg, "store") || eq_ignore_case(arg, "storedist")) && i + 1 < args.len()
+        {
+            out.push(i + 1);
+            i += 1;
+        } else if eq_ignore_case(arg, "count") {
+            i += 1;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// XREAD [COUNT n] [BLOCK ms] STREAMS key ... id ... and XREADGROUP GROUP g c [COUNT n]
+/// [BLOCK ms] [NOACK] STREAMS key ... id ...: options are parsed like `xreadCommand` does,
+/// because "streams" may also be a group, consumer or key name; the keys are the first half
+/// of the arguments after STREAMS.
+fn xread_keys(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    out: &mut Vec<usize>,
+    group: bool,
+) -> Result<(), String> {
+    let argc = args.len();
+    let mut streams = None;
+    let mut has_group = false;
+    let mut i = 1;
+    while i < argc {
+        let arg = &args[i];
+        let more = argc - i - 1;
+        if (eq_ignore_case(arg, "block") || eq_ignore_case(arg, "count")) && more >= 1 {
+            i += 1;
+        } else if eq_ignore_case(arg, "group") && more >= 2 {
+            if !group {
+                return Err(
+                    "ERR The GROUP option is only supported by XREADGROUP. You called \
+                     XREAD instead."
+                        .into(),
+                );
+            }
+            has_group = true;
+            i += 2;
+        } else if eq_ignore_case(arg, "noack") {
+            if !group {
+                return Err(
+                    "ERR The NOACK option is only supported by XREADGROUP. You called \
+                     XREAD instead."
+                        .into(),
+                );
+            }
+        } else if eq_ignore_case(arg, "streams") {
+            streams = Some(i);
+            break;
+        } else {
+            return Err(SYNTAX_ERROR.into());
+        }
+        i += 1;
+    }
+    let Some(streams) = streams else {
+        return Err(SYNTAX_ERROR.into());
+    };
+    let rest = argc - streams - 1;
+    if rest == 0 || !rest.is_multiple_of(2) {
+        return Err(
+            "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' \
+             must be specified."
+                .into(),
+        );
+    }
+    if group && !has_group {
+        return Err("ERR Missing GROUP option for XREADGROUP".into());
+    }
+    if argc < spec.arity.unsigned_abs() as usize {
+        return Err(arity_error(spec));
+    }
+    out.extend(streams + 1..streams + 1 + rest / 2);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{check_arity, lookup};
+    use super::*;
+
+    fn req(line: &str) -> Vec<Bytes> {
+        line.split(' ')
+            .map(|p| {
+                let p = if p == "''" { "" } else { p };
+                Bytes::copy_from_slice(p.as_bytes())
+            })
+            .collect()
+    }
+
+    /// Key positions of a request, or its error text.
+    fn keys(line: &str) -> Result<Vec<usize>, String> {
+        let args = req(line);
+        let spec = lookup(&args).ok_or("unknown command")?;
+        let mut out = vec![99];
+        let r = key_positions(spec, &args, &mut out);
+        r.map(|()| out.clone())
+            .inspect_err(|_| assert!(out.is_empty()))
+    }
+
+    fn ok(line: &str) -> Vec<usize> {
+        let args = req(line);
+        let spec = lookup(&args).expect("known command");
+        assert!(check_arity(spec, args.len()), "arity of {line}");
+        keys(line).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    fn err(line: &str) -> String {
+        match keys(line) {
+            Ok(k) => panic!("{line}: expected an error, got {k:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn simple_specs() {
+        assert_eq!(ok("get k"), [1]);
+        assert_eq!(ok("GET k"), [1]);
+        assert_eq!(ok("set k v ex 10 get"), [1]);
+        assert_eq!(ok("mget a b c"), [1, 2, 3]);
+        assert_eq!(ok("mset a 1 b 2 c 3"), [1, 3, 5]);
+        assert_eq!(ok("del a b"), [1, 2]);
+        assert_eq!(ok("lmove a b left right"), [1, 2]);
+        assert_eq!(ok("blpop a b 0"), [1, 2]);
+        assert_eq!(ok("object encoding k"), [2]);
+        assert_eq!(ok("xinfo stream s full"), [2]);
+        assert_eq!(ok("memory usage k"), [2]);
+        assert_eq!(ok("ping"), Vec::<usize>::new());
+        assert_eq!(ok("config get maxmemory"), Vec::<usize>::new());
+        assert_eq!(ok("bitop and d a b"), [2, 3, 4]);
+    }
+
+    #[test]
+    fn shard_channels_are_slot_positions_not_keys() {
+        let args = req("ssubscribe a b c");
+        let spec = lookup(&args).expect("ssubscribe");
+        let mut out = Vec::new();
+        assert_eq!(key_positions(spec, &args, &mut out), Ok(()));
+        assert!(out.is_empty());
+        assert_eq!(slot_positions(spec, &args, &mut out), Ok(()));
+        assert_eq!(out, [1, 2, 3]);
+        let args = req("spublish ch msg");
+        let spec = lookup(&args).expect("spublish");
+        assert_eq!(slot_positions(spec, &args, &mut out), Ok(()));
+        assert_eq!(out, [1]);
+        let args = req("sunsubscribe");
+        let spec = lookup(&args).expect("sunsubscribe");
+        assert_eq!(slot_positions(spec, &args, &mut out), Ok(()));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn sort() {
+        assert_eq!(ok("sort k"), [1]);
+        assert_eq!(ok("sort k store d"), [1, 3]);
+        assert_eq!(
+            ok("SORT k BY w_* LIMIT 0 10 GET # GET o_* DESC ALPHA STORE d"),
+            [1, 14]
+        );
+        assert_eq!(ok("sort k store d1 store d2"), [1, 5]);
+        // "store" as a GET pattern or LIMIT value is not the keyword
+        assert_eq!(ok("sort k get store"), [1]);
+        assert_eq!(ok("sort k by store limit store store"), [1]);
+        // STORE without destination: the command fails with a syntax error wherever it goes
+        assert_eq!(ok("sort k store"), [1]);
+        assert_eq!(ok("sort_ro k by x get y"), [1]);
+    }
+
+    #[test]
+    fn migrate() {
+        assert_eq!(ok("migrate h 6379 k 0 1000"), [3]);
+        assert_eq!(ok("migrate h 6379 k 0 1000 copy replace"), [3]);
+        assert_eq!(ok("migrate h 6379 '' 0 1000 keys a b c"), [7, 8, 9]);
+        assert_eq!(
+            ok("migrate h 6379 '' 0 1000 copy auth keys auth2 u keys keys a b"),
+            [13, 14]
+        );
+        let e = err("migrate h 6379 k 0 1000 keys a b");
+        assert!(e.contains("must be set to the empty string"), "{e}");
+    }
+
+    #[test]
+    fn georadius() {
+        assert_eq!(ok("georadius k 0 0 10 km"), [1]);
+        assert_eq!(ok("georadius k 0 0 10 km withdist store d"), [1, 8]);
+        assert_eq!(ok("georadius k 0 0 10 km storedist d"), [1, 7]);
+        assert_eq!(ok("georadius k 0 0 10 km store d1 storedist d2"), [1, 7, 9]);
+        assert_eq!(ok("georadius k 0 0 10 km count 5 any store store"), [1, 10]);
+        assert_eq!(ok("georadiusbymember k m 10 km store d"), [1, 6]);
+        // a member named "store" is not the keyword
+        assert_eq!(ok("georadiusbymember k store 10 km"), [1]);
+        assert_eq!(ok("georadius_ro k 0 0 10 km"), [1]);
+    }
+
+    #[test]
+    fn xread() {
+        assert_eq!(ok("xread streams a 0"), [2]);
+        assert_eq!(ok("XREAD COUNT 10 BLOCK 0 STREAMS a b 0 0"), [6, 7]);
+        assert_eq!(ok("xread streams streams streams 0 0"), [2, 3]);
+        assert_eq!(ok("xreadgroup group g c streams a 0"), [5]);
+        assert_eq!(
+            ok("xreadgroup group streams streams noack streams a b > >"),
+            [6, 7]
+        );
+        assert!(err("xread streams a b c").starts_with("ERR Unbalanced XREAD"));
+        assert!(err("xread count 1 streams").starts_with("ERR Unbalanced XREAD"));
+        assert_eq!(err("xread count 1 a 0"), SYNTAX_ERROR);
+        assert_eq!(err("xread block 0 count 1"), SYNTAX_ERROR);
+        assert!(err("xread group g c streams a 0").contains("only supported by XREADGROUP"));
+        assert!(err("xread noack streams a 0").contains("only supported by XREADGROUP"));
+        assert_eq!(
+            err("xreadgroup count 1 noack streams a 0"),
+            "ERR Missing GROUP option for XREADGROUP"
+        );
+    }
+
+    #[test]
+    fn scripts() {
+        assert_eq!(ok("eval s 0"), Vec::<usize>::new());
+        assert_eq!(ok("eval s 0 a b"), Vec::<usize>::new());
+        assert_eq!(ok("eval s 2 a b c"), [3, 4]);
+        assert_eq!(ok("EVALSHA sha 1 a"), [3]);
+        assert_eq!(ok("eval_ro s 1 a"), [3]);
+        assert_eq!(ok("evalsha_ro s 1 a"), [3]);
+        assert_eq!(ok("fcall f 2 a b x"), [3, 4]);
+        assert_eq!(ok("fcall_ro f 1 a"), [3]);
+        assert_eq!(
+            err("eval s 3 a b"),
+            "ERR Number of keys can't be greater than number of args"
+        );
+        assert_eq!(err("eval s -1 a"), "ERR Number of keys can't be negative");
+        assert_eq!(err("eval s x a"), NOT_INTEGER);
+        assert_eq!(err("eval s 01 a"), NOT_INTEGER);
+        assert_eq!(err("eval s +1 a"), NOT_INTEGER);
+        assert_eq!(err("eval s 99999999999999999999 a"), NOT_INTEGER);
+        assert_eq!(
+            err("fcall f 9223372036854775807 a"),
+            "ERR Number of keys can't be greater than number of args"
+        );
+    }
+
+    #[test]
+    fn sorted_set_numkeys() {
+        assert_eq!(ok("zunionstore d 2 a b weights 1 2"), [1, 3, 4]);
+        assert_eq!(ok("zinterstore d 1 a aggregate max"), [1, 3]);
+        assert_eq!(ok("zdiffstore d 2 a b"), [1, 3, 4]);
+        assert_eq!(ok("zunion 2 a b withscores"), [2, 3]);
+        assert_eq!(ok("zinter 1 a"), [2]);
+        assert_eq!(ok("zdiff 2 a b"), [2, 3]);
+        assert_eq!(ok("zintercard 2 a b limit 5"), [2, 3]);
+        assert_eq!(
+            err("zunionstore d 0 a"),
+            "ERR at least 1 input key is needed for 'zunionstore' command"
+        );
+        assert_eq!(
+            err("zdiff -3 a"),
+            "ERR at least 1 input key is needed for 'zdiff' command"
+        );
+        assert_eq!(err("zinterstore d 3 a b"), SYNTAX_ERROR);
+        assert_eq!(err("zunion x a"), NOT_INTEGER);
+        assert_eq!(err("zintercard 3 a b"), SYNTAX_ERROR);
+    }
+
+    #[test]
+    fn multi_pop_and_intercard() {
+        assert_eq!(ok("lmpop 2 a b left count 3"), [2, 3]);
+        assert_eq!(ok("blmpop 0.5 1 a right"), [3]);
+        assert_eq!(ok("zmpop 1 a min"), [2]);
+        assert_eq!(ok("bzmpop 0 2 a b max"), [3, 4]);
+        assert_eq!(ok("sintercard 3 a b c limit 1"), [2, 3, 4]);
+        let gt0 = "ERR numkeys should be greater than 0";
+        assert_eq!(err("lmpop 0 a left"), gt0);
+        assert_eq!(err("lmpop x a left"), gt0);
+        assert_eq!(err("blmpop 0 -1 a left"), gt0);
+        assert_eq!(err("sintercard 0 a"), gt0);
+        assert_eq!(err("lmpop 3 a left"), SYNTAX_ERROR);
+        assert_eq!(err("bzmpop 0 4 a b min"), SYNTAX_ERROR);
+        assert_eq!(
+            err("sintercard 3 a b"),
+            "ERR Number of keys can't be greater than number of args"
+        );
+    }
+
+    #[test]
+    fn short_requests_never_panic() {
+        for cmd in super::super::COMMANDS {
+            let entries = std::iter::once(cmd).chain(cmd.subcommands);
+            for spec in entries {
+                let mut args: Vec<Bytes> = spec
+                    .name
+                    .split('|')
+                    .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+                    .collect();
+                let mut out = Vec::new();
+                for n in 0..8 {
+                    for prefix in 0..=args.len() {
+                        let r = key_positions(spec, &args[..prefix], &mut out);
+                        if r.is_ok() {
+                            assert!(out.iter().all(|&i| i < prefix), "{}", spec.name);
+                        }
+                    }
+                    args.push(Bytes::from(if n % 2 == 0 { "1" } else { "streams" }));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parse_ll_matches_string2ll() {
+        assert_eq!(parse_ll(b"0"), Some(0));
+        assert_eq!(parse_ll(b"12"), Some(12));
+        assert_eq!(parse_ll(b"-12"), Some(-12));
+        assert_eq!(parse_ll(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_ll(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"-0",
+            b"00",
+            b"01",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1a",
+            b"9223372036854775808",
+        ] {
+            assert_eq!(parse_ll(bad), None, "{:?}", bad);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! What travels between a client session and the backends: calls, the reply slots they fill,
+//! the merge state of split commands, and the reading of redirect errors.
+//!
+//! Invariant: every [`Call`] delivers exactly one frame to its [`Target`] — the backend's reply,
+//! a merged reply, or an error the proxy composed — so a client's reply queue never stalls on a
+//! request that was lost.
+
+use crate::merge::{self, MergeKind};
+use crate::resp;
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// The place in a client's in-order reply queue that one request's reply goes to.
+pub struct ReplySlot {
+    value: RefCell<Option<Bytes>>,
+    signal: Rc<Notify>,
+}
+
+impl ReplySlot {
+    /// An empty slot that wakes `signal` when filled.
+    pub fn new(signal: &Rc<Notify>) -> Rc<ReplySlot> {
+        Rc::new(ReplySlot {
+            value: RefCell::new(None),
+            signal: Rc::clone(signal),
+        })
+    }
+
+    /// A slot that already holds its reply (a reply the proxy composed itself).
+    pub fn ready(signal: &Rc<Notify>, value: Bytes) -> Rc<ReplySlot> {
+        Rc::new(ReplySlot {
+            value: RefCell::new(Some(value)),
+            signal: Rc::clone(signal),
+        })
+    }
+
+    /// Stores the reply and wakes the session.
+    pub fn fill(&self, value: Bytes) {
+        *self.value.borrow_mut() = Some(value);
+        self.signal.notify_one();
+    }
+
+    /// Takes the reply if it has arrived.
+    pub fn take(&self) -> Option<Bytes> {
+        self.value.borrow_mut().take()
+    }
+}
+
+/// Collects the parts of a command split per slot and fills the client's slot when the last
+/// part arrives.
+pub struct Merge {
+    kind: MergeKind,
+    order: Vec<u32>,
+    parts: RefCell<Vec<Bytes>>,
+    remaining: Cell<usize>,
+    slot: Rc<ReplySlot>,
+}
+
+impl Merge {
+    /// A merge of `parts` replies into `slot`; `order` maps each client key to its part.
+    pub fn new(kind: MergeKind, order: Vec<u32>, parts: usize, slot: Rc<ReplySlot>) -> Rc<Merge> {
+        Rc::new(Merge {
+            kind,
+            order,
+            parts: RefCell::new(vec![Bytes::new(); parts]),
+            remaining: Cell::new(parts),
+            slot,
+        })
+    }
+
+    fn deliver(&self, index: usize, frame: Bytes) {
+        if let Some(p) = self.parts.borrow_mut().get_mut(index) {
+            *p = frame;
+        }
+        let left = self.remaining.get().saturating_sub(1);
+        self.remaining.set(left);
+        if left == 0 {
+            let merged = merge::merge(self.kind, &self.order, &self.parts.borrow());
+            self.slot.fill(merged);
+        }
+    }
+}
+
+/// Where a backend reply goes.
+pub enum Target {
+    /// The whole reply of a client request.
+    Whole(Rc<ReplySlot>),
+    /// One part of a split request.
+    Part(Rc<Merge>, usize),
+}
+
+impl Target {
+    /// Hands the reply frame over.
+    pub fn deliver(&self, frame: Bytes) {
+        match self {
+            Target::Whole(slot) => slot.fill(frame),
+            Target::Part(m, i) => m.deliver(*i, frame),
+        }
+    }
+}
+
+/// Which node a call must reach.
+#[derive(Clone, Debug)]
+pub enum Dest {
+    /// The owner of this slot in the current map.
+    Slot(u16),
+    /// A specific node (after ASK, or a keyless command sent to any node).
+    Node(Arc<str>),
+}
+
+/// One command on its way to one backend.
+pub struct Call {
+    /// The request as sent on the wire.
+    pub wire: Bytes,
+    /// Where it goes.
+    pub dest: Dest,
+    /// Redirects (MOVED, ASK) followed so far.
+    pub redirects: u8,
+    /// ASK redirects and TRYAGAIN retries so far.
+    pub retries: u8,
+    /// When the client's request reached the proxy; ASK/TRYAGAIN retries stop at
+    /// `born + request_timeout`.
+    pub born: tokio::time::Instant,
+    /// Where its reply goes.
+    pub target: Target,
+}
+
+impl Call {
+    /// Completes the call with an error the proxy composed.
+    pub fn fail(self, msg: &str) {
+        self.target.deliver(resp::error(msg));
+    }
+}
+
+/// Most redirects followed for one call before the client gets an error.
+pub const MAX_REDIRECTS: u8 = 5;
+
+/// Most ASK redirects plus TRYAGAIN retries for one call. During a migration a multi-key
+/// request can bounce between ASK (source) and TRYAGAIN (target) until the slot's keys have
+/// moved, so these are bounded by the request deadline, with this count as a backstop.
+pub const MAX_RETRIES: u8 = 200;
+
+impl Call {
+    /// A call that has not been redirected yet.
+    pub fn new(wire: Bytes, dest: Dest, target: Target) -> Call {
+        Call {
+            wire,
+            dest,
+            redirects: 0,
+            retries: 0,
+            born: tokio::time::Instant::now(),
+            target,
+        }
+    }
+}
+
+/// A redirect or retry demanded by a backend's error reply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Redirect {
+    /// `MOVED <slot> <addr>`: the slot lives elsewhere for good.
+    Moved(u16, String),
+    /// `ASK <slot> <addr>`: this one request goes to the importing node.
+    Ask(u16, String),
+    /// `TRYAGAIN`: a multi-key request during resharding; retry shortly.
+    TryAgain,
+    /// `CLUSTERDOWN`: the reply is passed on, but the map should be refreshed.
+    ClusterDown,
+}
+
+/// Reads a redirect from an error frame. An address with an empty host (`:7001`, sent by a node
+/// that does not know its own IP) takes the host of `from`, the node that sent the redirect.
+pub fn parse_redirect(frame: &[u8], from: &str) -> Option<Redirect> {
+    if frame.first() != Some(&b'-') {
+        return None;
+    }
+    let text = std::str::from_utf8(frame.get(1..)?).ok()?.trim_end();
+    let mut it = text.split(' ');
+    let code = it.next()?;
+    let mut target = || -> Option<(u16, String)> {
+        let slot = it.next()?.parse().ok()?;
+        let addr = it.next()?;
+        let addr = match addr.strip_prefix(':') {
+            Some(port) => format!("{}:{port}", from.rsplit_once(':').map_or(from, |x| x.0)),
+            None => addr.to_string(),
+        };
+        Some((slot, addr))
+    };
+    match code {
+        "MOVED" => target().map(|(s, a)| Redirect::Moved(s, a)),
+        "ASK" => target().map(|(s, a)| Redirect::Ask(s, a)),
+        "TRYAGAIN" => Some(Redirect::TryAgain),
+        "CLUSTERDOWN" => Some(Redirect::ClusterDown),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects() {
+        assert_eq!(
+            parse_redirect(b"-MOVED 3999 127.0.0.1:6381\r\n", "x:1"),
+            Some(Redirect::Moved(3999, "127.0.0.1:6381".into()))
+        );
+        assert_eq!(
+            parse_redirect(b"-ASK 3999 :6381\r\n", "127.0.0.3:7000"),
+            Some(Redirect::Ask(3999, "127.0.0.3:6381".into()))
+        );
+        assert_eq!(
+            parse_redirect(
+                b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+                ""
+            ),
+            Some(Redirect::TryAgain)
+        );
+        assert_eq!(parse_redirect(b"-ERR nope\r\n", ""), None);
+        assert_eq!(parse_redirect(b"+MOVED 1 a:1\r\n", ""), None);
+    }
+
+    #[test]
+    fn merge_fills_slot_once_all_parts_arrive() {
+        let signal = Rc::new(Notify::new());
+        let slot = ReplySlot::new(&signal);
+        let m = Merge::new(MergeKind::Sum, vec![], 2, Rc::clone(&slot));
+        Target::Part(Rc::clone(&m), 0).deliver(Bytes::from_static(b":1\r\n"));
+        assert!(slot.take().is_none());
+        Target::Part(m, 1).deliver(Bytes::from_static(b":2\r\n"));
+        assert_eq!(&slot.take().unwrap()[..], b":3\r\n");
+    }
+}

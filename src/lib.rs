@@ -1,0 +1,30 @@
+//! slotproxy: a multi-threaded RESP proxy in front of a Redis Cluster, with built-in cluster
+//! administration.
+//!
+//! The data path reads top-down: [`server`] accepts and hands clients to a [`worker`];
+//! a [`session`] reads and parses ([`protocol`]), asks the [`router`] where each request goes,
+//! sends it through the worker's [`backend`] connections, and writes replies back in order,
+//! merging split commands ([`merge`]). The [`topology`] refresher keeps the [`cluster`] slot map
+//! current. Commands the proxy answers itself live in [`local`] and [`admin`].
+
+pub mod admin;
+pub mod backend;
+pub mod cluster;
+pub mod command;
+pub mod config;
+pub mod dispatch;
+pub mod local;
+pub mod localcluster;
+pub mod merge;
+pub mod node_client;
+pub mod placement;
+pub mod protocol;
+pub mod render;
+pub mod resp;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod shared;
+pub mod slots;
+pub mod topology;
+pub mod worker;

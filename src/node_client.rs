@@ -1,0 +1,76 @@
+//! A plain request/response client for one node, for the control plane (topology refresh and
+//! admin engines). Not for the data path: it sends one command and waits for its reply.
+
+use crate::resp::{self, ReplyScanner, Value};
+use anyhow::{anyhow, bail, Context};
+use bytes::BytesMut;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A connection to one node. Every call has a deadline.
+pub struct NodeClient {
+    addr: String,
+    stream: TcpStream,
+    buf: BytesMut,
+    timeout: Duration,
+}
+
+impl NodeClient {
+    /// Connects to `addr` (`host:port`) within `timeout`; later calls use the same deadline.
+    pub async fn connect(addr: &str, timeout: Duration) -> anyhow::Result<NodeClient> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| anyhow!("connecting to {addr}: timed out after {timeout:?}"))?
+            .with_context(|| format!("connecting to {addr}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(NodeClient {
+            addr: addr.to_string(),
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            timeout,
+        })
+    }
+
+    /// The address this client talks to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one command and returns its reply (an error reply is `Ok(Value::Error)`).
+    pub async fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> anyhow::Result<Value> {
+        let name = args
+            .first()
+            .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
+            .unwrap_or_default();
+        tokio::time::timeout(self.timeout, self.roundtrip(args))
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "{name} to {}: no reply within {:?}",
+                    self.addr,
+                    self.timeout
+                )
+            })?
+            .with_context(|| format!("{name} to {}", self.addr))
+    }
+
+    /// Like [`NodeClient::call`], but an error reply becomes `Err`, and the reply must be text.
+    pub async fn call_text<A: AsRef<[u8]>>(&mut self, args: &[A]) -> anyhow::Result<String> {
+        let v = self.call(args).await?;
+        v.text().map_err(|e| anyhow!("{} replied: {e}", self.addr))
+    }
+
+    async fn roundtrip<A: AsRef<[u8]>>(&mut self, args: &[A]) -> anyhow::Result<Value> {
+        self.stream.write_all(&resp::encode_command(args)).await?;
+        let mut scanner = ReplyScanner::default();
+        loop {
+            if let Some(frame) = scanner.next_frame(&mut self.buf)? {
+                return Ok(Value::decode(&frame)?);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                bail!("connection closed");
+            }
+        }
+    }
+}

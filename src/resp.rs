@@ -1,0 +1,351 @@
+//! RESP encoding and backend reply framing.
+//!
+//! On the hot path the proxy does not decode backend replies: [`ReplyScanner`] only finds where
+//! each reply frame ends so the frame can be passed to the client as an untouched `Bytes` slice.
+//! It is resumable and non-recursive, so a huge reply (KEYS over millions of keys) arriving in
+//! many reads is scanned once. [`Value`] is a full decoder for the control plane (topology
+//! refresh, admin engines), where convenience matters more than copies.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Encodes a command as a RESP multibulk.
+pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> BytesMut {
+    let len: usize = args.iter().map(|a| a.as_ref().len() + 16).sum();
+    let mut out = BytesMut::with_capacity(len + 16);
+    put_array_header(&mut out, args.len());
+    for a in args {
+        put_bulk(&mut out, a.as_ref());
+    }
+    out
+}
+
+/// Appends `*<n>\r\n`.
+pub fn put_array_header(out: &mut BytesMut, n: usize) {
+    out.put_u8(b'*');
+    put_decimal(out, n as i64);
+}
+
+/// Appends a bulk string.
+pub fn put_bulk(out: &mut BytesMut, data: &[u8]) {
+    out.put_u8(b'$');
+    put_decimal(out, data.len() as i64);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends an integer reply.
+pub fn put_int(out: &mut BytesMut, n: i64) {
+    out.put_u8(b':');
+    put_decimal(out, n);
+}
+
+fn put_decimal(out: &mut BytesMut, n: i64) {
+    let mut buf = itoa_buf(n);
+    buf.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&buf);
+}
+
+fn itoa_buf(n: i64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
+
+/// A simple-string reply such as `+OK\r\n`.
+pub fn simple(s: &str) -> Bytes {
+    Bytes::from(format!("+{s}\r\n"))
+}
+
+/// An error reply; `msg` starts with the error code (`ERR ...`, `CROSSSLOT ...`). Line breaks in
+/// the message are replaced so the frame stays valid.
+pub fn error(msg: &str) -> Bytes {
+    let clean: String = msg
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    Bytes::from(format!("-{clean}\r\n"))
+}
+
+/// A bulk-string reply.
+pub fn bulk(data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 16);
+    put_bulk(&mut out, data);
+    out.freeze()
+}
+
+/// An integer reply.
+pub fn int(n: i64) -> Bytes {
+    let mut out = BytesMut::with_capacity(24);
+    put_int(&mut out, n);
+    out.freeze()
+}
+
+/// The null bulk reply.
+pub const NULL_BULK: &[u8] = b"$-1\r\n";
+
+/// A reply frame that is not valid RESP; the backend connection must be dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadReply(pub String);
+
+impl std::error::Error for BadReply {}
+
+impl std::fmt::Display for BadReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed reply from backend: {}", self.0)
+    }
+}
+
+/// Resumable reply-frame scanner. Feed it the same growing buffer until it reports a frame
+/// length; then cut that many bytes and call [`ReplyScanner::reset`] (done by `next_frame`).
+#[derive(Debug, Default)]
+pub struct ReplyScanner {
+    /// Bytes of the current frame already scanned.
+    pos: usize,
+    /// Elements still to read (1 for the frame itself, plus array members).
+    pending: u64,
+}
+
+fn line_end(buf: &[u8], from: usize) -> Option<usize> {
+    let cr = buf.get(from..)?.iter().position(|&b| b == b'\r')? + from;
+    (cr + 1 < buf.len()).then_some(cr)
+}
+
+fn parse_len(s: &[u8]) -> Result<i64, BadReply> {
+    std::str::from_utf8(s)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| BadReply(format!("bad length {:?}", String::from_utf8_lossy(s))))
+}
+
+impl ReplyScanner {
+    /// If a complete frame starts at the front of `buf`, its length.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, BadReply> {
+        if self.pending == 0 {
+            self.pending = 1;
+            self.pos = 0;
+        }
+        while self.pending > 0 {
+            let Some(&kind) = buf.get(self.pos) else {
+                return Ok(None);
+            };
+            let Some(cr) = line_end(buf, self.pos + 1) else {
+                return Ok(None);
+            };
+            match kind {
+                b'+' | b'-' | b':' | b',' | b'#' | b'_' | b'(' => {
+                    self.pos = cr + 2;
+                }
+                b'$' | b'=' | b'!' => {
+                    let n = parse_len(&buf[self.pos + 1..cr])?;
+                    let end = if n < 0 {
+                        cr + 2
+                    } else {
+                        cr + 2 + n as usize + 2
+                    };
+                    if buf.len() < end {
+                        return Ok(None);
+                    }
+                    self.pos = end;
+                }
+                b'*' | b'~' | b'>' | b'%' | b'|' => {
+                    let n = parse_len(&buf[self.pos + 1..cr])?;
+                    let n = if kind == b'%' || kind == b'|' {
+                        n * 2
+                    } else {
+                        n
+                    };
+                    self.pos = cr + 2;
+                    if n > 0 {
+                        self.pending += n as u64;
+                    }
+                }
+                other => {
+                    return Err(BadReply(format!(
+                        "unexpected type byte {:?}",
+                        char::from(other)
+                    )))
+                }
+            }
+            self.pending -= 1;
+        }
+        Ok(Some(self.pos))
+    }
+
+    /// Cuts the next complete frame off the front of `buf`.
+    pub fn next_frame(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, BadReply> {
+        match self.scan(buf)? {
+            Some(n) => {
+                self.pending = 0;
+                Ok(Some(buf.split_to(n).freeze()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Whether a reply frame is an error reply.
+pub fn is_error(frame: &[u8]) -> bool {
+    frame.first() == Some(&b'-')
+}
+
+/// Splits a complete array frame into its element frames (each a zero-copy slice). Returns
+/// `None` for a non-array frame or a null array.
+pub fn array_elements(frame: &Bytes) -> Option<Vec<Bytes>> {
+    if frame.first() != Some(&b'*') {
+        return None;
+    }
+    let cr = line_end(frame, 1)?;
+    let n = parse_len(&frame[1..cr]).ok()?;
+    if n < 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    let mut pos = cr + 2;
+    for _ in 0..n {
+        let mut sc = ReplyScanner::default();
+        let len = sc.scan(&frame[pos..]).ok()??;
+        out.push(frame.slice(pos..pos + len));
+        pos += len;
+    }
+    Some(out)
+}
+
+/// A fully decoded reply, for the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// `+...`
+    Simple(String),
+    /// `-...`
+    Error(String),
+    /// `:...`
+    Int(i64),
+    /// `$...`; `None` is the null bulk.
+    Bulk(Option<Bytes>),
+    /// `*...`; `None` is the null array.
+    Array(Option<Vec<Value>>),
+}
+
+impl Value {
+    /// Decodes one complete frame (as cut by [`ReplyScanner`]).
+    pub fn decode(frame: &Bytes) -> Result<Value, BadReply> {
+        let (v, _) = decode_at(frame, 0)?;
+        Ok(v)
+    }
+
+    /// The value as text: bulk and simple strings; errors become `Err`.
+    pub fn text(&self) -> Result<String, String> {
+        match self {
+            Value::Simple(s) => Ok(s.clone()),
+            Value::Bulk(Some(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
+            Value::Bulk(None) => Ok(String::new()),
+            Value::Int(n) => Ok(n.to_string()),
+            Value::Error(e) => Err(e.clone()),
+            Value::Array(_) => Err("expected a string reply, got an array".into()),
+        }
+    }
+}
+
+fn decode_at(buf: &Bytes, pos: usize) -> Result<(Value, usize), BadReply> {
+    let short = || BadReply("truncated frame".into());
+    let kind = *buf.get(pos).ok_or_else(short)?;
+    let cr = line_end(buf, pos + 1).ok_or_else(short)?;
+    let line = &buf[pos + 1..cr];
+    let next = cr + 2;
+    Ok(match kind {
+        b'+' => (
+            Value::Simple(String::from_utf8_lossy(line).into_owned()),
+            next,
+        ),
+        b'-' => (
+            Value::Error(String::from_utf8_lossy(line).into_owned()),
+            next,
+        ),
+        b':' => (Value::Int(parse_len(line)?), next),
+        b'$' => {
+            let n = parse_len(line)?;
+            if n < 0 {
+                (Value::Bulk(None), next)
+            } else {
+                let end = next + n as usize;
+                if buf.len() < end + 2 {
+                    return Err(short());
+                }
+                (Value::Bulk(Some(buf.slice(next..end))), end + 2)
+            }
+        }
+        b'*' => {
+            let n = parse_len(line)?;
+            if n < 0 {
+                (Value::Array(None), next)
+            } else {
+                let mut items = Vec::with_capacity(n.min(1024) as usize);
+                let mut p = next;
+                for _ in 0..n {
+                    let (v, np) = decode_at(buf, p)?;
+                    items.push(v);
+                    p = np;
+                }
+                (Value::Array(Some(items)), p)
+            }
+        }
+        other => {
+            return Err(BadReply(format!(
+                "unexpected type byte {:?}",
+                char::from(other)
+            )))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanner_finds_frames_across_splits() {
+        let stream: &[u8] = b"+OK\r\n$3\r\nfoo\r\n*3\r\n:1\r\n$-1\r\n*1\r\n-ERR x\r\n$0\r\n\r\n";
+        for cut in 0..stream.len() {
+            let mut buf = BytesMut::new();
+            let mut sc = ReplyScanner::default();
+            let mut frames = Vec::new();
+            for chunk in [&stream[..cut], &stream[cut..]] {
+                buf.extend_from_slice(chunk);
+                while let Some(f) = sc.next_frame(&mut buf).unwrap() {
+                    frames.push(f);
+                }
+            }
+            assert_eq!(frames.len(), 4, "cut at {cut}");
+            assert_eq!(&frames[2][..], b"*3\r\n:1\r\n$-1\r\n*1\r\n-ERR x\r\n");
+        }
+    }
+
+    #[test]
+    fn array_elements_and_decode() {
+        let f = Bytes::from_static(b"*3\r\n$1\r\na\r\n$-1\r\n*2\r\n:1\r\n:2\r\n");
+        let els = array_elements(&f).unwrap();
+        assert_eq!(els.len(), 3);
+        assert_eq!(&els[1][..], NULL_BULK);
+        assert_eq!(
+            Value::decode(&f).unwrap(),
+            Value::Array(Some(vec![
+                Value::Bulk(Some(Bytes::from_static(b"a"))),
+                Value::Bulk(None),
+                Value::Array(Some(vec![Value::Int(1), Value::Int(2)])),
+            ]))
+        );
+    }
+
+    #[test]
+    fn bad_type_byte_is_an_error() {
+        let mut sc = ReplyScanner::default();
+        assert!(sc.scan(b"?x\r\n").is_err());
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(
+            &encode_command(&["GET", "k"])[..],
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+        );
+        assert_eq!(&error("ERR a\nb")[..], b"-ERR a b\r\n");
+        assert_eq!(&int(-3)[..], b":-3\r\n");
+    }
+}

@@ -1,0 +1,364 @@
+//! Routing: where one client request goes. This is the one place that decides it.
+//!
+//! [`route`] is pure (no sockets, no map): from the arguments alone it decides whether the
+//! proxy answers, which hash slot the request belongs to, how a multi-key command splits per
+//! slot, or which error the client gets. Invariants: a command is only ever sent whole to the
+//! owner of the one slot all its keys hash to (or split per slot, for the commands whose
+//! meaning a split preserves); a command that would change the state of a shared backend
+//! connection (SELECT, CLIENT REPLY, READONLY, blocking and pub/sub commands, transactions) is
+//! never forwarded on one.
+
+use crate::command::{self, CommandSpec};
+use crate::merge::MergeKind;
+use crate::resp;
+use crate::slots::key_slot;
+use bytes::Bytes;
+use std::collections::HashMap;
+
+/// Commands the proxy answers itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Local {
+    /// PING [message]
+    Ping,
+    /// ECHO message
+    Echo,
+    /// QUIT
+    Quit,
+    /// SELECT db
+    Select,
+    /// HELLO [protover [AUTH user pass] [SETNAME name]]
+    Hello,
+    /// AUTH [user] pass
+    Auth,
+    /// INFO [section ...]
+    Info,
+    /// CLIENT SETNAME name
+    ClientSetName,
+    /// CLIENT GETNAME
+    ClientGetName,
+    /// CLIENT ID
+    ClientId,
+    /// PROXY ... (the admin namespace)
+    Proxy,
+}
+
+/// One part of a split command: the keys of one slot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The slot all of this part's keys hash to.
+    pub slot: u16,
+    /// The part's arguments, command name first.
+    pub args: Vec<Bytes>,
+}
+
+/// A multi-key command split per slot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Split {
+    /// How the parts' replies merge.
+    pub kind: MergeKind,
+    /// For each key of the request, in order, the index of the part that holds it.
+    pub order: Vec<u32>,
+    /// The parts, in order of their first key.
+    pub parts: Vec<Part>,
+}
+
+/// The routing decision for one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Forward the request unchanged to the owner of this slot.
+    Slot(u16),
+    /// Split per slot and merge the replies.
+    Split(Split),
+    /// Forward to any one master (keyless commands whose answer is the same everywhere).
+    AnyNode,
+    /// The proxy answers.
+    Local(Local),
+    /// Answer with this reply (an error) without contacting any node.
+    Reply(Bytes),
+}
+
+impl Route {
+    /// The local command, when the proxy answers this request itself.
+    pub fn local(&self) -> Option<Local> {
+        match self {
+            Route::Local(l) => Some(*l),
+            _ => None,
+        }
+    }
+}
+
+/// Redis's reply to a command whose keys hash to different slots.
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// Redis 7.0's text for an unknown command, quoting the first arguments as Redis does.
+pub fn unknown_command(args: &[Bytes]) -> Bytes {
+    let name = String::from_utf8_lossy(&args[0]);
+    let name: String = name.chars().take(128).collect();
+    let mut quoted = String::new();
+    for a in &args[1..] {
+        if quoted.len() >= 128 {
+            break;
+        }
+        let room = 128 - quoted.len();
+        let a = String::from_utf8_lossy(a);
+        let a: String = a.chars().take(room).collect();
+        quoted.push_str(&format!("'{a}' "));
+    }
+    resp::error(&format!(
+        "ERR unknown command '{name}', with args beginning with: {quoted}"
+    ))
+}
+
+fn unsupported(spec: &CommandSpec, what: &str) -> Route {
+    Route::Reply(resp::error(&format!(
+        "ERR slotproxy does not support '{}' yet ({what}); see the README's command list",
+        spec.name.replace('|', " ").to_uppercase()
+    )))
+}
+
+fn not_through_proxy(spec: &CommandSpec) -> Route {
+    Route::Reply(resp::error(&format!(
+        "ERR '{}' is not available through slotproxy: it concerns a single node or connection; send it to a node directly",
+        spec.name.replace('|', " ").to_uppercase()
+    )))
+}
+
+/// Commands that talk about one node or change a connection's mode; never forwarded.
+const NODE_LEVEL: &[&str] = &[
+    "asking",
+    "cluster",
+    "readonly",
+    "readwrite",
+    "monitor",
+    "sync",
+    "psync",
+    "replconf",
+    "replicaof",
+    "slaveof",
+    "failover",
+    "shutdown",
+    "debug",
+    "module",
+    "reset",
+];
+
+/// Decides where `args` goes. `keys` is scratch space, reused across calls to avoid allocation.
+pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
+    if args[0].eq_ignore_ascii_case(b"proxy") {
+        return Route::Local(Local::Proxy);
+    }
+    let Some(spec) = command::lookup(args) else {
+        return Route::Reply(unknown_command(args));
+    };
+    if !spec.subcommands.is_empty() && args.len() >= 2 {
+        return Route::Reply(resp::error(&format!(
+            "ERR unknown subcommand '{}'. Try {} HELP.",
+            String::from_utf8_lossy(&args[1])
+                .chars()
+                .take(128)
+                .collect::<String>(),
+            spec.name.to_uppercase()
+        )));
+    }
+    if !command::check_arity(spec, args.len()) {
+        return Route::Reply(resp::error(&format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        )));
+    }
+    let container = spec.name.split('|').next().unwrap_or(spec.name);
+    match spec.name {
+        "ping" => return Route::Local(Local::Ping),
+        "echo" => return Route::Local(Local::Echo),
+        "quit" => return Route::Local(Local::Quit),
+        "select" => return Route::Local(Local::Select),
+        "hello" => return Route::Local(Local::Hello),
+        "auth" => return Route::Local(Local::Auth),
+        "info" => return Route::Local(Local::Info),
+        "client|setname" => return Route::Local(Local::ClientSetName),
+        "client|getname" => return Route::Local(Local::ClientGetName),
+        "client|id" => return Route::Local(Local::ClientId),
+        "command"
+        | "command|count"
+        | "command|info"
+        | "command|docs"
+        | "command|getkeys"
+        | "command|getkeysandflags"
+        | "command|list" => return Route::AnyNode,
+        "mget" => return split(args, MergeKind::Mget, 1),
+        "mset" => {
+            if args.len().is_multiple_of(2) {
+                return Route::Reply(resp::error(
+                    "ERR wrong number of arguments for 'mset' command",
+                ));
+            }
+            return split(args, MergeKind::AllOk, 2);
+        }
+        "del" | "unlink" | "exists" | "touch" => return split(args, MergeKind::Sum, 1),
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
+            return unsupported(spec, "transactions")
+        }
+        _ => {}
+    }
+    if NODE_LEVEL.contains(&container) || container == "client" {
+        return if container == "client" {
+            unsupported(
+                spec,
+                "only CLIENT SETNAME, GETNAME and ID are answered so far",
+            )
+        } else {
+            not_through_proxy(spec)
+        };
+    }
+    if spec.flags & command::FLAG_PUBSUB != 0 {
+        return unsupported(spec, "pub/sub");
+    }
+    if spec.flags & command::FLAG_BLOCKING != 0 && !is_nonblocking_stream_read(spec, args) {
+        return unsupported(spec, "blocking commands");
+    }
+    keys.clear();
+    if let Err(e) = command::key_positions(spec, args, keys) {
+        return Route::Reply(resp::error(&e));
+    }
+    let Some(&first) = keys.first() else {
+        return if matches!(
+            container,
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+        ) {
+            Route::AnyNode
+        } else {
+            unsupported(spec, "keyless commands that concern the whole cluster")
+        };
+    };
+    let slot = key_slot(&args[first]);
+    if keys[1..].iter().any(|&k| key_slot(&args[k]) != slot) {
+        return Route::Reply(resp::error(CROSSSLOT));
+    }
+    Route::Slot(slot)
+}
+
+/// XREAD and XREADGROUP only block with a BLOCK option; without one they are ordinary reads.
+fn is_nonblocking_stream_read(spec: &CommandSpec, args: &[Bytes]) -> bool {
+    matches!(spec.name, "xread" | "xreadgroup")
+        && !args
+            .iter()
+            .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+            .any(|a| a.eq_ignore_ascii_case(b"block"))
+}
+
+/// Splits a command whose keys start at argument 1, one key every `step` arguments (the
+/// arguments between keys travel with their key). When all keys share a slot the request is
+/// forwarded whole.
+fn split(args: &[Bytes], kind: MergeKind, step: usize) -> Route {
+    let slot = key_slot(&args[1]);
+    if (1..args.len())
+        .step_by(step)
+        .all(|i| key_slot(&args[i]) == slot)
+    {
+        return Route::Slot(slot);
+    }
+    let mut parts: Vec<Part> = Vec::new();
+    let mut index: HashMap<u16, u32> = HashMap::new();
+    let mut order = Vec::with_capacity((args.len() - 1) / step);
+    for i in (1..args.len()).step_by(step) {
+        let slot = key_slot(&args[i]);
+        let p = *index.entry(slot).or_insert_with(|| {
+            parts.push(Part {
+                slot,
+                args: vec![args[0].clone()],
+            });
+            (parts.len() - 1) as u32
+        });
+        parts[p as usize].args.extend_from_slice(&args[i..i + step]);
+        order.push(p);
+    }
+    Route::Split(Split { kind, order, parts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(args: &[&str]) -> Route {
+        let args: Vec<Bytes> = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        route(&args, &mut Vec::new())
+    }
+
+    fn err(route: Route) -> String {
+        match route {
+            Route::Reply(b) => String::from_utf8_lossy(&b)
+                .trim_end_matches("\r\n")
+                .to_string(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn single_key_commands_go_to_their_slot() {
+        assert_eq!(r(&["GET", "foo"]), Route::Slot(12182));
+        assert_eq!(r(&["set", "{foo}x", "1"]), Route::Slot(12182));
+        assert_eq!(r(&["OBJECT", "ENCODING", "foo"]), Route::Slot(12182));
+        assert_eq!(
+            r(&["XREAD", "COUNT", "1", "STREAMS", "foo", "0"]),
+            Route::Slot(12182)
+        );
+    }
+
+    #[test]
+    fn split_commands() {
+        assert_eq!(r(&["MGET", "{a}1", "{a}2"]), Route::Slot(key_slot(b"a")));
+        let Route::Split(s) = r(&["MSET", "foo", "1", "bar", "2", "{foo}z", "3"]) else {
+            panic!("not split")
+        };
+        assert_eq!(s.kind, MergeKind::AllOk);
+        assert_eq!(s.order, vec![0, 1, 0]);
+        assert_eq!(s.parts[0].slot, 12182);
+        assert_eq!(s.parts[0].args.len(), 5);
+        assert_eq!(&s.parts[1].args[1][..], b"bar");
+        assert!(err(r(&["MSET", "a", "1", "b"])).contains("wrong number of arguments for 'mset'"));
+    }
+
+    #[test]
+    fn errors_match_redis() {
+        assert_eq!(
+            err(r(&["FOO", "a", "b"])),
+            "-ERR unknown command 'FOO', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            err(r(&["GET"])),
+            "-ERR wrong number of arguments for 'get' command"
+        );
+        assert_eq!(err(r(&["RENAME", "foo", "bar"])), format!("-{CROSSSLOT}"));
+        assert_eq!(
+            err(r(&["CLIENT", "NOPE"])),
+            "-ERR unknown subcommand 'NOPE'. Try CLIENT HELP."
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_command() {
+        assert!(err(r(&["BLPOP", "a", "0"])).contains("'BLPOP' yet (blocking"));
+        assert!(err(r(&["XREAD", "BLOCK", "0", "STREAMS", "a", "$"])).contains("blocking"));
+        assert!(err(r(&["SUBSCRIBE", "c"])).contains("pub/sub"));
+        assert!(err(r(&["MULTI"])).contains("transactions"));
+        assert!(err(r(&["KEYS", "*"])).contains("'KEYS' yet"));
+        assert!(err(r(&["CLUSTER", "NODES"])).contains("not available through slotproxy"));
+        assert!(err(r(&["READONLY"])).contains("not available"));
+    }
+
+    #[test]
+    fn proxy_answers_connection_commands() {
+        assert_eq!(r(&["ping"]), Route::Local(Local::Ping));
+        assert_eq!(r(&["PROXY", "SLOTS"]), Route::Local(Local::Proxy));
+        assert_eq!(
+            r(&["CLIENT", "SETNAME", "x"]),
+            Route::Local(Local::ClientSetName)
+        );
+        assert_eq!(r(&["COMMAND", "COUNT"]), Route::AnyNode);
+        assert_eq!(r(&["EVAL", "return 1", "0"]), Route::AnyNode);
+        assert_eq!(r(&["EVAL", "return 1", "1", "foo"]), Route::Slot(12182));
+    }
+}

@@ -1,0 +1,274 @@
+//! One client connection: read, parse, route, send, collect replies in order, write back.
+//!
+//! Invariants: replies leave in exactly the order requests arrived (each request owns a
+//! [`ReplySlot`] in `queue`, filled whenever its backend answers); a client that pipelines more
+//! than `max_pipeline` requests is not read from until replies drain; one whose unread replies
+//! exceed `max_pending_reply_bytes` is disconnected. Either way it stalls alone: the worker and
+//! the shared backend connections keep serving everyone else.
+
+use crate::dispatch::{Call, Dest, Merge, ReplySlot, Target};
+use crate::local::{self, ClientState};
+use crate::protocol::RequestParser;
+use crate::resp;
+use crate::router::{self, Route};
+use crate::worker::{Worker, CLUSTERDOWN_UNSERVED};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_IOV: usize = 256;
+
+/// Serves one client until it disconnects, quits, or breaks a limit.
+pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
+    let cfg = &worker.shared.config;
+    let mut s = Session {
+        parser: RequestParser::new(cfg.limits()),
+        max_pipeline: cfg.max_pipeline,
+        max_out: cfg.max_pending_reply_bytes,
+        worker: Rc::clone(&worker),
+        stream,
+        client: ClientState { id, name: None },
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        queue: VecDeque::new(),
+        out: VecDeque::new(),
+        out_bytes: 0,
+        signal: Rc::new(Notify::new()),
+        closing: false,
+        unparsed: false,
+        keys: Vec::new(),
+    };
+    if let Err(e) = s.run().await {
+        tracing::debug!(client = id, error = %e, "client connection ended with an error");
+    }
+    worker.shared.workers[worker.index]
+        .clients
+        .fetch_sub(1, Relaxed);
+}
+
+struct Session {
+    worker: Rc<Worker>,
+    stream: TcpStream,
+    client: ClientState,
+    parser: RequestParser,
+    rbuf: BytesMut,
+    /// Replies in request order; the head is written as soon as it is filled.
+    queue: VecDeque<Rc<ReplySlot>>,
+    /// Reply bytes ready to write, in order.
+    out: VecDeque<Bytes>,
+    out_bytes: usize,
+    /// Woken whenever one of this client's replies arrives.
+    signal: Rc<Notify>,
+    /// QUIT or a protocol error: read no more, close once everything is written.
+    closing: bool,
+    /// `rbuf` may hold complete requests not parsed yet (parsing paused at the pipeline cap).
+    unparsed: bool,
+    max_pipeline: usize,
+    max_out: usize,
+    keys: Vec<usize>,
+}
+
+enum Event {
+    Replies,
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+}
+
+impl Session {
+    async fn run(&mut self) -> io::Result<()> {
+        loop {
+            if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
+                self.process_buffer();
+            }
+            self.collect_ready();
+            if !self.out.is_empty() {
+                self.flush()?;
+                if self.out_bytes > self.max_out {
+                    tracing::warn!(
+                        client = self.client.id,
+                        pending = self.out_bytes,
+                        "client disconnected: unread replies exceed max_pending_reply_bytes"
+                    );
+                    return Ok(());
+                }
+            }
+            if self.closing && self.queue.is_empty() && self.out.is_empty() {
+                return Ok(());
+            }
+            let can_read = !self.closing && !self.unparsed && self.queue.len() < self.max_pipeline;
+            let want_write = !self.out.is_empty();
+            let event = {
+                let signal = Rc::clone(&self.signal);
+                let stream = &self.stream;
+                tokio::select! {
+                    biased;
+                    _ = signal.notified() => Event::Replies,
+                    r = stream.readable(), if can_read => Event::Readable(r),
+                    r = stream.writable(), if want_write => Event::Writable(r),
+                }
+            };
+            match event {
+                Event::Replies => {}
+                Event::Writable(r) => r?,
+                Event::Readable(r) => {
+                    r?;
+                    if !self.read()? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has and handles the complete requests. Returns false at EOF.
+    fn read(&mut self) -> io::Result<bool> {
+        let want = READ_CHUNK.max(self.parser.needed(self.rbuf.len()));
+        if self.rbuf.capacity() - self.rbuf.len() < want {
+            self.rbuf.reserve(want);
+        }
+        match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e),
+        }
+        self.process_buffer();
+        Ok(true)
+    }
+
+    /// Parses and dispatches buffered requests until the buffer holds no complete request or
+    /// the pipeline cap is reached.
+    fn process_buffer(&mut self) {
+        self.unparsed = false;
+        while !self.closing {
+            if self.queue.len() >= self.max_pipeline {
+                self.unparsed = !self.rbuf.is_empty();
+                return;
+            }
+            match self.parser.parse(&mut self.rbuf) {
+                Ok(Some(req)) => {
+                    self.worker.shared.workers[self.worker.index]
+                        .commands
+                        .fetch_add(1, Relaxed);
+                    let route = router::route(&req.args, &mut self.keys);
+                    self.dispatch(route, req.wire(), &req.args);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    self.push_ready(resp::error(&e.to_string()));
+                    self.closing = true;
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, route: Route, wire: Bytes, args: &[Bytes]) {
+        match route {
+            Route::Slot(slot) => {
+                let slot_rc = ReplySlot::new(&self.signal);
+                self.queue.push_back(Rc::clone(&slot_rc));
+                self.worker
+                    .send(Call::new(wire, Dest::Slot(slot), Target::Whole(slot_rc)));
+            }
+            Route::Split(split) => {
+                let slot_rc = ReplySlot::new(&self.signal);
+                self.queue.push_back(Rc::clone(&slot_rc));
+                let merge = Merge::new(split.kind, split.order, split.parts.len(), slot_rc);
+                for (i, part) in split.parts.into_iter().enumerate() {
+                    self.worker.send(Call::new(
+                        resp::encode_command(&part.args).freeze(),
+                        Dest::Slot(part.slot),
+                        Target::Part(Rc::clone(&merge), i),
+                    ));
+                }
+            }
+            Route::AnyNode => {
+                let addr: Option<Arc<str>> = {
+                    let map = self.worker.shared.map.load();
+                    let live: Vec<_> = map.nodes.iter().filter(|n| !n.failing).collect();
+                    let pool = if live.is_empty() {
+                        map.nodes.iter().collect()
+                    } else {
+                        live
+                    };
+                    (!pool.is_empty())
+                        .then(|| Arc::clone(&pool[self.client.id as usize % pool.len()].addr))
+                };
+                match addr {
+                    Some(addr) => {
+                        let slot_rc = ReplySlot::new(&self.signal);
+                        self.queue.push_back(Rc::clone(&slot_rc));
+                        self.worker
+                            .send(Call::new(wire, Dest::Node(addr), Target::Whole(slot_rc)));
+                    }
+                    None => self.push_ready(resp::error(CLUSTERDOWN_UNSERVED)),
+                }
+            }
+            Route::Local(cmd) => {
+                let r = local::answer(cmd, args, &mut self.client, &self.worker.shared);
+                self.push_ready(r.reply);
+                if r.close {
+                    self.closing = true;
+                }
+            }
+            Route::Reply(reply) => self.push_ready(reply),
+        }
+    }
+
+    fn push_ready(&mut self, reply: Bytes) {
+        self.queue.push_back(ReplySlot::ready(&self.signal, reply));
+    }
+
+    /// Moves the filled replies at the head of the queue to the output.
+    fn collect_ready(&mut self) {
+        while let Some(head) = self.queue.front() {
+            match head.take() {
+                Some(reply) => {
+                    self.out_bytes += reply.len();
+                    self.out.push_back(reply);
+                    self.queue.pop_front();
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Writes as much output as the socket takes without blocking.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            let result = {
+                let slices: Vec<IoSlice<'_>> = self
+                    .out
+                    .iter()
+                    .take(MAX_IOV)
+                    .map(|b| IoSlice::new(b))
+                    .collect();
+                self.stream.try_write_vectored(&slices)
+            };
+            let mut n = match result {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.out_bytes -= n;
+            while n > 0 {
+                let Some(front) = self.out.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    self.out.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+}

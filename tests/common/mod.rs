@@ -1,0 +1,199 @@
+//! Test harness: real redis-server clusters (through the crate's own renderer and launcher) and
+//! the real `slotproxy` binary, stopped by PID when the test ends, even on panic.
+
+#![allow(dead_code)]
+
+use slotproxy::localcluster::{LocalCluster, LocalClusterSpec};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A cluster of `hosts` x `per_host` nodes with `replicas` replicas per master, on 127.0.0.1..
+pub fn cluster(hosts: usize, per_host: usize, replicas: usize) -> LocalCluster {
+    cluster_with_timeout(hosts, per_host, replicas, 1000)
+}
+
+/// Like [`cluster`], with a chosen cluster-node-timeout. A long timeout keeps Redis from
+/// declaring a stopped or killed node failed (and, without replicas, the whole cluster down)
+/// while a test looks at how the proxy alone deals with it.
+pub fn cluster_with_timeout(
+    hosts: usize,
+    per_host: usize,
+    replicas: usize,
+    node_timeout_ms: u64,
+) -> LocalCluster {
+    let spec = LocalClusterSpec {
+        hosts: (1..=hosts).map(|i| format!("127.0.0.{i}")).collect(),
+        nodes_per_host: per_host,
+        replicas,
+        node_timeout_ms,
+        redis_server: std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
+    };
+    LocalCluster::start(&spec).expect("starting a local cluster")
+}
+
+/// A running proxy process.
+pub struct Proxy {
+    child: Child,
+    /// `127.0.0.1:port`
+    pub addr: String,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Proxy {
+    /// Starts the proxy with these seeds and extra TOML settings, and waits until it serves
+    /// every slot (when `wait_slots`).
+    pub fn start_with(seeds: &[String], toml: &str, wait_slots: bool) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let cfg = dir.path().join("proxy.toml");
+        let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nseeds = [{}]\nworkers = 2\nlog_level = \"warn\"\n{toml}\n",
+                seeds.join(", ")
+            ),
+        )
+        .expect("writing proxy config");
+        let log = std::fs::File::create(dir.path().join("proxy.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_slotproxy"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning slotproxy");
+        let proxy = Proxy {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = proxy.try_conn() {
+                let ok = !wait_slots
+                    || redis::cmd("PROXY")
+                        .arg("SLOTS")
+                        .query::<Vec<String>>(&mut c)
+                        .map(|l| l.first().is_some_and(|f| f.contains("slots 16384 ")))
+                        .unwrap_or(false);
+                if ok {
+                    return proxy;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not become ready: {}",
+                proxy.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the proxy in front of `cluster` with default settings.
+    pub fn start(cluster: &LocalCluster) -> Proxy {
+        Proxy::start_with(&cluster.seeds(), "", true)
+    }
+
+    fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(format!("redis://{}/", self.addr))?.get_connection()
+    }
+
+    /// A fresh client connection.
+    pub fn conn(&self) -> redis::Connection {
+        self.try_conn().expect("connecting to the proxy")
+    }
+
+    /// A raw TCP connection, for protocol-level tests.
+    pub fn raw(&self) -> TcpStream {
+        let s = TcpStream::connect(&self.addr).expect("raw connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        s
+    }
+
+    /// What the proxy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A direct connection to node `index` of the cluster.
+pub fn node_conn(cluster: &LocalCluster, index: usize) -> redis::Connection {
+    let n = &cluster.nodes[index];
+    redis::Client::open(format!("redis://{}:{}/", n.ip, n.port))
+        .and_then(|c| c.get_connection())
+        .expect("connecting to a node")
+}
+
+/// The index of the master that owns `slot`, according to node `asked`.
+pub fn owner_of(cluster: &LocalCluster, asked: usize, slot: u16) -> usize {
+    let text = cluster.nodes_text(asked);
+    let lines = slotproxy::cluster::parse_cluster_nodes(&text, "").expect("CLUSTER NODES");
+    let owner = lines
+        .iter()
+        .find(|l| l.is_master() && l.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+        .expect("slot owner");
+    cluster
+        .nodes
+        .iter()
+        .position(|n| n.node_id == owner.id)
+        .expect("owner among our nodes")
+}
+
+/// Extension: CLUSTER NODES text of one node.
+pub trait NodesText {
+    fn nodes_text(&self, index: usize) -> String;
+}
+
+impl NodesText for LocalCluster {
+    fn nodes_text(&self, index: usize) -> String {
+        self.command(index, &["CLUSTER", "NODES"])
+            .expect("CLUSTER NODES")
+    }
+}
+
+/// Sends raw bytes and reads until the proxy closes the connection or `timeout` passes.
+pub fn raw_exchange(s: &mut TcpStream, bytes: &[u8], timeout: Duration) -> (String, bool) {
+    s.set_read_timeout(Some(timeout)).ok();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// Reads one line (a simple reply) from a raw connection.
+pub fn read_line(s: &TcpStream) -> String {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    let _ = r.read_line(&mut line);
+    line
+}
