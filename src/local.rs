@@ -76,7 +76,8 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         },
         Local::ClientId => resp::int(client.id as i64).into(),
         Local::Info => resp::bulk(info(&args[1..], shared).as_bytes()).into(),
-        Local::Proxy => crate::admin::answer(&args[1..], shared).into(),
+        // Admin commands are asynchronous; the session runs them (see `session`).
+        Local::Proxy => resp::error("ERR slotproxy: PROXY must be run by the session").into(),
     }
 }
 

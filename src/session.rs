@@ -6,11 +6,12 @@
 //! exceed `max_pending_reply_bytes` is disconnected. Either way it stalls alone: the worker and
 //! the shared backend connections keep serving everyone else.
 
+use crate::admin;
 use crate::dispatch::{Call, Dest, Merge, ReplySlot, Target};
 use crate::local::{self, ClientState};
 use crate::protocol::RequestParser;
 use crate::resp;
-use crate::router::{self, Route};
+use crate::router::{self, Local, Route};
 use crate::worker::{Worker, CLUSTERDOWN_UNSERVED};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -208,6 +209,15 @@ impl Session {
                     }
                     None => self.push_ready(resp::error(CLUSTERDOWN_UNSERVED)),
                 }
+            }
+            Route::Local(Local::Proxy) => {
+                let slot_rc = ReplySlot::new(&self.signal);
+                self.queue.push_back(Rc::clone(&slot_rc));
+                let shared = Arc::clone(&self.worker.shared);
+                let args = args[1..].to_vec();
+                tokio::task::spawn_local(async move {
+                    slot_rc.fill(admin::answer(args, shared).await);
+                });
             }
             Route::Local(cmd) => {
                 let r = local::answer(cmd, args, &mut self.client, &self.worker.shared);

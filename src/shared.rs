@@ -46,6 +46,8 @@ pub struct Shared {
     pub workers: Vec<WorkerStats>,
     /// The port clients connect to (INFO's `tcp_port`).
     pub port: u16,
+    /// Admin engine runs.
+    pub jobs: crate::admin::jobs::Jobs,
 }
 
 impl Shared {
@@ -63,6 +65,7 @@ impl Shared {
             rejected_clients: AtomicU64::new(0),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             port,
+            jobs: Default::default(),
         }
     }
 

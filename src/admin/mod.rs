@@ -1,12 +1,17 @@
 //! The `PROXY` admin namespace, answered on the data port so operators can use `redis-cli`.
 //!
 //! Replies read well in redis-cli: the first line is a verdict, then one line per item.
-//! Engines that change a cluster (CREATE, CHECK, REBALANCE) are not finished yet and say so.
+//! Admin commands are futures: the session runs them on its worker and their reply takes its
+//! place in the client's in-order reply queue, so a long engine run never blocks other
+//! clients. Engines that are not finished say so.
+
+pub mod jobs;
 
 use crate::resp;
 use crate::shared::Shared;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 const HELP: &[&str] = &[
     "PROXY <subcommand> [<arg> ...]. Subcommands are:",
@@ -29,8 +34,20 @@ fn lines(lines: &[String]) -> Bytes {
     out.freeze()
 }
 
-/// Answers `PROXY <args...>`.
-pub fn answer(args: &[Bytes], shared: &Shared) -> Bytes {
+/// Answers `PROXY <args...>`; `args` excludes the word PROXY.
+pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>) -> Bytes {
+    let sub = args
+        .first()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_uppercase())
+        .unwrap_or_default();
+    match sub.as_str() {
+        // Engines are added here, one arm each: "CREATE" => create::answer(&args[1..], &shared).await,
+        _ => answer_now(&args, &shared),
+    }
+}
+
+/// The admin commands that need no I/O.
+fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
     let Some(sub) = args.first() else {
         return resp::error("ERR wrong number of arguments for 'proxy' command");
     };
@@ -85,7 +102,22 @@ pub fn answer(args: &[Bytes], shared: &Shared) -> Bytes {
             shared.trigger_refresh();
             resp::simple("OK")
         }
-        "CREATE" | "CHECK" | "REBALANCE" | "JOBS" | "JOB" | "CONFIG" => resp::error(&format!(
+        "JOBS" => {
+            let jobs = shared.jobs.list();
+            let mut out = vec![format!("OK {} jobs", jobs.len())];
+            out.extend(jobs.iter().map(|j| j.summary()));
+            lines(&out)
+        }
+        "JOB" => {
+            let id = args
+                .get(1)
+                .and_then(|a| std::str::from_utf8(a).ok()?.parse::<u64>().ok());
+            match id.and_then(|id| shared.jobs.get(id)) {
+                Some(job) => lines(&job.details()),
+                None => resp::error("ERR no such job; PROXY JOBS lists them"),
+            }
+        }
+        "CREATE" | "CHECK" | "REBALANCE" | "CONFIG" => resp::error(&format!(
             "ERR PROXY {sub} is not implemented yet; see the README's list of what is finished"
         )),
         _ => resp::error(&format!(
