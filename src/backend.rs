@@ -291,9 +291,14 @@ impl Conn {
             if buf.capacity() - buf.len() < 16 * 1024 {
                 buf.reserve(64 * 1024);
             }
+            let room = buf.capacity() - buf.len();
             match stream.try_read_buf(&mut buf) {
                 Ok(0) => return self.fail(gen, "closed".into()),
-                Ok(_) => {}
+                Ok(n) => {
+                    if n < room {
+                        drained(&stream);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return self.fail(gen, format!("read: {e}")),
             }
@@ -325,6 +330,16 @@ impl Conn {
             }
         }
     }
+}
+
+/// Tells tokio that a socket's receive queue is empty after a short read, so the next
+/// `readable()` waits for new data instead of costing a read that returns EAGAIN (half of all
+/// reads under pipelined load). Safe against lost wake-ups: tokio clears the readiness only if
+/// no new readiness event arrived since it was observed, and new data raises a new event.
+pub fn drained(stream: &TcpStream) {
+    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
 }
 
 /// Writes every buffer, in order, with as few `writev` calls as the socket allows.

@@ -79,8 +79,6 @@ struct Partial {
     pos: usize,
     /// Length of the bulk whose header was read, if its payload has not arrived yet.
     bulk: Option<usize>,
-    /// (start, end) of each argument read so far.
-    ranges: Vec<(usize, usize)>,
 }
 
 /// Resumable request parser; one per client connection.
@@ -88,6 +86,9 @@ struct Partial {
 pub struct RequestParser {
     limits: Limits,
     partial: Option<Partial>,
+    /// (start, end) of each argument of the request being read; reused across requests so a
+    /// request costs no allocation here.
+    ranges: Vec<(usize, usize)>,
 }
 
 /// Finds the end of a header line starting at `from`: the index of its `\r`, provided the
@@ -97,16 +98,23 @@ fn find_line(buf: &[u8], from: usize) -> Option<usize> {
     (cr + 1 < buf.len()).then_some(cr)
 }
 
-/// Parses a decimal integer as Redis's string2ll does: optional '-', digits only.
-fn parse_int(s: &[u8]) -> Option<i64> {
-    std::str::from_utf8(s)
-        .ok()?
-        .parse::<i64>()
-        .ok()
-        .filter(|_| {
-            // Redis rejects a leading '+' and leading zeros are fine; Rust's parser accepts '+'.
-            s.first() != Some(&b'+')
-        })
+/// Parses a decimal integer as Redis's string2ll does: optional '-', then digits only.
+pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+    }
+    Some(if neg { -n } else { n })
 }
 
 impl RequestParser {
@@ -115,6 +123,7 @@ impl RequestParser {
         RequestParser {
             limits,
             partial: None,
+            ranges: Vec::new(),
         }
     }
 
@@ -166,11 +175,11 @@ impl RequestParser {
                         self.limits.max_args
                     )));
                 }
+                self.ranges.clear();
                 self.partial = Some(Partial {
                     remaining: count,
                     pos: cr + 2,
                     bulk: None,
-                    ranges: Vec::with_capacity(count.min(1024)),
                 });
             }
             return self.resume_multibulk(buf);
@@ -213,7 +222,7 @@ impl RequestParser {
             if buf.len() < p.pos + len + 2 {
                 break;
             }
-            p.ranges.push((p.pos, p.pos + len));
+            self.ranges.push((p.pos, p.pos + len));
             // Like Redis, the two bytes after the payload are skipped, not checked.
             p.pos += len + 2;
             p.bulk = None;
@@ -230,7 +239,11 @@ impl RequestParser {
         }
         let p = self.partial.take().unwrap_or_default();
         let frame = buf.split_to(p.pos).freeze();
-        let args = p.ranges.iter().map(|&(s, e)| frame.slice(s..e)).collect();
+        let args = self
+            .ranges
+            .iter()
+            .map(|&(s, e)| frame.slice(s..e))
+            .collect();
         Ok(Some(Request {
             raw: Some(frame),
             args,

@@ -109,9 +109,7 @@ fn line_end(buf: &[u8], from: usize) -> Option<usize> {
 }
 
 fn parse_len(s: &[u8]) -> Result<i64, BadReply> {
-    std::str::from_utf8(s)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
+    crate::protocol::parse_int(s)
         .ok_or_else(|| BadReply(format!("bad length {:?}", String::from_utf8_lossy(s))))
 }
 

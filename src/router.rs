@@ -166,7 +166,6 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
             spec.name
         )));
     }
-    let container = spec.name.split('|').next().unwrap_or(spec.name);
     match spec.name {
         "ping" => return Route::Local(Local::Ping),
         "echo" => return Route::Local(Local::Echo),
@@ -200,16 +199,6 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
         }
         _ => {}
     }
-    if NODE_LEVEL.contains(&container) || container == "client" {
-        return if container == "client" {
-            unsupported(
-                spec,
-                "only CLIENT SETNAME, GETNAME and ID are answered so far",
-            )
-        } else {
-            not_through_proxy(spec)
-        };
-    }
     if spec.flags & command::FLAG_PUBSUB != 0 {
         return unsupported(spec, "pub/sub");
     }
@@ -221,20 +210,35 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
         return Route::Reply(resp::error(&e));
     }
     let Some(&first) = keys.first() else {
-        return if matches!(
-            container,
-            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
-        ) {
-            Route::AnyNode
-        } else {
-            unsupported(spec, "keyless commands that concern the whole cluster")
-        };
+        return keyless(spec);
     };
     let slot = key_slot(&args[first]);
     if keys[1..].iter().any(|&k| key_slot(&args[k]) != slot) {
         return Route::Reply(resp::error(CROSSSLOT));
     }
     Route::Slot(slot)
+}
+
+/// Where a command without keys goes (after the commands the proxy answers itself).
+fn keyless(spec: &CommandSpec) -> Route {
+    let container = spec.name.split('|').next().unwrap_or(spec.name);
+    if container == "client" {
+        return unsupported(
+            spec,
+            "only CLIENT SETNAME, GETNAME and ID are answered so far",
+        );
+    }
+    if NODE_LEVEL.contains(&container) {
+        return not_through_proxy(spec);
+    }
+    if matches!(
+        container,
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+    ) {
+        // A script that declares no keys may run on any master, as a cluster client would.
+        return Route::AnyNode;
+    }
+    unsupported(spec, "keyless commands that concern the whole cluster")
 }
 
 /// XREAD and XREADGROUP only block with a BLOCK option; without one they are ordinary reads.

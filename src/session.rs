@@ -132,9 +132,14 @@ impl Session {
         if self.rbuf.capacity() - self.rbuf.len() < want {
             self.rbuf.reserve(want);
         }
+        let room = self.rbuf.capacity() - self.rbuf.len();
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return Ok(false),
-            Ok(_) => {}
+            Ok(n) => {
+                if n < room {
+                    crate::backend::drained(&self.stream);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) => return Err(e),
         }

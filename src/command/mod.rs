@@ -224,6 +224,59 @@ fn find_sorted(
         .and_then(|i| table.get(i))
 }
 
+/// FNV-1a over the ASCII-lowercased name: cheap for the short names commands have.
+fn name_hash(name: &[u8]) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for &c in name {
+        h ^= u32::from(c.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h as usize
+}
+
+/// Open-addressing index over [`COMMANDS`], built once. Every request looks its command up,
+/// so this replaces a case-insensitive binary search (about ten string comparisons) with one
+/// hash and, almost always, one comparison.
+struct NameIndex {
+    slots: Vec<u16>,
+    mask: usize,
+}
+
+const EMPTY_SLOT: u16 = u16::MAX;
+
+fn name_index() -> &'static NameIndex {
+    static INDEX: std::sync::OnceLock<NameIndex> = std::sync::OnceLock::new();
+    INDEX.get_or_init(|| {
+        let size = (COMMANDS.len() * 4).next_power_of_two();
+        let mask = size - 1;
+        let mut slots = vec![EMPTY_SLOT; size];
+        for (i, spec) in COMMANDS.iter().enumerate() {
+            let mut at = name_hash(spec.name.as_bytes()) & mask;
+            while slots[at] != EMPTY_SLOT {
+                at = (at + 1) & mask;
+            }
+            slots[at] = i as u16;
+        }
+        NameIndex { slots, mask }
+    })
+}
+
+fn find_top_level(input: &[u8]) -> Option<&'static CommandSpec> {
+    let index = name_index();
+    let mut at = name_hash(input) & index.mask;
+    loop {
+        let slot = index.slots[at];
+        if slot == EMPTY_SLOT {
+            return None;
+        }
+        let spec = &COMMANDS[slot as usize];
+        if spec.name.as_bytes().eq_ignore_ascii_case(input) {
+            return Some(spec);
+        }
+        at = (at + 1) & index.mask;
+    }
+}
+
 /// Finds the spec for a request: `args[0]` is the command name (any case); for a container
 /// command with subcommands, `args[1]` selects the subcommand (any case).
 ///
@@ -235,7 +288,7 @@ fn find_sorted(
 /// [`CommandSpec::is_container`].
 pub fn lookup(args: &[Bytes]) -> Option<&'static CommandSpec> {
     let name = args.first()?;
-    let cmd = find_sorted(COMMANDS, name, 0)?;
+    let cmd = find_top_level(name)?;
     if !cmd.is_container() {
         return Some(cmd);
     }

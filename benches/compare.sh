@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# slotproxy vs. the cluster it fronts: throughput, latency and the proxy's CPU cost per request.
+#
+# Run by hand (`make bench`); never part of the test suite. It starts `slotproxy demo` (a local
+# 3-master/3-replica cluster plus the proxy, in one process tree), runs redis-benchmark against
+# the masters directly and against the proxy, prints one table, and stops the demo.
+#
+# Environment:
+#   BENCH_REQUESTS       requests per run for SET/GET/mixed (default 200000, ~3-5 s a run)
+#   BENCH_MSET_REQUESTS  requests per MSET run (default BENCH_REQUESTS/4: each carries 10 keys)
+#   BENCH_PIPELINE_SCALE the request counts are multiplied by this at depth 16 (default 4), so
+#                        that pipelined runs also last seconds: redis-benchmark times a run in
+#                        whole milliseconds and /proc CPU times tick at 1/CLK_TCK s
+#   BENCH_WORKERS        `slotproxy demo --workers` (default 1)
+#   BENCH_PORT           the proxy's port on 127.0.0.1 (default 7719)
+#   BENCH_RUN_TIMEOUT    seconds before one redis-benchmark run is given up (default 300)
+#   CARGO_TARGET_DIR     where to find (or build) release/slotproxy (default ./target)
+#
+# Every run: 50 clients, random keys (-r 100000), 3-byte values, pipeline depth 1 and 16, the
+# direct run first and then the proxy run. Workloads:
+#
+#   set, get   `-t set` / `-t get`. Direct runs use `--cluster` (redis-benchmark puts a per-node
+#              hash tag in each key and sends it to the owner); proxy runs use plain keys.
+#   mixed      50% GET / 50% SET: redis-benchmark cannot mix commands in one run, so two runs go
+#              concurrently, `-t get` and `-t set` with 25 clients and half the requests each
+#              (both sides alike).
+#   mset       `-t mset` (MSET of 10 keys) as each side natively runs it. With `--cluster`,
+#              redis-benchmark 7 gives all 10 keys of a request the same per-node hash tag
+#              (`key:{06S}:...`), so the direct MSET is a single-slot command (no CROSSSLOT);
+#              a cluster client cannot send 10 unrelated keys in one MSET at all. Against the
+#              proxy the keys are untagged, land in ~10 slots on all 3 masters, and the proxy
+#              splits the MSET per node and merges the replies. So this row is "what the
+#              proxy's multi-slot MSET costs relative to the best a cluster client can do in
+#              one command" -- not the same work, and the ratio says so.
+#   mset1slot  The like-for-like MSET: 10 keys sharing one hash tag, which the proxy forwards
+#              whole. One tag per master (found with EXISTS until a node answers without MOVED)
+#              and three concurrent runs of 17/17/16 clients, one per tag: directly, each run
+#              talks to its master (no --cluster, no redirections); through the proxy, each
+#              run talks to the proxy with the same keys. Same keys, same clients, both sides.
+#
+# Columns: rps is requests (commands) per second; with concurrent runs it is
+# (sum of requests) / (longest run's duration), and p50/p99 are the worst of the runs'
+# percentiles, since percentiles of separate runs cannot be merged. proxy_cpu_us is the demo
+# process's utime+stime (/proc/<pid>/stat; the proxy runs in it, the redis-servers are separate
+# processes) across the proxy run, divided by the requests of that run; req/s/core is
+# 1e6 / proxy_cpu_us, the rate one fully busy core could sustain at that cost. On a small
+# machine redis-benchmark, six redis-servers and the proxy share the cores, so absolute rates
+# are low and noisy; the ratio and the CPU per request are the numbers to compare.
+
+set -euo pipefail
+
+REQUESTS=${BENCH_REQUESTS:-200000}
+MSET_REQUESTS=${BENCH_MSET_REQUESTS:-$((REQUESTS / 4))}
+PIPELINE_SCALE=${BENCH_PIPELINE_SCALE:-4}
+WORKERS=${BENCH_WORKERS:-1}
+PORT=${BENCH_PORT:-7719}
+RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-300}
+START_TIMEOUT=60
+CLIENTS=50
+KEYSPACE=100000
+DEPTHS=(1 16)
+WORKLOADS=(set get mixed mset mset1slot)
+
+for tool in redis-benchmark redis-cli redis-server getconf timeout; do
+    command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not on PATH" >&2; exit 1; }
+done
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
+# Cargo resolves a relative CARGO_TARGET_DIR against the working directory.
+[[ $target == /* ]] || target=$PWD/$target
+bin=$target/release/slotproxy
+if [[ ! -x $bin ]]; then
+    echo "building $bin"
+    (cd "$root" && CARGO_TARGET_DIR=$target cargo build --release)
+fi
+
+CLK_TCK=$(getconf CLK_TCK)
+work=$(mktemp -d "${TMPDIR:-/tmp}/slotproxy-bench.XXXXXX")
+demo_pid=
+node_pids=()
+job_pids=()
+RESULT=
+
+cleanup() {
+    local rc=$?
+    local p i
+    trap - EXIT INT TERM
+    for p in "${job_pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    if [[ -n $demo_pid ]] && kill -0 "$demo_pid" 2>/dev/null; then
+        kill -INT "$demo_pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$demo_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$demo_pid" 2>/dev/null; then
+            echo "compare.sh: demo (pid $demo_pid) still running 10 s after SIGINT; SIGKILL" >&2
+            kill -KILL "$demo_pid" 2>/dev/null || true
+            wait "$demo_pid" 2>/dev/null || true
+            # The demo could not tear its cluster down; end the redis-servers it started.
+            for p in "${node_pids[@]}"; do
+                if [[ $(cat "/proc/$p/comm" 2>/dev/null) == redis-server ]]; then
+                    kill -KILL "$p" 2>/dev/null || true
+                fi
+            done
+        else
+            wait "$demo_pid" 2>/dev/null || true
+        fi
+    fi
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- start the demo and read its node list ----------------------------------------------
+
+"$bin" demo --listen "127.0.0.1:$PORT" --workers "$WORKERS" >"$work/demo.out" 2>"$work/demo.err" &
+demo_pid=$!
+
+for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+    grep -q '^slotproxy demo ready' "$work/demo.out" && break
+    if ! kill -0 "$demo_pid" 2>/dev/null; then
+        echo "compare.sh: slotproxy demo exited during start-up:" >&2
+        cat "$work/demo.out" "$work/demo.err" >&2
+        demo_pid=
+        exit 1
+    fi
+    sleep 0.1
+done
+if ! grep -q '^slotproxy demo ready' "$work/demo.out"; then
+    echo "compare.sh: no 'slotproxy demo ready' line within ${START_TIMEOUT}s:" >&2
+    cat "$work/demo.out" >&2
+    tail -n 20 "$work/demo.err" >&2
+    exit 1
+fi
+
+masters=()
+while read -r role addr _ pid _; do
+    node_pids+=("$pid")
+    [[ $role == master ]] && masters+=("$addr")
+done < <(grep -E '^ +(master|replica) +[0-9.]+:[0-9]+ pid [0-9]+' "$work/demo.out")
+if ((${#masters[@]} != 3)); then
+    echo "compare.sh: expected 3 masters in the demo output, found ${#masters[@]}:" >&2
+    cat "$work/demo.out" >&2
+    exit 1
+fi
+if [[ $(cat "/proc/$demo_pid/comm") != slotproxy ]]; then
+    echo "compare.sh: pid $demo_pid is not the slotproxy process" >&2
+    exit 1
+fi
+
+# One hash tag owned by each master, for mset1slot.
+tags=()
+for addr in "${masters[@]}"; do
+    tag=
+    for ((c = 0; c < 1000; c++)); do
+        reply=$(redis-cli -h "${addr%:*}" -p "${addr##*:}" EXISTS "{t$c}" 2>&1)
+        if [[ $reply != MOVED* ]]; then
+            tag=t$c
+            break
+        fi
+    done
+    [[ -n $tag ]] || { echo "compare.sh: no hash tag found for master $addr" >&2; exit 1; }
+    tags+=("$tag")
+done
+
+# ---- running redis-benchmark ------------------------------------------------------------
+
+jobs_n=()   # requests of each job of the current group
+jobs_out=() # output file of each job
+
+# start_job SIDE CLIENTS REQUESTS DEPTH [TARGET-ADDR] -- ARGS...: starts one redis-benchmark.
+# SIDE is `direct` (--cluster through the first master, unless TARGET-ADDR names one node),
+# or `proxy`.
+start_job() {
+    local side=$1 clients=$2 n=$3 depth=$4 addr=$5
+    shift 6
+    local k=${#jobs_out[@]}
+    local out=$work/job.$k
+    local conn
+    if [[ $side == proxy ]]; then
+        conn=(-h 127.0.0.1 -p "$PORT")
+    elif [[ -n $addr ]]; then
+        conn=(-h "${addr%:*}" -p "${addr##*:}")
+    else
+        conn=(--cluster -h "${masters[0]%:*}" -p "${masters[0]##*:}")
+    fi
+    timeout "$RUN_TIMEOUT" redis-benchmark "${conn[@]}" -c "$clients" -n "$n" -r "$KEYSPACE" \
+        -P "$depth" --csv "$@" >"$out.csv" 2>"$out.err" &
+    job_pids+=($!)
+    jobs_n+=("$n")
+    jobs_out+=("$out")
+}
+
+cpu_ticks() {
+    local stat f
+    stat=$(<"/proc/$demo_pid/stat")
+    # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    read -r -a f <<<"${stat##*) }"
+    echo $((f[11] + f[12]))
+}
+
+# run_group SIDE WORKLOAD DEPTH: runs the workload's jobs and sets RESULT to
+# "rps p50 p99 cpu_us_per_request" (cpu is "-" for the direct side; rps "ERR" on failure).
+# It runs in the main shell (not in $(...)) so that cleanup can stop its jobs.
+run_group() {
+    local side=$1 workload=$2 depth=$3
+    local t0 t1 i p rc=0 total=0 per scale=1
+    ((depth > 1)) && scale=$PIPELINE_SCALE
+    local n=$((REQUESTS * scale)) mset_n=$((MSET_REQUESTS * scale))
+    job_pids=()
+    jobs_n=()
+    jobs_out=()
+    t0=$(cpu_ticks)
+    case $workload in
+    set | get)
+        start_job "$side" "$CLIENTS" "$n" "$depth" "" -- -t "$workload"
+        ;;
+    mixed)
+        start_job "$side" $((CLIENTS / 2)) $((n / 2)) "$depth" "" -- -t get
+        start_job "$side" $((CLIENTS - CLIENTS / 2)) $((n / 2)) "$depth" "" -- -t set
+        ;;
+    mset)
+        start_job "$side" "$CLIENTS" "$mset_n" "$depth" "" -- -t mset
+        ;;
+    mset1slot)
+        for i in 0 1 2; do
+            local cmd=(MSET)
+            for ((p = 0; p < 10; p++)); do
+                cmd+=("key:{${tags[i]}}:__rand_int__" xxx)
+            done
+            local addr=
+            [[ $side == direct ]] && addr=${masters[i]}
+            per=$((CLIENTS / 3 + (i < CLIENTS % 3 ? 1 : 0)))
+            start_job "$side" "$per" $((mset_n / 3)) "$depth" "$addr" -- "${cmd[@]}"
+        done
+        ;;
+    esac
+    for p in "${job_pids[@]}"; do
+        wait "$p" || rc=$?
+    done
+    job_pids=()
+    t1=$(cpu_ticks)
+    for i in "${!jobs_n[@]}"; do
+        total=$((total + jobs_n[i]))
+        if [[ $rc != 0 ]] || grep -qi 'error' "${jobs_out[i]}.csv" "${jobs_out[i]}.err"; then
+            echo "compare.sh: $side $workload -P $depth failed (exit $rc):" >&2
+            grep -vh '^WARNING: Could not fetch server CONFIG' "${jobs_out[i]}.err" "${jobs_out[i]}.csv" |
+                head -n 5 >&2
+            rc=1
+        fi
+    done
+    if [[ $rc != 0 ]]; then
+        RESULT="ERR - - -"
+        return
+    fi
+    # The last CSV line of each job: "test",rps,avg,min,p50,p95,p99,max (the test name of a
+    # custom command has spaces, so count fields from the end).
+    RESULT=$(for i in "${!jobs_n[@]}"; do
+        printf '%s ' "${jobs_n[i]}"
+        tail -n 1 "${jobs_out[i]}.csv" | tr -d '"' | awk -F, '{ print $(NF-6), $(NF-3), $(NF-1) }'
+    done | awk -v total="$total" -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" -v side="$side" '
+        { d = $1 / $2; if (d > dur) dur = d; if ($3 > p50) p50 = $3; if ($4 > p99) p99 = $4 }
+        END {
+            cpu = side == "proxy" ? sprintf("%.2f", ticks / hz * 1e6 / total) : "-"
+            printf "%.0f %s %s %s\n", total / dur, p50, p99, cpu
+        }')
+}
+
+# ---- the runs ---------------------------------------------------------------------------
+
+echo "slotproxy $("$bin" --version | awk '{print $2}') vs. Redis Cluster $(redis-server --version | awk '{print $3}' | tr -d 'v=')"
+echo "masters ${masters[*]}; proxy 127.0.0.1:$PORT pid $demo_pid, --workers $WORKERS;" \
+    "$(nproc) cores; $CLIENTS clients; -r $KEYSPACE;" \
+    "$REQUESTS requests a run ($MSET_REQUESTS for MSET), x$PIPELINE_SCALE at -P 16"
+echo "mset1slot hash tags per master: ${tags[*]}"
+
+# Warm-up (not reported): opens the proxy's backend connections and fills the keyspace for GET.
+run_group proxy set 16
+
+results=()
+for workload in "${WORKLOADS[@]}"; do
+    for depth in "${DEPTHS[@]}"; do
+        printf '  %-9s -P %-2s ... ' "$workload" "$depth" >&2
+        run_group direct "$workload" "$depth"
+        read -r d_rps d_p50 d_p99 _ <<<"$RESULT"
+        run_group proxy "$workload" "$depth"
+        read -r p_rps p_p50 p_p99 p_cpu <<<"$RESULT"
+        echo "direct $d_rps, proxy $p_rps" >&2
+        results+=("$workload $depth $d_rps $p_rps $d_p50 $d_p99 $p_p50 $p_p99 $p_cpu")
+    done
+done
+
+echo
+fmt='%-9s %5s %10s %10s %6s %8s %8s %8s %8s %8s %10s\n'
+# shellcheck disable=SC2059 # the format is a constant
+printf "$fmt" workload depth direct_rps proxy_rps ratio d_p50ms d_p99ms p_p50ms p_p99ms \
+    cpu_us/rq rq/s/core
+for row in "${results[@]}"; do
+    read -r workload depth d_rps p_rps d_p50 d_p99 p_p50 p_p99 p_cpu <<<"$row"
+    ratio=- per_core=-
+    if [[ $d_rps != ERR && $p_rps != ERR ]]; then
+        ratio=$(awk -v a="$p_rps" -v b="$d_rps" 'BEGIN { printf "%.2f", a / b }')
+    fi
+    if [[ $p_cpu != - ]]; then
+        per_core=$(awk -v c="$p_cpu" 'BEGIN { if (c > 0) printf "%.0f", 1e6 / c; else print "-" }')
+    fi
+    # shellcheck disable=SC2059
+    printf "$fmt" "$workload" "$depth" "$d_rps" "$p_rps" "$ratio" "$d_p50" "$d_p99" "$p_p50" \
+        "$p_p99" "$p_cpu" "$per_core"
+done
+echo
+echo "rps: requests/s (MSET rows: MSET commands/s, 10 keys each). ratio: proxy/direct."
+echo "d_/p_ p50/p99: direct/proxy latency percentiles in ms (worst of concurrent runs)."
+echo "cpu_us/rq: the proxy process's CPU time per request; rq/s/core = 1e6 / cpu_us/rq."
+echo "mset: direct MSETs are single-slot (per-node tag); proxy MSETs span ~10 slots and split."
