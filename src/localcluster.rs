@@ -216,6 +216,96 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Starts empty cluster-enabled nodes with no `nodes.conf` (each knows only itself, owns no
+    /// slots), for tests of `PROXY CREATE`. `hosts` lists each host address with its node count.
+    /// Waits only until every node answers PING (an empty node is never `cluster_state:ok`);
+    /// `node_id` is read back with `CLUSTER MYID`. Port races are retried as in
+    /// [`LocalCluster::start`].
+    pub fn start_empty(
+        hosts: &[(String, usize)],
+        node_timeout_ms: u64,
+        redis_server: &str,
+    ) -> anyhow::Result<LocalCluster> {
+        if hosts.iter().map(|h| h.1).sum::<usize>() == 0 {
+            bail!("start_empty needs at least one node");
+        }
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start_empty(hosts, node_timeout_ms, redis_server) {
+                Ok(cluster) => return Ok(cluster),
+                Err(StartError::Fatal(e)) => return Err(e),
+                Err(StartError::Retry(e)) => last = Some(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| anyhow!("start failed"))
+            .context("empty nodes did not start after 3 attempts"))
+    }
+
+    fn try_start_empty(
+        hosts: &[(String, usize)],
+        node_timeout_ms: u64,
+        redis_server: &str,
+    ) -> Result<LocalCluster, StartError> {
+        let fatal = StartError::Fatal;
+        let dir = tempfile::Builder::new()
+            .prefix("slotproxy-empty-")
+            .tempdir()
+            .context("creating the nodes' temporary directory")
+            .map_err(fatal)?;
+        let mut cluster = LocalCluster {
+            nodes: Vec::new(),
+            warnings: Vec::new(),
+            children: Vec::new(),
+            stopped: Vec::new(),
+            redis_server: redis_server.to_string(),
+            dir,
+        };
+        for (ip, count) in hosts {
+            for _ in 0..*count {
+                let port = alloc_port(ip).map_err(fatal)?;
+                let node_dir = cluster.dir.path().join(format!("{ip}-{port}"));
+                std::fs::create_dir_all(&node_dir)
+                    .with_context(|| format!("creating {}", node_dir.display()))
+                    .map_err(fatal)?;
+                // The same settings the renderer writes, minus the nodes.conf content.
+                let conf = format!(
+                    "port {port}\nbind {ip}\nbind-source-addr {ip}\ncluster-enabled yes\n\
+                     cluster-config-file nodes.conf\ncluster-node-timeout {node_timeout_ms}\n\
+                     appendonly no\nsave \"\"\n"
+                );
+                std::fs::write(node_dir.join("redis.conf"), conf)
+                    .with_context(|| format!("writing {}/redis.conf", node_dir.display()))
+                    .map_err(fatal)?;
+                append_local_settings(&node_dir).map_err(fatal)?;
+                cluster.nodes.push(LocalNode {
+                    ip: ip.clone(),
+                    port,
+                    node_id: String::new(),
+                    pid: 0,
+                    dir: node_dir,
+                    is_master: true,
+                });
+                cluster.children.push(None);
+                cluster.stopped.push(false);
+            }
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i).map_err(fatal)?;
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster
+                .wait_ping(i, Duration::from_secs(10))
+                .map_err(StartError::Retry)?;
+            cluster.nodes[i].node_id = cluster
+                .command(i, &["CLUSTER", "MYID"])
+                .map_err(fatal)?
+                .trim()
+                .to_string();
+        }
+        Ok(cluster)
+    }
+
     /// Starts node `index`'s process and records its PID.
     fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
         let node = &self.nodes[index];

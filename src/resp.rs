@@ -39,14 +39,24 @@ pub fn put_int(out: &mut BytesMut, n: i64) {
     put_decimal(out, n);
 }
 
+/// Appends a decimal number and CRLF without allocating.
 fn put_decimal(out: &mut BytesMut, n: i64) {
-    let mut buf = itoa_buf(n);
-    buf.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&buf);
-}
-
-fn itoa_buf(n: i64) -> Vec<u8> {
-    n.to_string().into_bytes()
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.put_u8(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A simple-string reply such as `+OK\r\n`.

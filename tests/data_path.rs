@@ -501,3 +501,87 @@ fn connection_commands_and_info_look_like_redis() {
     let pong: String = redis::cmd("PING").query(&mut c).expect("still serving");
     assert_eq!(pong, "PONG");
 }
+
+/// A single-node cluster that nobody has MET reports its own address as `:port`; the proxy
+/// must reach it at the address it used to ask.
+#[test]
+fn single_node_cluster_with_empty_own_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let port = if port > 55000 { port - 20000 } else { port };
+    let mut child = std::process::Command::new(
+        std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
+    )
+    .args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--cluster-enabled",
+        "yes",
+    ])
+    .args(["--save", "", "--appendonly", "no", "--dir"])
+    .arg(dir.path())
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .expect("redis-server");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(&mut child);
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut node = loop {
+        if let Ok(c) =
+            redis::Client::open(format!("redis://{addr}/")).and_then(|c| c.get_connection())
+        {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query(&mut node)
+        .expect("ADDSLOTSRANGE");
+    let own: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut node)
+        .expect("CLUSTER NODES");
+    assert!(
+        own.contains(&format!(" :{port}@")),
+        "expected an empty own address: {own}"
+    );
+    // The node turns its cluster state ok shortly after it owns every slot.
+    loop {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut node)
+            .expect("CLUSTER INFO");
+        if info.contains("cluster_state:ok") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "single node never reached cluster_state:ok"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let proxy = Proxy::start_with(&[addr], "", true);
+    let mut c = proxy.conn();
+    let _: () = c.set("solo", "yes").expect("SET through the proxy");
+    let v: String = node.get("solo").expect("GET on the node");
+    assert_eq!(v, "yes");
+    drop(proxy);
+    drop(guard);
+}

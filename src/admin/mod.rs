@@ -5,7 +5,11 @@
 //! place in the client's in-order reply queue, so a long engine run never blocks other
 //! clients. Engines that are not finished say so.
 
+pub mod check;
+pub mod create;
 pub mod jobs;
+pub mod rebalance;
+pub mod survey;
 
 use crate::resp;
 use crate::shared::Shared;
@@ -21,6 +25,8 @@ const HELP: &[&str] = &[
     "    The slot map: one line per contiguous range with its master and replicas.",
     "REFRESH",
     "    Re-read the cluster topology now.",
+    "REBALANCE MASTERS [DRYRUN] [TOLERANCE n] [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT s] [HOST <addr> <label>]...",
+    "    Spread masters evenly over hosts with the fewest CLUSTER FAILOVERs.",
     "HELP",
     "    Print this help.",
 ];
@@ -42,6 +48,9 @@ pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>) -> Bytes {
         .unwrap_or_default();
     match sub.as_str() {
         // Engines are added here, one arm each: "CREATE" => create::answer(&args[1..], &shared).await,
+        "CHECK" => check::answer(&args[1..], &shared).await,
+        "CREATE" => create::answer(&args[1..], &shared).await,
+        "REBALANCE" => rebalance::answer(&args[1..], &shared).await,
         _ => answer_now(&args, &shared),
     }
 }
@@ -117,7 +126,7 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
                 None => resp::error("ERR no such job; PROXY JOBS lists them"),
             }
         }
-        "CREATE" | "CHECK" | "REBALANCE" | "CONFIG" => resp::error(&format!(
+        "CREATE" | "CONFIG" => resp::error(&format!(
             "ERR PROXY {sub} is not implemented yet; see the README's list of what is finished"
         )),
         _ => resp::error(&format!(

@@ -1,0 +1,588 @@
+//! `PROXY CREATE` and `PROXY CHECK` against real redis-server nodes on 127.0.0.x "hosts",
+//! driven through the real proxy binary with the `redis` crate, checked with the real redis-cli.
+
+mod common;
+
+use common::*;
+use slotproxy::cluster::{parse_cluster_nodes, NodeLine};
+use slotproxy::localcluster::LocalCluster;
+use slotproxy::placement::{plan, NodeSpec, PlanOptions};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn redis_server() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// Empty cluster-enabled nodes: `(host number, nodes)` -> `127.0.0.<host>`.
+fn empty(hosts: &[(u8, usize)]) -> LocalCluster {
+    let hosts: Vec<(String, usize)> = hosts
+        .iter()
+        .map(|&(h, n)| (format!("127.0.0.{h}"), n))
+        .collect();
+    LocalCluster::start_empty(&hosts, 2000, &redis_server()).expect("starting empty nodes")
+}
+
+/// Sends a PROXY command; `Err` carries the error text.
+fn proxy(c: &mut redis::Connection, args: &[&str]) -> Result<Vec<String>, String> {
+    let mut cmd = redis::cmd("PROXY");
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query::<Vec<String>>(c).map_err(|e| e.to_string())
+}
+
+fn create_args(cluster: &LocalCluster, replicas: usize, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "CREATE".to_string(),
+        "REPLICAS".into(),
+        replicas.to_string(),
+    ];
+    args.push("NODES".into());
+    args.extend(cluster.seeds());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn create(
+    c: &mut redis::Connection,
+    cluster: &LocalCluster,
+    replicas: usize,
+    extra: &[&str],
+) -> Result<Vec<String>, String> {
+    let args = create_args(cluster, replicas, extra);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    proxy(c, &refs)
+}
+
+fn view(cluster: &LocalCluster, i: usize) -> Vec<NodeLine> {
+    parse_cluster_nodes(&cluster.nodes_text(i), &cluster.nodes[i].ip).expect("CLUSTER NODES")
+}
+
+/// Asserts the invariants of a perfect placement on every node's view, and cluster_state:ok.
+fn assert_perfect(cluster: &LocalCluster, replicas: usize) {
+    let n = cluster.nodes.len();
+    let m = n / (replicas + 1);
+    let lines = view(cluster, 0);
+    assert_eq!(lines.len(), n, "node 0 sees every node");
+    let masters: Vec<&NodeLine> = lines.iter().filter(|l| l.is_master()).collect();
+    assert_eq!(masters.len(), m);
+    // Masters per host as even as possible (every layout here allows a spread of at most one).
+    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &lines {
+        per_host.entry(l.ip.clone()).or_insert(0);
+    }
+    for l in &masters {
+        *per_host.get_mut(&l.ip).expect("host") += 1;
+    }
+    let (lo, hi) = (
+        per_host.values().min().copied().unwrap_or(0),
+        per_host.values().max().copied().unwrap_or(0),
+    );
+    assert!(hi - lo <= 1, "masters per host {per_host:?}");
+    for &c in per_host.values() {
+        assert!(c * 2 < m, "a host holds half the masters: {per_host:?}");
+    }
+    // Replicas: r per master, none on its master's host, distinct hosts per shard.
+    for master in &masters {
+        let reps: Vec<&NodeLine> = lines
+            .iter()
+            .filter(|l| l.master_id.as_deref() == Some(&master.id))
+            .collect();
+        assert_eq!(reps.len(), replicas, "replicas of {}", master.addr());
+        let mut hosts: Vec<&str> = reps.iter().map(|r| r.ip.as_str()).collect();
+        hosts.push(&master.ip);
+        hosts.sort_unstable();
+        hosts.dedup();
+        assert_eq!(
+            hosts.len(),
+            replicas + 1,
+            "shard of {} shares a host",
+            master.addr()
+        );
+    }
+    // Slots: contiguous, sizes differ by at most one, all covered; epochs 1..M distinct.
+    let mut sizes: Vec<usize> = masters
+        .iter()
+        .map(|l| {
+            assert_eq!(l.slots.len(), 1, "one contiguous range");
+            (l.slots[0].1 - l.slots[0].0) as usize + 1
+        })
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes.iter().sum::<usize>(), 16384);
+    assert!(sizes[sizes.len() - 1] - sizes[0] <= 1, "{sizes:?}");
+    let mut epochs: Vec<u64> = masters.iter().map(|l| l.config_epoch).collect();
+    epochs.sort_unstable();
+    assert_eq!(epochs, (1..=m as u64).collect::<Vec<_>>());
+    for i in 0..n {
+        let info = cluster
+            .command(i, &["CLUSTER", "INFO"])
+            .expect("CLUSTER INFO");
+        assert!(info.contains("cluster_state:ok"), "node {i}: {info}");
+    }
+}
+
+/// Polls `f` until it returns true; panics with `what` after a generous deadline (this is a
+/// liveness bound, not a timing assertion).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn check(c: &mut redis::Connection) -> Vec<String> {
+    proxy(c, &["CHECK"]).expect("PROXY CHECK")
+}
+
+fn has(lines: &[String], prefix: &str) -> bool {
+    lines.iter().any(|l| l.starts_with(prefix))
+}
+
+/// Waits until CHECK reports `prefix` (e.g. `ERROR open-slot`), returning the report.
+fn check_until(c: &mut redis::Connection, prefix: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = check(c);
+        if has(&last, prefix) {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "CHECK never reported {prefix}: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn check_until_ok(c: &mut redis::Connection) {
+    let mut last = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last.first().map(String::as_str) != Some("OK") {
+        assert!(Instant::now() < deadline, "CHECK never became OK: {last:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        last = check(c);
+    }
+}
+
+fn index_of(cluster: &LocalCluster, addr: &str) -> usize {
+    cluster
+        .nodes
+        .iter()
+        .position(|n| n.addr() == addr)
+        .expect("node of the cluster")
+}
+
+#[test]
+fn create_six_hosts_then_check_findings() {
+    let cluster = empty(&[(2, 4), (3, 4), (4, 4), (5, 4), (6, 4), (7, 4)]);
+    let proxy_proc = Proxy::start_with(&cluster.seeds()[..1], "", false);
+    let mut c = proxy_proc.conn();
+
+    // Before the cluster exists, data commands are refused with Redis's error.
+    let e = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query::<()>(&mut c)
+        .expect_err("no cluster yet");
+    assert!(e.to_string().to_uppercase().contains("CLUSTERDOWN"), "{e}");
+
+    let dry = create(&mut c, &cluster, 1, &["DRYRUN"]).expect("dry run");
+    assert!(dry[0].starts_with("OK dryrun (fresh)"), "{dry:?}");
+    assert_eq!(dry.iter().filter(|l| l.starts_with("shard ")).count(), 12);
+    // A dry run changes nothing.
+    assert_eq!(view(&cluster, 0).len(), 1);
+
+    let out = create(&mut c, &cluster, 1, &[]).expect("create");
+    assert!(
+        out[0].starts_with("OK created (fresh): 12 masters, 12 replicas"),
+        "{out:?}"
+    );
+    assert_perfect(&cluster, 1);
+    let cli = std::process::Command::new("redis-cli")
+        .args(["--cluster", "check", &cluster.seeds()[0]])
+        .output()
+        .expect("running redis-cli");
+    assert!(
+        cli.status.success(),
+        "redis-cli --cluster check: {}",
+        String::from_utf8_lossy(&cli.stdout)
+    );
+
+    // Re-running has nothing to do.
+    let again = create(&mut c, &cluster, 1, &[]).expect("re-run");
+    assert!(again[0].starts_with("OK nothing to do"), "{again:?}");
+
+    // Data flows through the same proxy once its refresher has seen the cluster.
+    eventually("SET through the proxy", || {
+        redis::cmd("SET")
+            .arg("after-create")
+            .arg("yes")
+            .query::<()>(&mut c)
+            .is_ok()
+    });
+    let v: String = redis::cmd("GET")
+        .arg("after-create")
+        .query(&mut c)
+        .expect("GET");
+    assert_eq!(v, "yes");
+    check_until_ok(&mut c);
+    let json: String = redis::cmd("PROXY")
+        .arg("CHECK")
+        .arg("JSON")
+        .query(&mut c)
+        .expect("CHECK JSON");
+    assert!(json.starts_with("{\"verdict\":\"OK\""), "{json}");
+
+    let lines = view(&cluster, 0);
+    let owner_of_0 = lines
+        .iter()
+        .find(|l| l.is_master() && l.slots.first().is_some_and(|s| s.0 == 0))
+        .expect("owner of slot 0");
+    let m0 = index_of(&cluster, &owner_of_0.addr());
+    let other = lines
+        .iter()
+        .find(|l| l.is_master() && l.id != owner_of_0.id)
+        .expect("another master");
+
+    // An open slot.
+    cluster
+        .command(m0, &["CLUSTER", "SETSLOT", "0", "MIGRATING", &other.id])
+        .expect("SETSLOT MIGRATING");
+    let r = check_until(&mut c, "ERROR open-slot");
+    assert!(r[0].starts_with("ERRORS "), "{r:?}");
+    assert!(
+        r.iter().any(|l| l.starts_with(&format!(
+            "ERROR open-slot {} has slot 0 open: migrating to {}",
+            owner_of_0.addr(),
+            other.addr()
+        ))),
+        "{r:?}"
+    );
+    cluster
+        .command(m0, &["CLUSTER", "SETSLOT", "0", "STABLE"])
+        .expect("SETSLOT STABLE");
+    check_until_ok(&mut c);
+
+    // A slot dropped by its owner.
+    cluster
+        .command(m0, &["CLUSTER", "DELSLOTS", "5"])
+        .expect("DELSLOTS");
+    let r = check_until(&mut c, "ERROR uncovered");
+    assert!(
+        r.iter()
+            .any(|l| l == "ERROR uncovered 1 slot(s) have no master: 5"),
+        "{r:?}"
+    );
+    assert!(has(&r, "ERROR state-not-ok"), "{r:?}");
+    cluster
+        .command(m0, &["CLUSTER", "ADDSLOTS", "5"])
+        .expect("ADDSLOTS");
+    check_until_ok(&mut c);
+
+    // A replica re-pointed to a master on its own host.
+    let lines = view(&cluster, 0);
+    let (rep, old_master, local_master) = lines
+        .iter()
+        .filter(|l| !l.is_master())
+        .find_map(|r| {
+            let local = lines
+                .iter()
+                .find(|m| m.is_master() && m.ip == r.ip && !m.slots.is_empty())?;
+            Some((r.clone(), r.master_id.clone()?, local.clone()))
+        })
+        .expect("a replica with a master on its host");
+    let ri = index_of(&cluster, &rep.addr());
+    cluster
+        .command(ri, &["CLUSTER", "REPLICATE", &local_master.id])
+        .expect("REPLICATE local");
+    let r = check_until(&mut c, "ERROR colocated-replica");
+    assert!(
+        r.iter().any(|l| l.starts_with(&format!(
+            "ERROR colocated-replica replica {} and its master {} are both on host {}",
+            rep.addr(),
+            local_master.addr(),
+            rep.ip
+        ))),
+        "{r:?}"
+    );
+    cluster
+        .command(ri, &["CLUSTER", "REPLICATE", &old_master])
+        .expect("REPLICATE back");
+    check_until_ok(&mut c);
+
+    // A hung node (a replica, so no failover starts).
+    let mut cluster = cluster;
+    cluster.stop(ri);
+    let r = check_until(&mut c, &format!("ERROR unreachable {}", rep.addr()));
+    assert!(r[0].starts_with("ERRORS "), "{r:?}");
+    cluster.cont(ri);
+    check_until_ok(&mut c);
+
+    // A node forgotten by one other node (the blacklist keeps it out for a minute).
+    let forget_by = index_of(&cluster, &other.addr());
+    cluster
+        .command(forget_by, &["CLUSTER", "FORGET", &owner_of_0.id])
+        .expect("FORGET");
+    let r = check(&mut c);
+    assert!(
+        r.iter().any(|l| l.starts_with(&format!(
+            "ERROR membership {} ({}) is unknown to {}",
+            owner_of_0.addr(),
+            &owner_of_0.id[..8],
+            other.addr()
+        ))),
+        "{r:?}"
+    );
+    drop(proxy_proc);
+}
+
+#[test]
+fn create_uneven_hosts_and_two_replicas() {
+    // 5/4/3 nodes with one replica: 6 masters, 2 per host.
+    let uneven = empty(&[(2, 5), (3, 4), (4, 3)]);
+    // 3 x 3 nodes with two replicas: 3 masters, one per host, replicas on the two others.
+    let triple = empty(&[(5, 3), (6, 3), (7, 3)]);
+    let p = Proxy::start_with(&uneven.seeds()[..1], "", false);
+    let mut c = p.conn();
+    let out = create(&mut c, &uneven, 1, &[]).expect("create 5/4/3");
+    assert!(out[0].starts_with("OK created"), "{out:?}");
+    assert_perfect(&uneven, 1);
+    let out = create(&mut c, &triple, 2, &["TIMEOUT", "60"]).expect("create 3x3 r=2");
+    assert!(
+        out[0].starts_with("OK created (fresh): 3 masters, 6 replicas"),
+        "{out:?}"
+    );
+    assert_perfect(&triple, 2);
+    // Both runs are jobs.
+    let jobs = proxy(&mut c, &["JOBS"]).expect("JOBS");
+    assert!(
+        jobs.iter().filter(|l| l.contains(" create ")).count() >= 2,
+        "{jobs:?}"
+    );
+}
+
+/// What must not change when CREATE refuses: membership, roles, slots, epochs and keys.
+fn snapshot(cluster: &LocalCluster) -> Vec<String> {
+    (0..cluster.nodes.len())
+        .map(|i| {
+            let mut v: Vec<String> = view(cluster, i)
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} {} {:?} {} {:?}",
+                        l.id,
+                        l.is_master(),
+                        l.master_id,
+                        l.config_epoch,
+                        l.slots
+                    )
+                })
+                .collect();
+            v.sort();
+            let keys = cluster.command(i, &["DBSIZE"]).expect("DBSIZE");
+            format!("{} keys={keys}", v.join(" | "))
+        })
+        .collect()
+}
+
+#[test]
+fn refusals_change_nothing_and_resume_finishes() {
+    // Two hosts cannot hold shards of three members.
+    let two = empty(&[(2, 5), (3, 4)]);
+    let p = Proxy::start_with(&two.seeds()[..1], "", false);
+    let mut c = p.conn();
+    let before = snapshot(&two);
+    let e = create(&mut c, &two, 2, &[]).expect_err("two hosts, r=2");
+    assert!(e.contains("refused: not enough distinct hosts"), "{e}");
+    assert_eq!(snapshot(&two), before);
+    drop(two);
+
+    // A node holding a key.
+    let nodes = empty(&[(4, 2), (5, 2), (6, 2), (7, 1)]);
+    let (main, outsider): (Vec<String>, String) = {
+        let s = nodes.seeds();
+        (s[..6].to_vec(), s[6].clone())
+    };
+    let mut args: Vec<String> = ["CREATE", "REPLICAS", "1", "NODES"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(main.iter().cloned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A cluster node serves no key without a slot: lend it the key's slot, write, take the
+    // slot back. Left: a node with a key and no slots, the dirty node CREATE must refuse.
+    let key_node = 3;
+    nodes
+        .command(key_node, &["CLUSTER", "ADDSLOTS", "15495"])
+        .expect("ADDSLOTS");
+    // With one slot of 16384 the node is "down" unless full coverage is not required.
+    nodes
+        .command(
+            key_node,
+            &["CONFIG", "SET", "cluster-require-full-coverage", "no"],
+        )
+        .expect("CONFIG SET");
+    // {a} is slot 15495; the node turns writable once it has recomputed its state.
+    eventually("the lone node accepts a write", || {
+        nodes.command(key_node, &["SET", "{a}", "1"]).is_ok()
+    });
+    nodes
+        .command(
+            key_node,
+            &["CONFIG", "SET", "cluster-require-full-coverage", "yes"],
+        )
+        .expect("CONFIG SET");
+    nodes
+        .command(key_node, &["CLUSTER", "DELSLOTS", "15495"])
+        .expect("DELSLOTS");
+    let before = snapshot(&nodes);
+    let e = proxy(&mut c, &refs).expect_err("a node holds a key");
+    assert!(
+        e.contains(&format!("{} holds 1 key", main[key_node])),
+        "{e}"
+    );
+    assert_eq!(snapshot(&nodes), before);
+    nodes.command(key_node, &["FLUSHALL"]).expect("FLUSHALL");
+
+    // A node already in another cluster (it met a node that is not listed).
+    let ip_port = outsider.rsplit_once(':').expect("addr");
+    nodes
+        .command(0, &["CLUSTER", "MEET", ip_port.0, ip_port.1])
+        .expect("MEET outsider");
+    eventually("the outsider is known", || {
+        view(&nodes, 0)
+            .iter()
+            .filter(|l| !l.has("handshake"))
+            .count()
+            == 2
+            && view(&nodes, 6).len() == 2
+    });
+    let before = snapshot(&nodes);
+    let e = proxy(&mut c, &refs).expect_err("a node is in another cluster");
+    assert!(
+        e.contains(&format!(
+            "node {} already belongs to another cluster",
+            main[0]
+        )),
+        "{e}"
+    );
+    assert_eq!(snapshot(&nodes), before);
+    drop(nodes);
+
+    // A create killed after MEET finishes on re-run: do the plan's first steps by hand.
+    let fresh = empty(&[(2, 2), (3, 2), (4, 2)]);
+    let specs: Vec<NodeSpec> = fresh
+        .nodes
+        .iter()
+        .map(|n| NodeSpec::new(n.ip.clone(), n.port))
+        .collect();
+    let placed = plan(
+        &specs,
+        &PlanOptions {
+            replicas: 1,
+            allow_colocated: false,
+        },
+    )
+    .expect("plan");
+    for s in &placed.shards {
+        fresh
+            .command(
+                s.master,
+                &["CLUSTER", "SET-CONFIG-EPOCH", &s.epoch.to_string()],
+            )
+            .expect("SET-CONFIG-EPOCH");
+        fresh
+            .command(
+                s.master,
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &s.slots.0.to_string(),
+                    &s.slots.1.to_string(),
+                ],
+            )
+            .expect("ADDSLOTSRANGE");
+    }
+    let seed = placed.shards[0].master;
+    for i in 0..fresh.nodes.len() {
+        if i != seed {
+            let port = fresh.nodes[seed].port.to_string();
+            fresh
+                .command(i, &["CLUSTER", "MEET", &fresh.nodes[seed].ip, &port])
+                .expect("MEET");
+        }
+    }
+    let dry = create(&mut c, &fresh, 1, &["DRYRUN"]).expect("dry run");
+    assert!(dry[0].starts_with("OK dryrun (resume)"), "{dry:?}");
+    assert!(!dry.iter().any(|l| l.contains("ADDSLOTSRANGE")), "{dry:?}");
+    let out = create(&mut c, &fresh, 1, &[]).expect("resume");
+    assert!(out[0].starts_with("OK created (resume)"), "{out:?}");
+    assert_perfect(&fresh, 1);
+    let again = create(&mut c, &fresh, 1, &[]).expect("re-run");
+    assert!(again[0].starts_with("OK nothing to do"), "{again:?}");
+}
+
+#[test]
+fn rendered_cluster_with_a_master_that_never_started() {
+    // A rendered cluster; then master A and its replica R go away, and R comes back alone:
+    // R never synced in its new life, so it will not fail over by itself, like the replica of
+    // a rendered master that never started.
+    let mut cluster = cluster_with_timeout(3, 2, 1, 1000);
+    let lines = view(&cluster, 0);
+    let a = lines
+        .iter()
+        .find(|l| l.is_master())
+        .expect("a master")
+        .clone();
+    let r = lines
+        .iter()
+        .find(|l| l.master_id.as_deref() == Some(&a.id))
+        .expect("its replica")
+        .clone();
+    let (ai, ri) = (index_of(&cluster, &a.addr()), index_of(&cluster, &r.addr()));
+    cluster.kill(ri);
+    cluster.kill(ai);
+    cluster.restart(ri).expect("restart the replica");
+    let running: Vec<String> = (0..cluster.nodes.len())
+        .filter(|&i| i != ai)
+        .map(|i| cluster.nodes[i].addr())
+        .collect();
+    let p = Proxy::start_with(&running, "", false);
+    let mut c = p.conn();
+    let report = check_until(&mut c, "ERROR master-missing");
+    assert!(
+        report.iter().any(|l| l.starts_with(&format!(
+            "ERROR master-missing {}'s master {} does not answer",
+            r.addr(),
+            a.addr()
+        ))),
+        "{report:?}"
+    );
+    let mut args = vec!["CREATE", "REPLICAS", "1", "NODES"];
+    args.extend(running.iter().map(String::as_str));
+    let out = proxy(&mut c, &args).expect("create over rendered nodes");
+    assert!(
+        out.iter().any(|l| l.contains("FAILOVER TAKEOVER on")),
+        "{out:?}"
+    );
+    eventually(
+        "the replica owns the slots and every running node is ok",
+        || {
+            let me = view(&cluster, ri);
+            me.iter()
+                .any(|l| l.has("myself") && l.is_master() && l.slots == a.slots)
+                && cluster.wait_ok(Duration::from_millis(1)).is_ok()
+        },
+    );
+    // Data flows again.
+    eventually("SET through the proxy", || {
+        redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query::<()>(&mut c)
+            .is_ok()
+    });
+}
