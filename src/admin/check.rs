@@ -12,6 +12,7 @@
 
 use super::jobs;
 use super::survey::{self, HostLabels, NodeState, Survey};
+use crate::admin::json_str;
 use crate::cluster::NodeLine;
 use crate::shared::Shared;
 use crate::slots::SLOT_COUNT;
@@ -699,30 +700,17 @@ fn islands(topo: &Topo, hosts: &HostLabels) -> Vec<Vec<String>> {
         set.into_iter().collect()
     };
     let index = |h: &str| names.iter().position(|n| n == h);
-    let mut parent: Vec<usize> = (0..names.len()).collect();
-    fn root(p: &mut [usize], mut x: usize) -> usize {
-        while p[x] != x {
-            p[x] = p[p[x]];
-            x = p[x];
-        }
-        x
-    }
-    for r in topo.nodes.iter().filter(|t| !t.master) {
-        let Some(m) = r.master_id.as_deref().and_then(|id| topo.get(id)) else {
-            continue;
-        };
-        if let (Some(a), Some(b)) = (
-            index(&hosts.host_of(&r.addr)),
-            index(&hosts.host_of(&m.addr)),
-        ) {
-            let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
-            parent[ra] = rb;
-        }
-    }
+    let links = topo.nodes.iter().filter(|t| !t.master).filter_map(|r| {
+        let m = r.master_id.as_deref().and_then(|id| topo.get(id))?;
+        Some((
+            index(&hosts.host_of(&r.addr))?,
+            index(&hosts.host_of(&m.addr))?,
+        ))
+    });
+    let island = crate::admin::islands::components(names.len(), links.collect::<Vec<_>>());
     let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for (i, n) in names.iter().enumerate() {
-        let r = root(&mut parent, i);
-        groups.entry(r).or_default().push(n.clone());
+        groups.entry(island[i]).or_default().push(n.clone());
     }
     let mut out: Vec<Vec<String>> = groups.into_values().collect();
     out.sort();
@@ -753,27 +741,6 @@ pub fn report_lines(s: &Survey, f: &[Finding]) -> Vec<String> {
         f.iter()
             .map(|x| format!("{} {} {}", x.severity.word(), x.code, x.message)),
     );
-    out
-}
-
-/// A JSON string literal.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 

@@ -7,13 +7,14 @@
 
 pub mod check;
 pub mod create;
+pub mod islands;
 pub mod jobs;
 pub mod rebalance;
 pub mod survey;
 
 use crate::resp;
 use crate::shared::Shared;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -31,13 +32,24 @@ const HELP: &[&str] = &[
     "    Print this help.",
 ];
 
-fn lines(lines: &[String]) -> Bytes {
-    let mut out = BytesMut::new();
-    resp::put_array_header(&mut out, lines.len());
-    for l in lines {
-        resp::put_bulk(&mut out, l.as_bytes());
+/// A JSON string literal (the admin engines' JSON reports are small and flat, so they are
+/// written by hand rather than through a serializer).
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
     }
-    out.freeze()
+    out.push('"');
+    out
 }
 
 /// Answers `PROXY <args...>`; `args` excludes the word PROXY.
@@ -62,7 +74,7 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
     };
     let sub = String::from_utf8_lossy(sub).to_ascii_uppercase();
     match sub.as_str() {
-        "HELP" => lines(&HELP.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+        "HELP" => jobs::lines_reply(&HELP.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
         "SLOTS" => {
             let map = shared.map.load();
             let mut out = vec![format!(
@@ -84,7 +96,7 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
                     .unwrap_or_default();
                 out.push(format!("{a}-{b} {addr} replicas={replicas}"));
             }
-            lines(&out)
+            jobs::lines_reply(&out)
         }
         "INFO" => {
             let map = shared.map.load();
@@ -105,7 +117,7 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
                     w.commands.load(Relaxed)
                 ));
             }
-            lines(&out)
+            jobs::lines_reply(&out)
         }
         "REFRESH" => {
             shared.trigger_refresh();
@@ -115,14 +127,14 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
             let jobs = shared.jobs.list();
             let mut out = vec![format!("OK {} jobs", jobs.len())];
             out.extend(jobs.iter().map(|j| j.summary()));
-            lines(&out)
+            jobs::lines_reply(&out)
         }
         "JOB" => {
             let id = args
                 .get(1)
                 .and_then(|a| std::str::from_utf8(a).ok()?.parse::<u64>().ok());
             match id.and_then(|id| shared.jobs.get(id)) {
-                Some(job) => lines(&job.details()),
+                Some(job) => jobs::lines_reply(&job.details()),
                 None => resp::error("ERR no such job; PROXY JOBS lists them"),
             }
         }

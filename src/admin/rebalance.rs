@@ -26,6 +26,7 @@
 //! cannot wait for a dead master. `TAKEOVER` (which skips the cluster's vote) is never used.
 
 use crate::admin::jobs::{self, Job};
+use crate::admin::json_str;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
 use crate::node_client::NodeClient;
 use crate::resp::{self, Value};
@@ -472,25 +473,6 @@ impl Plan {
     }
 }
 
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// With several islands, how far apart they are after the plan, and how to join them. Nothing
 /// moves between islands, so the only cure is a replica of a master on the heaviest island's
 /// busiest host placed on the lightest island's idlest host (then a re-run can move load).
@@ -641,23 +623,13 @@ pub fn plan(topo: &Topology, opts: &Options) -> Plan {
 
     // Islands: every master/replica relation links two hosts, usable or not, so that an
     // operator sees the structure rather than today's link states.
-    let mut parent: Vec<usize> = (0..hosts.len()).collect();
-    fn root(p: &mut [usize], mut x: usize) -> usize {
-        while p[x] != x {
-            p[x] = p[p[x]];
-            x = p[x];
-        }
-        x
-    }
-    for (i, n) in topo.nodes.iter().enumerate() {
-        if let Some(m) = n.master_id.as_deref().and_then(|m| byid.get(m)) {
-            let (a, b) = (
-                root(&mut parent, host_of(i)),
-                root(&mut parent, host_of(*m)),
-            );
-            parent[a] = b;
-        }
-    }
+    let island = crate::admin::islands::components(
+        hosts.len(),
+        topo.nodes.iter().enumerate().filter_map(|(i, n)| {
+            let m = n.master_id.as_deref().and_then(|m| byid.get(m))?;
+            Some((host_of(i), host_of(*m)))
+        }),
+    );
 
     let mut shards: Vec<Shard> = Vec::new();
     for (i, n) in topo.nodes.iter().enumerate() {
@@ -707,8 +679,7 @@ pub fn plan(topo: &Topology, opts: &Options) -> Plan {
 
     // Group hosts by island, in host order.
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for h in 0..hosts.len() {
-        let r = root(&mut parent, h);
+    for (h, &r) in island.iter().enumerate() {
         groups.entry(r).or_default().push(h);
     }
 
