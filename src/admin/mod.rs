@@ -21,11 +21,17 @@ use std::sync::Arc;
 const HELP: &[&str] = &[
     "PROXY <subcommand> [<arg> ...]. Subcommands are:",
     "INFO",
-    "    Proxy state: workers, clients, slot map version and source, backend load.",
+    "    Proxy state: clients, slot map version and source, per-worker counters.",
     "SLOTS",
     "    The slot map: one line per contiguous range with its master and replicas.",
     "REFRESH",
     "    Re-read the cluster topology now.",
+    "CREATE REPLICAS <r> NODES <host:port> [HOST <label>] ... [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "    Build a cluster from empty nodes with a host-aware placement.",
+    "CHECK [JSON]",
+    "    Report consistency and placement problems; changes nothing.",
+    "JOBS | JOB <id>",
+    "    Admin engine runs, with progress, log and report.",
     "REBALANCE MASTERS [DRYRUN] [TOLERANCE n] [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT s] [HOST <addr> <label>]...",
     "    Spread masters evenly over hosts with the fewest CLUSTER FAILOVERs.",
     "HELP",
@@ -138,7 +144,7 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
                 None => resp::error("ERR no such job; PROXY JOBS lists them"),
             }
         }
-        "CREATE" | "CONFIG" => resp::error(&format!(
+        "CONFIG" => resp::error(&format!(
             "ERR PROXY {sub} is not implemented yet; see the README's list of what is finished"
         )),
         _ => resp::error(&format!(
