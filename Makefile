@@ -2,6 +2,7 @@
 .PHONY: demo test build bench lint deps
 
 CARGO ?= cargo
+SHELL := /bin/bash
 
 # redis-server / redis-cli come from the distribution. As root we install them; otherwise we
 # say exactly what is missing.
@@ -28,7 +29,9 @@ demo: build
 
 test: deps
 	$(CARGO) build --release --all-targets
-	$(CARGO) test --release -- --test-threads=2
+	@mkdir -p target
+	@set -o pipefail; $(CARGO) test --release -- --test-threads=2 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.log
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -132,12 +132,17 @@ impl Conn {
             }
             Link::Connecting | Link::Up => {}
         }
+        // The writer drains the whole queue whenever it runs, so it needs waking only when the
+        // queue stops being empty; a wake per request would cost a notify per request.
+        let was_empty = st.queue.is_empty();
         if asking {
             st.queue.push_back(Pending::Asking);
         }
         st.queue.push_back(Pending::Call(call));
         drop(st);
-        self.wake_writer.notify_one();
+        if was_empty {
+            self.wake_writer.notify_one();
+        }
     }
 
     /// Requests queued or awaiting replies.

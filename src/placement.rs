@@ -58,6 +58,7 @@
 //! exact algorithm runs on those; members of one shard stay on distinct hosts wherever the
 //! split leaves that possible, and a warning names the host and the shards that share it.
 
+use crate::flow::{EdgeId, FlowNetwork};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
@@ -552,18 +553,21 @@ fn round_robin_counts(caps: &[usize], shards: usize) -> Vec<usize> {
     for cap in lower..=shards {
         // source -> shard (1) -> host member (1) -> sink (cap)
         let (s, t) = (0, 1);
-        let mut net = Network::new(2 + shards + h);
+        let mut net = FlowNetwork::new(2 + shards + h);
         for (i, hosts) in members.iter().enumerate() {
             net.add_edge(s, 2 + i, 1, 0);
             for &host in hosts {
                 net.add_edge(2 + i, 2 + shards + host, 1, 0);
             }
         }
-        let sink_edges: Vec<usize> = (0..h)
+        let sink_edges: Vec<EdgeId> = (0..h)
             .map(|host| net.add_edge(2 + shards + host, t, cap as i64, 0))
             .collect();
-        if net.min_cost_flow(s, t).0 == shards as i64 {
-            return sink_edges.iter().map(|&e| net.flow(e) as usize).collect();
+        if net.min_cost_flow(s, t, i64::MAX).flow == shards as i64 {
+            return sink_edges
+                .iter()
+                .map(|&e| net.flow_on(e) as usize)
+                .collect();
         }
     }
     // Unreachable: with cap = shards every shard can take its first member.
@@ -578,10 +582,10 @@ fn link_network(
     r: usize,
     pair_cap: usize,
     convex: bool,
-) -> (Network, Vec<Vec<Vec<usize>>>) {
+) -> (FlowNetwork, Vec<Vec<Vec<EdgeId>>>) {
     let h = caps.len();
     let (s, t) = (0, 1);
-    let mut net = Network::new(2 + 2 * h);
+    let mut net = FlowNetwork::new(2 + 2 * h);
     let mut pairs = vec![vec![Vec::new(); h]; h];
     for a in 0..h {
         net.add_edge(s, 2 + a, (caps[a] - m[a]) as i64, 0);
@@ -617,7 +621,7 @@ fn counts_feasible(caps: &[usize], m: &[usize], r: usize) -> bool {
     }
     let total: usize = m.iter().sum();
     let (mut net, _) = link_network(caps, m, r, usize::MAX, false);
-    net.min_cost_flow(0, 1).0 == (r * total) as i64
+    net.min_cost_flow(0, 1, i64::MAX).flow == (r * total) as i64
 }
 
 /// Link matrix `x[h][g]`: replicas on host `h` serving masters on host `g`, with the smallest
@@ -629,7 +633,7 @@ fn spread_links(caps: &[usize], m: &[usize], r: usize) -> Vec<Vec<usize>> {
     let max_m = m.iter().copied().max().unwrap_or(0);
     let saturates = |cap: usize| {
         let (mut net, _) = link_network(caps, m, r, cap, false);
-        net.min_cost_flow(0, 1).0 == need
+        net.min_cost_flow(0, 1, i64::MAX).flow == need
     };
     let (mut lo, mut hi) = (0usize, max_m);
     while lo < hi {
@@ -641,11 +645,11 @@ fn spread_links(caps: &[usize], m: &[usize], r: usize) -> Vec<Vec<usize>> {
         }
     }
     let (mut net, pairs) = link_network(caps, m, r, lo, true);
-    net.min_cost_flow(0, 1);
+    net.min_cost_flow(0, 1, i64::MAX);
     let mut x = vec![vec![0usize; h]; h];
     for a in 0..h {
         for g in 0..h {
-            x[a][g] = pairs[a][g].iter().map(|&e| net.flow(e) as usize).sum();
+            x[a][g] = pairs[a][g].iter().map(|&e| net.flow_on(e) as usize).sum();
         }
     }
     x
@@ -690,98 +694,6 @@ fn materialize(
         }
     }
     out
-}
-
-/// A small min-cost flow network (successive shortest paths with Bellman-Ford/SPFA), used both as
-/// a max-flow oracle (all costs zero) and for convex link spreading. Sizes here are tiny
-/// (hosts^2 edges times a small cap), so simplicity wins over asymptotics.
-struct Network {
-    adj: Vec<Vec<usize>>,
-    to: Vec<usize>,
-    cap: Vec<i64>,
-    cost: Vec<i64>,
-    initial: Vec<i64>,
-}
-
-impl Network {
-    fn new(nodes: usize) -> Self {
-        Network {
-            adj: vec![Vec::new(); nodes],
-            to: Vec::new(),
-            cap: Vec::new(),
-            cost: Vec::new(),
-            initial: Vec::new(),
-        }
-    }
-
-    /// Adds `u -> v` and its residual twin; returns the forward edge's id.
-    fn add_edge(&mut self, u: usize, v: usize, cap: i64, cost: i64) -> usize {
-        let e = self.to.len();
-        self.adj[u].push(e);
-        self.to.push(v);
-        self.cap.push(cap);
-        self.cost.push(cost);
-        self.initial.push(cap);
-        self.adj[v].push(e + 1);
-        self.to.push(u);
-        self.cap.push(0);
-        self.cost.push(-cost);
-        self.initial.push(0);
-        e
-    }
-
-    /// Flow currently on forward edge `e`.
-    fn flow(&self, e: usize) -> i64 {
-        self.initial[e] - self.cap[e]
-    }
-
-    /// Maximum flow from `s` to `t` of minimum cost; returns `(flow, cost)`.
-    fn min_cost_flow(&mut self, s: usize, t: usize) -> (i64, i64) {
-        let n = self.adj.len();
-        let (mut flow, mut cost) = (0i64, 0i64);
-        loop {
-            let mut dist = vec![i64::MAX; n];
-            let mut prev_edge = vec![usize::MAX; n];
-            let mut queued = vec![false; n];
-            let mut queue = VecDeque::new();
-            dist[s] = 0;
-            queue.push_back(s);
-            queued[s] = true;
-            while let Some(u) = queue.pop_front() {
-                queued[u] = false;
-                for &e in &self.adj[u] {
-                    let v = self.to[e];
-                    if self.cap[e] > 0 && dist[u] + self.cost[e] < dist[v] {
-                        dist[v] = dist[u] + self.cost[e];
-                        prev_edge[v] = e;
-                        if !queued[v] {
-                            queued[v] = true;
-                            queue.push_back(v);
-                        }
-                    }
-                }
-            }
-            if dist[t] == i64::MAX {
-                return (flow, cost);
-            }
-            let mut push = i64::MAX;
-            let mut v = t;
-            while v != s {
-                let e = prev_edge[v];
-                push = push.min(self.cap[e]);
-                v = self.to[e ^ 1];
-            }
-            let mut v = t;
-            while v != s {
-                let e = prev_edge[v];
-                self.cap[e] -= push;
-                self.cap[e ^ 1] += push;
-                v = self.to[e ^ 1];
-            }
-            flow += push;
-            cost += push * dist[t];
-        }
-    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@
 use crate::admin::jobs::{self, Job};
 use crate::admin::json_str;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
+use crate::flow::FlowNetwork;
 use crate::node_client::NodeClient;
 use crate::resp::{self, Value};
 use crate::shared::Shared;
@@ -873,16 +874,17 @@ fn cheapest_moves(
     let pos: HashMap<usize, usize> = members.iter().enumerate().map(|(i, &h)| (h, i)).collect();
     let (src, sink) = (0, 1);
     let host_node = |h: usize| 2 + pos[&h];
-    let mut g = Flow::new(2 + hn + isl_shards.len());
-    let big = 4 * (g.n as i64 + 1);
+    let mut g = FlowNetwork::new(2 + hn + isl_shards.len());
+    // Outweighs any path of unit-cost moves, so every forced unit flows if it can.
+    let big = 4 * (g.node_count() as i64 + 1);
     let mut forced = Vec::new();
     let mut moves = Vec::new();
     for (k, &s) in isl_shards.iter().enumerate() {
         let sn = 2 + hn + k;
-        g.add(host_node(shards[s].at), sn, 1, 0);
+        g.add_edge(host_node(shards[s].at), sn, 1, 0);
         for &(to, _) in &shards[s].targets {
             if pos.contains_key(&to) {
-                moves.push((g.add(sn, host_node(to), 1, 1), s, to));
+                moves.push((g.add_edge(sn, host_node(to), 1, 1), s, to));
             }
         }
     }
@@ -894,26 +896,26 @@ fn cheapest_moves(
         let must_in = (lo - l).max(0);
         let may_in = (hi - l).max(0) - must_in;
         if must_out > 0 {
-            forced.push(g.add(src, host_node(h), must_out, -big));
+            forced.push(g.add_edge(src, host_node(h), must_out, -big));
         }
         if may_out > 0 {
-            g.add(src, host_node(h), may_out, 0);
+            g.add_edge(src, host_node(h), may_out, 0);
         }
         if must_in > 0 {
-            forced.push(g.add(host_node(h), sink, must_in, -big));
+            forced.push(g.add_edge(host_node(h), sink, must_in, -big));
         }
         if may_in > 0 {
-            g.add(host_node(h), sink, may_in, 0);
+            g.add_edge(host_node(h), sink, may_in, 0);
         }
     }
-    g.min_cost(src, sink);
-    if forced.iter().any(|&e| g.cap[e] != 0) {
+    g.cheapest_flow(src, sink);
+    if forced.iter().any(|&e| g.flow_on(e) < g.capacity(e)) {
         return None;
     }
     Some(
         moves
             .into_iter()
-            .filter(|&(e, _, _)| g.cap[e] == 0)
+            .filter(|&(e, _, _)| g.flow_on(e) > 0)
             .map(|(_, s, to)| (s, to))
             .collect(),
     )
@@ -963,81 +965,6 @@ fn split_paths(
         }
     }
     paths
-}
-
-/// A small min-cost flow network (edges in pairs: `e` and its reverse `e ^ 1`).
-struct Flow {
-    n: usize,
-    to: Vec<usize>,
-    cap: Vec<i64>,
-    cost: Vec<i64>,
-    adj: Vec<Vec<usize>>,
-}
-
-impl Flow {
-    fn new(n: usize) -> Flow {
-        Flow {
-            n,
-            to: Vec::new(),
-            cap: Vec::new(),
-            cost: Vec::new(),
-            adj: vec![Vec::new(); n],
-        }
-    }
-
-    fn add(&mut self, u: usize, v: usize, cap: i64, cost: i64) -> usize {
-        let e = self.to.len();
-        for (a, b, c, w) in [(u, v, cap, cost), (v, u, 0, -cost)] {
-            self.adj[a].push(self.to.len());
-            self.to.push(b);
-            self.cap.push(c);
-            self.cost.push(w);
-        }
-        e
-    }
-
-    /// Successive shortest paths while a path of negative cost exists: the min-cost flow of
-    /// any value. Bellman-Ford (queue-based), since costs may be negative.
-    fn min_cost(&mut self, s: usize, t: usize) {
-        loop {
-            let mut dist = vec![i64::MAX; self.n];
-            let mut via = vec![usize::MAX; self.n];
-            let mut queued = vec![false; self.n];
-            let mut q = VecDeque::from([s]);
-            dist[s] = 0;
-            while let Some(u) = q.pop_front() {
-                queued[u] = false;
-                for &e in &self.adj[u] {
-                    let v = self.to[e];
-                    if self.cap[e] > 0 && dist[u] + self.cost[e] < dist[v] {
-                        dist[v] = dist[u] + self.cost[e];
-                        via[v] = e;
-                        if !queued[v] {
-                            queued[v] = true;
-                            q.push_back(v);
-                        }
-                    }
-                }
-            }
-            if dist[t] >= 0 {
-                return;
-            }
-            let mut push = i64::MAX;
-            let mut v = t;
-            while v != s {
-                let e = via[v];
-                push = push.min(self.cap[e]);
-                v = self.to[e ^ 1];
-            }
-            let mut v = t;
-            while v != s {
-                let e = via[v];
-                self.cap[e] -= push;
-                self.cap[e ^ 1] += push;
-                v = self.to[e ^ 1];
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
