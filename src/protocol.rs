@@ -143,6 +143,21 @@ impl RequestParser {
     /// Parses the next complete request from the front of `buf`, removing its bytes. Returns
     /// `Ok(None)` when more bytes are needed. After an error the connection must be closed.
     pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        let mut args = Vec::new();
+        Ok(self
+            .parse_into(buf, &mut args)?
+            .map(|raw| Request { raw, args }))
+    }
+
+    /// Like [`RequestParser::parse`], but fills `args` (cleared first) instead of allocating a
+    /// vector per request: the session reuses one. Returns `Some(raw)` when a request is
+    /// complete, `raw` being the frame as it arrived (`None` for an inline request).
+    pub fn parse_into(
+        &mut self,
+        buf: &mut BytesMut,
+        args: &mut Vec<Bytes>,
+    ) -> Result<Option<Option<Bytes>>, ProtocolError> {
+        args.clear();
         loop {
             if self.partial.is_none() {
                 match buf.first() {
@@ -151,7 +166,10 @@ impl RequestParser {
                     Some(_) => match self.parse_inline(buf)? {
                         Inline::Incomplete => return Ok(None),
                         Inline::Empty => continue,
-                        Inline::Request(r) => return Ok(Some(r)),
+                        Inline::Request(r) => {
+                            *args = r.args;
+                            return Ok(Some(None));
+                        }
                     },
                 }
                 let Some(cr) = find_line(buf, 1) else {
@@ -182,11 +200,15 @@ impl RequestParser {
                     bulk: None,
                 });
             }
-            return self.resume_multibulk(buf);
+            return self.resume_multibulk(buf, args);
         }
     }
 
-    fn resume_multibulk(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+    fn resume_multibulk(
+        &mut self,
+        buf: &mut BytesMut,
+        args: &mut Vec<Bytes>,
+    ) -> Result<Option<Option<Bytes>>, ProtocolError> {
         let limits = &self.limits;
         let Some(p) = self.partial.as_mut() else {
             return Ok(None);
@@ -239,15 +261,8 @@ impl RequestParser {
         }
         let p = self.partial.take().unwrap_or_default();
         let frame = buf.split_to(p.pos).freeze();
-        let args = self
-            .ranges
-            .iter()
-            .map(|&(s, e)| frame.slice(s..e))
-            .collect();
-        Ok(Some(Request {
-            raw: Some(frame),
-            args,
-        }))
+        args.extend(self.ranges.iter().map(|&(s, e)| frame.slice(s..e)));
+        Ok(Some(Some(frame)))
     }
 
     fn parse_inline(&mut self, buf: &mut BytesMut) -> Result<Inline, ProtocolError> {

@@ -43,6 +43,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         closing: false,
         unparsed: false,
         keys: Vec::new(),
+        args: Vec::new(),
     };
     if let Err(e) = s.run().await {
         tracing::debug!(client = id, error = %e, "client connection ended with an error");
@@ -72,6 +73,8 @@ struct Session {
     max_pipeline: usize,
     max_out: usize,
     keys: Vec<usize>,
+    /// The current request's arguments; one vector reused for every request.
+    args: Vec<Bytes>,
 }
 
 enum Event {
@@ -156,13 +159,21 @@ impl Session {
                 self.unparsed = !self.rbuf.is_empty();
                 return;
             }
-            match self.parser.parse(&mut self.rbuf) {
-                Ok(Some(req)) => {
+            match self.parser.parse_into(&mut self.rbuf, &mut self.args) {
+                Ok(Some(raw)) => {
                     self.worker.shared.workers[self.worker.index]
                         .commands
                         .fetch_add(1, Relaxed);
-                    let route = router::route(&req.args, &mut self.keys);
-                    self.dispatch(route, req.wire(), &req.args);
+                    let args = std::mem::take(&mut self.args);
+                    let wire = match raw {
+                        Some(raw) => raw,
+                        None => resp::encode_command(&args).freeze(),
+                    };
+                    let route = router::route(&args, &mut self.keys);
+                    self.dispatch(route, wire, &args);
+                    // Keep the vector's allocation for the next request.
+                    self.args = args;
+                    self.args.clear();
                 }
                 Ok(None) => return,
                 Err(e) => {
