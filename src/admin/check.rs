@@ -804,19 +804,46 @@ pub async fn run_check(
 }
 
 /// Answers `PROXY CHECK [JSON]` (args after CHECK). Registered as a job, always synchronous.
-pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
+/// Parses `[JSON] [HOST <ip:port> <label>] ...`: the JSON flag and the operator's host labels
+/// (a node's host is its IP unless labelled, as in CREATE and REBALANCE).
+pub fn parse_args(args: &[Bytes]) -> Result<(bool, HostLabels), String> {
+    let usage = "usage: PROXY CHECK [JSON] [HOST <ip:port> <label>] ...";
     let mut json = false;
-    for a in args {
-        match String::from_utf8_lossy(a).to_ascii_uppercase().as_str() {
-            "JSON" => json = true,
+    let mut hosts = HostLabels::default();
+    let mut i = 0;
+    while i < args.len() {
+        let word = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
+        match word.as_str() {
+            "JSON" => {
+                json = true;
+                i += 1;
+            }
+            "HOST" if args.len() >= i + 3 => {
+                let addr = String::from_utf8_lossy(&args[i + 1]).into_owned();
+                if !addr.contains(':') {
+                    return Err(format!("HOST wants ip:port, got '{addr}'; {usage}"));
+                }
+                let label = String::from_utf8_lossy(&args[i + 2]).into_owned();
+                hosts.labels.insert(addr, label);
+                i += 3;
+            }
             other => {
-                return crate::resp::error(&format!(
-                    "ERR PROXY CHECK: unknown option '{}'; usage: PROXY CHECK [JSON]",
+                return Err(format!(
+                    "unknown or incomplete option '{}'; {usage}",
                     other.chars().take(64).collect::<String>()
                 ))
             }
         }
     }
+    Ok((json, hosts))
+}
+
+/// Answers `PROXY CHECK [JSON] [HOST <ip:port> <label>] ...`.
+pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
+    let (json, hosts) = match parse_args(args) {
+        Ok(x) => x,
+        Err(e) => return crate::resp::error(&format!("ERR PROXY CHECK: {e}")),
+    };
     let start = start_nodes(shared);
     if start.is_empty() {
         return crate::resp::error("ERR PROXY CHECK: no nodes known (no seeds configured)");
@@ -831,7 +858,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
     };
     let reply = jobs::run(&shared.jobs, "check", command, false, |job| async move {
         job.set_total(2);
-        let (s, f) = run_check(&start, timeout, &HostLabels::default()).await;
+        let (s, f) = run_check(&start, timeout, &hosts).await;
         job.step_done(format!("surveyed {} node(s)", s.nodes.len()));
         let lines = report_lines(&s, &f);
         *cell.borrow_mut() = Some(report_json(&s, &f));
@@ -848,6 +875,23 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn check_arguments() {
+        let a = |w: &[&str]| -> Vec<bytes::Bytes> {
+            w.iter()
+                .map(|x| bytes::Bytes::copy_from_slice(x.as_bytes()))
+                .collect()
+        };
+        let (json, hosts) =
+            super::parse_args(&a(&["host", "10.0.0.1:7000", "rack1", "JSON"])).expect("valid");
+        assert!(json);
+        assert_eq!(hosts.host_of("10.0.0.1:7000"), "rack1");
+        assert_eq!(hosts.host_of("10.0.0.1:7001"), "10.0.0.1");
+        assert!(super::parse_args(&a(&["HOST", "10.0.0.1:7000"])).is_err());
+        assert!(super::parse_args(&a(&["HOST", "10.0.0.1", "x"])).is_err());
+        assert!(super::parse_args(&a(&["NOPE"])).is_err());
+    }
+
     use super::*;
     use crate::cluster::parse_cluster_nodes;
 
