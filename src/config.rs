@@ -53,6 +53,9 @@ pub struct Config {
     pub max_query_buffer: usize,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
     pub log_level: String,
+    /// Whether clients may run CONFIG SET, which the proxy applies to every node of the
+    /// cluster (masters and replicas). Off: CONFIG SET is refused; CONFIG GET still works.
+    pub allow_config_set: bool,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             max_bulk_len: 512 * 1024 * 1024,
             max_query_buffer: 1024 * 1024 * 1024,
             log_level: "info".into(),
+            allow_config_set: true,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct Merge {
     parts: RefCell<Vec<Bytes>>,
     remaining: Cell<usize>,
     slot: Rc<ReplySlot>,
+    /// The node each part went to, when the merge names failed nodes (fan-out commands).
+    labels: Vec<Arc<str>>,
 }
 
 impl Merge {
@@ -67,6 +69,20 @@ impl Merge {
             parts: RefCell::new(vec![Bytes::new(); parts]),
             remaining: Cell::new(parts),
             slot,
+            labels: Vec::new(),
+        })
+    }
+
+    /// A merge of one reply from each node of `nodes` (a command fanned out to several
+    /// nodes), in that order; errors can name the nodes.
+    pub fn fan_out(kind: MergeKind, nodes: Vec<Arc<str>>, slot: Rc<ReplySlot>) -> Rc<Merge> {
+        Rc::new(Merge {
+            kind,
+            order: Vec::new(),
+            parts: RefCell::new(vec![Bytes::new(); nodes.len()]),
+            remaining: Cell::new(nodes.len()),
+            slot,
+            labels: nodes,
         })
     }
 
@@ -77,7 +93,8 @@ impl Merge {
         let left = self.remaining.get().saturating_sub(1);
         self.remaining.set(left);
         if left == 0 {
-            let merged = merge::merge(self.kind, &self.order, &self.parts.borrow());
+            let merged =
+                merge::merge_labeled(self.kind, &self.order, &self.parts.borrow(), &self.labels);
             self.slot.fill(merged);
         }
     }

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod dispatch;
+pub mod fanout;
 pub mod flow;
 pub mod local;
 pub mod localcluster;

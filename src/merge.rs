@@ -1,11 +1,15 @@
-//! Merging the replies of a command that was split per slot back into the one reply the
-//! client expects (pure functions; the reply frames are passed in, nothing is sent).
+//! Merging the replies of a command that was split per slot, or sent to several nodes, back
+//! into the one reply the client expects (pure functions; the reply frames are passed in,
+//! nothing is sent).
 //!
 //! Invariant: the merged reply is what a single Redis would have answered for the whole
-//! command, or the first error one of the parts returned.
+//! command, or an error: the first error one of the parts returned, or, for commands that must
+//! succeed everywhere ([`MergeKind::Unanimous`]), an error naming every node that failed.
 
+use crate::fanout::{self, ScanCursor};
 use crate::resp;
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 
 /// How the parts of a split command combine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,17 +18,158 @@ pub enum MergeKind {
     Mget,
     /// MSET: `+OK` when every part said OK.
     AllOk,
-    /// DEL, UNLINK, EXISTS, TOUCH: the sum of the parts' integers.
+    /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE: the sum of the parts' integers.
     Sum,
+    /// KEYS: the parts' arrays concatenated.
+    Concat,
+    /// FLUSHALL, FLUSHDB, SCRIPT LOAD / FLUSH, CONFIG SET / RESETSTAT: every node must succeed;
+    /// the reply is the first part's (`+OK`, a script's SHA1). When every node answered the
+    /// same error it is passed on unchanged (Redis's own text, as from a single server);
+    /// otherwise the reply is an error naming each node that failed and why.
+    Unanimous,
+    /// SCRIPT EXISTS: per position, 1 only when every node has the script.
+    AndPositions,
+    /// RANDOMKEY: the first part (in send order) that is not nil; nil when all are.
+    FirstNonNil,
+    /// SCAN on one master: its `[cursor, keys]` reply with the node's cursor replaced by the
+    /// cluster cursor that continues from it (see [`crate::fanout`]).
+    Scan {
+        /// The cursor the node was asked with (position and fingerprint).
+        at: ScanCursor,
+        /// Masters in the scan order the cursor was resolved against.
+        masters: u32,
+    },
+    /// The check step of a cluster SCAN: every master's `CLUSTER NODES` (parts in scan
+    /// order, labelled with their addresses) become `[next cursor, []]`.
+    ScanCheck {
+        /// The check's cursor (fingerprint and `from`).
+        at: ScanCursor,
+        /// Masters in the scan order.
+        masters: u32,
+    },
 }
 
 /// Merges the parts' reply frames. `order[i]` is the part that holds the client's i-th key
 /// (used by MGET; each part's elements are in the client's order within that part).
 pub fn merge(kind: MergeKind, order: &[u32], parts: &[Bytes]) -> Bytes {
+    merge_labeled(kind, order, parts, &[])
+}
+
+/// Like [`merge`], with the address of the node each part went to (`labels[i]` for
+/// `parts[i]`), used to name the failed nodes in a [`MergeKind::Unanimous`] error.
+pub fn merge_labeled(
+    kind: MergeKind,
+    order: &[u32],
+    parts: &[Bytes],
+    labels: &[Arc<str>],
+) -> Bytes {
+    if kind == MergeKind::Unanimous {
+        return unanimous(parts, labels);
+    }
     if let Some(err) = parts.iter().find(|p| resp::is_error(p)) {
         return err.clone();
     }
     match kind {
+        MergeKind::Unanimous => unanimous(parts, labels),
+        MergeKind::Concat => {
+            let mut elements = Vec::with_capacity(parts.len());
+            let mut count = 0;
+            for p in parts {
+                match resp::array_elements(p) {
+                    Some(e) => {
+                        count += e.len();
+                        elements.push(e);
+                    }
+                    None => return unexpected(p),
+                }
+            }
+            let mut out = BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>());
+            resp::put_array_header(&mut out, count);
+            for e in elements.iter().flatten() {
+                out.extend_from_slice(e);
+            }
+            out.freeze()
+        }
+        MergeKind::AndPositions => {
+            let mut all: Option<Vec<bool>> = None;
+            for p in parts {
+                let Some(elements) = resp::array_elements(p) else {
+                    return unexpected(p);
+                };
+                let mut flags = Vec::with_capacity(elements.len());
+                for e in &elements {
+                    match parse_int_reply(e) {
+                        Some(n) => flags.push(n != 0),
+                        None => return unexpected(p),
+                    }
+                }
+                all = Some(match all {
+                    None => flags,
+                    Some(prev) if prev.len() == flags.len() => {
+                        prev.iter().zip(&flags).map(|(a, b)| *a && *b).collect()
+                    }
+                    Some(_) => return unexpected(p),
+                });
+            }
+            let all = all.unwrap_or_default();
+            let mut out = BytesMut::with_capacity(all.len() * 4 + 16);
+            resp::put_array_header(&mut out, all.len());
+            for f in all {
+                resp::put_int(&mut out, i64::from(f));
+            }
+            out.freeze()
+        }
+        MergeKind::FirstNonNil => parts
+            .iter()
+            .find(|p| &p[..] != resp::NULL_BULK)
+            .cloned()
+            .unwrap_or_else(|| Bytes::from_static(resp::NULL_BULK)),
+        MergeKind::ScanCheck { at, masters } => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for p in parts {
+                match resp::Value::decode(p) {
+                    Ok(resp::Value::Bulk(Some(t))) => {
+                        texts.push(String::from_utf8_lossy(&t).into_owned())
+                    }
+                    _ => return unexpected(p),
+                }
+            }
+            let report = fanout::check_report(labels, &texts);
+            let next = at.after_check(masters, &report);
+            let mut out = BytesMut::with_capacity(32);
+            resp::put_array_header(&mut out, 2);
+            resp::put_bulk(&mut out, next.to_string().as_bytes());
+            resp::put_array_header(&mut out, 0);
+            out.freeze()
+        }
+        MergeKind::Scan { at, masters } => {
+            let Some(p) = parts.first() else {
+                return resp::error("ERR slotproxy: SCAN got no reply");
+            };
+            let elements = match resp::array_elements(p) {
+                Some(e) if e.len() == 2 && e[1].first() == Some(&b'*') => e,
+                _ => return unexpected(p),
+            };
+            let node_cursor = match resp::Value::decode(&elements[0]) {
+                Ok(resp::Value::Bulk(Some(c))) => std::str::from_utf8(&c)
+                    .ok()
+                    .and_then(|c| c.parse::<u64>().ok()),
+                _ => None,
+            };
+            let Some(node_cursor) = node_cursor else {
+                return unexpected(p);
+            };
+            let Some(next) = at.next(node_cursor, masters) else {
+                return resp::error(&format!(
+                    "ERR slotproxy: a node's SCAN cursor {node_cursor} is too large to carry"
+                ));
+            };
+            let mut out = BytesMut::with_capacity(p.len() + 24);
+            resp::put_array_header(&mut out, 2);
+            resp::put_bulk(&mut out, next.to_string().as_bytes());
+            out.extend_from_slice(&elements[1]);
+            out.freeze()
+        }
         MergeKind::AllOk => resp::simple("OK"),
         MergeKind::Sum => {
             let mut total: i64 = 0;
@@ -55,6 +200,36 @@ pub fn merge(kind: MergeKind, order: &[u32], parts: &[Bytes]) -> Bytes {
             out.freeze()
         }
     }
+}
+
+/// Every part must have succeeded; otherwise one error naming each failed node.
+fn unanimous(parts: &[Bytes], labels: &[Arc<str>]) -> Bytes {
+    let failed: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| resp::is_error(p))
+        .map(|(i, p)| {
+            let why = String::from_utf8_lossy(&p[1..]);
+            match labels.get(i) {
+                Some(node) => format!("{node}: {}", why.trim_end()),
+                None => format!("part {i}: {}", why.trim_end()),
+            }
+        })
+        .collect();
+    if failed.is_empty() {
+        return parts.first().cloned().unwrap_or_else(|| resp::simple("OK"));
+    }
+    if parts.len() > 1 && parts.iter().all(|p| p == &parts[0]) {
+        // Every node refused it the same way (a syntax error, an unknown setting): that is
+        // what a single Redis would have answered, so pass Redis's own text on.
+        return parts[0].clone();
+    }
+    resp::error(&format!(
+        "ERR slotproxy: failed on {} of {} nodes ({})",
+        failed.len(),
+        parts.len(),
+        failed.join("; ")
+    ))
 }
 
 fn parse_int_reply(frame: &[u8]) -> Option<i64> {
@@ -105,5 +280,115 @@ mod tests {
             &[0, 0],
             &[b(b"*1\r\n:1\r\n")]
         )));
+    }
+
+    #[test]
+    fn keys_concatenate_and_scripts_and() {
+        let parts = [
+            b(b"*1\r\n$1\r\na\r\n"),
+            b(b"*0\r\n"),
+            b(b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n"),
+        ];
+        assert_eq!(
+            &merge(MergeKind::Concat, &[], &parts)[..],
+            b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+        );
+        let exists = [
+            b(b"*3\r\n:1\r\n:1\r\n:0\r\n"),
+            b(b"*3\r\n:1\r\n:0\r\n:0\r\n"),
+        ];
+        assert_eq!(
+            &merge(MergeKind::AndPositions, &[], &exists)[..],
+            b"*3\r\n:1\r\n:0\r\n:0\r\n"
+        );
+        assert!(resp::is_error(&merge(
+            MergeKind::AndPositions,
+            &[],
+            &[b(b"*1\r\n:1\r\n"), b(b"*2\r\n:1\r\n:1\r\n")]
+        )));
+        assert_eq!(
+            &merge(
+                MergeKind::FirstNonNil,
+                &[],
+                &[b(b"$-1\r\n"), b(b"$1\r\nk\r\n")]
+            )[..],
+            b"$1\r\nk\r\n"
+        );
+        assert_eq!(
+            &merge(MergeKind::FirstNonNil, &[], &[b(b"$-1\r\n"), b(b"$-1\r\n")])[..],
+            b"$-1\r\n"
+        );
+    }
+
+    #[test]
+    fn unanimous_names_failed_nodes() {
+        let labels: Vec<Arc<str>> = vec![Arc::from("10.0.0.1:7000"), Arc::from("10.0.0.2:7000")];
+        assert_eq!(
+            &merge_labeled(
+                MergeKind::Unanimous,
+                &[],
+                &[b(b"$2\r\nab\r\n"), b(b"$2\r\nab\r\n")],
+                &labels
+            )[..],
+            b"$2\r\nab\r\n"
+        );
+        let err = merge_labeled(
+            MergeKind::Unanimous,
+            &[],
+            &[b(b"+OK\r\n"), b(b"-ERR Unknown option\r\n")],
+            &labels,
+        );
+        assert_eq!(
+            &err[..],
+            &b"-ERR slotproxy: failed on 1 of 2 nodes (10.0.0.2:7000: ERR Unknown option)\r\n"[..]
+        );
+        let same = [b(b"-ERR syntax error\r\n"), b(b"-ERR syntax error\r\n")];
+        assert_eq!(
+            &merge_labeled(MergeKind::Unanimous, &[], &same, &labels)[..],
+            b"-ERR syntax error\r\n"
+        );
+        let differ = [b(b"-ERR syntax error\r\n"), b(b"-ERR other\r\n")];
+        assert!(String::from_utf8_lossy(&merge_labeled(
+            MergeKind::Unanimous,
+            &[],
+            &differ,
+            &labels
+        ))
+        .contains(
+            "failed on 2 of 2 nodes (10.0.0.1:7000: ERR syntax error; 10.0.0.2:7000: ERR other)"
+        ));
+    }
+
+    #[test]
+    fn scan_reply_gets_the_cluster_cursor() {
+        let at = ScanCursor {
+            position: 1,
+            fingerprint: 5,
+            node_cursor: 0,
+        };
+        let kind = MergeKind::Scan { at, masters: 3 };
+        let got = merge(kind, &[], &[b(b"*2\r\n$2\r\n12\r\n*1\r\n$1\r\nk\r\n")]);
+        let want = ScanCursor {
+            node_cursor: 12,
+            ..at
+        }
+        .encode()
+        .unwrap();
+        let els = resp::array_elements(&got).unwrap();
+        assert_eq!(&els[0][..], &resp::bulk(want.to_string().as_bytes())[..]);
+        assert_eq!(&els[1][..], b"*1\r\n$1\r\nk\r\n");
+        // The last master finished: on to the check (never cursor 0 here).
+        let last = MergeKind::Scan {
+            at: ScanCursor { position: 2, ..at },
+            masters: 3,
+        };
+        let got = merge(last, &[], &[b(b"*2\r\n$1\r\n0\r\n*0\r\n")]);
+        let check = ScanCursor { position: 3, ..at }.encode().unwrap();
+        assert_eq!(
+            &resp::array_elements(&got).unwrap()[0][..],
+            &resp::bulk(check.to_string().as_bytes())[..]
+        );
+        assert!(resp::is_error(&merge(last, &[], &[b(b"+OK\r\n")])));
+        assert_eq!(&merge(last, &[], &[b(b"-ERR x\r\n")])[..], b"-ERR x\r\n");
     }
 }

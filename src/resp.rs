@@ -104,7 +104,7 @@ impl std::fmt::Display for BadReply {
 }
 
 /// Resumable reply-frame scanner. Feed it the same growing buffer until it reports a frame
-/// length; then cut that many bytes and call [`ReplyScanner::reset`] (done by `next_frame`).
+/// length; [`ReplyScanner::next_frame`] then cuts the frame and resets the scanner.
 #[derive(Debug, Default)]
 pub struct ReplyScanner {
     /// Bytes of the current frame already scanned.

@@ -6,9 +6,12 @@
 //! owner of the one slot all its keys hash to (or split per slot, for the commands whose
 //! meaning a split preserves); a command that would change the state of a shared backend
 //! connection (SELECT, CLIENT REPLY, READONLY, blocking and pub/sub commands, transactions) is
-//! never forwarded on one.
+//! never forwarded on one. Commands that concern the whole cluster (KEYS, DBSIZE, SCAN,
+//! FLUSHALL, SCRIPT LOAD, CONFIG SET, ...) become a [`FanOut`]: the router names the kind of
+//! nodes and the merge, the session resolves the nodes with the current map.
 
 use crate::command::{self, CommandSpec};
+use crate::fanout::ScanCursor;
 use crate::merge::MergeKind;
 use crate::resp;
 use crate::slots::key_slot;
@@ -18,7 +21,7 @@ use std::collections::HashMap;
 /// Commands the proxy answers itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Local {
-    /// PING [message]
+    /// `PING [message]`
     Ping,
     /// ECHO message
     Echo,
@@ -28,7 +31,7 @@ pub enum Local {
     Select,
     /// HELLO [protover [AUTH user pass] [SETNAME name]]
     Hello,
-    /// AUTH [user] pass
+    /// `AUTH [user] pass`
     Auth,
     /// INFO [section ...]
     Info,
@@ -62,6 +65,24 @@ pub struct Split {
     pub parts: Vec<Part>,
 }
 
+/// A command that concerns the whole cluster: which nodes it goes to and how their replies
+/// merge. The session resolves the nodes from the current slot map.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FanOut {
+    /// The request, unchanged, to every master; the replies merge by this kind.
+    Masters(MergeKind),
+    /// The request, unchanged, to every node, masters and replicas (CONFIG SET / RESETSTAT).
+    AllNodes {
+        /// How the replies merge.
+        kind: MergeKind,
+        /// Whether this is CONFIG SET, which the `allow_config_set` setting can refuse.
+        config_set: bool,
+    },
+    /// One step of a cluster-wide SCAN from this (decoded) cursor; the request is sent to one
+    /// node with argument 1 replaced by that node's own cursor.
+    Scan(ScanCursor),
+}
+
 /// The routing decision for one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
@@ -71,6 +92,8 @@ pub enum Route {
     Split(Split),
     /// Forward to any one master (keyless commands whose answer is the same everywhere).
     AnyNode,
+    /// Send to several nodes and merge (KEYS, DBSIZE, SCAN, FLUSHALL, CONFIG SET, ...).
+    FanOut(FanOut),
     /// The proxy answers.
     Local(Local),
     /// Answer with this reply (an error) without contacting any node.
@@ -194,6 +217,30 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
             return split(args, MergeKind::AllOk, 2);
         }
         "del" | "unlink" | "exists" | "touch" => return split(args, MergeKind::Sum, 1),
+        "keys" => return Route::FanOut(FanOut::Masters(MergeKind::Concat)),
+        "dbsize" => return Route::FanOut(FanOut::Masters(MergeKind::Sum)),
+        "randomkey" => return Route::FanOut(FanOut::Masters(MergeKind::FirstNonNil)),
+        "flushall" | "flushdb" | "script|load" | "script|flush" => {
+            return Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
+        }
+        "script|exists" => return Route::FanOut(FanOut::Masters(MergeKind::AndPositions)),
+        // Cluster pub/sub carries a PUBLISH to every node; the others read any one master.
+        "publish" | "time" | "lastsave" | "config|get" => return Route::AnyNode,
+        "config|set" | "config|resetstat" => {
+            return Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Unanimous,
+                config_set: spec.name == "config|set",
+            })
+        }
+        "scan" => {
+            return match std::str::from_utf8(&args[1])
+                .ok()
+                .and_then(|c| c.parse::<u64>().ok())
+            {
+                Some(c) => Route::FanOut(FanOut::Scan(ScanCursor::decode(c))),
+                None => Route::Reply(resp::error("ERR invalid cursor")),
+            }
+        }
         "multi" | "exec" | "discard" | "watch" | "unwatch" => {
             return unsupported(spec, "transactions")
         }
@@ -348,9 +395,62 @@ mod tests {
         assert!(err(r(&["XREAD", "BLOCK", "0", "STREAMS", "a", "$"])).contains("blocking"));
         assert!(err(r(&["SUBSCRIBE", "c"])).contains("pub/sub"));
         assert!(err(r(&["MULTI"])).contains("transactions"));
-        assert!(err(r(&["KEYS", "*"])).contains("'KEYS' yet"));
+        assert!(err(r(&["FUNCTION", "LIST"])).contains("'FUNCTION LIST' yet"));
+        assert!(err(r(&["WAIT", "1", "0"])).contains("'WAIT' yet"));
+        assert!(err(r(&["SCRIPT", "KILL"])).contains("'SCRIPT KILL' yet"));
+        assert!(err(r(&["DEBUG", "SLEEP", "0"])).contains("not available through slotproxy"));
         assert!(err(r(&["CLUSTER", "NODES"])).contains("not available through slotproxy"));
         assert!(err(r(&["READONLY"])).contains("not available"));
+    }
+
+    #[test]
+    fn cluster_wide_commands_fan_out() {
+        assert_eq!(
+            r(&["KEYS", "*"]),
+            Route::FanOut(FanOut::Masters(MergeKind::Concat))
+        );
+        assert_eq!(
+            r(&["dbsize"]),
+            Route::FanOut(FanOut::Masters(MergeKind::Sum))
+        );
+        assert_eq!(
+            r(&["FLUSHALL", "ASYNC"]),
+            Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
+        );
+        assert_eq!(
+            r(&["SCRIPT", "EXISTS", "a", "b"]),
+            Route::FanOut(FanOut::Masters(MergeKind::AndPositions))
+        );
+        assert_eq!(
+            r(&["CONFIG", "SET", "maxmemory", "0"]),
+            Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Unanimous,
+                config_set: true
+            })
+        );
+        assert_eq!(
+            r(&["CONFIG", "RESETSTAT"]),
+            Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Unanimous,
+                config_set: false
+            })
+        );
+        assert_eq!(r(&["CONFIG", "GET", "maxmemory"]), Route::AnyNode);
+        assert_eq!(r(&["PUBLISH", "ch", "m"]), Route::AnyNode);
+        assert_eq!(r(&["TIME"]), Route::AnyNode);
+        assert_eq!(
+            r(&["SCAN", "0", "COUNT", "10"]),
+            Route::FanOut(FanOut::Scan(ScanCursor::START))
+        );
+        let c = ScanCursor {
+            position: 2,
+            fingerprint: 99,
+            node_cursor: 1234,
+        };
+        let text = c.encode().unwrap().to_string();
+        assert_eq!(r(&["SCAN", &text]), Route::FanOut(FanOut::Scan(c)));
+        assert_eq!(err(r(&["SCAN", "x1"])), "-ERR invalid cursor");
+        assert_eq!(err(r(&["SCAN", "-1"])), "-ERR invalid cursor");
     }
 
     #[test]

@@ -8,10 +8,12 @@
 
 use crate::admin;
 use crate::dispatch::{Call, Dest, Merge, ReplySlot, Target};
+use crate::fanout::{self, ScanStep};
 use crate::local::{self, ClientState};
+use crate::merge::MergeKind;
 use crate::protocol::RequestParser;
 use crate::resp;
-use crate::router::{self, Local, Route};
+use crate::router::{self, FanOut, Local, Route};
 use crate::worker::{Worker, CLUSTERDOWN_UNSERVED};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -44,6 +46,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         unparsed: false,
         keys: Vec::new(),
         args: Vec::new(),
+        fan_turns: 0,
     };
     if let Err(e) = s.run().await {
         tracing::debug!(client = id, error = %e, "client connection ended with an error");
@@ -75,6 +78,8 @@ struct Session {
     keys: Vec<usize>,
     /// The current request's arguments; one vector reused for every request.
     args: Vec<Bytes>,
+    /// RANDOMKEY requests so far, to rotate which master is asked first.
+    fan_turns: usize,
 }
 
 enum Event {
@@ -226,6 +231,7 @@ impl Session {
                     None => self.push_ready(resp::error(CLUSTERDOWN_UNSERVED)),
                 }
             }
+            Route::FanOut(f) => self.fan_out(f, wire, args),
             Route::Local(Local::Proxy) => {
                 let slot_rc = ReplySlot::new(&self.signal);
                 self.queue.push_back(Rc::clone(&slot_rc));
@@ -243,6 +249,79 @@ impl Session {
                 }
             }
             Route::Reply(reply) => self.push_ready(reply),
+        }
+    }
+
+    /// Sends a cluster-wide command to the nodes the current map names and merges the replies
+    /// into one reply slot. Every call is addressed to a node (`Dest::Node`), so a MOVED is
+    /// not expected; an unreachable node fails only its part, and the merge reports it.
+    fn fan_out(&mut self, f: FanOut, wire: Bytes, args: &[Bytes]) {
+        let map = self.worker.shared.map.load();
+        let (nodes, kind, wire) = match f {
+            FanOut::Masters(kind) => {
+                let mut nodes = fanout::masters(&map);
+                if kind == MergeKind::FirstNonNil && !nodes.is_empty() {
+                    // RANDOMKEY: start at a different master each time, so every master's keys
+                    // get their turn (the first non-nil reply in send order wins).
+                    let turn = self.client.id as usize + self.fan_turns;
+                    self.fan_turns = self.fan_turns.wrapping_add(1);
+                    let len = nodes.len();
+                    nodes.rotate_left(turn % len);
+                }
+                (nodes, kind, wire)
+            }
+            FanOut::AllNodes { kind, config_set } => {
+                if config_set && !self.worker.shared.config.allow_config_set {
+                    return self.push_ready(resp::error(
+                        "ERR slotproxy: CONFIG SET is disabled by the proxy's allow_config_set setting",
+                    ));
+                }
+                (fanout::all_nodes(&map), kind, wire)
+            }
+            FanOut::Scan(cursor) => {
+                let plan = fanout::scan_plan(&map);
+                if plan.order.is_empty() {
+                    return self.push_ready(resp::error(CLUSTERDOWN_UNSERVED));
+                }
+                if plan.order.len() > fanout::MAX_SCAN_MASTERS {
+                    return self.push_ready(resp::error(&format!(
+                        "ERR slotproxy: SCAN supports at most {} masters",
+                        fanout::MAX_SCAN_MASTERS
+                    )));
+                }
+                let at = cursor.resume(&plan);
+                let masters = plan.order.len() as u32;
+                match at.step(masters) {
+                    ScanStep::Visit(i) => {
+                        let node = Arc::clone(&plan.order[i]);
+                        let mut node_args = args.to_vec();
+                        node_args[1] = Bytes::from(at.node_cursor.to_string());
+                        (
+                            vec![node],
+                            MergeKind::Scan { at, masters },
+                            resp::encode_command(&node_args).freeze(),
+                        )
+                    }
+                    ScanStep::Check { .. } => (
+                        plan.order,
+                        MergeKind::ScanCheck { at, masters },
+                        Bytes::from_static(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nNODES\r\n"),
+                    ),
+                }
+            }
+        };
+        if nodes.is_empty() {
+            return self.push_ready(resp::error(CLUSTERDOWN_UNSERVED));
+        }
+        let slot_rc = ReplySlot::new(&self.signal);
+        self.queue.push_back(Rc::clone(&slot_rc));
+        let merge = Merge::fan_out(kind, nodes.clone(), slot_rc);
+        for (i, node) in nodes.into_iter().enumerate() {
+            self.worker.send(Call::new(
+                wire.clone(),
+                Dest::Node(node),
+                Target::Part(Rc::clone(&merge), i),
+            ));
         }
     }
 

@@ -482,7 +482,10 @@ fn connection_commands_and_info_look_like_redis() {
         "{err}"
     );
     for (cmd, text) in [
-        (vec!["KEYS", "*"], "does not support 'KEYS' yet"),
+        (
+            vec!["FUNCTION", "LIST"],
+            "does not support 'FUNCTION LIST' yet",
+        ),
         (vec!["BLPOP", "q", "0"], "does not support 'BLPOP' yet"),
         (vec!["SUBSCRIBE", "ch"], "does not support 'SUBSCRIBE' yet"),
         (vec!["MULTI"], "does not support 'MULTI' yet"),

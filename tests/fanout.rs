@@ -1,0 +1,445 @@
+//! Cluster-wide commands (KEYS, DBSIZE, SCAN, RANDOMKEY, FLUSHALL, SCRIPT, CONFIG, PUBLISH,
+//! TIME, LASTSAVE) against real Redis Clusters, through the `redis` crate as the client, with
+//! direct node connections to check what reached each node.
+
+mod common;
+
+use common::*;
+use redis::Commands;
+use slotproxy::slots::key_slot;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// Runs a full SCAN (cursor 0 to cursor 0) with extra arguments; returns every key returned,
+/// duplicates included, and the number of calls.
+fn full_scan(c: &mut redis::Connection, extra: &[&str]) -> (Vec<String>, usize) {
+    let mut cursor: u64 = 0;
+    let mut keys = Vec::new();
+    let mut calls = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg(extra)
+            .query(c)
+            .expect("SCAN");
+        calls += 1;
+        assert!(calls < 100_000, "SCAN does not terminate");
+        keys.extend(batch);
+        if next == 0 {
+            return (keys, calls);
+        }
+        cursor = next;
+    }
+}
+
+fn masters(cluster: &slotproxy::localcluster::LocalCluster) -> Vec<usize> {
+    (0..cluster.nodes.len())
+        .filter(|&i| cluster.nodes[i].is_master)
+        .collect()
+}
+
+fn write_keys(c: &mut redis::Connection, keys: &[String]) {
+    for chunk in keys.chunks(500) {
+        let mut p = redis::pipe();
+        for k in chunk {
+            p.set(k, "v").ignore();
+        }
+        let _: () = p.query(c).expect("pipelined SET");
+    }
+}
+
+#[test]
+fn keys_dbsize_scan_randomkey_scripts_and_flushall() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let strings: Vec<String> = (0..2000).map(|i| format!("k:{i}")).collect();
+    write_keys(&mut c, &strings);
+    let hashes: Vec<String> = (0..20).map(|i| format!("h:{i}")).collect();
+    for h in &hashes {
+        let _: () = c.hset(h, "f", 1).expect("HSET");
+    }
+    let all: BTreeSet<String> = strings.iter().chain(&hashes).cloned().collect();
+    let masters = masters(&cluster);
+    assert_eq!(masters.len(), 3);
+    for &m in &masters {
+        let n: usize = redis::cmd("DBSIZE")
+            .query(&mut node_conn(&cluster, m))
+            .expect("node DBSIZE");
+        assert!(n > 0, "every master holds keys");
+    }
+
+    // DBSIZE sums, KEYS concatenates.
+    let n: usize = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+    assert_eq!(n, all.len());
+    let keys: Vec<String> = c.keys("*").expect("KEYS");
+    assert_eq!(keys.len(), all.len(), "KEYS returns each key once");
+    assert_eq!(keys.into_iter().collect::<BTreeSet<_>>(), all);
+    let some: Vec<String> = c.keys("h:*").expect("KEYS h:*");
+    assert_eq!(
+        some.into_iter().collect::<BTreeSet<_>>(),
+        hashes.iter().cloned().collect()
+    );
+
+    // A full SCAN returns every key (Redis allows repeats; the set must be exact).
+    let (scanned, calls) = full_scan(&mut c, &["COUNT", "10"]);
+    assert!(
+        calls > 3,
+        "COUNT 10 over {} keys took {calls} calls",
+        all.len()
+    );
+    assert!(scanned.len() >= all.len());
+    assert_eq!(scanned.into_iter().collect::<BTreeSet<_>>(), all);
+    // MATCH and TYPE pass through to the nodes.
+    let (matched, _) = full_scan(&mut c, &["MATCH", "h:*", "COUNT", "50"]);
+    assert_eq!(
+        matched.into_iter().collect::<BTreeSet<_>>(),
+        hashes.iter().cloned().collect()
+    );
+    let (typed, _) = full_scan(&mut c, &["COUNT", "100", "TYPE", "hash"]);
+    assert_eq!(
+        typed.into_iter().collect::<BTreeSet<_>>(),
+        hashes.iter().cloned().collect()
+    );
+    let err = redis::cmd("SCAN")
+        .arg("nope")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid cursor"), "{err}");
+
+    // RANDOMKEY, TIME, LASTSAVE: Redis's shapes.
+    for _ in 0..10 {
+        let k: Option<String> = redis::cmd("RANDOMKEY").query(&mut c).expect("RANDOMKEY");
+        let k = k.expect("a key");
+        assert!(all.contains(&k), "{k}");
+    }
+    let time: Vec<String> = redis::cmd("TIME").query(&mut c).expect("TIME");
+    assert_eq!(time.len(), 2);
+    assert!(time[0].parse::<u64>().expect("seconds") > 1_600_000_000);
+    let _: i64 = redis::cmd("LASTSAVE").query(&mut c).expect("LASTSAVE");
+
+    // SCRIPT LOAD reaches every master: EVALSHA works for a key on each of them.
+    let body = "return redis.call('GET', KEYS[1])";
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(body)
+        .query(&mut c)
+        .expect("SCRIPT LOAD");
+    assert_eq!(sha.len(), 40);
+    let mut seen = BTreeSet::new();
+    for k in &strings {
+        let owner = owner_of(&cluster, 0, key_slot(k.as_bytes()));
+        if seen.insert(owner) {
+            let v: String = redis::cmd("EVALSHA")
+                .arg(&sha)
+                .arg(1)
+                .arg(k)
+                .query(&mut c)
+                .unwrap_or_else(|e| panic!("EVALSHA on {k} (node {owner}): {e}"));
+            assert_eq!(v, "v");
+        }
+        if seen.len() == masters.len() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), masters.len());
+    let missing = "0".repeat(40);
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg(&missing)
+        .query(&mut c)
+        .expect("SCRIPT EXISTS");
+    assert_eq!(exists, vec![1, 0]);
+    // Loaded on one master only: EXISTS is 0 through the proxy (AND across masters).
+    let other = "return 2";
+    let other_sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(other)
+        .query(&mut node_conn(&cluster, masters[0]))
+        .expect("direct SCRIPT LOAD");
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&other_sha)
+        .arg(&sha)
+        .query(&mut c)
+        .expect("SCRIPT EXISTS");
+    assert_eq!(exists, vec![0, 1]);
+    let ok: String = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut c)
+        .expect("SCRIPT FLUSH");
+    assert_eq!(ok, "OK");
+    for &m in &masters {
+        let e: Vec<i64> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&sha)
+            .query(&mut node_conn(&cluster, m))
+            .expect("node SCRIPT EXISTS");
+        assert_eq!(e, vec![0]);
+    }
+
+    // PUBLISH goes to one master and cluster pub/sub carries it to every node.
+    let mut sub_conn = node_conn(&cluster, masters[2]);
+    let mut sub = sub_conn.as_pubsub();
+    sub.subscribe("news").expect("SUBSCRIBE");
+    sub.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = None;
+    while got.is_none() && Instant::now() < deadline {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg("hello")
+            .query(&mut c)
+            .expect("PUBLISH");
+        assert!((0..=1).contains(&receivers), "{receivers}");
+        if let Ok(msg) = sub.get_message() {
+            got = Some(msg.get_payload::<String>().expect("payload"));
+        }
+    }
+    assert_eq!(got.as_deref(), Some("hello"));
+    drop(sub);
+
+    // FLUSHDB / FLUSHALL empty every master.
+    let ok: String = redis::cmd("FLUSHALL").query(&mut c).expect("FLUSHALL");
+    assert_eq!(ok, "OK");
+    for &m in &masters {
+        let n: usize = redis::cmd("DBSIZE")
+            .query(&mut node_conn(&cluster, m))
+            .expect("node DBSIZE");
+        assert_eq!(n, 0, "master {m} is empty");
+    }
+    let n: usize = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+    assert_eq!(n, 0);
+    let k: Option<String> = redis::cmd("RANDOMKEY").query(&mut c).expect("RANDOMKEY");
+    assert_eq!(k, None);
+    let (scanned, _) = full_scan(&mut c, &[]);
+    assert!(scanned.is_empty());
+    write_keys(&mut c, &strings[..100]);
+    let ok: String = redis::cmd("FLUSHDB")
+        .arg("ASYNC")
+        .query(&mut c)
+        .expect("FLUSHDB ASYNC");
+    assert_eq!(ok, "OK");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n: usize = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "FLUSHDB ASYNC left {n} keys");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Refused the same way by every master: Redis's own error text.
+    let err = redis::cmd("FLUSHALL")
+        .arg("SOMETIMES")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("syntax error"), "{err}");
+    assert!(!err.to_string().contains("failed on"), "{err}");
+    // Still refused: the rest of the issue.
+    let err = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not support 'FUNCTION LIST' yet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_set_reaches_masters_and_replicas() {
+    let mut cluster = cluster(3, 2, 1);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    // Wait until the map lists every replica (they are in nodes.conf from the start).
+    let ok: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("4242")
+        .query(&mut c)
+        .expect("CONFIG SET");
+    assert_eq!(ok, "OK");
+    assert_eq!(cluster.nodes.len(), 6);
+    for i in 0..cluster.nodes.len() {
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("slowlog-log-slower-than")
+            .query(&mut node_conn(&cluster, i))
+            .expect("node CONFIG GET");
+        assert_eq!(
+            v,
+            vec!["slowlog-log-slower-than".to_string(), "4242".to_string()],
+            "node {i} (master: {})",
+            cluster.nodes[i].is_master
+        );
+    }
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("slowlog-log-slower-than")
+        .query(&mut c)
+        .expect("CONFIG GET");
+    assert_eq!(v[1], "4242");
+    let ok: String = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut c)
+        .expect("CONFIG RESETSTAT");
+    assert_eq!(ok, "OK");
+    // A setting every node rejects: Redis's own error, as from one server.
+    let err = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("no-such-setting")
+        .arg("1")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("Unknown option"), "{err}");
+    assert!(!err.to_string().contains("failed on"), "{err}");
+
+    // allow_config_set = false refuses CONFIG SET; CONFIG GET still answers.
+    let locked = Proxy::start_with(&cluster.seeds(), "allow_config_set = false", true);
+    let mut l = locked.conn();
+    let err = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("1")
+        .query::<()>(&mut l)
+        .unwrap_err();
+    assert!(err.to_string().contains("allow_config_set"), "{err}");
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("slowlog-log-slower-than")
+        .query(&mut l)
+        .expect("CONFIG GET");
+    assert_eq!(v[1], "4242", "the refused CONFIG SET changed nothing");
+    drop(l);
+    drop(locked);
+
+    // One replica down: the others apply it, and the error names the one that failed.
+    let replica = (0..cluster.nodes.len())
+        .find(|&i| !cluster.nodes[i].is_master)
+        .expect("a replica");
+    let down = cluster.nodes[replica].addr();
+    cluster.kill(replica);
+    let err = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg("777")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("failed on 1 of 6 nodes"), "{text}");
+    assert!(text.contains(&down), "{down} missing from {text}");
+    for i in (0..cluster.nodes.len()).filter(|&i| i != replica) {
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("slowlog-log-slower-than")
+            .query(&mut node_conn(&cluster, i))
+            .expect("node CONFIG GET");
+        assert_eq!(v[1], "777", "node {i}");
+    }
+}
+
+/// Moves `slot` from `src` to `dst` the way `redis-cli --cluster reshard` does, a few keys at
+/// a time (the steps of `data_path.rs::slot_migration_is_invisible_to_clients`).
+fn migrate_slot(
+    cluster: &slotproxy::localcluster::LocalCluster,
+    slot: u16,
+    src: usize,
+    dst: usize,
+) {
+    let (src_id, dst_id) = (
+        cluster.nodes[src].node_id.clone(),
+        cluster.nodes[dst].node_id.clone(),
+    );
+    let s = slot.to_string();
+    cluster
+        .command(dst, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &src_id])
+        .expect("IMPORTING");
+    cluster
+        .command(src, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst_id])
+        .expect("MIGRATING");
+    let dst_node = &cluster.nodes[dst];
+    let port = dst_node.port.to_string();
+    loop {
+        let keys = cluster
+            .command(src, &["CLUSTER", "GETKEYSINSLOT", &s, "5"])
+            .expect("GETKEYSINSLOT");
+        let keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+        if keys.is_empty() {
+            break;
+        }
+        let mut args = vec!["MIGRATE", &dst_node.ip, &port, "", "0", "5000", "KEYS"];
+        args.extend(keys);
+        cluster.command(src, &args).expect("MIGRATE");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..cluster.nodes.len() {
+        cluster
+            .command(i, &["CLUSTER", "SETSLOT", &s, "NODE", &dst_id])
+            .expect("SETSLOT NODE");
+    }
+}
+
+#[test]
+fn scan_during_a_slot_migration_misses_no_key() {
+    // Keys move from the master visited first to one visited later.
+    scan_during_migration(0, 16383);
+}
+
+#[test]
+fn scan_during_a_backward_slot_migration_misses_no_key() {
+    // Keys move from the master visited last to the one visited first: only the final visit
+    // of the importing node finds the keys that moved after the first visit.
+    scan_during_migration(16383, 0);
+}
+
+/// Moves a slot from the owner of slot `from` to the owner of slot `to` while full SCANs run;
+/// every scan must return every key.
+fn scan_during_migration(from: u16, to: u16) {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let src = owner_of(&cluster, 0, from);
+    let dst = owner_of(&cluster, 0, to);
+    let tag = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| owner_of(&cluster, 0, key_slot(t.as_bytes())) == src)
+        .expect("a tag on the source");
+    let slot = key_slot(tag.as_bytes());
+    let mut all: Vec<String> = (0..2000).map(|i| format!("k:{i}")).collect();
+    all.extend((0..300).map(|i| format!("{{{tag}}}:{i}")));
+    write_keys(&mut c, &all);
+    let all: BTreeSet<String> = all.into_iter().collect();
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done2 = std::sync::Arc::clone(&done);
+    let mover = std::thread::scope(|scope| {
+        let h = scope.spawn(|| {
+            migrate_slot(&cluster, slot, src, dst);
+            done2.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut scans = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let (keys, _) = full_scan(&mut c, &["COUNT", "10"]);
+            let got: BTreeSet<String> = keys.into_iter().collect();
+            let missing: Vec<&String> = all.difference(&got).take(5).collect();
+            assert!(missing.is_empty(), "scan {scans} missed {missing:?}");
+            assert_eq!(got.len(), all.len());
+            scans += 1;
+        }
+        h.join().expect("migration");
+        scans
+    });
+    eprintln!("{mover} full scans ran during the migration");
+    assert!(mover >= 1, "no scan ran during the migration");
+    // After the move (the proxy learns it from MOVED or its refresh), a full scan is exact.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (keys, _) = full_scan(&mut c, &["COUNT", "10"]);
+    assert_eq!(keys.into_iter().collect::<BTreeSet<_>>(), all);
+    assert_eq!(owner_of(&cluster, dst, slot), dst);
+    let n: usize = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+    assert_eq!(n, all.len());
+}
