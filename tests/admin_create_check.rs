@@ -506,6 +506,18 @@ fn refusals_change_nothing_and_resume_finishes() {
             )
             .expect("ADDSLOTSRANGE");
     }
+    // CREATE gives replicas-to-be unique epochs M+1..N before any MEET (empty masters sharing
+    // epoch 0 would make Redis bump epochs, sometimes a real master's), so a create killed after
+    // MEET leaves them set: do the same here.
+    let mut next_epoch = placed.shards.len() as u64;
+    for s in &placed.shards {
+        for &r in &s.replicas {
+            next_epoch += 1;
+            fresh
+                .command(r, &["CLUSTER", "SET-CONFIG-EPOCH", &next_epoch.to_string()])
+                .expect("SET-CONFIG-EPOCH replica");
+        }
+    }
     let seed = placed.shards[0].master;
     for i in 0..fresh.nodes.len() {
         if i != seed {
