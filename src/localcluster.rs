@@ -190,7 +190,7 @@ impl LocalCluster {
                 .path()
                 .join(format!("{}-{}", node.ip, node.port));
             append_local_settings(&node_dir).map_err(fatal)?;
-            cluster.nodes.push(LocalNode {
+            cluster.add_node(LocalNode {
                 ip: node.ip.clone(),
                 port: node.port,
                 node_id: node.node_id.clone(),
@@ -198,18 +198,8 @@ impl LocalCluster {
                 dir: node_dir,
                 is_master: matches!(roles.get(node.index), Some(Some((_, true)))),
             });
-            cluster.children.push(None);
-            cluster.stopped.push(false);
         }
-        for i in 0..cluster.nodes.len() {
-            cluster.spawn(i).map_err(fatal)?;
-        }
-        for i in 0..cluster.nodes.len() {
-            // A node that exited here most likely lost its port to a race: retry.
-            cluster
-                .wait_ping(i, Duration::from_secs(10))
-                .map_err(StartError::Retry)?;
-        }
+        cluster.launch_all()?;
         cluster
             .wait_formed(Instant::now() + Duration::from_secs(30))
             .map_err(fatal)?;
@@ -278,7 +268,7 @@ impl LocalCluster {
                     .with_context(|| format!("writing {}/redis.conf", node_dir.display()))
                     .map_err(fatal)?;
                 append_local_settings(&node_dir).map_err(fatal)?;
-                cluster.nodes.push(LocalNode {
+                cluster.add_node(LocalNode {
                     ip: ip.clone(),
                     port,
                     node_id: String::new(),
@@ -286,17 +276,10 @@ impl LocalCluster {
                     dir: node_dir,
                     is_master: true,
                 });
-                cluster.children.push(None);
-                cluster.stopped.push(false);
             }
         }
+        cluster.launch_all()?;
         for i in 0..cluster.nodes.len() {
-            cluster.spawn(i).map_err(fatal)?;
-        }
-        for i in 0..cluster.nodes.len() {
-            cluster
-                .wait_ping(i, Duration::from_secs(10))
-                .map_err(StartError::Retry)?;
             cluster.nodes[i].node_id = cluster
                 .command(i, &["CLUSTER", "MYID"])
                 .map_err(fatal)?
@@ -439,6 +422,26 @@ impl LocalCluster {
                 self.nodes[index].addr()
             )
         }
+    }
+
+    /// Registers a node not started yet.
+    fn add_node(&mut self, node: LocalNode) {
+        self.nodes.push(node);
+        self.children.push(None);
+        self.stopped.push(false);
+    }
+
+    /// Starts every registered node and waits until each answers PING. A node that exits
+    /// here most likely lost its port to a race, so that is a retryable error.
+    fn launch_all(&mut self) -> Result<(), StartError> {
+        for i in 0..self.nodes.len() {
+            self.spawn(i).map_err(StartError::Fatal)?;
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_ping(i, Duration::from_secs(10))
+                .map_err(StartError::Retry)?;
+        }
+        Ok(())
     }
 
     /// `ip:port` of every node, in node order (including nodes currently killed or stopped).
