@@ -348,7 +348,7 @@ pub fn drained(stream: &TcpStream) {
 }
 
 /// Writes every buffer, in order, with as few `writev` calls as the socket allows.
-async fn write_all(stream: &TcpStream, bufs: &mut Vec<Bytes>) -> io::Result<()> {
+pub(crate) async fn write_all(stream: &TcpStream, bufs: &mut Vec<Bytes>) -> io::Result<()> {
     let mut start = 0;
     while start < bufs.len() {
         let result = {

@@ -56,6 +56,13 @@ pub struct Config {
     /// Whether clients may run CONFIG SET, which the proxy applies to every node of the
     /// cluster (masters and replicas). Off: CONFIG SET is refused; CONFIG GET still works.
     pub allow_config_set: bool,
+    /// Most dedicated backend connections one worker holds for blocking commands, transactions
+    /// and pub/sub (each needs a connection of its own); past it such requests are refused.
+    pub max_dedicated_per_worker: usize,
+    /// Unread bytes a subscribed client may accumulate (Redis's `client-output-buffer-limit
+    /// pubsub` hard limit); past it the client is disconnected.
+    #[serde(deserialize_with = "de_size")]
+    pub max_pubsub_reply_bytes: usize,
 }
 
 impl Default for Config {
@@ -78,6 +85,8 @@ impl Default for Config {
             max_query_buffer: 1024 * 1024 * 1024,
             log_level: "info".into(),
             allow_config_set: true,
+            max_dedicated_per_worker: 1024,
+            max_pubsub_reply_bytes: 32 * 1024 * 1024,
         }
     }
 }

@@ -9,9 +9,11 @@
 
 pub mod admin;
 pub mod backend;
+pub mod blocking;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod dedicated;
 pub mod dispatch;
 pub mod fanout;
 pub mod flow;

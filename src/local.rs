@@ -19,6 +19,8 @@ pub struct ClientState {
     pub id: u64,
     /// `CLIENT SETNAME`.
     pub name: Option<Bytes>,
+    /// The client switched to RESP3 with `HELLO 3`.
+    pub resp3: bool,
 }
 
 /// A reply composed by the proxy.
@@ -77,7 +79,9 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         Local::ClientId => resp::int(client.id as i64).into(),
         Local::Info => resp::bulk(info(&args[1..], shared).as_bytes()).into(),
         // Admin commands are asynchronous; the session runs them (see `session`).
-        Local::Proxy => resp::error("ERR slotproxy: PROXY must be run by the session").into(),
+        Local::Proxy | Local::Reset => {
+            resp::error("ERR slotproxy: this command must be run by the session").into()
+        }
     }
 }
 
@@ -258,7 +262,11 @@ mod tests {
 
     #[test]
     fn connection_commands() {
-        let mut c = ClientState { id: 7, name: None };
+        let mut c = ClientState {
+            id: 7,
+            name: None,
+            resp3: false,
+        };
         assert_eq!(run(&["PING"], &mut c), "+PONG\r\n");
         assert_eq!(run(&["ping", "hi"], &mut c), "$2\r\nhi\r\n");
         assert_eq!(run(&["SELECT", "0"], &mut c), "+OK\r\n");

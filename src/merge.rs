@@ -31,6 +31,12 @@ pub enum MergeKind {
     AndPositions,
     /// RANDOMKEY: the first part (in send order) that is not nil; nil when all are.
     FirstNonNil,
+    /// PUBSUB CHANNELS / SHARDCHANNELS: the parts' arrays merged, each element once, in order
+    /// of first appearance.
+    Union,
+    /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, name, count, ...]` from every node (the
+    /// same names in the same order), counts summed.
+    SumPairs,
     /// SCAN on one master: its `[cursor, keys]` reply with the node's cursor replaced by the
     /// cluster cursor that continues from it (see [`crate::fanout`]).
     Scan {
@@ -87,6 +93,64 @@ pub fn merge_labeled(
             resp::put_array_header(&mut out, count);
             for e in elements.iter().flatten() {
                 out.extend_from_slice(e);
+            }
+            out.freeze()
+        }
+        MergeKind::Union => {
+            let mut seen = std::collections::HashSet::new();
+            let mut kept = Vec::new();
+            for p in parts {
+                let Some(elements) = resp::array_elements(p) else {
+                    return unexpected(p);
+                };
+                for e in elements {
+                    if seen.insert(e.clone()) {
+                        kept.push(e);
+                    }
+                }
+            }
+            let mut out = BytesMut::with_capacity(kept.iter().map(|e| e.len()).sum::<usize>() + 16);
+            resp::put_array_header(&mut out, kept.len());
+            for e in kept {
+                out.extend_from_slice(&e);
+            }
+            out.freeze()
+        }
+        MergeKind::SumPairs => {
+            let mut acc: Option<(Vec<Bytes>, Vec<i64>)> = None;
+            for p in parts {
+                let Some(elements) = resp::array_elements(p) else {
+                    return unexpected(p);
+                };
+                let mut names = Vec::with_capacity(elements.len() / 2);
+                let mut counts = Vec::with_capacity(elements.len() / 2);
+                for pair in elements.chunks(2) {
+                    match pair {
+                        [name, count] => match parse_int_reply(count) {
+                            Some(n) => {
+                                names.push(name.clone());
+                                counts.push(n);
+                            }
+                            None => return unexpected(p),
+                        },
+                        _ => return unexpected(p),
+                    }
+                }
+                acc = Some(match acc {
+                    None => (names, counts),
+                    Some((n0, c0)) if n0 == names => {
+                        let sum = c0.iter().zip(&counts).map(|(a, b)| a + b).collect();
+                        (n0, sum)
+                    }
+                    Some(_) => return unexpected(p),
+                });
+            }
+            let (names, counts) = acc.unwrap_or_default();
+            let mut out = BytesMut::with_capacity(names.len() * 24 + 16);
+            resp::put_array_header(&mut out, names.len() * 2);
+            for (n, c) in names.iter().zip(counts) {
+                out.extend_from_slice(n);
+                resp::put_int(&mut out, c);
             }
             out.freeze()
         }

@@ -43,6 +43,8 @@ pub enum Local {
     ClientId,
     /// PROXY ... (the admin namespace)
     Proxy,
+    /// RESET
+    Reset,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -83,6 +85,39 @@ pub enum FanOut {
     Scan(ScanCursor),
 }
 
+/// Transaction commands; the session runs them on a connection pinned to one slot's owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tx {
+    /// MULTI
+    Multi,
+    /// EXEC
+    Exec,
+    /// DISCARD
+    Discard,
+    /// WATCH key [key ...], all keys in this slot.
+    Watch(u16),
+    /// UNWATCH
+    Unwatch,
+}
+
+/// Commands that change a client's subscriptions; the session keeps them on its own pub/sub
+/// connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sub {
+    /// SUBSCRIBE channel [channel ...]
+    Subscribe,
+    /// PSUBSCRIBE pattern [pattern ...]
+    Psubscribe,
+    /// UNSUBSCRIBE [channel ...]
+    Unsubscribe,
+    /// PUNSUBSCRIBE [pattern ...]
+    Punsubscribe,
+    /// SSUBSCRIBE shardchannel [shardchannel ...], all in this slot.
+    Ssubscribe(u16),
+    /// SUNSUBSCRIBE [shardchannel ...]
+    Sunsubscribe,
+}
+
 /// The routing decision for one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
@@ -94,6 +129,14 @@ pub enum Route {
     AnyNode,
     /// Send to several nodes and merge (KEYS, DBSIZE, SCAN, FLUSHALL, CONFIG SET, ...).
     FanOut(FanOut),
+    /// A blocking command with keys in this slot: runs on a dedicated connection.
+    Blocking(u16),
+    /// WAIT numreplicas timeout: for the nodes this client wrote to.
+    Wait,
+    /// A transaction command.
+    Tx(Tx),
+    /// A subscription change.
+    Sub(Sub),
     /// The proxy answers.
     Local(Local),
     /// Answer with this reply (an error) without contacting any node.
@@ -162,7 +205,6 @@ const NODE_LEVEL: &[&str] = &[
     "shutdown",
     "debug",
     "module",
-    "reset",
 ];
 
 /// Decides where `args` goes. `keys` is scratch space, reused across calls to avoid allocation.
@@ -191,6 +233,7 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
     }
     match spec.name {
         "ping" => return Route::Local(Local::Ping),
+        "reset" => return Route::Local(Local::Reset),
         "echo" => return Route::Local(Local::Echo),
         "quit" => return Route::Local(Local::Quit),
         "select" => return Route::Local(Local::Select),
@@ -241,19 +284,42 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
                 None => Route::Reply(resp::error("ERR invalid cursor")),
             }
         }
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
-            return unsupported(spec, "transactions")
+        "multi" => return Route::Tx(Tx::Multi),
+        "exec" => return Route::Tx(Tx::Exec),
+        "discard" => return Route::Tx(Tx::Discard),
+        "unwatch" => return Route::Tx(Tx::Unwatch),
+        "wait" => return Route::Wait,
+        // Subscriptions live on the node a client's connection went to: ask every node.
+        "pubsub|channels" => {
+            return Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Union,
+                config_set: false,
+            })
         }
+        "pubsub|numsub" => {
+            return Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::SumPairs,
+                config_set: false,
+            })
+        }
+        "pubsub|numpat" => {
+            return Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Sum,
+                config_set: false,
+            })
+        }
+        "pubsub|shardchannels" => return Route::FanOut(FanOut::Masters(MergeKind::Union)),
+        "pubsub|shardnumsub" => return Route::FanOut(FanOut::Masters(MergeKind::SumPairs)),
+        "subscribe" => return Route::Sub(Sub::Subscribe),
+        "psubscribe" => return Route::Sub(Sub::Psubscribe),
+        "unsubscribe" => return Route::Sub(Sub::Unsubscribe),
+        "punsubscribe" => return Route::Sub(Sub::Punsubscribe),
+        "sunsubscribe" => return Route::Sub(Sub::Sunsubscribe),
         _ => {}
     }
-    if spec.flags & command::FLAG_PUBSUB != 0 {
-        return unsupported(spec, "pub/sub");
-    }
-    if spec.flags & command::FLAG_BLOCKING != 0 && !is_nonblocking_stream_read(spec, args) {
-        return unsupported(spec, "blocking commands");
-    }
     keys.clear();
-    if let Err(e) = command::key_positions(spec, args, keys) {
+    // Shard channels (SPUBLISH, SSUBSCRIBE) route by slot exactly like keys.
+    if let Err(e) = command::slot_positions(spec, args, keys) {
         return Route::Reply(resp::error(&e));
     }
     let Some(&first) = keys.first() else {
@@ -262,6 +328,14 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
     let slot = key_slot(&args[first]);
     if keys[1..].iter().any(|&k| key_slot(&args[k]) != slot) {
         return Route::Reply(resp::error(CROSSSLOT));
+    }
+    match spec.name {
+        "watch" => return Route::Tx(Tx::Watch(slot)),
+        "ssubscribe" => return Route::Sub(Sub::Ssubscribe(slot)),
+        _ => {}
+    }
+    if spec.flags & command::FLAG_BLOCKING != 0 && !is_nonblocking_stream_read(spec, args) {
+        return Route::Blocking(slot);
     }
     Route::Slot(slot)
 }

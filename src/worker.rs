@@ -37,6 +37,8 @@ pub struct Worker {
     pools: RefCell<HashMap<Arc<str>, Rc<Pool>>>,
     /// Pools indexed like the current map's nodes, so a request needs no hashing.
     cache: RefCell<RouteCache>,
+    /// Connections of single clients: blocking commands, transactions, pub/sub.
+    pub dedicated: crate::dedicated::DedicatedPool,
 }
 
 impl Worker {
@@ -48,6 +50,8 @@ impl Worker {
             connect: c.connect_timeout,
             backoff_max: c.reconnect_backoff_max,
         };
+        let dedicated =
+            crate::dedicated::DedicatedPool::new(c.max_dedicated_per_worker, c.connect_timeout);
         Rc::new_cyclic(|me| Worker {
             index,
             shared,
@@ -58,6 +62,7 @@ impl Worker {
                 version: u64::MAX,
                 pools: Vec::new(),
             }),
+            dedicated,
         })
     }
 

@@ -197,3 +197,44 @@ pub fn read_line(s: &TcpStream) -> String {
     let _ = r.read_line(&mut line);
     line
 }
+
+/// Moves `slot` from `src` to `dst` the way `redis-cli --cluster reshard` does, a few keys at
+/// a time (the steps of `data_path.rs::slot_migration_is_invisible_to_clients`).
+pub fn migrate_slot(
+    cluster: &slotproxy::localcluster::LocalCluster,
+    slot: u16,
+    src: usize,
+    dst: usize,
+) {
+    let (src_id, dst_id) = (
+        cluster.nodes[src].node_id.clone(),
+        cluster.nodes[dst].node_id.clone(),
+    );
+    let s = slot.to_string();
+    cluster
+        .command(dst, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &src_id])
+        .expect("IMPORTING");
+    cluster
+        .command(src, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst_id])
+        .expect("MIGRATING");
+    let dst_node = &cluster.nodes[dst];
+    let port = dst_node.port.to_string();
+    loop {
+        let keys = cluster
+            .command(src, &["CLUSTER", "GETKEYSINSLOT", &s, "5"])
+            .expect("GETKEYSINSLOT");
+        let keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+        if keys.is_empty() {
+            break;
+        }
+        let mut args = vec!["MIGRATE", &dst_node.ip, &port, "", "0", "5000", "KEYS"];
+        args.extend(keys);
+        cluster.command(src, &args).expect("MIGRATE");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..cluster.nodes.len() {
+        cluster
+            .command(i, &["CLUSTER", "SETSLOT", &s, "NODE", &dst_id])
+            .expect("SETSLOT NODE");
+    }
+}

@@ -5,8 +5,17 @@
 //! than `max_pipeline` requests is not read from until replies drain; one whose unread replies
 //! exceed `max_pending_reply_bytes` is disconnected. Either way it stalls alone: the worker and
 //! the shared backend connections keep serving everyone else.
+//!
+//! What cannot share a multiplexed connection gets one of its own: blocking commands run as
+//! tasks of this session on leased connections (aborted when the client leaves), transactions
+//! live in [`tx`], subscriptions in [`pubsub`].
+
+mod pubsub;
+mod tx;
 
 use crate::admin;
+use crate::blocking;
+use crate::dedicated::Lease;
 use crate::dispatch::{Call, Dest, Merge, ReplySlot, Target};
 use crate::fanout::{self, ScanStep};
 use crate::local::{self, ClientState};
@@ -36,7 +45,11 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         max_out: cfg.max_pending_reply_bytes,
         worker: Rc::clone(&worker),
         stream,
-        client: ClientState { id, name: None },
+        client: ClientState {
+            id,
+            name: None,
+            resp3: false,
+        },
         rbuf: BytesMut::with_capacity(READ_CHUNK),
         queue: VecDeque::new(),
         out: VecDeque::new(),
@@ -47,9 +60,19 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         keys: Vec::new(),
         args: Vec::new(),
         fan_turns: 0,
+        tx: tx::TxState::default(),
+        subs: None,
+        tasks: Vec::new(),
+        retired: Vec::new(),
+        sub_due: Rc::new(std::cell::Cell::new(false)),
     };
     if let Err(e) = s.run().await {
         tracing::debug!(client = id, error = %e, "client connection ended with an error");
+    }
+    // A blocked command's task holds its connection: aborting it closes that connection, and
+    // the node forgets the blocked client.
+    for t in s.tasks.drain(..) {
+        t.abort();
     }
     worker.shared.workers[worker.index]
         .clients
@@ -80,6 +103,17 @@ struct Session {
     args: Vec<Bytes>,
     /// RANDOMKEY requests so far, to rotate which master is asked first.
     fan_turns: usize,
+    /// Transaction and WATCH state.
+    tx: tx::TxState,
+    /// Subscriptions, once the client subscribed to anything.
+    subs: Option<Box<pubsub::PubSub>>,
+    /// Tasks working for this client (blocking commands, timers); aborted when it leaves.
+    tasks: Vec<tokio::task::AbortHandle>,
+    /// Dedicated connections released but still awaiting replies; with whether they may be
+    /// reused.
+    retired: Vec<(Lease, bool)>,
+    /// Set by the re-subscription timer when it fires.
+    sub_due: Rc<std::cell::Cell<bool>>,
 }
 
 enum Event {
@@ -94,7 +128,11 @@ impl Session {
             if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
                 self.process_buffer();
             }
+            if self.subs.is_some() {
+                self.sub_maintain();
+            }
             self.collect_ready();
+            self.reap_retired();
             if !self.out.is_empty() {
                 self.flush()?;
                 if self.out_bytes > self.max_out {
@@ -102,6 +140,16 @@ impl Session {
                         client = self.client.id,
                         pending = self.out_bytes,
                         "client disconnected: unread replies exceed max_pending_reply_bytes"
+                    );
+                    return Ok(());
+                }
+                if self.subs.is_some()
+                    && self.out_bytes > self.worker.shared.config.max_pubsub_reply_bytes
+                {
+                    tracing::warn!(
+                        client = self.client.id,
+                        pending = self.out_bytes,
+                        "subscriber disconnected: unread messages exceed max_pubsub_reply_bytes"
                     );
                     return Ok(());
                 }
@@ -190,6 +238,34 @@ impl Session {
     }
 
     fn dispatch(&mut self, route: Route, wire: Bytes, args: &[Bytes]) {
+        if self.tx.active() || matches!(route, Route::Tx(_)) {
+            return self.tx_dispatch(route, wire, args);
+        }
+        if self.subs.is_some() && !self.client.resp3 && self.subscribed() {
+            return self.dispatch_subscribed(route, wire, args);
+        }
+        self.dispatch_plain(route, wire, args)
+    }
+
+    /// RESP2 subscribed mode: only subscription commands, PING, QUIT and RESET.
+    fn dispatch_subscribed(&mut self, route: Route, wire: Bytes, args: &[Bytes]) {
+        match route {
+            Route::Sub(_) | Route::Local(Local::Quit) | Route::Local(Local::Reset) => {
+                self.dispatch_plain(route, wire, args)
+            }
+            Route::Local(Local::Ping) => self.push_ready(Self::subscribed_ping(args)),
+            Route::Reply(err) => self.push_ready(err),
+            _ => {
+                let name = String::from_utf8_lossy(&args[0]).to_lowercase();
+                self.push_ready(resp::error(&format!(
+                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                )))
+            }
+        }
+    }
+
+    /// Routes a request outside transactions and RESP2 subscribed mode.
+    fn dispatch_plain(&mut self, route: Route, wire: Bytes, args: &[Bytes]) {
         match route {
             Route::Slot(slot) => {
                 let slot_rc = ReplySlot::new(&self.signal);
@@ -232,6 +308,19 @@ impl Session {
                 }
             }
             Route::FanOut(f) => self.fan_out(f, wire, args),
+            Route::Blocking(slot) => self.blocking(blocking::Start::Slot(slot), wire),
+            Route::Wait => self.push_ready(resp::error(
+                "ERR slotproxy does not support 'WAIT' yet; see the README's command list",
+            )),
+            Route::Tx(_) => self.tx_dispatch(route, wire, args),
+            Route::Sub(sub) => self.sub_dispatch(sub, wire, args),
+            Route::Local(Local::Reset) => {
+                self.tx_reset();
+                self.sub_reset();
+                self.client.name = None;
+                self.client.resp3 = false;
+                self.push_ready(resp::simple("RESET"));
+            }
             Route::Local(Local::Proxy) => {
                 let slot_rc = ReplySlot::new(&self.signal);
                 self.queue.push_back(Rc::clone(&slot_rc));
@@ -323,6 +412,21 @@ impl Session {
                 Target::Part(Rc::clone(&merge), i),
             ));
         }
+    }
+
+    /// Runs a blocking command on a connection of its own, as a task of this client.
+    fn blocking(&mut self, start: blocking::Start, wire: Bytes) {
+        let slot_rc = ReplySlot::new(&self.signal);
+        self.queue.push_back(Rc::clone(&slot_rc));
+        let task = tokio::task::spawn_local(blocking::run(
+            Rc::clone(&self.worker),
+            wire,
+            start,
+            self.client.resp3,
+            slot_rc,
+        ));
+        self.tasks.retain(|t| !t.is_finished());
+        self.tasks.push(task.abort_handle());
     }
 
     fn push_ready(&mut self, reply: Bytes) {

@@ -1,0 +1,197 @@
+//! Blocking commands through the proxy against a real cluster: each blocks on a connection of
+//! its own, other clients are not held up, a client that leaves releases its connection.
+
+mod common;
+
+use common::*;
+use redis::{Commands, Value};
+use std::time::{Duration, Instant};
+
+fn node_info_field(cluster: &slotproxy::localcluster::LocalCluster, i: usize, field: &str) -> i64 {
+    let info = cluster.command(i, &["INFO", "clients"]).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[test]
+fn blpop_is_woken_by_another_client_and_does_not_hold_up_others() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let addr = proxy.addr.clone();
+    let blocked = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://{addr}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let v: (String, String) = redis::cmd("BLPOP")
+            .arg("jobs")
+            .arg(0)
+            .query(&mut c)
+            .expect("BLPOP");
+        v
+    });
+    // Wait until the node sees the blocked client.
+    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"jobs"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_info_field(&cluster, owner, "blocked_clients") != 1 {
+        assert!(Instant::now() < deadline, "BLPOP never blocked on the node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A third client works normally meanwhile, on every node including the blocked one.
+    let mut other = proxy.conn();
+    for i in 0..2000 {
+        let _: () = other.set(format!("k{i}"), i).unwrap();
+        assert_eq!(other.get::<_, i64>(format!("k{i}")).unwrap(), i);
+    }
+    let _: () = other.set("{jobs}x", 1).unwrap();
+    let mut pusher = proxy.conn();
+    let _: i64 = pusher.lpush("jobs", "job-1").unwrap();
+    let (list, item) = blocked.join().expect("blocked thread");
+    assert_eq!((list.as_str(), item.as_str()), ("jobs", "job-1"));
+
+    // Timeouts are the command's own: nil after one second.
+    let mut c = proxy.conn();
+    let v: Value = redis::cmd("BLPOP")
+        .arg("empty")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, Value::Nil);
+    // Several keys of one slot; keys of different slots get CROSSSLOT.
+    let _: i64 = c.rpush("{q}b", "x").unwrap();
+    let v: (String, String) = redis::cmd("BRPOP")
+        .arg("{q}a")
+        .arg("{q}b")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, ("{q}b".to_string(), "x".to_string()));
+    let e = redis::cmd("BLMOVE")
+        .arg("a")
+        .arg("b")
+        .arg("LEFT")
+        .arg("RIGHT")
+        .arg(0)
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("crossslot"), "{e}");
+    // Sorted sets and streams.
+    let _: i64 = c.zadd("{z}s", "m", 3).unwrap();
+    let v: (String, String, String) = redis::cmd("BZPOPMIN")
+        .arg("{z}s")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v.1, "m");
+    let addr = proxy.addr.clone();
+    let reader = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://{addr}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(0)
+            .arg("STREAMS")
+            .arg("events")
+            .arg("$")
+            .query::<Value>(&mut c)
+            .expect("XREAD BLOCK")
+    });
+    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"events"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_info_field(&cluster, owner, "blocked_clients") != 1 {
+        assert!(Instant::now() < deadline, "XREAD never blocked on the node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _: String = redis::cmd("XADD")
+        .arg("events")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let got = format!("{:?}", reader.join().expect("reader"));
+    assert!(got.contains("events"), "{got}");
+}
+
+#[test]
+fn a_client_that_leaves_while_blocked_releases_its_connection() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"ghost"));
+    let clients_before = node_info_field(&cluster, owner, "connected_clients");
+    {
+        let mut raw = proxy.raw();
+        use std::io::Write;
+        raw.write_all(b"*3\r\n$5\r\nBLPOP\r\n$5\r\nghost\r\n$1\r\n0\r\n")
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node_info_field(&cluster, owner, "blocked_clients") != 1 {
+            assert!(Instant::now() < deadline, "BLPOP never blocked on the node");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The client goes away here.
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_info_field(&cluster, owner, "blocked_clients") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the node still has a blocked client after ours left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Nobody consumes what is pushed now.
+    let mut c = proxy.conn();
+    let _: i64 = c.lpush("ghost", "kept").unwrap();
+    assert_eq!(c.llen::<_, i64>("ghost").unwrap(), 1);
+    assert!(node_info_field(&cluster, owner, "connected_clients") <= clients_before + 2);
+}
+
+#[test]
+fn dedicated_connections_are_bounded() {
+    let cluster = cluster(3, 1, 0);
+    // Two workers, one dedicated connection each: a third blocked client is refused.
+    let proxy = Proxy::start_with(&cluster.seeds(), "max_dedicated_per_worker = 1", true);
+    let mut raws = Vec::new();
+    for i in 0..2 {
+        let mut raw = proxy.raw();
+        use std::io::Write;
+        let key = format!("wait{i}");
+        raw.write_all(
+            format!(
+                "*3\r\n$5\r\nBLPOP\r\n${}\r\n{key}\r\n$1\r\n0\r\n",
+                key.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        raws.push(raw);
+    }
+    // Both blocked clients must be registered before the third arrives.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let blocked: i64 = (0..cluster.nodes.len())
+            .map(|i| node_info_field(&cluster, i, "blocked_clients"))
+            .sum();
+        if blocked == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "clients never blocked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = proxy.conn();
+    let e = redis::cmd("BLPOP")
+        .arg("wait3")
+        .arg(0)
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("too many dedicated connections"),
+        "{e}"
+    );
+    // Ordinary commands are not affected.
+    let _: () = c.set("x", 1).unwrap();
+}
