@@ -465,16 +465,35 @@ mod tests {
 
     #[test]
     fn refusals_name_the_command() {
-        assert!(err(r(&["BLPOP", "a", "0"])).contains("'BLPOP' yet (blocking"));
-        assert!(err(r(&["XREAD", "BLOCK", "0", "STREAMS", "a", "$"])).contains("blocking"));
-        assert!(err(r(&["SUBSCRIBE", "c"])).contains("pub/sub"));
-        assert!(err(r(&["MULTI"])).contains("transactions"));
         assert!(err(r(&["FUNCTION", "LIST"])).contains("'FUNCTION LIST' yet"));
-        assert!(err(r(&["WAIT", "1", "0"])).contains("'WAIT' yet"));
         assert!(err(r(&["SCRIPT", "KILL"])).contains("'SCRIPT KILL' yet"));
         assert!(err(r(&["DEBUG", "SLEEP", "0"])).contains("not available through slotproxy"));
         assert!(err(r(&["CLUSTER", "NODES"])).contains("not available through slotproxy"));
         assert!(err(r(&["READONLY"])).contains("not available"));
+    }
+
+    #[test]
+    fn connection_state_commands_get_their_own_routes() {
+        let s = key_slot(b"a");
+        assert_eq!(r(&["BLPOP", "a", "0"]), Route::Blocking(s));
+        assert_eq!(
+            r(&["XREAD", "BLOCK", "0", "STREAMS", "a", "$"]),
+            Route::Blocking(s)
+        );
+        assert_eq!(
+            r(&["BLPOP", "{a}1", "{a}2", "0"]),
+            Route::Blocking(key_slot(b"a"))
+        );
+        assert_eq!(err(r(&["BLPOP", "a", "b", "0"])), format!("-{CROSSSLOT}"));
+        assert_eq!(r(&["MULTI"]), Route::Tx(Tx::Multi));
+        assert_eq!(r(&["WATCH", "a"]), Route::Tx(Tx::Watch(s)));
+        assert_eq!(err(r(&["WATCH", "a", "b"])), format!("-{CROSSSLOT}"));
+        assert_eq!(r(&["SUBSCRIBE", "c"]), Route::Sub(Sub::Subscribe));
+        assert_eq!(r(&["SSUBSCRIBE", "a"]), Route::Sub(Sub::Ssubscribe(s)));
+        assert_eq!(err(r(&["SSUBSCRIBE", "a", "b"])), format!("-{CROSSSLOT}"));
+        assert_eq!(r(&["SPUBLISH", "a", "m"]), Route::Slot(s));
+        assert_eq!(r(&["WAIT", "1", "0"]), Route::Wait);
+        assert_eq!(r(&["RESET"]), Route::Local(Local::Reset));
     }
 
     #[test]
