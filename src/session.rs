@@ -29,11 +29,12 @@ const MAX_IOV: usize = 256;
 
 /// Serves one client until it disconnects, quits, or breaks a limit.
 pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
-    let cfg = &worker.shared.config;
+    let cfg = worker.shared.live.get();
     let mut s = Session {
         parser: RequestParser::new(cfg.limits()),
         max_pipeline: cfg.max_pipeline,
         max_out: cfg.max_pending_reply_bytes,
+        obs: crate::observe::SessionObs::new(&worker),
         worker: Rc::clone(&worker),
         stream,
         client: ClientState { id, name: None },
@@ -48,9 +49,12 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         args: Vec::new(),
         fan_turns: 0,
     };
+    worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
         tracing::debug!(client = id, error = %e, "client connection ended with an error");
     }
+    worker.unregister_session(id);
+    s.obs.end(&worker, s.out_bytes);
     worker.shared.workers[worker.index]
         .clients
         .fetch_sub(1, Relaxed);
@@ -80,6 +84,8 @@ struct Session {
     args: Vec<Bytes>,
     /// RANDOMKEY requests so far, to rotate which master is asked first.
     fan_turns: usize,
+    /// Stats, slow log, live limits and shutdown state (see [`crate::observe`]).
+    obs: crate::observe::SessionObs,
 }
 
 enum Event {
@@ -91,6 +97,20 @@ enum Event {
 impl Session {
     async fn run(&mut self) -> io::Result<()> {
         loop {
+            if let Some(limits) = self.obs.reload(&self.worker) {
+                self.max_pipeline = limits.max_pipeline;
+                self.max_out = limits.max_pending_reply_bytes;
+                self.parser.set_limits(limits.limits());
+            }
+            if self.obs.aborted(&self.worker) {
+                // Shutdown deadline: whatever is still unanswered gets an error saying so.
+                for slot in &self.queue {
+                    slot.fill(resp::error(crate::observe::SHUTDOWN_UNANSWERED));
+                }
+                self.collect_ready();
+                let _ = self.flush();
+                return Ok(());
+            }
             if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
                 self.process_buffer();
             }
@@ -98,18 +118,23 @@ impl Session {
             if !self.out.is_empty() {
                 self.flush()?;
                 if self.out_bytes > self.max_out {
-                    tracing::warn!(
-                        client = self.client.id,
-                        pending = self.out_bytes,
-                        "client disconnected: unread replies exceed max_pending_reply_bytes"
-                    );
+                    self.obs
+                        .cut(&self.worker, &self.stream, self.client.id, self.out_bytes);
                     return Ok(());
                 }
             }
             if self.closing && self.queue.is_empty() && self.out.is_empty() {
                 return Ok(());
             }
-            let can_read = !self.closing && !self.unparsed && self.queue.len() < self.max_pipeline;
+            // Shutting down: read nothing more, finish what was read, then close.
+            let draining = self.obs.draining(&self.worker);
+            if draining && !self.unparsed && self.queue.is_empty() && self.out.is_empty() {
+                return Ok(());
+            }
+            let can_read = !self.closing
+                && !draining
+                && !self.unparsed
+                && self.queue.len() < self.max_pipeline;
             let want_write = !self.out.is_empty();
             let event = {
                 let signal = Rc::clone(&self.signal);
@@ -144,6 +169,7 @@ impl Session {
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return Ok(false),
             Ok(n) => {
+                self.obs.read(&self.worker, n);
                 if n < room {
                     crate::backend::drained(&self.stream);
                 }
@@ -175,7 +201,14 @@ impl Session {
                         None => resp::encode_command(&args).freeze(),
                     };
                     let route = router::route(&args, &mut self.keys);
-                    self.dispatch(route, wire, &args);
+                    let before = self.queue.len();
+                    let cmd = self.obs.command(&args);
+                    self.dispatch(route, wire.clone(), &args);
+                    if self.queue.len() > before {
+                        if let Some(slot) = self.queue.back() {
+                            self.obs.begin(slot, cmd, wire);
+                        }
+                    }
                     // Keep the vector's allocation for the next request.
                     self.args = args;
                     self.args.clear();
@@ -241,6 +274,15 @@ impl Session {
                     slot_rc.fill(admin::answer(args, shared).await);
                 });
             }
+            Route::Local(Local::Info) => {
+                let slot_rc = ReplySlot::new(&self.signal);
+                self.queue.push_back(Rc::clone(&slot_rc));
+                let shared = Arc::clone(&self.worker.shared);
+                let args = args[1..].to_vec();
+                tokio::task::spawn_local(async move {
+                    slot_rc.fill(crate::info::answer(args, shared).await);
+                });
+            }
             Route::Local(cmd) => {
                 let r = local::answer(cmd, args, &mut self.client, &self.worker.shared);
                 self.push_ready(r.reply);
@@ -271,7 +313,7 @@ impl Session {
                 (nodes, kind, wire)
             }
             FanOut::AllNodes { kind, config_set } => {
-                if config_set && !self.worker.shared.config.allow_config_set {
+                if config_set && !self.worker.shared.live.get().allow_config_set {
                     return self.push_ready(resp::error(
                         "ERR slotproxy: CONFIG SET is disabled by the proxy's allow_config_set setting",
                     ));
@@ -334,6 +376,8 @@ impl Session {
         while let Some(head) = self.queue.front() {
             match head.take() {
                 Some(reply) => {
+                    self.obs
+                        .done(&self.worker, head, &reply, &self.client, &self.stream);
                     self.out_bytes += reply.len();
                     self.out.push_back(reply);
                     self.queue.pop_front();
@@ -360,6 +404,7 @@ impl Session {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             };
+            self.obs.wrote(&self.worker, n);
             self.out_bytes -= n;
             while n > 0 {
                 let Some(front) = self.out.front_mut() else {
