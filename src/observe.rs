@@ -171,3 +171,37 @@ impl SessionObs {
         drop_by(&worker.stats().m.pending_out, pending as u64);
     }
 }
+
+/// How long a closing session keeps reading (and discarding) what the client still sends.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Closes a client connection without losing replies already written: sends FIN after them,
+/// then reads and discards what the client still sends until it closes too, for at most
+/// [`LINGER`]. Closing a socket that has unread input makes the kernel send a reset, which
+/// drops replies the client has not received yet; the requests discarded here were never
+/// parsed, so never executed.
+pub async fn linger(stream: &mut TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::sleep(LINGER);
+    tokio::pin!(deadline);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return,
+            r = stream.readable() => {
+                if r.is_err() {
+                    return;
+                }
+                match stream.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}

@@ -97,11 +97,7 @@ enum Event {
 impl Session {
     async fn run(&mut self) -> io::Result<()> {
         loop {
-            if let Some(limits) = self.obs.reload(&self.worker) {
-                self.max_pipeline = limits.max_pipeline;
-                self.max_out = limits.max_pending_reply_bytes;
-                self.parser.set_limits(limits.limits());
-            }
+            self.reload_settings();
             if self.obs.aborted(&self.worker) {
                 // Shutdown deadline: whatever is still unanswered gets an error saying so.
                 for slot in &self.queue {
@@ -109,6 +105,7 @@ impl Session {
                 }
                 self.collect_ready();
                 let _ = self.flush();
+                crate::observe::linger(&mut self.stream).await;
                 return Ok(());
             }
             if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
@@ -129,6 +126,7 @@ impl Session {
             // Shutting down: read nothing more, finish what was read, then close.
             let draining = self.obs.draining(&self.worker);
             if draining && !self.unparsed && self.queue.is_empty() && self.out.is_empty() {
+                crate::observe::linger(&mut self.stream).await;
                 return Ok(());
             }
             let can_read = !self.closing
@@ -159,8 +157,18 @@ impl Session {
         }
     }
 
+    /// Picks up live setting changes (`PROXY CONFIG SET`, SIGHUP) before the next requests.
+    fn reload_settings(&mut self) {
+        if let Some(limits) = self.obs.reload(&self.worker) {
+            self.max_pipeline = limits.max_pipeline;
+            self.max_out = limits.max_pending_reply_bytes;
+            self.parser.set_limits(limits.limits());
+        }
+    }
+
     /// Reads what the socket has and handles the complete requests. Returns false at EOF.
     fn read(&mut self) -> io::Result<bool> {
+        self.reload_settings();
         let want = READ_CHUNK.max(self.parser.needed(self.rbuf.len()));
         if self.rbuf.capacity() - self.rbuf.len() < want {
             self.rbuf.reserve(want);
