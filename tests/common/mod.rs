@@ -46,6 +46,7 @@ pub struct Proxy {
     _dir: tempfile::TempDir,
 }
 
+/// A port on 127.0.0.1 that was free a moment ago (the OS picked it).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding port 0");
     l.local_addr().expect("local addr").port()
