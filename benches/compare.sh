@@ -14,6 +14,9 @@
 #   BENCH_WORKERS        `slotproxy demo --workers` (default 1)
 #   BENCH_PORT           the proxy's port on 127.0.0.1 (default 7719)
 #   BENCH_RUN_TIMEOUT    seconds before one redis-benchmark run is given up (default 300)
+#   BENCH_METRICS_LISTEN `slotproxy demo --metrics-listen` (default 127.0.0.1:9617; "" turns
+#                        metrics off, to measure what they cost: run once with and once without)
+#   BENCH_WORKLOADS      space-separated subset of the workloads below (default: all)
 #   CARGO_TARGET_DIR     where to find (or build) release/slotproxy (default ./target)
 #
 # Every run: 50 clients, random keys (-r 100000), 3-byte values, pipeline depth 1 and 16, the
@@ -59,7 +62,8 @@ START_TIMEOUT=60
 CLIENTS=50
 KEYSPACE=100000
 DEPTHS=(1 16)
-WORKLOADS=(set get mixed mset mset1slot)
+read -r -a WORKLOADS <<<"${BENCH_WORKLOADS:-set get mixed mset mset1slot}"
+METRICS_LISTEN=${BENCH_METRICS_LISTEN-127.0.0.1:9617}
 
 for tool in redis-benchmark redis-cli redis-server getconf timeout; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not on PATH" >&2; exit 1; }
@@ -118,7 +122,8 @@ trap 'exit 143' TERM
 
 # ---- start the demo and read its node list ----------------------------------------------
 
-"$bin" demo --listen "127.0.0.1:$PORT" --workers "$WORKERS" >"$work/demo.out" 2>"$work/demo.err" &
+"$bin" demo --listen "127.0.0.1:$PORT" --workers "$WORKERS" --metrics-listen "$METRICS_LISTEN" \
+    >"$work/demo.out" 2>"$work/demo.err" &
 demo_pid=$!
 
 for ((i = 0; i < START_TIMEOUT * 10; i++)); do
@@ -275,7 +280,7 @@ run_group() {
 
 echo "slotproxy $("$bin" --version | awk '{print $2}') vs. Redis Cluster $(redis-server --version | awk '{print $3}' | tr -d 'v=')"
 echo "masters ${masters[*]}; proxy 127.0.0.1:$PORT pid $demo_pid, --workers $WORKERS;" \
-    "$(nproc) cores; $CLIENTS clients; -r $KEYSPACE;" \
+    "$(nproc) cores; $CLIENTS clients; -r $KEYSPACE; metrics ${METRICS_LISTEN:-off};" \
     "$REQUESTS requests a run ($MSET_REQUESTS for MSET), x$PIPELINE_SCALE at -P 16"
 echo "mset1slot hash tags per master: ${tags[*]}"
 

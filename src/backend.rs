@@ -9,6 +9,8 @@
 
 use crate::dispatch::Call;
 use crate::resp::{self, ReplyScanner};
+use crate::shared::{Shared, Trigger};
+use crate::stats::{bump, drop_by, NodeStats};
 use crate::worker::Worker;
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
@@ -81,23 +83,54 @@ pub struct Timeouts {
     pub backoff_max: Duration,
 }
 
+impl Timeouts {
+    /// The timeouts in force now (they change with `PROXY CONFIG SET`).
+    pub fn current(shared: &Shared) -> Timeouts {
+        Timeouts {
+            request: shared.live.request_timeout(),
+            connect: shared.live.connect_timeout(),
+            backoff_max: shared.live.backoff_max(),
+        }
+    }
+}
+
+/// The node a pool talks to, as the stats know it.
+#[derive(Clone)]
+pub struct NodeRef {
+    /// Index in [`crate::stats::NodeRegistry`].
+    pub id: u32,
+    /// This worker's counters for the node.
+    pub stats: Arc<NodeStats>,
+    /// Where the live timeouts are read.
+    pub shared: Arc<Shared>,
+}
+
 /// One multiplexed connection to a node.
 pub struct Conn {
     addr: Arc<str>,
     worker: Weak<Worker>,
-    timeouts: Timeouts,
+    node: NodeRef,
     state: RefCell<State>,
     wake_writer: Notify,
     /// Wakes an idle reader when requests go in flight, so it starts their reply deadline.
     wake_reader: Notify,
 }
 
+fn link_gauge<'a>(stats: &'a NodeStats, link: &Link) -> Option<&'a std::sync::atomic::AtomicU64> {
+    match link {
+        Link::Idle => None,
+        Link::Connecting => Some(&stats.conns_connecting),
+        Link::Up => Some(&stats.conns_up),
+        Link::Down { .. } => Some(&stats.conns_down),
+    }
+}
+
 impl Conn {
-    fn new(addr: Arc<str>, worker: Weak<Worker>, timeouts: Timeouts) -> Rc<Conn> {
+    fn new(addr: Arc<str>, worker: Weak<Worker>, node: NodeRef) -> Rc<Conn> {
         Rc::new(Conn {
             addr,
             worker,
-            timeouts,
+            node,
             state: RefCell::new(State {
                 link: Link::Idle,
                 queue: VecDeque::new(),
@@ -108,6 +141,21 @@ impl Conn {
             wake_writer: Notify::new(),
             wake_reader: Notify::new(),
         })
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts::current(&self.node.shared)
+    }
+
+    /// Changes the link, keeping the connection-state gauges in step.
+    fn set_link(&self, st: &mut State, new: Link) {
+        if let Some(g) = link_gauge(&self.node.stats, &st.link) {
+            drop_by(g, 1);
+        }
+        if let Some(g) = link_gauge(&self.node.stats, &new) {
+            bump(g, 1);
+        }
+        st.link = new;
     }
 
     /// Queues `call` (preceded by `ASKING` when `asking`), connecting first if needed. While the
@@ -122,11 +170,12 @@ impl Conn {
                     until.saturating_duration_since(Instant::now()).as_millis()
                 );
                 drop(st);
+                bump(&self.node.stats.failed, 1);
                 call.fail(&msg);
                 return;
             }
             Link::Idle | Link::Down { .. } => {
-                st.link = Link::Connecting;
+                self.set_link(&mut st, Link::Connecting);
                 let gen = st.generation;
                 tokio::task::spawn_local(Rc::clone(self).connect(gen));
             }
@@ -152,13 +201,13 @@ impl Conn {
     }
 
     async fn connect(self: Rc<Self>, gen: u64) {
-        let res =
-            tokio::time::timeout(self.timeouts.connect, TcpStream::connect(&*self.addr)).await;
+        let connect_timeout = self.timeouts().connect;
+        let res = tokio::time::timeout(connect_timeout, TcpStream::connect(&*self.addr)).await;
         let stream = match res {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return self.fail(gen, format!("connect: {e}")),
             Err(_) => {
-                let ms = self.timeouts.connect.as_millis();
+                let ms = connect_timeout.as_millis();
                 return self.fail(gen, format!("connect timed out after {ms}ms"));
             }
         };
@@ -169,8 +218,12 @@ impl Conn {
             if st.generation != gen {
                 return;
             }
-            st.link = Link::Up;
+            let was_down = matches!(st.link, Link::Down { .. }) || st.backoff > BACKOFF_START;
+            self.set_link(&mut st, Link::Up);
             st.backoff = BACKOFF_START;
+            if was_down {
+                tracing::info!(node = %self.addr, "backend node is reachable again");
+            }
         }
         tracing::debug!(node = %self.addr, "backend connected");
         tokio::task::spawn_local(Rc::clone(&self).write_loop(Rc::clone(&stream), gen));
@@ -187,17 +240,22 @@ impl Conn {
             }
             st.generation += 1;
             let quiet = st.inflight.is_empty() && st.queue.is_empty() && reason == "closed";
-            st.link = if quiet {
+            let was_up = matches!(st.link, Link::Up);
+            let link = if quiet {
                 // The node closed an idle connection; reconnect on the next request.
                 Link::Idle
             } else {
                 let backoff = st.backoff;
-                st.backoff = (backoff * 2).min(self.timeouts.backoff_max);
+                st.backoff = (backoff * 2).min(self.timeouts().backoff_max);
+                if was_up || backoff == BACKOFF_START {
+                    tracing::warn!(node = %self.addr, %reason, "backend node down");
+                }
                 Link::Down {
                     until: Instant::now() + backoff,
                     reason: reason.clone(),
                 }
             };
+            self.set_link(&mut st, link);
             (
                 std::mem::take(&mut st.inflight),
                 std::mem::take(&mut st.queue),
@@ -205,6 +263,15 @@ impl Conn {
         };
         self.wake_writer.notify_one();
         self.wake_reader.notify_one();
+        let failed = inflight
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Call(_)))
+            .count()
+            + queue
+                .iter()
+                .filter(|p| matches!(p, Pending::Call(_)))
+                .count();
+        bump(&self.node.stats.failed, failed as u64);
         if !inflight.is_empty() || !queue.is_empty() {
             tracing::warn!(node = %self.addr, %reason, failed = inflight.len() + queue.len(), "backend connection failed");
         }
@@ -222,9 +289,9 @@ impl Conn {
         for p in queue {
             p.fail(&unsent);
         }
-        if let Some(w) = self.worker.upgrade() {
-            w.shared.trigger_refresh();
-        }
+        self.node
+            .shared
+            .trigger_refresh_for(Trigger::ConnectionLost);
     }
 
     async fn write_loop(self: Rc<Self>, stream: Rc<TcpStream>, gen: u64) {
@@ -264,7 +331,9 @@ impl Conn {
                 if st.generation != gen {
                     return;
                 }
-                st.inflight.front().map(|(t, _)| *t + self.timeouts.request)
+                st.inflight
+                    .front()
+                    .map(|(t, _)| *t + self.timeouts().request)
             };
             let ready = match deadline {
                 Some(d) => tokio::select! {
@@ -278,14 +347,15 @@ impl Conn {
             };
             match ready {
                 None => {
+                    let request_timeout = self.timeouts().request;
                     let expired = {
                         let st = self.state.borrow();
                         st.inflight
                             .front()
-                            .is_some_and(|(t, _)| *t + self.timeouts.request <= Instant::now())
+                            .is_some_and(|(t, _)| *t + request_timeout <= Instant::now())
                     };
                     if expired {
-                        let ms = self.timeouts.request.as_millis();
+                        let ms = request_timeout.as_millis();
                         return self.fail(gen, format!("no reply within {ms}ms"));
                     }
                     continue;
@@ -307,6 +377,9 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return self.fail(gen, format!("read: {e}")),
             }
+            // One clock read per read batch: every reply in it arrived by now.
+            let now = Instant::now();
+            let stats = &self.node.stats;
             loop {
                 let frame = match scanner.next_frame(&mut buf) {
                     Ok(Some(f)) => f,
@@ -321,10 +394,20 @@ impl Conn {
                     st.inflight.pop_front()
                 };
                 match pending {
-                    Some((_, Pending::Call(call))) => match self.worker.upgrade() {
-                        Some(w) => w.on_reply(call, frame, &self.addr),
-                        None => call.target.deliver(frame),
-                    },
+                    Some((written, Pending::Call(call))) => {
+                        let us = now.saturating_duration_since(written).as_micros() as u64;
+                        stats.latency.record(us);
+                        bump(&stats.replies, 1);
+                        if resp::is_error(&frame) {
+                            bump(&stats.error_replies, 1);
+                        }
+                        call.target
+                            .note_backend(u32::try_from(us).unwrap_or(u32::MAX), self.node.id);
+                        match self.worker.upgrade() {
+                            Some(w) => w.on_reply(call, frame, &self.addr),
+                            None => call.target.deliver(frame),
+                        }
+                    }
                     Some((_, Pending::Asking)) => {
                         if resp::is_error(&frame) {
                             tracing::warn!(node = %self.addr, reply = ?frame, "ASKING refused");
@@ -390,11 +473,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// `count` connections (opened lazily) to `addr`.
-    pub fn new(addr: Arc<str>, worker: Weak<Worker>, timeouts: Timeouts, count: usize) -> Pool {
+    /// `count` connections (opened lazily) to `addr`, counting into `node`'s stats.
+    pub fn new(addr: Arc<str>, worker: Weak<Worker>, node: NodeRef, count: usize) -> Pool {
         Pool {
             conns: (0..count.max(1))
-                .map(|_| Conn::new(Arc::clone(&addr), worker.clone(), timeouts))
+                .map(|_| Conn::new(Arc::clone(&addr), worker.clone(), node.clone()))
                 .collect(),
             next: Cell::new(0),
         }

@@ -6,11 +6,15 @@
 //! parses every file under `config/`).
 
 use anyhow::{bail, Context};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::time::Duration;
 
 /// The proxy's settings.
-#[derive(Clone, Debug, Deserialize)]
+///
+/// Invariant: every field is listed in [`SETTINGS`] (a unit test checks it), which says whether
+/// it may change while the proxy runs; `PROXY CONFIG`, SIGHUP and the reference file all work
+/// from that list.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address clients connect to.
@@ -20,19 +24,19 @@ pub struct Config {
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// How often the slot map is re-read when nothing triggers a refresh (jittered by up to 20%).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub refresh_interval: Duration,
     /// Shortest time between two refreshes, so a burst of MOVED replies causes one refresh.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub refresh_min_gap: Duration,
     /// Longest wait for a backend reply, counted from the moment the request was written.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub request_timeout: Duration,
     /// Longest wait for a backend TCP connection.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub connect_timeout: Duration,
     /// Longest wait before reconnecting to a node that failed; doubles from 50 ms up to this.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub reconnect_backoff_max: Duration,
     /// Multiplexed connections per worker and node.
     pub connections_per_node: usize,
@@ -41,28 +45,92 @@ pub struct Config {
     /// Most requests one client may have in flight before the proxy stops reading from it.
     pub max_pipeline: usize,
     /// Reply bytes waiting for a client that does not read; past this it is disconnected.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
     pub max_pending_reply_bytes: usize,
     /// Most arguments in one request.
     pub max_request_args: usize,
     /// Longest argument (Redis's proto-max-bulk-len).
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
     pub max_bulk_len: usize,
     /// Most bytes one incomplete request may buffer (Redis's client-query-buffer-limit).
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
     pub max_query_buffer: usize,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
     pub log_level: String,
     /// Whether clients may run CONFIG SET, which the proxy applies to every node of the
     /// cluster (masters and replicas). Off: CONFIG SET is refused; CONFIG GET still works.
     pub allow_config_set: bool,
+    /// Log line format: `text` (human-readable) or `json` (one JSON object per line).
+    pub log_format: String,
+    /// Address of the Prometheus endpoint (`http://ADDR/metrics`); empty disables metrics.
+    pub metrics_listen: String,
+    /// Commands slower than this (from the request's arrival to its reply) enter the slow log.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub slowlog_threshold: Duration,
+    /// Entries the slow log keeps (the oldest go first); 0 turns the slow log off.
+    pub slowlog_max_len: usize,
+    /// On SIGTERM, SIGINT or `PROXY SHUTDOWN`: longest wait for in-flight requests to finish
+    /// before the remaining ones are answered with an error and the clients closed.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub shutdown_timeout: Duration,
     /// Most dedicated backend connections one worker holds for blocking commands, transactions
     /// and pub/sub (each needs a connection of its own); past it such requests are refused.
     pub max_dedicated_per_worker: usize,
     /// Unread bytes a subscribed client may accumulate (Redis's `client-output-buffer-limit
     /// pubsub` hard limit); past it the client is disconnected.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
     pub max_pubsub_reply_bytes: usize,
+}
+
+/// One setting: its name (the TOML key) and whether it can change while the proxy runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// The TOML key, also the name `PROXY CONFIG GET/SET` use.
+    pub name: &'static str,
+    /// Whether `PROXY CONFIG SET` and SIGHUP may change it without a restart.
+    pub live: bool,
+}
+
+const fn live(name: &'static str) -> Setting {
+    Setting { name, live: true }
+}
+
+const fn restart(name: &'static str) -> Setting {
+    Setting { name, live: false }
+}
+
+/// Every setting, in the order of the reference file. Settings that shape threads, sockets or
+/// connection pools at start-up need a restart; timeouts, limits and logging change live.
+pub const SETTINGS: &[Setting] = &[
+    restart("listen"),
+    restart("seeds"),
+    restart("workers"),
+    live("refresh_interval"),
+    live("refresh_min_gap"),
+    live("request_timeout"),
+    live("connect_timeout"),
+    live("reconnect_backoff_max"),
+    restart("connections_per_node"),
+    live("max_clients"),
+    live("max_pipeline"),
+    live("max_pending_reply_bytes"),
+    live("max_request_args"),
+    live("max_bulk_len"),
+    live("max_query_buffer"),
+    live("log_level"),
+    restart("log_format"),
+    live("allow_config_set"),
+    restart("metrics_listen"),
+    live("slowlog_threshold"),
+    live("slowlog_max_len"),
+    live("shutdown_timeout"),
+    restart("max_dedicated_per_worker"),
+    restart("max_pubsub_reply_bytes"),
+];
+
+/// The setting called `name`, if there is one.
+pub fn setting(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
 }
 
 impl Default for Config {
@@ -85,6 +153,11 @@ impl Default for Config {
             max_query_buffer: 1024 * 1024 * 1024,
             log_level: "info".into(),
             allow_config_set: true,
+            log_format: "text".into(),
+            metrics_listen: "127.0.0.1:9617".into(),
+            slowlog_threshold: Duration::from_millis(10),
+            slowlog_max_len: 128,
+            shutdown_timeout: Duration::from_secs(10),
             max_dedicated_per_worker: 1024,
             max_pubsub_reply_bytes: 32 * 1024 * 1024,
         }
@@ -120,6 +193,17 @@ impl Config {
         if self.refresh_interval.is_zero() {
             bail!("refresh_interval must be positive");
         }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format must be \"text\" or \"json\"");
+        }
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            bail!(
+                "metrics_listen {:?} is not ip:port (use \"\" to turn metrics off)",
+                self.metrics_listen
+            );
+        }
         for s in &self.seeds {
             if !s.contains(':') {
                 bail!("seed {s:?} is not host:port");
@@ -136,6 +220,73 @@ impl Config {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
+    }
+
+    /// The settings as a TOML table, keyed by setting name, values as the file would spell them.
+    pub fn to_table(&self) -> anyhow::Result<toml::Table> {
+        toml::Table::try_from(self).context("encoding the settings as TOML")
+    }
+
+    /// The value of setting `name` as `PROXY CONFIG GET` shows it (durations as `"5s"`, sizes
+    /// as `"64mb"`, lists comma-separated).
+    pub fn get(&self, name: &str) -> Option<String> {
+        let table = self.to_table().ok()?;
+        table.get(name).map(display_value)
+    }
+
+    /// A copy with setting `name` set from its text form (as `PROXY CONFIG SET` receives it),
+    /// validated like a file. The text is read according to the setting's type: durations and
+    /// sizes as in the file, booleans as `yes`/`no`/`true`/`false`, lists comma-separated.
+    pub fn with(&self, name: &str, value: &str) -> anyhow::Result<Config> {
+        let mut table = self.to_table()?;
+        let Some(old) = table.get(name) else {
+            bail!("unknown setting '{name}'");
+        };
+        let new = match old {
+            toml::Value::Integer(_) => toml::Value::Integer(
+                value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("'{name}' takes an integer, not {value:?}"))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(match value.trim() {
+                v if v.eq_ignore_ascii_case("yes") || v.eq_ignore_ascii_case("true") => true,
+                v if v.eq_ignore_ascii_case("no") || v.eq_ignore_ascii_case("false") => false,
+                _ => bail!("'{name}' takes yes or no, not {value:?}"),
+            }),
+            toml::Value::Array(_) => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_string()))
+                    .collect(),
+            ),
+            // Strings, and sizes or durations spelled as strings: the field's own parser reads
+            // them, and a bare number for a size is accepted too.
+            _ => match value.trim().parse::<i64>() {
+                Ok(n) if name.starts_with("max_") => toml::Value::Integer(n),
+                _ => toml::Value::String(value.to_string()),
+            },
+        };
+        table.insert(name.to_string(), new);
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .with_context(|| format!("bad value {value:?} for '{name}'"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The names of the settings whose values differ between `self` and `other`.
+    pub fn diff(&self, other: &Config) -> Vec<&'static str> {
+        let (Ok(a), Ok(b)) = (self.to_table(), other.to_table()) else {
+            return Vec::new();
+        };
+        SETTINGS
+            .iter()
+            .filter(|s| a.get(s.name) != b.get(s.name))
+            .map(|s| s.name)
+            .collect()
     }
 
     /// The parser limits these settings imply.
@@ -189,6 +340,48 @@ pub fn parse_size(s: &str) -> anyhow::Result<usize> {
         .with_context(|| format!("size {s:?} is too large"))
 }
 
+/// How a TOML value reads in `PROXY CONFIG GET`: strings bare, lists comma-separated.
+pub fn display_value(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(a) => a.iter().map(display_value).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Writes a duration the way the file spells it, in the largest unit that keeps it exact.
+pub fn format_duration(d: Duration) -> String {
+    let us = d.as_micros();
+    if us == 0 {
+        "0s".into()
+    } else if us.is_multiple_of(1_000_000) {
+        format!("{}s", us / 1_000_000)
+    } else if us.is_multiple_of(1000) {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{us}us")
+    }
+}
+
+/// Writes a size the way the file spells it: a `kb`/`mb`/`gb` string when exact, else bytes.
+fn format_size(n: usize) -> Option<String> {
+    [(1usize << 30, "gb"), (1 << 20, "mb"), (1 << 10, "kb")]
+        .iter()
+        .find(|(m, _)| n > 0 && n.is_multiple_of(*m))
+        .map(|(m, u)| format!("{}{u}", n / m))
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+fn ser_size<S: Serializer>(n: &usize, s: S) -> Result<S::Ok, S::Error> {
+    match format_size(*n) {
+        Some(text) => s.serialize_str(&text),
+        None => s.serialize_u64(*n as u64),
+    }
+}
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
@@ -232,5 +425,48 @@ mod tests {
             .unwrap();
         assert_eq!(c.max_pending_reply_bytes, 1 << 20);
         assert_eq!(c.request_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn every_field_is_a_listed_setting() {
+        let table = Config::default().to_table().unwrap();
+        let names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        let keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut sorted_names = names.clone();
+        sorted_names.sort();
+        let mut sorted_keys = keys.clone();
+        sorted_keys.sort();
+        assert_eq!(sorted_names, sorted_keys);
+    }
+
+    #[test]
+    fn get_set_and_round_trip() {
+        let c = Config::default();
+        assert_eq!(c.get("request_timeout").unwrap(), "5s");
+        assert_eq!(c.get("max_pending_reply_bytes").unwrap(), "64mb");
+        assert_eq!(c.get("allow_config_set").unwrap(), "true");
+        let d = c.with("request_timeout", "250ms").unwrap();
+        assert_eq!(d.request_timeout, Duration::from_millis(250));
+        let d = d.with("max_pipeline", "7").unwrap();
+        assert_eq!(d.max_pipeline, 7);
+        let d = d.with("max_pending_reply_bytes", "1000").unwrap();
+        assert_eq!(d.max_pending_reply_bytes, 1000);
+        let d = d.with("allow_config_set", "no").unwrap();
+        assert!(!d.allow_config_set);
+        assert!(c.with("max_pipeline", "0").is_err());
+        assert!(c.with("max_pipeline", "lots").is_err());
+        assert!(c.with("nope", "1").is_err());
+        assert_eq!(
+            c.diff(&d),
+            vec![
+                "request_timeout",
+                "max_pipeline",
+                "max_pending_reply_bytes",
+                "allow_config_set"
+            ]
+        );
+        // Serialised settings read back as the same configuration.
+        let text = toml::to_string(&d).unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap(), d);
     }
 }

@@ -13,10 +13,44 @@ use std::rc::Rc;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// The place in a client's in-order reply queue that one request's reply goes to.
+/// The place in a client's in-order reply queue that one request's reply goes to, with what
+/// the stats and the slow log need to know about the request once it is answered.
 pub struct ReplySlot {
     value: RefCell<Option<Bytes>>,
     signal: Rc<Notify>,
+    meta: RefCell<SlotMeta>,
+}
+
+/// What is known about a request besides its reply (see [`ReplySlot::meta`]).
+#[derive(Clone, Debug)]
+pub struct SlotMeta {
+    /// When the request arrived (the read that brought it); `None` for slots not timed.
+    pub started: Option<std::time::Instant>,
+    /// Its command label ([`crate::stats::command_index`]).
+    pub cmd: u16,
+    /// The request's bytes, kept for the slow log.
+    pub wire: Bytes,
+    /// Microseconds spent waiting on backends (summed over redirects; for a split command,
+    /// the slowest part).
+    pub backend_us: u32,
+    /// The node that answered last (the slowest part's, for a split command), as an index of
+    /// [`crate::stats::NodeRegistry`]; `u32::MAX` when none did.
+    pub node: u32,
+    /// For split and fanned-out commands: the slowest part and the number of parts.
+    pub part: Option<(u32, u32)>,
+}
+
+impl Default for SlotMeta {
+    fn default() -> Self {
+        SlotMeta {
+            started: None,
+            cmd: 0,
+            wire: Bytes::new(),
+            backend_us: 0,
+            node: u32::MAX,
+            part: None,
+        }
+    }
 }
 
 impl ReplySlot {
@@ -25,6 +59,7 @@ impl ReplySlot {
         Rc::new(ReplySlot {
             value: RefCell::new(None),
             signal: Rc::clone(signal),
+            meta: RefCell::new(SlotMeta::default()),
         })
     }
 
@@ -33,7 +68,28 @@ impl ReplySlot {
         Rc::new(ReplySlot {
             value: RefCell::new(Some(value)),
             signal: Rc::clone(signal),
+            meta: RefCell::new(SlotMeta::default()),
         })
+    }
+
+    /// Stamps the request's arrival, command label and bytes.
+    pub fn begin(&self, started: std::time::Instant, cmd: u16, wire: Bytes) {
+        let mut m = self.meta.borrow_mut();
+        m.started = Some(started);
+        m.cmd = cmd;
+        m.wire = wire;
+    }
+
+    /// Adds one backend round trip of `us` microseconds, answered by node `node`.
+    pub fn add_backend(&self, us: u32, node: u32) {
+        let mut m = self.meta.borrow_mut();
+        m.backend_us = m.backend_us.saturating_add(us);
+        m.node = node;
+    }
+
+    /// The request's details (taken: the slot is done with once its reply is taken).
+    pub fn take_meta(&self) -> SlotMeta {
+        std::mem::take(&mut *self.meta.borrow_mut())
     }
 
     /// Stores the reply and wakes the session.
@@ -58,6 +114,8 @@ pub struct Merge {
     slot: Rc<ReplySlot>,
     /// The node each part went to, when the merge names failed nodes (fan-out commands).
     labels: Vec<Arc<str>>,
+    /// The slowest backend trip so far: microseconds, node index, part.
+    slowest: Cell<(u32, u32, u32)>,
 }
 
 impl Merge {
@@ -70,6 +128,7 @@ impl Merge {
             remaining: Cell::new(parts),
             slot,
             labels: Vec::new(),
+            slowest: Cell::new((0, u32::MAX, 0)),
         })
     }
 
@@ -83,7 +142,18 @@ impl Merge {
             remaining: Cell::new(nodes.len()),
             slot,
             labels: nodes,
+            slowest: Cell::new((0, u32::MAX, 0)),
         })
+    }
+
+    fn remaining_total(&self) -> u32 {
+        self.parts.borrow().len() as u32
+    }
+
+    fn note(&self, index: usize, us: u32, node: u32) {
+        if us >= self.slowest.get().0 {
+            self.slowest.set((us, node, index as u32));
+        }
     }
 
     fn deliver(&self, index: usize, frame: Bytes) {
@@ -93,6 +163,13 @@ impl Merge {
         let left = self.remaining.get().saturating_sub(1);
         self.remaining.set(left);
         if left == 0 {
+            let (us, node, part) = self.slowest.get();
+            {
+                let mut m = self.slot.meta.borrow_mut();
+                m.backend_us = us;
+                m.node = node;
+                m.part = Some((part, self.remaining_total()));
+            }
             let merged =
                 merge::merge_labeled(self.kind, &self.order, &self.parts.borrow(), &self.labels);
             self.slot.fill(merged);
@@ -109,6 +186,15 @@ pub enum Target {
 }
 
 impl Target {
+    /// Records one backend round trip of `us` microseconds to node `node` (a
+    /// [`crate::stats::NodeRegistry`] index) for the request this target belongs to.
+    pub fn note_backend(&self, us: u32, node: u32) {
+        match self {
+            Target::Whole(slot) => slot.add_backend(us, node),
+            Target::Part(m, i) => m.note(*i, us, node),
+        }
+    }
+
     /// Hands the reply frame over.
     pub fn deliver(&self, frame: Bytes) {
         match self {

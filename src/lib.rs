@@ -5,7 +5,9 @@
 //! a [`session`] reads and parses ([`protocol`]), asks the [`router`] where each request goes,
 //! sends it through the worker's [`backend`] connections, and writes replies back in order,
 //! merging split commands ([`merge`]). The [`topology`] refresher keeps the [`cluster`] slot map
-//! current. Commands the proxy answers itself live in [`local`] and [`admin`].
+//! current. Commands the proxy answers itself live in [`local`], [`info`], [`slowlog`] and
+//! [`admin`]. Operations: [`stats`] and [`observe`] count on the data path, [`prom`] exports,
+//! [`live`] changes settings at run time, [`logging`] sets up the logs.
 
 pub mod admin;
 pub mod backend;
@@ -17,11 +19,16 @@ pub mod dedicated;
 pub mod dispatch;
 pub mod fanout;
 pub mod flow;
+pub mod info;
+pub mod live;
 pub mod local;
 pub mod localcluster;
+pub mod logging;
 pub mod merge;
 pub mod node_client;
+pub mod observe;
 pub mod placement;
+pub mod prom;
 pub mod protocol;
 pub mod render;
 pub mod resp;
@@ -30,5 +37,7 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod slots;
+pub mod slowlog;
+pub mod stats;
 pub mod topology;
 pub mod worker;

@@ -1,5 +1,5 @@
-//! Commands the proxy answers itself: connection commands, INFO, and the `PROXY` admin
-//! namespace. Replies use Redis's own texts, so clients written for Redis behave the same.
+//! Commands the proxy answers itself: connection commands, SLOWLOG, and the `PROXY` admin
+//! namespace (INFO is in [`crate::info`]). Replies use Redis's own texts, so clients written for Redis behave the same.
 //!
 //! The proxy presents itself as a standalone Redis (`cluster_enabled:0`, HELLO's `mode` is
 //! `standalone`): clients such as redis-py switch to cluster mode when they see a cluster, and
@@ -9,8 +9,6 @@ use crate::resp;
 use crate::router::Local;
 use crate::shared::Shared;
 use bytes::{Bytes, BytesMut};
-use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// What the proxy knows about one client connection.
 #[derive(Debug)]
@@ -77,7 +75,9 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
             None => Bytes::from_static(resp::NULL_BULK).into(),
         },
         Local::ClientId => resp::int(client.id as i64).into(),
-        Local::Info => resp::bulk(info(&args[1..], shared).as_bytes()).into(),
+        // INFO asks the backends; the session runs it asynchronously (see `crate::info`).
+        Local::Info => resp::error("ERR slotproxy: INFO must be run by the session").into(),
+        Local::Slowlog => crate::slowlog::answer(args, &shared.slowlog).into(),
         // Admin commands are asynchronous; the session runs them (see `session`).
         Local::Proxy | Local::Reset => {
             resp::error("ERR slotproxy: this command must be run by the session").into()
@@ -164,78 +164,6 @@ fn hello(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
     out.freeze()
 }
 
-/// INFO in Redis's format. Sections: server, clients, stats, cluster; `INFO` with no argument,
-/// `default`, `all` or `everything` gives them all.
-pub fn info(sections: &[Bytes], shared: &Shared) -> String {
-    let want = |name: &str| {
-        sections.is_empty()
-            || sections.iter().any(|s| {
-                s.eq_ignore_ascii_case(name.as_bytes())
-                    || s.eq_ignore_ascii_case(b"all")
-                    || s.eq_ignore_ascii_case(b"default")
-                    || s.eq_ignore_ascii_case(b"everything")
-            })
-    };
-    let mut out = String::new();
-    let uptime = shared.started.elapsed().as_secs();
-    if want("server") {
-        let _ = write!(
-            out,
-            "# Server\r\nredis_version:{}\r\nslotproxy_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nworkers:{}\r\n\r\n",
-            shared.redis_version(),
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            std::env::consts::ARCH,
-            usize::BITS,
-            std::process::id(),
-            shared.port,
-            uptime,
-            uptime / 86400,
-            shared.workers.len(),
-        );
-    }
-    if want("clients") {
-        let _ = write!(
-            out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
-            shared.client_count(),
-            shared.config.max_clients
-        );
-    }
-    if want("stats") {
-        let accepted: u64 = shared
-            .workers
-            .iter()
-            .map(|w| w.accepted.load(Relaxed))
-            .sum();
-        let commands: u64 = shared
-            .workers
-            .iter()
-            .map(|w| w.commands.load(Relaxed))
-            .sum();
-        let _ = write!(
-            out,
-            "# Stats\r\ntotal_connections_received:{accepted}\r\ntotal_commands_processed:{commands}\r\nrejected_connections:{}\r\n\r\n",
-            shared.rejected_clients.load(Relaxed)
-        );
-    }
-    if want("cluster") {
-        let map = shared.map.load();
-        let _ = write!(
-            out,
-            "# Cluster\r\ncluster_enabled:0\r\nslotproxy_masters:{}\r\nslotproxy_slots_served:{}\r\nslotproxy_slot_map_version:{}\r\nslotproxy_slot_map_source:{}\r\n\r\n",
-            map.nodes.len(),
-            map.coverage(),
-            map.version,
-            map.source
-        );
-    }
-    if out.ends_with("\r\n\r\n") {
-        out.truncate(out.len() - 2);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,14 +215,5 @@ mod tests {
         assert_eq!(c.name.as_deref(), Some(&b"x"[..]));
         assert!(run(&["AUTH", "pw"], &mut c).starts_with("-ERR AUTH <password> called"));
         assert!(run(&["AUTH", "bob", "pw"], &mut c).starts_with("-WRONGPASS"));
-    }
-
-    #[test]
-    fn info_sections() {
-        let shared = Shared::new(Config::default(), 2, 7617);
-        let all = info(&[], &shared);
-        assert!(all.contains("redis_version:") && all.contains("cluster_enabled:0"));
-        let server = info(&args(&["server"]), &shared);
-        assert!(server.starts_with("# Server") && !server.contains("# Cluster"));
     }
 }

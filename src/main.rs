@@ -46,6 +46,9 @@ struct ServeArgs {
     /// Log filter, overriding the file.
     #[arg(long)]
     log_level: Option<String>,
+    /// Prometheus endpoint (ip:port, "" turns metrics off), overriding the file.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Args)]
@@ -59,6 +62,9 @@ struct DemoArgs {
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Prometheus endpoint of the proxy ("" turns metrics off).
+    #[arg(long, default_value = "127.0.0.1:9617")]
+    metrics_listen: String,
 }
 
 #[derive(Args)]
@@ -97,18 +103,11 @@ fn load_config(a: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(l) = &a.log_level {
         cfg.log_level = l.clone();
     }
+    if let Some(m) = &a.metrics_listen {
+        cfg.metrics_listen = m.clone();
+    }
     cfg.validate()?;
     Ok(cfg)
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -143,15 +142,21 @@ async fn stop_signal() {
 
 fn serve(a: &ServeArgs) -> anyhow::Result<()> {
     let cfg = load_config(a)?;
-    init_logging(&cfg.log_level);
-    control_runtime()?.block_on(slotproxy::server::serve(cfg, stop_signal(), |r| {
-        println!("slotproxy listening on {}", r.addr);
-    }))
+    slotproxy::logging::init(&cfg.log_level, &cfg.log_format);
+    let path = a.config.clone();
+    control_runtime()?.block_on(slotproxy::server::serve_with(
+        cfg,
+        path,
+        stop_signal(),
+        |r| {
+            println!("slotproxy listening on {}", r.addr);
+        },
+    ))
 }
 
 fn demo(a: &DemoArgs) -> anyhow::Result<()> {
     use slotproxy::localcluster::{LocalCluster, LocalClusterSpec};
-    init_logging("info");
+    slotproxy::logging::init("info", "text");
     let spec = LocalClusterSpec {
         hosts: vec!["127.0.0.1".into(), "127.0.0.2".into(), "127.0.0.3".into()],
         nodes_per_host: 2,
@@ -175,6 +180,7 @@ fn demo(a: &DemoArgs) -> anyhow::Result<()> {
         listen: a.listen.clone(),
         seeds: cluster.seeds(),
         workers: a.workers,
+        metrics_listen: a.metrics_listen.clone(),
         ..Config::default()
     };
     let result = control_runtime()?.block_on(slotproxy::server::serve(cfg, stop_signal(), |r| {

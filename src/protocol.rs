@@ -118,6 +118,12 @@ pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
 }
 
 impl RequestParser {
+    /// Replaces the limits (a live configuration change); a request being parsed is checked
+    /// against the new limits from here on.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// A parser enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         RequestParser {

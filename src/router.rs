@@ -41,6 +41,8 @@ pub enum Local {
     ClientGetName,
     /// CLIENT ID
     ClientId,
+    /// SLOWLOG GET|LEN|RESET|HELP (the proxy's own slow log)
+    Slowlog,
     /// PROXY ... (the admin namespace)
     Proxy,
     /// RESET
@@ -243,6 +245,9 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
         "client|setname" => return Route::Local(Local::ClientSetName),
         "client|getname" => return Route::Local(Local::ClientGetName),
         "client|id" => return Route::Local(Local::ClientId),
+        "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
+            return Route::Local(Local::Slowlog)
+        }
         "command"
         | "command|count"
         | "command|info"

@@ -42,16 +42,44 @@ fn bind(listen: &str) -> anyhow::Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
-fn spawn_worker(
-    index: usize,
-    shared: Arc<Shared>,
-) -> anyhow::Result<mpsc::UnboundedSender<(std::net::TcpStream, u64)>> {
+/// A worker thread: where to hand it clients, and its handle to wait for it at shutdown.
+struct WorkerThread {
+    tx: mpsc::UnboundedSender<(std::net::TcpStream, u64)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// After the client channel closes: stop reading, wait for the sessions to answer what they
+/// read (at most `shutdown_timeout`), then make the rest answer with an error and close.
+async fn drain(worker: &Worker) {
+    worker.begin_stop();
+    let timeout = worker.shared.live.get().shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while worker.session_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if worker.session_count() > 0 {
+        tracing::warn!(
+            worker = worker.index,
+            clients = worker.session_count(),
+            "shutdown_timeout passed; answering the remaining requests with an error"
+        );
+        worker.abort();
+        // Sessions now write their last replies without waiting on backends; give them a
+        // moment to do so, then the runtime drops whatever is left.
+        let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while worker.session_count() > 0 && tokio::time::Instant::now() < grace {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThread> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(std::net::TcpStream, u64)>();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("building a worker runtime")?;
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("slotproxy-w{index}"))
         .spawn(move || {
             let local = tokio::task::LocalSet::new();
@@ -72,10 +100,12 @@ fn spawn_worker(
                         id,
                     ));
                 }
+                // The acceptor dropped its sender: the proxy is shutting down.
+                drain(&worker).await;
             });
         })
         .context("spawning a worker thread")?;
-    Ok(tx)
+    Ok(WorkerThread { tx, thread })
 }
 
 /// Starts the proxy on the current (multi-thread or current-thread) tokio runtime and serves
@@ -85,17 +115,72 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&Running),
 ) -> anyhow::Result<()> {
+    serve_with(config, None, shutdown, on_ready).await
+}
+
+/// Re-reads the config file on every SIGHUP and applies what may change live.
+#[cfg(unix)]
+async fn reload_on_hup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; config reload by signal is off");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match shared.live.reload() {
+            Ok((applied, restart)) => {
+                tracing::info!(?applied, "SIGHUP: configuration reloaded");
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        settings = ?restart,
+                        "SIGHUP: these settings changed in the file but need a restart; the running values stay"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "SIGHUP: configuration not reloaded")
+            }
+        }
+    }
+}
+
+/// Like [`serve`], for a configuration read from `path` (SIGHUP re-reads it and `PROXY CONFIG
+/// REWRITE` writes it). Shutdown (the `shutdown` future or `PROXY SHUTDOWN`) is graceful: the
+/// listener closes, every worker stops reading, answers what it read (within
+/// `shutdown_timeout`) and closes its clients; then this returns.
+pub async fn serve_with(
+    config: Config,
+    path: Option<std::path::PathBuf>,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&Running),
+) -> anyhow::Result<()> {
     config.validate()?;
     let std_listener = bind(&config.listen)?;
     let addr = std_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    if !config.metrics_listen.is_empty() {
+        crate::prom::install(&config.metrics_listen)?;
+    }
     let workers = config.worker_count();
-    let shared = Arc::new(Shared::new(config, workers, addr.port()));
-    let senders = (0..workers)
+    let has_path = path.is_some();
+    let shared = Arc::new(Shared::with_path(config, path, workers, addr.port()));
+    let threads = (0..workers)
         .map(|i| spawn_worker(i, Arc::clone(&shared)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    tokio::spawn(topology::run(Arc::clone(&shared)));
-    tracing::info!(%addr, workers, seeds = ?shared.config.seeds, "slotproxy listening");
+    let mut background = vec![
+        tokio::spawn(topology::run(Arc::clone(&shared))),
+        tokio::spawn(crate::prom::housekeeping(Arc::clone(&shared))),
+    ];
+    #[cfg(unix)]
+    if has_path {
+        background.push(tokio::spawn(reload_on_hup(Arc::clone(&shared))));
+    }
+    #[cfg(not(unix))]
+    let _ = has_path;
+    tracing::info!(%addr, workers, seeds = ?shared.config.seeds, metrics = %shared.config.metrics_listen, "slotproxy listening");
     on_ready(&Running {
         addr,
         shared: Arc::clone(&shared),
@@ -104,6 +189,7 @@ pub async fn serve(
     loop {
         let (mut stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
+            _ = shared.shutdown_requested.notified() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -114,7 +200,7 @@ pub async fn serve(
                 }
             },
         };
-        if shared.client_count() >= shared.config.max_clients {
+        if shared.client_count() >= shared.live.max_clients() {
             shared.rejected_clients.fetch_add(1, Relaxed);
             let _ = stream
                 .write_all(b"-ERR max number of clients reached\r\n")
@@ -140,11 +226,43 @@ pub async fn serve(
                 continue;
             }
         };
-        if senders[index].send((std_stream, id)).is_err() {
+        if threads[index].tx.send((std_stream, id)).is_err() {
             stats.clients.fetch_sub(1, Relaxed);
             tracing::error!(worker = index, "worker thread is gone");
         }
     }
-    tracing::info!("slotproxy stopping");
+    // Graceful stop: no new clients; each worker drains its own (see `drain`).
+    drop(listener);
+    shared.stopping.store(true, Relaxed);
+    tracing::info!(
+        clients = shared.client_count(),
+        timeout = ?shared.live.get().shutdown_timeout,
+        "slotproxy stopping: finishing in-flight requests"
+    );
+    let handles: Vec<_> = threads
+        .into_iter()
+        .map(|t| {
+            drop(t.tx);
+            t.thread
+        })
+        .collect();
+    let joined = tokio::task::spawn_blocking(move || {
+        // Join every thread (no short-circuit), then report whether all ended cleanly.
+        handles
+            .into_iter()
+            .map(|h| h.join().is_ok())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .all(|ok| ok)
+    })
+    .await
+    .unwrap_or(false);
+    for task in background {
+        task.abort();
+    }
+    if !joined {
+        anyhow::bail!("a worker thread panicked during shutdown");
+    }
+    tracing::info!("slotproxy stopped");
     Ok(())
 }

@@ -6,7 +6,7 @@
 use crate::cluster::SlotMap;
 use crate::config::Config;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -21,12 +21,42 @@ pub struct WorkerStats {
     pub commands: AtomicU64,
     /// Client connections accepted by this worker since start.
     pub accepted: AtomicU64,
+    /// Per-command, traffic and redirect counters (see [`crate::stats`]).
+    pub m: crate::stats::WorkerMetrics,
+}
+
+/// Why a topology refresh was asked for (a label of the refresh metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Trigger {
+    /// A MOVED redirect.
+    Moved = 1,
+    /// A backend connection failed.
+    ConnectionLost = 2,
+    /// A CLUSTERDOWN reply.
+    ClusterDown = 4,
+    /// An operator (`PROXY REFRESH`) or an admin engine.
+    Admin = 8,
+}
+
+impl Trigger {
+    /// Every trigger with its label.
+    pub const ALL: [(Trigger, &'static str); 4] = [
+        (Trigger::Moved, "moved"),
+        (Trigger::ConnectionLost, "connection_lost"),
+        (Trigger::ClusterDown, "clusterdown"),
+        (Trigger::Admin, "admin"),
+    ];
 }
 
 /// Process-wide state.
 pub struct Shared {
-    /// Settings in force.
+    /// Settings as the proxy started. Settings that need a restart (listen, seeds, workers,
+    /// connections_per_node, metrics_listen, log_format) are read here; the ones that change
+    /// live must be read from [`Shared::live`].
     pub config: Config,
+    /// The settings in force, changed by `PROXY CONFIG SET` and SIGHUP.
+    pub live: crate::live::Live,
     /// The current slot map; replaced whole, never mutated.
     pub map: ArcSwap<SlotMap>,
     next_version: AtomicU64,
@@ -48,12 +78,40 @@ pub struct Shared {
     pub port: u16,
     /// Admin engine runs.
     pub jobs: crate::admin::jobs::Jobs,
+    /// Triggers (a [`Trigger`] bit set) since the refresher last looked.
+    pub refresh_triggers: AtomicU8,
+    /// Every backend node the workers have talked to, with their counters.
+    pub nodes: crate::stats::NodeRegistry,
+    /// The proxy's slow log.
+    pub slowlog: crate::slowlog::SlowLog,
+    /// Whether the Prometheus exporter runs (and so whether per-command stats are recorded).
+    pub metrics_on: bool,
+    /// Commands per second over the last sampling period (INFO's instantaneous_ops_per_sec).
+    pub ops_per_sec: AtomicU64,
+    /// Milliseconds since `started` when the current slot map was installed.
+    pub map_installed_ms: AtomicU64,
+    /// Set once shutdown has begun: workers stop reading new requests.
+    pub stopping: AtomicBool,
+    /// `PROXY SHUTDOWN` asks the server loop to stop through this.
+    pub shutdown_requested: Notify,
 }
 
 impl Shared {
     /// Shared state for `workers` workers, with an empty slot map.
     pub fn new(config: Config, workers: usize, port: u16) -> Shared {
+        Shared::with_path(config, None, workers, port)
+    }
+
+    /// Like [`Shared::new`], remembering the config file for SIGHUP and `PROXY CONFIG REWRITE`.
+    pub fn with_path(
+        config: Config,
+        path: Option<std::path::PathBuf>,
+        workers: usize,
+        port: u16,
+    ) -> Shared {
         Shared {
+            live: crate::live::Live::new(config.clone(), path),
+            metrics_on: !config.metrics_listen.is_empty(),
             config,
             map: ArcSwap::from_pointee(SlotMap::empty()),
             next_version: AtomicU64::new(1),
@@ -66,6 +124,13 @@ impl Shared {
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             port,
             jobs: Default::default(),
+            refresh_triggers: AtomicU8::new(0),
+            nodes: Default::default(),
+            slowlog: Default::default(),
+            ops_per_sec: AtomicU64::new(0),
+            map_installed_ms: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            shutdown_requested: Notify::new(),
         }
     }
 
@@ -76,7 +141,19 @@ impl Shared {
 
     /// Asks the refresher for a refresh soon (coalesced and rate-limited by the refresher).
     pub fn trigger_refresh(&self) {
+        self.trigger_refresh_for(Trigger::Admin);
+    }
+
+    /// Like [`Shared::trigger_refresh`], saying why (for the refresh metrics).
+    pub fn trigger_refresh_for(&self, why: Trigger) {
+        self.refresh_triggers.fetch_or(why as u8, Relaxed);
         self.refresh.notify_one();
+    }
+
+    /// Seconds since the current slot map was installed.
+    pub fn map_age_secs(&self) -> f64 {
+        let now = self.started.elapsed().as_millis() as f64;
+        (now - self.map_installed_ms.load(Relaxed) as f64).max(0.0) / 1000.0
     }
 
     /// Applies a MOVED redirect to the shared map at once and schedules a full refresh.
@@ -88,7 +165,7 @@ impl Shared {
                 Arc::new(cur.with_moved(slot, addr, self.next_map_version()))
             }
         });
-        self.trigger_refresh();
+        self.trigger_refresh_for(Trigger::Moved);
     }
 
     /// Total clients connected, over all workers.

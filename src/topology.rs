@@ -8,7 +8,7 @@
 
 use crate::cluster::{self, judge, SlotMap, Verdict};
 use crate::node_client::NodeClient;
-use crate::shared::Shared;
+use crate::shared::{Shared, Trigger};
 use rand::Rng;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -17,26 +17,69 @@ use tokio::time::Instant;
 
 /// Runs forever; spawn it on the control runtime.
 pub async fn run(shared: Arc<Shared>) {
-    let mut last = Instant::now() - shared.config.refresh_min_gap;
+    let mut last = Instant::now() - shared.live.get().refresh_min_gap;
     let mut first = true;
     loop {
+        let mut trigger = "start";
         if !first {
-            let base = shared.config.refresh_interval;
+            // Settings are re-read every round: PROXY CONFIG SET may have changed them.
+            let base = shared.live.get().refresh_interval;
             let jitter = rand::thread_rng().gen_range(0.8..1.2);
             let wait = base.mul_f64(jitter);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shared.refresh.notified() => {}
-            }
-            let gap = shared.config.refresh_min_gap;
+            trigger = tokio::select! {
+                _ = tokio::time::sleep(wait) => "timer",
+                _ = shared.refresh.notified() => "triggered",
+            };
+            let gap = shared.live.get().refresh_min_gap;
             if last.elapsed() < gap {
                 tokio::time::sleep(gap - last.elapsed()).await;
             }
         }
+        // Every trigger that arrived is served by this refresh; the metric names the strongest.
+        let bits = shared.refresh_triggers.swap(0, Relaxed);
+        if trigger != "start" {
+            trigger = Trigger::ALL
+                .iter()
+                .find(|(t, _)| bits & (*t as u8) != 0)
+                .map_or("timer", |(_, name)| name);
+        }
         first = false;
         last = Instant::now();
-        refresh_once(&shared).await;
+        let outcome = refresh_once(&shared).await;
+        metrics::counter!(
+            "slotproxy_topology_refreshes_total",
+            "trigger" => trigger,
+            "result" => outcome.label()
+        )
+        .increment(1);
+        metrics::histogram!("slotproxy_topology_refresh_duration_seconds")
+            .record(last.elapsed().as_secs_f64());
         shared.refreshes_done.fetch_add(1, Relaxed);
+    }
+}
+
+/// How a refresh ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A different map was installed.
+    Changed,
+    /// The cluster's map is the one in use (possibly re-stamped).
+    Unchanged,
+    /// A worse-looking map was not confirmed by a second node; the current one stays.
+    Kept,
+    /// No node answered.
+    Failed,
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Changed => "changed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Kept => "kept",
+            Outcome::Failed => "failed",
+        }
     }
 }
 
@@ -92,10 +135,10 @@ async fn fetch(
 }
 
 /// One refresh: ask candidates in turn until one gives a map that may be installed.
-pub async fn refresh_once(shared: &Shared) {
+pub async fn refresh_once(shared: &Shared) -> Outcome {
     let timeout = shared
-        .config
-        .connect_timeout
+        .live
+        .connect_timeout()
         .max(Duration::from_millis(200));
     let mut pending: Option<(SlotMap, String)> = None;
     let mut errors = Vec::new();
@@ -116,18 +159,14 @@ pub async fn refresh_once(shared: &Shared) {
         if let Some((first, reason)) = &pending {
             if first.same_assignment(&candidate) {
                 tracing::info!(%reason, confirmed_by = %addr, "installing confirmed slot map");
-                install(shared, candidate);
-                return;
+                return install(shared, candidate);
             }
             continue;
         }
         let current = shared.map.load_full();
         match judge(&current, &candidate) {
-            Verdict::Unchanged => return,
-            Verdict::Accept => {
-                install(shared, candidate);
-                return;
-            }
+            Verdict::Unchanged => return Outcome::Unchanged,
+            Verdict::Accept => return install(shared, candidate),
             Verdict::NeedsConfirmation(reason) => {
                 tracing::debug!(node = %addr, %reason, "slot map needs a second opinion");
                 pending = Some((candidate, reason));
@@ -136,22 +175,89 @@ pub async fn refresh_once(shared: &Shared) {
     }
     if let Some((_, reason)) = pending {
         tracing::warn!(%reason, "kept the current slot map: no second node confirmed the new one");
-    } else if !errors.is_empty() {
+        Outcome::Kept
+    } else {
         tracing::warn!(errors = %errors.join("; "), "topology refresh failed: no node answered");
+        Outcome::Failed
     }
 }
 
-fn install(shared: &Shared, mut map: SlotMap) {
+/// What changed between two maps, in words: masters added and removed, slots that changed
+/// owner, replicas added and removed, nodes now failing or recovered.
+pub fn describe_change(old: &SlotMap, new: &SlotMap) -> String {
+    let addrs =
+        |m: &SlotMap| -> Vec<String> { m.nodes.iter().map(|n| n.addr.to_string()).collect() };
+    let (a, b) = (addrs(old), addrs(new));
+    let mut parts = Vec::new();
+    let added: Vec<&String> = b.iter().filter(|x| !a.contains(x)).collect();
+    let removed: Vec<&String> = a.iter().filter(|x| !b.contains(x)).collect();
+    if !added.is_empty() {
+        parts.push(format!("masters added {added:?}"));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("masters removed {removed:?}"));
+    }
+    let moved = (0..crate::slots::SLOT_COUNT as u16)
+        .filter(|&s| old.owner(s).map(|n| &n.addr) != new.owner(s).map(|n| &n.addr))
+        .count();
+    if moved > 0 {
+        parts.push(format!("{moved} slots changed owner"));
+    }
+    let reps = |m: &SlotMap| -> Vec<String> {
+        m.nodes
+            .iter()
+            .flat_map(|n| n.replicas.iter().map(|r| r.to_string()))
+            .collect()
+    };
+    let (ra, rb) = (reps(old), reps(new));
+    let radd: Vec<&String> = rb.iter().filter(|x| !ra.contains(x)).collect();
+    let rrem: Vec<&String> = ra.iter().filter(|x| !rb.contains(x)).collect();
+    if !radd.is_empty() {
+        parts.push(format!("replicas added {radd:?}"));
+    }
+    if !rrem.is_empty() {
+        parts.push(format!("replicas removed {rrem:?}"));
+    }
+    for n in &new.nodes {
+        let was = old
+            .nodes
+            .iter()
+            .find(|o| o.addr == n.addr)
+            .map(|o| o.failing);
+        match (was, n.failing) {
+            (Some(false), true) => parts.push(format!("master {} failing", n.addr)),
+            (Some(true), false) => parts.push(format!("master {} recovered", n.addr)),
+            _ => {}
+        }
+    }
+    if parts.is_empty() {
+        "no change in owners".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn install(shared: &Shared, mut map: SlotMap) -> Outcome {
     map.version = shared.next_map_version();
     let old = shared.map.load();
-    if !old.same_assignment(&map) {
+    let changed = !old.same_assignment(&map);
+    if changed {
         tracing::info!(
             version = map.version,
             source = %map.source,
             masters = map.nodes.len(),
             slots = map.coverage(),
+            change = %describe_change(&old, &map),
             "slot map changed"
         );
     }
+    shared
+        .map_installed_ms
+        .store(shared.started.elapsed().as_millis() as u64, Relaxed);
     shared.map.store(Arc::new(map));
+    if changed {
+        Outcome::Changed
+    } else {
+        Outcome::Unchanged
+    }
 }

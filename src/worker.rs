@@ -6,17 +6,19 @@
 //! with ASKING, TRYAGAIN retries after a short back-off, CLUSTERDOWN schedules a refresh. A
 //! client never sees MOVED or ASK.
 
-use crate::backend::{Pool, Timeouts};
+use crate::backend::{NodeRef, Pool};
 use crate::cluster::SlotMap;
 use crate::dispatch::{self, Call, Dest, Redirect, MAX_REDIRECTS, MAX_RETRIES};
 use crate::resp;
-use crate::shared::Shared;
+use crate::shared::{Shared, Trigger};
+use crate::stats::bump;
 use bytes::Bytes;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Error sent for a key whose slot no node serves.
 pub const CLUSTERDOWN_UNSERVED: &str = "CLUSTERDOWN Hash slot not served";
@@ -33,36 +35,39 @@ pub struct Worker {
     /// Process-wide state.
     pub shared: Arc<Shared>,
     me: Weak<Worker>,
-    timeouts: Timeouts,
     pools: RefCell<HashMap<Arc<str>, Rc<Pool>>>,
     /// Pools indexed like the current map's nodes, so a request needs no hashing.
     cache: RefCell<RouteCache>,
     /// Connections of single clients: blocking commands, transactions, pub/sub.
     pub dedicated: crate::dedicated::DedicatedPool,
+    /// Each live session's wake-up signal, so shutdown can wake sessions parked on a read.
+    sessions: RefCell<HashMap<u64, Weak<Notify>>>,
+    /// Shutdown began: sessions read no more requests and close once answered.
+    stopping: Cell<bool>,
+    /// Shutdown's deadline passed: sessions answer what is left with an error and close.
+    aborting: Cell<bool>,
 }
 
 impl Worker {
     /// A worker with no connections yet.
     pub fn new(index: usize, shared: Arc<Shared>) -> Rc<Worker> {
-        let c = &shared.config;
-        let timeouts = Timeouts {
-            request: c.request_timeout,
-            connect: c.connect_timeout,
-            backoff_max: c.reconnect_backoff_max,
-        };
-        let dedicated =
-            crate::dedicated::DedicatedPool::new(c.max_dedicated_per_worker, c.connect_timeout);
+        let dedicated = crate::dedicated::DedicatedPool::new(
+            shared.config.max_dedicated_per_worker,
+            shared.config.connect_timeout,
+        );
         Rc::new_cyclic(|me| Worker {
             index,
             shared,
             me: me.clone(),
-            timeouts,
             pools: RefCell::new(HashMap::new()),
             cache: RefCell::new(RouteCache {
                 version: u64::MAX,
                 pools: Vec::new(),
             }),
             dedicated,
+            sessions: RefCell::new(HashMap::new()),
+            stopping: Cell::new(false),
+            aborting: Cell::new(false),
         })
     }
 
@@ -72,10 +77,16 @@ impl Worker {
             return Rc::clone(p);
         }
         let addr: Arc<str> = Arc::from(addr);
+        let (id, stats) = self.shared.nodes.register(&addr);
+        let node = NodeRef {
+            id,
+            stats,
+            shared: Arc::clone(&self.shared),
+        };
         let pool = Rc::new(Pool::new(
             Arc::clone(&addr),
             self.me.clone(),
-            self.timeouts,
+            node,
             self.shared.config.connections_per_node,
         ));
         pools.insert(addr, Rc::clone(&pool));
@@ -130,16 +141,26 @@ impl Worker {
         let redirect = match dispatch::parse_redirect(&frame, from) {
             None => return call.target.deliver(frame),
             Some(Redirect::ClusterDown) => {
-                self.shared.trigger_refresh();
+                bump(&self.stats().m.clusterdown, 1);
+                self.shared.trigger_refresh_for(Trigger::ClusterDown);
                 return call.target.deliver(frame);
             }
             Some(r) => r,
         };
+        let m = &self.stats().m;
+        bump(
+            match redirect {
+                Redirect::Moved(..) => &m.moved,
+                Redirect::Ask(..) => &m.ask,
+                _ => &m.tryagain,
+            },
+            1,
+        );
         let exhausted = match redirect {
             Redirect::Moved(..) => call.redirects >= MAX_REDIRECTS,
             _ => {
                 call.retries >= MAX_RETRIES
-                    || call.born.elapsed() >= self.shared.config.request_timeout
+                    || call.born.elapsed() >= self.shared.live.request_timeout()
             }
         };
         if exhausted {
@@ -174,6 +195,56 @@ impl Worker {
             }
             Redirect::ClusterDown => call.target.deliver(frame),
         }
+    }
+
+    /// Registers a session's wake-up signal for shutdown.
+    pub fn register_session(&self, id: u64, signal: &Rc<Notify>) {
+        self.sessions.borrow_mut().insert(id, Rc::downgrade(signal));
+    }
+
+    /// Forgets a session that ended.
+    pub fn unregister_session(&self, id: u64) {
+        self.sessions.borrow_mut().remove(&id);
+    }
+
+    fn wake_sessions(&self) {
+        let signals: Vec<_> = self.sessions.borrow().values().cloned().collect();
+        for s in signals.iter().filter_map(Weak::upgrade) {
+            s.notify_one();
+        }
+    }
+
+    /// Starts the graceful stop: sessions stop reading and close once their replies are out.
+    pub fn begin_stop(&self) {
+        self.stopping.set(true);
+        self.wake_sessions();
+    }
+
+    /// Shutdown's deadline passed: sessions answer what is left with an error and close.
+    pub fn abort(&self) {
+        self.stopping.set(true);
+        self.aborting.set(true);
+        self.wake_sessions();
+    }
+
+    /// Whether the graceful stop began.
+    pub fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Whether the graceful stop's deadline passed.
+    pub fn aborting(&self) -> bool {
+        self.aborting.get()
+    }
+
+    /// Sessions still running on this worker.
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
+    /// This worker's counters.
+    pub fn stats(&self) -> &crate::shared::WorkerStats {
+        &self.shared.workers[self.index]
     }
 
     /// Requests queued or in flight on this worker's backend connections, per node.

@@ -776,7 +776,7 @@ pub fn report_json(s: &Survey, f: &[Finding]) -> String {
 
 /// Per-node deadline of the admin engines' reads.
 pub fn node_timeout(shared: &Shared) -> Duration {
-    shared.config.connect_timeout.max(Duration::from_secs(1))
+    shared.live.connect_timeout().max(Duration::from_secs(1))
 }
 
 /// The nodes CHECK starts from: the proxy's masters, their replicas, and the seeds; the survey

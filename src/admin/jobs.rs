@@ -102,6 +102,18 @@ impl Job {
     }
 
     fn finish(&self, result: &Result<Vec<String>, String>) {
+        metrics::counter!(
+            "slotproxy_admin_jobs_total",
+            "engine" => self.engine.clone(),
+            "result" => if result.is_ok() { "done" } else { "failed" }
+        )
+        .increment(1);
+        match result {
+            Ok(_) => tracing::info!(job = self.id, engine = %self.engine, "admin job done"),
+            Err(e) => {
+                tracing::warn!(job = self.id, engine = %self.engine, error = %e, "admin job failed")
+            }
+        }
         let mut p = self.lock();
         match result {
             Ok(report) => {

@@ -15,13 +15,18 @@ pub mod survey;
 use crate::resp;
 use crate::shared::Shared;
 use bytes::Bytes;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 const HELP: &[&str] = &[
     "PROXY <subcommand> [<arg> ...]. Subcommands are:",
-    "INFO",
-    "    Proxy state: clients, slot map version and source, per-worker counters.",
+    "INFO [LATENCY]",
+    "    Proxy state with per-worker and per-node detail; LATENCY: percentiles by command and node.",
+    "CONFIG GET <pattern> | CONFIG SET <name> <value> | CONFIG REWRITE",
+    "    Read settings, change the ones that may change live, write them back to the config file.",
+    "SLOWLOG [GET [count] | LEN | RESET]",
+    "    The slow log with backend wait, node and slowest part of split commands.",
+    "SHUTDOWN",
+    "    Stop accepting, finish in-flight requests (within shutdown_timeout), close clients, exit.",
     "SLOTS",
     "    The slot map: one line per contiguous range with its master and replicas.",
     "REFRESH",
@@ -104,26 +109,13 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
             }
             jobs::lines_reply(&out)
         }
-        "INFO" => {
-            let map = shared.map.load();
-            let mut out = vec![
-                "OK".to_string(),
-                format!("version {}", env!("CARGO_PKG_VERSION")),
-                format!("uptime_seconds {}", shared.started.elapsed().as_secs()),
-                format!("clients {}", shared.client_count()),
-                format!("slot_map_version {}", map.version),
-                format!("slot_map_source {}", map.source),
-                format!("slots_served {}", map.coverage()),
-                format!("refreshes {}", shared.refreshes_done.load(Relaxed)),
-            ];
-            for (i, w) in shared.workers.iter().enumerate() {
-                out.push(format!(
-                    "worker {i} clients {} commands {}",
-                    w.clients.load(Relaxed),
-                    w.commands.load(Relaxed)
-                ));
-            }
-            jobs::lines_reply(&out)
+        "INFO" => crate::info::proxy_info(&args[1..], shared),
+        "CONFIG" => config(&args[1..], shared),
+        "SLOWLOG" => crate::slowlog::proxy_answer(&args[1..], &shared.slowlog),
+        "SHUTDOWN" => {
+            tracing::info!("PROXY SHUTDOWN received");
+            shared.shutdown_requested.notify_one();
+            resp::simple("OK")
         }
         "REFRESH" => {
             shared.trigger_refresh();
@@ -144,12 +136,100 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
                 None => resp::error("ERR no such job; PROXY JOBS lists them"),
             }
         }
-        "CONFIG" => resp::error(&format!(
-            "ERR PROXY {sub} is not implemented yet; see the README's list of what is finished"
-        )),
         _ => resp::error(&format!(
             "ERR unknown subcommand '{}'. Try PROXY HELP.",
             sub.chars().take(128).collect::<String>()
         )),
+    }
+}
+
+/// Redis-style glob match (`*`, `?`, `[...]` not needed for setting names), case-insensitive.
+fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.split_first(), name.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => {
+            glob(rest, name) || name.split_first().is_some_and(|(_, n)| glob(pattern, n))
+        }
+        (Some((b'?', rest)), Some((_, n))) => glob(rest, n),
+        (Some((p, rest)), Some((c, n))) => p.eq_ignore_ascii_case(c) && glob(rest, n),
+        _ => false,
+    }
+}
+
+/// `PROXY CONFIG GET <pattern> | SET <name> <value> | REWRITE`.
+fn config(args: &[Bytes], shared: &Shared) -> Bytes {
+    let sub = args
+        .first()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_uppercase())
+        .unwrap_or_default();
+    let text = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned());
+    match (sub.as_str(), args.len()) {
+        ("GET", 2) => {
+            let cfg = shared.live.get();
+            let pattern = &args[1];
+            let mut out = bytes::BytesMut::new();
+            let matches: Vec<_> = crate::config::SETTINGS
+                .iter()
+                .filter(|s| glob(pattern, s.name.as_bytes()))
+                .collect();
+            resp::put_array_header(&mut out, matches.len() * 2);
+            for s in matches {
+                resp::put_bulk(&mut out, s.name.as_bytes());
+                resp::put_bulk(&mut out, cfg.get(s.name).unwrap_or_default().as_bytes());
+            }
+            out.freeze()
+        }
+        ("SET", 3) => {
+            let (Some(name), Some(value)) = (text(1), text(2)) else {
+                return resp::error("ERR wrong number of arguments for 'proxy config set'");
+            };
+            let name = name.to_ascii_lowercase();
+            match shared.live.set(&name, &value) {
+                Ok(()) => {
+                    if name == "slowlog_max_len" {
+                        shared.slowlog.trim(shared.live.slowlog_max_len());
+                    }
+                    resp::simple("OK")
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}").replace(['\r', '\n'], " ");
+                    if msg.starts_with("Unknown option") {
+                        resp::error(&format!("ERR {msg}"))
+                    } else {
+                        resp::error(&format!("ERR slotproxy: {msg}"))
+                    }
+                }
+            }
+        }
+        ("REWRITE", 1) => match shared.live.rewrite() {
+            Ok(written) => {
+                tracing::info!(?written, "PROXY CONFIG REWRITE");
+                resp::simple("OK")
+            }
+            Err(e) => resp::error(&format!(
+                "ERR slotproxy: {}",
+                format!("{e:#}").replace(['\r', '\n'], " ")
+            )),
+        },
+        ("GET" | "SET" | "REWRITE", _) => resp::error(&format!(
+            "ERR wrong number of arguments for 'proxy config {}' command",
+            sub.to_ascii_lowercase()
+        )),
+        _ => resp::error("ERR unknown subcommand for PROXY CONFIG. Try GET, SET or REWRITE."),
+    }
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::glob;
+
+    #[test]
+    fn glob_matches_like_redis() {
+        assert!(glob(b"*", b"max_pipeline"));
+        assert!(glob(b"max_*", b"max_pipeline"));
+        assert!(glob(b"MAX_PIPELIN?", b"max_pipeline"));
+        assert!(!glob(b"max_", b"max_pipeline"));
+        assert!(glob(b"*timeout", b"request_timeout"));
+        assert!(!glob(b"*timeout", b"request_timeouts"));
     }
 }

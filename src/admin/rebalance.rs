@@ -1027,10 +1027,10 @@ struct Live {
 
 fn node_timeout(shared: &Shared) -> Duration {
     shared
-        .config
-        .connect_timeout
+        .live
+        .connect_timeout()
         .max(Duration::from_secs(2))
-        .min(shared.config.request_timeout.max(Duration::from_secs(2)))
+        .min(shared.live.request_timeout().max(Duration::from_secs(2)))
 }
 
 /// Nodes to read the topology from: the proxy's masters, their replicas, then the seeds.

@@ -38,11 +38,12 @@ const MAX_IOV: usize = 256;
 
 /// Serves one client until it disconnects, quits, or breaks a limit.
 pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
-    let cfg = &worker.shared.config;
+    let cfg = worker.shared.live.get();
     let mut s = Session {
         parser: RequestParser::new(cfg.limits()),
         max_pipeline: cfg.max_pipeline,
         max_out: cfg.max_pending_reply_bytes,
+        obs: crate::observe::SessionObs::new(&worker),
         worker: Rc::clone(&worker),
         stream,
         client: ClientState {
@@ -66,6 +67,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         retired: Vec::new(),
         sub_due: Rc::new(std::cell::Cell::new(false)),
     };
+    worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
         tracing::debug!(client = id, error = %e, "client connection ended with an error");
     }
@@ -74,6 +76,8 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
     for t in s.tasks.drain(..) {
         t.abort();
     }
+    worker.unregister_session(id);
+    s.obs.end(&worker, s.out_bytes);
     worker.shared.workers[worker.index]
         .clients
         .fetch_sub(1, Relaxed);
@@ -114,6 +118,8 @@ struct Session {
     retired: Vec<(Lease, bool)>,
     /// Set by the re-subscription timer when it fires.
     sub_due: Rc<std::cell::Cell<bool>>,
+    /// Stats, slow log, live limits and shutdown state (see [`crate::observe`]).
+    obs: crate::observe::SessionObs,
 }
 
 enum Event {
@@ -125,6 +131,17 @@ enum Event {
 impl Session {
     async fn run(&mut self) -> io::Result<()> {
         loop {
+            self.reload_settings();
+            if self.obs.aborted(&self.worker) {
+                // Shutdown deadline: whatever is still unanswered gets an error saying so.
+                for slot in &self.queue {
+                    slot.fill(resp::error(crate::observe::SHUTDOWN_UNANSWERED));
+                }
+                self.collect_ready();
+                let _ = self.flush();
+                crate::observe::linger(&mut self.stream).await;
+                return Ok(());
+            }
             if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
                 self.process_buffer();
             }
@@ -136,11 +153,8 @@ impl Session {
             if !self.out.is_empty() {
                 self.flush()?;
                 if self.out_bytes > self.max_out {
-                    tracing::warn!(
-                        client = self.client.id,
-                        pending = self.out_bytes,
-                        "client disconnected: unread replies exceed max_pending_reply_bytes"
-                    );
+                    self.obs
+                        .cut(&self.worker, &self.stream, self.client.id, self.out_bytes);
                     return Ok(());
                 }
                 if self.subs.is_some()
@@ -157,7 +171,16 @@ impl Session {
             if self.closing && self.queue.is_empty() && self.out.is_empty() {
                 return Ok(());
             }
-            let can_read = !self.closing && !self.unparsed && self.queue.len() < self.max_pipeline;
+            // Shutting down: read nothing more, finish what was read, then close.
+            let draining = self.obs.draining(&self.worker);
+            if draining && !self.unparsed && self.queue.is_empty() && self.out.is_empty() {
+                crate::observe::linger(&mut self.stream).await;
+                return Ok(());
+            }
+            let can_read = !self.closing
+                && !draining
+                && !self.unparsed
+                && self.queue.len() < self.max_pipeline;
             let want_write = !self.out.is_empty();
             let event = {
                 let signal = Rc::clone(&self.signal);
@@ -182,8 +205,18 @@ impl Session {
         }
     }
 
+    /// Picks up live setting changes (`PROXY CONFIG SET`, SIGHUP) before the next requests.
+    fn reload_settings(&mut self) {
+        if let Some(limits) = self.obs.reload(&self.worker) {
+            self.max_pipeline = limits.max_pipeline;
+            self.max_out = limits.max_pending_reply_bytes;
+            self.parser.set_limits(limits.limits());
+        }
+    }
+
     /// Reads what the socket has and handles the complete requests. Returns false at EOF.
     fn read(&mut self) -> io::Result<bool> {
+        self.reload_settings();
         let want = READ_CHUNK.max(self.parser.needed(self.rbuf.len()));
         if self.rbuf.capacity() - self.rbuf.len() < want {
             self.rbuf.reserve(want);
@@ -192,6 +225,7 @@ impl Session {
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return Ok(false),
             Ok(n) => {
+                self.obs.read(&self.worker, n);
                 if n < room {
                     crate::backend::drained(&self.stream);
                 }
@@ -223,7 +257,14 @@ impl Session {
                         None => resp::encode_command(&args).freeze(),
                     };
                     let route = router::route(&args, &mut self.keys);
-                    self.dispatch(route, wire, &args);
+                    let before = self.queue.len();
+                    let cmd = self.obs.command(&args);
+                    self.dispatch(route, wire.clone(), &args);
+                    if self.queue.len() > before {
+                        if let Some(slot) = self.queue.back() {
+                            self.obs.begin(slot, cmd, wire);
+                        }
+                    }
                     // Keep the vector's allocation for the next request.
                     self.args = args;
                     self.args.clear();
@@ -330,6 +371,15 @@ impl Session {
                     slot_rc.fill(admin::answer(args, shared).await);
                 });
             }
+            Route::Local(Local::Info) => {
+                let slot_rc = ReplySlot::new(&self.signal);
+                self.queue.push_back(Rc::clone(&slot_rc));
+                let shared = Arc::clone(&self.worker.shared);
+                let args = args[1..].to_vec();
+                tokio::task::spawn_local(async move {
+                    slot_rc.fill(crate::info::answer(args, shared).await);
+                });
+            }
             Route::Local(cmd) => {
                 let r = local::answer(cmd, args, &mut self.client, &self.worker.shared);
                 self.push_ready(r.reply);
@@ -360,7 +410,7 @@ impl Session {
                 (nodes, kind, wire)
             }
             FanOut::AllNodes { kind, config_set } => {
-                if config_set && !self.worker.shared.config.allow_config_set {
+                if config_set && !self.worker.shared.live.get().allow_config_set {
                     return self.push_ready(resp::error(
                         "ERR slotproxy: CONFIG SET is disabled by the proxy's allow_config_set setting",
                     ));
@@ -438,6 +488,8 @@ impl Session {
         while let Some(head) = self.queue.front() {
             match head.take() {
                 Some(reply) => {
+                    self.obs
+                        .done(&self.worker, head, &reply, &self.client, &self.stream);
                     self.out_bytes += reply.len();
                     self.out.push_back(reply);
                     self.queue.pop_front();
@@ -464,6 +516,7 @@ impl Session {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             };
+            self.obs.wrote(&self.worker, n);
             self.out_bytes -= n;
             while n > 0 {
                 let Some(front) = self.out.front_mut() else {

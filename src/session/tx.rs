@@ -216,7 +216,7 @@ impl Session {
     }
 
     fn tx_send_to(&mut self, wire: Bytes, slot: Rc<ReplySlot>) {
-        let timeout = Some(self.worker.shared.config.request_timeout);
+        let timeout = Some(self.worker.shared.live.request_timeout());
         match &self.tx.conn {
             Some(conn) => conn.send(
                 wire,

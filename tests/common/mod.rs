@@ -39,10 +39,15 @@ pub struct Proxy {
     /// `127.0.0.1:port`
     pub addr: String,
     pub port: u16,
+    /// The Prometheus endpoint's port (0 when the test turned metrics off or chose its own).
+    pub metrics_port: u16,
+    /// The proxy's config file (tests of SIGHUP and CONFIG REWRITE change it).
+    pub config_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+/// A port on 127.0.0.1 that was free a moment ago (the OS picked it).
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding port 0");
     l.local_addr().expect("local addr").port()
 }
@@ -55,10 +60,17 @@ impl Proxy {
         let port = free_port();
         let cfg = dir.path().join("proxy.toml");
         let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
+        // Every proxy of a test run gets its own metrics port, unless the test sets one.
+        let (metrics_port, metrics_line) = if toml.contains("metrics_listen") {
+            (0, String::new())
+        } else {
+            let p = free_port();
+            (p, format!("metrics_listen = \"127.0.0.1:{p}\"\n"))
+        };
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nseeds = [{}]\nworkers = 2\nlog_level = \"warn\"\n{toml}\n",
+                "listen = \"127.0.0.1:{port}\"\nseeds = [{}]\nworkers = 2\nlog_level = \"warn\"\n{metrics_line}{toml}\n",
                 seeds.join(", ")
             ),
         )
@@ -75,6 +87,8 @@ impl Proxy {
             child,
             addr: format!("127.0.0.1:{port}"),
             port,
+            metrics_port,
+            config_path: cfg,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -128,6 +142,39 @@ impl Proxy {
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The proxy's process ID (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the proxy (by its PID).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} {} failed", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The Prometheus text the proxy serves now.
+    pub fn scrape(&self) -> String {
+        http_get(&format!("127.0.0.1:{}", self.metrics_port), "/metrics")
     }
 }
 
@@ -237,4 +284,29 @@ pub fn migrate_slot(
             .command(i, &["CLUSTER", "SETSLOT", &s, "NODE", &dst_id])
             .expect("SETSLOT NODE");
     }
+}
+
+/// A plain HTTP/1.0 GET; the response body (empty on any failure).
+pub fn http_get(addr: &str, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of one Prometheus series (`name{labels}` exactly as exported, labels sorted as
+/// the exporter writes them), or 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == series).then(|| v.parse().ok())?
+        })
+        .unwrap_or(0.0)
 }

@@ -1,0 +1,256 @@
+//! Settings that change while the proxy runs: `PROXY CONFIG SET`, SIGHUP and `PROXY CONFIG
+//! REWRITE`.
+//!
+//! The whole configuration in force is an immutable snapshot behind an `ArcSwap`, replaced whole
+//! (cold paths read it with a lock-free load). The few values the data path reads per request or
+//! per read loop are mirrored in relaxed atomics, so the hot path never even touches the
+//! snapshot. Invariant: a change is either applied whole (snapshot, mirrors and generation) or
+//! refused whole; a setting that needs a restart is never applied live (see
+//! [`crate::config::SETTINGS`]).
+
+use crate::config::{self, Config};
+use anyhow::{bail, Context};
+use arc_swap::ArcSwap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The live configuration and its hot-path mirrors.
+pub struct Live {
+    current: ArcSwap<Config>,
+    /// Bumped after every applied change; sessions compare it to reload their limits.
+    generation: AtomicU64,
+    request_timeout_us: AtomicU64,
+    connect_timeout_us: AtomicU64,
+    backoff_max_us: AtomicU64,
+    slowlog_threshold_us: AtomicU64,
+    slowlog_max_len: AtomicUsize,
+    max_clients: AtomicUsize,
+    /// The file the proxy was started with, for SIGHUP and `PROXY CONFIG REWRITE`.
+    pub path: Option<PathBuf>,
+    /// Serialises changes, so two concurrent SETs cannot lose one another's update. Never
+    /// taken on the data path.
+    change: Mutex<()>,
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl Live {
+    /// The live view of `config`, read from `path` if it came from a file.
+    pub fn new(config: Config, path: Option<PathBuf>) -> Live {
+        let live = Live {
+            current: ArcSwap::from_pointee(config.clone()),
+            generation: AtomicU64::new(0),
+            request_timeout_us: AtomicU64::new(0),
+            connect_timeout_us: AtomicU64::new(0),
+            backoff_max_us: AtomicU64::new(0),
+            slowlog_threshold_us: AtomicU64::new(0),
+            slowlog_max_len: AtomicUsize::new(0),
+            max_clients: AtomicUsize::new(0),
+            path,
+            change: Mutex::new(()),
+        };
+        live.mirror(&config);
+        live
+    }
+
+    fn mirror(&self, c: &Config) {
+        self.request_timeout_us
+            .store(us(c.request_timeout), Relaxed);
+        self.connect_timeout_us
+            .store(us(c.connect_timeout), Relaxed);
+        self.backoff_max_us
+            .store(us(c.reconnect_backoff_max), Relaxed);
+        self.slowlog_threshold_us
+            .store(us(c.slowlog_threshold), Relaxed);
+        self.slowlog_max_len.store(c.slowlog_max_len, Relaxed);
+        self.max_clients.store(c.max_clients, Relaxed);
+    }
+
+    /// The configuration in force (a snapshot; cheap, lock-free).
+    pub fn get(&self) -> Arc<Config> {
+        self.current.load_full()
+    }
+
+    /// Changes so far; a reader that saw another value reloads what it caches.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    /// Longest wait for a backend reply.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_micros(self.request_timeout_us.load(Relaxed))
+    }
+
+    /// Longest wait for a backend connect.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_micros(self.connect_timeout_us.load(Relaxed))
+    }
+
+    /// Longest reconnect back-off.
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_micros(self.backoff_max_us.load(Relaxed))
+    }
+
+    /// Slow log threshold in microseconds.
+    pub fn slowlog_threshold_us(&self) -> u64 {
+        self.slowlog_threshold_us.load(Relaxed)
+    }
+
+    /// Slow log capacity (0: off).
+    pub fn slowlog_max_len(&self) -> usize {
+        self.slowlog_max_len.load(Relaxed)
+    }
+
+    /// Most client connections.
+    pub fn max_clients(&self) -> usize {
+        self.max_clients.load(Relaxed)
+    }
+
+    /// `PROXY CONFIG SET name value`: applies one live setting, or refuses with the reason.
+    pub fn set(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        let _g = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(s) = config::setting(name) else {
+            bail!("Unknown option or number of arguments for CONFIG SET - '{name}'");
+        };
+        if !s.live {
+            bail!("'{name}' cannot change while the proxy runs; change the file and restart the proxy");
+        }
+        let cur = self.get();
+        let new = cur.with(name, value)?;
+        self.install(&cur, new)
+    }
+
+    /// SIGHUP: re-reads the file and applies the live settings that changed. Settings that
+    /// need a restart keep their running values; their names are returned so the caller can say
+    /// so. Nothing is applied if the file does not parse.
+    pub fn reload(&self) -> anyhow::Result<(Vec<&'static str>, Vec<&'static str>)> {
+        let _g = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(path) = &self.path else {
+            bail!("the proxy was started without a config file");
+        };
+        let file = Config::from_file(path)?;
+        let cur = self.get();
+        let mut next = (*cur).clone();
+        let mut applied = Vec::new();
+        let mut needs_restart = Vec::new();
+        let file_table = file.to_table()?;
+        for name in cur.diff(&file) {
+            let live = config::setting(name).is_some_and(|s| s.live);
+            if !live {
+                needs_restart.push(name);
+                continue;
+            }
+            if let Some(v) = file_table.get(name) {
+                next = next.with(name, &config::display_value(v))?;
+                applied.push(name);
+            }
+        }
+        self.install(&cur, next)?;
+        Ok((applied, needs_restart))
+    }
+
+    fn install(&self, cur: &Config, new: Config) -> anyhow::Result<()> {
+        if new.log_level != cur.log_level {
+            crate::logging::set_level(&new.log_level)?;
+        }
+        for name in cur.diff(&new) {
+            tracing::info!(
+                setting = name,
+                from = %cur.get(name).unwrap_or_default(),
+                to = %new.get(name).unwrap_or_default(),
+                "setting changed"
+            );
+        }
+        self.mirror(&new);
+        self.current.store(Arc::new(new));
+        self.generation.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// `PROXY CONFIG REWRITE`: writes the live settings that differ from the file into it,
+    /// keeping its comments and layout; settings that need a restart are left as the file has
+    /// them. Returns the names written.
+    pub fn rewrite(&self) -> anyhow::Result<Vec<&'static str>> {
+        let _g = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(path) = &self.path else {
+            bail!("the proxy was started without a config file; there is nothing to rewrite");
+        };
+        rewrite_file(path, &self.get())
+    }
+}
+
+/// Writes `cfg`'s live settings into the TOML file at `path` where they differ from it.
+pub fn rewrite_file(path: &Path, cfg: &Config) -> anyhow::Result<Vec<&'static str>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| format!("parsing config file {}", path.display()))?;
+    let file = Config::from_toml(&text).unwrap_or_default();
+    let table = cfg.to_table()?;
+    let mut written = Vec::new();
+    for name in file.diff(cfg) {
+        if !config::setting(name).is_some_and(|s| s.live) {
+            continue;
+        }
+        let value = match table.get(name) {
+            Some(toml::Value::String(s)) => toml_edit::value(s.as_str()),
+            Some(toml::Value::Integer(n)) => toml_edit::value(*n),
+            Some(toml::Value::Boolean(b)) => toml_edit::value(*b),
+            _ => continue,
+        };
+        doc[name] = value;
+        written.push(name);
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, doc.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_refuses_restart_settings_and_applies_live_ones() {
+        let live = Live::new(Config::default(), None);
+        let e = live.set("listen", "127.0.0.1:1").unwrap_err().to_string();
+        assert!(e.contains("restart"), "{e}");
+        live.set("request_timeout", "2s").unwrap();
+        assert_eq!(live.request_timeout(), Duration::from_secs(2));
+        assert_eq!(live.generation(), 1);
+        assert!(live.set("max_pipeline", "0").is_err());
+        assert_eq!(live.generation(), 1);
+    }
+
+    #[test]
+    fn rewrite_keeps_comments_and_restart_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "# my proxy\nlisten = \"127.0.0.1:7000\"\n# how long\nrequest_timeout = \"5s\"\n",
+        )
+        .unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        let live = Live::new(cfg, Some(path.clone()));
+        live.set("request_timeout", "750ms").unwrap();
+        live.set("max_pipeline", "9").unwrap();
+        let written = live.rewrite().unwrap();
+        assert_eq!(written, vec!["request_timeout", "max_pipeline"]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("# my proxy") && text.contains("# how long"),
+            "{text}"
+        );
+        let back = Config::from_file(&path).unwrap();
+        assert_eq!(back.request_timeout, Duration::from_millis(750));
+        assert_eq!(back.max_pipeline, 9);
+        assert_eq!(back.listen, "127.0.0.1:7000");
+    }
+}

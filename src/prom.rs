@@ -1,0 +1,285 @@
+//! The Prometheus endpoint and the once-a-second housekeeping that feeds it.
+//!
+//! The data path never calls the `metrics` facade: workers keep single-writer counters and
+//! bucketed histograms ([`crate::stats`]), and [`housekeeping`] copies their sums into the
+//! exporter's registry every [`FLUSH_EVERY`] — counters as absolute values, histograms as the
+//! per-bucket samples added since the last flush (each bucket's new samples recorded at their
+//! mean, which lies inside the bucket, so bucket counts and the total sum stay exact). So a
+//! scrape is at most one flush behind, and label handles are created once, not per request.
+//! Invariant: label values come from the command table, the node registry and fixed word lists,
+//! never from client input.
+
+use crate::info::{self, Totals};
+use crate::shared::Shared;
+use crate::stats::{self, HistSnap, BUCKETS_US, NB};
+use anyhow::Context;
+use metrics::{counter, gauge, histogram, Counter, Histogram};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often worker counters are copied into the exporter and ops/sec sampled.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// MOVED + ASK redirects per second above which a "redirect storm" line is logged.
+pub const REDIRECT_STORM_PER_SEC: u64 = 1000;
+
+/// Starts the HTTP listener on `listen` (path `/metrics`) with the proxy's histogram buckets,
+/// and installs the exporter as the process's recorder. Must run inside a tokio runtime, which
+/// then also runs the exporter's upkeep.
+pub fn install(listen: &str) -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("metrics_listen {listen:?} is not ip:port"))?;
+    let buckets: Vec<f64> = BUCKETS_US.iter().map(|&us| us as f64 / 1e6).collect();
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&buckets)
+        .context("setting histogram buckets")?
+        .upkeep_timeout(Duration::from_secs(5))
+        .install()
+        .with_context(|| format!("starting the metrics listener on {listen}"))?;
+    describe();
+    Ok(())
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("slotproxy_commands_total", "Requests answered, by command.");
+    describe_counter!(
+        "slotproxy_command_errors_total",
+        "Error replies, by command."
+    );
+    describe_histogram!(
+        "slotproxy_command_duration_seconds",
+        Unit::Seconds,
+        "Arrival to reply, by command."
+    );
+    describe_histogram!(
+        "slotproxy_command_backend_duration_seconds",
+        Unit::Seconds,
+        "Time waiting on backends (slowest part of split commands), by command."
+    );
+    describe_gauge!("slotproxy_client_connections", "Clients connected.");
+    describe_counter!(
+        "slotproxy_client_connections_accepted_total",
+        "Client connections accepted."
+    );
+    describe_counter!(
+        "slotproxy_client_connections_rejected_total",
+        "Client connections refused (max_clients)."
+    );
+    describe_gauge!(
+        "slotproxy_requests_in_flight",
+        "Requests read and not yet answered."
+    );
+    describe_counter!(
+        "slotproxy_client_received_bytes_total",
+        "Bytes read from clients."
+    );
+    describe_counter!(
+        "slotproxy_client_sent_bytes_total",
+        "Bytes written to clients."
+    );
+    describe_gauge!(
+        "slotproxy_pending_reply_bytes",
+        "Reply bytes waiting for clients to read them."
+    );
+    describe_counter!(
+        "slotproxy_clients_cut_total",
+        "Clients disconnected by the proxy, by reason."
+    );
+    describe_counter!(
+        "slotproxy_redirects_total",
+        "Redirects and retries handled, by kind."
+    );
+    describe_gauge!(
+        "slotproxy_backend_connections",
+        "Backend connections, by node and state."
+    );
+    describe_counter!(
+        "slotproxy_node_requests_total",
+        "Replies received, by node."
+    );
+    describe_counter!(
+        "slotproxy_node_errors_total",
+        "Errors, by node and kind (reply: error replies; failed: lost, timed out or unreachable)."
+    );
+    describe_histogram!(
+        "slotproxy_node_request_duration_seconds",
+        Unit::Seconds,
+        "Write to reply, by node."
+    );
+    describe_counter!(
+        "slotproxy_topology_refreshes_total",
+        "Topology refreshes, by trigger and result."
+    );
+    describe_histogram!(
+        "slotproxy_topology_refresh_duration_seconds",
+        Unit::Seconds,
+        "Duration of topology refreshes."
+    );
+    describe_gauge!(
+        "slotproxy_slot_map_version",
+        "Version of the slot map in use."
+    );
+    describe_gauge!(
+        "slotproxy_slot_map_age_seconds",
+        "Seconds since the slot map in use was installed."
+    );
+    describe_gauge!(
+        "slotproxy_slot_map_masters",
+        "Masters in the slot map in use."
+    );
+    describe_counter!(
+        "slotproxy_admin_jobs_total",
+        "Admin engine runs, by engine and result."
+    );
+    describe_gauge!("slotproxy_slowlog_entries", "Entries in the slow log.");
+    describe_gauge!(
+        "slotproxy_uptime_seconds",
+        "Seconds since the proxy started."
+    );
+}
+
+/// Handles and last-seen snapshots of one histogram series.
+struct HistFeed {
+    handle: Histogram,
+    last: HistSnap,
+}
+
+impl HistFeed {
+    fn new(handle: Histogram) -> HistFeed {
+        HistFeed {
+            handle,
+            last: HistSnap::default(),
+        }
+    }
+
+    /// Records the samples added since the last call.
+    fn feed(&mut self, now: &HistSnap) {
+        for i in 0..NB {
+            let n = now.counts[i].saturating_sub(self.last.counts[i]);
+            if n == 0 {
+                continue;
+            }
+            let sum = now.sums_us[i].saturating_sub(self.last.sums_us[i]);
+            // The mean of the new samples, kept inside the bucket so the count lands in it.
+            let lo = if i == 0 { 0 } else { BUCKETS_US[i - 1] + 1 };
+            let hi = BUCKETS_US.get(i).copied().unwrap_or(u64::MAX);
+            let mean = (sum / n).clamp(lo, hi);
+            self.handle
+                .record_many(mean as f64 / 1e6, usize::try_from(n).unwrap_or(usize::MAX));
+        }
+        self.last = *now;
+    }
+}
+
+#[derive(Default)]
+struct Feeds {
+    commands: HashMap<usize, (Counter, Counter, HistFeed, HistFeed)>,
+    nodes: HashMap<String, (Counter, Counter, Counter, HistFeed)>,
+}
+
+/// Runs forever on the control runtime: samples ops/sec, logs redirect storms and, when
+/// metrics are on, copies the workers' counters into the exporter.
+pub async fn housekeeping(shared: Arc<Shared>) {
+    let mut feeds = Feeds::default();
+    let mut last = Totals::read(&shared);
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let t = Totals::read(&shared);
+        let secs = FLUSH_EVERY.as_secs_f64();
+        shared.ops_per_sec.store(
+            ((t.commands - last.commands.min(t.commands)) as f64 / secs) as u64,
+            Relaxed,
+        );
+        let redirects = (t.moved + t.ask).saturating_sub(last.moved + last.ask);
+        if redirects as f64 / secs > REDIRECT_STORM_PER_SEC as f64 {
+            tracing::warn!(
+                moved = t.moved.saturating_sub(last.moved),
+                ask = t.ask.saturating_sub(last.ask),
+                tryagain = t.tryagain.saturating_sub(last.tryagain),
+                "redirect storm: the slot map is behind the cluster (resharding or failover under way?)"
+            );
+        }
+        if shared.metrics_on {
+            flush(&shared, &t, &mut feeds);
+        }
+        last = t;
+    }
+}
+
+fn flush(shared: &Shared, t: &Totals, feeds: &mut Feeds) {
+    gauge!("slotproxy_client_connections").set(t.clients as f64);
+    counter!("slotproxy_client_connections_accepted_total").absolute(t.accepted);
+    counter!("slotproxy_client_connections_rejected_total")
+        .absolute(shared.rejected_clients.load(Relaxed));
+    gauge!("slotproxy_requests_in_flight").set(t.in_flight() as f64);
+    counter!("slotproxy_client_received_bytes_total").absolute(t.bytes_in);
+    counter!("slotproxy_client_sent_bytes_total").absolute(t.bytes_out);
+    gauge!("slotproxy_pending_reply_bytes").set(t.pending_out as f64);
+    counter!("slotproxy_clients_cut_total", "reason" => "output_limit").absolute(t.cut_output);
+    for (kind, v) in [
+        ("moved", t.moved),
+        ("ask", t.ask),
+        ("tryagain", t.tryagain),
+        ("clusterdown", t.clusterdown),
+    ] {
+        counter!("slotproxy_redirects_total", "kind" => kind).absolute(v);
+    }
+    let map = shared.map.load();
+    gauge!("slotproxy_slot_map_version").set(map.version as f64);
+    gauge!("slotproxy_slot_map_masters").set(map.nodes.len() as f64);
+    gauge!("slotproxy_slot_map_age_seconds").set(shared.map_age_secs());
+    gauge!("slotproxy_slowlog_entries").set(shared.slowlog.len() as f64);
+    gauge!("slotproxy_uptime_seconds").set(shared.started.elapsed().as_secs_f64());
+
+    for c in info::command_totals(shared) {
+        let name = stats::command_name(c.index);
+        let f = feeds.commands.entry(c.index).or_insert_with(|| {
+            (
+                counter!("slotproxy_commands_total", "command" => name),
+                counter!("slotproxy_command_errors_total", "command" => name),
+                HistFeed::new(histogram!("slotproxy_command_duration_seconds", "command" => name)),
+                HistFeed::new(histogram!(
+                    "slotproxy_command_backend_duration_seconds",
+                    "command" => name
+                )),
+            )
+        });
+        f.0.absolute(c.calls);
+        f.1.absolute(c.errors);
+        f.2.feed(&c.total);
+        f.3.feed(&c.backend);
+    }
+    for n in info::node_totals(shared) {
+        for (state, v) in [
+            ("up", n.conns[0]),
+            ("connecting", n.conns[1]),
+            ("down", n.conns[2]),
+        ] {
+            gauge!("slotproxy_backend_connections", "node" => n.addr.clone(), "state" => state)
+                .set(v as f64);
+        }
+        let addr = n.addr.clone();
+        let f = feeds.nodes.entry(n.addr.clone()).or_insert_with(|| {
+            (
+                counter!("slotproxy_node_requests_total", "node" => addr.clone()),
+                counter!("slotproxy_node_errors_total", "node" => addr.clone(), "kind" => "reply"),
+                counter!("slotproxy_node_errors_total", "node" => addr.clone(), "kind" => "failed"),
+                HistFeed::new(histogram!(
+                    "slotproxy_node_request_duration_seconds",
+                    "node" => addr
+                )),
+            )
+        });
+        f.0.absolute(n.replies);
+        f.1.absolute(n.error_replies);
+        f.2.absolute(n.failed);
+        f.3.feed(&n.latency);
+    }
+}
