@@ -34,6 +34,8 @@ enum Pending {
     Call(Call),
     /// The `ASKING` sent right before an ASK-redirected command; its `+OK` is dropped.
     Asking,
+    /// `HELLO 3`, first on a RESP3 connection; its reply is dropped.
+    Hello,
 }
 
 impl Pending {
@@ -41,6 +43,7 @@ impl Pending {
         match self {
             Pending::Call(c) => c.wire.clone(),
             Pending::Asking => Bytes::from_static(ASKING),
+            Pending::Hello => Bytes::from_static(crate::dedicated::HELLO3),
         }
     }
     fn fail(self, msg: &str) {
@@ -114,6 +117,8 @@ pub struct Conn {
     wake_writer: Notify,
     /// Wakes an idle reader when requests go in flight, so it starts their reply deadline.
     wake_reader: Notify,
+    /// Speaks RESP3 (HELLO 3 first on every connect), for clients that said HELLO 3.
+    resp3: bool,
 }
 
 fn link_gauge<'a>(stats: &'a NodeStats, link: &Link) -> Option<&'a std::sync::atomic::AtomicU64> {
@@ -126,7 +131,7 @@ fn link_gauge<'a>(stats: &'a NodeStats, link: &Link) -> Option<&'a std::sync::at
 }
 
 impl Conn {
-    fn new(addr: Arc<str>, worker: Weak<Worker>, node: NodeRef) -> Rc<Conn> {
+    fn new(addr: Arc<str>, worker: Weak<Worker>, node: NodeRef, resp3: bool) -> Rc<Conn> {
         Rc::new(Conn {
             addr,
             worker,
@@ -140,6 +145,7 @@ impl Conn {
             }),
             wake_writer: Notify::new(),
             wake_reader: Notify::new(),
+            resp3,
         })
     }
 
@@ -221,6 +227,10 @@ impl Conn {
             let was_down = matches!(st.link, Link::Down { .. }) || st.backoff > BACKOFF_START;
             self.set_link(&mut st, Link::Up);
             st.backoff = BACKOFF_START;
+            if self.resp3 {
+                // Before anything queued while connecting.
+                st.queue.push_front(Pending::Hello);
+            }
             if was_down {
                 tracing::info!(node = %self.addr, "backend node is reachable again");
             }
@@ -413,6 +423,11 @@ impl Conn {
                             tracing::warn!(node = %self.addr, reply = ?frame, "ASKING refused");
                         }
                     }
+                    Some((_, Pending::Hello)) => {
+                        if resp::is_error(&frame) {
+                            tracing::warn!(node = %self.addr, reply = ?frame, "HELLO 3 refused");
+                        }
+                    }
                     None => return self.fail(gen, "reply without a request".into()),
                 }
             }
@@ -469,16 +484,22 @@ pub(crate) async fn write_all(stream: &TcpStream, bufs: &mut Vec<Bytes>) -> io::
 /// A worker's connections to one node.
 pub struct Pool {
     conns: Vec<Rc<Conn>>,
+    /// The same number of RESP3 connections (opened only when a RESP3 client uses them).
+    conns3: Vec<Rc<Conn>>,
     next: Cell<usize>,
 }
 
 impl Pool {
     /// `count` connections (opened lazily) to `addr`, counting into `node`'s stats.
     pub fn new(addr: Arc<str>, worker: Weak<Worker>, node: NodeRef, count: usize) -> Pool {
+        let conns = |resp3: bool| -> Vec<Rc<Conn>> {
+            (0..count.max(1))
+                .map(|_| Conn::new(Arc::clone(&addr), worker.clone(), node.clone(), resp3))
+                .collect()
+        };
         Pool {
-            conns: (0..count.max(1))
-                .map(|_| Conn::new(Arc::clone(&addr), worker.clone(), node.clone()))
-                .collect(),
+            conns: conns(false),
+            conns3: conns(true),
             next: Cell::new(0),
         }
     }
@@ -488,11 +509,20 @@ impl Pool {
     pub fn send(&self, call: Call, asking: bool) {
         let i = self.next.get();
         self.next.set((i + 1) % self.conns.len());
-        self.conns[i].send(call, asking);
+        let conns = if call.resp3 {
+            &self.conns3
+        } else {
+            &self.conns
+        };
+        conns[i].send(call, asking);
     }
 
     /// Requests queued or in flight on all of the pool's connections.
     pub fn load(&self) -> usize {
-        self.conns.iter().map(|c| c.load()).sum()
+        self.conns
+            .iter()
+            .chain(&self.conns3)
+            .map(|c| c.load())
+            .sum()
     }
 }

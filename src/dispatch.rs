@@ -116,6 +116,8 @@ pub struct Merge {
     labels: Vec<Arc<str>>,
     /// The slowest backend trip so far: microseconds, node index, part.
     slowest: Cell<(u32, u32, u32)>,
+    /// The client speaks RESP3: the merged reply's nulls (parts come over RESP2) become `_`.
+    resp3: Cell<bool>,
 }
 
 impl Merge {
@@ -129,6 +131,7 @@ impl Merge {
             slot,
             labels: Vec::new(),
             slowest: Cell::new((0, u32::MAX, 0)),
+            resp3: Cell::new(false),
         })
     }
 
@@ -143,6 +146,7 @@ impl Merge {
             slot,
             labels: nodes,
             slowest: Cell::new((0, u32::MAX, 0)),
+            resp3: Cell::new(false),
         })
     }
 
@@ -154,6 +158,11 @@ impl Merge {
         if us >= self.slowest.get().0 {
             self.slowest.set((us, node, index as u32));
         }
+    }
+
+    /// Marks the merge as answering a RESP3 client.
+    pub fn set_resp3(&self) {
+        self.resp3.set(true);
     }
 
     fn deliver(&self, index: usize, frame: Bytes) {
@@ -172,6 +181,11 @@ impl Merge {
             }
             let merged =
                 merge::merge_labeled(self.kind, &self.order, &self.parts.borrow(), &self.labels);
+            let merged = if self.resp3.get() {
+                crate::resp::resp3_nulls(merged)
+            } else {
+                merged
+            };
             self.slot.fill(merged);
         }
     }
@@ -228,6 +242,9 @@ pub struct Call {
     pub born: tokio::time::Instant,
     /// Where its reply goes.
     pub target: Target,
+    /// Send on the node's RESP3 connections (the client said HELLO 3): replies pass through
+    /// unchanged.
+    pub resp3: bool,
 }
 
 impl Call {
@@ -255,6 +272,7 @@ impl Call {
             retries: 0,
             born: tokio::time::Instant::now(),
             target,
+            resp3: false,
         }
     }
 }

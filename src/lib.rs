@@ -33,6 +33,7 @@ pub mod protocol;
 pub mod render;
 pub mod resp;
 pub mod router;
+pub mod scripts;
 pub mod server;
 pub mod session;
 pub mod shared;

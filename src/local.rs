@@ -72,6 +72,7 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         },
         Local::ClientGetName => match &client.name {
             Some(n) => resp::bulk(n).into(),
+            None if client.resp3 => Bytes::from_static(resp::NULL3).into(),
             None => Bytes::from_static(resp::NULL_BULK).into(),
         },
         Local::ClientId => resp::int(client.id as i64).into(),
@@ -108,10 +109,11 @@ fn set_name(client: &mut ClientState, name: &Bytes) -> Result<(), Bytes> {
 }
 
 fn hello(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
+    let mut resp3 = client.resp3;
     if let Some(v) = args.get(1) {
         match text_arg(v).parse::<i64>() {
-            Ok(2) => {}
-            Ok(3) => return resp::error("NOPROTO unsupported protocol version"),
+            Ok(2) => resp3 = false,
+            Ok(3) => resp3 = true,
             Ok(_) => return resp::error("NOPROTO unsupported protocol version"),
             Err(_) => return resp::error("ERR Protocol version is not an integer or out of range"),
         }
@@ -142,8 +144,14 @@ fn hello(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
             return e;
         }
     }
+    // The switch takes effect with this reply, as in Redis: HELLO 3 is answered in RESP3.
+    client.resp3 = resp3;
     let mut out = BytesMut::new();
-    resp::put_array_header(&mut out, 14);
+    if resp3 {
+        out.extend_from_slice(b"%7\r\n");
+    } else {
+        resp::put_array_header(&mut out, 14);
+    }
     for (k, v) in [
         ("server", "redis".to_string()),
         ("version", shared.redis_version()),
@@ -152,7 +160,7 @@ fn hello(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
         resp::put_bulk(&mut out, v.as_bytes());
     }
     resp::put_bulk(&mut out, b"proto");
-    resp::put_int(&mut out, 2);
+    resp::put_int(&mut out, if resp3 { 3 } else { 2 });
     resp::put_bulk(&mut out, b"id");
     resp::put_int(&mut out, client.id as i64);
     for (k, v) in [("mode", "standalone"), ("role", "master")] {
@@ -207,10 +215,14 @@ mod tests {
         assert_eq!(run(&["CLIENT", "GETNAME"], &mut c), "$3\r\napp\r\n");
         assert!(run(&["CLIENT", "SETNAME", "a b"], &mut c).starts_with("-ERR Client names"));
         assert_eq!(run(&["CLIENT", "ID"], &mut c), ":7\r\n");
+        assert!(run(&["HELLO", "3"], &mut c).starts_with("%7\r\n"));
+        assert!(c.resp3);
         assert_eq!(
-            run(&["HELLO", "3"], &mut c),
+            run(&["HELLO", "4"], &mut c),
             "-NOPROTO unsupported protocol version\r\n"
         );
+        assert!(run(&["HELLO", "2"], &mut c).starts_with("*14\r\n"));
+        assert!(!c.resp3);
         assert!(run(&["HELLO", "2", "SETNAME", "x"], &mut c).contains("standalone"));
         assert_eq!(c.name.as_deref(), Some(&b"x"[..]));
         assert!(run(&["AUTH", "pw"], &mut c).starts_with("-ERR AUTH <password> called"));

@@ -27,6 +27,9 @@ pub enum MergeKind {
     /// same error it is passed on unchanged (Redis's own text, as from a single server);
     /// otherwise the reply is an error naming each node that failed and why.
     Unanimous,
+    /// SCRIPT KILL / FUNCTION KILL: `+OK` if any node succeeded (the one running the script);
+    /// otherwise the first error (NOTBUSY from every node).
+    AnyOk,
     /// SCRIPT EXISTS: per position, 1 only when every node has the script.
     AndPositions,
     /// RANDOMKEY: the first part (in send order) that is not nil; nil when all are.
@@ -72,11 +75,20 @@ pub fn merge_labeled(
     if kind == MergeKind::Unanimous {
         return unanimous(parts, labels);
     }
+    if kind == MergeKind::AnyOk {
+        return parts
+            .iter()
+            .find(|p| !resp::is_error(p))
+            .or(parts.first())
+            .cloned()
+            .unwrap_or_else(|| resp::error("ERR slotproxy: no node answered"));
+    }
     if let Some(err) = parts.iter().find(|p| resp::is_error(p)) {
         return err.clone();
     }
     match kind {
         MergeKind::Unanimous => unanimous(parts, labels),
+        MergeKind::AnyOk => parts.first().cloned().unwrap_or_default(),
         MergeKind::Concat => {
             let mut elements = Vec::with_capacity(parts.len());
             let mut count = 0;

@@ -189,6 +189,34 @@ impl ReplyScanner {
     }
 }
 
+/// RESP3's null.
+pub const NULL3: &[u8] = b"_\r\n";
+
+/// Rewrites a RESP2 reply the proxy merged for a RESP3 client: a null bulk string, alone or
+/// as an element of a top-level array, becomes RESP3's `_`. Every other type the merges
+/// produce (arrays, integers, bulk and simple strings, errors) reads the same in both.
+pub fn resp3_nulls(frame: Bytes) -> Bytes {
+    if &frame[..] == NULL_BULK {
+        return Bytes::from_static(NULL3);
+    }
+    let Some(elements) = array_elements(&frame) else {
+        return frame;
+    };
+    if !elements.iter().any(|e| &e[..] == NULL_BULK) {
+        return frame;
+    }
+    let mut out = BytesMut::with_capacity(frame.len());
+    put_array_header(&mut out, elements.len());
+    for e in elements {
+        if &e[..] == NULL_BULK {
+            out.extend_from_slice(NULL3);
+        } else {
+            out.extend_from_slice(&e);
+        }
+    }
+    out.freeze()
+}
+
 /// Whether a reply frame is an error reply.
 pub fn is_error(frame: &[u8]) -> bool {
     frame.first() == Some(&b'-')

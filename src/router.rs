@@ -272,6 +272,14 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
             return Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
         }
         "script|exists" => return Route::FanOut(FanOut::Masters(MergeKind::AndPositions)),
+        // Functions, like scripts, live in each node's memory: change them everywhere, read
+        // them anywhere.
+        "function|load" | "function|delete" | "function|flush" | "function|restore" => {
+            return Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
+        }
+        "function|list" | "function|dump" => return Route::AnyNode,
+        // A busy script runs on one node; the others answer NOTBUSY.
+        "script|kill" | "function|kill" => return Route::FanOut(FanOut::Masters(MergeKind::AnyOk)),
         // Cluster pub/sub carries a PUBLISH to every node; the others read any one master.
         "publish" | "time" | "lastsave" | "config|get" => return Route::AnyNode,
         "config|set" | "config|resetstat" => {

@@ -78,6 +78,9 @@ pub struct Shared {
     pub port: u16,
     /// Admin engine runs.
     pub jobs: crate::admin::jobs::Jobs,
+    /// Script bodies seen in SCRIPT LOAD, by lowercase SHA1, so a NOSCRIPT from a node that
+    /// never saw one (a promoted replica, a new master) can be repaired by loading it there.
+    pub scripts: crate::scripts::Scripts,
     /// Triggers (a [`Trigger`] bit set) since the refresher last looked.
     pub refresh_triggers: AtomicU8,
     /// Every backend node the workers have talked to, with their counters.
@@ -124,6 +127,7 @@ impl Shared {
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             port,
             jobs: Default::default(),
+            scripts: Default::default(),
             refresh_triggers: AtomicU8::new(0),
             nodes: Default::default(),
             slowlog: Default::default(),

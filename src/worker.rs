@@ -138,6 +138,13 @@ impl Worker {
         if !resp::is_error(&frame) {
             return call.target.deliver(frame);
         }
+        if frame.starts_with(b"-NOSCRIPT") && call.retries == 0 {
+            if let Some(body) = crate::scripts::evalsha_target(&call.wire)
+                .and_then(|sha| self.shared.scripts.body(&sha))
+            {
+                return self.load_script_and_retry(call, body, from);
+            }
+        }
         let redirect = match dispatch::parse_redirect(&frame, from) {
             None => return call.target.deliver(frame),
             Some(Redirect::ClusterDown) => {
@@ -245,6 +252,41 @@ impl Worker {
     /// This worker's counters.
     pub fn stats(&self) -> &crate::shared::WorkerStats {
         &self.shared.workers[self.index]
+    }
+
+    /// A node answered NOSCRIPT for a script the proxy has seen: load it there, then send the
+    /// call again (once; a second NOSCRIPT reaches the client).
+    fn load_script_and_retry(&self, mut call: Call, body: Bytes, from: &str) {
+        let Some(me) = self.me.upgrade() else {
+            return call.fail("ERR slotproxy: worker stopped");
+        };
+        let node: Arc<str> = Arc::from(from);
+        tokio::task::spawn_local(async move {
+            let signal = Rc::new(tokio::sync::Notify::new());
+            let slot = crate::dispatch::ReplySlot::new(&signal);
+            let load = resp::encode_command(&[&b"SCRIPT"[..], b"LOAD", &body]).freeze();
+            me.send(Call::new(
+                load,
+                Dest::Node(Arc::clone(&node)),
+                crate::dispatch::Target::Whole(Rc::clone(&slot)),
+            ));
+            let reply = loop {
+                if let Some(r) = slot.take() {
+                    break r;
+                }
+                signal.notified().await;
+            };
+            if resp::is_error(&reply) {
+                let text = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
+                return call.fail(&format!(
+                    "NOSCRIPT No matching script (slotproxy could not load it on {node}: {text})"
+                ));
+            }
+            tracing::info!(%node, "loaded a script on a node that answered NOSCRIPT");
+            call.retries = call.retries.saturating_add(1);
+            call.dest = Dest::Node(node);
+            me.send(call);
+        });
     }
 
     /// Requests queued or in flight on this worker's backend connections, per node.

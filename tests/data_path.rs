@@ -469,7 +469,7 @@ fn connection_commands_and_info_look_like_redis() {
     assert_eq!(keys, vec!["a", "b"]);
     let hello: redis::Value = redis::cmd("HELLO").arg(2).query(&mut c).expect("HELLO 2");
     assert!(format!("{hello:?}").contains("standalone"));
-    let err = redis::cmd("HELLO").arg(3).query::<()>(&mut c).unwrap_err();
+    let err = redis::cmd("HELLO").arg(4).query::<()>(&mut c).unwrap_err();
     assert_eq!(err.code(), Some("NOPROTO"));
     // Unknown and unsupported commands: an error, and the connection keeps working.
     let err = redis::cmd("NOSUCHCMD")
@@ -482,13 +482,15 @@ fn connection_commands_and_info_look_like_redis() {
         "{err}"
     );
     for (cmd, text) in [
+        (vec!["WAIT", "1", "0"], "does not support 'WAIT' yet"),
         (
-            vec!["FUNCTION", "LIST"],
-            "does not support 'FUNCTION LIST' yet",
+            vec!["MONITOR"],
+            "'MONITOR' is not available through slotproxy",
         ),
-        (vec!["BLPOP", "q", "0"], "does not support 'BLPOP' yet"),
-        (vec!["SUBSCRIBE", "ch"], "does not support 'SUBSCRIBE' yet"),
-        (vec!["MULTI"], "does not support 'MULTI' yet"),
+        (
+            vec!["DEBUG", "SLEEP", "0"],
+            "'DEBUG SLEEP' is not available through slotproxy",
+        ),
         (
             vec!["CLUSTER", "NODES"],
             "'CLUSTER NODES' is not available through slotproxy",

@@ -312,12 +312,15 @@ impl Session {
                 let slot_rc = ReplySlot::new(&self.signal);
                 self.queue.push_back(Rc::clone(&slot_rc));
                 self.worker
-                    .send(Call::new(wire, Dest::Slot(slot), Target::Whole(slot_rc)));
+                    .send(self.call(wire, Dest::Slot(slot), Target::Whole(slot_rc)));
             }
             Route::Split(split) => {
                 let slot_rc = ReplySlot::new(&self.signal);
                 self.queue.push_back(Rc::clone(&slot_rc));
                 let merge = Merge::new(split.kind, split.order, split.parts.len(), slot_rc);
+                if self.client.resp3 {
+                    merge.set_resp3();
+                }
                 for (i, part) in split.parts.into_iter().enumerate() {
                     self.worker.send(Call::new(
                         resp::encode_command(&part.args).freeze(),
@@ -343,7 +346,7 @@ impl Session {
                         let slot_rc = ReplySlot::new(&self.signal);
                         self.queue.push_back(Rc::clone(&slot_rc));
                         self.worker
-                            .send(Call::new(wire, Dest::Node(addr), Target::Whole(slot_rc)));
+                            .send(self.call(wire, Dest::Node(addr), Target::Whole(slot_rc)));
                     }
                     None => self.push_ready(resp::error(CLUSTERDOWN_UNSERVED)),
                 }
@@ -395,6 +398,12 @@ impl Session {
     /// into one reply slot. Every call is addressed to a node (`Dest::Node`), so a MOVED is
     /// not expected; an unreachable node fails only its part, and the merge reports it.
     fn fan_out(&mut self, f: FanOut, wire: Bytes, args: &[Bytes]) {
+        if args.len() == 3
+            && args[0].eq_ignore_ascii_case(b"script")
+            && args[1].eq_ignore_ascii_case(b"load")
+        {
+            self.worker.shared.scripts.remember(&args[2]);
+        }
         let map = self.worker.shared.map.load();
         let (nodes, kind, wire) = match f {
             FanOut::Masters(kind) => {
@@ -455,6 +464,9 @@ impl Session {
         let slot_rc = ReplySlot::new(&self.signal);
         self.queue.push_back(Rc::clone(&slot_rc));
         let merge = Merge::fan_out(kind, nodes.clone(), slot_rc);
+        if self.client.resp3 {
+            merge.set_resp3();
+        }
         for (i, node) in nodes.into_iter().enumerate() {
             self.worker.send(Call::new(
                 wire.clone(),
@@ -462,6 +474,15 @@ impl Session {
                 Target::Part(Rc::clone(&merge), i),
             ));
         }
+    }
+
+    /// A call for the client's own protocol: RESP3 clients' requests travel on RESP3
+    /// connections, so the node's reply passes through unchanged. (Split and fan-out parts
+    /// stay on RESP2, which the merges read; see [`Merge::set_resp3`].)
+    fn call(&self, wire: Bytes, dest: Dest, target: Target) -> Call {
+        let mut c = Call::new(wire, dest, target);
+        c.resp3 = self.client.resp3;
+        c
     }
 
     /// Runs a blocking command on a connection of its own, as a task of this client.
