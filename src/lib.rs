@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod backend;
 pub mod blocking;
+pub mod clients;
 pub mod cluster;
 pub mod command;
 pub mod config;

@@ -5,6 +5,7 @@
 //! `standalone`): clients such as redis-py switch to cluster mode when they see a cluster, and
 //! then bypass the proxy.
 
+use crate::clients;
 use crate::resp;
 use crate::router::Local;
 use crate::shared::Shared;
@@ -76,6 +77,34 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
             None => Bytes::from_static(resp::NULL_BULK).into(),
         },
         Local::ClientId => resp::int(client.id as i64).into(),
+        Local::ClientList => client_list(&args[2..], shared).into(),
+        Local::ClientInfo => {
+            let now = shared.started.elapsed().as_millis() as u64;
+            let me = shared
+                .clients
+                .snapshot()
+                .into_iter()
+                .find(|e| e.id == client.id);
+            match me {
+                Some(e) => resp::bulk(format!("{}\n", clients::line(&e, now)).as_bytes()).into(),
+                None => resp::error("ERR slotproxy: this client is not registered").into(),
+            }
+        }
+        Local::ClientKill => match clients::KillFilter::parse(&args[2..]) {
+            Ok(f) => {
+                let n = shared.clients.kill(&f, client.id);
+                match (f.old_form, n) {
+                    (true, 0) => resp::error("ERR No such client").into(),
+                    (true, _) => ok().into(),
+                    (false, n) => resp::int(n as i64).into(),
+                }
+            }
+            Err(e) => resp::error(&e).into(),
+        },
+        Local::ClientNoEvict => match text_arg(&args[2]).to_ascii_lowercase().as_str() {
+            "on" | "off" => ok().into(),
+            _ => resp::error("ERR syntax error").into(),
+        },
         // INFO asks the backends; the session runs it asynchronously (see `crate::info`).
         Local::Info => resp::error("ERR slotproxy: INFO must be run by the session").into(),
         Local::Slowlog => crate::slowlog::answer(args, &shared.slowlog).into(),
@@ -84,6 +113,55 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
             resp::error("ERR slotproxy: this command must be run by the session").into()
         }
     }
+}
+
+/// CLIENT LIST, optionally filtered by `TYPE normal|pubsub|master|replica` or `ID id ...`.
+fn client_list(filters: &[Bytes], shared: &Shared) -> Bytes {
+    let mut kind: Option<String> = None;
+    let mut ids: Option<Vec<u64>> = None;
+    match filters {
+        [] => {}
+        [t, v] if t.eq_ignore_ascii_case(b"TYPE") => {
+            let v = text_arg(v).to_ascii_lowercase();
+            if !matches!(
+                v.as_str(),
+                "normal" | "pubsub" | "master" | "replica" | "slave"
+            ) {
+                return resp::error(&format!("ERR Unknown client type '{v}'"));
+            }
+            kind = Some(v);
+        }
+        [t, rest @ ..] if t.eq_ignore_ascii_case(b"ID") && !rest.is_empty() => {
+            let mut list = Vec::new();
+            for r in rest {
+                match text_arg(r).parse::<u64>() {
+                    Ok(n) if n > 0 => list.push(n),
+                    _ => return resp::error("ERR Invalid client ID"),
+                }
+            }
+            ids = Some(list);
+        }
+        _ => return resp::error("ERR syntax error"),
+    }
+    let now = shared.started.elapsed().as_millis() as u64;
+    let mut out = String::new();
+    for e in shared.clients.snapshot() {
+        if ids.as_ref().is_some_and(|l| !l.contains(&e.id)) {
+            continue;
+        }
+        if let Some(k) = &kind {
+            let f = clients::KillFilter {
+                kind: Some(k.clone()),
+                ..Default::default()
+            };
+            if !f.matches(&e, 0) {
+                continue;
+            }
+        }
+        out.push_str(&clients::line(&e, now));
+        out.push('\n');
+    }
+    resp::bulk(out.as_bytes())
 }
 
 /// AUTH with no users configured: the `default` user accepts any password, as Redis's

@@ -47,6 +47,14 @@ pub enum Local {
     Proxy,
     /// RESET
     Reset,
+    /// CLIENT LIST [TYPE type] [ID id ...]
+    ClientList,
+    /// CLIENT INFO
+    ClientInfo,
+    /// CLIENT KILL addr | CLIENT KILL filter value ...
+    ClientKill,
+    /// CLIENT NO-EVICT on|off (the proxy evicts nothing: accepted, no effect)
+    ClientNoEvict,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -245,6 +253,10 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
         "client|setname" => return Route::Local(Local::ClientSetName),
         "client|getname" => return Route::Local(Local::ClientGetName),
         "client|id" => return Route::Local(Local::ClientId),
+        "client|list" => return Route::Local(Local::ClientList),
+        "client|info" => return Route::Local(Local::ClientInfo),
+        "client|kill" => return Route::Local(Local::ClientKill),
+        "client|no-evict" => return Route::Local(Local::ClientNoEvict),
         "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
             return Route::Local(Local::Slowlog)
         }
@@ -359,7 +371,7 @@ fn keyless(spec: &CommandSpec) -> Route {
     if container == "client" {
         return unsupported(
             spec,
-            "only CLIENT SETNAME, GETNAME and ID are answered so far",
+            "the proxy answers CLIENT SETNAME, GETNAME, ID, LIST, INFO, KILL and NO-EVICT",
         );
     }
     if NODE_LEVEL.contains(&container) {

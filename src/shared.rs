@@ -81,6 +81,8 @@ pub struct Shared {
     /// Script bodies seen in SCRIPT LOAD, by lowercase SHA1, so a NOSCRIPT from a node that
     /// never saw one (a promoted replica, a new master) can be repaired by loading it there.
     pub scripts: crate::scripts::Scripts,
+    /// Every client connection, for CLIENT LIST / INFO / KILL.
+    pub clients: crate::clients::Registry,
     /// Triggers (a [`Trigger`] bit set) since the refresher last looked.
     pub refresh_triggers: AtomicU8,
     /// Every backend node the workers have talked to, with their counters.
@@ -128,6 +130,7 @@ impl Shared {
             port,
             jobs: Default::default(),
             scripts: Default::default(),
+            clients: Default::default(),
             refresh_triggers: AtomicU8::new(0),
             nodes: Default::default(),
             slowlog: Default::default(),

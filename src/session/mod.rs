@@ -39,6 +39,17 @@ const MAX_IOV: usize = 256;
 /// Serves one client until it disconnects, quits, or breaks a limit.
 pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
     let cfg = worker.shared.live.get();
+    let live = {
+        use std::os::fd::AsRawFd;
+        let text =
+            |a: io::Result<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        worker.shared.clients.add(
+            id,
+            text(stream.peer_addr()),
+            text(stream.local_addr()),
+            i64::from(stream.as_raw_fd()),
+        )
+    };
     let mut s = Session {
         parser: RequestParser::new(cfg.limits()),
         max_pipeline: cfg.max_pipeline,
@@ -66,6 +77,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         tasks: Vec::new(),
         retired: Vec::new(),
         sub_due: Rc::new(std::cell::Cell::new(false)),
+        live,
     };
     worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
@@ -77,6 +89,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         t.abort();
     }
     worker.unregister_session(id);
+    worker.shared.clients.remove(id);
     s.obs.end(&worker, s.out_bytes);
     worker.shared.workers[worker.index]
         .clients
@@ -118,6 +131,8 @@ struct Session {
     retired: Vec<(Lease, bool)>,
     /// Set by the re-subscription timer when it fires.
     sub_due: Rc<std::cell::Cell<bool>>,
+    /// This client's entry in the registry (CLIENT LIST/KILL).
+    live: Arc<crate::clients::Live>,
     /// Stats, slow log, live limits and shutdown state (see [`crate::observe`]).
     obs: crate::observe::SessionObs,
 }
@@ -125,6 +140,7 @@ struct Session {
 enum Event {
     Replies,
     Readable(io::Result<()>),
+    Killed,
     Writable(io::Result<()>),
 }
 
@@ -185,15 +201,21 @@ impl Session {
             let event = {
                 let signal = Rc::clone(&self.signal);
                 let stream = &self.stream;
+                let kill = &self.live.kill;
                 tokio::select! {
                     biased;
                     _ = signal.notified() => Event::Replies,
+                    _ = kill.notified() => Event::Killed,
                     r = stream.readable(), if can_read => Event::Readable(r),
                     r = stream.writable(), if want_write => Event::Writable(r),
                 }
             };
             match event {
                 Event::Replies => {}
+                Event::Killed => {
+                    tracing::info!(client = self.client.id, "client killed by CLIENT KILL");
+                    return Ok(());
+                }
                 Event::Writable(r) => r?,
                 Event::Readable(r) => {
                     r?;
@@ -226,6 +248,8 @@ impl Session {
             Ok(0) => return Ok(false),
             Ok(n) => {
                 self.obs.read(&self.worker, n);
+                let now = self.worker.shared.started.elapsed().as_millis() as u64;
+                self.live.last_active_ms.store(now, Relaxed);
                 if n < room {
                     crate::backend::drained(&self.stream);
                 }
@@ -357,12 +381,16 @@ impl Session {
                 "ERR slotproxy does not support 'WAIT' yet; see the README's command list",
             )),
             Route::Tx(_) => self.tx_dispatch(route, wire, args),
-            Route::Sub(sub) => self.sub_dispatch(sub, wire, args),
+            Route::Sub(sub) => {
+                self.sub_dispatch(sub, wire, args);
+                self.sync_registry();
+            }
             Route::Local(Local::Reset) => {
                 self.tx_reset();
                 self.sub_reset();
                 self.client.name = None;
                 self.client.resp3 = false;
+                self.sync_registry();
                 self.push_ready(resp::simple("RESET"));
             }
             Route::Local(Local::Proxy) => {
@@ -388,6 +416,9 @@ impl Session {
                 self.push_ready(r.reply);
                 if r.close {
                     self.closing = true;
+                }
+                if matches!(cmd, Local::ClientSetName | Local::Hello) {
+                    self.sync_registry();
                 }
             }
             Route::Reply(reply) => self.push_ready(reply),
@@ -474,6 +505,22 @@ impl Session {
                 Target::Part(Rc::clone(&merge), i),
             ));
         }
+    }
+
+    /// Copies what CLIENT LIST shows (name, protocol, subscriptions, MULTI) to the registry;
+    /// called after the rare commands that change them.
+    fn sync_registry(&self) {
+        let l = &self.live;
+        l.resp.store(if self.client.resp3 { 3 } else { 2 }, Relaxed);
+        l.multi.store(self.tx.in_multi(), Relaxed);
+        let (sub, psub, ssub) = self.subs.as_ref().map_or((0, 0, 0), |s| s.counts());
+        l.sub.store(sub as u64, Relaxed);
+        l.psub.store(psub as u64, Relaxed);
+        l.ssub.store(ssub as u64, Relaxed);
+        self.worker
+            .shared
+            .clients
+            .set_name(self.client.id, self.client.name.as_ref());
     }
 
     /// A call for the client's own protocol: RESP3 clients' requests travel on RESP3

@@ -82,6 +82,15 @@ impl PubSub {
         self.channels.len() + self.patterns.len()
     }
 
+    /// Channels, patterns and shard channels subscribed (CLIENT LIST's sub, psub, ssub).
+    pub(super) fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.channels.len(),
+            self.patterns.len(),
+            self.shard_channels.len() + self.orphans.len(),
+        )
+    }
+
     /// Subscriptions of any kind; at zero the client leaves subscribed mode.
     pub(super) fn total(&self) -> usize {
         self.count() + self.shard_channels.len() + self.orphans.len()

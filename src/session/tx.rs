@@ -44,6 +44,11 @@ impl TxState {
     pub(super) fn active(&self) -> bool {
         self.in_multi || self.conn.is_some()
     }
+
+    /// Between MULTI and EXEC/DISCARD.
+    pub(super) fn in_multi(&self) -> bool {
+        self.in_multi
+    }
 }
 
 impl Session {
@@ -78,6 +83,9 @@ impl Session {
             }
             Tx::Multi => {
                 self.tx.in_multi = true;
+                self.live
+                    .multi
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.tx.aborted = false;
                 if self.tx.conn.is_some() {
                     self.tx_send(wire);
@@ -240,6 +248,9 @@ impl Session {
     /// is in; with `clean` the node holds no state for it any more and it may be reused.
     fn tx_end(&mut self, clean: bool) {
         let tx = std::mem::take(&mut self.tx);
+        self.live
+            .multi
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(conn) = tx.conn {
             self.retire(conn, clean);
         }
