@@ -194,7 +194,7 @@ impl KillFilter {
                 ..Default::default()
             });
         }
-        if args.is_empty() || args.len() % 2 != 0 {
+        if args.is_empty() || !args.len().is_multiple_of(2) {
             return Err("ERR syntax error".into());
         }
         let mut f = KillFilter {
