@@ -517,6 +517,12 @@ impl Pool {
         conns[i].send(call, asking);
     }
 
+    /// Connections per protocol; `send` rotates through them, so `width` calls in a row
+    /// reach each connection once.
+    pub fn width(&self) -> usize {
+        self.conns.len()
+    }
+
     /// Requests queued or in flight on all of the pool's connections.
     pub fn load(&self) -> usize {
         self.conns

@@ -279,7 +279,7 @@ mod tests {
         let f = KillFilter::parse(&args(&["LADDR", "127.0.0.1:7617"])).unwrap();
         assert_eq!(r.kill(&f, 1), 1);
         assert!(live.killed.load(Relaxed));
-        assert!(KillFilter::parse(&args(&["ID"])).is_err());
+        assert!(KillFilter::parse(&args(&["ID", "x"])).is_err());
         assert_eq!(
             KillFilter::parse(&args(&["TYPE", "x"])).unwrap_err(),
             "ERR Unknown client type 'x'"

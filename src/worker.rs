@@ -289,6 +289,31 @@ impl Worker {
         });
     }
 
+    /// Sends `wire` on every shared connection to `addr` (WAIT asks each connection, since
+    /// each has its own replication offset); the replies fill the returned slots.
+    pub fn send_on_each_conn(
+        &self,
+        addr: &Arc<str>,
+        wire: &Bytes,
+        signal: &Rc<tokio::sync::Notify>,
+    ) -> Vec<Rc<crate::dispatch::ReplySlot>> {
+        let pool = self.pool(addr);
+        (0..pool.width())
+            .map(|_| {
+                let slot = crate::dispatch::ReplySlot::new(signal);
+                pool.send(
+                    Call::new(
+                        wire.clone(),
+                        Dest::Node(Arc::clone(addr)),
+                        crate::dispatch::Target::Whole(Rc::clone(&slot)),
+                    ),
+                    false,
+                );
+                slot
+            })
+            .collect()
+    }
+
     /// Requests queued or in flight on this worker's backend connections, per node.
     pub fn backend_load(&self) -> Vec<(Arc<str>, usize)> {
         let mut v: Vec<_> = self

@@ -195,3 +195,36 @@ fn dedicated_connections_are_bounded() {
     // Ordinary commands are not affected.
     let _: () = c.set("x", 1).unwrap();
 }
+
+#[test]
+fn wait_counts_the_replicas_that_acknowledged_the_clients_writes() {
+    let cluster = cluster(3, 2, 1);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    for i in 0..50 {
+        let _: () = c.set(format!("w{i}"), i).unwrap();
+    }
+    // Every master written to has one replica: WAIT 1 returns once each acknowledged.
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(0).query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    // Two replicas are never reached: the timeout answers with the count so far.
+    let n: i64 = redis::cmd("WAIT").arg(2).arg(300).query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    // Redis's texts for bad arguments.
+    let e = redis::cmd("WAIT")
+        .arg(1)
+        .arg(-1)
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("timeout is negative"), "{e}");
+    // The replicas really have the data.
+    for i in 0..cluster.nodes.len() {
+        if cluster.nodes[i].is_master {
+            continue;
+        }
+        let keys: i64 = redis::cmd("DBSIZE")
+            .query(&mut node_conn(&cluster, i))
+            .unwrap();
+        assert!(keys > 0, "replica {i} is empty");
+    }
+}

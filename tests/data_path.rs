@@ -482,7 +482,10 @@ fn connection_commands_and_info_look_like_redis() {
         "{err}"
     );
     for (cmd, text) in [
-        (vec!["WAIT", "1", "0"], "does not support 'WAIT' yet"),
+        (
+            vec!["CLIENT", "PAUSE", "10"],
+            "does not support 'CLIENT PAUSE' yet",
+        ),
         (
             vec!["MONITOR"],
             "'MONITOR' is not available through slotproxy",

@@ -12,6 +12,7 @@
 
 mod pubsub;
 mod tx;
+mod wait;
 
 use crate::admin;
 use crate::blocking;
@@ -78,6 +79,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         retired: Vec::new(),
         sub_due: Rc::new(std::cell::Cell::new(false)),
         live,
+        touched: None,
     };
     worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
@@ -133,6 +135,8 @@ struct Session {
     sub_due: Rc<std::cell::Cell<bool>>,
     /// This client's entry in the registry (CLIENT LIST/KILL).
     live: Arc<crate::clients::Live>,
+    /// Slots this client sent keyed commands to (a bit each), for WAIT.
+    touched: Option<Box<[u64; 256]>>,
     /// Stats, slow log, live limits and shutdown state (see [`crate::observe`]).
     obs: crate::observe::SessionObs,
 }
@@ -333,6 +337,7 @@ impl Session {
     fn dispatch_plain(&mut self, route: Route, wire: Bytes, args: &[Bytes]) {
         match route {
             Route::Slot(slot) => {
+                self.touch(slot);
                 let slot_rc = ReplySlot::new(&self.signal);
                 self.queue.push_back(Rc::clone(&slot_rc));
                 self.worker
@@ -346,6 +351,7 @@ impl Session {
                     merge.set_resp3();
                 }
                 for (i, part) in split.parts.into_iter().enumerate() {
+                    self.touch(part.slot);
                     self.worker.send(Call::new(
                         resp::encode_command(&part.args).freeze(),
                         Dest::Slot(part.slot),
@@ -377,9 +383,7 @@ impl Session {
             }
             Route::FanOut(f) => self.fan_out(f, wire, args),
             Route::Blocking(slot) => self.blocking(blocking::Start::Slot(slot), wire),
-            Route::Wait => self.push_ready(resp::error(
-                "ERR slotproxy does not support 'WAIT' yet; see the README's command list",
-            )),
+            Route::Wait => self.wait(args),
             Route::Tx(_) => self.tx_dispatch(route, wire, args),
             Route::Sub(sub) => {
                 self.sub_dispatch(sub, wire, args);
