@@ -19,6 +19,8 @@ pub struct ReplySlot {
     value: RefCell<Option<Bytes>>,
     signal: Rc<Notify>,
     meta: RefCell<SlotMeta>,
+    /// The client asked not to get this reply (CLIENT REPLY OFF / SKIP).
+    discard: Cell<bool>,
 }
 
 /// What is known about a request besides its reply (see [`ReplySlot::meta`]).
@@ -60,6 +62,7 @@ impl ReplySlot {
             value: RefCell::new(None),
             signal: Rc::clone(signal),
             meta: RefCell::new(SlotMeta::default()),
+            discard: Cell::new(false),
         })
     }
 
@@ -69,7 +72,18 @@ impl ReplySlot {
             value: RefCell::new(Some(value)),
             signal: Rc::clone(signal),
             meta: RefCell::new(SlotMeta::default()),
+            discard: Cell::new(false),
         })
+    }
+
+    /// Marks the reply as one the client does not want (it is dropped when it arrives).
+    pub fn set_discard(&self) {
+        self.discard.set(true);
+    }
+
+    /// Whether the reply is dropped instead of written.
+    pub fn discarded(&self) -> bool {
+        self.discard.get()
     }
 
     /// Stamps the request's arrival, command label and bytes.

@@ -109,7 +109,7 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         Local::Info => resp::error("ERR slotproxy: INFO must be run by the session").into(),
         Local::Slowlog => crate::slowlog::answer(args, &shared.slowlog).into(),
         // Admin commands are asynchronous; the session runs them (see `session`).
-        Local::Proxy | Local::Reset => {
+        Local::Proxy | Local::Reset | Local::ClientReply => {
             resp::error("ERR slotproxy: this command must be run by the session").into()
         }
     }

@@ -55,6 +55,8 @@ pub enum Local {
     ClientKill,
     /// CLIENT NO-EVICT on|off (the proxy evicts nothing: accepted, no effect)
     ClientNoEvict,
+    /// CLIENT REPLY ON|OFF|SKIP (run by the session, which owns the reply queue)
+    ClientReply,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -257,6 +259,7 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
         "client|info" => return Route::Local(Local::ClientInfo),
         "client|kill" => return Route::Local(Local::ClientKill),
         "client|no-evict" => return Route::Local(Local::ClientNoEvict),
+        "client|reply" => return Route::Local(Local::ClientReply),
         "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
             return Route::Local(Local::Slowlog)
         }
@@ -373,7 +376,7 @@ fn keyless(spec: &CommandSpec) -> Route {
     if container == "client" {
         return unsupported(
             spec,
-            "the proxy answers CLIENT SETNAME, GETNAME, ID, LIST, INFO, KILL and NO-EVICT",
+            "the proxy answers CLIENT SETNAME, GETNAME, ID, LIST, INFO, KILL, NO-EVICT and REPLY",
         );
     }
     if NODE_LEVEL.contains(&container) {

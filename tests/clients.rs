@@ -96,3 +96,48 @@ fn client_list_info_and_kill_see_the_proxys_clients() {
         .unwrap();
     assert_eq!(n, 0);
 }
+
+#[test]
+fn client_reply_off_and_skip_drop_exactly_the_replies_asked() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut raw = proxy.raw();
+    let cmd = |args: &[&str]| {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        out
+    };
+    let mut batch = String::new();
+    for c in [
+        &["CLIENT", "REPLY", "OFF"][..],
+        &["SET", "a", "1"],
+        &["GET", "a"],
+        &["CLIENT", "REPLY", "ON"],
+        &["GET", "a"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["SET", "b", "2"],
+        &["GET", "b"],
+        &["CLIENT", "REPLY", "MAYBE"],
+    ] {
+        batch.push_str(&cmd(c));
+    }
+    raw.write_all(batch.as_bytes()).unwrap();
+    let want = "+OK\r\n$1\r\n1\r\n$1\r\n2\r\n-ERR syntax error\r\n";
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 1024];
+    while got.len() < want.len() && Instant::now() < deadline {
+        use std::io::Read;
+        match raw.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&got), want);
+    let mut c = proxy.conn();
+    let v: String = redis::cmd("GET").arg("b").query(&mut c).unwrap();
+    assert_eq!(v, "2");
+}

@@ -80,6 +80,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         sub_due: Rc::new(std::cell::Cell::new(false)),
         live,
         touched: None,
+        reply_mode: ReplyMode::default(),
     };
     worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
@@ -137,8 +138,53 @@ struct Session {
     live: Arc<crate::clients::Live>,
     /// Slots this client sent keyed commands to (a bit each), for WAIT.
     touched: Option<Box<[u64; 256]>>,
+    /// CLIENT REPLY ON / OFF / SKIP.
+    reply_mode: ReplyMode,
     /// Stats, slow log, live limits and shutdown state (see [`crate::observe`]).
     obs: crate::observe::SessionObs,
+}
+
+/// CLIENT REPLY: which replies the client gets.
+#[derive(Default)]
+struct ReplyMode {
+    /// OFF: no replies until ON.
+    off: bool,
+    /// SKIP: no reply for the next command.
+    skip_next: bool,
+    /// Set by the CLIENT REPLY being dispatched: `Some(true)` drops its own reply (OFF, SKIP),
+    /// `Some(false)` sends it (ON).
+    own: Option<bool>,
+}
+
+impl ReplyMode {
+    /// Whether the request about to be dispatched is silenced by the current mode (a SKIP
+    /// is used up by it).
+    fn take_turn(&mut self) -> bool {
+        self.own = None;
+        std::mem::take(&mut self.skip_next) || self.off
+    }
+
+    /// Whether the request just dispatched gets no reply; a CLIENT REPLY decides for itself.
+    fn own_reply_silent(&mut self, silent: bool) -> bool {
+        self.own.take().unwrap_or(silent)
+    }
+
+    /// Applies `CLIENT REPLY ON|OFF|SKIP`; false for any other argument.
+    fn set(&mut self, arg: &[u8]) -> bool {
+        if arg.eq_ignore_ascii_case(b"on") {
+            self.off = false;
+            self.own = Some(false);
+        } else if arg.eq_ignore_ascii_case(b"off") {
+            self.off = true;
+            self.own = Some(true);
+        } else if arg.eq_ignore_ascii_case(b"skip") {
+            self.skip_next = !self.off;
+            self.own = Some(true);
+        } else {
+            return false;
+        }
+        true
+    }
 }
 
 enum Event {
@@ -287,10 +333,16 @@ impl Session {
                     let route = router::route(&args, &mut self.keys);
                     let before = self.queue.len();
                     let cmd = self.obs.command(&args);
+                    let silent = self.reply_mode.take_turn();
                     self.dispatch(route, wire.clone(), &args);
                     if self.queue.len() > before {
                         if let Some(slot) = self.queue.back() {
                             self.obs.begin(slot, cmd, wire);
+                        }
+                        if self.reply_mode.own_reply_silent(silent) {
+                            for slot in self.queue.range(before..) {
+                                slot.set_discard();
+                            }
                         }
                     }
                     // Keep the vector's allocation for the next request.
@@ -389,11 +441,19 @@ impl Session {
                 self.sub_dispatch(sub, wire, args);
                 self.sync_registry();
             }
+            Route::Local(Local::ClientReply) => {
+                if self.reply_mode.set(&args[2]) {
+                    self.push_ready(resp::simple("OK"));
+                } else {
+                    self.push_ready(resp::error("ERR syntax error"));
+                }
+            }
             Route::Local(Local::Reset) => {
                 self.tx_reset();
                 self.sub_reset();
                 self.client.name = None;
                 self.client.resp3 = false;
+                self.reply_mode = ReplyMode::default();
                 self.sync_registry();
                 self.push_ready(resp::simple("RESET"));
             }
@@ -559,6 +619,9 @@ impl Session {
     fn collect_ready(&mut self) {
         while let Some(head) = self.queue.front() {
             match head.take() {
+                Some(_) if head.discarded() => {
+                    self.queue.pop_front();
+                }
                 Some(reply) => {
                     self.obs
                         .done(&self.worker, head, &reply, &self.client, &self.stream);
