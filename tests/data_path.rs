@@ -492,7 +492,7 @@ fn connection_commands_and_info_look_like_redis() {
         ),
         (
             vec!["DEBUG", "SLEEP", "0"],
-            "'DEBUG SLEEP' is not available through slotproxy",
+            "'DEBUG' is not available through slotproxy",
         ),
         (
             vec!["CLUSTER", "NODES"],
