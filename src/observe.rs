@@ -166,6 +166,21 @@ impl SessionObs {
         );
     }
 
+    /// A subscriber is disconnected: its unread messages passed `max_pubsub_reply_bytes`.
+    pub fn cut_subscriber(&self, worker: &Worker, stream: &TcpStream, id: u64, pending: usize) {
+        bump(&worker.stats().m.cut_output, 1);
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::warn!(
+            client = id,
+            %peer,
+            pending,
+            "subscriber disconnected: unread messages exceed max_pubsub_reply_bytes"
+        );
+    }
+
     /// The session ends with `pending` reply bytes never written.
     pub fn end(&self, worker: &Worker, pending: usize) {
         drop_by(&worker.stats().m.pending_out, pending as u64);

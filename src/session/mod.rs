@@ -226,10 +226,11 @@ impl Session {
                 if self.subs.is_some()
                     && self.out_bytes > self.worker.shared.config.max_pubsub_reply_bytes
                 {
-                    tracing::warn!(
-                        client = self.client.id,
-                        pending = self.out_bytes,
-                        "subscriber disconnected: unread messages exceed max_pubsub_reply_bytes"
+                    self.obs.cut_subscriber(
+                        &self.worker,
+                        &self.stream,
+                        self.client.id,
+                        self.out_bytes,
                     );
                     return Ok(());
                 }
