@@ -151,8 +151,17 @@ impl SessionObs {
         }
     }
 
-    /// The client is being disconnected for not reading its replies.
-    pub fn cut(&self, worker: &Worker, stream: &TcpStream, id: u64, pending: usize) {
+    /// The client is being disconnected for not reading its replies: past
+    /// `max_pending_reply_bytes`, or, for a subscriber, past `max_pubsub_reply_bytes` (`limit`
+    /// names the setting in the log line).
+    pub fn cut(
+        &self,
+        worker: &Worker,
+        stream: &TcpStream,
+        id: u64,
+        pending: usize,
+        limit: &'static str,
+    ) {
         bump(&worker.stats().m.cut_output, 1);
         let peer = stream
             .peer_addr()
@@ -162,22 +171,7 @@ impl SessionObs {
             client = id,
             %peer,
             pending,
-            "client disconnected: unread replies exceed max_pending_reply_bytes"
-        );
-    }
-
-    /// A subscriber is disconnected: its unread messages passed `max_pubsub_reply_bytes`.
-    pub fn cut_subscriber(&self, worker: &Worker, stream: &TcpStream, id: u64, pending: usize) {
-        bump(&worker.stats().m.cut_output, 1);
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::warn!(
-            client = id,
-            %peer,
-            pending,
-            "subscriber disconnected: unread messages exceed max_pubsub_reply_bytes"
+            "client disconnected: unread replies exceed {limit}"
         );
     }
 

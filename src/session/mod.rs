@@ -219,18 +219,24 @@ impl Session {
             if !self.out.is_empty() {
                 self.flush()?;
                 if self.out_bytes > self.max_out {
-                    self.obs
-                        .cut(&self.worker, &self.stream, self.client.id, self.out_bytes);
+                    self.obs.cut(
+                        &self.worker,
+                        &self.stream,
+                        self.client.id,
+                        self.out_bytes,
+                        "max_pending_reply_bytes",
+                    );
                     return Ok(());
                 }
                 if self.subs.is_some()
                     && self.out_bytes > self.worker.shared.config.max_pubsub_reply_bytes
                 {
-                    self.obs.cut_subscriber(
+                    self.obs.cut(
                         &self.worker,
                         &self.stream,
                         self.client.id,
                         self.out_bytes,
+                        "max_pubsub_reply_bytes",
                     );
                     return Ok(());
                 }
