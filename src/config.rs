@@ -80,6 +80,8 @@ pub struct Config {
     /// pubsub` hard limit); past it the client is disconnected.
     #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
     pub max_pubsub_reply_bytes: usize,
+    /// Users (`[[users]]` tables). None: the proxy is open, as Redis without a password.
+    pub users: Vec<crate::access::UserConfig>,
 }
 
 /// One setting: its name (the TOML key) and whether it can change while the proxy runs.
@@ -126,6 +128,7 @@ pub const SETTINGS: &[Setting] = &[
     live("shutdown_timeout"),
     restart("max_dedicated_per_worker"),
     restart("max_pubsub_reply_bytes"),
+    restart("users"),
 ];
 
 /// The setting called `name`, if there is one.
@@ -160,6 +163,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             max_dedicated_per_worker: 1024,
             max_pubsub_reply_bytes: 32 * 1024 * 1024,
+            users: Vec::new(),
         }
     }
 }
@@ -181,6 +185,7 @@ impl Config {
 
     /// Checks the settings that have no sensible meaning out of range.
     pub fn validate(&self) -> anyhow::Result<()> {
+        crate::access::Users::from_config(&self.users)?;
         if self.connections_per_node == 0 {
             bail!("connections_per_node must be at least 1");
         }
@@ -230,6 +235,15 @@ impl Config {
     /// The value of setting `name` as `PROXY CONFIG GET` shows it (durations as `"5s"`, sizes
     /// as `"64mb"`, lists comma-separated).
     pub fn get(&self, name: &str) -> Option<String> {
+        if name == "users" {
+            // Names and levels only: passwords never leave the file.
+            let list: Vec<String> = self
+                .users
+                .iter()
+                .map(|u| format!("{}:{:?}", u.name, u.level).to_lowercase())
+                .collect();
+            return Some(list.join(","));
+        }
         let table = self.to_table().ok()?;
         table.get(name).map(display_value)
     }

@@ -9,6 +9,7 @@
 //! [`admin`]. Operations: [`stats`] and [`observe`] count on the data path, [`prom`] exports,
 //! [`live`] changes settings at run time, [`logging`] sets up the logs.
 
+pub mod access;
 pub mod admin;
 pub mod backend;
 pub mod blocking;

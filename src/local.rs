@@ -20,6 +20,8 @@ pub struct ClientState {
     pub name: Option<Bytes>,
     /// The client switched to RESP3 with `HELLO 3`.
     pub resp3: bool,
+    /// The authenticated user, when users are configured.
+    pub user: Option<std::sync::Arc<crate::access::User>>,
 }
 
 /// A reply composed by the proxy.
@@ -65,7 +67,7 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
             Ok(_) => resp::error("ERR SELECT is not allowed in cluster mode").into(),
             Err(_) => resp::error("ERR value is not an integer or out of range").into(),
         },
-        Local::Auth => auth(&args[1..]).into(),
+        Local::Auth => auth(&args[1..], client, shared).into(),
         Local::Hello => hello(args, client, shared).into(),
         Local::ClientSetName => match set_name(client, &args[2]) {
             Ok(()) => ok().into(),
@@ -164,9 +166,25 @@ fn client_list(filters: &[Bytes], shared: &Shared) -> Bytes {
     resp::bulk(out.as_bytes())
 }
 
-/// AUTH with no users configured: the `default` user accepts any password, as Redis's
-/// `nopass` default user does; a bare password gets Redis's "no password configured" error.
-fn auth(args: &[Bytes]) -> Bytes {
+/// AUTH. With users configured: `AUTH <password>` is user `default`, `AUTH <user> <password>`
+/// any user; success sets the client's user. With none: the `default` user accepts any
+/// password, as Redis's `nopass` default user does, and a bare password gets Redis's "no
+/// password configured" error.
+fn auth(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
+    if shared.users.active() {
+        let (name, pass) = match args {
+            [pass] => (&b"default"[..], pass),
+            [name, pass] => (&name[..], pass),
+            _ => return resp::error("ERR syntax error"),
+        };
+        return match shared.users.authenticate(name, pass) {
+            Some(u) => {
+                client.user = Some(u);
+                ok()
+            }
+            None => resp::error(crate::access::WRONGPASS),
+        };
+    }
     match args {
         [_pass] => resp::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
@@ -202,7 +220,7 @@ fn hello(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
         let opt = &args[i];
         let more = args.len() - i - 1;
         if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-            let r = auth(&args[i + 1..i + 3]);
+            let r = auth(&args[i + 1..i + 3], client, shared);
             if resp::is_error(&r) {
                 return r;
             }
@@ -280,6 +298,7 @@ mod tests {
             id: 7,
             name: None,
             resp3: false,
+            user: None,
         };
         assert_eq!(run(&["PING"], &mut c), "+PONG\r\n");
         assert_eq!(run(&["ping", "hi"], &mut c), "$2\r\nhi\r\n");

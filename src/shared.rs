@@ -83,6 +83,8 @@ pub struct Shared {
     pub scripts: crate::scripts::Scripts,
     /// Every client connection, for CLIENT LIST / INFO / KILL.
     pub clients: crate::clients::Registry,
+    /// Configured users; none means the proxy is open.
+    pub users: crate::access::Users,
     /// Triggers (a [`Trigger`] bit set) since the refresher last looked.
     pub refresh_triggers: AtomicU8,
     /// Every backend node the workers have talked to, with their counters.
@@ -114,6 +116,12 @@ impl Shared {
         workers: usize,
         port: u16,
     ) -> Shared {
+        // Config::validate has built the users once already; an invalid list cannot get here,
+        // and if it did, nobody could authenticate (closed, not open).
+        let users = crate::access::Users::from_config(&config.users).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "invalid users; no client can authenticate");
+            crate::access::Users::locked()
+        });
         Shared {
             live: crate::live::Live::new(config.clone(), path),
             metrics_on: !config.metrics_listen.is_empty(),
@@ -131,6 +139,7 @@ impl Shared {
             jobs: Default::default(),
             scripts: Default::default(),
             clients: Default::default(),
+            users,
             refresh_triggers: AtomicU8::new(0),
             nodes: Default::default(),
             slowlog: Default::default(),

@@ -62,7 +62,9 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
             id,
             name: None,
             resp3: false,
+            user: None,
         },
+        acl: worker.shared.users.active(),
         rbuf: BytesMut::with_capacity(READ_CHUNK),
         queue: VecDeque::new(),
         out: VecDeque::new(),
@@ -82,6 +84,10 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
         touched: None,
         reply_mode: ReplyMode::default(),
     };
+    if s.acl {
+        // Redis's `default` user with no password: connections start authenticated as it.
+        s.client.user = worker.shared.users.authenticate(b"default", b"");
+    }
     worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
         tracing::debug!(client = id, error = %e, "client connection ended with an error");
@@ -140,6 +146,8 @@ struct Session {
     touched: Option<Box<[u64; 256]>>,
     /// CLIENT REPLY ON / OFF / SKIP.
     reply_mode: ReplyMode,
+    /// Users are configured: every request is checked against the client's user.
+    acl: bool,
     /// Stats, slow log, live limits and shutdown state (see [`crate::observe`]).
     obs: crate::observe::SessionObs,
 }
@@ -341,6 +349,10 @@ impl Session {
                     let before = self.queue.len();
                     let cmd = self.obs.command(&args);
                     let silent = self.reply_mode.take_turn();
+                    let route = match self.acl {
+                        true => self.authorize(route, &args),
+                        false => route,
+                    };
                     self.dispatch(route, wire.clone(), &args);
                     if self.queue.len() > before {
                         if let Some(slot) = self.queue.back() {
@@ -575,6 +587,42 @@ impl Session {
                 Dest::Node(node),
                 Target::Part(Rc::clone(&merge), i),
             ));
+        }
+    }
+
+    /// Access control: the route, or an error reply in its place when the client is not
+    /// authenticated or its user may not run this request (level, or a key outside its
+    /// namespaces; every key is checked, before any split).
+    fn authorize(&mut self, route: Route, args: &[Bytes]) -> Route {
+        match route {
+            Route::Reply(_)
+            | Route::Local(Local::Auth)
+            | Route::Local(Local::Hello)
+            | Route::Local(Local::Quit)
+            | Route::Local(Local::Reset) => return route,
+            _ => {}
+        }
+        let Some(user) = self.client.user.clone() else {
+            return Route::Reply(resp::error(crate::access::NOAUTH));
+        };
+        if let Route::Local(Local::Proxy) = route {
+            if user.level < crate::access::Level::Admin {
+                return Route::Reply(resp::error(
+                    "NOPERM this user has no permissions to run the 'proxy' command",
+                ));
+            }
+            return route;
+        }
+        let Some(spec) = crate::command::lookup(args) else {
+            return route;
+        };
+        let mut keys = Vec::new();
+        if crate::command::key_positions(spec, args, &mut keys).is_err() {
+            return route;
+        }
+        match user.check(spec, args, &keys) {
+            Ok(()) => route,
+            Err(e) => Route::Reply(resp::error(&e)),
         }
     }
 

@@ -1,0 +1,311 @@
+//! Access control: users, their permission level and key namespaces, and the check every
+//! request passes when users are configured.
+//!
+//! Invariants: with no users configured the proxy is open and this module is never consulted
+//! on the data path (one boolean per request); a password is kept only as its SHA-256 and
+//! compared in constant time; every key of a request is checked (all keys of MGET/MSET/DEL,
+//! before any split), so a request with one key outside the namespace runs nowhere; commands
+//! that would see keys beyond one namespace (KEYS, SCAN, RANDOMKEY, DBSIZE, FLUSH*) are refused
+//! to users with a namespace. Errors use Redis's texts (`NOAUTH`, `WRONGPASS`, `NOPERM`).
+
+use crate::command::{self, CommandSpec};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// What a user may do; each level includes the ones below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Read-only commands, connection commands, subscriptions.
+    Read,
+    /// Also commands that change data.
+    Write,
+    /// Also PROXY commands and commands that change the whole cluster (FLUSHALL, CONFIG SET,
+    /// SCRIPT/FUNCTION FLUSH, CLIENT KILL, ...).
+    Admin,
+}
+
+/// One user as written in the configuration file (`[[users]]`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The name for `AUTH <name> <password>`; `default` is the user of `AUTH <password>`.
+    pub name: String,
+    /// The password in clear text (or use `password_sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The SHA-256 of the password, hex, as Redis ACL's `#<hash>` form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_sha256: Option<String>,
+    /// `read`, `write` or `admin`.
+    pub level: Level,
+    /// Key prefixes this user may read; empty means every key.
+    #[serde(default)]
+    pub read_prefixes: Vec<String>,
+    /// Key prefixes this user may write; empty means every key.
+    #[serde(default)]
+    pub write_prefixes: Vec<String>,
+}
+
+/// A configured user, ready for checks.
+#[derive(Debug)]
+pub struct User {
+    /// Its name.
+    pub name: String,
+    hash: [u8; 32],
+    /// Its level.
+    pub level: Level,
+    read_prefixes: Vec<Vec<u8>>,
+    write_prefixes: Vec<Vec<u8>>,
+}
+
+/// Every configured user.
+#[derive(Debug, Default)]
+pub struct Users {
+    list: Vec<Arc<User>>,
+}
+
+/// `-NOAUTH`, for a request before authentication.
+pub const NOAUTH: &str = "NOAUTH Authentication required.";
+/// `-WRONGPASS`, for a failed AUTH.
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Users {
+    /// Builds the users from the configuration, checking each has exactly one password form.
+    pub fn from_config(list: &[UserConfig]) -> anyhow::Result<Users> {
+        let mut users = Vec::with_capacity(list.len());
+        for u in list {
+            let hash = match (&u.password, &u.password_sha256) {
+                (Some(p), None) => sha256(p.as_bytes()),
+                (None, Some(h)) => parse_hex32(h).ok_or_else(|| {
+                    anyhow::anyhow!("user {:?}: password_sha256 is not 64 hex digits", u.name)
+                })?,
+                _ => anyhow::bail!(
+                    "user {:?}: give exactly one of password and password_sha256",
+                    u.name
+                ),
+            };
+            if users.iter().any(|x: &Arc<User>| x.name == u.name) {
+                anyhow::bail!("user {:?} is configured twice", u.name);
+            }
+            let bytes = |v: &Vec<String>| v.iter().map(|p| p.as_bytes().to_vec()).collect();
+            users.push(Arc::new(User {
+                name: u.name.clone(),
+                hash,
+                level: u.level,
+                read_prefixes: bytes(&u.read_prefixes),
+                write_prefixes: bytes(&u.write_prefixes),
+            }));
+        }
+        Ok(Users { list: users })
+    }
+
+    /// Access control on, with no user anyone can authenticate as (for a configuration that
+    /// failed to load: closed rather than open).
+    pub fn locked() -> Users {
+        Users {
+            list: vec![Arc::new(User {
+                name: String::new(),
+                hash: [0; 32],
+                level: Level::Read,
+                read_prefixes: vec![Vec::new()],
+                write_prefixes: vec![Vec::new()],
+            })],
+        }
+    }
+
+    /// Whether access control is on (at least one user configured).
+    pub fn active(&self) -> bool {
+        !self.list.is_empty()
+    }
+
+    /// The user `name` if `password` is its password.
+    pub fn authenticate(&self, name: &[u8], password: &[u8]) -> Option<Arc<User>> {
+        let given = sha256(password);
+        let user = self.list.iter().find(|u| u.name.as_bytes() == name)?;
+        // Constant time over the hash, so timing tells nothing about the password.
+        let diff = user
+            .hash
+            .iter()
+            .zip(given.iter())
+            .fold(0u8, |d, (a, b)| d | (a ^ b));
+        (diff == 0).then(|| Arc::clone(user))
+    }
+}
+
+/// The commands that change the whole cluster or other clients: admin only.
+const ADMIN_COMMANDS: &[&str] = &[
+    "flushall",
+    "flushdb",
+    "config|set",
+    "config|resetstat",
+    "script|flush",
+    "script|kill",
+    "function|flush",
+    "function|kill",
+    "function|delete",
+    "function|restore",
+    "function|load",
+    "client|kill",
+];
+
+/// Commands that see keys of the whole keyspace: refused to users with a namespace.
+const KEYSPACE_WIDE: &[&str] = &["keys", "scan", "randomkey", "dbsize", "flushall", "flushdb"];
+
+/// The level a command needs.
+pub fn required(spec: &CommandSpec) -> Level {
+    if ADMIN_COMMANDS.contains(&spec.name) || spec.flags & command::FLAG_ADMIN != 0 {
+        return Level::Admin;
+    }
+    let writes = spec.flags & command::FLAG_WRITE != 0
+        || matches!(
+            spec.name,
+            "eval" | "evalsha" | "fcall" | "publish" | "spublish"
+        );
+    if writes {
+        Level::Write
+    } else {
+        Level::Read
+    }
+}
+
+impl User {
+    fn prefixes(&self, level: Level) -> &[Vec<u8>] {
+        if level >= Level::Write {
+            &self.write_prefixes
+        } else {
+            &self.read_prefixes
+        }
+    }
+
+    /// Checks one request: the command's level, then every key against the namespace.
+    /// `keys` holds the positions of the request's keys in `args`.
+    pub fn check(&self, spec: &CommandSpec, args: &[Bytes], keys: &[usize]) -> Result<(), String> {
+        let need = required(spec);
+        let shown = spec.name.split('|').collect::<Vec<_>>().join("|");
+        if need > self.level {
+            return Err(format!(
+                "NOPERM this user has no permissions to run the '{shown}' command"
+            ));
+        }
+        let prefixes = self.prefixes(need);
+        if prefixes.is_empty() {
+            return Ok(());
+        }
+        if KEYSPACE_WIDE.contains(&spec.name) {
+            return Err(format!(
+                "NOPERM this user has no permissions to run the '{shown}' command (it would reach keys outside the user's key prefixes)"
+            ));
+        }
+        let inside = |k: &[u8]| prefixes.iter().any(|p| k.starts_with(p));
+        if keys.iter().any(|&i| args.get(i).is_none_or(|k| !inside(k))) {
+            return Err(
+                "NOPERM this user has no permissions to access one of the keys used as arguments"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> Users {
+        let cfg: Vec<UserConfig> = toml::from_str::<toml::Table>(
+            r#"
+            [[u]]
+            name = "reader"
+            password = "r"
+            level = "read"
+            [[u]]
+            name = "a"
+            password_sha256 = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+            level = "write"
+            read_prefixes = ["a"]
+            write_prefixes = ["a"]
+            [[u]]
+            name = "ab"
+            password = "x"
+            level = "write"
+            write_prefixes = ["ab"]
+            "#,
+        )
+        .unwrap()["u"]
+            .clone()
+            .try_into()
+            .unwrap();
+        Users::from_config(&cfg).unwrap()
+    }
+
+    fn args(a: &[&str]) -> Vec<Bytes> {
+        a.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
+    }
+
+    fn check(u: &User, a: &[&str]) -> Result<(), String> {
+        let a = args(a);
+        let spec = command::lookup(&a).unwrap();
+        let mut keys = Vec::new();
+        command::key_positions(spec, &a, &mut keys).unwrap();
+        u.check(spec, &a, &keys)
+    }
+
+    #[test]
+    fn passwords_levels_and_overlapping_namespaces() {
+        let us = users();
+        assert!(us.authenticate(b"reader", b"r").is_some());
+        assert!(us.authenticate(b"reader", b"x").is_none());
+        // sha256("a")
+        let a = us.authenticate(b"a", b"a").unwrap();
+        let ab = us.authenticate(b"ab", b"x").unwrap();
+        let reader = us.authenticate(b"reader", b"r").unwrap();
+        assert!(check(&reader, &["GET", "k"]).is_ok());
+        assert!(check(&reader, &["SET", "k", "v"])
+            .unwrap_err()
+            .contains("no permissions to run the 'set' command"));
+        assert!(check(&reader, &["FLUSHALL"]).is_err());
+        // "a" covers "ab..." keys too; "ab" does not cover "a..." keys.
+        assert!(check(&a, &["SET", "abc", "1"]).is_ok());
+        assert!(check(&ab, &["SET", "abc", "1"]).is_ok());
+        assert!(check(&ab, &["SET", "ac", "1"]).is_err());
+        assert!(check(&a, &["MSET", "a1", "1", "b1", "2"])
+            .unwrap_err()
+            .contains("access one of the keys"));
+        assert!(check(&a, &["KEYS", "*"]).is_err());
+        // No read namespace for "ab": reads anywhere.
+        assert!(check(&ab, &["GET", "zzz"]).is_ok());
+        assert!(check(&a, &["CONFIG", "SET", "x", "y"])
+            .unwrap_err()
+            .contains("'config|set'"));
+        assert!(Users::from_config(&[UserConfig {
+            name: "x".into(),
+            password: None,
+            password_sha256: None,
+            level: Level::Read,
+            read_prefixes: vec![],
+            write_prefixes: vec![],
+        }])
+        .is_err());
+    }
+}

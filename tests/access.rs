@@ -1,0 +1,181 @@
+//! Access control through the proxy: users, levels, key namespaces, AUTH / HELLO AUTH from real
+//! clients (the `redis` crate and redis-cli), against a real cluster.
+
+mod common;
+
+use common::*;
+use redis::{Commands, Value};
+
+const USERS: &str = r#"
+[[users]]
+name = "admin"
+password = "adm"
+level = "admin"
+
+[[users]]
+name = "writer"
+password = "w"
+level = "write"
+read_prefixes = ["a"]
+write_prefixes = ["a"]
+
+[[users]]
+name = "writer2"
+password_sha256 = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+level = "write"
+write_prefixes = ["ab"]
+
+[[users]]
+name = "reader"
+password = "r"
+level = "read"
+"#;
+
+fn conn_as(proxy: &Proxy, user: &str, pass: &str) -> redis::Connection {
+    redis::Client::open(format!("redis://{user}:{pass}@{}/", proxy.addr))
+        .unwrap()
+        .get_connection()
+        .expect("AUTH user pass through the redis crate")
+}
+
+fn err(r: redis::RedisResult<Value>) -> String {
+    match r {
+        Err(e) => e.to_string(),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+#[test]
+fn users_levels_and_namespaces_are_enforced_on_every_key() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(&cluster.seeds(), USERS, false);
+    // Not authenticated: Redis's NOAUTH; a wrong password: WRONGPASS.
+    let mut anon = redis::Client::open(format!("redis://{}/", proxy.addr))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let e = err(redis::cmd("GET").arg("k").query(&mut anon));
+    assert!(
+        e.contains("NOAUTH") || e.contains("Authentication required"),
+        "{e}"
+    );
+    let e = err(redis::cmd("AUTH")
+        .arg("writer")
+        .arg("nope")
+        .query(&mut anon));
+    assert!(
+        e.contains("WRONGPASS") || e.contains("invalid username-password"),
+        "{e}"
+    );
+    let e = err(redis::cmd("AUTH").arg("nope").query(&mut anon));
+    assert!(e.contains("invalid username-password"), "{e}");
+
+    let mut admin = conn_as(&proxy, "admin", "adm");
+    let users: Vec<String> = redis::cmd("PROXY")
+        .arg("CONFIG")
+        .arg("GET")
+        .arg("users")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(
+        users[1],
+        "admin:admin,writer:write,writer2:write,reader:read"
+    );
+    // Wait until the proxy serves every slot (the harness could not check without a user).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s: Vec<String> = redis::cmd("PROXY").arg("SLOTS").query(&mut admin).unwrap();
+        if s.first().is_some_and(|f| f.contains("slots 16384 ")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slots not served");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let mut w = conn_as(&proxy, "writer", "w");
+    let _: () = w.set("a1", "1").unwrap();
+    let _: () = w.set("abc", "1").unwrap();
+    let e = err(redis::cmd("SET").arg("b1").arg("1").query(&mut w));
+    assert!(e.contains("access one of the keys"), "{e}");
+    // One key outside the namespace: the whole MSET (split over slots) writes nothing.
+    let e = err(redis::cmd("MSET")
+        .arg("a2")
+        .arg("1")
+        .arg("a3")
+        .arg("1")
+        .arg("b2")
+        .arg("2")
+        .query(&mut w));
+    assert!(e.contains("access one of the keys"), "{e}");
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("a2")
+        .arg("a3")
+        .arg("b2")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(n, 0);
+    let e = err(redis::cmd("GET").arg("zz").query(&mut w));
+    assert!(e.contains("access one of the keys"), "{e}");
+    let e = err(redis::cmd("KEYS").arg("*").query(&mut w));
+    assert!(
+        e.contains("no permissions to run the 'keys' command"),
+        "{e}"
+    );
+    let e = err(redis::cmd("PROXY").arg("SLOTS").query(&mut w));
+    assert!(
+        e.contains("no permissions to run the 'proxy' command"),
+        "{e}"
+    );
+    let e = err(redis::cmd("FLUSHALL").query(&mut w));
+    assert!(
+        e.contains("no permissions to run the 'flushall' command"),
+        "{e}"
+    );
+    let e = err(redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut w));
+    assert!(e.contains("'config|set'"), "{e}");
+
+    // Overlapping prefixes: "ab" does not reach "ac"; with no read prefixes it reads anything.
+    let mut w2 = conn_as(&proxy, "writer2", "x");
+    let _: () = w2.set("abz", "1").unwrap();
+    let e = err(redis::cmd("SET").arg("ac").arg("1").query(&mut w2));
+    assert!(e.contains("access one of the keys"), "{e}");
+    assert_eq!(w2.get::<_, String>("a1").unwrap(), "1");
+
+    let mut r = conn_as(&proxy, "reader", "r");
+    assert_eq!(r.get::<_, String>("a1").unwrap(), "1");
+    let e = err(redis::cmd("SET").arg("a1").arg("2").query(&mut r));
+    assert!(e.contains("no permissions to run the 'set' command"), "{e}");
+    let n: i64 = redis::cmd("DBSIZE").query(&mut r).unwrap();
+    assert!(n >= 3);
+
+    // HELLO 3 AUTH, and redis-cli's --user/--pass.
+    let mut raw = proxy.raw();
+    use std::io::{Read, Write};
+    raw.write_all(b"*5\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$4\r\nAUTH\r\n$5\r\nadmin\r\n$3\r\nadm\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = raw.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"%7\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &proxy.port.to_string(),
+            "--user",
+            "writer",
+            "--pass",
+            "w",
+        ])
+        .args(["--no-auth-warning", "SET", "a-cli", "v"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    assert_eq!(admin.get::<_, String>("a-cli").unwrap(), "v");
+}
