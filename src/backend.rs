@@ -36,6 +36,9 @@ enum Pending {
     Asking,
     /// `HELLO 3`, first on a RESP3 connection; its reply is dropped.
     Hello,
+    /// The proxy's `AUTH` (backend credentials), first on every connection; a refusal fails
+    /// the connection with a configuration error.
+    Auth(Bytes),
 }
 
 impl Pending {
@@ -44,6 +47,7 @@ impl Pending {
             Pending::Call(c) => c.wire.clone(),
             Pending::Asking => Bytes::from_static(ASKING),
             Pending::Hello => Bytes::from_static(crate::dedicated::HELLO3),
+            Pending::Auth(wire) => wire.clone(),
         }
     }
     fn fail(self, msg: &str) {
@@ -227,9 +231,12 @@ impl Conn {
             let was_down = matches!(st.link, Link::Down { .. }) || st.backoff > BACKOFF_START;
             self.set_link(&mut st, Link::Up);
             st.backoff = BACKOFF_START;
+            // Before anything queued while connecting: AUTH, then HELLO 3.
             if self.resp3 {
-                // Before anything queued while connecting.
                 st.queue.push_front(Pending::Hello);
+            }
+            if let Some(auth) = crate::credentials::auth_command() {
+                st.queue.push_front(Pending::Auth(auth));
             }
             if was_down {
                 tracing::info!(node = %self.addr, "backend node is reachable again");
@@ -426,6 +433,13 @@ impl Conn {
                     Some((_, Pending::Hello)) => {
                         if resp::is_error(&frame) {
                             tracing::warn!(node = %self.addr, reply = ?frame, "HELLO 3 refused");
+                        }
+                    }
+                    Some((_, Pending::Auth(_))) => {
+                        if resp::is_error(&frame) {
+                            let msg = crate::credentials::refused(&self.addr, &frame);
+                            tracing::error!(node = %self.addr, "{msg}");
+                            return self.fail(gen, msg);
                         }
                     }
                     None => return self.fail(gen, "reply without a request".into()),

@@ -82,6 +82,11 @@ pub struct Config {
     pub max_pubsub_reply_bytes: usize,
     /// Users (`[[users]]` tables). None: the proxy is open, as Redis without a password.
     pub users: Vec<crate::access::UserConfig>,
+    /// ACL user the proxy authenticates as on every node connection (empty: `AUTH <password>`
+    /// only, for `requirepass`).
+    pub backend_user: String,
+    /// Password for the nodes; empty: the nodes need none.
+    pub backend_password: String,
 }
 
 /// One setting: its name (the TOML key) and whether it can change while the proxy runs.
@@ -129,6 +134,8 @@ pub const SETTINGS: &[Setting] = &[
     restart("max_dedicated_per_worker"),
     restart("max_pubsub_reply_bytes"),
     restart("users"),
+    restart("backend_user"),
+    restart("backend_password"),
 ];
 
 /// The setting called `name`, if there is one.
@@ -164,6 +171,8 @@ impl Default for Config {
             max_dedicated_per_worker: 1024,
             max_pubsub_reply_bytes: 32 * 1024 * 1024,
             users: Vec::new(),
+            backend_user: String::new(),
+            backend_password: String::new(),
         }
     }
 }
@@ -235,6 +244,16 @@ impl Config {
     /// The value of setting `name` as `PROXY CONFIG GET` shows it (durations as `"5s"`, sizes
     /// as `"64mb"`, lists comma-separated).
     pub fn get(&self, name: &str) -> Option<String> {
+        if name == "backend_password" {
+            return Some(
+                if self.backend_password.is_empty() {
+                    ""
+                } else {
+                    "(set)"
+                }
+                .into(),
+            );
+        }
         if name == "users" {
             // Names and levels only: passwords never leave the file.
             let list: Vec<String> = self

@@ -132,6 +132,9 @@ impl Dedicated {
             wake: Notify::new(),
             sink,
         });
+        if let Some(auth) = crate::credentials::auth_command() {
+            inner.push(auth, Expect::Discard);
+        }
         if let Some(h) = hello {
             inner.push(h, Expect::Discard);
         }

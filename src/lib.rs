@@ -17,6 +17,7 @@ pub mod clients;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod credentials;
 pub mod dedicated;
 pub mod dispatch;
 pub mod fanout;

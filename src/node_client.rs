@@ -24,12 +24,21 @@ impl NodeClient {
             .map_err(|_| anyhow!("connecting to {addr}: timed out after {timeout:?}"))?
             .with_context(|| format!("connecting to {addr}"))?;
         let _ = stream.set_nodelay(true);
-        Ok(NodeClient {
+        let mut client = NodeClient {
             addr: addr.to_string(),
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
             timeout,
-        })
+        };
+        if let Some(auth) = crate::credentials::auth_command() {
+            let reply = tokio::time::timeout(timeout, client.roundtrip_raw(&auth))
+                .await
+                .map_err(|_| anyhow!("AUTH to {addr}: no reply within {timeout:?}"))??;
+            if let Value::Error(e) = reply {
+                bail!("node {addr} refused the proxy's credentials ({e}); check backend_user / backend_password");
+            }
+        }
+        Ok(client)
     }
 
     /// The address this client talks to.
@@ -62,7 +71,11 @@ impl NodeClient {
     }
 
     async fn roundtrip<A: AsRef<[u8]>>(&mut self, args: &[A]) -> anyhow::Result<Value> {
-        self.stream.write_all(&resp::encode_command(args)).await?;
+        self.roundtrip_raw(&resp::encode_command(args)).await
+    }
+
+    async fn roundtrip_raw(&mut self, wire: &[u8]) -> anyhow::Result<Value> {
+        self.stream.write_all(wire).await?;
         let mut scanner = ReplyScanner::default();
         loop {
             if let Some(frame) = scanner.next_frame(&mut self.buf)? {

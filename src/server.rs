@@ -158,6 +158,7 @@ pub async fn serve_with(
     on_ready: impl FnOnce(&Running),
 ) -> anyhow::Result<()> {
     config.validate()?;
+    crate::credentials::install(&config.backend_user, &config.backend_password);
     let std_listener = bind(&config.listen)?;
     let addr = std_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;

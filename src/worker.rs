@@ -40,6 +40,8 @@ pub struct Worker {
     cache: RefCell<RouteCache>,
     /// Connections of single clients: blocking commands, transactions, pub/sub.
     pub dedicated: crate::dedicated::DedicatedPool,
+    /// A node's NOAUTH was logged already (once per worker, not once per request).
+    noauth_logged: Cell<bool>,
     /// Each live session's wake-up signal, so shutdown can wake sessions parked on a read.
     sessions: RefCell<HashMap<u64, Weak<Notify>>>,
     /// Shutdown began: sessions read no more requests and close once answered.
@@ -65,6 +67,7 @@ impl Worker {
                 pools: Vec::new(),
             }),
             dedicated,
+            noauth_logged: Cell::new(false),
             sessions: RefCell::new(HashMap::new()),
             stopping: Cell::new(false),
             aborting: Cell::new(false),
@@ -137,6 +140,16 @@ impl Worker {
     pub fn on_reply(&self, mut call: Call, frame: Bytes, from: &str) {
         if !resp::is_error(&frame) {
             return call.target.deliver(frame);
+        }
+        if frame.starts_with(b"-NOAUTH") {
+            // A node that wants a password the proxy was not given: a configuration error.
+            let msg = format!(
+                "ERR slotproxy: node {from} requires authentication; set backend_user / backend_password"
+            );
+            if !self.noauth_logged.replace(true) {
+                tracing::error!(node = %from, "{msg}");
+            }
+            return call.fail(&msg);
         }
         if frame.starts_with(b"-NOSCRIPT") && call.retries == 0 {
             if let Some(body) = crate::scripts::evalsha_target(&call.wire)
