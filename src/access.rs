@@ -47,6 +47,9 @@ pub struct UserConfig {
     /// Key prefixes this user may write; empty means every key.
     #[serde(default)]
     pub write_prefixes: Vec<String>,
+    /// Most connections authenticated as this user at once; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// A configured user, ready for checks.
@@ -59,6 +62,104 @@ pub struct User {
     pub level: Level,
     read_prefixes: Vec<Vec<u8>>,
     write_prefixes: Vec<Vec<u8>>,
+    max_connections: Option<usize>,
+    /// Connections authenticated as this user now.
+    connections: std::sync::atomic::AtomicUsize,
+}
+
+/// One connection's hold on its user's connection count; released when dropped (the
+/// connection ends or authenticates as someone else).
+#[derive(Debug)]
+pub struct Session {
+    /// The user.
+    pub user: Arc<User>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.user
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = User;
+    fn deref(&self) -> &User {
+        &self.user
+    }
+}
+
+impl User {
+    /// Takes one of the user's connections; refused past `max_connections`.
+    pub fn open_session(self: &Arc<Self>) -> Result<Session, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.connections.fetch_add(1, Relaxed);
+        if self.max_connections.is_some_and(|max| now >= max) {
+            self.connections.fetch_sub(1, Relaxed);
+            return Err(format!(
+                "ERR slotproxy: user '{}' has reached its max_connections ({})",
+                self.name,
+                self.max_connections.unwrap_or_default()
+            ));
+        }
+        Ok(Session {
+            user: Arc::clone(self),
+        })
+    }
+}
+
+/// Failed AUTH attempts per client address, to slow down password guessing: past `limit`
+/// failures within a minute, AUTH from that address is refused without checking the
+/// password until the minute is over.
+#[derive(Debug, Default)]
+pub struct AuthGuard {
+    failures:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+    /// AUTH attempts refused by the limit, for metrics.
+    pub limited: std::sync::atomic::AtomicU64,
+    /// Failed AUTH attempts, for metrics.
+    pub failed: std::sync::atomic::AtomicU64,
+    /// AUTHs refused by a user's `max_connections`, for metrics.
+    pub user_limited: std::sync::atomic::AtomicU64,
+}
+
+const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl AuthGuard {
+    /// Whether `ip` may try a password now.
+    pub fn allowed(&self, ip: std::net::IpAddr, limit: u32) -> bool {
+        if limit == 0 {
+            return true;
+        }
+        let Ok(map) = self.failures.lock() else {
+            return true;
+        };
+        match map.get(&ip) {
+            Some((since, n)) if since.elapsed() < AUTH_WINDOW && *n >= limit => {
+                self.limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Records a failed attempt from `ip`.
+    pub fn failed(&self, ip: std::net::IpAddr) {
+        self.failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut map) = self.failures.lock() {
+            if map.len() > 100_000 {
+                map.retain(|_, (since, _)| since.elapsed() < AUTH_WINDOW);
+            }
+            let e = map.entry(ip).or_insert((std::time::Instant::now(), 0));
+            if e.0.elapsed() >= AUTH_WINDOW {
+                *e = (std::time::Instant::now(), 0);
+            }
+            e.1 += 1;
+        }
+    }
 }
 
 /// Every configured user.
@@ -113,6 +214,8 @@ impl Users {
                 level: u.level,
                 read_prefixes: bytes(&u.read_prefixes),
                 write_prefixes: bytes(&u.write_prefixes),
+                max_connections: u.max_connections,
+                connections: Default::default(),
             }));
         }
         Ok(Users { list: users })
@@ -128,6 +231,8 @@ impl Users {
                 level: Level::Read,
                 read_prefixes: vec![Vec::new()],
                 write_prefixes: vec![Vec::new()],
+                max_connections: Some(0),
+                connections: Default::default(),
             })],
         }
     }
@@ -305,6 +410,7 @@ mod tests {
             level: Level::Read,
             read_prefixes: vec![],
             write_prefixes: vec![],
+            max_connections: None,
         }])
         .is_err());
     }

@@ -87,6 +87,9 @@ pub struct Config {
     pub backend_user: String,
     /// Password for the nodes; empty: the nodes need none.
     pub backend_password: String,
+    /// Failed AUTH attempts one client address may make per minute before AUTH from it is
+    /// refused for the rest of the minute; 0: no limit.
+    pub auth_failures_per_minute: u32,
 }
 
 /// One setting: its name (the TOML key) and whether it can change while the proxy runs.
@@ -136,6 +139,7 @@ pub const SETTINGS: &[Setting] = &[
     restart("users"),
     restart("backend_user"),
     restart("backend_password"),
+    restart("auth_failures_per_minute"),
 ];
 
 /// The setting called `name`, if there is one.
@@ -173,6 +177,7 @@ impl Default for Config {
             users: Vec::new(),
             backend_user: String::new(),
             backend_password: String::new(),
+            auth_failures_per_minute: 10,
         }
     }
 }

@@ -20,8 +20,11 @@ pub struct ClientState {
     pub name: Option<Bytes>,
     /// The client switched to RESP3 with `HELLO 3`.
     pub resp3: bool,
-    /// The authenticated user, when users are configured.
-    pub user: Option<std::sync::Arc<crate::access::User>>,
+    /// The authenticated user (and its hold on the user's connection count), when users are
+    /// configured.
+    pub user: Option<crate::access::Session>,
+    /// The client's address, for the failed-AUTH limit.
+    pub peer_ip: Option<std::net::IpAddr>,
 }
 
 /// A reply composed by the proxy.
@@ -177,12 +180,37 @@ fn auth(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
             [name, pass] => (&name[..], pass),
             _ => return resp::error("ERR syntax error"),
         };
+        let limit = shared.config.auth_failures_per_minute;
+        if let Some(ip) = client.peer_ip {
+            if !shared.auth_guard.allowed(ip, limit) {
+                return resp::error(
+                    "ERR slotproxy: too many failed AUTH attempts from this address; try again in a minute",
+                );
+            }
+        }
         return match shared.users.authenticate(name, pass) {
             Some(u) => {
-                client.user = Some(u);
-                ok()
+                client.user = None;
+                match u.open_session() {
+                    Ok(s) => {
+                        client.user = Some(s);
+                        ok()
+                    }
+                    Err(e) => {
+                        shared
+                            .auth_guard
+                            .user_limited
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        resp::error(&e)
+                    }
+                }
             }
-            None => resp::error(crate::access::WRONGPASS),
+            None => {
+                if let Some(ip) = client.peer_ip {
+                    shared.auth_guard.failed(ip);
+                }
+                resp::error(crate::access::WRONGPASS)
+            }
         };
     }
     match args {
@@ -299,6 +327,7 @@ mod tests {
             name: None,
             resp3: false,
             user: None,
+            peer_ip: None,
         };
         assert_eq!(run(&["PING"], &mut c), "+PONG\r\n");
         assert_eq!(run(&["ping", "hi"], &mut c), "$2\r\nhi\r\n");

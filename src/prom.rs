@@ -70,6 +70,18 @@ fn describe() {
         "slotproxy_client_connections_rejected_total",
         "Client connections refused (max_clients)."
     );
+    describe_counter!(
+        "slotproxy_auth_failures_total",
+        "AUTH attempts with a wrong user or password."
+    );
+    describe_counter!(
+        "slotproxy_auth_rate_limited_total",
+        "AUTH attempts refused by auth_failures_per_minute."
+    );
+    describe_counter!(
+        "slotproxy_user_connections_rejected_total",
+        "AUTHs refused by a user's max_connections."
+    );
     describe_gauge!(
         "slotproxy_requests_in_flight",
         "Requests read and not yet answered."
@@ -218,6 +230,10 @@ fn flush(shared: &Shared, t: &Totals, feeds: &mut Feeds) {
     counter!("slotproxy_client_connections_accepted_total").absolute(t.accepted);
     counter!("slotproxy_client_connections_rejected_total")
         .absolute(shared.rejected_clients.load(Relaxed));
+    counter!("slotproxy_auth_failures_total").absolute(shared.auth_guard.failed.load(Relaxed));
+    counter!("slotproxy_auth_rate_limited_total").absolute(shared.auth_guard.limited.load(Relaxed));
+    counter!("slotproxy_user_connections_rejected_total")
+        .absolute(shared.auth_guard.user_limited.load(Relaxed));
     gauge!("slotproxy_requests_in_flight").set(t.in_flight() as f64);
     counter!("slotproxy_client_received_bytes_total").absolute(t.bytes_in);
     counter!("slotproxy_client_sent_bytes_total").absolute(t.bytes_out);

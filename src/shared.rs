@@ -85,6 +85,8 @@ pub struct Shared {
     pub clients: crate::clients::Registry,
     /// Configured users; none means the proxy is open.
     pub users: crate::access::Users,
+    /// Failed-AUTH counts per client address.
+    pub auth_guard: crate::access::AuthGuard,
     /// Triggers (a [`Trigger`] bit set) since the refresher last looked.
     pub refresh_triggers: AtomicU8,
     /// Every backend node the workers have talked to, with their counters.
@@ -140,6 +142,7 @@ impl Shared {
             scripts: Default::default(),
             clients: Default::default(),
             users,
+            auth_guard: Default::default(),
             refresh_triggers: AtomicU8::new(0),
             nodes: Default::default(),
             slowlog: Default::default(),

@@ -179,3 +179,68 @@ fn users_levels_and_namespaces_are_enforced_on_every_key() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
     assert_eq!(admin.get::<_, String>("a-cli").unwrap(), "v");
 }
+
+#[test]
+fn per_user_connection_limits_and_failed_auth_rate_limit() {
+    let cluster = cluster(3, 1, 0);
+    let users = "auth_failures_per_minute = 3\n[[users]]\nname = \"one\"\npassword = \"p\"\nlevel = \"read\"\nmax_connections = 1\n[[users]]\nname = \"admin\"\npassword = \"a\"\nlevel = \"admin\"\n";
+    let proxy = Proxy::start_with(&cluster.seeds(), users, false);
+    let mut first = conn_as(&proxy, "one", "p");
+    let _: Value = redis::cmd("PING").query(&mut first).unwrap();
+    // A second connection as the same user is refused while the first lives.
+    let mut second = redis::Client::open(format!("redis://{}/", proxy.addr))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let e = err(redis::cmd("AUTH").arg("one").arg("p").query(&mut second));
+    assert!(e.contains("max_connections"), "{e}");
+    drop(first);
+    // Once the first is gone, the slot is free again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match redis::cmd("AUTH")
+            .arg("one")
+            .arg("p")
+            .query::<Value>(&mut second)
+        {
+            Ok(_) => break,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the user's connection was never released: {e}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Three wrong passwords from this address: the fourth AUTH is refused unchecked, even
+    // with the right password.
+    let mut guesser = redis::Client::open(format!("redis://{}/", proxy.addr))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for _ in 0..3 {
+        let e = err(redis::cmd("AUTH")
+            .arg("admin")
+            .arg("guess")
+            .query(&mut guesser));
+        assert!(e.contains("invalid username-password"), "{e}");
+    }
+    let e = err(redis::cmd("AUTH").arg("admin").arg("a").query(&mut guesser));
+    assert!(e.contains("too many failed AUTH attempts"), "{e}");
+    // Both show in the metrics (copied to the exporter once a second; the retries above may
+    // have been refused more than once while the first connection was closing).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = proxy.scrape();
+        let failures = metric(&text, "slotproxy_auth_failures_total");
+        let limited = metric(&text, "slotproxy_auth_rate_limited_total");
+        let users = metric(&text, "slotproxy_user_connections_rejected_total");
+        if failures == 3.0 && limited == 1.0 && users >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "failures {failures}, limited {limited}, user-limited {users}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

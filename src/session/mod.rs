@@ -63,6 +63,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
             name: None,
             resp3: false,
             user: None,
+            peer_ip: None,
         },
         acl: worker.shared.users.active(),
         rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -86,7 +87,12 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
     };
     if s.acl {
         // Redis's `default` user with no password: connections start authenticated as it.
-        s.client.user = worker.shared.users.authenticate(b"default", b"");
+        s.client.peer_ip = s.stream.peer_addr().ok().map(|a| a.ip());
+        s.client.user = worker
+            .shared
+            .users
+            .authenticate(b"default", b"")
+            .and_then(|u| u.open_session().ok());
     }
     worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
@@ -602,7 +608,7 @@ impl Session {
             | Route::Local(Local::Reset) => return route,
             _ => {}
         }
-        let Some(user) = self.client.user.clone() else {
+        let Some(user) = self.client.user.as_ref().map(|s| Arc::clone(&s.user)) else {
             return Route::Reply(resp::error(crate::access::NOAUTH));
         };
         if let Route::Local(Local::Proxy) = route {
