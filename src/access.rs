@@ -50,6 +50,14 @@ pub struct UserConfig {
     /// Most connections authenticated as this user at once; absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// Commands this user may run, by name (`get`, `config|get`, `client` for every CLIENT
+    /// subcommand) or category (`@read`, `@write`, `@admin`, `@pubsub`, `@blocking`,
+    /// `@scripting`, `@keyspace-wide`); empty: every command its level allows.
+    #[serde(default)]
+    pub commands_allow: Vec<String>,
+    /// Commands this user may not run (same forms); wins over `commands_allow`.
+    #[serde(default)]
+    pub commands_deny: Vec<String>,
 }
 
 /// A configured user, ready for checks.
@@ -63,6 +71,8 @@ pub struct User {
     read_prefixes: Vec<Vec<u8>>,
     write_prefixes: Vec<Vec<u8>>,
     max_connections: Option<usize>,
+    commands_allow: Vec<String>,
+    commands_deny: Vec<String>,
     /// Connections authenticated as this user now.
     connections: std::sync::atomic::AtomicUsize,
 }
@@ -215,6 +225,8 @@ impl Users {
                 read_prefixes: bytes(&u.read_prefixes),
                 write_prefixes: bytes(&u.write_prefixes),
                 max_connections: u.max_connections,
+                commands_allow: lower(&u.commands_allow)?,
+                commands_deny: lower(&u.commands_deny)?,
                 connections: Default::default(),
             }));
         }
@@ -232,6 +244,8 @@ impl Users {
                 read_prefixes: vec![Vec::new()],
                 write_prefixes: vec![Vec::new()],
                 max_connections: Some(0),
+                commands_allow: Vec::new(),
+                commands_deny: Vec::new(),
                 connections: Default::default(),
             })],
         }
@@ -253,6 +267,58 @@ impl Users {
             .zip(given.iter())
             .fold(0u8, |d, (a, b)| d | (a ^ b));
         (diff == 0).then(|| Arc::clone(user))
+    }
+}
+
+/// The categories a command list may name.
+const CATEGORIES: &[&str] = &[
+    "@read",
+    "@write",
+    "@admin",
+    "@pubsub",
+    "@blocking",
+    "@scripting",
+    "@keyspace-wide",
+];
+
+/// Command-list entries in lowercase; an unknown `@category` is a configuration error.
+fn lower(list: &[String]) -> anyhow::Result<Vec<String>> {
+    list.iter()
+        .map(|e| {
+            let e = e.trim().to_ascii_lowercase().replace(' ', "|");
+            if e.starts_with('@') && !CATEGORIES.contains(&e.as_str()) {
+                anyhow::bail!(
+                    "unknown command category {e:?} (known: {})",
+                    CATEGORIES.join(", ")
+                );
+            }
+            Ok(e)
+        })
+        .collect()
+}
+
+/// Whether a command-list entry names `spec`.
+fn names(entry: &str, spec: &CommandSpec) -> bool {
+    let container = spec.name.split('|').next().unwrap_or(spec.name);
+    match entry {
+        "@read" => required(spec) == Level::Read,
+        "@write" => required(spec) == Level::Write,
+        "@admin" => required(spec) == Level::Admin,
+        "@pubsub" => spec.flags & command::FLAG_PUBSUB != 0,
+        "@blocking" => spec.flags & command::FLAG_BLOCKING != 0,
+        "@scripting" => matches!(
+            container,
+            "eval"
+                | "evalsha"
+                | "eval_ro"
+                | "evalsha_ro"
+                | "fcall"
+                | "fcall_ro"
+                | "script"
+                | "function"
+        ),
+        "@keyspace-wide" => KEYSPACE_WIDE.contains(&spec.name),
+        name => name == spec.name || name == container,
     }
 }
 
@@ -306,7 +372,10 @@ impl User {
     pub fn check(&self, spec: &CommandSpec, args: &[Bytes], keys: &[usize]) -> Result<(), String> {
         let need = required(spec);
         let shown = spec.name.split('|').collect::<Vec<_>>().join("|");
-        if need > self.level {
+        let listed = |list: &[String]| list.iter().any(|e| names(e, spec));
+        let refused_by_list = listed(&self.commands_deny)
+            || (!self.commands_allow.is_empty() && !listed(&self.commands_allow));
+        if need > self.level || refused_by_list {
             return Err(format!(
                 "NOPERM this user has no permissions to run the '{shown}' command"
             ));
@@ -342,6 +411,12 @@ mod tests {
             name = "reader"
             password = "r"
             level = "read"
+            commands_deny = ["@keyspace-wide", "CLIENT"]
+            [[u]]
+            name = "getter"
+            password = "g"
+            level = "write"
+            commands_allow = ["get", "mget", "object encoding"]
             [[u]]
             name = "a"
             password_sha256 = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
@@ -390,6 +465,14 @@ mod tests {
             .unwrap_err()
             .contains("no permissions to run the 'set' command"));
         assert!(check(&reader, &["FLUSHALL"]).is_err());
+        assert!(check(&reader, &["KEYS", "*"]).is_err());
+        assert!(check(&reader, &["CLIENT", "LIST"]).is_err());
+        let getter = us.authenticate(b"getter", b"g").unwrap();
+        assert!(check(&getter, &["GET", "k"]).is_ok());
+        assert!(check(&getter, &["OBJECT", "ENCODING", "k"]).is_ok());
+        assert!(check(&getter, &["OBJECT", "FREQ", "k"]).is_err());
+        assert!(check(&getter, &["SET", "k", "v"]).is_err());
+        assert!(check(&getter, &["CONFIG", "RESETSTAT"]).is_err());
         // "a" covers "ab..." keys too; "ab" does not cover "a..." keys.
         assert!(check(&a, &["SET", "abc", "1"]).is_ok());
         assert!(check(&ab, &["SET", "abc", "1"]).is_ok());
@@ -411,6 +494,8 @@ mod tests {
             read_prefixes: vec![],
             write_prefixes: vec![],
             max_connections: None,
+            commands_allow: vec![],
+            commands_deny: vec![],
         }])
         .is_err());
     }

@@ -29,6 +29,13 @@ write_prefixes = ["ab"]
 name = "reader"
 password = "r"
 level = "read"
+
+[[users]]
+name = "getter"
+password = "g"
+level = "write"
+commands_allow = ["get", "@pubsub"]
+commands_deny = ["publish"]
 "#;
 
 fn conn_as(proxy: &Proxy, user: &str, pass: &str) -> redis::Connection {
@@ -79,7 +86,7 @@ fn users_levels_and_namespaces_are_enforced_on_every_key() {
         .unwrap();
     assert_eq!(
         users[1],
-        "admin:admin,writer:write,writer2:write,reader:read"
+        "admin:admin,writer:write,writer2:write,reader:read,getter:write"
     );
     // Wait until the proxy serves every slot (the harness could not check without a user).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -151,6 +158,23 @@ fn users_levels_and_namespaces_are_enforced_on_every_key() {
     assert!(e.contains("no permissions to run the 'set' command"), "{e}");
     let n: i64 = redis::cmd("DBSIZE").query(&mut r).unwrap();
     assert!(n >= 3);
+
+    // Command lists: only GET and pub/sub, but not PUBLISH.
+    let mut g = conn_as(&proxy, "getter", "g");
+    assert_eq!(g.get::<_, String>("a1").unwrap(), "1");
+    let e = err(redis::cmd("SET").arg("a1").arg("3").query(&mut g));
+    assert!(e.contains("no permissions to run the 'set' command"), "{e}");
+    let e = err(redis::cmd("PUBLISH").arg("c").arg("m").query(&mut g));
+    assert!(
+        e.contains("no permissions to run the 'publish' command"),
+        "{e}"
+    );
+    let n: Vec<Value> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("c")
+        .query(&mut g)
+        .unwrap();
+    assert_eq!(n.len(), 2);
 
     // HELLO 3 AUTH, and redis-cli's --user/--pass.
     let mut raw = proxy.raw();
