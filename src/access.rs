@@ -437,11 +437,7 @@ mod tests {
         Users::from_config(&cfg).unwrap()
     }
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter()
-            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
-            .collect()
-    }
+    use crate::resp::test_args as args;
 
     fn check(u: &User, a: &[&str]) -> Result<(), String> {
         let a = args(a);

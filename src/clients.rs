@@ -257,11 +257,7 @@ impl KillFilter {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter()
-            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
-            .collect()
-    }
+    use crate::resp::test_args as args;
 
     #[test]
     fn kill_filters() {

@@ -473,11 +473,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter()
-            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
-            .collect()
-    }
+    use crate::resp::test_args as args;
 
     #[test]
     fn sections_and_filtering() {

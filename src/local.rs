@@ -301,11 +301,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter()
-            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
-            .collect()
-    }
+    use crate::resp::test_args as args;
 
     fn run(a: &[&str], c: &mut ClientState) -> String {
         let shared = Shared::new(Config::default(), 1, 7617);

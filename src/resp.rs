@@ -189,6 +189,14 @@ impl ReplyScanner {
     }
 }
 
+/// Request arguments from strings, for unit tests that build requests by hand.
+#[cfg(test)]
+pub(crate) fn test_args(a: &[&str]) -> Vec<Bytes> {
+    a.iter()
+        .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+        .collect()
+}
+
 /// RESP3's null.
 pub const NULL3: &[u8] = b"_\r\n";
 

@@ -304,11 +304,7 @@ impl NodeRegistry {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter()
-            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
-            .collect()
-    }
+    use crate::resp::test_args as args;
 
     #[test]
     fn command_labels_come_from_the_table() {
