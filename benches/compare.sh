@@ -16,6 +16,12 @@
 #   BENCH_RUN_TIMEOUT    seconds before one redis-benchmark run is given up (default 300)
 #   BENCH_METRICS_LISTEN `slotproxy demo --metrics-listen` (default 127.0.0.1:9617; "" turns
 #                        metrics off, to measure what they cost: run once with and once without)
+#   BENCH_USERS          1: the proxy runs with users configured (`slotproxy demo --config`):
+#                        user "bench", level write, read and write namespace "key:" (every key
+#                        the workloads use), a command deny list; proxy runs authenticate with
+#                        `--user bench -a ...`, so every request pays the namespace and command
+#                        checks. Default 0 (no users: the open proxy). Direct runs never
+#                        authenticate (the nodes have no users either way)
 #   BENCH_WORKLOADS      space-separated subset of the workloads below (default: all)
 #   CARGO_TARGET_DIR     where to find (or build) release/slotproxy (default ./target)
 #
@@ -64,6 +70,7 @@ KEYSPACE=100000
 DEPTHS=(1 16)
 read -r -a WORKLOADS <<<"${BENCH_WORKLOADS:-set get mixed mset mset1slot}"
 METRICS_LISTEN=${BENCH_METRICS_LISTEN-127.0.0.1:9617}
+USERS=${BENCH_USERS:-0}
 
 for tool in redis-benchmark redis-cli redis-server getconf timeout; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not on PATH" >&2; exit 1; }
@@ -122,8 +129,23 @@ trap 'exit 143' TERM
 
 # ---- start the demo and read its node list ----------------------------------------------
 
+demo_extra=()
+proxy_auth=()
+if [[ $USERS == 1 ]]; then
+    cat >"$work/users.toml" <<'TOML'
+[[users]]
+name = "bench"
+password = "bench-secret"
+level = "write"
+read_prefixes = ["key:"]
+write_prefixes = ["key:"]
+commands_deny = ["@keyspace-wide", "@admin"]
+TOML
+    demo_extra=(--config "$work/users.toml")
+    proxy_auth=(--user bench -a bench-secret)
+fi
 "$bin" demo --listen "127.0.0.1:$PORT" --workers "$WORKERS" --metrics-listen "$METRICS_LISTEN" \
-    >"$work/demo.out" 2>"$work/demo.err" &
+    "${demo_extra[@]}" >"$work/demo.out" 2>"$work/demo.err" &
 demo_pid=$!
 
 for ((i = 0; i < START_TIMEOUT * 10; i++)); do
@@ -188,7 +210,7 @@ start_job() {
     local out=$work/job.$k
     local conn
     if [[ $side == proxy ]]; then
-        conn=(-h 127.0.0.1 -p "$PORT")
+        conn=(-h 127.0.0.1 -p "$PORT" "${proxy_auth[@]}")
     elif [[ -n $addr ]]; then
         conn=(-h "${addr%:*}" -p "${addr##*:}")
     else
@@ -281,6 +303,7 @@ run_group() {
 echo "slotproxy $("$bin" --version | awk '{print $2}') vs. Redis Cluster $(redis-server --version | awk '{print $3}' | tr -d 'v=')"
 echo "masters ${masters[*]}; proxy 127.0.0.1:$PORT pid $demo_pid, --workers $WORKERS;" \
     "$(nproc) cores; $CLIENTS clients; -r $KEYSPACE; metrics ${METRICS_LISTEN:-off};" \
+    "users $([[ $USERS == 1 ]] && echo on || echo off);" \
     "$REQUESTS requests a run ($MSET_REQUESTS for MSET), x$PIPELINE_SCALE at -P 16"
 echo "mset1slot hash tags per master: ${tags[*]}"
 

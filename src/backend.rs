@@ -11,6 +11,7 @@ use crate::dispatch::Call;
 use crate::resp::{self, ReplyScanner};
 use crate::shared::{Shared, Trigger};
 use crate::stats::{bump, drop_by, NodeStats};
+use crate::stream::Stream;
 use crate::worker::Worker;
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
@@ -212,17 +213,10 @@ impl Conn {
 
     async fn connect(self: Rc<Self>, gen: u64) {
         let connect_timeout = self.timeouts().connect;
-        let res = tokio::time::timeout(connect_timeout, TcpStream::connect(&*self.addr)).await;
-        let stream = match res {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return self.fail(gen, format!("connect: {e}")),
-            Err(_) => {
-                let ms = connect_timeout.as_millis();
-                return self.fail(gen, format!("connect timed out after {ms}ms"));
-            }
+        let stream = match Stream::connect(&self.addr, connect_timeout).await {
+            Ok(s) => Rc::new(s),
+            Err(e) => return self.fail(gen, format!("connect: {e}")),
         };
-        let _ = stream.set_nodelay(true);
-        let stream = Rc::new(stream);
         {
             let mut st = self.state.borrow_mut();
             if st.generation != gen {
@@ -311,7 +305,7 @@ impl Conn {
             .trigger_refresh_for(Trigger::ConnectionLost);
     }
 
-    async fn write_loop(self: Rc<Self>, stream: Rc<TcpStream>, gen: u64) {
+    async fn write_loop(self: Rc<Self>, stream: Rc<Stream>, gen: u64) {
         let mut bufs: Vec<Bytes> = Vec::new();
         loop {
             {
@@ -339,7 +333,7 @@ impl Conn {
         }
     }
 
-    async fn read_loop(self: Rc<Self>, stream: Rc<TcpStream>, gen: u64) {
+    async fn read_loop(self: Rc<Self>, stream: Rc<Stream>, gen: u64) {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut scanner = ReplyScanner::default();
         loop {
@@ -388,7 +382,7 @@ impl Conn {
                 Ok(0) => return self.fail(gen, "closed".into()),
                 Ok(n) => {
                     if n < room {
-                        drained(&stream);
+                        stream.drained();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -459,8 +453,9 @@ pub fn drained(stream: &TcpStream) {
     });
 }
 
-/// Writes every buffer, in order, with as few `writev` calls as the socket allows.
-pub(crate) async fn write_all(stream: &TcpStream, bufs: &mut Vec<Bytes>) -> io::Result<()> {
+/// Writes every buffer, in order, with as few `writev` calls as the socket allows (and, for
+/// TLS, until every encrypted byte reached the socket).
+pub(crate) async fn write_all(stream: &Stream, bufs: &mut Vec<Bytes>) -> io::Result<()> {
     let mut start = 0;
     while start < bufs.len() {
         let result = {
@@ -492,7 +487,7 @@ pub(crate) async fn write_all(stream: &TcpStream, bufs: &mut Vec<Bytes>) -> io::
         }
     }
     bufs.clear();
-    Ok(())
+    stream.flush().await
 }
 
 /// A worker's connections to one node.

@@ -90,6 +90,24 @@ pub struct Config {
     /// Failed AUTH attempts one client address may make per minute before AUTH from it is
     /// refused for the rest of the minute; 0: no limit.
     pub auth_failures_per_minute: u32,
+    /// Address of a TLS client listener beside `listen`; empty: no TLS listener.
+    pub tls_listen: String,
+    /// PEM certificate chain the TLS listener presents.
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
+    /// PEM CA bundle; when set, TLS clients must present a certificate it signed.
+    pub tls_client_ca_file: String,
+    /// Whether the proxy speaks TLS to the nodes (all of them: data path, refresher, admin).
+    pub backend_tls: bool,
+    /// PEM CA bundle the nodes' certificates are verified against.
+    pub backend_tls_ca_file: String,
+    /// PEM client certificate for the nodes (Redis's `tls-auth-clients`); empty: none.
+    pub backend_tls_cert_file: String,
+    /// PEM private key of `backend_tls_cert_file`.
+    pub backend_tls_key_file: String,
+    /// The name the nodes' certificates are checked against; empty: each node's host.
+    pub backend_tls_server_name: String,
 }
 
 /// One setting: its name (the TOML key) and whether it can change while the proxy runs.
@@ -140,6 +158,15 @@ pub const SETTINGS: &[Setting] = &[
     restart("backend_user"),
     restart("backend_password"),
     restart("auth_failures_per_minute"),
+    restart("tls_listen"),
+    restart("tls_cert_file"),
+    restart("tls_key_file"),
+    restart("tls_client_ca_file"),
+    restart("backend_tls"),
+    restart("backend_tls_ca_file"),
+    restart("backend_tls_cert_file"),
+    restart("backend_tls_key_file"),
+    restart("backend_tls_server_name"),
 ];
 
 /// The setting called `name`, if there is one.
@@ -178,6 +205,15 @@ impl Default for Config {
             backend_user: String::new(),
             backend_password: String::new(),
             auth_failures_per_minute: 10,
+            tls_listen: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_client_ca_file: String::new(),
+            backend_tls: false,
+            backend_tls_ca_file: String::new(),
+            backend_tls_cert_file: String::new(),
+            backend_tls_key_file: String::new(),
+            backend_tls_server_name: String::new(),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::dispatch::{parse_redirect, ReplySlot};
 use crate::resp::{self, ReplyScanner};
+use crate::stream::Stream;
 use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,7 +19,6 @@ use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -236,25 +236,17 @@ impl Inner {
     }
 
     async fn run(self: Rc<Self>, connect_timeout: Duration) {
-        let stream =
-            match tokio::time::timeout(connect_timeout, TcpStream::connect(&*self.addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return self.end(format!("connect: {e}")),
-                Err(_) => {
-                    return self.end(format!(
-                        "connect timed out after {}ms",
-                        connect_timeout.as_millis()
-                    ))
-                }
-            };
-        let _ = stream.set_nodelay(true);
+        let stream = match Stream::connect(&self.addr, connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => return self.end(format!("connect: {e}")),
+        };
         let reason = self.serve(&stream).await;
         self.end(reason);
     }
 
     /// Moves queued requests to the socket and frames from it until the connection ends;
     /// returns why it ended.
-    async fn serve(&self, stream: &TcpStream) -> String {
+    async fn serve(&self, stream: &Stream) -> String {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut scanner = ReplyScanner::default();
         let mut bufs: Vec<Bytes> = Vec::new();

@@ -43,5 +43,7 @@ pub mod shared;
 pub mod slots;
 pub mod slowlog;
 pub mod stats;
+pub mod stream;
+pub mod tls;
 pub mod topology;
 pub mod worker;

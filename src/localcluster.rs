@@ -95,7 +95,7 @@ const PORT_FLOOR: u16 = 20000;
 const PORT_CEILING: u16 = 55000;
 
 /// Allocates a client port on `ip` whose bus port (`+10000`) is free too. Thread-safe.
-fn alloc_port(ip: &str) -> anyhow::Result<u16> {
+pub fn alloc_port(ip: &str) -> anyhow::Result<u16> {
     let base = PORT_FLOOR + (std::process::id() % 400) as u16 * 20;
     let _ = NEXT_PORT.compare_exchange(0, base, Ordering::SeqCst, Ordering::SeqCst);
     for _ in 0..5000 {

@@ -65,6 +65,10 @@ struct DemoArgs {
     /// Prometheus endpoint of the proxy ("" turns metrics off).
     #[arg(long, default_value = "127.0.0.1:9617")]
     metrics_listen: String,
+    /// A config file for the demo's proxy (users, limits, TLS, ...); its listen, seeds,
+    /// workers and metrics_listen are replaced by the demo's own.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -176,12 +180,16 @@ fn demo(a: &DemoArgs) -> anyhow::Result<()> {
             n.dir.display()
         );
     }
+    let base = match &a.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
     let cfg = Config {
         listen: a.listen.clone(),
         seeds: cluster.seeds(),
         workers: a.workers,
         metrics_listen: a.metrics_listen.clone(),
-        ..Config::default()
+        ..base
     };
     let result = control_runtime()?.block_on(slotproxy::server::serve(cfg, stop_signal(), |r| {
         println!(

@@ -2,16 +2,15 @@
 //! admin engines). Not for the data path: it sends one command and waits for its reply.
 
 use crate::resp::{self, ReplyScanner, Value};
+use crate::stream::Stream;
 use anyhow::{anyhow, bail, Context};
 use bytes::BytesMut;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// A connection to one node. Every call has a deadline.
 pub struct NodeClient {
     addr: String,
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     timeout: Duration,
 }
@@ -19,11 +18,9 @@ pub struct NodeClient {
 impl NodeClient {
     /// Connects to `addr` (`host:port`) within `timeout`; later calls use the same deadline.
     pub async fn connect(addr: &str, timeout: Duration) -> anyhow::Result<NodeClient> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let stream = Stream::connect(addr, timeout)
             .await
-            .map_err(|_| anyhow!("connecting to {addr}: timed out after {timeout:?}"))?
             .with_context(|| format!("connecting to {addr}"))?;
-        let _ = stream.set_nodelay(true);
         let mut client = NodeClient {
             addr: addr.to_string(),
             stream,
@@ -81,7 +78,7 @@ impl NodeClient {
             if let Some(frame) = scanner.next_frame(&mut self.buf)? {
                 return Ok(Value::decode(&frame)?);
             }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            if self.stream.read_some(&mut self.buf).await? == 0 {
                 bail!("connection closed");
             }
         }

@@ -11,11 +11,11 @@ use crate::dispatch::ReplySlot;
 use crate::local::ClientState;
 use crate::slowlog::Slow;
 use crate::stats::{bump, drop_by};
+use crate::stream::Stream;
 use crate::worker::Worker;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::net::TcpStream;
 
 /// The error a request gets when shutdown's deadline passes before its reply arrived.
 pub const SHUTDOWN_UNANSWERED: &str =
@@ -98,7 +98,7 @@ impl SessionObs {
         slot: &ReplySlot,
         reply: &Bytes,
         client: &ClientState,
-        stream: &TcpStream,
+        stream: &Stream,
     ) {
         let meta = slot.take_meta();
         let m = &worker.stats().m;
@@ -157,7 +157,7 @@ impl SessionObs {
     pub fn cut(
         &self,
         worker: &Worker,
-        stream: &TcpStream,
+        stream: &Stream,
         id: u64,
         pending: usize,
         limit: &'static str,
@@ -189,14 +189,14 @@ pub const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// [`LINGER`]. Closing a socket that has unread input makes the kernel send a reset, which
 /// drops replies the client has not received yet; the requests discarded here were never
 /// parsed, so never executed.
-pub async fn linger(stream: &mut TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    if stream.shutdown().await.is_err() {
+pub async fn linger(stream: &mut Stream) {
+    // TLS sends close_notify first, which waits for the socket: bounded like the rest.
+    if !matches!(tokio::time::timeout(LINGER, stream.shutdown()).await, Ok(Ok(()))) {
         return;
     }
     let deadline = tokio::time::sleep(LINGER);
     tokio::pin!(deadline);
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
     loop {
         tokio::select! {
             _ = &mut deadline => return,
@@ -204,7 +204,8 @@ pub async fn linger(stream: &mut TcpStream) {
                 if r.is_err() {
                     return;
                 }
-                match stream.try_read(&mut buf) {
+                buf.clear();
+                match stream.try_read_buf(&mut buf) {
                     Ok(0) => return,
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}

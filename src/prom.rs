@@ -71,6 +71,10 @@ fn describe() {
         "Client connections refused (max_clients)."
     );
     describe_counter!(
+        "slotproxy_tls_handshake_failures_total",
+        "TLS client connections that failed their handshake."
+    );
+    describe_counter!(
         "slotproxy_auth_failures_total",
         "AUTH attempts with a wrong user or password."
     );
@@ -230,6 +234,8 @@ fn flush(shared: &Shared, t: &Totals, feeds: &mut Feeds) {
     counter!("slotproxy_client_connections_accepted_total").absolute(t.accepted);
     counter!("slotproxy_client_connections_rejected_total")
         .absolute(shared.rejected_clients.load(Relaxed));
+    counter!("slotproxy_tls_handshake_failures_total")
+        .absolute(shared.tls_handshake_failures.load(Relaxed));
     counter!("slotproxy_auth_failures_total").absolute(shared.auth_guard.failed.load(Relaxed));
     counter!("slotproxy_auth_rate_limited_total").absolute(shared.auth_guard.limited.load(Relaxed));
     counter!("slotproxy_user_connections_rejected_total")

@@ -44,9 +44,12 @@ fn bind(listen: &str) -> anyhow::Result<std::net::TcpListener> {
 
 /// A worker thread: where to hand it clients, and its handle to wait for it at shutdown.
 struct WorkerThread {
-    tx: mpsc::UnboundedSender<(std::net::TcpStream, u64)>,
+    tx: mpsc::UnboundedSender<NewClient>,
     thread: std::thread::JoinHandle<()>,
 }
+
+/// A client socket handed to a worker: its ID, and whether it came in on the TLS listener.
+type NewClient = (std::net::TcpStream, u64, bool);
 
 /// After the client channel closes: stop reading, wait for the sessions to answer what they
 /// read (at most `shutdown_timeout`), then make the rest answer with an error and close.
@@ -73,8 +76,12 @@ async fn drain(worker: &Worker) {
     }
 }
 
-fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThread> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(std::net::TcpStream, u64)>();
+fn spawn_worker(
+    index: usize,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<WorkerThread> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<NewClient>();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -85,7 +92,7 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
             let local = tokio::task::LocalSet::new();
             let worker = Worker::new(index, shared);
             local.block_on(&rt, async move {
-                while let Some((std_stream, id)) = rx.recv().await {
+                while let Some((std_stream, id, is_tls)) = rx.recv().await {
                     let stream = match tokio::net::TcpStream::from_std(std_stream) {
                         Ok(s) => s,
                         Err(e) => {
@@ -94,11 +101,22 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
                             continue;
                         }
                     };
-                    tokio::task::spawn_local(session::serve(
-                        std::rc::Rc::clone(&worker),
-                        stream,
-                        id,
-                    ));
+                    let worker = std::rc::Rc::clone(&worker);
+                    match (&tls, is_tls) {
+                        (Some(acceptor), true) => {
+                            let acceptor = acceptor.clone();
+                            tokio::task::spawn_local(async move {
+                                session::serve_tls(worker, stream, id, acceptor).await
+                            });
+                        }
+                        _ => {
+                            tokio::task::spawn_local(session::serve(
+                                worker,
+                                crate::stream::Stream::Plain(stream),
+                                id,
+                            ));
+                        }
+                    }
                 }
                 // The acceptor dropped its sender: the proxy is shutting down.
                 drain(&worker).await;
@@ -159,9 +177,17 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     config.validate()?;
     crate::credentials::install(&config.backend_user, &config.backend_password);
+    crate::tls::install_backend(crate::tls::backend_config(&config)?);
+    let acceptor = crate::tls::acceptor(&config)?;
     let std_listener = bind(&config.listen)?;
     let addr = std_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let tls_listener = match &acceptor {
+        Some(_) => Some(tokio::net::TcpListener::from_std(bind(
+            &config.tls_listen,
+        )?)?),
+        None => None,
+    };
     if !config.metrics_listen.is_empty() {
         crate::prom::install(&config.metrics_listen)?;
     }
@@ -169,7 +195,7 @@ pub async fn serve_with(
     let has_path = path.is_some();
     let shared = Arc::new(Shared::with_path(config, path, workers, addr.port()));
     let threads = (0..workers)
-        .map(|i| spawn_worker(i, Arc::clone(&shared)))
+        .map(|i| spawn_worker(i, Arc::clone(&shared), acceptor.clone()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut background = vec![
         tokio::spawn(topology::run(Arc::clone(&shared))),
@@ -181,18 +207,32 @@ pub async fn serve_with(
     }
     #[cfg(not(unix))]
     let _ = has_path;
-    tracing::info!(%addr, workers, seeds = ?shared.config.seeds, metrics = %shared.config.metrics_listen, "slotproxy listening");
+    tracing::info!(%addr, tls = %shared.config.tls_listen, workers, seeds = ?shared.config.seeds, metrics = %shared.config.metrics_listen, "slotproxy listening");
     on_ready(&Running {
         addr,
         shared: Arc::clone(&shared),
     });
     tokio::pin!(shutdown);
     loop {
-        let (mut stream, peer) = tokio::select! {
+        let accept_tls = async {
+            match &tls_listener {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        let ((mut stream, peer), is_tls) = tokio::select! {
             _ = &mut shutdown => break,
             _ = shared.shutdown_requested.notified() => break,
+            r = accept_tls => match r {
+                Ok(x) => (x, true),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the TLS listener");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => (x, false),
                 Err(e) => {
                     // EMFILE and friends: keep serving the clients we have.
                     tracing::warn!(error = %e, "accept failed");
@@ -203,9 +243,12 @@ pub async fn serve_with(
         };
         if shared.client_count() >= shared.live.max_clients() {
             shared.rejected_clients.fetch_add(1, Relaxed);
-            let _ = stream
-                .write_all(b"-ERR max number of clients reached\r\n")
-                .await;
+            // A TLS client could not read a plain error: it is just closed.
+            if !is_tls {
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            }
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -227,13 +270,14 @@ pub async fn serve_with(
                 continue;
             }
         };
-        if threads[index].tx.send((std_stream, id)).is_err() {
+        if threads[index].tx.send((std_stream, id, is_tls)).is_err() {
             stats.clients.fetch_sub(1, Relaxed);
             tracing::error!(worker = index, "worker thread is gone");
         }
     }
     // Graceful stop: no new clients; each worker drains its own (see `drain`).
     drop(listener);
+    drop(tls_listener);
     shared.stopping.store(true, Relaxed);
     tracing::info!(
         clients = shared.client_count(),

@@ -72,6 +72,9 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     /// Connections refused because `max_clients` was reached.
     pub rejected_clients: AtomicU64,
+    /// TLS client connections that failed their handshake (plain clients on the TLS port,
+    /// unknown or missing client certificates, timeouts).
+    pub tls_handshake_failures: AtomicU64,
     /// One entry per worker.
     pub workers: Vec<WorkerStats>,
     /// The port clients connect to (INFO's `tcp_port`).
@@ -136,6 +139,7 @@ impl Shared {
             started: Instant::now(),
             next_client_id: AtomicU64::new(1),
             rejected_clients: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             port,
             jobs: Default::default(),

@@ -24,6 +24,7 @@ use crate::merge::MergeKind;
 use crate::protocol::RequestParser;
 use crate::resp;
 use crate::router::{self, FanOut, Local, Route};
+use crate::stream::Stream;
 use crate::worker::{Worker, CLUSTERDOWN_UNSERVED};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -31,14 +32,39 @@ use std::io::{self, IoSlice};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_IOV: usize = 256;
 
+/// Completes the TLS handshake of a client from the TLS listener (within `connect_timeout`),
+/// then serves it like any other. A failed handshake (a plain client on the TLS port, a
+/// certificate the CA did not sign) closes the connection and is counted.
+pub async fn serve_tls(
+    worker: Rc<Worker>,
+    tcp: tokio::net::TcpStream,
+    id: u64,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let timeout = worker.shared.live.connect_timeout().max(HANDSHAKE_TIMEOUT);
+    match Stream::accept_tls(tcp, &acceptor, timeout).await {
+        Ok(stream) => serve(worker, stream, id).await,
+        Err(e) => {
+            worker.shared.tls_handshake_failures.fetch_add(1, Relaxed);
+            tracing::info!(client = id, %peer, error = %e, "TLS handshake failed; connection closed");
+            worker.shared.workers[worker.index]
+                .clients
+                .fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// The least time a TLS client gets for its handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves one client until it disconnects, quits, or breaks a limit.
-pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
+pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
     let cfg = worker.shared.live.get();
     let live = {
         use std::os::fd::AsRawFd;
@@ -48,7 +74,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
             id,
             text(stream.peer_addr()),
             text(stream.local_addr()),
-            i64::from(stream.as_raw_fd()),
+            i64::from(stream.tcp().as_raw_fd()),
         )
     };
     let mut s = Session {
@@ -113,7 +139,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, id: u64) {
 
 struct Session {
     worker: Rc<Worker>,
-    stream: TcpStream,
+    stream: Stream,
     client: ClientState,
     parser: RequestParser,
     rbuf: BytesMut,
@@ -255,7 +281,11 @@ impl Session {
                     return Ok(());
                 }
             }
-            if self.closing && self.queue.is_empty() && self.out.is_empty() {
+            if self.closing
+                && self.queue.is_empty()
+                && self.out.is_empty()
+                && !self.stream.wants_flush()
+            {
                 return Ok(());
             }
             // Shutting down: read nothing more, finish what was read, then close.
@@ -268,7 +298,7 @@ impl Session {
                 && !draining
                 && !self.unparsed
                 && self.queue.len() < self.max_pipeline;
-            let want_write = !self.out.is_empty();
+            let want_write = !self.out.is_empty() || self.stream.wants_flush();
             let event = {
                 let signal = Rc::clone(&self.signal);
                 let stream = &self.stream;
@@ -322,7 +352,7 @@ impl Session {
                 let now = self.worker.shared.started.elapsed().as_millis() as u64;
                 self.live.last_active_ms.store(now, Relaxed);
                 if n < room {
-                    crate::backend::drained(&self.stream);
+                    self.stream.drained();
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -697,6 +727,10 @@ impl Session {
 
     /// Writes as much output as the socket takes without blocking.
     fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            // TLS records encrypted earlier may still wait for the socket.
+            self.stream.try_flush()?;
+        }
         while !self.out.is_empty() {
             let result = {
                 let slices: Vec<IoSlice<'_>> = self

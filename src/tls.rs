@@ -1,0 +1,213 @@
+//! TLS settings turned into rustls configurations: the client-facing acceptor (`tls_listen`,
+//! certificate, key, optional client-certificate verification) and the node-facing connector
+//! (`backend_tls`, CA, server name, optional client certificate).
+//!
+//! Invariants: every file is read and checked at start-up, so a bad path or a key that does
+//! not match its certificate stops the proxy with a message naming the setting, never the
+//! first client; the node-facing configuration is installed once, before any node connection
+//! is opened, and every place that connects to a node ([`crate::stream::Stream::connect`])
+//! reads the same one.
+
+use crate::config::Config;
+use anyhow::{anyhow, bail, Context};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::io;
+use std::sync::{Arc, OnceLock};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(path: &str, setting: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("{setting}: reading {path}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{setting}: {path} is not a PEM certificate file"))?;
+    if certs.is_empty() {
+        bail!("{setting}: {path} holds no certificate");
+    }
+    Ok(certs)
+}
+
+fn key(path: &str, setting: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("{setting}: {path} holds no PEM private key"))
+}
+
+fn roots(path: &str, setting: &str) -> anyhow::Result<Arc<rustls::RootCertStore>> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in certs(path, setting)? {
+        store
+            .add(c)
+            .with_context(|| format!("{setting}: a certificate in {path} is not a usable CA"))?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// The acceptor for the TLS listener, when `tls_listen` is set.
+pub fn acceptor(cfg: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    if cfg.tls_listen.is_empty() {
+        return Ok(None);
+    }
+    if cfg.tls_cert_file.is_empty() || cfg.tls_key_file.is_empty() {
+        bail!("tls_listen is set: tls_cert_file and tls_key_file are required");
+    }
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = if cfg.tls_client_ca_file.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots(&cfg.tls_client_ca_file, "tls_client_ca_file")?,
+            provider(),
+        )
+        .build()
+        .map_err(|e| anyhow!("tls_client_ca_file: {e}"))?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let config = builder
+        .with_single_cert(
+            certs(&cfg.tls_cert_file, "tls_cert_file")?,
+            key(&cfg.tls_key_file, "tls_key_file")?,
+        )
+        .map_err(|e| anyhow!("tls_cert_file / tls_key_file: {e}"))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+/// How the proxy speaks TLS to the nodes.
+pub struct BackendTls {
+    /// The rustls client side.
+    pub connector: tokio_rustls::TlsConnector,
+    /// `backend_tls_server_name`: the name every node's certificate is checked against; when
+    /// unset, the host part of the node's address (a name or an IP address).
+    pub name: Option<ServerName<'static>>,
+}
+
+impl BackendTls {
+    /// The name to verify a node at `addr` (`host:port`) against.
+    pub fn server_name(&self, addr: &str) -> io::Result<ServerName<'static>> {
+        if let Some(n) = &self.name {
+            return Ok(n.clone());
+        }
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        ServerName::try_from(host.to_string()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{host:?} is not a TLS server name ({e}); set backend_tls_server_name"),
+            )
+        })
+    }
+}
+
+static BACKEND: OnceLock<Option<BackendTls>> = OnceLock::new();
+
+/// Builds the node-facing TLS configuration from the settings (`None` when `backend_tls` is
+/// off).
+pub fn backend_config(cfg: &Config) -> anyhow::Result<Option<BackendTls>> {
+    if !cfg.backend_tls {
+        return Ok(None);
+    }
+    let roots = if cfg.backend_tls_ca_file.is_empty() {
+        bail!("backend_tls is on: backend_tls_ca_file is required (the CA that signed the nodes' certificates)");
+    } else {
+        roots(&cfg.backend_tls_ca_file, "backend_tls_ca_file")?
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+    let config = match (
+        cfg.backend_tls_cert_file.is_empty(),
+        cfg.backend_tls_key_file.is_empty(),
+    ) {
+        (true, true) => builder.with_no_client_auth(),
+        (false, false) => builder
+            .with_client_auth_cert(
+                certs(&cfg.backend_tls_cert_file, "backend_tls_cert_file")?,
+                key(&cfg.backend_tls_key_file, "backend_tls_key_file")?,
+            )
+            .map_err(|e| anyhow!("backend_tls_cert_file / backend_tls_key_file: {e}"))?,
+        _ => {
+            bail!("backend_tls_cert_file and backend_tls_key_file go together: set both or neither")
+        }
+    };
+    let name = if cfg.backend_tls_server_name.is_empty() {
+        None
+    } else {
+        Some(
+            ServerName::try_from(cfg.backend_tls_server_name.clone())
+                .map_err(|e| anyhow!("backend_tls_server_name: {e}"))?,
+        )
+    };
+    Ok(Some(BackendTls {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        name,
+    }))
+}
+
+/// Installs the node-facing configuration; later calls are ignored.
+pub fn install_backend(tls: Option<BackendTls>) {
+    let _ = BACKEND.set(tls);
+}
+
+/// The node-facing TLS configuration, if TLS to the nodes is on.
+pub fn backend() -> Option<&'static BackendTls> {
+    BACKEND.get().and_then(Option::as_ref)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connector_only() -> BackendTls {
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        BackendTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name: None,
+        }
+    }
+
+    #[test]
+    fn server_names_come_from_the_address_unless_set() {
+        let mut t = connector_only();
+        let n = t.server_name("127.0.0.2:7000").expect("ip");
+        assert_eq!(n.to_str(), "127.0.0.2");
+        assert_eq!(
+            t.server_name("redis-1.internal:6379")
+                .expect("dns")
+                .to_str(),
+            "redis-1.internal"
+        );
+        assert_eq!(t.server_name("[::1]:6379").expect("v6").to_str(), "::1");
+        t.name = Some(ServerName::try_from("cluster.example").expect("name"));
+        assert_eq!(
+            t.server_name("127.0.0.2:7000").expect("set").to_str(),
+            "cluster.example"
+        );
+    }
+
+    #[test]
+    fn missing_files_name_the_setting() {
+        let cfg = Config {
+            tls_listen: "127.0.0.1:0".into(),
+            tls_cert_file: "/nonexistent/cert.pem".into(),
+            tls_key_file: "/nonexistent/key.pem".into(),
+            ..Config::default()
+        };
+        let e = format!("{:#}", acceptor(&cfg).err().expect("error"));
+        assert!(e.contains("tls_cert_file"), "{e}");
+        let cfg = Config {
+            backend_tls: true,
+            ..Config::default()
+        };
+        let e = format!("{:#}", backend_config(&cfg).err().expect("error"));
+        assert!(e.contains("backend_tls_ca_file"), "{e}");
+    }
+}
