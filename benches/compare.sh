@@ -22,6 +22,10 @@
 #                        `--user bench -a ...`, so every request pays the namespace and command
 #                        checks. Default 0 (no users: the open proxy). Direct runs never
 #                        authenticate (the nodes have no users either way)
+#   BENCH_TLS            1: proxy runs go through the proxy's TLS listener (port BENCH_PORT+1,
+#                        a certificate made with openssl for this run; redis-benchmark --tls),
+#                        so the ratio includes TLS termination; direct runs stay plain (the
+#                        demo's nodes have no TLS). Default 0. Combines with BENCH_USERS
 #   BENCH_WORKLOADS      space-separated subset of the workloads below (default: all)
 #   CARGO_TARGET_DIR     where to find (or build) release/slotproxy (default ./target)
 #
@@ -71,6 +75,7 @@ DEPTHS=(1 16)
 read -r -a WORKLOADS <<<"${BENCH_WORKLOADS:-set get mixed mset mset1slot}"
 METRICS_LISTEN=${BENCH_METRICS_LISTEN-127.0.0.1:9617}
 USERS=${BENCH_USERS:-0}
+TLS=${BENCH_TLS:-0}
 
 for tool in redis-benchmark redis-cli redis-server getconf timeout; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not on PATH" >&2; exit 1; }
@@ -131,8 +136,9 @@ trap 'exit 143' TERM
 
 demo_extra=()
 proxy_auth=()
+: >"$work/extra.toml"
 if [[ $USERS == 1 ]]; then
-    cat >"$work/users.toml" <<'TOML'
+    cat >>"$work/extra.toml" <<'TOML'
 [[users]]
 name = "bench"
 password = "bench-secret"
@@ -141,8 +147,24 @@ read_prefixes = ["key:"]
 write_prefixes = ["key:"]
 commands_deny = ["@keyspace-wide", "@admin"]
 TOML
-    demo_extra=(--config "$work/users.toml")
+    demo_extra=(--config "$work/extra.toml")
     proxy_auth=(--user bench -a bench-secret)
+fi
+proxy_port=$PORT
+proxy_tls=()
+if [[ $TLS == 1 ]]; then
+    command -v openssl >/dev/null || { echo "compare.sh: BENCH_TLS=1 needs openssl" >&2; exit 1; }
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=slotproxy bench" \
+        -addext "subjectAltName=IP:127.0.0.1" -keyout "$work/tls.key" -out "$work/tls.pem" \
+        2>/dev/null
+    proxy_port=$((PORT + 1))
+    # Top-level keys must precede the [[users]] table.
+    printf 'tls_listen = "127.0.0.1:%s"\ntls_cert_file = "%s"\ntls_key_file = "%s"\n' \
+        "$proxy_port" "$work/tls.pem" "$work/tls.key" >"$work/tls.toml"
+    cat "$work/extra.toml" >>"$work/tls.toml"
+    mv "$work/tls.toml" "$work/extra.toml"
+    demo_extra=(--config "$work/extra.toml")
+    proxy_tls=(--tls --cacert "$work/tls.pem")
 fi
 "$bin" demo --listen "127.0.0.1:$PORT" --workers "$WORKERS" --metrics-listen "$METRICS_LISTEN" \
     "${demo_extra[@]}" >"$work/demo.out" 2>"$work/demo.err" &
@@ -210,7 +232,7 @@ start_job() {
     local out=$work/job.$k
     local conn
     if [[ $side == proxy ]]; then
-        conn=(-h 127.0.0.1 -p "$PORT" "${proxy_auth[@]}")
+        conn=(-h 127.0.0.1 -p "$proxy_port" "${proxy_auth[@]}" "${proxy_tls[@]}")
     elif [[ -n $addr ]]; then
         conn=(-h "${addr%:*}" -p "${addr##*:}")
     else
@@ -303,7 +325,7 @@ run_group() {
 echo "slotproxy $("$bin" --version | awk '{print $2}') vs. Redis Cluster $(redis-server --version | awk '{print $3}' | tr -d 'v=')"
 echo "masters ${masters[*]}; proxy 127.0.0.1:$PORT pid $demo_pid, --workers $WORKERS;" \
     "$(nproc) cores; $CLIENTS clients; -r $KEYSPACE; metrics ${METRICS_LISTEN:-off};" \
-    "users $([[ $USERS == 1 ]] && echo on || echo off);" \
+    "users $([[ $USERS == 1 ]] && echo on || echo off); client TLS $([[ $TLS == 1 ]] && echo "on (port $proxy_port)" || echo off);" \
     "$REQUESTS requests a run ($MSET_REQUESTS for MSET), x$PIPELINE_SCALE at -P 16"
 echo "mset1slot hash tags per master: ${tags[*]}"
 
