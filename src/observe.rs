@@ -191,7 +191,10 @@ pub const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// parsed, so never executed.
 pub async fn linger(stream: &mut Stream) {
     // TLS sends close_notify first, which waits for the socket: bounded like the rest.
-    if !matches!(tokio::time::timeout(LINGER, stream.shutdown()).await, Ok(Ok(()))) {
+    if !matches!(
+        tokio::time::timeout(LINGER, stream.shutdown()).await,
+        Ok(Ok(()))
+    ) {
         return;
     }
     let deadline = tokio::time::sleep(LINGER);

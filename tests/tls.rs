@@ -324,11 +324,27 @@ fn tls_node(pki: &Pki) -> TlsNode {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting redis-server with TLS");
-    TlsNode {
+    let node = TlsNode {
         child,
         port,
         _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_cli(pki, port, &["PING"]) != "PONG" {
+        assert!(Instant::now() < deadline, "TLS node {port} did not start");
+        std::thread::sleep(Duration::from_millis(100));
     }
+    node
+}
+
+/// Proxy settings for TLS to the nodes, trusting `ca`, with the client certificate.
+fn backend_tls_toml(pki: &Pki, ca: &str) -> String {
+    format!(
+        "backend_tls = true\nbackend_tls_ca_file = {:?}\nbackend_tls_cert_file = {:?}\nbackend_tls_key_file = {:?}\n",
+        pki.file(ca),
+        pki.file("client.pem"),
+        pki.file("client.key")
+    )
 }
 
 /// redis-cli over TLS to a node, with the client certificate.
@@ -352,27 +368,11 @@ fn node_cli(pki: &Pki, port: u16, args: &[&str]) -> String {
 fn a_tls_only_cluster_is_created_refreshed_and_served_over_tls() {
     let pki = pki();
     let nodes: Vec<TlsNode> = (0..3).map(|_| tls_node(&pki)).collect();
-    for n in &nodes {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while node_cli(&pki, n.port, &["PING"]) != "PONG" {
-            assert!(
-                Instant::now() < deadline,
-                "TLS node {} did not start",
-                n.port
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
     let seeds: Vec<String> = nodes
         .iter()
         .map(|n| format!("127.0.0.1:{}", n.port))
         .collect();
-    let toml = format!(
-        "backend_tls = true\nbackend_tls_ca_file = {:?}\nbackend_tls_cert_file = {:?}\nbackend_tls_key_file = {:?}\n",
-        pki.file("ca.pem"),
-        pki.file("client.pem"),
-        pki.file("client.key")
-    );
+    let toml = backend_tls_toml(&pki, "ca.pem");
     let proxy = Proxy::start_with(&seeds, &toml, false);
     let mut c = proxy.conn();
 
@@ -453,19 +453,9 @@ fn a_tls_only_cluster_is_created_refreshed_and_served_over_tls() {
 fn nodes_with_an_untrusted_certificate_are_reported_not_served() {
     let pki = pki();
     let node = tls_node(&pki);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node_cli(&pki, node.port, &["PING"]) != "PONG" {
-        assert!(Instant::now() < deadline, "TLS node did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     // The proxy trusts a CA that did not sign the node's certificate.
     let seed = format!("127.0.0.1:{}", node.port);
-    let toml = format!(
-        "backend_tls = true\nbackend_tls_ca_file = {:?}\nbackend_tls_cert_file = {:?}\nbackend_tls_key_file = {:?}\n",
-        pki.file("other-ca.pem"),
-        pki.file("client.pem"),
-        pki.file("client.key")
-    );
+    let toml = backend_tls_toml(&pki, "other-ca.pem");
     let proxy = Proxy::start_with(std::slice::from_ref(&seed), &toml, false);
     let mut c = proxy.conn();
     let e = redis::cmd("PROXY")
