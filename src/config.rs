@@ -159,14 +159,14 @@ pub const SETTINGS: &[Setting] = &[
     restart("backend_password"),
     restart("auth_failures_per_minute"),
     restart("tls_listen"),
-    restart("tls_cert_file"),
-    restart("tls_key_file"),
-    restart("tls_client_ca_file"),
+    live("tls_cert_file"),
+    live("tls_key_file"),
+    live("tls_client_ca_file"),
     restart("backend_tls"),
-    restart("backend_tls_ca_file"),
-    restart("backend_tls_cert_file"),
-    restart("backend_tls_key_file"),
-    restart("backend_tls_server_name"),
+    live("backend_tls_ca_file"),
+    live("backend_tls_cert_file"),
+    live("backend_tls_key_file"),
+    live("backend_tls_server_name"),
 ];
 
 /// The setting called `name`, if there is one.

@@ -121,7 +121,7 @@ impl Live {
         }
         let cur = self.get();
         let new = cur.with(name, value)?;
-        self.install(&cur, new)
+        self.install(&cur, new, false)
     }
 
     /// SIGHUP: re-reads the file and applies the live settings that changed. Settings that
@@ -149,11 +149,21 @@ impl Live {
                 applied.push(name);
             }
         }
-        self.install(&cur, next)?;
+        // Certificates are renewed in place, under the same file names: always re-read them.
+        self.install(&cur, next, true)?;
         Ok((applied, needs_restart))
     }
 
-    fn install(&self, cur: &Config, new: Config) -> anyhow::Result<()> {
+    /// Applies `new` whole, or nothing: TLS files that do not load refuse the change before
+    /// anything else is touched. `reread_tls`: rebuild the TLS configurations even when their
+    /// file names did not change (SIGHUP).
+    fn install(&self, cur: &Config, new: Config, reread_tls: bool) -> anyhow::Result<()> {
+        if reread_tls || crate::tls::settings_differ(cur, &new) {
+            crate::tls::install(&new).context("TLS configuration not reloaded")?;
+            if !new.tls_listen.is_empty() || new.backend_tls {
+                tracing::info!("TLS certificates (re)loaded; new connections use them");
+            }
+        }
         if new.log_level != cur.log_level {
             crate::logging::set_level(&new.log_level)?;
         }

@@ -76,11 +76,7 @@ async fn drain(worker: &Worker) {
     }
 }
 
-fn spawn_worker(
-    index: usize,
-    shared: Arc<Shared>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) -> anyhow::Result<WorkerThread> {
+fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThread> {
     let (tx, mut rx) = mpsc::unbounded_channel::<NewClient>();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,14 +98,14 @@ fn spawn_worker(
                         }
                     };
                     let worker = std::rc::Rc::clone(&worker);
-                    match (&tls, is_tls) {
-                        (Some(acceptor), true) => {
-                            let acceptor = acceptor.clone();
+                    // The certificates in force when the client arrived (SIGHUP may renew them).
+                    match crate::tls::acceptor().filter(|_| is_tls) {
+                        Some(acceptor) => {
                             tokio::task::spawn_local(async move {
                                 session::serve_tls(worker, stream, id, acceptor).await
                             });
                         }
-                        _ => {
+                        None => {
                             tokio::task::spawn_local(session::serve(
                                 worker,
                                 crate::stream::Stream::Plain(stream),
@@ -177,16 +173,13 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     config.validate()?;
     crate::credentials::install(&config.backend_user, &config.backend_password);
-    crate::tls::install_backend(crate::tls::backend_config(&config)?);
-    let acceptor = crate::tls::acceptor(&config)?;
+    crate::tls::install(&config)?;
     let std_listener = bind(&config.listen)?;
     let addr = std_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
-    let tls_listener = match &acceptor {
-        Some(_) => Some(tokio::net::TcpListener::from_std(bind(
-            &config.tls_listen,
-        )?)?),
-        None => None,
+    let tls_listener = match config.tls_listen.as_str() {
+        "" => None,
+        tls => Some(tokio::net::TcpListener::from_std(bind(tls)?)?),
     };
     if !config.metrics_listen.is_empty() {
         crate::prom::install(&config.metrics_listen)?;
@@ -195,7 +188,7 @@ pub async fn serve_with(
     let has_path = path.is_some();
     let shared = Arc::new(Shared::with_path(config, path, workers, addr.port()));
     let threads = (0..workers)
-        .map(|i| spawn_worker(i, Arc::clone(&shared), acceptor.clone()))
+        .map(|i| spawn_worker(i, Arc::clone(&shared)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut background = vec![
         tokio::spawn(topology::run(Arc::clone(&shared))),

@@ -2,18 +2,21 @@
 //! certificate, key, optional client-certificate verification) and the node-facing connector
 //! (`backend_tls`, CA, server name, optional client certificate).
 //!
-//! Invariants: every file is read and checked at start-up, so a bad path or a key that does
-//! not match its certificate stops the proxy with a message naming the setting, never the
-//! first client; the node-facing configuration is installed once, before any node connection
-//! is opened, and every place that connects to a node ([`crate::stream::Stream::connect`])
-//! reads the same one.
+//! Invariants: every file is read and checked before it is used, at start-up (a bad path or a
+//! key that does not match its certificate stops the proxy with a message naming the setting,
+//! never the first client) and at each reload (SIGHUP, `PROXY CONFIG SET` of a file setting),
+//! where a file that does not load leaves the running configuration in place and the change is
+//! refused whole. Both configurations are process-wide snapshots: each new connection takes the
+//! current one ([`acceptor`] for clients, [`backend`] for every place that connects to a node,
+//! through [`crate::stream::Stream::connect`]); connections already open keep theirs.
 
 use crate::config::Config;
 use anyhow::{anyhow, bail, Context};
+use arc_swap::ArcSwapOption;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -45,8 +48,8 @@ fn roots(path: &str, setting: &str) -> anyhow::Result<Arc<rustls::RootCertStore>
     Ok(Arc::new(store))
 }
 
-/// The acceptor for the TLS listener, when `tls_listen` is set.
-pub fn acceptor(cfg: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+/// Builds the acceptor for the TLS listener, when `tls_listen` is set.
+pub fn acceptor_config(cfg: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
     if cfg.tls_listen.is_empty() {
         return Ok(None);
     }
@@ -102,7 +105,8 @@ impl BackendTls {
     }
 }
 
-static BACKEND: OnceLock<Option<BackendTls>> = OnceLock::new();
+static ACCEPTOR: ArcSwapOption<tokio_rustls::TlsAcceptor> = ArcSwapOption::const_empty();
+static BACKEND: ArcSwapOption<BackendTls> = ArcSwapOption::const_empty();
 
 /// Builds the node-facing TLS configuration from the settings (`None` when `backend_tls` is
 /// off).
@@ -148,14 +152,35 @@ pub fn backend_config(cfg: &Config) -> anyhow::Result<Option<BackendTls>> {
     }))
 }
 
-/// Installs the node-facing configuration; later calls are ignored.
-pub fn install_backend(tls: Option<BackendTls>) {
-    let _ = BACKEND.set(tls);
+/// Reads every TLS file `cfg` names and, only if all of them load, makes the result the
+/// configuration new connections use (both sides at once, or neither).
+pub fn install(cfg: &Config) -> anyhow::Result<()> {
+    let acceptor = acceptor_config(cfg)?;
+    let backend = backend_config(cfg)?;
+    ACCEPTOR.store(acceptor.map(Arc::new));
+    BACKEND.store(backend.map(Arc::new));
+    Ok(())
 }
 
-/// The node-facing TLS configuration, if TLS to the nodes is on.
-pub fn backend() -> Option<&'static BackendTls> {
-    BACKEND.get().and_then(Option::as_ref)
+/// Whether the TLS files of `a` and `b` differ (a reload must rebuild the configurations).
+pub fn settings_differ(a: &Config, b: &Config) -> bool {
+    a.tls_cert_file != b.tls_cert_file
+        || a.tls_key_file != b.tls_key_file
+        || a.tls_client_ca_file != b.tls_client_ca_file
+        || a.backend_tls_ca_file != b.backend_tls_ca_file
+        || a.backend_tls_cert_file != b.backend_tls_cert_file
+        || a.backend_tls_key_file != b.backend_tls_key_file
+        || a.backend_tls_server_name != b.backend_tls_server_name
+}
+
+/// The acceptor new TLS clients get, if the TLS listener is on.
+pub fn acceptor() -> Option<Arc<tokio_rustls::TlsAcceptor>> {
+    ACCEPTOR.load_full()
+}
+
+/// The node-facing TLS configuration new node connections use, if TLS to the nodes is on.
+pub fn backend() -> Option<Arc<BackendTls>> {
+    BACKEND.load_full()
 }
 
 #[cfg(test)]
@@ -201,7 +226,7 @@ mod tests {
             tls_key_file: "/nonexistent/key.pem".into(),
             ..Config::default()
         };
-        let e = format!("{:#}", acceptor(&cfg).err().expect("error"));
+        let e = format!("{:#}", acceptor_config(&cfg).err().expect("error"));
         assert!(e.contains("tls_cert_file"), "{e}");
         let cfg = Config {
             backend_tls: true,

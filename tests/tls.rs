@@ -477,3 +477,82 @@ fn nodes_with_an_untrusted_certificate_are_reported_not_served() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn sighup_renews_certificates_in_place_and_bad_files_change_nothing() {
+    let cluster = cluster(1, 3, 0);
+    let (old, new) = (pki(), pki());
+    // The proxy reads its certificate from files an operator renews in place.
+    let live = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (live.path().join("cert.pem"), live.path().join("key.pem"));
+    let install = |from: &Pki| {
+        std::fs::copy(from.path("server.pem"), &cert).expect("copy cert");
+        std::fs::copy(from.path("server.key"), &key).expect("copy key");
+    };
+    install(&old);
+    let tls_port = free_port();
+    let toml = format!(
+        "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let proxy = Proxy::start_with(&cluster.seeds(), &toml, true);
+    let addr = format!("127.0.0.1:{tls_port}");
+    let mut open =
+        tls_connect(&addr, client_config(&old, "ca.pem", None)).expect("old certificate");
+
+    install(&new);
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tls_connect(&addr, client_config(&new, "ca.pem", None)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not renew the certificate: {}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        tls_connect(&addr, client_config(&old, "ca.pem", None)).is_err(),
+        "new connections get the new certificate only"
+    );
+    let r = roundtrip(&mut open, b"*1\r\n$4\r\nPING\r\n", 1).expect("open connection");
+    assert_eq!(
+        r, "+PONG\r\n",
+        "a connection opened before the renewal keeps working"
+    );
+
+    // A broken file: the reload is refused and the renewed certificate stays in force.
+    std::fs::write(&cert, "not a certificate").expect("break cert");
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !proxy.log().contains("TLS configuration not reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload must be logged: {}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tls_connect(&addr, client_config(&new, "ca.pem", None)).expect("still the renewed certificate");
+
+    // The same through PROXY CONFIG SET: a file that does not load is refused with its setting's
+    // name, and nothing changes.
+    let mut c = proxy.conn();
+    let e = redis::cmd("PROXY")
+        .arg("CONFIG")
+        .arg("SET")
+        .arg("tls_cert_file")
+        .arg("/nonexistent/cert.pem")
+        .query::<String>(&mut c)
+        .expect_err("a missing certificate file must be refused");
+    assert!(e.to_string().contains("tls_cert_file"), "{e}");
+    let now: Vec<String> = redis::cmd("PROXY")
+        .arg("CONFIG")
+        .arg("GET")
+        .arg("tls_cert_file")
+        .query(&mut c)
+        .expect("CONFIG GET");
+    assert_eq!(now.get(1), Some(&cert.display().to_string()));
+    tls_connect(&addr, client_config(&new, "ca.pem", None)).expect("unchanged");
+}

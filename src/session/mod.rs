@@ -44,7 +44,7 @@ pub async fn serve_tls(
     worker: Rc<Worker>,
     tcp: tokio::net::TcpStream,
     id: u64,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Arc<tokio_rustls::TlsAcceptor>,
 ) {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let timeout = worker.shared.live.connect_timeout().max(HANDSHAKE_TIMEOUT);
