@@ -251,9 +251,10 @@ pub struct Call {
     pub redirects: u8,
     /// ASK redirects and TRYAGAIN retries so far.
     pub retries: u8,
-    /// When the client's request reached the proxy; ASK/TRYAGAIN retries stop at
-    /// `born + request_timeout`.
-    pub born: tokio::time::Instant,
+    /// When the first ASK or TRYAGAIN came back; further retries stop at `born +
+    /// request_timeout`. Set then, not at creation: reading the clock for every request
+    /// would cost more than all the requests that ever retry.
+    pub born: Option<std::time::Instant>,
     /// Where its reply goes.
     pub target: Target,
     /// Send on the node's RESP3 connections (the client said HELLO 3): replies pass through
@@ -284,7 +285,7 @@ impl Call {
             dest,
             redirects: 0,
             retries: 0,
-            born: tokio::time::Instant::now(),
+            born: None,
             target,
             resp3: false,
         }

@@ -180,7 +180,11 @@ impl Worker {
             Redirect::Moved(..) => call.redirects >= MAX_REDIRECTS,
             _ => {
                 call.retries >= MAX_RETRIES
-                    || call.born.elapsed() >= self.shared.live.request_timeout()
+                    || call
+                        .born
+                        .get_or_insert_with(std::time::Instant::now)
+                        .elapsed()
+                        >= self.shared.live.request_timeout()
             }
         };
         if exhausted {
