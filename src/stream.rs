@@ -111,6 +111,11 @@ impl TlsState {
     }
 
     fn read(&mut self, tcp: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+        // As tokio's own `try_read_buf` (through `BytesMut::chunk_mut`): a full buffer grows,
+        // so `Ok(0)` always means the end of the stream.
+        if buf.len() == buf.capacity() {
+            buf.reserve(TLS_READ_CHUNK);
+        }
         let mut total = 0;
         loop {
             if buf.len() == buf.capacity() {
