@@ -259,6 +259,12 @@ fn tls_clients_are_served_beside_plain_ones_and_wrong_peers_are_refused() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // A client that connects and never starts its handshake is closed (after the handshake
+    // deadline; 30 s here is only a bound for the test).
+    let mut idle = TcpStream::connect(&tls_addr).expect("idle connect");
+    let (_, closed) = raw_exchange(&mut idle, b"", Duration::from_secs(30));
+    assert!(closed, "a client that never handshakes must be closed");
+
     // And the TLS client is still being served.
     let r = roundtrip(&mut s, b"*2\r\n$3\r\nGET\r\n$3\r\ntk1\r\n", 1).expect("GET");
     assert_eq!(r, "$2\r\nv1\r\n");
