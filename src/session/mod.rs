@@ -37,8 +37,8 @@ use tokio::sync::Notify;
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_IOV: usize = 256;
 
-/// Completes the TLS handshake of a client from the TLS listener (within `connect_timeout`),
-/// then serves it like any other. A failed handshake (a plain client on the TLS port, a
+/// Completes the TLS handshake of a client from the TLS listener (within
+/// [`HANDSHAKE_TIMEOUT`], or `connect_timeout` if longer), then serves it like any other. A failed handshake (a plain client on the TLS port, a
 /// certificate the CA did not sign) closes the connection and is counted.
 pub async fn serve_tls(
     worker: Rc<Worker>,
