@@ -36,6 +36,7 @@ pub mod protocol;
 pub mod render;
 pub mod resp;
 pub mod router;
+pub mod scrape;
 pub mod scripts;
 pub mod server;
 pub mod session;

@@ -2,18 +2,17 @@
 //!
 //! The data path never calls the `metrics` facade: workers keep single-writer counters and
 //! bucketed histograms ([`crate::stats`]), and [`housekeeping`] copies their sums into the
-//! exporter's registry every [`FLUSH_EVERY`] — counters as absolute values, histograms as the
-//! per-bucket samples added since the last flush (each bucket's new samples recorded at their
-//! mean, which lies inside the bucket, so bucket counts and the total sum stay exact). So a
-//! scrape is at most one flush behind, and label handles are created once, not per request.
+//! exporter's registry every [`FLUSH_EVERY`] as absolute values, and renders the latency
+//! histograms' text from the same reading ([`crate::scrape`]). So a scrape is at most one flush
+//! behind, its counts are exact, and label handles are created once, not per request.
 //! Invariant: label values come from the command table, the node registry and fixed word lists,
 //! never from client input.
 
 use crate::info::{self, Totals};
 use crate::shared::Shared;
-use crate::stats::{self, HistSnap, BUCKETS_US, NB};
+use crate::stats::{self, BUCKETS_US};
 use anyhow::Context;
-use metrics::{counter, gauge, histogram, Counter, Histogram};
+use metrics::{counter, gauge, Counter};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -25,23 +24,25 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// MOVED + ASK redirects per second above which a "redirect storm" line is logged.
 pub const REDIRECT_STORM_PER_SEC: u64 = 1000;
 
-/// Starts the HTTP listener on `listen` (path `/metrics`) with the proxy's histogram buckets,
-/// and installs the exporter as the process's recorder. Must run inside a tokio runtime, which
-/// then also runs the exporter's upkeep.
-pub fn install(listen: &str) -> anyhow::Result<()> {
+/// Binds the metrics endpoint's listener on `listen` and installs the exporter as the
+/// process's recorder (with the proxy's histogram buckets). The caller serves the listener
+/// with [`crate::scrape::serve`]; [`housekeeping`] runs the exporter's upkeep.
+pub fn install(listen: &str) -> anyhow::Result<std::net::TcpListener> {
     let addr: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("metrics_listen {listen:?} is not ip:port"))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("starting the metrics listener on {listen}"))?;
+    listener.set_nonblocking(true)?;
     let buckets: Vec<f64> = BUCKETS_US.iter().map(|&us| us as f64 / 1e6).collect();
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&buckets)
         .context("setting histogram buckets")?
-        .upkeep_timeout(Duration::from_secs(5))
-        .install()
-        .with_context(|| format!("starting the metrics listener on {listen}"))?;
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    crate::scrape::set_registry(handle);
     describe();
-    Ok(())
+    Ok(listener)
 }
 
 fn describe() {
@@ -50,16 +51,6 @@ fn describe() {
     describe_counter!(
         "slotproxy_command_errors_total",
         "Error replies, by command."
-    );
-    describe_histogram!(
-        "slotproxy_command_duration_seconds",
-        Unit::Seconds,
-        "Arrival to reply, by command."
-    );
-    describe_histogram!(
-        "slotproxy_command_backend_duration_seconds",
-        Unit::Seconds,
-        "Time waiting on backends (slowest part of split commands), by command."
     );
     describe_gauge!("slotproxy_client_connections", "Clients connected.");
     describe_counter!(
@@ -122,11 +113,6 @@ fn describe() {
         "slotproxy_node_errors_total",
         "Errors, by node and kind (reply: error replies; failed: lost, timed out or unreachable)."
     );
-    describe_histogram!(
-        "slotproxy_node_request_duration_seconds",
-        Unit::Seconds,
-        "Write to reply, by node."
-    );
     describe_counter!(
         "slotproxy_topology_refreshes_total",
         "Topology refreshes, by trigger and result."
@@ -159,43 +145,10 @@ fn describe() {
     );
 }
 
-/// Handles and last-seen snapshots of one histogram series.
-struct HistFeed {
-    handle: Histogram,
-    last: HistSnap,
-}
-
-impl HistFeed {
-    fn new(handle: Histogram) -> HistFeed {
-        HistFeed {
-            handle,
-            last: HistSnap::default(),
-        }
-    }
-
-    /// Records the samples added since the last call.
-    fn feed(&mut self, now: &HistSnap) {
-        for i in 0..NB {
-            let n = now.counts[i].saturating_sub(self.last.counts[i]);
-            if n == 0 {
-                continue;
-            }
-            let sum = now.sums_us[i].saturating_sub(self.last.sums_us[i]);
-            // The mean of the new samples, kept inside the bucket so the count lands in it.
-            let lo = if i == 0 { 0 } else { BUCKETS_US[i - 1] + 1 };
-            let hi = BUCKETS_US.get(i).copied().unwrap_or(u64::MAX);
-            let mean = (sum / n).clamp(lo, hi);
-            self.handle
-                .record_many(mean as f64 / 1e6, usize::try_from(n).unwrap_or(usize::MAX));
-        }
-        self.last = *now;
-    }
-}
-
 #[derive(Default)]
 struct Feeds {
-    commands: HashMap<usize, (Counter, Counter, HistFeed, HistFeed)>,
-    nodes: HashMap<String, (Counter, Counter, Counter, HistFeed)>,
+    commands: HashMap<usize, (Counter, Counter)>,
+    nodes: HashMap<String, (Counter, Counter, Counter)>,
 }
 
 /// Runs forever on the control runtime: samples ops/sec, logs redirect storms and, when
@@ -260,23 +213,20 @@ fn flush(shared: &Shared, t: &Totals, feeds: &mut Feeds) {
     gauge!("slotproxy_slowlog_entries").set(shared.slowlog.len() as f64);
     gauge!("slotproxy_uptime_seconds").set(shared.started.elapsed().as_secs_f64());
 
+    let (mut total, mut backend, mut node) = (Vec::new(), Vec::new(), Vec::new());
     for c in info::command_totals(shared) {
         let name = stats::command_name(c.index);
         let f = feeds.commands.entry(c.index).or_insert_with(|| {
             (
                 counter!("slotproxy_commands_total", "command" => name),
                 counter!("slotproxy_command_errors_total", "command" => name),
-                HistFeed::new(histogram!("slotproxy_command_duration_seconds", "command" => name)),
-                HistFeed::new(histogram!(
-                    "slotproxy_command_backend_duration_seconds",
-                    "command" => name
-                )),
             )
         });
         f.0.absolute(c.calls);
         f.1.absolute(c.errors);
-        f.2.feed(&c.total);
-        f.3.feed(&c.backend);
+        let labels = format!("command=\"{name}\"");
+        total.push((labels.clone(), c.total));
+        backend.push((labels, c.backend));
     }
     for n in info::node_totals(shared) {
         for (state, v) in [
@@ -292,16 +242,34 @@ fn flush(shared: &Shared, t: &Totals, feeds: &mut Feeds) {
             (
                 counter!("slotproxy_node_requests_total", "node" => addr.clone()),
                 counter!("slotproxy_node_errors_total", "node" => addr.clone(), "kind" => "reply"),
-                counter!("slotproxy_node_errors_total", "node" => addr.clone(), "kind" => "failed"),
-                HistFeed::new(histogram!(
-                    "slotproxy_node_request_duration_seconds",
-                    "node" => addr
-                )),
+                counter!("slotproxy_node_errors_total", "node" => addr, "kind" => "failed"),
             )
         });
         f.0.absolute(n.replies);
         f.1.absolute(n.error_replies);
         f.2.absolute(n.failed);
-        f.3.feed(&n.latency);
+        node.push((format!("node=\"{}\"", n.addr), n.latency));
     }
+    let mut text = String::new();
+    use crate::scrape::render_histogram;
+    render_histogram(
+        &mut text,
+        "slotproxy_command_duration_seconds",
+        "Arrival to reply, by command.",
+        &total,
+    );
+    render_histogram(
+        &mut text,
+        "slotproxy_command_backend_duration_seconds",
+        "Time waiting on backends (slowest part of split commands), by command.",
+        &backend,
+    );
+    render_histogram(
+        &mut text,
+        "slotproxy_node_request_duration_seconds",
+        "Write to reply, by node.",
+        &node,
+    );
+    crate::scrape::set_histograms(text);
+    crate::scrape::upkeep();
 }

@@ -181,9 +181,12 @@ pub async fn serve_with(
         "" => None,
         tls => Some(tokio::net::TcpListener::from_std(bind(tls)?)?),
     };
-    if !config.metrics_listen.is_empty() {
-        crate::prom::install(&config.metrics_listen)?;
-    }
+    let metrics_listener = match config.metrics_listen.as_str() {
+        "" => None,
+        listen => Some(tokio::net::TcpListener::from_std(crate::prom::install(
+            listen,
+        )?)?),
+    };
     let workers = config.worker_count();
     let has_path = path.is_some();
     let shared = Arc::new(Shared::with_path(config, path, workers, addr.port()));
@@ -194,6 +197,9 @@ pub async fn serve_with(
         tokio::spawn(topology::run(Arc::clone(&shared))),
         tokio::spawn(crate::prom::housekeeping(Arc::clone(&shared))),
     ];
+    if let Some(l) = metrics_listener {
+        background.push(tokio::spawn(crate::scrape::serve(l)));
+    }
     #[cfg(unix)]
     if has_path {
         background.push(tokio::spawn(reload_on_hup(Arc::clone(&shared))));
