@@ -68,7 +68,7 @@ impl Write for Nonblocking<'_> {
 
 /// Encrypted bytes kept in rustls before new plaintext is refused with `WouldBlock`.
 const TLS_BACKLOG: usize = 64 * 1024;
-/// How much a TLS read asks of rustls at a time when the caller's buffer has no spare room.
+/// How much a full buffer grows by before a TLS read (and `read_some` before any read).
 const TLS_READ_CHUNK: usize = 16 * 1024;
 
 impl TlsState {
