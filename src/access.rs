@@ -58,6 +58,11 @@ pub struct UserConfig {
     /// Commands this user may not run (same forms); wins over `commands_allow`.
     #[serde(default)]
     pub commands_deny: Vec<String>,
+    /// Names (subject common name or DNS subject alternative name) of client certificates
+    /// that log a TLS client in as this user, without AUTH. Needs `tls_client_ca_file`, so
+    /// only certificates the operator's CA signed count. With names, the password is optional.
+    #[serde(default)]
+    pub certificate_names: Vec<String>,
 }
 
 /// A configured user, ready for checks.
@@ -65,7 +70,9 @@ pub struct UserConfig {
 pub struct User {
     /// Its name.
     pub name: String,
-    hash: [u8; 32],
+    /// SHA-256 of the password; `None`: no password logs in as this user (certificate only).
+    hash: Option<[u8; 32]>,
+    certificate_names: Vec<String>,
     /// Its level.
     pub level: Level,
     read_prefixes: Vec<Vec<u8>>,
@@ -205,12 +212,13 @@ impl Users {
         let mut users = Vec::with_capacity(list.len());
         for u in list {
             let hash = match (&u.password, &u.password_sha256) {
-                (Some(p), None) => sha256(p.as_bytes()),
-                (None, Some(h)) => parse_hex32(h).ok_or_else(|| {
+                (Some(p), None) => Some(sha256(p.as_bytes())),
+                (None, Some(h)) => Some(parse_hex32(h).ok_or_else(|| {
                     anyhow::anyhow!("user {:?}: password_sha256 is not 64 hex digits", u.name)
-                })?,
+                })?),
+                (None, None) if !u.certificate_names.is_empty() => None,
                 _ => anyhow::bail!(
-                    "user {:?}: give exactly one of password and password_sha256",
+                    "user {:?}: give exactly one of password and password_sha256 (or only certificate_names)",
                     u.name
                 ),
             };
@@ -221,6 +229,7 @@ impl Users {
             users.push(Arc::new(User {
                 name: u.name.clone(),
                 hash,
+                certificate_names: u.certificate_names.clone(),
                 level: u.level,
                 read_prefixes: bytes(&u.read_prefixes),
                 write_prefixes: bytes(&u.write_prefixes),
@@ -239,7 +248,8 @@ impl Users {
         Users {
             list: vec![Arc::new(User {
                 name: String::new(),
-                hash: [0; 32],
+                hash: None,
+                certificate_names: Vec::new(),
                 level: Level::Read,
                 read_prefixes: vec![Vec::new()],
                 write_prefixes: vec![Vec::new()],
@@ -260,13 +270,27 @@ impl Users {
     pub fn authenticate(&self, name: &[u8], password: &[u8]) -> Option<Arc<User>> {
         let given = sha256(password);
         let user = self.list.iter().find(|u| u.name.as_bytes() == name)?;
+        let hash = user.hash.as_ref()?;
         // Constant time over the hash, so timing tells nothing about the password.
-        let diff = user
-            .hash
+        let diff = hash
             .iter()
             .zip(given.iter())
             .fold(0u8, |d, (a, b)| d | (a ^ b));
         (diff == 0).then(|| Arc::clone(user))
+    }
+
+    /// The user a verified client certificate carrying `names` logs in as: the first user
+    /// listing one of them in `certificate_names` (exact, case-sensitive match).
+    pub fn by_certificate(&self, names: &[String]) -> Option<Arc<User>> {
+        self.list
+            .iter()
+            .find(|u| u.certificate_names.iter().any(|n| names.contains(n)))
+            .cloned()
+    }
+
+    /// Whether any user is reached by client certificates.
+    pub fn use_certificates(&self) -> bool {
+        self.list.iter().any(|u| !u.certificate_names.is_empty())
     }
 }
 
@@ -482,7 +506,7 @@ mod tests {
         assert!(check(&a, &["CONFIG", "SET", "x", "y"])
             .unwrap_err()
             .contains("'config|set'"));
-        assert!(Users::from_config(&[UserConfig {
+        let no_password = UserConfig {
             name: "x".into(),
             password: None,
             password_sha256: None,
@@ -492,7 +516,22 @@ mod tests {
             max_connections: None,
             commands_allow: vec![],
             commands_deny: vec![],
-        }])
-        .is_err());
+            certificate_names: vec![],
+        };
+        assert!(Users::from_config(std::slice::from_ref(&no_password)).is_err());
+        // A certificate-only user: reachable by its certificate names, never by a password.
+        let cert_only = UserConfig {
+            certificate_names: vec!["svc.example".into()],
+            ..no_password
+        };
+        let us = Users::from_config(&[cert_only]).expect("certificate-only user");
+        assert!(us.use_certificates());
+        assert!(us.authenticate(b"x", b"").is_none());
+        let names = ["other".to_string(), "svc.example".to_string()];
+        assert_eq!(
+            us.by_certificate(&names).map(|u| u.name.clone()),
+            Some("x".into())
+        );
+        assert!(us.by_certificate(&["SVC.example".to_string()]).is_none());
     }
 }

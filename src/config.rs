@@ -235,7 +235,10 @@ impl Config {
 
     /// Checks the settings that have no sensible meaning out of range.
     pub fn validate(&self) -> anyhow::Result<()> {
-        crate::access::Users::from_config(&self.users)?;
+        let users = crate::access::Users::from_config(&self.users)?;
+        if users.use_certificates() && self.tls_client_ca_file.is_empty() {
+            bail!("users with certificate_names need tls_listen and tls_client_ca_file (only certificates that CA signed may log in)");
+        }
         if self.connections_per_node == 0 {
             bail!("connections_per_node must be at least 1");
         }
@@ -487,6 +490,15 @@ mod tests {
         assert_eq!(parse_size("64mb").unwrap(), 64 << 20);
         assert_eq!(parse_size("100").unwrap(), 100);
         assert!(parse_size("1tb").is_err());
+    }
+
+    #[test]
+    fn certificate_logins_need_a_client_ca() {
+        let cert_user = "[[users]]\nname = \"s\"\nlevel = \"read\"\ncertificate_names = [\"s\"]\n";
+        let e = Config::from_toml(cert_user).unwrap_err().to_string();
+        assert!(e.contains("tls_client_ca_file"), "{e}");
+        let with_ca = format!("tls_client_ca_file = \"/ca.pem\"\n{cert_user}");
+        assert!(Config::from_toml(&with_ca).is_ok());
     }
 
     #[test]

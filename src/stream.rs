@@ -205,6 +205,21 @@ impl Stream {
         }
     }
 
+    /// The names on the peer's certificate (see [`crate::tls::certificate_names`]); empty for
+    /// plain TCP or a peer that sent none.
+    pub fn peer_certificate_names(&self) -> Vec<String> {
+        match self {
+            Stream::Plain(_) => Vec::new(),
+            Stream::Tls(t) => t
+                .lock()
+                .conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::tls::certificate_names(c))
+                .unwrap_or_default(),
+        }
+    }
+
     /// Whether this is a TLS connection.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))

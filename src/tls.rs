@@ -162,6 +162,28 @@ pub fn install(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The names a client certificate (DER) carries: its subject common names and DNS subject
+/// alternative names, for matching users' `certificate_names`. Empty if it does not parse (it
+/// was verified by rustls already, so that means names in a form this does not read).
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_string());
+            }
+        }
+    }
+    names
+}
+
 /// Whether the TLS files of `a` and `b` differ (a reload must rebuild the configurations).
 pub fn settings_differ(a: &Config, b: &Config) -> bool {
     a.tls_cert_file != b.tls_cert_file
@@ -216,6 +238,23 @@ mod tests {
             t.server_name("127.0.0.2:7000").expect("set").to_str(),
             "cluster.example"
         );
+    }
+
+    #[test]
+    fn certificate_names_are_the_common_name_and_dns_alternative_names() {
+        let mut p = rcgen::CertificateParams::new(vec!["app-1.clients.example".to_string()])
+            .expect("params");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "app-1");
+        p.subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = p.self_signed(&key).expect("cert");
+        assert_eq!(
+            certificate_names(cert.der()),
+            vec!["app-1".to_string(), "app-1.clients.example".to_string()]
+        );
+        assert!(certificate_names(b"not a certificate").is_empty());
     }
 
     #[test]

@@ -54,8 +54,8 @@ fn leaf(cn: &str, ca: &(rcgen::Certificate, KeyPair)) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
-/// `ca.pem` + `server.{pem,key}` + `client.{pem,key}` from one CA, and `other-ca.pem` +
-/// `stranger.{pem,key}` from another.
+/// `ca.pem` + `server.{pem,key}` + `client.{pem,key}` + `unlisted.{pem,key}` from one CA, and
+/// `other-ca.pem` + `stranger.{pem,key}` from another. Each leaf's common name is its file name.
 fn pki() -> Pki {
     let dir = tempfile::tempdir().expect("tempdir");
     let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("pem");
@@ -63,7 +63,12 @@ fn pki() -> Pki {
     let other = ca("some other CA");
     write("ca.pem", &good.0.pem());
     write("other-ca.pem", &other.0.pem());
-    for (name, signer) in [("server", &good), ("client", &good), ("stranger", &other)] {
+    for (name, signer) in [
+        ("server", &good),
+        ("client", &good),
+        ("unlisted", &good),
+        ("stranger", &other),
+    ] {
         let (cert, key) = leaf(name, signer);
         write(&format!("{name}.pem"), &cert);
         write(&format!("{name}.key"), &key);
@@ -112,14 +117,21 @@ type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 /// Connects with TLS and completes the handshake (and, TLS 1.3 being what it is, one
 /// round trip, since a refused client certificate is only reported after the handshake).
 fn tls_connect(addr: &str, cfg: Arc<rustls::ClientConfig>) -> std::io::Result<Tls> {
+    let (s, pong) = tls_connect_ping(addr, cfg)?;
+    assert_eq!(pong, "+PONG\r\n");
+    Ok(s)
+}
+
+/// Like [`tls_connect`], returning whatever PING got (`-NOAUTH ...` when access control wants
+/// a login).
+fn tls_connect_ping(addr: &str, cfg: Arc<rustls::ClientConfig>) -> std::io::Result<(Tls, String)> {
     let tcp = TcpStream::connect(addr)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
     let conn = rustls::ClientConnection::new(cfg, name).map_err(std::io::Error::other)?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
     let pong = roundtrip(&mut s, b"*1\r\n$4\r\nPING\r\n", 1)?;
-    assert_eq!(pong, "+PONG\r\n");
-    Ok(s)
+    Ok((s, pong))
 }
 
 /// Writes `req` and reads until `replies` complete top-level replies arrived (simple lines
@@ -561,4 +573,62 @@ fn sighup_renews_certificates_in_place_and_bad_files_change_nothing() {
         .expect("CONFIG GET");
     assert_eq!(now.get(1), Some(&cert.display().to_string()));
     tls_connect(&addr, client_config(&new, "ca.pem", None)).expect("unchanged");
+}
+
+#[test]
+fn a_client_certificate_logs_in_as_the_user_that_lists_its_name() {
+    let cluster = cluster(1, 3, 0);
+    let pki = pki();
+    let tls_port = free_port();
+    let toml = format!(
+        "{}[[users]]\nname = \"svc\"\nlevel = \"write\"\nwrite_prefixes = [\"svc:\"]\ncertificate_names = [\"client\"]\n\n[[users]]\nname = \"admin\"\npassword = \"adm\"\nlevel = \"admin\"\n",
+        tls_proxy_toml(&pki, tls_port, Some("ca.pem"))
+    );
+    let proxy = Proxy::start_with(&cluster.seeds(), &toml, false);
+    let mut admin = redis::Client::open(format!("redis://admin:adm@{}/", proxy.addr))
+        .and_then(|c| c.get_connection())
+        .expect("admin login");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let slots: Vec<String> = redis::cmd("PROXY")
+            .arg("SLOTS")
+            .query(&mut admin)
+            .expect("SLOTS");
+        if slots.first().is_some_and(|f| f.contains("slots 16384 ")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never covered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let addr = format!("127.0.0.1:{tls_port}");
+
+    // CN=client is listed by user svc: logged in as svc without AUTH, with svc's namespace.
+    let mut svc = tls_connect(&addr, client_config(&pki, "ca.pem", Some("client"))).expect("svc");
+    let ok = roundtrip(
+        &mut svc,
+        b"*3\r\n$3\r\nSET\r\n$5\r\nsvc:k\r\n$1\r\nv\r\n",
+        1,
+    )
+    .expect("SET");
+    assert_eq!(ok, "+OK\r\n");
+    let denied = roundtrip(
+        &mut svc,
+        b"*3\r\n$3\r\nSET\r\n$5\r\nadm:k\r\n$1\r\nv\r\n",
+        1,
+    )
+    .expect("SET");
+    assert!(
+        denied.starts_with("-NOPERM"),
+        "outside svc's namespace: {denied}"
+    );
+
+    // A certificate from the same CA whose name no user lists: verified, but not logged in.
+    let (_, noauth) = tls_connect_ping(&addr, client_config(&pki, "ca.pem", Some("unlisted")))
+        .expect("unlisted certificate still passes the handshake");
+    assert!(noauth.starts_with("-NOAUTH"), "{noauth}");
+
+    // The certificate user has no password: AUTH as it always fails.
+    let wrong =
+        roundtrip(&mut svc, b"*3\r\n$4\r\nAUTH\r\n$3\r\nsvc\r\n$0\r\n\r\n", 1).expect("AUTH");
+    assert!(wrong.starts_with("-WRONGPASS"), "{wrong}");
 }

@@ -112,13 +112,28 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
         reply_mode: ReplyMode::default(),
     };
     if s.acl {
-        // Redis's `default` user with no password: connections start authenticated as it.
         s.client.peer_ip = s.stream.peer_addr().ok().map(|a| a.ip());
-        s.client.user = worker
-            .shared
-            .users
-            .authenticate(b"default", b"")
-            .and_then(|u| u.open_session().ok());
+        // A verified client certificate naming a user logs in as it; otherwise Redis's
+        // `default` user with no password, if there is one.
+        let users = &worker.shared.users;
+        let by_cert = if s.stream.is_tls() && users.use_certificates() {
+            users.by_certificate(&s.stream.peer_certificate_names())
+        } else {
+            None
+        };
+        s.client.user = match by_cert {
+            Some(u) => match u.open_session() {
+                Ok(session) => Some(session),
+                Err(e) => {
+                    worker.shared.auth_guard.user_limited.fetch_add(1, Relaxed);
+                    tracing::info!(client = id, user = %u.name, "certificate login refused: {e}");
+                    None
+                }
+            },
+            None => users
+                .authenticate(b"default", b"")
+                .and_then(|u| u.open_session().ok()),
+        };
     }
     worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
