@@ -304,6 +304,19 @@ fn client_certificates_are_required_when_a_client_ca_is_set() {
     );
 }
 
+/// Waits until the proxy serves every slot (a liveness bound, not a timing assertion).
+fn wait_all_slots(c: &mut redis::Connection) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let slots: Vec<String> = redis::cmd("PROXY").arg("SLOTS").query(c).expect("SLOTS");
+        if slots.first().is_some_and(|f| f.contains("slots 16384 ")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "slots never covered: {slots:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A TLS-only redis-server (no plain port), stopped by PID when dropped.
 struct TlsNode {
     child: Child,
@@ -404,18 +417,7 @@ fn a_tls_only_cluster_is_created_refreshed_and_served_over_tls() {
     assert!(!out.is_empty());
 
     // The refresher learns the slots over TLS.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let slots: Vec<String> = redis::cmd("PROXY")
-            .arg("SLOTS")
-            .query(&mut c)
-            .expect("SLOTS");
-        if slots.first().is_some_and(|f| f.contains("slots 16384 ")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slots never covered: {slots:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_all_slots(&mut c);
 
     // The data path: keys on every master, a multi-key split, a transaction (dedicated
     // connection) and a blocking pop.
@@ -588,18 +590,7 @@ fn a_client_certificate_logs_in_as_the_user_that_lists_its_name() {
     let mut admin = redis::Client::open(format!("redis://admin:adm@{}/", proxy.addr))
         .and_then(|c| c.get_connection())
         .expect("admin login");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let slots: Vec<String> = redis::cmd("PROXY")
-            .arg("SLOTS")
-            .query(&mut admin)
-            .expect("SLOTS");
-        if slots.first().is_some_and(|f| f.contains("slots 16384 ")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slots never covered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_all_slots(&mut admin);
     let addr = format!("127.0.0.1:{tls_port}");
 
     // CN=client is listed by user svc: logged in as svc without AUTH, with svc's namespace.
