@@ -25,7 +25,9 @@ pub struct Running {
     pub shared: Arc<Shared>,
 }
 
-fn bind(listen: &str) -> anyhow::Result<std::net::TcpListener> {
+/// A non-blocking listener on `listen` with SO_REUSEADDR, so a restarted proxy can bind again
+/// while connections it closed are still in TIME_WAIT.
+pub(crate) fn bind(listen: &str) -> anyhow::Result<std::net::TcpListener> {
     let addr: SocketAddr = listen
         .parse()
         .with_context(|| format!("listen address {listen:?} is not ip:port"))?;
