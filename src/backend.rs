@@ -124,6 +124,8 @@ pub struct Conn {
     wake_reader: Notify,
     /// Speaks RESP3 (HELLO 3 first on every connect), for clients that said HELLO 3.
     resp3: bool,
+    /// The node left the topology: the connection closes once nothing is queued or in flight.
+    retiring: Cell<bool>,
 }
 
 fn link_gauge<'a>(stats: &'a NodeStats, link: &Link) -> Option<&'a std::sync::atomic::AtomicU64> {
@@ -151,7 +153,28 @@ impl Conn {
             wake_writer: Notify::new(),
             wake_reader: Notify::new(),
             resp3,
+            retiring: Cell::new(false),
         })
+    }
+
+    /// Closes the connection if nothing is queued or in flight; returns whether it did.
+    fn close_if_idle(&self) -> bool {
+        let mut st = self.state.borrow_mut();
+        if !st.queue.is_empty() || !st.inflight.is_empty() {
+            return false;
+        }
+        st.generation += 1;
+        self.set_link(&mut st, Link::Idle);
+        drop(st);
+        self.wake_writer.notify_one();
+        self.wake_reader.notify_one();
+        true
+    }
+
+    /// The node left the topology: close now if idle, else after the last reply.
+    fn retire(&self) {
+        self.retiring.set(true);
+        self.close_if_idle();
     }
 
     fn timeouts(&self) -> Timeouts {
@@ -439,6 +462,9 @@ impl Conn {
                     None => return self.fail(gen, "reply without a request".into()),
                 }
             }
+            if self.retiring.get() && self.close_if_idle() {
+                return;
+            }
         }
     }
 }
@@ -530,6 +556,23 @@ impl Pool {
     /// reach each connection once.
     pub fn width(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The node left the topology: each connection closes once its last reply is in.
+    pub fn retire(&self) {
+        for c in self.conns.iter().chain(&self.conns3) {
+            c.retire();
+        }
+    }
+
+    /// Whether the node registry dropped this pool's node (it left the topology).
+    pub fn retired(&self) -> bool {
+        self.conns.first().is_some_and(|c| {
+            c.node
+                .stats
+                .retired
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 
     /// Requests queued or in flight on all of the pool's connections.

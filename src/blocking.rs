@@ -4,9 +4,10 @@
 //!
 //! Invariants: the command keeps its own timeout semantics (the proxy adds no deadline of its
 //! own; 0 waits forever); redirects are followed as on the shared path (MOVED patches the map,
-//! ASK sends ASKING first); the lease is returned only once its reply arrived, and when the
-//! client leaves, the session aborts the task, which drops the lease and closes the connection
-//! — the node then forgets the blocked client.
+//! ASK sends ASKING first, an address the topology does not list waits for a refresh to list
+//! it); the lease is returned only once its reply arrived, and when the client leaves, the
+//! session aborts the task, which drops the lease and closes the connection — the node then
+//! forgets the blocked client.
 
 use crate::dedicated::Expect;
 use crate::dispatch::{parse_redirect, Redirect, ReplySlot, MAX_REDIRECTS};
@@ -60,6 +61,13 @@ async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool) -> Byte
         };
         if tries > MAX_REDIRECTS && redirect.is_some() {
             return frame;
+        }
+        if let Some(Redirect::Moved(_, to) | Redirect::Ask(_, to)) = &redirect {
+            // Only a node the trusted topology lists is connected to (see
+            // dispatch::vet_redirect); a refresh may confirm a new one.
+            if !crate::worker::confirm_address(&worker.shared, to, None).await {
+                return frame;
+            }
         }
         match redirect {
             None => return frame,

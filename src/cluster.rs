@@ -166,6 +166,11 @@ pub struct SlotMap {
     slots: Box<[u16]>,
     /// Where the map came from (`ip:port` of the answering node, or `moved`).
     pub source: String,
+    /// Every usable address the trusted `CLUSTER NODES` listed (masters with or without slots,
+    /// replicas), sorted. Only these (and the configured seeds) are ever connected to: a
+    /// redirect to anything else is a claim to be confirmed by a refresh, since a script can
+    /// return any error text.
+    known: Arc<[Arc<str>]>,
 }
 
 impl SlotMap {
@@ -176,7 +181,19 @@ impl SlotMap {
             nodes: Vec::new(),
             slots: vec![UNOWNED; SLOT_COUNT].into_boxed_slice(),
             source: String::new(),
+            known: Arc::from(Vec::new()),
         }
+    }
+
+    /// Whether the trusted topology this map came from lists `addr` (as a master or a
+    /// replica). See [`SlotMap::known`].
+    pub fn knows(&self, addr: &str) -> bool {
+        self.known.binary_search_by(|a| (**a).cmp(addr)).is_ok()
+    }
+
+    /// Every address the map's topology lists, sorted.
+    pub fn known(&self) -> &[Arc<str>] {
+        &self.known
     }
 
     /// Builds a map from parsed `CLUSTER NODES` lines. Masters without a usable address are
@@ -185,6 +202,14 @@ impl SlotMap {
         let mut map = SlotMap::empty();
         map.version = version;
         map.source = source.to_string();
+        let mut known: Vec<Arc<str>> = lines
+            .iter()
+            .filter(|n| n.is_usable())
+            .map(|n| Arc::from(n.addr()))
+            .collect();
+        known.sort();
+        known.dedup();
+        map.known = Arc::from(known);
         for n in lines.iter().filter(|n| n.is_master() && n.is_usable()) {
             if n.slots.is_empty() {
                 continue;
@@ -237,7 +262,9 @@ impl SlotMap {
     }
 
     /// A copy of this map in which `slot` is served by `addr` (a MOVED redirect), with
-    /// `version`. Other slots keep their owners.
+    /// `version`. Other slots keep their owners. `addr` must be one the map
+    /// [knows](SlotMap::knows) (a replica promoted by a failover, a master that took the
+    /// slot); callers check, since a redirect's address is only a claim.
     pub fn with_moved(&self, slot: u16, addr: &str, version: u64) -> SlotMap {
         let mut map = self.clone();
         map.version = version;
@@ -294,7 +321,7 @@ pub fn judge(current: &SlotMap, candidate: &SlotMap) -> Verdict {
             .iter()
             .zip(&candidate.nodes)
             .all(|(a, b)| a == b);
-    if same_nodes && current.slots == candidate.slots {
+    if same_nodes && current.slots == candidate.slots && current.known == candidate.known {
         return Verdict::Unchanged;
     }
     let (cur_cov, new_cov) = (current.coverage(), candidate.coverage());
@@ -381,6 +408,30 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,host-a myself,mas
             judge(&after, &full),
             Verdict::NeedsConfirmation(_)
         ));
+    }
+
+    #[test]
+    fn a_new_node_without_slots_changes_the_map() {
+        // A master that owns nothing yet (a resharding's target) must reach the map's known
+        // addresses, or the ASK redirects to it could never be confirmed.
+        let lines = parse_cluster_nodes(NODES, "127.0.0.1").unwrap();
+        let map = SlotMap::from_nodes(&lines, 1, "a");
+        assert!(map.knows("127.0.0.1:30004") && map.knows("127.0.0.1:30001"));
+        assert!(!map.knows("127.0.0.1:30005"));
+        let mut joined = lines.clone();
+        joined.push(
+            parse_node_line(
+                "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 127.0.0.1:30005@31005 master - 0 0 0 connected",
+                "",
+            )
+            .unwrap(),
+        );
+        let bigger = SlotMap::from_nodes(&joined, 2, "b");
+        assert!(bigger.knows("127.0.0.1:30005"));
+        assert_eq!(judge(&map, &bigger), Verdict::Accept);
+        // A node in handshake has no trustworthy address yet.
+        joined[4].flags.push("handshake".into());
+        assert!(!SlotMap::from_nodes(&joined, 3, "c").knows("127.0.0.1:30005"));
     }
 
     #[test]

@@ -461,6 +461,12 @@ impl DedicatedPool {
         })
     }
 
+    /// Closes the idle connections to nodes `keep` refuses (nodes that left the topology), so
+    /// idle connections stay bounded by the cluster's size, not its history.
+    pub fn drop_idle_except(&self, keep: impl Fn(&str) -> bool) {
+        self.idle.borrow_mut().retain(|(addr, _), _| keep(addr));
+    }
+
     /// Returns a connection after its request completed; kept if it is healthy and idle.
     pub fn give_back(&self, lease: Lease) {
         if !lease.idle() {

@@ -5,6 +5,7 @@
 //! a merged reply, or an error the proxy composed — so a client's reply queue never stalls on a
 //! request that was lost.
 
+use crate::cluster::SlotMap;
 use crate::merge::{self, MergeKind};
 use crate::resp;
 use bytes::Bytes;
@@ -307,6 +308,8 @@ pub enum Redirect {
 
 /// Reads a redirect from an error frame. An address with an empty host (`:7001`, sent by a node
 /// that does not know its own IP) takes the host of `from`, the node that sent the redirect.
+/// A slot outside 0..16383 or an address that is not `host:port` is no redirect: the frame is
+/// an ordinary error then (a script can return any text).
 pub fn parse_redirect(frame: &[u8], from: &str) -> Option<Redirect> {
     if frame.first() != Some(&b'-') {
         return None;
@@ -315,12 +318,22 @@ pub fn parse_redirect(frame: &[u8], from: &str) -> Option<Redirect> {
     let mut it = text.split(' ');
     let code = it.next()?;
     let mut target = || -> Option<(u16, String)> {
-        let slot = it.next()?.parse().ok()?;
+        let slot: u16 = it.next()?.parse().ok()?;
+        if slot as usize >= crate::slots::SLOT_COUNT {
+            return None;
+        }
         let addr = it.next()?;
+        if it.next().is_some() {
+            return None;
+        }
         let addr = match addr.strip_prefix(':') {
             Some(port) => format!("{}:{port}", from.rsplit_once(':').map_or(from, |x| x.0)),
             None => addr.to_string(),
         };
+        let (host, port) = addr.rsplit_once(':')?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return None;
+        }
         Some((slot, addr))
     };
     match code {
@@ -329,6 +342,81 @@ pub fn parse_redirect(frame: &[u8], from: &str) -> Option<Redirect> {
         "TRYAGAIN" => Some(Redirect::TryAgain),
         "CLUSTERDOWN" => Some(Redirect::ClusterDown),
         _ => None,
+    }
+}
+
+/// Whether a request runs a script or a function (EVAL, EVALSHA, EVAL_RO, EVALSHA_RO, FCALL,
+/// FCALL_RO): their error replies can carry any text the script chose, so a redirect in one
+/// is a claim, not a fact. Reads the command name from the request's wire form; only called
+/// for error replies, never on the hot path.
+pub fn is_script(wire: &[u8]) -> bool {
+    let name = (|| {
+        let rest = wire.strip_prefix(b"*")?;
+        let nl = rest.iter().position(|&b| b == b'\n')?;
+        let rest = rest.get(nl + 1..)?.strip_prefix(b"$")?;
+        let cr = rest.iter().position(|&b| b == b'\r')?;
+        let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
+        rest.get(cr + 2..cr + 2 + len)
+    })();
+    let Some(name) = name else { return false };
+    const SCRIPTS: [&[u8]; 6] = [
+        b"EVAL",
+        b"EVALSHA",
+        b"EVAL_RO",
+        b"EVALSHA_RO",
+        b"FCALL",
+        b"FCALL_RO",
+    ];
+    SCRIPTS.iter().any(|s| s.eq_ignore_ascii_case(name))
+}
+
+/// What the proxy does with a redirect a node sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Vetted {
+    /// Act on it: the trusted topology backs it (or it is a TRYAGAIN / CLUSTERDOWN from a
+    /// command that cannot forge one).
+    Follow,
+    /// Refresh from trusted nodes first, and follow only if the new map backs the redirect:
+    /// lists its address, or, when `owner` is set, has the address serving the slot.
+    Confirm {
+        /// The redirect must name the slot's owner in the refreshed map, not just a node.
+        owner: bool,
+    },
+    /// Not acted on: the client gets the error as it came.
+    PassOn,
+}
+
+/// Decides whether a redirect in the reply to `call` may be acted on. Rules:
+/// - any MOVED/ASK to an address the map does not list waits for a refresh to list it;
+/// - a script's or function's ([`is_script`]) error text is its own choice, so its TRYAGAIN
+///   and CLUSTERDOWN are passed on (re-running it would run its writes again), its MOVED/ASK
+///   count only for the slot of its declared keys and only once per call, and its MOVED only
+///   when the map (refreshed if need be) has the address serving that slot.
+pub fn vet_redirect(r: &Redirect, map: &SlotMap, call: &Call) -> Vetted {
+    let script = is_script(&call.wire);
+    match r {
+        Redirect::TryAgain | Redirect::ClusterDown if script => Vetted::PassOn,
+        Redirect::TryAgain | Redirect::ClusterDown => Vetted::Follow,
+        Redirect::Moved(slot, addr) | Redirect::Ask(slot, addr) => {
+            if script {
+                let first = call.redirects == 0 && call.retries == 0;
+                if !first || !matches!(call.dest, Dest::Slot(s) if s == *slot) {
+                    return Vetted::PassOn;
+                }
+                if matches!(r, Redirect::Moved(..)) {
+                    return if map.owner(*slot).is_some_and(|n| &*n.addr == addr) {
+                        Vetted::Follow
+                    } else {
+                        Vetted::Confirm { owner: true }
+                    };
+                }
+            }
+            if map.knows(addr) {
+                Vetted::Follow
+            } else {
+                Vetted::Confirm { owner: false }
+            }
+        }
     }
 }
 
@@ -354,7 +442,112 @@ mod tests {
             Some(Redirect::TryAgain)
         );
         assert_eq!(parse_redirect(b"-ERR nope\r\n", ""), None);
+        // Not redirects: slots out of range, addresses that are not host:port, extra words.
+        for bad in [
+            &b"-MOVED 16384 127.0.0.1:6381\r\n"[..],
+            b"-MOVED 65535 127.0.0.1:6381\r\n",
+            b"-MOVED -1 127.0.0.1:6381\r\n",
+            b"-ASK 1 127.0.0.1\r\n",
+            b"-ASK 1 127.0.0.1:0\r\n",
+            b"-ASK 1 127.0.0.1:99999\r\n",
+            b"-MOVED 1 :\r\n",
+            b"-MOVED 1 127.0.0.1:6381 extra\r\n",
+        ] {
+            assert_eq!(parse_redirect(bad, "127.0.0.1:7000"), None, "{bad:?}");
+        }
         assert_eq!(parse_redirect(b"+MOVED 1 a:1\r\n", ""), None);
+    }
+
+    #[test]
+    fn scripts_are_recognised_from_the_wire() {
+        for name in [
+            "EVAL",
+            "evalsha",
+            "Eval_Ro",
+            "EVALSHA_RO",
+            "fcall",
+            "FCALL_RO",
+        ] {
+            let wire = resp::encode_command(&[name, "return 1", "0"]);
+            assert!(is_script(&wire), "{name}");
+        }
+        for name in ["GET", "EVALX", "SCRIPT", "FUNCTION"] {
+            assert!(!is_script(&resp::encode_command(&[name, "k"])), "{name}");
+        }
+        assert!(!is_script(b"*1\r\n$100\r\nEVAL\r\n"));
+        assert!(!is_script(b""));
+    }
+
+    #[test]
+    fn redirects_are_vetted_against_the_map() {
+        let text = "\
+aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-8191
+bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb 127.0.0.1:7001@17001 master - 0 0 2 connected 8192-16383
+cccccccccccccccccccccccccccccccccccccccc 127.0.0.1:7002@17002 slave aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 0 0 1 connected
+dddddddddddddddddddddddddddddddddddddddd 127.0.0.1:7003@17003 master - 0 0 0 connected
+";
+        let lines = crate::cluster::parse_cluster_nodes(text, "127.0.0.1").unwrap();
+        let map = SlotMap::from_nodes(&lines, 1, "t");
+        let signal = Rc::new(Notify::new());
+        let call = |args: &[&str], dest: Dest| {
+            let wire = resp::encode_command(args).freeze();
+            Call::new(wire, dest, Target::Whole(ReplySlot::new(&signal)))
+        };
+        let get = call(&["GET", "k"], Dest::Slot(5));
+        let moved = |a: &str| Redirect::Moved(5, a.into());
+        // Known masters, a replica and a master without slots are followed at once.
+        for a in ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"] {
+            assert_eq!(vet_redirect(&moved(a), &map, &get), Vetted::Follow);
+        }
+        // An address no trusted node listed waits for a refresh to list it.
+        let evil = moved("10.6.6.6:6379");
+        assert_eq!(
+            vet_redirect(&evil, &map, &get),
+            Vetted::Confirm { owner: false }
+        );
+        let ask = Redirect::Ask(5, "10.6.6.6:6379".into());
+        assert_eq!(
+            vet_redirect(&ask, &map, &get),
+            Vetted::Confirm { owner: false }
+        );
+        for r in [Redirect::TryAgain, Redirect::ClusterDown] {
+            assert_eq!(vet_redirect(&r, &map, &get), Vetted::Follow);
+        }
+
+        // Scripts: with keys in slot 5, a MOVED must name the slot's owner (after a refresh if
+        // need be), an ASK a known node; once per call only.
+        let eval = call(&["EVAL", "return 1", "1", "k"], Dest::Slot(5));
+        assert_eq!(
+            vet_redirect(&evil, &map, &eval),
+            Vetted::Confirm { owner: true }
+        );
+        let other_master = moved("127.0.0.1:7001");
+        assert_eq!(
+            vet_redirect(&other_master, &map, &eval),
+            Vetted::Confirm { owner: true }
+        );
+        assert_eq!(
+            vet_redirect(&moved("127.0.0.1:7000"), &map, &eval),
+            Vetted::Follow
+        );
+        let ask_known = Redirect::Ask(5, "127.0.0.1:7001".into());
+        assert_eq!(vet_redirect(&ask_known, &map, &eval), Vetted::Follow);
+        let mut again = call(&["EVAL", "return 1", "1", "k"], Dest::Slot(5));
+        again.retries = 1;
+        assert_eq!(vet_redirect(&ask_known, &map, &again), Vetted::PassOn);
+        // ... for another slot than its keys', or with no keys, they are passed on.
+        let fcall = call(&["FCALL", "f", "1", "k"], Dest::Slot(6));
+        assert_eq!(vet_redirect(&ask_known, &map, &fcall), Vetted::PassOn);
+        let keyless = call(
+            &["EVAL_RO", "return 1", "0"],
+            Dest::Node("127.0.0.1:7000".into()),
+        );
+        assert_eq!(vet_redirect(&ask_known, &map, &keyless), Vetted::PassOn);
+        assert_eq!(vet_redirect(&evil, &map, &keyless), Vetted::PassOn);
+        // A script's TRYAGAIN / CLUSTERDOWN are its own text.
+        for r in [Redirect::TryAgain, Redirect::ClusterDown] {
+            assert_eq!(vet_redirect(&r, &map, &eval), Vetted::PassOn);
+        }
     }
 
     #[test]

@@ -101,18 +101,6 @@ fn describe() {
         "slotproxy_redirects_total",
         "Redirects and retries handled, by kind."
     );
-    describe_gauge!(
-        "slotproxy_backend_connections",
-        "Backend connections, by node and state."
-    );
-    describe_counter!(
-        "slotproxy_node_requests_total",
-        "Replies received, by node."
-    );
-    describe_counter!(
-        "slotproxy_node_errors_total",
-        "Errors, by node and kind (reply: error replies; failed: lost, timed out or unreachable)."
-    );
     describe_counter!(
         "slotproxy_topology_refreshes_total",
         "Topology refreshes, by trigger and result."
@@ -148,7 +136,6 @@ fn describe() {
 #[derive(Default)]
 struct Feeds {
     commands: HashMap<usize, (Counter, Counter)>,
-    nodes: HashMap<String, (Counter, Counter, Counter)>,
 }
 
 /// Runs forever on the control runtime: samples ops/sec, logs redirect storms and, when
@@ -228,30 +215,46 @@ fn flush(shared: &Shared, t: &Totals, feeds: &mut Feeds) {
         total.push((labels.clone(), c.total));
         backend.push((labels, c.backend));
     }
+    // Per-node families are rendered here rather than registered in the exporter, so a node
+    // that left the topology (and the node registry) leaves the output with it.
+    let (mut conns, mut replies, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for n in info::node_totals(shared) {
+        let label = format!("node=\"{}\"", n.addr);
         for (state, v) in [
             ("up", n.conns[0]),
             ("connecting", n.conns[1]),
             ("down", n.conns[2]),
         ] {
-            gauge!("slotproxy_backend_connections", "node" => n.addr.clone(), "state" => state)
-                .set(v as f64);
+            conns.push((format!("{label},state=\"{state}\""), v));
         }
-        let addr = n.addr.clone();
-        let f = feeds.nodes.entry(n.addr.clone()).or_insert_with(|| {
-            (
-                counter!("slotproxy_node_requests_total", "node" => addr.clone()),
-                counter!("slotproxy_node_errors_total", "node" => addr.clone(), "kind" => "reply"),
-                counter!("slotproxy_node_errors_total", "node" => addr, "kind" => "failed"),
-            )
-        });
-        f.0.absolute(n.replies);
-        f.1.absolute(n.error_replies);
-        f.2.absolute(n.failed);
-        node.push((format!("node=\"{}\"", n.addr), n.latency));
+        replies.push((label.clone(), n.replies));
+        errors.push((format!("{label},kind=\"reply\""), n.error_replies));
+        errors.push((format!("{label},kind=\"failed\""), n.failed));
+        node.push((label, n.latency));
     }
     let mut text = String::new();
-    use crate::scrape::render_histogram;
+    use crate::scrape::{render_histogram, render_values};
+    render_values(
+        &mut text,
+        "slotproxy_backend_connections",
+        "gauge",
+        "Backend connections, by node and state.",
+        &conns,
+    );
+    render_values(
+        &mut text,
+        "slotproxy_node_requests_total",
+        "counter",
+        "Replies received, by node.",
+        &replies,
+    );
+    render_values(
+        &mut text,
+        "slotproxy_node_errors_total",
+        "counter",
+        "Errors, by node and kind (reply: error replies; failed: lost, timed out or unreachable).",
+        &errors,
+    );
     render_histogram(
         &mut text,
         "slotproxy_command_duration_seconds",

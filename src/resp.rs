@@ -146,7 +146,10 @@ impl ReplyScanner {
                     let end = if n < 0 {
                         cr + 2
                     } else {
-                        cr + 2 + n as usize + 2
+                        usize::try_from(n)
+                            .ok()
+                            .and_then(|n| (cr + 4).checked_add(n))
+                            .ok_or_else(|| BadReply(format!("bulk length {n} too large")))?
                     };
                     if buf.len() < end {
                         return Ok(None);
@@ -155,14 +158,20 @@ impl ReplyScanner {
                 }
                 b'*' | b'~' | b'>' | b'%' | b'|' => {
                     let n = parse_len(&buf[self.pos + 1..cr])?;
-                    let n = if kind == b'%' || kind == b'|' {
-                        n * 2
+                    // Maps and attributes count two frames per entry. Lengths are the node's
+                    // to choose; saturating keeps a nonsense one from wrapping the count.
+                    let frames = if kind == b'%' || kind == b'|' {
+                        n.max(0).unsigned_abs().saturating_mul(2)
                     } else {
-                        n
+                        n.max(0).unsigned_abs()
                     };
                     self.pos = cr + 2;
-                    if n > 0 {
-                        self.pending += n as u64;
+                    self.pending = self.pending.saturating_add(frames);
+                    if kind == b'|' {
+                        // An attribute annotates the value that follows it and is not one
+                        // itself: that value still has to be read as part of this frame, so
+                        // the attribute travels with the reply it belongs to.
+                        continue;
                     }
                 }
                 other => {
@@ -241,7 +250,8 @@ pub fn array_elements(frame: &Bytes) -> Option<Vec<Bytes>> {
     if n < 0 {
         return None;
     }
-    let mut out = Vec::with_capacity(n as usize);
+    // The count is the node's claim; the frame's size bounds the real one.
+    let mut out = Vec::with_capacity((n as usize).min(frame.len() / 4));
     let mut pos = cr + 2;
     for _ in 0..n {
         let mut sc = ReplyScanner::default();
@@ -267,10 +277,16 @@ pub enum Value {
     Array(Option<Vec<Value>>),
 }
 
+/// Deepest nesting [`Value::decode`] accepts. The control plane's replies nest a few levels
+/// (CLUSTER SHARDS: four); a script can return far deeper ones, and decoding recurses, so the
+/// bound keeps a hostile reply from exhausting the stack.
+pub const MAX_DEPTH: usize = 64;
+
 impl Value {
-    /// Decodes one complete frame (as cut by [`ReplyScanner`]).
+    /// Decodes one complete frame (as cut by [`ReplyScanner`]); nesting deeper than
+    /// [`MAX_DEPTH`] is an error.
     pub fn decode(frame: &Bytes) -> Result<Value, BadReply> {
-        let (v, _) = decode_at(frame, 0)?;
+        let (v, _) = decode_at(frame, 0, 0)?;
         Ok(v)
     }
 
@@ -287,8 +303,11 @@ impl Value {
     }
 }
 
-fn decode_at(buf: &Bytes, pos: usize) -> Result<(Value, usize), BadReply> {
+fn decode_at(buf: &Bytes, pos: usize, depth: usize) -> Result<(Value, usize), BadReply> {
     let short = || BadReply("truncated frame".into());
+    if depth > MAX_DEPTH {
+        return Err(BadReply(format!("nested deeper than {MAX_DEPTH} levels")));
+    }
     let kind = *buf.get(pos).ok_or_else(short)?;
     let cr = line_end(buf, pos + 1).ok_or_else(short)?;
     let line = &buf[pos + 1..cr];
@@ -308,10 +327,11 @@ fn decode_at(buf: &Bytes, pos: usize) -> Result<(Value, usize), BadReply> {
             if n < 0 {
                 (Value::Bulk(None), next)
             } else {
-                let end = next + n as usize;
-                if buf.len() < end + 2 {
-                    return Err(short());
-                }
+                let end = usize::try_from(n)
+                    .ok()
+                    .and_then(|n| next.checked_add(n))
+                    .filter(|end| end.checked_add(2).is_some_and(|e| e <= buf.len()))
+                    .ok_or_else(short)?;
                 (Value::Bulk(Some(buf.slice(next..end))), end + 2)
             }
         }
@@ -323,7 +343,7 @@ fn decode_at(buf: &Bytes, pos: usize) -> Result<(Value, usize), BadReply> {
                 let mut items = Vec::with_capacity(n.min(1024) as usize);
                 let mut p = next;
                 for _ in 0..n {
-                    let (v, np) = decode_at(buf, p)?;
+                    let (v, np) = decode_at(buf, p, depth + 1)?;
                     items.push(v);
                     p = np;
                 }
@@ -375,6 +395,48 @@ mod tests {
                 Value::Array(Some(vec![Value::Int(1), Value::Int(2)])),
             ]))
         );
+    }
+
+    #[test]
+    fn attributes_travel_with_their_reply() {
+        // RESP3 attribute frames annotate the next value: a top-level one, one inside an
+        // array, and the same cut at every byte. Each stream is two replies.
+        let stream: &[u8] = b"|1\r\n+key\r\n+val\r\n:42\r\n*2\r\n|1\r\n+a\r\n:1\r\n+x\r\n+y\r\n";
+        for cut in 0..stream.len() {
+            let mut buf = BytesMut::new();
+            let mut sc = ReplyScanner::default();
+            let mut frames = Vec::new();
+            for chunk in [&stream[..cut], &stream[cut..]] {
+                buf.extend_from_slice(chunk);
+                while let Some(f) = sc.next_frame(&mut buf).unwrap() {
+                    frames.push(f);
+                }
+            }
+            assert_eq!(frames.len(), 2, "cut at {cut}");
+            assert_eq!(&frames[0][..], b"|1\r\n+key\r\n+val\r\n:42\r\n");
+            assert_eq!(&frames[1][..], b"*2\r\n|1\r\n+a\r\n:1\r\n+x\r\n+y\r\n");
+        }
+    }
+
+    #[test]
+    fn hostile_lengths_and_depths_are_errors_not_panics() {
+        let mut sc = ReplyScanner::default();
+        assert!(sc.scan(b"$9223372036854775807\r\n").unwrap().is_none());
+        let mut sc = ReplyScanner::default();
+        assert!(sc.scan(b"%9223372036854775807\r\n").unwrap().is_none());
+        // Deep nesting: the scanner is iterative and finds the frame; decoding refuses it.
+        let depth = 100_000;
+        let mut deep = b"*1\r\n".repeat(depth);
+        deep.extend_from_slice(b":1\r\n");
+        let mut sc = ReplyScanner::default();
+        assert_eq!(sc.scan(&deep).unwrap(), Some(deep.len()));
+        let err = Value::decode(&Bytes::from(deep)).unwrap_err();
+        assert!(err.0.contains("nested deeper"), "{err}");
+        let mut ok = b"*1\r\n".repeat(MAX_DEPTH);
+        ok.extend_from_slice(b":1\r\n");
+        assert!(Value::decode(&Bytes::from(ok)).is_ok());
+        assert!(Value::decode(&Bytes::from_static(b"$9223372036854775807\r\nab\r\n")).is_err());
+        assert!(array_elements(&Bytes::from_static(b"*9223372036854775807\r\n")).is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The `/metrics` HTTP endpoint, and the Prometheus text of the proxy's latency histograms.
 //!
 //! Counters, gauges and the (rare) topology-refresh histogram live in the
-//! `metrics-exporter-prometheus` registry. The per-command and per-node latency histograms are
-//! rendered here, straight from the workers' bucket counts: the exporter takes histogram
+//! `metrics-exporter-prometheus` registry. The per-command and per-node latency histograms, and
+//! the per-node counters (whose label values must leave with a node that leaves the topology,
+//! which the exporter's registry cannot do), are rendered here, straight from the workers' bucket counts: the exporter takes histogram
 //! samples one at a time, and replaying every request of a second into it cost more CPU than
 //! the rest of the proxy's bookkeeping together (and buffered a value per request until its
 //! upkeep ran). Invariants: a scrape returns the registry's text and the histogram text written
@@ -44,6 +45,25 @@ pub fn text() -> String {
     let mut out = REGISTRY.get().map(|r| r.render()).unwrap_or_default();
     out.push_str(&HISTOGRAMS.lock().unwrap_or_else(|e| e.into_inner()));
     out
+}
+
+/// One counter or gauge family (`kind`) in the text format: `series` are (labels without
+/// braces, value). Nothing is written for a family without series.
+pub fn render_values(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    series: &[(String, u64)],
+) {
+    if series.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in series {
+        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    }
 }
 
 /// One histogram family in the text format: `series` are (labels without braces, buckets).

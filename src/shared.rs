@@ -64,6 +64,9 @@ pub struct Shared {
     pub refresh: Notify,
     /// Refreshes that finished (successful or not); lets callers wait for a fresh map.
     pub refreshes_done: AtomicU64,
+    /// Woken (all waiters) each time `refreshes_done` grows: calls waiting for a refresh to
+    /// confirm a redirect's address wait on it.
+    pub refreshed: Notify,
     /// The backends' `redis_version`, as learned by the refresher.
     pub backend_version: RwLock<String>,
     /// When the proxy started.
@@ -135,6 +138,7 @@ impl Shared {
             next_version: AtomicU64::new(1),
             refresh: Notify::new(),
             refreshes_done: AtomicU64::new(0),
+            refreshed: Notify::new(),
             backend_version: RwLock::new(String::from("7.0.0")),
             started: Instant::now(),
             next_client_id: AtomicU64::new(1),
@@ -179,10 +183,12 @@ impl Shared {
         (now - self.map_installed_ms.load(Relaxed) as f64).max(0.0) / 1000.0
     }
 
-    /// Applies a MOVED redirect to the shared map at once and schedules a full refresh.
+    /// Applies a MOVED redirect to the shared map at once and schedules a full refresh. Only an
+    /// address the map already [knows](SlotMap::knows) is patched in: anything else waits for
+    /// the refresh to list it.
     pub fn patch_moved(&self, slot: u16, addr: &str) {
         self.map.rcu(|cur| {
-            if cur.owner(slot).is_some_and(|n| &*n.addr == addr) {
+            if !cur.knows(addr) || cur.owner(slot).is_some_and(|n| &*n.addr == addr) {
                 Arc::clone(cur)
             } else {
                 Arc::new(cur.with_moved(slot, addr, self.next_map_version()))

@@ -260,43 +260,92 @@ pub struct NodeStats {
     pub conns_connecting: AtomicU64,
     /// Connections in back-off after a failure (a gauge).
     pub conns_down: AtomicU64,
+    /// The node left the topology: the worker holding these counters drops its pool.
+    pub retired: std::sync::atomic::AtomicBool,
 }
 
 /// A node's address and each worker's counters for it.
 pub type NodeEntry = (Arc<str>, Vec<Arc<NodeStats>>);
 
-/// Every node any worker has talked to: its address (the label) and each worker's counters.
-/// Touched only when a worker opens a pool for a new node and when stats are read.
+/// Every node the workers talk to: its address (the label) and each worker's counters.
+/// Touched only when a worker opens a pool for a new node, when the topology changes and when
+/// stats are read. Invariant: it holds only nodes of the current topology (and seeds), so its
+/// size — and the metrics' `node` label values — follow the cluster's, not its history; an id
+/// is never reused, so a slow-log entry never names another node than the one it saw.
 #[derive(Default)]
 pub struct NodeRegistry {
-    inner: Mutex<Vec<NodeEntry>>,
+    inner: Mutex<Registered>,
+}
+
+#[derive(Default)]
+struct Registered {
+    next_id: u32,
+    entries: Vec<(u32, Arc<str>, Vec<Arc<NodeStats>>)>,
 }
 
 impl NodeRegistry {
-    /// New counters for one worker and `addr`, with the node's index.
+    /// New counters for one worker and `addr`, with the node's id.
     pub fn register(&self, addr: &str) -> (u32, Arc<NodeStats>) {
-        let mut v = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let stats = Arc::new(NodeStats::default());
-        let i = match v.iter().position(|(a, _)| &**a == addr) {
+        let i = match r.entries.iter().position(|(_, a, _)| &**a == addr) {
             Some(i) => i,
             None => {
-                v.push((Arc::from(addr), Vec::new()));
-                v.len() - 1
+                let id = r.next_id;
+                r.next_id = r.next_id.wrapping_add(1);
+                r.entries.push((id, Arc::from(addr), Vec::new()));
+                r.entries.len() - 1
             }
         };
-        v[i].1.push(Arc::clone(&stats));
-        (i as u32, stats)
+        r.entries[i].2.push(Arc::clone(&stats));
+        (r.entries[i].0, stats)
     }
 
-    /// The address of node `i`.
-    pub fn name(&self, i: u32) -> Option<Arc<str>> {
-        let v = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        v.get(i as usize).map(|(a, _)| Arc::clone(a))
+    /// The address of node `id`, while the node is registered.
+    pub fn name(&self, id: u32) -> Option<Arc<str>> {
+        let r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        r.entries
+            .iter()
+            .find(|(i, _, _)| *i == id)
+            .map(|(_, a, _)| Arc::clone(a))
     }
 
     /// Every node with its workers' counters.
     pub fn all(&self) -> Vec<NodeEntry> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        r.entries
+            .iter()
+            .map(|(_, a, s)| (Arc::clone(a), s.clone()))
+            .collect()
+    }
+
+    /// Keeps only the nodes `keep` accepts; the others' counters are marked retired, so the
+    /// workers still holding a pool for them drop it.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        r.entries.retain(|(_, addr, stats)| {
+            let k = keep(addr);
+            if !k {
+                for s in stats {
+                    s.retired.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            k
+        });
+    }
+
+    /// Nodes registered now.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .len()
+    }
+
+    /// Whether no node is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -54,7 +54,10 @@ pub async fn run(shared: Arc<Shared>) {
         .increment(1);
         metrics::histogram!("slotproxy_topology_refresh_duration_seconds")
             .record(last.elapsed().as_secs_f64());
-        shared.refreshes_done.fetch_add(1, Relaxed);
+        shared
+            .refreshes_done
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        shared.refreshed.notify_waiters();
     }
 }
 
@@ -254,6 +257,11 @@ fn install(shared: &Shared, mut map: SlotMap) -> Outcome {
     shared
         .map_installed_ms
         .store(shared.started.elapsed().as_millis() as u64, Relaxed);
+    // Nodes that left the topology leave the stats and the metrics' labels with it (workers
+    // drop their pools when they see the new map).
+    shared
+        .nodes
+        .retain(|addr| map.knows(addr) || shared.config.seeds.iter().any(|s| s == addr));
     shared.map.store(Arc::new(map));
     if changed {
         Outcome::Changed

@@ -8,7 +8,7 @@
 
 use crate::backend::{NodeRef, Pool};
 use crate::cluster::SlotMap;
-use crate::dispatch::{self, Call, Dest, Redirect, MAX_REDIRECTS, MAX_RETRIES};
+use crate::dispatch::{self, Call, Dest, Redirect, Vetted, MAX_REDIRECTS, MAX_RETRIES};
 use crate::resp;
 use crate::shared::{Shared, Trigger};
 use crate::stats::bump;
@@ -22,6 +22,42 @@ use tokio::sync::Notify;
 
 /// Error sent for a key whose slot no node serves.
 pub const CLUSTERDOWN_UNSERVED: &str = "CLUSTERDOWN Hash slot not served";
+
+/// Waits until the trusted topology backs a redirect to `addr` — lists it, or with `slot`, has
+/// it serving that slot — or says it does not. True at once if the current map does;
+/// otherwise asks for a refresh (from nodes already trusted, never from `addr`) and waits for
+/// the refreshes that can answer — the one under way, if any, and the one asked for — bounded
+/// by `request_timeout`.
+pub async fn confirm_address(shared: &Shared, addr: &str, slot: Option<u16>) -> bool {
+    use std::sync::atomic::Ordering::Acquire;
+    let backed = || {
+        let map = shared.map.load();
+        match slot {
+            Some(s) => map.owner(s).is_some_and(|n| &*n.addr == addr),
+            None => map.knows(addr),
+        }
+    };
+    if backed() {
+        return true;
+    }
+    let start = shared.refreshes_done.load(Acquire);
+    shared.trigger_refresh_for(Trigger::Moved);
+    let deadline = tokio::time::Instant::now() + shared.live.request_timeout();
+    loop {
+        let refreshed = shared.refreshed.notified();
+        tokio::pin!(refreshed);
+        refreshed.as_mut().enable();
+        if backed() {
+            return true;
+        }
+        if shared.refreshes_done.load(Acquire) >= start + 2 {
+            return false;
+        }
+        if tokio::time::timeout_at(deadline, refreshed).await.is_err() {
+            return backed();
+        }
+    }
+}
 
 struct RouteCache {
     version: u64,
@@ -74,10 +110,22 @@ impl Worker {
         })
     }
 
-    fn pool(&self, addr: &str) -> Rc<Pool> {
+    /// Whether the proxy may connect to `addr`: a node the trusted topology lists (see
+    /// [`SlotMap::knows`]) or a configured seed. Nothing else is ever connected to, so no
+    /// request and no credentials reach an address a reply merely named.
+    fn trusted(&self, map: &SlotMap, addr: &str) -> bool {
+        map.knows(addr) || self.shared.config.seeds.iter().any(|s| s == addr)
+    }
+
+    /// This worker's pool for `addr`, created on first use; `None` for an address the proxy
+    /// does not trust.
+    fn pool(&self, addr: &str) -> Option<Rc<Pool>> {
         let mut pools = self.pools.borrow_mut();
         if let Some(p) = pools.get(addr) {
-            return Rc::clone(p);
+            return Some(Rc::clone(p));
+        }
+        if !self.trusted(&self.shared.map.load(), addr) {
+            return None;
         }
         let addr: Arc<str> = Arc::from(addr);
         let (id, stats) = self.shared.nodes.register(&addr);
@@ -93,19 +141,42 @@ impl Worker {
             self.shared.config.connections_per_node,
         ));
         pools.insert(addr, Rc::clone(&pool));
-        pool
+        Some(pool)
     }
 
-    fn pool_for(&self, map: &SlotMap, node: usize) -> Rc<Pool> {
+    /// Drops the pools of nodes the new map no longer lists (their connections close once
+    /// their last reply is in), so pools, node stats and metric labels stay bounded by the
+    /// cluster's size however many nodes come and go.
+    fn prune(&self, map: &SlotMap) {
+        let mut gone = Vec::new();
+        self.pools.borrow_mut().retain(|addr, pool| {
+            let keep = self.trusted(map, addr) && !pool.retired();
+            if !keep {
+                gone.push(Rc::clone(pool));
+            }
+            keep
+        });
+        for pool in gone {
+            tracing::debug!("closing the connections to a node that left the slot map");
+            pool.retire();
+        }
+        self.dedicated
+            .drop_idle_except(|addr| self.trusted(map, addr));
+    }
+
+    fn pool_for(&self, map: &SlotMap, node: usize) -> Option<Rc<Pool>> {
         {
             let cache = self.cache.borrow();
             if cache.version == map.version {
                 if let Some(Some(p)) = cache.pools.get(node) {
-                    return Rc::clone(p);
+                    return Some(Rc::clone(p));
                 }
             }
         }
-        let pool = self.pool(&map.nodes[node].addr);
+        if self.cache.borrow().version != map.version {
+            self.prune(map);
+        }
+        let pool = self.pool(&map.nodes[node].addr)?;
         let mut cache = self.cache.borrow_mut();
         if cache.version != map.version {
             cache.version = map.version;
@@ -115,7 +186,7 @@ impl Worker {
         if let Some(entry) = cache.pools.get_mut(node) {
             *entry = Some(Rc::clone(&pool));
         }
-        pool
+        Some(pool)
     }
 
     /// Sends a call to the node its destination names in the current map.
@@ -123,20 +194,31 @@ impl Worker {
         match &call.dest {
             Dest::Slot(slot) => {
                 let map = self.shared.map.load();
-                match map.owner_index(*slot) {
-                    Some(node) => self.pool_for(&map, node).send(call, false),
+                match map.owner_index(*slot).and_then(|n| self.pool_for(&map, n)) {
+                    Some(pool) => pool.send(call, false),
                     None => call.fail(CLUSTERDOWN_UNSERVED),
                 }
             }
             Dest::Node(addr) => {
                 let addr = Arc::clone(addr);
-                self.pool(&addr).send(call, false)
+                self.send_to(&addr, call, false)
             }
         }
     }
 
-    /// Handles a backend's reply to `call`, which was sent to `from`: redirects are followed,
-    /// everything else goes to the client.
+    /// Sends a call to `addr`, which must be trusted; otherwise the call fails.
+    fn send_to(&self, addr: &str, call: Call, asking: bool) {
+        match self.pool(addr) {
+            Some(pool) => pool.send(call, asking),
+            None => call.fail(&format!(
+                "ERR slotproxy: {addr} is not a node of the cluster's topology"
+            )),
+        }
+    }
+
+    /// Handles a backend's reply to `call`, which was sent to `from`: redirects are followed
+    /// when they can be trusted (see [`dispatch::vet_redirect`]), everything else goes to the
+    /// client.
     pub fn on_reply(&self, mut call: Call, frame: Bytes, from: &str) {
         if !resp::is_error(&frame) {
             return call.target.deliver(frame);
@@ -158,24 +240,27 @@ impl Worker {
                 return self.load_script_and_retry(call, body, from);
             }
         }
-        let redirect = match dispatch::parse_redirect(&frame, from) {
-            None => return call.target.deliver(frame),
-            Some(Redirect::ClusterDown) => {
-                bump(&self.stats().m.clusterdown, 1);
-                self.shared.trigger_refresh_for(Trigger::ClusterDown);
-                return call.target.deliver(frame);
-            }
-            Some(r) => r,
+        let Some(redirect) = dispatch::parse_redirect(&frame, from) else {
+            return call.target.deliver(frame);
         };
+        let vetted = dispatch::vet_redirect(&redirect, &self.shared.map.load(), &call);
+        if vetted == Vetted::PassOn {
+            return call.target.deliver(frame);
+        }
         let m = &self.stats().m;
         bump(
             match redirect {
                 Redirect::Moved(..) => &m.moved,
                 Redirect::Ask(..) => &m.ask,
-                _ => &m.tryagain,
+                Redirect::TryAgain => &m.tryagain,
+                Redirect::ClusterDown => &m.clusterdown,
             },
             1,
         );
+        if redirect == Redirect::ClusterDown {
+            self.shared.trigger_refresh_for(Trigger::ClusterDown);
+            return call.target.deliver(frame);
+        }
         let exhausted = match redirect {
             Redirect::Moved(..) => call.redirects >= MAX_REDIRECTS,
             _ => {
@@ -195,15 +280,23 @@ impl Worker {
             );
             return call.fail(&msg);
         }
+        if let Vetted::Confirm { owner } = vetted {
+            return self.confirm_then_follow(call, redirect, frame, owner);
+        }
+        self.follow(call, redirect);
+    }
+
+    /// Acts on a redirect that passed [`dispatch::vet_redirect`].
+    fn follow(&self, mut call: Call, redirect: Redirect) {
         match redirect {
             Redirect::Moved(slot, addr) => {
                 call.redirects += 1;
                 self.shared.patch_moved(slot, &addr);
-                self.pool(&addr).send(call, false);
+                self.send_to(&addr, call, false);
             }
             Redirect::Ask(_, addr) => {
                 call.retries = call.retries.saturating_add(1);
-                self.pool(&addr).send(call, true)
+                self.send_to(&addr, call, true)
             }
             Redirect::TryAgain => {
                 call.retries = call.retries.saturating_add(1);
@@ -217,8 +310,33 @@ impl Worker {
                     }
                 });
             }
-            Redirect::ClusterDown => call.target.deliver(frame),
+            Redirect::ClusterDown => call.fail("ERR slotproxy: CLUSTERDOWN is not a redirect"),
         }
+    }
+
+    /// A redirect the map does not back: the call waits for a refresh from trusted nodes, and
+    /// is redirected only if the new map backs it ([`Vetted::Confirm`]); otherwise the client
+    /// gets the node's error as it came, and nothing was sent to that address.
+    fn confirm_then_follow(&self, call: Call, redirect: Redirect, frame: Bytes, owner: bool) {
+        let (Redirect::Moved(slot, addr) | Redirect::Ask(slot, addr)) = &redirect else {
+            return self.follow(call, redirect);
+        };
+        let (addr, slot) = (addr.clone(), owner.then_some(*slot));
+        let me = self.me.clone();
+        tokio::task::spawn_local(async move {
+            let Some(shared) = me.upgrade().map(|w| Arc::clone(&w.shared)) else {
+                return call.fail("ERR slotproxy: worker stopped");
+            };
+            let confirmed = confirm_address(&shared, &addr, slot).await;
+            match me.upgrade() {
+                Some(w) if confirmed => w.follow(call, redirect),
+                Some(_) => {
+                    tracing::debug!(%addr, "a redirect named a node no trusted node lists; passed to the client");
+                    call.target.deliver(frame)
+                }
+                None => call.fail("ERR slotproxy: worker stopped"),
+            }
+        });
     }
 
     /// Registers a session's wake-up signal for shutdown.
@@ -314,7 +432,9 @@ impl Worker {
         wire: &Bytes,
         signal: &Rc<tokio::sync::Notify>,
     ) -> Vec<Rc<crate::dispatch::ReplySlot>> {
-        let pool = self.pool(addr);
+        let Some(pool) = self.pool(addr) else {
+            return Vec::new();
+        };
         (0..pool.width())
             .map(|_| {
                 let slot = crate::dispatch::ReplySlot::new(signal);
