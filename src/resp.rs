@@ -155,14 +155,17 @@ impl ReplyScanner {
                 }
                 b'*' | b'~' | b'>' | b'%' | b'|' => {
                     let n = parse_len(&buf[self.pos + 1..cr])?;
+                    // Saturating: a count past i64 (or, summed, past u64) is one no backend
+                    // can send, and must leave the frame incomplete rather than wrap to a
+                    // small count that ends it early.
                     let n = if kind == b'%' || kind == b'|' {
-                        n * 2
+                        n.saturating_mul(2)
                     } else {
                         n
                     };
                     self.pos = cr + 2;
                     if n > 0 {
-                        self.pending += n as u64;
+                        self.pending = self.pending.saturating_add(n as u64);
                     }
                 }
                 other => {

@@ -645,3 +645,20 @@ fn reply_scanner() {
     drive("reply_scanner", reply_case);
 }
 
+/// Inputs the fuzzer found, kept as fixed cases.
+#[test]
+fn reply_scanner_found_cases() {
+    let cases: &[&[u8]] = &[
+        // A map header whose pair count doubles past i64 (it wrapped to a negative count, so
+        // the frame ended at its header and the map's members were taken for the next replies).
+        b"%4611686018427387904\r\n:1\r\n:2\r\n",
+        // Element counts that add up past u64 (the count of pending elements wrapped to 1).
+        b"*9223372036854775807\r\n*9223372036854775807\r\n*3\r\n*3\r\n:1\r\n",
+    ];
+    for input in cases {
+        let (reference, _) = reference_frame(input);
+        assert_eq!(reference, Ok(None));
+        let got = ReplyScanner::default().scan(input);
+        assert_eq!(got, Ok(None), "{:?}", String::from_utf8_lossy(input));
+    }
+}
