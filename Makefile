@@ -1,5 +1,5 @@
 # slotproxy: `make demo` runs the proxy in front of a local cluster; `make test` runs every test.
-.PHONY: demo test build bench lint lint-docker deps
+.PHONY: demo test build bench lint lint-docker deps fuzz
 
 CARGO ?= cargo
 SHELL := /bin/bash
@@ -32,6 +32,12 @@ test: deps
 	@mkdir -p target
 	@set -o pipefail; $(CARGO) test --release -- --test-threads=2 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.log
+
+# The fuzzers in tests/fuzz.rs for a bounded time each (`make test` runs a short, fixed-seed
+# round of them). FUZZ_SEED=<n> replays a failure.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release --test fuzz -- --nocapture --test-threads=2
 
 lint:
 	$(CARGO) fmt --all -- --check

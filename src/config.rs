@@ -251,6 +251,30 @@ impl Config {
         if self.refresh_interval.is_zero() {
             bail!("refresh_interval must be positive");
         }
+        // The parsers already refuse these; a configuration built in code is held to the same.
+        for (name, d) in [
+            ("refresh_interval", self.refresh_interval),
+            ("refresh_min_gap", self.refresh_min_gap),
+            ("request_timeout", self.request_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("reconnect_backoff_max", self.reconnect_backoff_max),
+            ("slowlog_threshold", self.slowlog_threshold),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if d > MAX_DURATION {
+                bail!("{name} must be at most 168h (one week)");
+            }
+        }
+        for (name, n) in [
+            ("max_pending_reply_bytes", self.max_pending_reply_bytes),
+            ("max_bulk_len", self.max_bulk_len),
+            ("max_query_buffer", self.max_query_buffer),
+            ("max_pubsub_reply_bytes", self.max_pubsub_reply_bytes),
+        ] {
+            if n > MAX_SIZE {
+                bail!("{name} must be at most 64gb");
+            }
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be \"text\" or \"json\"");
         }
@@ -376,7 +400,16 @@ impl Config {
     }
 }
 
-/// Parses `"1s"`, `"250ms"`, `"2m"`, `"1h"`, `"10us"`.
+/// Longest duration any setting takes. Timers add durations to `Instant`s (which panics on
+/// overflow) and nothing the proxy waits for is meaningful past a week, so anything longer is a
+/// typo; refusing it keeps every `Instant + setting` in range.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Largest size any setting takes (64 GB). The sizes are per-client buffer limits; one past
+/// this is a typo, and refusing it keeps the arithmetic on them far from overflow.
+pub const MAX_SIZE: usize = 64 << 30;
+
+/// Parses `"1s"`, `"250ms"`, `"2m"`, `"1h"`, `"10us"`, up to [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let s = s.trim();
     let split = s
@@ -394,11 +427,16 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         "h" => n * 3600.0,
         _ => bail!("bad duration unit in {s:?} (use us, ms, s, m or h)"),
     };
-    Ok(Duration::from_secs_f64(secs))
+    // `Duration::from_secs_f64` panics past its range (and on the infinity a few hundred digits
+    // parse to), so the bound is checked on the float first.
+    if secs > MAX_DURATION.as_secs_f64() {
+        bail!("duration {s:?} is too long (at most 168h, one week)");
+    }
+    Duration::try_from_secs_f64(secs).with_context(|| format!("bad duration {s:?}"))
 }
 
 /// Parses a byte count: a number, or a string with a `kb`, `mb` or `gb` suffix (powers of 1024,
-/// as in redis.conf).
+/// as in redis.conf), up to [`MAX_SIZE`].
 pub fn parse_size(s: &str) -> anyhow::Result<usize> {
     let t = s.trim().to_ascii_lowercase();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -414,7 +452,8 @@ pub fn parse_size(s: &str) -> anyhow::Result<usize> {
         _ => bail!("bad size unit in {s:?} (use kb, mb or gb)"),
     };
     n.checked_mul(mul)
-        .with_context(|| format!("size {s:?} is too large"))
+        .filter(|&bytes| bytes <= MAX_SIZE)
+        .with_context(|| format!("size {s:?} is too large (at most 64gb)"))
 }
 
 /// How a TOML value reads in `PROXY CONFIG GET`: strings bare, lists comma-separated.
@@ -472,7 +511,7 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         S(String),
     }
     match Size::deserialize(d)? {
-        Size::N(n) => usize::try_from(n).map_err(serde::de::Error::custom),
+        Size::N(n) => parse_size(&n.to_string()).map_err(serde::de::Error::custom),
         Size::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
     }
 }
@@ -490,6 +529,48 @@ mod tests {
         assert_eq!(parse_size("64mb").unwrap(), 64 << 20);
         assert_eq!(parse_size("100").unwrap(), 100);
         assert!(parse_size("1tb").is_err());
+    }
+
+    #[test]
+    fn absurd_durations_and_sizes_are_errors_not_panics() {
+        let too_long = |s: &str| parse_duration(s).unwrap_err().to_string();
+        assert!(too_long("99999999999999999999999h").contains("at most 168h"));
+        assert!(too_long(&format!("1{}s", "0".repeat(400))).contains("at most 168h"));
+        assert!(too_long("169h").contains("at most 168h"));
+        assert!(too_long("604801s").contains("at most 168h"));
+        assert_eq!(parse_duration("168h").unwrap(), MAX_DURATION);
+        assert!(parse_size("17179869183gb").is_err());
+        assert!(parse_size("65gb").unwrap_err().to_string().contains("64gb"));
+        assert_eq!(parse_size("64gb").unwrap(), MAX_SIZE);
+
+        // Each path names the setting: the file, PROXY CONFIG SET, and a configuration built in
+        // code.
+        let e = Config::from_toml("refresh_interval = \"99999999999999999999999h\"").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("refresh_interval") && e.contains("at most"),
+            "{e}"
+        );
+        let e = Config::from_toml("max_bulk_len = 9223372036854775807").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("max_bulk_len") && e.contains("64gb"), "{e}");
+        for name in ["shutdown_timeout", "refresh_interval", "request_timeout"] {
+            let e = Config::default()
+                .with(name, "99999999999999999999999h")
+                .unwrap_err();
+            let e = format!("{e:#}");
+            assert!(e.contains(name) && e.contains("at most"), "{e}");
+        }
+        let e = Config::default()
+            .with("max_query_buffer", "17179869183gb")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("max_query_buffer"), "{e:#}");
+        let built = Config {
+            shutdown_timeout: Duration::MAX,
+            ..Config::default()
+        };
+        let e = built.validate().unwrap_err().to_string();
+        assert!(e.contains("shutdown_timeout"), "{e}");
     }
 
     #[test]

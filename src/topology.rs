@@ -17,7 +17,9 @@ use tokio::time::Instant;
 
 /// Runs forever; spawn it on the control runtime.
 pub async fn run(shared: Arc<Shared>) {
-    let mut last = Instant::now() - shared.live.get().refresh_min_gap;
+    // Only read after the first refresh has set it. (Not `now - refresh_min_gap`: the monotonic
+    // clock counts from boot, and subtracting a gap longer than the uptime panics.)
+    let mut last = Instant::now();
     let mut first = true;
     loop {
         let mut trigger = "start";
@@ -31,8 +33,11 @@ pub async fn run(shared: Arc<Shared>) {
                 _ = shared.refresh.notified() => "triggered",
             };
             let gap = shared.live.get().refresh_min_gap;
-            if last.elapsed() < gap {
-                tokio::time::sleep(gap - last.elapsed()).await;
+            // One reading of the clock: a second one could pass `gap` and make the
+            // subtraction underflow.
+            let waited = last.elapsed();
+            if waited < gap {
+                tokio::time::sleep(gap - waited).await;
             }
         }
         // Every trigger that arrived is served by this refresh; the metric names the strongest.

@@ -145,15 +145,65 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
 
 /// Redis-style glob match (`*`, `?`, `[...]` not needed for setting names), case-insensitive.
 fn glob(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.split_first(), name.split_first()) {
-        (None, None) => true,
-        (Some((b'*', rest)), _) => {
-            glob(rest, name) || name.split_first().is_some_and(|(_, n)| glob(pattern, n))
+    glob_counting(pattern, name).0
+}
+
+/// [`glob`] and the number of steps it took. The steps are bounded by
+/// `(pattern.len() + 1) * (name.len() + 1)`, whatever the pattern: only the last `*` seen is
+/// ever backtracked to (a match found for an earlier one can be kept, since the later star can
+/// absorb anything the earlier one would have), so the client chooses the pattern but not an
+/// exponential (or, with a deep recursion, stack-overflowing) amount of work.
+fn glob_counting(pattern: &[u8], name: &[u8]) -> (bool, usize) {
+    let (mut p, mut n, mut steps) = (0, 0, 0);
+    // The last star's position in the pattern, and the name position it absorbs up to.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        steps += 1;
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&name[n]) => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    star = Some((sp, sn + 1));
+                    p = sp + 1;
+                    n = sn + 1;
+                }
+                None => return (false, steps),
+            },
         }
-        (Some((b'?', rest)), Some((_, n))) => glob(rest, n),
-        (Some((p, rest)), Some((c, n))) => p.eq_ignore_ascii_case(c) && glob(rest, n),
-        _ => false,
     }
+    let rest = pattern.get(p..).unwrap_or_default();
+    (rest.iter().all(|&c| c == b'*'), steps + rest.len())
+}
+
+/// The settings `pattern` matches. A pattern with more non-`*` bytes than the longest setting
+/// name matches none, and runs of `*` match as one: so a huge pattern costs one pass over it,
+/// and the matching itself works on at most about twice the longest name.
+fn matching_settings(pattern: &[u8]) -> Vec<&'static crate::config::Setting> {
+    let longest = crate::config::SETTINGS
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
+    if pattern.iter().filter(|&&c| c != b'*').count() > longest {
+        return Vec::new();
+    }
+    let mut compact = Vec::with_capacity(pattern.len().min(2 * longest + 1));
+    for &c in pattern {
+        if !(c == b'*' && compact.last() == Some(&b'*')) {
+            compact.push(c);
+        }
+    }
+    crate::config::SETTINGS
+        .iter()
+        .filter(|s| glob(&compact, s.name.as_bytes()))
+        .collect()
 }
 
 /// `PROXY CONFIG GET <pattern> | SET <name> <value> | REWRITE`.
@@ -168,10 +218,7 @@ fn config(args: &[Bytes], shared: &Shared) -> Bytes {
             let cfg = shared.live.get();
             let pattern = &args[1];
             let mut out = bytes::BytesMut::new();
-            let matches: Vec<_> = crate::config::SETTINGS
-                .iter()
-                .filter(|s| glob(pattern, s.name.as_bytes()))
-                .collect();
+            let matches = matching_settings(pattern);
             resp::put_array_header(&mut out, matches.len() * 2);
             for s in matches {
                 resp::put_bulk(&mut out, s.name.as_bytes());
@@ -221,7 +268,80 @@ fn config(args: &[Bytes], shared: &Shared) -> Bytes {
 
 #[cfg(test)]
 mod glob_tests {
-    use super::glob;
+    use super::{glob, glob_counting, matching_settings};
+
+    /// The obvious recursive definition, as the reference on small inputs.
+    fn reference(p: &[u8], n: &[u8]) -> bool {
+        match (p.split_first(), n.split_first()) {
+            (None, None) => true,
+            (Some((b'*', rest)), _) => {
+                reference(rest, n) || (!n.is_empty() && reference(p, &n[1..]))
+            }
+            (Some((b'?', rest)), Some((_, n))) => reference(rest, n),
+            (Some((c, rest)), Some((d, n))) => c.eq_ignore_ascii_case(d) && reference(rest, n),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn glob_agrees_with_the_recursive_definition() {
+        // Every pattern of up to 5 bytes over {a, b, ?, *} against every name of up to 5 bytes
+        // over {a, b}.
+        fn all(alphabet: &[u8], max: usize) -> Vec<Vec<u8>> {
+            let mut out = vec![Vec::new()];
+            let mut layer = vec![Vec::new()];
+            for _ in 0..max {
+                layer = layer
+                    .iter()
+                    .flat_map(|w: &Vec<u8>| {
+                        alphabet.iter().map(move |&c| {
+                            let mut w = w.clone();
+                            w.push(c);
+                            w
+                        })
+                    })
+                    .collect();
+                out.extend(layer.iter().cloned());
+            }
+            out
+        }
+        let names = all(b"ab", 5);
+        for p in all(b"ab?*", 5) {
+            for n in &names {
+                assert_eq!(glob(&p, n), reference(&p, n), "{p:?} {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn many_stars_take_polynomial_steps() {
+        // `*a*a...*a*b` against `aaa...a`: a recursive matcher tries every way of sharing the a's
+        // among the stars (C(60, 30) ways here) before failing.
+        let pattern = [&b"*a".repeat(30)[..], b"*b"].concat();
+        let name = b"a".repeat(60);
+        let (matched, steps) = glob_counting(&pattern, &name);
+        assert!(!matched);
+        let bound = (pattern.len() + 1) * (name.len() + 1);
+        assert!(steps <= bound, "{steps} steps > {bound}");
+        let (matched, steps) = glob_counting(&[&b"*a".repeat(30)[..], b"*"].concat(), &name);
+        assert!(matched && steps <= bound, "{steps}");
+    }
+
+    #[test]
+    fn huge_patterns_are_one_pass() {
+        let stars = vec![b'*'; 1 << 20];
+        assert_eq!(
+            matching_settings(&stars).len(),
+            crate::config::SETTINGS.len()
+        );
+        let timeouts = [&stars[..], b"timeout", &stars[..]].concat();
+        let names: Vec<_> = matching_settings(&timeouts)
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        assert!(names.contains(&"request_timeout") && names.contains(&"shutdown_timeout"));
+        assert!(matching_settings(&vec![b'?'; 1 << 20]).is_empty());
+    }
 
     #[test]
     fn glob_matches_like_redis() {
