@@ -268,3 +268,164 @@ fn per_user_connection_limits_and_failed_auth_rate_limit() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Waits until the proxy serves every slot (the harness cannot check without a user).
+fn wait_served(admin: &mut redis::Connection) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s: Vec<String> = redis::cmd("PROXY").arg("SLOTS").query(admin).unwrap();
+        if s.first().is_some_and(|f| f.contains("slots 16384 ")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slots not served");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+const RULE_USERS: &str = r#"
+[[users]]
+name = "admin"
+password = "adm"
+level = "admin"
+
+[[users]]
+name = "ns"
+password = "n"
+level = "write"
+read_prefixes = ["app:"]
+write_prefixes = ["app:"]
+
+[[users]]
+name = "scripted"
+password = "s"
+level = "write"
+read_prefixes = ["app:"]
+write_prefixes = ["app:"]
+allow_scripts = true
+
+[[users]]
+name = "split"
+password = "x"
+level = "write"
+read_prefixes = ["r:"]
+write_prefixes = ["r:", "w:"]
+
+[[users]]
+name = "w"
+password = "w"
+level = "write"
+"#;
+
+#[test]
+fn scripts_read_write_commands_and_dangerous_commands() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(&cluster.seeds(), RULE_USERS, false);
+    let mut admin = conn_as(&proxy, "admin", "adm");
+    wait_served(&mut admin);
+    let _: () = admin.set("secret", "s3cr3t").unwrap();
+
+    // A script reaches undeclared keys of its slot: namespaced users need allow_scripts.
+    let read_secret = |c: &mut redis::Connection| {
+        redis::cmd("EVAL_RO")
+            .arg("return redis.call('GET','secret')")
+            .arg(1)
+            .arg("app:{secret}")
+            .query::<Value>(c)
+    };
+    let mut ns = conn_as(&proxy, "ns", "n");
+    let e = err(read_secret(&mut ns));
+    assert!(
+        e.contains("no permissions to run the 'eval_ro' command"),
+        "{e}"
+    );
+    let e = err(redis::cmd("FCALL").arg("f").arg(0).query(&mut ns));
+    assert!(
+        e.contains("no permissions to run the 'fcall' command"),
+        "{e}"
+    );
+    let mut scripted = conn_as(&proxy, "scripted", "s");
+    assert_eq!(
+        read_secret(&mut scripted).unwrap(),
+        Value::BulkString(b"s3cr3t".to_vec())
+    );
+    // SCRIPT LOAD is admin, as the README says.
+    let mut w = conn_as(&proxy, "w", "w");
+    let e = err(redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 1")
+        .query(&mut w));
+    assert!(e.contains("'script|load'"), "{e}");
+    let _: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 1")
+        .query(&mut admin)
+        .unwrap();
+
+    // Commands that read and write: their source keys need read permission too.
+    let mut split = conn_as(&proxy, "split", "x");
+    let _: () = split.set("w:{1}x", "hidden").unwrap();
+    let _: () = split.set("r:{1}a", "visible").unwrap();
+    for req in [
+        redis::cmd("SET").arg("w:{1}x").arg("v").arg("GET").clone(),
+        redis::cmd("GETDEL").arg("w:{1}x").clone(),
+        redis::cmd("GETSET").arg("w:{1}x").arg("v").clone(),
+        redis::cmd("GETEX").arg("w:{1}x").clone(),
+        redis::cmd("COPY").arg("w:{1}x").arg("r:{1}y").clone(),
+        redis::cmd("RENAME").arg("w:{1}x").arg("r:{1}y").clone(),
+        redis::cmd("SUNIONSTORE")
+            .arg("r:{1}y")
+            .arg("w:{1}x")
+            .clone(),
+        redis::cmd("SORT")
+            .arg("w:{1}x")
+            .arg("ALPHA")
+            .arg("STORE")
+            .arg("r:{1}y")
+            .clone(),
+    ] {
+        let e = err(req.query(&mut split));
+        assert!(e.contains("access one of the keys"), "{e}");
+    }
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("r:{1}y")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(n, 0, "nothing was copied out of the unreadable key");
+    assert_eq!(admin.get::<_, String>("w:{1}x").unwrap(), "hidden");
+    let copied: i64 = redis::cmd("COPY")
+        .arg("r:{1}a")
+        .arg("w:{1}b")
+        .query(&mut split)
+        .unwrap();
+    assert_eq!(copied, 1);
+
+    // RESTORE and MIGRATE (Redis's @dangerous) are admin only.
+    let dump: Vec<u8> = redis::cmd("DUMP").arg("secret").query(&mut admin).unwrap();
+    let e = err(redis::cmd("RESTORE")
+        .arg("app:r")
+        .arg(0)
+        .arg(&dump[..])
+        .query(&mut w));
+    assert!(
+        e.contains("no permissions to run the 'restore' command"),
+        "{e}"
+    );
+    let e = err(redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(1)
+        .arg("secret")
+        .arg(0)
+        .arg(100)
+        .query(&mut w));
+    assert!(
+        e.contains("no permissions to run the 'migrate' command"),
+        "{e}"
+    );
+    let _: () = redis::cmd("RESTORE")
+        .arg("restored")
+        .arg(0)
+        .arg(&dump[..])
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(admin.get::<_, String>("restored").unwrap(), "s3cr3t");
+}
