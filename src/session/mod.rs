@@ -526,8 +526,9 @@ impl Session {
                 self.queue.push_back(Rc::clone(&slot_rc));
                 let shared = Arc::clone(&self.worker.shared);
                 let args = args[1..].to_vec();
+                let hide_keyspace = self.client.user.as_ref().is_some_and(|u| u.namespaced());
                 tokio::task::spawn_local(async move {
-                    slot_rc.fill(crate::info::answer(args, shared).await);
+                    slot_rc.fill(crate::info::answer(args, shared, hide_keyspace).await);
                 });
             }
             Route::Local(cmd) => {
