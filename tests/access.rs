@@ -429,3 +429,234 @@ fn scripts_read_write_commands_and_dangerous_commands() {
         .unwrap();
     assert_eq!(admin.get::<_, String>("restored").unwrap(), "s3cr3t");
 }
+
+fn anon(proxy: &Proxy) -> redis::Connection {
+    redis::Client::open(format!("redis://{}/", proxy.addr))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn noauth(c: &mut redis::Connection) -> bool {
+    match redis::cmd("GET").arg("app:k").query::<Value>(c) {
+        Err(e) => e.to_string().contains("Authentication required"),
+        Ok(_) => false,
+    }
+}
+
+#[test]
+fn reset_hello_and_auth_keep_logins_straight_and_client_list_shows_them() {
+    let cluster = cluster(3, 1, 0);
+    let users = "[[users]]\nname = \"admin\"\npassword = \"adm\"\nlevel = \"admin\"\n\
+                 [[users]]\nname = \"app\"\npassword = \"p\"\nlevel = \"write\"\nmax_connections = 1\n\
+                 [[users]]\nname = \"other\"\npassword = \"o\"\nlevel = \"read\"\n";
+    let proxy = Proxy::start_with(&cluster.seeds(), users, false);
+    let mut admin = conn_as(&proxy, "admin", "adm");
+    wait_served(&mut admin);
+
+    // HELLO before login: Redis 7.0's NOAUTH, not the server's version.
+    let mut c = anon(&proxy);
+    let e = err(redis::cmd("HELLO").arg(3).query(&mut c));
+    assert!(
+        e.contains("HELLO must be called with the client already authenticated"),
+        "{e}"
+    );
+    let e = err(redis::cmd("HELLO").query(&mut c));
+    assert!(e.contains("already authenticated"), "{e}");
+    // A HELLO that fails after its AUTH option logs nobody in.
+    let e = err(redis::cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("admin")
+        .arg("adm")
+        .arg("SETNAME")
+        .arg("a b")
+        .query(&mut c));
+    assert!(e.contains("Client names cannot contain"), "{e}");
+    assert!(noauth(&mut c), "a failed HELLO AUTH ... SETNAME logged in");
+    let e = err(redis::cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("admin")
+        .arg("adm")
+        .arg("BOGUS")
+        .query(&mut c));
+    assert!(e.contains("Syntax error in HELLO option"), "{e}");
+    assert!(noauth(&mut c), "a failed HELLO AUTH ... BOGUS logged in");
+
+    // RESET logs out (no default user here), inside MULTI too.
+    let _: () = redis::cmd("AUTH")
+        .arg("admin")
+        .arg("adm")
+        .query(&mut c)
+        .unwrap();
+    assert!(!noauth(&mut c));
+    let r: String = redis::cmd("RESET").query(&mut c).unwrap();
+    assert_eq!(r, "RESET");
+    assert!(noauth(&mut c), "RESET kept the login");
+    let _: () = redis::cmd("AUTH")
+        .arg("admin")
+        .arg("adm")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let r: String = redis::cmd("RESET").query(&mut c).unwrap();
+    assert_eq!(r, "RESET");
+    assert!(noauth(&mut c), "RESET inside MULTI kept the login");
+    let e = err(redis::cmd("EXEC").query(&mut c));
+    assert!(e.contains("Authentication required"), "{e}");
+
+    // AUTH refused by max_connections keeps the current login.
+    let mut a = conn_as(&proxy, "app", "p");
+    let mut b = conn_as(&proxy, "other", "o");
+    let e = err(redis::cmd("AUTH").arg("app").arg("p").query(&mut b));
+    assert!(e.contains("max_connections"), "{e}");
+    assert!(!noauth(&mut b), "a refused AUTH logged the client out");
+    // Logging in again as the same user keeps the connection's own hold.
+    let _: () = redis::cmd("AUTH")
+        .arg("app")
+        .arg("p")
+        .query(&mut a)
+        .unwrap();
+
+    // CLIENT LIST / INFO show each client's user; CLIENT KILL USER matches it.
+    let a_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut a).unwrap();
+    let b_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut b).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    let user_of = |id: i64| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("id={id} ")))
+            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("user=")))
+            .map(str::to_string)
+    };
+    assert_eq!(user_of(a_id).as_deref(), Some("app"), "{list}");
+    assert_eq!(user_of(b_id).as_deref(), Some("other"), "{list}");
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut admin).unwrap();
+    assert!(info.contains(" user=admin "), "{info}");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("USER")
+        .arg("app")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(killed, 1);
+    assert!(redis::cmd("PING").query::<Value>(&mut a).is_err());
+    let _: Value = redis::cmd("PING").query(&mut b).unwrap();
+}
+
+#[test]
+fn slow_log_never_holds_passwords() {
+    let cluster = cluster(3, 1, 0);
+    let users = "slowlog_threshold = \"0ms\"\n[[users]]\nname = \"admin\"\npassword = \"adm-secret-1\"\nlevel = \"admin\"\n";
+    let proxy = Proxy::start_with(&cluster.seeds(), users, false);
+    let mut admin = conn_as(&proxy, "admin", "adm-secret-1");
+    wait_served(&mut admin);
+    let mut c = anon(&proxy);
+    let _ = redis::cmd("AUTH")
+        .arg("admin")
+        .arg("wrong-secret-2")
+        .query::<Value>(&mut c);
+    let _ = redis::cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("admin")
+        .arg("adm-secret-1")
+        .query::<Value>(&mut c);
+    let _ = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(1)
+        .arg("k")
+        .arg(0)
+        .arg(10)
+        .arg("AUTH2")
+        .arg("u")
+        .arg("mig-secret-3")
+        .query::<Value>(&mut c);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("masterauth")
+        .arg("cfg-secret-4")
+        .query(&mut admin)
+        .unwrap();
+    let log: Value = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(&mut admin)
+        .unwrap();
+    fn strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+            Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    strings(&log, &mut all);
+    let text = all.join(" ");
+    let shown = |s: &str| all.iter().any(|a| a.contains(s));
+    assert!(shown("masterauth") && shown("AUTH2"), "{text}");
+    assert!(shown("(redacted)"), "{text}");
+    for secret in [
+        "adm-secret-1",
+        "wrong-secret-2",
+        "mig-secret-3",
+        "cfg-secret-4",
+    ] {
+        assert!(!shown(secret), "{secret} in the slow log: {text}");
+    }
+}
+
+#[test]
+fn namespaced_users_pubsub_and_info_keyspace() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(&cluster.seeds(), RULE_USERS, false);
+    let mut admin = conn_as(&proxy, "admin", "adm");
+    wait_served(&mut admin);
+    let _: () = admin.set("other", "1").unwrap();
+    let mut ns = conn_as(&proxy, "ns", "n");
+    for req in [
+        redis::cmd("PUBLISH").arg("other").arg("m").clone(),
+        redis::cmd("SPUBLISH").arg("other").arg("m").clone(),
+        redis::cmd("PUBSUB").arg("CHANNELS").clone(),
+        redis::cmd("PUBSUB").arg("NUMSUB").arg("other").clone(),
+    ] {
+        let e = err(req.query(&mut ns));
+        assert!(e.contains("access one of the channels"), "{e}");
+    }
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("app:news")
+        .arg("m")
+        .query(&mut ns)
+        .unwrap();
+    assert_eq!(n, 0);
+    for req in [
+        redis::cmd("SUBSCRIBE").arg("app:news").arg("other").clone(),
+        redis::cmd("PSUBSCRIBE").arg("*").clone(),
+        redis::cmd("PSUBSCRIBE").arg("app*").clone(),
+        redis::cmd("SSUBSCRIBE").arg("other").clone(),
+    ] {
+        let e = err(req.query(&mut ns));
+        assert!(e.contains("access one of the channels"), "{e}");
+    }
+    // Allowed ones work: a subscription inside the namespace.
+    let mut sub = conn_as(&proxy, "ns", "n");
+    let r: Value = redis::cmd("PSUBSCRIBE")
+        .arg("app:*")
+        .query(&mut sub)
+        .unwrap();
+    assert!(format!("{r:?}").contains("psubscribe"), "{r:?}");
+
+    // INFO keyspace: the cluster's totals for admins, nothing for a namespaced user.
+    let all: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query(&mut admin)
+        .unwrap();
+    assert!(all.contains("db0:keys="), "{all}");
+    let mine: String = redis::cmd("INFO").arg("keyspace").query(&mut ns).unwrap();
+    assert!(
+        mine.contains("# Keyspace") && !mine.contains("db0:"),
+        "{mine}"
+    );
+    let mine: String = redis::cmd("INFO").query(&mut ns).unwrap();
+    assert!(!mine.contains("db0:"), "{mine}");
+}
