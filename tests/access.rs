@@ -282,6 +282,36 @@ fn wait_served(admin: &mut redis::Connection) {
     }
 }
 
+/// Collects failed checks, so that one run names every rule that does not hold (each check
+/// is a rule of its own; a panic at the first would hide the others).
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn that(&mut self, ok: bool, what: impl std::fmt::Display) {
+        if !ok {
+            self.0.push(what.to_string());
+        }
+    }
+
+    /// The request fails with an error containing `needle`.
+    fn refused(&mut self, r: redis::RedisResult<Value>, needle: &str, what: &str) {
+        match r {
+            Err(e) if e.to_string().contains(needle) => {}
+            Err(e) => self
+                .0
+                .push(format!("{what}: error {e}, expected {needle:?}")),
+            Ok(v) => self
+                .0
+                .push(format!("{what}: got {v:?}, expected {needle:?}")),
+        }
+    }
+
+    fn done(self) {
+        assert!(self.0.is_empty(), "failed checks:\n{}", self.0.join("\n"));
+    }
+}
+
 const RULE_USERS: &str = r#"
 [[users]]
 name = "admin"
@@ -323,6 +353,7 @@ fn scripts_read_write_commands_and_dangerous_commands() {
     let mut admin = conn_as(&proxy, "admin", "adm");
     wait_served(&mut admin);
     let _: () = admin.set("secret", "s3cr3t").unwrap();
+    let mut check = Checks::default();
 
     // A script reaches undeclared keys of its slot: namespaced users need allow_scripts.
     let read_secret = |c: &mut redis::Connection| {
@@ -333,33 +364,39 @@ fn scripts_read_write_commands_and_dangerous_commands() {
             .query::<Value>(c)
     };
     let mut ns = conn_as(&proxy, "ns", "n");
-    let e = err(read_secret(&mut ns));
-    assert!(
-        e.contains("no permissions to run the 'eval_ro' command"),
-        "{e}"
+    check.refused(
+        read_secret(&mut ns),
+        "no permissions to run the 'eval_ro' command",
+        "EVAL_RO reading outside the namespace",
     );
-    let e = err(redis::cmd("FCALL").arg("f").arg(0).query(&mut ns));
-    assert!(
-        e.contains("no permissions to run the 'fcall' command"),
-        "{e}"
+    check.refused(
+        redis::cmd("FCALL").arg("f").arg(0).query(&mut ns),
+        "no permissions to run the 'fcall' command",
+        "FCALL by a namespaced user",
     );
     let mut scripted = conn_as(&proxy, "scripted", "s");
-    assert_eq!(
-        read_secret(&mut scripted).unwrap(),
-        Value::BulkString(b"s3cr3t".to_vec())
+    check.that(
+        read_secret(&mut scripted).ok() == Some(Value::BulkString(b"s3cr3t".to_vec())),
+        "allow_scripts lets the script reach its slot",
     );
     // SCRIPT LOAD is admin, as the README says.
     let mut w = conn_as(&proxy, "w", "w");
-    let e = err(redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg("return 1")
-        .query(&mut w));
-    assert!(e.contains("'script|load'"), "{e}");
-    let _: String = redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg("return 1")
-        .query(&mut admin)
-        .unwrap();
+    check.refused(
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg("return 1")
+            .query(&mut w),
+        "'script|load'",
+        "SCRIPT LOAD by a write user",
+    );
+    check.that(
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg("return 1")
+            .query::<String>(&mut admin)
+            .is_ok(),
+        "SCRIPT LOAD by admin",
+    );
 
     // Commands that read and write: their source keys need read permission too.
     let mut split = conn_as(&proxy, "split", "x");
@@ -383,51 +420,58 @@ fn scripts_read_write_commands_and_dangerous_commands() {
             .arg("r:{1}y")
             .clone(),
     ] {
-        let e = err(req.query(&mut split));
-        assert!(e.contains("access one of the keys"), "{e}");
+        let what = format!("{} reading an unreadable key", shown(&req));
+        check.refused(req.query(&mut split), "access one of the keys", &what);
+        // Put back what a command that was let through changed.
+        let _: () = admin.set("w:{1}x", "hidden").unwrap();
+        let _: () = admin.del("r:{1}y").unwrap();
     }
-    let n: i64 = redis::cmd("EXISTS")
-        .arg("r:{1}y")
-        .query(&mut admin)
-        .unwrap();
-    assert_eq!(n, 0, "nothing was copied out of the unreadable key");
-    assert_eq!(admin.get::<_, String>("w:{1}x").unwrap(), "hidden");
-    let copied: i64 = redis::cmd("COPY")
+    let copied: redis::RedisResult<i64> = redis::cmd("COPY")
         .arg("r:{1}a")
         .arg("w:{1}b")
-        .query(&mut split)
-        .unwrap();
-    assert_eq!(copied, 1);
+        .query(&mut split);
+    check.that(copied.ok() == Some(1), "COPY from a readable key");
 
     // RESTORE and MIGRATE (Redis's @dangerous) are admin only.
     let dump: Vec<u8> = redis::cmd("DUMP").arg("secret").query(&mut admin).unwrap();
-    let e = err(redis::cmd("RESTORE")
-        .arg("app:r")
-        .arg(0)
-        .arg(&dump[..])
-        .query(&mut w));
-    assert!(
-        e.contains("no permissions to run the 'restore' command"),
-        "{e}"
+    check.refused(
+        redis::cmd("RESTORE")
+            .arg("app:r")
+            .arg(0)
+            .arg(&dump[..])
+            .query(&mut w),
+        "no permissions to run the 'restore' command",
+        "RESTORE by a write user",
     );
-    let e = err(redis::cmd("MIGRATE")
-        .arg("127.0.0.1")
-        .arg(1)
-        .arg("secret")
-        .arg(0)
-        .arg(100)
-        .query(&mut w));
-    assert!(
-        e.contains("no permissions to run the 'migrate' command"),
-        "{e}"
+    check.refused(
+        redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(1)
+            .arg("secret")
+            .arg(0)
+            .arg(100)
+            .query(&mut w),
+        "no permissions to run the 'migrate' command",
+        "MIGRATE by a write user",
     );
-    let _: () = redis::cmd("RESTORE")
+    let restored: redis::RedisResult<()> = redis::cmd("RESTORE")
         .arg("restored")
         .arg(0)
         .arg(&dump[..])
-        .query(&mut admin)
-        .unwrap();
-    assert_eq!(admin.get::<_, String>("restored").unwrap(), "s3cr3t");
+        .query(&mut admin);
+    check.that(restored.is_ok(), "RESTORE by admin");
+    check.done();
+}
+
+/// A request's words, for messages.
+fn shown(req: &redis::Cmd) -> String {
+    req.args_iter()
+        .map(|a| match a {
+            redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Arg::Cursor => "<cursor>".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn anon(proxy: &Proxy) -> redis::Connection {
@@ -453,36 +497,41 @@ fn reset_hello_and_auth_keep_logins_straight_and_client_list_shows_them() {
     let proxy = Proxy::start_with(&cluster.seeds(), users, false);
     let mut admin = conn_as(&proxy, "admin", "adm");
     wait_served(&mut admin);
+    let mut check = Checks::default();
 
     // HELLO before login: Redis 7.0's NOAUTH, not the server's version.
     let mut c = anon(&proxy);
-    let e = err(redis::cmd("HELLO").arg(3).query(&mut c));
-    assert!(
-        e.contains("HELLO must be called with the client already authenticated"),
-        "{e}"
-    );
-    let e = err(redis::cmd("HELLO").query(&mut c));
-    assert!(e.contains("already authenticated"), "{e}");
+    for v in [Some(3), Some(2), None] {
+        let mut hello = redis::cmd("HELLO");
+        if let Some(v) = v {
+            hello.arg(v);
+        }
+        check.refused(
+            hello.query(&mut c),
+            "HELLO must be called with the client already authenticated",
+            &format!("HELLO {v:?} before login"),
+        );
+    }
     // A HELLO that fails after its AUTH option logs nobody in.
-    let e = err(redis::cmd("HELLO")
+    let r = redis::cmd("HELLO")
         .arg(2)
         .arg("AUTH")
         .arg("admin")
         .arg("adm")
         .arg("SETNAME")
         .arg("a b")
-        .query(&mut c));
-    assert!(e.contains("Client names cannot contain"), "{e}");
-    assert!(noauth(&mut c), "a failed HELLO AUTH ... SETNAME logged in");
-    let e = err(redis::cmd("HELLO")
+        .query(&mut c);
+    check.refused(r, "Client names cannot contain", "HELLO ... SETNAME 'a b'");
+    check.that(noauth(&mut c), "a failed HELLO AUTH ... SETNAME logged in");
+    let r = redis::cmd("HELLO")
         .arg(2)
         .arg("AUTH")
         .arg("admin")
         .arg("adm")
         .arg("BOGUS")
-        .query(&mut c));
-    assert!(e.contains("Syntax error in HELLO option"), "{e}");
-    assert!(noauth(&mut c), "a failed HELLO AUTH ... BOGUS logged in");
+        .query(&mut c);
+    check.refused(r, "Syntax error in HELLO option", "HELLO ... BOGUS");
+    check.that(noauth(&mut c), "a failed HELLO AUTH ... BOGUS logged in");
 
     // RESET logs out (no default user here), inside MULTI too.
     let _: () = redis::cmd("AUTH")
@@ -490,34 +539,35 @@ fn reset_hello_and_auth_keep_logins_straight_and_client_list_shows_them() {
         .arg("adm")
         .query(&mut c)
         .unwrap();
-    assert!(!noauth(&mut c));
-    let r: String = redis::cmd("RESET").query(&mut c).unwrap();
-    assert_eq!(r, "RESET");
-    assert!(noauth(&mut c), "RESET kept the login");
+    let r: redis::RedisResult<String> = redis::cmd("RESET").query(&mut c);
+    check.that(r.ok().as_deref() == Some("RESET"), "RESET answers RESET");
+    check.that(noauth(&mut c), "RESET kept the login");
     let _: () = redis::cmd("AUTH")
         .arg("admin")
         .arg("adm")
         .query(&mut c)
         .unwrap();
     let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
-    let r: String = redis::cmd("RESET").query(&mut c).unwrap();
-    assert_eq!(r, "RESET");
-    assert!(noauth(&mut c), "RESET inside MULTI kept the login");
-    let e = err(redis::cmd("EXEC").query(&mut c));
-    assert!(e.contains("Authentication required"), "{e}");
+    let r: redis::RedisResult<String> = redis::cmd("RESET").query(&mut c);
+    check.that(
+        r.ok().as_deref() == Some("RESET"),
+        "RESET inside MULTI answers RESET",
+    );
+    check.that(noauth(&mut c), "RESET inside MULTI kept the login");
+    drop(c);
 
     // AUTH refused by max_connections keeps the current login.
     let mut a = conn_as(&proxy, "app", "p");
     let mut b = conn_as(&proxy, "other", "o");
-    let e = err(redis::cmd("AUTH").arg("app").arg("p").query(&mut b));
-    assert!(e.contains("max_connections"), "{e}");
-    assert!(!noauth(&mut b), "a refused AUTH logged the client out");
+    check.refused(
+        redis::cmd("AUTH").arg("app").arg("p").query(&mut b),
+        "max_connections",
+        "AUTH past max_connections",
+    );
+    check.that(!noauth(&mut b), "a refused AUTH logged the client out");
     // Logging in again as the same user keeps the connection's own hold.
-    let _: () = redis::cmd("AUTH")
-        .arg("app")
-        .arg("p")
-        .query(&mut a)
-        .unwrap();
+    let again: redis::RedisResult<()> = redis::cmd("AUTH").arg("app").arg("p").query(&mut a);
+    check.that(again.is_ok(), "AUTH again as the same user");
 
     // CLIENT LIST / INFO show each client's user; CLIENT KILL USER matches it.
     let a_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut a).unwrap();
@@ -529,19 +579,37 @@ fn reset_hello_and_auth_keep_logins_straight_and_client_list_shows_them() {
             .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("user=")))
             .map(str::to_string)
     };
-    assert_eq!(user_of(a_id).as_deref(), Some("app"), "{list}");
-    assert_eq!(user_of(b_id).as_deref(), Some("other"), "{list}");
+    check.that(
+        user_of(a_id).as_deref() == Some("app"),
+        format!("user=app in {list}"),
+    );
+    check.that(
+        user_of(b_id).as_deref() == Some("other"),
+        format!("user=other in {list}"),
+    );
     let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut admin).unwrap();
-    assert!(info.contains(" user=admin "), "{info}");
+    check.that(
+        info.contains(" user=admin "),
+        format!("user=admin in {info}"),
+    );
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("USER")
         .arg("app")
         .query(&mut admin)
         .unwrap();
-    assert_eq!(killed, 1);
-    assert!(redis::cmd("PING").query::<Value>(&mut a).is_err());
-    let _: Value = redis::cmd("PING").query(&mut b).unwrap();
+    check.that(killed == 1, format!("CLIENT KILL USER app killed {killed}"));
+    if killed == 1 {
+        check.that(
+            redis::cmd("PING").query::<Value>(&mut a).is_err(),
+            "the killed client is gone",
+        );
+        check.that(
+            redis::cmd("PING").query::<Value>(&mut b).is_ok(),
+            "the other user's client lives",
+        );
+    }
+    check.done();
 }
 
 #[test]
@@ -613,6 +681,7 @@ fn namespaced_users_pubsub_and_info_keyspace() {
     let mut admin = conn_as(&proxy, "admin", "adm");
     wait_served(&mut admin);
     let _: () = admin.set("other", "1").unwrap();
+    let mut check = Checks::default();
     let mut ns = conn_as(&proxy, "ns", "n");
     for req in [
         redis::cmd("PUBLISH").arg("other").arg("m").clone(),
@@ -620,43 +689,49 @@ fn namespaced_users_pubsub_and_info_keyspace() {
         redis::cmd("PUBSUB").arg("CHANNELS").clone(),
         redis::cmd("PUBSUB").arg("NUMSUB").arg("other").clone(),
     ] {
-        let e = err(req.query(&mut ns));
-        assert!(e.contains("access one of the channels"), "{e}");
+        let what = shown(&req);
+        check.refused(req.query(&mut ns), "access one of the channels", &what);
     }
-    let n: i64 = redis::cmd("PUBLISH")
+    let n: redis::RedisResult<i64> = redis::cmd("PUBLISH")
         .arg("app:news")
         .arg("m")
-        .query(&mut ns)
-        .unwrap();
-    assert_eq!(n, 0);
+        .query(&mut ns);
+    check.that(n.ok() == Some(0), "PUBLISH inside the namespace");
+    // Each refused subscription on a connection of its own (an accepted one would leave it
+    // in subscribed mode).
     for req in [
         redis::cmd("SUBSCRIBE").arg("app:news").arg("other").clone(),
         redis::cmd("PSUBSCRIBE").arg("*").clone(),
         redis::cmd("PSUBSCRIBE").arg("app*").clone(),
         redis::cmd("SSUBSCRIBE").arg("other").clone(),
     ] {
-        let e = err(req.query(&mut ns));
-        assert!(e.contains("access one of the channels"), "{e}");
+        let mut c = conn_as(&proxy, "ns", "n");
+        let what = shown(&req);
+        check.refused(req.query(&mut c), "access one of the channels", &what);
     }
     // Allowed ones work: a subscription inside the namespace.
     let mut sub = conn_as(&proxy, "ns", "n");
-    let r: Value = redis::cmd("PSUBSCRIBE")
-        .arg("app:*")
-        .query(&mut sub)
-        .unwrap();
-    assert!(format!("{r:?}").contains("psubscribe"), "{r:?}");
+    let r: redis::RedisResult<Value> = redis::cmd("PSUBSCRIBE").arg("app:*").query(&mut sub);
+    check.that(
+        format!("{r:?}").contains("psubscribe"),
+        format!("PSUBSCRIBE app:* gave {r:?}"),
+    );
 
     // INFO keyspace: the cluster's totals for admins, nothing for a namespaced user.
     let all: String = redis::cmd("INFO")
         .arg("keyspace")
         .query(&mut admin)
         .unwrap();
-    assert!(all.contains("db0:keys="), "{all}");
+    check.that(
+        all.contains("db0:keys="),
+        format!("admin's keyspace: {all}"),
+    );
     let mine: String = redis::cmd("INFO").arg("keyspace").query(&mut ns).unwrap();
-    assert!(
+    check.that(
         mine.contains("# Keyspace") && !mine.contains("db0:"),
-        "{mine}"
+        format!("namespaced INFO keyspace: {mine}"),
     );
     let mine: String = redis::cmd("INFO").query(&mut ns).unwrap();
-    assert!(!mine.contains("db0:"), "{mine}");
+    check.that(!mine.contains("db0:"), "namespaced INFO shows db0");
+    check.done();
 }
