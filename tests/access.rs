@@ -559,6 +559,8 @@ fn reset_hello_and_auth_keep_logins_straight_and_client_list_shows_them() {
     // AUTH refused by max_connections keeps the current login.
     let mut a = conn_as(&proxy, "app", "p");
     let mut b = conn_as(&proxy, "other", "o");
+    let a_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut a).unwrap();
+    let b_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut b).unwrap();
     check.refused(
         redis::cmd("AUTH").arg("app").arg("p").query(&mut b),
         "max_connections",
@@ -570,8 +572,6 @@ fn reset_hello_and_auth_keep_logins_straight_and_client_list_shows_them() {
     check.that(again.is_ok(), "AUTH again as the same user");
 
     // CLIENT LIST / INFO show each client's user; CLIENT KILL USER matches it.
-    let a_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut a).unwrap();
-    let b_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut b).unwrap();
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
     let user_of = |id: i64| {
         list.lines()
