@@ -63,6 +63,11 @@ pub struct UserConfig {
     /// only certificates the operator's CA signed count. With names, the password is optional.
     #[serde(default)]
     pub certificate_names: Vec<String>,
+    /// Lets a user with key prefixes run scripts and functions (EVAL*, FCALL*, SCRIPT LOAD,
+    /// FUNCTION LOAD/RESTORE, as its level allows). Off by default, because a script can reach
+    /// any key of its declared keys' slots and the proxy cannot see which ones it touches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_scripts: bool,
 }
 
 /// A configured user, ready for checks.
@@ -80,6 +85,7 @@ pub struct User {
     max_connections: Option<usize>,
     commands_allow: Vec<String>,
     commands_deny: Vec<String>,
+    allow_scripts: bool,
     /// Connections authenticated as this user now.
     connections: std::sync::atomic::AtomicUsize,
 }
@@ -236,6 +242,7 @@ impl Users {
                 max_connections: u.max_connections,
                 commands_allow: lower(&u.commands_allow)?,
                 commands_deny: lower(&u.commands_deny)?,
+                allow_scripts: u.allow_scripts,
                 connections: Default::default(),
             }));
         }
@@ -256,6 +263,7 @@ impl Users {
                 max_connections: Some(0),
                 commands_allow: Vec::new(),
                 commands_deny: Vec::new(),
+                allow_scripts: false,
                 connections: Default::default(),
             })],
         }
@@ -346,7 +354,9 @@ fn names(entry: &str, spec: &CommandSpec) -> bool {
     }
 }
 
-/// The commands that change the whole cluster or other clients: admin only.
+/// The commands that change the whole cluster or other clients: admin only. RESTORE and
+/// MIGRATE are Redis's `@dangerous`: RESTORE writes any payload (a crafted one can crash a
+/// node), MIGRATE makes a node connect anywhere and move keys out of the proxy's reach.
 const ADMIN_COMMANDS: &[&str] = &[
     "flushall",
     "flushdb",
@@ -354,16 +364,42 @@ const ADMIN_COMMANDS: &[&str] = &[
     "config|resetstat",
     "script|flush",
     "script|kill",
+    "script|load",
     "function|flush",
     "function|kill",
     "function|delete",
     "function|restore",
     "function|load",
     "client|kill",
+    "restore",
+    "restore-asking",
+    "migrate",
 ];
 
 /// Commands that see keys of the whole keyspace: refused to users with a namespace.
 const KEYSPACE_WIDE: &[&str] = &["keys", "scan", "randomkey", "dbsize", "flushall", "flushdb"];
+
+/// Commands that run or install code: a script reaches any key of its declared keys' slots
+/// (Redis Cluster only checks slots), and Redis's ACL checks what a script runs against the
+/// caller while the proxy cannot, so users with a namespace need `allow_scripts`.
+const RUNS_CODE: &[&str] = &[
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+    "script|load",
+    "function|load",
+    "function|restore",
+];
+
+/// Redis's refusal for a key outside the user's key permissions.
+const NOPERM_KEYS: &str =
+    "NOPERM this user has no permissions to access one of the keys used as arguments";
+/// Redis's refusal for a channel outside the user's channel permissions.
+const NOPERM_CHANNELS: &str =
+    "NOPERM this user has no permissions to access one of the channels used as arguments";
 
 /// The level a command needs.
 pub fn required(spec: &CommandSpec) -> Level {
@@ -382,6 +418,47 @@ pub fn required(spec: &CommandSpec) -> Level {
     }
 }
 
+/// Whether the `nth` key of a request (counting from 0, in argument order) has its value
+/// read: returned, copied or moved somewhere (Redis's `access` key-spec flag). A command that
+/// writes such a key needs the user's read permission for it as well.
+fn reads_key(spec: &CommandSpec, args: &[Bytes], nth: usize) -> bool {
+    let access = |ks: &command::KeySpec| ks.flags & command::KS_ACCESS != 0;
+    match spec.name {
+        // The flag varies with the arguments; as Redis's setGetKeys: read only with GET.
+        "set" => args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"get")),
+        // The source comes first; every later key is a STORE destination.
+        "sort" | "georadius" | "georadiusbymember" => nth == 0,
+        _ => {
+            let mut specs = spec
+                .key_specs
+                .iter()
+                .filter(|ks| ks.flags & command::KS_NOT_KEY == 0);
+            match (specs.next(), specs.next(), specs.next()) {
+                // Two runs that differ (COPY, LMOVE, RENAME, SMOVE, *STORE, BITOP): the first
+                // is the single first key (checked by a unit test over the whole table).
+                (Some(first), Some(rest), None) if access(first) != access(rest) => {
+                    access(if nth == 0 { first } else { rest })
+                }
+                _ => spec.key_specs.iter().any(access),
+            }
+        }
+    }
+}
+
+/// Whether `name` starts with one of `prefixes` (none: every name).
+fn inside(prefixes: &[Vec<u8>], name: &[u8]) -> bool {
+    prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p))
+}
+
+/// Whether every channel a pattern can match starts with one of `prefixes`: the pattern
+/// starts with a prefix and has no glob character within it.
+fn pattern_inside(prefixes: &[Vec<u8>], pattern: &[u8]) -> bool {
+    prefixes.is_empty()
+        || prefixes.iter().any(|p| {
+            pattern.starts_with(p) && !p.iter().any(|c| matches!(c, b'*' | b'?' | b'[' | b'\\'))
+        })
+}
+
 impl User {
     fn prefixes(&self, level: Level) -> &[Vec<u8>] {
         if level >= Level::Write {
@@ -391,11 +468,18 @@ impl User {
         }
     }
 
-    /// Checks one request: the command's level, then every key against the namespace.
-    /// `keys` holds the positions of the request's keys in `args`.
+    /// Whether the user is confined to key prefixes (for reading or writing).
+    pub fn namespaced(&self) -> bool {
+        !self.read_prefixes.is_empty() || !self.write_prefixes.is_empty()
+    }
+
+    /// Checks one request: the command's level, then every key against the namespace (keys a
+    /// writing command also reads against the read prefixes too), then the channels of a
+    /// pub/sub command. `keys` holds the positions of the request's keys in `args`.
     pub fn check(&self, spec: &CommandSpec, args: &[Bytes], keys: &[usize]) -> Result<(), String> {
         let need = required(spec);
-        let shown = spec.name.split('|').collect::<Vec<_>>().join("|");
+        // Redis names a subcommand `container|sub`, as the table does; no copy per request.
+        let shown = spec.name;
         let listed = |list: &[String]| list.iter().any(|e| names(e, spec));
         let refused_by_list = listed(&self.commands_deny)
             || (!self.commands_allow.is_empty() && !listed(&self.commands_allow));
@@ -404,23 +488,66 @@ impl User {
                 "NOPERM this user has no permissions to run the '{shown}' command"
             ));
         }
-        let prefixes = self.prefixes(need);
-        if prefixes.is_empty() {
+        if !self.namespaced() {
             return Ok(());
         }
-        if KEYSPACE_WIDE.contains(&spec.name) {
+        if !self.allow_scripts && RUNS_CODE.contains(&spec.name) {
+            return Err(format!(
+                "NOPERM this user has no permissions to run the '{shown}' command (a script can reach keys outside the user's key prefixes; see allow_scripts)"
+            ));
+        }
+        let prefixes = self.prefixes(need);
+        if !prefixes.is_empty() && KEYSPACE_WIDE.contains(&spec.name) {
             return Err(format!(
                 "NOPERM this user has no permissions to run the '{shown}' command (it would reach keys outside the user's key prefixes)"
             ));
         }
-        let inside = |k: &[u8]| prefixes.iter().any(|p| k.starts_with(p));
-        if keys.iter().any(|&i| args.get(i).is_none_or(|k| !inside(k))) {
-            return Err(
-                "NOPERM this user has no permissions to access one of the keys used as arguments"
-                    .into(),
-            );
+        let also_read = need >= Level::Write && !self.read_prefixes.is_empty();
+        for (nth, &i) in keys.iter().enumerate() {
+            let Some(k) = args.get(i) else {
+                return Err(NOPERM_KEYS.into());
+            };
+            if !inside(prefixes, k)
+                || (also_read && !inside(&self.read_prefixes, k) && reads_key(spec, args, nth))
+            {
+                return Err(NOPERM_KEYS.into());
+            }
+        }
+        if spec.flags & command::FLAG_PUBSUB != 0 && !prefixes.is_empty() {
+            return check_channels(spec, args, prefixes);
         }
         Ok(())
+    }
+}
+
+/// The channel rule for users with a namespace: channels (and shard channels) must start with
+/// one of the prefixes, patterns must start with one and have no glob character within it,
+/// and listing every active channel needs a pattern that satisfies the same rule.
+fn check_channels(spec: &CommandSpec, args: &[Bytes], prefixes: &[Vec<u8>]) -> Result<(), String> {
+    let all = |from: usize, ok: &dyn Fn(&[u8]) -> bool| {
+        if args.iter().skip(from).all(|a| ok(a)) {
+            Ok(())
+        } else {
+            Err(NOPERM_CHANNELS.to_string())
+        }
+    };
+    let channel = |c: &[u8]| inside(prefixes, c);
+    let pattern = |c: &[u8]| pattern_inside(prefixes, c);
+    match spec.name {
+        "subscribe" | "ssubscribe" => all(1, &channel),
+        // Only the channel: the message is free text.
+        "publish" | "spublish" => match args.get(1) {
+            Some(c) if channel(c) => Ok(()),
+            _ => Err(NOPERM_CHANNELS.into()),
+        },
+        "pubsub|numsub" | "pubsub|shardnumsub" => all(2, &channel),
+        "psubscribe" => all(1, &pattern),
+        "pubsub|channels" | "pubsub|shardchannels" => match args.get(2) {
+            Some(p) if pattern(p) => Ok(()),
+            _ => Err(NOPERM_CHANNELS.into()),
+        },
+        // Leaving, and counts that name no channel.
+        _ => Ok(()),
     }
 }
 
@@ -517,6 +644,7 @@ mod tests {
             commands_allow: vec![],
             commands_deny: vec![],
             certificate_names: vec![],
+            allow_scripts: false,
         };
         assert!(Users::from_config(std::slice::from_ref(&no_password)).is_err());
         // A certificate-only user: reachable by its certificate names, never by a password.
@@ -533,5 +661,204 @@ mod tests {
             Some("x".into())
         );
         assert!(us.by_certificate(&["SVC.example".to_string()]).is_none());
+    }
+
+    fn user(toml_text: &str) -> Arc<User> {
+        let cfg: UserConfig = toml::from_str(toml_text).unwrap();
+        Users::from_config(&[cfg]).unwrap().list.remove(0)
+    }
+
+    #[test]
+    fn namespaced_users_need_allow_scripts_and_script_load_is_admin() {
+        let ns = user("name='n'\npassword='p'\nlevel='admin'\nread_prefixes=['app:']\nwrite_prefixes=['app:']");
+        let scripted = user(
+            "name='s'\npassword='p'\nlevel='write'\nwrite_prefixes=['app:']\nallow_scripts=true",
+        );
+        let open = user("name='o'\npassword='p'\nlevel='write'");
+        for req in [
+            &["EVAL_RO", "return 1", "1", "app:{x}"][..],
+            &["EVALSHA_RO", "abc", "1", "app:{x}"],
+            &["EVAL", "return 1", "0"],
+            &["EVALSHA", "abc", "1", "app:x"],
+            &["FCALL", "f", "1", "app:x"],
+            &["FCALL_RO", "f", "0"],
+            &["SCRIPT", "LOAD", "return 1"],
+            &["FUNCTION", "LOAD", "#!lua name=l"],
+            &["FUNCTION", "RESTORE", "x"],
+        ] {
+            let e = check(&ns, req).unwrap_err();
+            assert!(
+                e.starts_with("NOPERM this user has no permissions to run the '"),
+                "{e}"
+            );
+            assert!(e.contains("allow_scripts"), "{req:?}: {e}");
+        }
+        assert!(check(&ns, &["SCRIPT", "EXISTS", "abc"]).is_ok());
+        assert!(check(&scripted, &["EVAL", "return 1", "1", "app:x"]).is_ok());
+        assert!(check(&scripted, &["FCALL_RO", "f", "1", "app:x"]).is_ok());
+        // allow_scripts does not widen the declared keys.
+        assert!(check(&scripted, &["EVAL", "return 1", "1", "zz"])
+            .unwrap_err()
+            .contains("access one of the keys"));
+        assert!(check(&open, &["EVAL", "return 1", "1", "zz"]).is_ok());
+        // SCRIPT LOAD changes every node's script cache: admin, as the README says.
+        for u in [&scripted, &open] {
+            assert!(check(u, &["SCRIPT", "LOAD", "return 1"])
+                .unwrap_err()
+                .contains("'script|load'"));
+        }
+    }
+
+    #[test]
+    fn restore_and_migrate_are_admin_only() {
+        let w = user("name='w'\npassword='p'\nlevel='write'");
+        let a = user("name='a'\npassword='p'\nlevel='admin'");
+        for req in [
+            &["RESTORE", "k", "0", "payload"][..],
+            &["RESTORE-ASKING", "k", "0", "payload"],
+            &["MIGRATE", "127.0.0.1", "7000", "k", "0", "100"],
+        ] {
+            let e = check(&w, req).unwrap_err();
+            assert!(e.contains("no permissions to run the '"), "{e}");
+            assert!(check(&a, req).is_ok(), "{req:?}");
+        }
+    }
+
+    #[test]
+    fn keys_a_writing_command_reads_need_read_permission() {
+        // Writes "r..." and "w..."; reads only "r...".
+        let u = user(
+            "name='u'\npassword='p'\nlevel='write'\nread_prefixes=['r']\nwrite_prefixes=['r','w']",
+        );
+        for req in [
+            &["SET", "w1", "v", "GET"][..],
+            &["SET", "w1", "v", "EX", "10", "get"],
+            &["GETDEL", "w1"],
+            &["GETSET", "w1", "v"],
+            &["GETEX", "w1"],
+            &["COPY", "w1", "r1"],
+            &["LMOVE", "w1", "r1", "LEFT", "LEFT"],
+            &["BLMOVE", "w1", "r1", "LEFT", "LEFT", "0"],
+            &["RPOPLPUSH", "w1", "r1"],
+            &["SMOVE", "w1", "r1", "m"],
+            &["RENAME", "w1", "r1"],
+            &["SUNIONSTORE", "r1", "r2", "w1"],
+            &["ZUNIONSTORE", "r1", "2", "r2", "w1"],
+            &["ZRANGESTORE", "r1", "w1", "0", "-1"],
+            &["BITOP", "AND", "r1", "w1"],
+            &["PFMERGE", "r1", "w1"],
+            &["SORT", "w1", "STORE", "r1"],
+            &["GEORADIUS", "w1", "0", "0", "1", "km", "STORE", "r1"],
+            &["INCR", "w1"],
+        ] {
+            assert!(
+                check(&u, req)
+                    .unwrap_err()
+                    .contains("access one of the keys"),
+                "{req:?}"
+            );
+        }
+        for req in [
+            &["SET", "w1", "get"][..],
+            &["SET", "w1", "v", "EX", "10"],
+            &["DEL", "w1"],
+            &["LPUSH", "w1", "x"],
+            &["HSET", "w1", "f", "v"],
+            &["EXPIRE", "w1", "10"],
+            &["COPY", "r1", "w1"],
+            &["LMOVE", "r1", "w1", "LEFT", "LEFT"],
+            &["SMOVE", "r1", "w1", "m"],
+            &["RENAME", "r1", "w1"],
+            &["SUNIONSTORE", "w1", "r1", "r2"],
+            &["ZUNIONSTORE", "w1", "1", "r2"],
+            &["BITOP", "AND", "w1", "r1"],
+            &["SORT", "r1", "STORE", "w1"],
+            &["GEORADIUS", "r1", "0", "0", "1", "km", "STORE", "w1"],
+            &["GETDEL", "r1"],
+        ] {
+            assert!(check(&u, req).is_ok(), "{req:?}");
+        }
+    }
+
+    #[test]
+    fn mixed_key_specs_have_the_layout_reads_key_assumes() {
+        let access = |ks: &command::KeySpec| ks.flags & command::KS_ACCESS != 0;
+        for cmd in command::COMMANDS {
+            for spec in std::iter::once(cmd).chain(cmd.subcommands) {
+                if matches!(
+                    spec.name,
+                    "sort" | "georadius" | "georadiusbymember" | "set"
+                ) {
+                    continue;
+                }
+                let specs: Vec<_> = spec
+                    .key_specs
+                    .iter()
+                    .filter(|ks| ks.flags & command::KS_NOT_KEY == 0)
+                    .collect();
+                let mixed = specs.iter().any(|k| access(k)) && !specs.iter().all(|k| access(k));
+                if !mixed {
+                    continue;
+                }
+                assert_eq!(specs.len(), 2, "{}", spec.name);
+                assert!(
+                    matches!(
+                        (specs[0].begin, specs[0].find, specs[1].begin),
+                        (
+                            command::BeginSearch::Index(a),
+                            command::FindKeys::Range { last_key: 0, .. },
+                            command::BeginSearch::Index(b),
+                        ) if b > a
+                    ),
+                    "{}: {:?}",
+                    spec.name,
+                    specs
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn namespaced_channels_and_patterns() {
+        let u = user("name='u'\npassword='p'\nlevel='write'\nread_prefixes=['app:']\nwrite_prefixes=['app:']");
+        let glob = user("name='g'\npassword='p'\nlevel='write'\nread_prefixes=['a*']");
+        let open = user("name='o'\npassword='p'\nlevel='write'");
+        for ok in [
+            &["SUBSCRIBE", "app:news", "app:x"][..],
+            &["SSUBSCRIBE", "app:{1}"],
+            &["PUBLISH", "app:news", "anything at all"],
+            &["SPUBLISH", "app:news", "zz"],
+            &["PSUBSCRIBE", "app:*", "app:?x"],
+            &["PUBSUB", "CHANNELS", "app:*"],
+            &["PUBSUB", "NUMSUB", "app:a"],
+            &["PUBSUB", "NUMPAT"],
+            &["UNSUBSCRIBE", "other"],
+            &["PUNSUBSCRIBE"],
+        ] {
+            assert!(check(&u, ok).is_ok(), "{ok:?}");
+            assert!(check(&open, ok).is_ok(), "{ok:?}");
+        }
+        for refused in [
+            &["SUBSCRIBE", "app:news", "other"][..],
+            &["SSUBSCRIBE", "other"],
+            &["PUBLISH", "other", "app:"],
+            &["SPUBLISH", "other", "m"],
+            &["PSUBSCRIBE", "*"],
+            &["PSUBSCRIBE", "app*"],
+            &["PSUBSCRIBE", "ap?:x"],
+            &["PSUBSCRIBE", "[a]pp:x"],
+            &["PUBSUB", "CHANNELS"],
+            &["PUBSUB", "CHANNELS", "*"],
+            &["PUBSUB", "SHARDCHANNELS", "a*"],
+            &["PUBSUB", "NUMSUB", "app:a", "b"],
+            &["PUBSUB", "SHARDNUMSUB", "b"],
+        ] {
+            let e = check(&u, refused).unwrap_err();
+            assert!(e.contains("access one of the channels"), "{refused:?}: {e}");
+            assert!(check(&open, refused).is_ok(), "{refused:?}");
+        }
+        // A prefix holding a glob character covers channels but no pattern.
+        assert!(check(&glob, &["SUBSCRIBE", "a*b"]).is_ok());
+        assert!(check(&glob, &["PSUBSCRIBE", "a*b"]).is_err());
     }
 }

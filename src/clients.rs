@@ -49,6 +49,9 @@ pub struct Entry {
     pub fd: i64,
     /// `CLIENT SETNAME`.
     pub name: String,
+    /// The user it is logged in as (`default` when not logged in or with no users, as Redis
+    /// shows it).
+    pub user: String,
     /// When it connected.
     pub since: Instant,
     /// Shared with the session.
@@ -80,6 +83,7 @@ impl Registry {
             laddr,
             fd,
             name: String::new(),
+            user: "default".into(),
             since: Instant::now(),
             live: Arc::clone(&live),
         };
@@ -103,6 +107,17 @@ impl Registry {
                 e.name = name
                     .map(|n| String::from_utf8_lossy(n).into_owned())
                     .unwrap_or_default();
+            }
+        }
+    }
+
+    /// Records the user a client is now logged in as (after AUTH, HELLO AUTH, RESET).
+    pub fn set_user(&self, id: u64, user: &str) {
+        if let Ok(mut m) = self.clients.lock() {
+            if let Some(e) = m.get_mut(&id) {
+                if e.user != user {
+                    e.user = user.to_string();
+                }
             }
         }
     }
@@ -150,7 +165,7 @@ pub fn line(e: &Entry, now_ms: u64) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "id={} addr={} laddr={} fd={} name={} age={} idle={idle} flags={flags} db=0 sub={sub} psub={psub} ssub={ssub} multi={} user=default resp={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={idle} flags={flags} db=0 sub={sub} psub={psub} ssub={ssub} multi={} user={} resp={}",
         e.id,
         e.addr,
         e.laddr,
@@ -158,6 +173,7 @@ pub fn line(e: &Entry, now_ms: u64) -> String {
         e.name,
         e.since.elapsed().as_secs(),
         if multi { 0 } else { -1 },
+        e.user,
         l.resp.load(Relaxed),
     );
     out
@@ -244,7 +260,7 @@ impl KillFilter {
         self.id.is_none_or(|id| id == e.id)
             && self.addr.as_ref().is_none_or(|a| *a == e.addr)
             && self.laddr.as_ref().is_none_or(|a| *a == e.laddr)
-            && self.user.as_ref().is_none_or(|u| u == "default")
+            && self.user.as_ref().is_none_or(|u| *u == e.user)
             && self.kind.as_deref().is_none_or(|t| match t {
                 "normal" => !subscribed,
                 "pubsub" => subscribed,
@@ -283,5 +299,14 @@ mod tests {
         let l = line(&all[1], 0);
         assert!(l.starts_with("id=2 addr=127.0.0.1:5001 laddr=127.0.0.1:7617 fd=10 name= "));
         assert!(l.contains(" flags=P ") && l.contains(" sub=1 "), "{l}");
+        // USER matches the user each client is logged in as, which LIST shows.
+        r.set_user(1, "app");
+        let all = r.snapshot();
+        let f = KillFilter::parse(&args(&["USER", "app"])).unwrap();
+        assert!(f.matches(&all[0], 9) && !f.matches(&all[1], 9));
+        let f = KillFilter::parse(&args(&["USER", "default"])).unwrap();
+        assert!(!f.matches(&all[0], 9) && f.matches(&all[1], 9));
+        assert!(line(&all[0], 0).contains(" user=app "));
+        assert!(line(&all[1], 0).contains(" user=default "));
     }
 }

@@ -257,11 +257,13 @@ async fn backends(shared: &Shared, stats: bool, keyspace: bool) -> Backends {
     b
 }
 
-/// Answers `INFO [section ...]` (`args` excludes the word INFO).
-pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>) -> Bytes {
+/// Answers `INFO [section ...]` (`args` excludes the word INFO). With `hide_keyspace` (a
+/// user confined to key prefixes) the `# Keyspace` section is shown empty: the cluster's key
+/// counts are beyond that user's namespace.
+pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>, hide_keyspace: bool) -> Bytes {
     let sections = wanted(&args);
     let need_stats = sections.contains(&"stats");
-    let need_keyspace = sections.contains(&"keyspace");
+    let need_keyspace = sections.contains(&"keyspace") && !hide_keyspace;
     let b = if need_stats || need_keyspace {
         backends(&shared, need_stats, need_keyspace).await
     } else {

@@ -189,22 +189,31 @@ fn auth(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
             }
         }
         return match shared.users.authenticate(name, pass) {
-            Some(u) => {
-                client.user = None;
-                match u.open_session() {
-                    Ok(s) => {
-                        client.user = Some(s);
-                        ok()
-                    }
-                    Err(e) => {
-                        shared
-                            .auth_guard
-                            .user_limited
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        resp::error(&e)
-                    }
-                }
+            // Already logged in as it: keep the connection's hold (a second one could trip
+            // the user's own max_connections).
+            Some(u)
+                if client
+                    .user
+                    .as_ref()
+                    .is_some_and(|s| std::sync::Arc::ptr_eq(&s.user, &u)) =>
+            {
+                ok()
             }
+            // The old login is released only once the new one is granted: a refused AUTH
+            // leaves the client as it was, as a failed AUTH does in Redis.
+            Some(u) => match u.open_session() {
+                Ok(s) => {
+                    client.user = Some(s);
+                    ok()
+                }
+                Err(e) => {
+                    shared
+                        .auth_guard
+                        .user_limited
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    resp::error(&e)
+                }
+            },
             None => {
                 if let Some(ip) = client.peer_ip {
                     shared.auth_guard.failed(ip);
@@ -223,14 +232,22 @@ fn auth(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
 }
 
 fn set_name(client: &mut ClientState, name: &Bytes) -> Result<(), Bytes> {
+    valid_name(name)?;
+    client.name = (!name.is_empty()).then(|| name.clone());
+    Ok(())
+}
+
+fn valid_name(name: &[u8]) -> Result<(), Bytes> {
     if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
         return Err(resp::error(
             "ERR Client names cannot contain spaces, newlines or special characters.",
         ));
     }
-    client.name = (!name.is_empty()).then(|| name.clone());
     Ok(())
 }
+
+/// Redis 7.0's answer to HELLO from a client that is not logged in and gives no AUTH.
+pub const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
 
 fn hello(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
     let mut resp3 = client.resp3;
@@ -242,16 +259,16 @@ fn hello(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
             Err(_) => return resp::error("ERR Protocol version is not an integer or out of range"),
         }
     }
+    // All or nothing: every option is checked before the AUTH is tried, so a HELLO that
+    // fails changes neither the login, the name nor the protocol.
     let mut i = 2;
     let mut new_name = None;
+    let mut credentials = None;
     while i < args.len() {
         let opt = &args[i];
         let more = args.len() - i - 1;
         if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-            let r = auth(&args[i + 1..i + 3], client, shared);
-            if resp::is_error(&r) {
-                return r;
-            }
+            credentials = Some(&args[i + 1..i + 3]);
             i += 3;
         } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
             new_name = Some(args[i + 1].clone());
@@ -261,6 +278,21 @@ fn hello(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
                 "ERR Syntax error in HELLO option '{}'",
                 text_arg(opt)
             ));
+        }
+    }
+    // Before login, HELLO would reveal the backend's version: Redis's NOAUTH.
+    if credentials.is_none() && shared.users.active() && client.user.is_none() {
+        return resp::error(HELLO_NOAUTH);
+    }
+    if let Some(n) = &new_name {
+        if let Err(e) = valid_name(n) {
+            return e;
+        }
+    }
+    if let Some(c) = credentials {
+        let r = auth(c, client, shared);
+        if resp::is_error(&r) {
+            return r;
         }
     }
     if let Some(n) = new_name {

@@ -85,7 +85,7 @@ impl SlowLog {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             duration_us: slow.duration_us,
-            args: truncated_args(slow.wire),
+            args: redacted(truncated_args(slow.wire)),
             client_addr: slow.client_addr,
             client_name: slow.client_name,
             backend_us: slow.backend_us,
@@ -170,6 +170,90 @@ pub fn truncated_args(wire: &[u8]) -> Vec<Bytes> {
         )));
     }
     out
+}
+
+/// What a secret argument becomes in the log, as in Redis.
+pub const REDACTED: &[u8] = b"(redacted)";
+
+/// Settings whose values are secrets: Redis 7.0's sensitive configs, and the proxy's own
+/// passwords (for `PROXY CONFIG SET`).
+const SECRET_SETTINGS: &[&str] = &[
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "tls-key-file-pass",
+    "tls-client-key-file-pass",
+    "backend_password",
+];
+
+/// Replaces the secrets of a logged request with `(redacted)`, where Redis 7.0 does: every
+/// argument of AUTH and of ACL SETUSER, HELLO's and MIGRATE's AUTH / AUTH2 credentials, and
+/// the values of CONFIG SET (and PROXY CONFIG SET) for password settings. Works on
+/// [`truncated_args`]' output; its closing "... more arguments" stays as it is.
+pub fn redacted(mut args: Vec<Bytes>) -> Vec<Bytes> {
+    let len = match args.last() {
+        Some(l) if args.len() == MAX_ARGC && l.starts_with(b"... (") => args.len() - 1,
+        _ => args.len(),
+    };
+    let is = |i: usize, word: &str| {
+        args.get(i)
+            .is_some_and(|a| i < len && a.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    let mut secret = Vec::new();
+    if is(0, "auth") {
+        secret.extend(1..len);
+    } else if is(0, "acl") && is(1, "setuser") {
+        secret.extend(2..len);
+    } else if is(0, "hello") {
+        let mut j = 2;
+        while j < len {
+            if is(j, "auth") && j + 2 < len {
+                secret.extend([j + 1, j + 2]);
+                j += 3;
+            } else if is(j, "setname") {
+                j += 2;
+            } else {
+                break;
+            }
+        }
+    } else if is(0, "migrate") {
+        let mut j = 6;
+        while j < len {
+            if is(j, "keys") {
+                break;
+            } else if is(j, "auth") {
+                secret.push(j + 1);
+                j += 1;
+            } else if is(j, "auth2") {
+                secret.extend([j + 1, j + 2]);
+                j += 2;
+            }
+            j += 1;
+        }
+    } else {
+        let from = if is(0, "config") && is(1, "set") {
+            Some(2)
+        } else if is(0, "proxy") && is(1, "config") && is(2, "set") {
+            Some(3)
+        } else {
+            None
+        };
+        if let Some(from) = from {
+            let mut j = from;
+            while j + 1 < len {
+                if SECRET_SETTINGS.iter().any(|name| is(j, name)) {
+                    secret.push(j + 1);
+                }
+                j += 2;
+            }
+        }
+    }
+    for i in secret {
+        if i < len {
+            args[i] = Bytes::from_static(REDACTED);
+        }
+    }
+    args
 }
 
 const HELP: &[&str] = &[
@@ -329,6 +413,79 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_eq!(&a[31][..], b"... (9 more arguments)");
         assert_eq!(&a[30][..], b"a30");
+    }
+
+    fn logged(args: &[&str]) -> Vec<String> {
+        let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        redacted(truncated_args(&wire(&refs)))
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn secrets_are_redacted_as_redis_does() {
+        let r = "(redacted)";
+        assert_eq!(logged(&["AUTH", "pw"]), ["AUTH", r]);
+        assert_eq!(logged(&["auth", "u", "pw"]), ["auth", r, r]);
+        assert_eq!(
+            logged(&["HELLO", "3", "AUTH", "u", "pw", "SETNAME", "x"]),
+            ["HELLO", "3", "AUTH", r, r, "SETNAME", "x"]
+        );
+        assert_eq!(
+            logged(&["HELLO", "3", "SETNAME", "x", "auth", "u", "pw"]),
+            ["HELLO", "3", "SETNAME", "x", "auth", r, r]
+        );
+        assert_eq!(
+            logged(&["MIGRATE", "h", "1", "k", "0", "10", "COPY", "AUTH", "pw"]),
+            ["MIGRATE", "h", "1", "k", "0", "10", "COPY", "AUTH", r]
+        );
+        assert_eq!(
+            logged(&["MIGRATE", "h", "1", "", "0", "10", "AUTH2", "u", "pw", "KEYS", "auth"]),
+            ["MIGRATE", "h", "1", "", "0", "10", "AUTH2", r, r, "KEYS", "auth"]
+        );
+        assert_eq!(
+            logged(&[
+                "CONFIG",
+                "SET",
+                "maxmemory",
+                "0",
+                "REQUIREPASS",
+                "pw",
+                "masterauth",
+                "m"
+            ]),
+            [
+                "CONFIG",
+                "SET",
+                "maxmemory",
+                "0",
+                "REQUIREPASS",
+                r,
+                "masterauth",
+                r
+            ]
+        );
+        assert_eq!(
+            logged(&["PROXY", "CONFIG", "SET", "backend_password", "pw"]),
+            ["PROXY", "CONFIG", "SET", "backend_password", r]
+        );
+        assert_eq!(
+            logged(&["ACL", "SETUSER", "u", "on", ">pw"]),
+            ["ACL", "SETUSER", r, r, r]
+        );
+        assert_eq!(logged(&["GET", "auth"]), ["GET", "auth"]);
+        assert_eq!(
+            logged(&["CONFIG", "GET", "requirepass"]),
+            ["CONFIG", "GET", "requirepass"]
+        );
+        // A truncated AUTH keeps its "... more arguments" marker.
+        let mut many = vec!["AUTH"];
+        many.extend(std::iter::repeat_n("pw", 40));
+        let a = logged(&many);
+        assert_eq!(a.len(), MAX_ARGC);
+        assert!(a[1..31].iter().all(|x| x == r));
+        assert!(a[31].starts_with("... ("));
     }
 
     #[test]

@@ -268,3 +268,470 @@ fn per_user_connection_limits_and_failed_auth_rate_limit() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Waits until the proxy serves every slot (the harness cannot check without a user).
+fn wait_served(admin: &mut redis::Connection) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s: Vec<String> = redis::cmd("PROXY").arg("SLOTS").query(admin).unwrap();
+        if s.first().is_some_and(|f| f.contains("slots 16384 ")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slots not served");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Collects failed checks, so that one run names every rule that does not hold (each check
+/// is a rule of its own; a panic at the first would hide the others).
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn that(&mut self, ok: bool, what: impl std::fmt::Display) {
+        if !ok {
+            self.0.push(what.to_string());
+        }
+    }
+
+    /// The request fails with an error containing `needle`.
+    fn refused(&mut self, r: redis::RedisResult<Value>, needle: &str, what: &str) {
+        match r {
+            Err(e) if e.to_string().contains(needle) => {}
+            Err(e) => self
+                .0
+                .push(format!("{what}: error {e}, expected {needle:?}")),
+            Ok(v) => self
+                .0
+                .push(format!("{what}: got {v:?}, expected {needle:?}")),
+        }
+    }
+
+    fn done(self) {
+        assert!(self.0.is_empty(), "failed checks:\n{}", self.0.join("\n"));
+    }
+}
+
+const RULE_USERS: &str = r#"
+[[users]]
+name = "admin"
+password = "adm"
+level = "admin"
+
+[[users]]
+name = "ns"
+password = "n"
+level = "write"
+read_prefixes = ["app:"]
+write_prefixes = ["app:"]
+
+[[users]]
+name = "scripted"
+password = "s"
+level = "write"
+read_prefixes = ["app:"]
+write_prefixes = ["app:"]
+allow_scripts = true
+
+[[users]]
+name = "split"
+password = "x"
+level = "write"
+read_prefixes = ["r:"]
+write_prefixes = ["r:", "w:"]
+
+[[users]]
+name = "w"
+password = "w"
+level = "write"
+"#;
+
+#[test]
+fn scripts_read_write_commands_and_dangerous_commands() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(&cluster.seeds(), RULE_USERS, false);
+    let mut admin = conn_as(&proxy, "admin", "adm");
+    wait_served(&mut admin);
+    let _: () = admin.set("secret", "s3cr3t").unwrap();
+    let mut check = Checks::default();
+
+    // A script reaches undeclared keys of its slot: namespaced users need allow_scripts.
+    let read_secret = |c: &mut redis::Connection| {
+        redis::cmd("EVAL_RO")
+            .arg("return redis.call('GET','secret')")
+            .arg(1)
+            .arg("app:{secret}")
+            .query::<Value>(c)
+    };
+    let mut ns = conn_as(&proxy, "ns", "n");
+    check.refused(
+        read_secret(&mut ns),
+        "no permissions to run the 'eval_ro' command",
+        "EVAL_RO reading outside the namespace",
+    );
+    check.refused(
+        redis::cmd("FCALL").arg("f").arg(0).query(&mut ns),
+        "no permissions to run the 'fcall' command",
+        "FCALL by a namespaced user",
+    );
+    let mut scripted = conn_as(&proxy, "scripted", "s");
+    check.that(
+        read_secret(&mut scripted).ok() == Some(Value::BulkString(b"s3cr3t".to_vec())),
+        "allow_scripts lets the script reach its slot",
+    );
+    // SCRIPT LOAD is admin, as the README says.
+    let mut w = conn_as(&proxy, "w", "w");
+    check.refused(
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg("return 1")
+            .query(&mut w),
+        "'script|load'",
+        "SCRIPT LOAD by a write user",
+    );
+    check.that(
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg("return 1")
+            .query::<String>(&mut admin)
+            .is_ok(),
+        "SCRIPT LOAD by admin",
+    );
+
+    // Commands that read and write: their source keys need read permission too.
+    let mut split = conn_as(&proxy, "split", "x");
+    let _: () = split.set("w:{1}x", "hidden").unwrap();
+    let _: () = split.set("r:{1}a", "visible").unwrap();
+    for req in [
+        redis::cmd("SET").arg("w:{1}x").arg("v").arg("GET").clone(),
+        redis::cmd("GETDEL").arg("w:{1}x").clone(),
+        redis::cmd("GETSET").arg("w:{1}x").arg("v").clone(),
+        redis::cmd("GETEX").arg("w:{1}x").clone(),
+        redis::cmd("COPY").arg("w:{1}x").arg("r:{1}y").clone(),
+        redis::cmd("RENAME").arg("w:{1}x").arg("r:{1}y").clone(),
+        redis::cmd("SUNIONSTORE")
+            .arg("r:{1}y")
+            .arg("w:{1}x")
+            .clone(),
+        redis::cmd("SORT")
+            .arg("w:{1}x")
+            .arg("ALPHA")
+            .arg("STORE")
+            .arg("r:{1}y")
+            .clone(),
+    ] {
+        let what = format!("{} reading an unreadable key", shown(&req));
+        check.refused(req.query(&mut split), "access one of the keys", &what);
+        // Put back what a command that was let through changed.
+        let _: () = admin.set("w:{1}x", "hidden").unwrap();
+        let _: () = admin.del("r:{1}y").unwrap();
+    }
+    let copied: redis::RedisResult<i64> = redis::cmd("COPY")
+        .arg("r:{1}a")
+        .arg("w:{1}b")
+        .query(&mut split);
+    check.that(copied.ok() == Some(1), "COPY from a readable key");
+
+    // RESTORE and MIGRATE (Redis's @dangerous) are admin only.
+    let dump: Vec<u8> = redis::cmd("DUMP").arg("secret").query(&mut admin).unwrap();
+    check.refused(
+        redis::cmd("RESTORE")
+            .arg("app:r")
+            .arg(0)
+            .arg(&dump[..])
+            .query(&mut w),
+        "no permissions to run the 'restore' command",
+        "RESTORE by a write user",
+    );
+    check.refused(
+        redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(1)
+            .arg("secret")
+            .arg(0)
+            .arg(100)
+            .query(&mut w),
+        "no permissions to run the 'migrate' command",
+        "MIGRATE by a write user",
+    );
+    let restored: redis::RedisResult<()> = redis::cmd("RESTORE")
+        .arg("restored")
+        .arg(0)
+        .arg(&dump[..])
+        .query(&mut admin);
+    check.that(restored.is_ok(), "RESTORE by admin");
+    check.done();
+}
+
+/// A request's words, for messages.
+fn shown(req: &redis::Cmd) -> String {
+    req.args_iter()
+        .map(|a| match a {
+            redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Arg::Cursor => "<cursor>".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn anon(proxy: &Proxy) -> redis::Connection {
+    redis::Client::open(format!("redis://{}/", proxy.addr))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn noauth(c: &mut redis::Connection) -> bool {
+    match redis::cmd("GET").arg("app:k").query::<Value>(c) {
+        Err(e) => e.to_string().contains("Authentication required"),
+        Ok(_) => false,
+    }
+}
+
+#[test]
+fn reset_hello_and_auth_keep_logins_straight_and_client_list_shows_them() {
+    let cluster = cluster(3, 1, 0);
+    let users = "[[users]]\nname = \"admin\"\npassword = \"adm\"\nlevel = \"admin\"\n\
+                 [[users]]\nname = \"app\"\npassword = \"p\"\nlevel = \"write\"\nmax_connections = 1\n\
+                 [[users]]\nname = \"other\"\npassword = \"o\"\nlevel = \"read\"\n";
+    let proxy = Proxy::start_with(&cluster.seeds(), users, false);
+    let mut admin = conn_as(&proxy, "admin", "adm");
+    wait_served(&mut admin);
+    let mut check = Checks::default();
+
+    // HELLO before login: Redis 7.0's NOAUTH, not the server's version.
+    let mut c = anon(&proxy);
+    for v in [Some(3), Some(2), None] {
+        let mut hello = redis::cmd("HELLO");
+        if let Some(v) = v {
+            hello.arg(v);
+        }
+        check.refused(
+            hello.query(&mut c),
+            "HELLO must be called with the client already authenticated",
+            &format!("HELLO {v:?} before login"),
+        );
+    }
+    // A HELLO that fails after its AUTH option logs nobody in.
+    let r = redis::cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("admin")
+        .arg("adm")
+        .arg("SETNAME")
+        .arg("a b")
+        .query(&mut c);
+    check.refused(r, "Client names cannot contain", "HELLO ... SETNAME 'a b'");
+    check.that(noauth(&mut c), "a failed HELLO AUTH ... SETNAME logged in");
+    let r = redis::cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("admin")
+        .arg("adm")
+        .arg("BOGUS")
+        .query(&mut c);
+    check.refused(r, "Syntax error in HELLO option", "HELLO ... BOGUS");
+    check.that(noauth(&mut c), "a failed HELLO AUTH ... BOGUS logged in");
+
+    // RESET logs out (no default user here), inside MULTI too.
+    let _: () = redis::cmd("AUTH")
+        .arg("admin")
+        .arg("adm")
+        .query(&mut c)
+        .unwrap();
+    let r: redis::RedisResult<String> = redis::cmd("RESET").query(&mut c);
+    check.that(r.ok().as_deref() == Some("RESET"), "RESET answers RESET");
+    check.that(noauth(&mut c), "RESET kept the login");
+    let _: () = redis::cmd("AUTH")
+        .arg("admin")
+        .arg("adm")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let r: redis::RedisResult<String> = redis::cmd("RESET").query(&mut c);
+    check.that(
+        r.ok().as_deref() == Some("RESET"),
+        "RESET inside MULTI answers RESET",
+    );
+    check.that(noauth(&mut c), "RESET inside MULTI kept the login");
+    drop(c);
+
+    // AUTH refused by max_connections keeps the current login.
+    let mut a = conn_as(&proxy, "app", "p");
+    let mut b = conn_as(&proxy, "other", "o");
+    let a_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut a).unwrap();
+    let b_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut b).unwrap();
+    check.refused(
+        redis::cmd("AUTH").arg("app").arg("p").query(&mut b),
+        "max_connections",
+        "AUTH past max_connections",
+    );
+    check.that(!noauth(&mut b), "a refused AUTH logged the client out");
+    // Logging in again as the same user keeps the connection's own hold.
+    let again: redis::RedisResult<()> = redis::cmd("AUTH").arg("app").arg("p").query(&mut a);
+    check.that(again.is_ok(), "AUTH again as the same user");
+
+    // CLIENT LIST / INFO show each client's user; CLIENT KILL USER matches it.
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    let user_of = |id: i64| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("id={id} ")))
+            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("user=")))
+            .map(str::to_string)
+    };
+    check.that(
+        user_of(a_id).as_deref() == Some("app"),
+        format!("user=app in {list}"),
+    );
+    check.that(
+        user_of(b_id).as_deref() == Some("other"),
+        format!("user=other in {list}"),
+    );
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut admin).unwrap();
+    check.that(
+        info.contains(" user=admin "),
+        format!("user=admin in {info}"),
+    );
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("USER")
+        .arg("app")
+        .query(&mut admin)
+        .unwrap();
+    check.that(killed == 1, format!("CLIENT KILL USER app killed {killed}"));
+    if killed == 1 {
+        check.that(
+            redis::cmd("PING").query::<Value>(&mut a).is_err(),
+            "the killed client is gone",
+        );
+        check.that(
+            redis::cmd("PING").query::<Value>(&mut b).is_ok(),
+            "the other user's client lives",
+        );
+    }
+    check.done();
+}
+
+#[test]
+fn slow_log_never_holds_passwords() {
+    let cluster = cluster(3, 1, 0);
+    let users = "slowlog_threshold = \"0ms\"\n[[users]]\nname = \"admin\"\npassword = \"adm-secret-1\"\nlevel = \"admin\"\n";
+    let proxy = Proxy::start_with(&cluster.seeds(), users, false);
+    let mut admin = conn_as(&proxy, "admin", "adm-secret-1");
+    wait_served(&mut admin);
+    let mut c = anon(&proxy);
+    let _ = redis::cmd("AUTH")
+        .arg("admin")
+        .arg("wrong-secret-2")
+        .query::<Value>(&mut c);
+    let _ = redis::cmd("HELLO")
+        .arg(2)
+        .arg("AUTH")
+        .arg("admin")
+        .arg("adm-secret-1")
+        .query::<Value>(&mut c);
+    let _ = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(1)
+        .arg("k")
+        .arg(0)
+        .arg(10)
+        .arg("AUTH2")
+        .arg("u")
+        .arg("mig-secret-3")
+        .query::<Value>(&mut c);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("masterauth")
+        .arg("cfg-secret-4")
+        .query(&mut admin)
+        .unwrap();
+    let log: Value = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(&mut admin)
+        .unwrap();
+    fn strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+            Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    strings(&log, &mut all);
+    let text = all.join(" ");
+    let shown = |s: &str| all.iter().any(|a| a.contains(s));
+    assert!(shown("masterauth") && shown("AUTH2"), "{text}");
+    assert!(shown("(redacted)"), "{text}");
+    for secret in [
+        "adm-secret-1",
+        "wrong-secret-2",
+        "mig-secret-3",
+        "cfg-secret-4",
+    ] {
+        assert!(!shown(secret), "{secret} in the slow log: {text}");
+    }
+}
+
+#[test]
+fn namespaced_users_pubsub_and_info_keyspace() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(&cluster.seeds(), RULE_USERS, false);
+    let mut admin = conn_as(&proxy, "admin", "adm");
+    wait_served(&mut admin);
+    let _: () = admin.set("other", "1").unwrap();
+    let mut check = Checks::default();
+    let mut ns = conn_as(&proxy, "ns", "n");
+    for req in [
+        redis::cmd("PUBLISH").arg("other").arg("m").clone(),
+        redis::cmd("SPUBLISH").arg("other").arg("m").clone(),
+        redis::cmd("PUBSUB").arg("CHANNELS").clone(),
+        redis::cmd("PUBSUB").arg("NUMSUB").arg("other").clone(),
+    ] {
+        let what = shown(&req);
+        check.refused(req.query(&mut ns), "access one of the channels", &what);
+    }
+    let n: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+        .arg("app:news")
+        .arg("m")
+        .query(&mut ns);
+    check.that(n.ok() == Some(0), "PUBLISH inside the namespace");
+    // Each refused subscription on a connection of its own (an accepted one would leave it
+    // in subscribed mode).
+    for req in [
+        redis::cmd("SUBSCRIBE").arg("app:news").arg("other").clone(),
+        redis::cmd("PSUBSCRIBE").arg("*").clone(),
+        redis::cmd("PSUBSCRIBE").arg("app*").clone(),
+        redis::cmd("SSUBSCRIBE").arg("other").clone(),
+    ] {
+        let mut c = conn_as(&proxy, "ns", "n");
+        let what = shown(&req);
+        check.refused(req.query(&mut c), "access one of the channels", &what);
+    }
+    // Allowed ones work: a subscription inside the namespace.
+    let mut sub = conn_as(&proxy, "ns", "n");
+    let r: redis::RedisResult<Value> = redis::cmd("PSUBSCRIBE").arg("app:*").query(&mut sub);
+    check.that(
+        format!("{r:?}").contains("psubscribe"),
+        format!("PSUBSCRIBE app:* gave {r:?}"),
+    );
+
+    // INFO keyspace: the cluster's totals for admins, nothing for a namespaced user.
+    let all: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query(&mut admin)
+        .unwrap();
+    check.that(
+        all.contains("db0:keys="),
+        format!("admin's keyspace: {all}"),
+    );
+    let mine: String = redis::cmd("INFO").arg("keyspace").query(&mut ns).unwrap();
+    check.that(
+        mine.contains("# Keyspace") && !mine.contains("db0:"),
+        format!("namespaced INFO keyspace: {mine}"),
+    );
+    let mine: String = redis::cmd("INFO").query(&mut ns).unwrap();
+    check.that(!mine.contains("db0:"), "namespaced INFO shows db0");
+    check.done();
+}

@@ -10,6 +10,7 @@
 //! tasks of this session on leased connections (aborted when the client leaves), transactions
 //! live in [`tx`], subscriptions in [`pubsub`].
 
+mod login;
 mod pubsub;
 mod tx;
 mod wait;
@@ -113,27 +114,10 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
     };
     if s.acl {
         s.client.peer_ip = s.stream.peer_addr().ok().map(|a| a.ip());
-        // A verified client certificate naming a user logs in as it; otherwise Redis's
-        // `default` user with no password, if there is one.
-        let users = &worker.shared.users;
-        let by_cert = if s.stream.is_tls() && users.use_certificates() {
-            users.by_certificate(&s.stream.peer_certificate_names())
-        } else {
-            None
-        };
-        s.client.user = match by_cert {
-            Some(u) => match u.open_session() {
-                Ok(session) => Some(session),
-                Err(e) => {
-                    worker.shared.auth_guard.user_limited.fetch_add(1, Relaxed);
-                    tracing::info!(client = id, user = %u.name, "certificate login refused: {e}");
-                    None
-                }
-            },
-            None => users
-                .authenticate(b"default", b"")
-                .and_then(|u| u.open_session().ok()),
-        };
+        s.client.user = s.initial_login();
+        if let Some(u) = &s.client.user {
+            worker.shared.clients.set_user(id, &u.name);
+        }
     }
     worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
@@ -521,6 +505,7 @@ impl Session {
             Route::Local(Local::Reset) => {
                 self.tx_reset();
                 self.sub_reset();
+                self.reset_login();
                 self.client.name = None;
                 self.client.resp3 = false;
                 self.reply_mode = ReplyMode::default();
@@ -541,8 +526,9 @@ impl Session {
                 self.queue.push_back(Rc::clone(&slot_rc));
                 let shared = Arc::clone(&self.worker.shared);
                 let args = args[1..].to_vec();
+                let hide_keyspace = self.client.user.as_ref().is_some_and(|u| u.namespaced());
                 tokio::task::spawn_local(async move {
-                    slot_rc.fill(crate::info::answer(args, shared).await);
+                    slot_rc.fill(crate::info::answer(args, shared, hide_keyspace).await);
                 });
             }
             Route::Local(cmd) => {
@@ -551,7 +537,7 @@ impl Session {
                 if r.close {
                     self.closing = true;
                 }
-                if matches!(cmd, Local::ClientSetName | Local::Hello) {
+                if matches!(cmd, Local::ClientSetName | Local::Hello | Local::Auth) {
                     self.sync_registry();
                 }
             }
@@ -687,10 +673,12 @@ impl Session {
         l.sub.store(sub as u64, Relaxed);
         l.psub.store(psub as u64, Relaxed);
         l.ssub.store(ssub as u64, Relaxed);
-        self.worker
-            .shared
-            .clients
-            .set_name(self.client.id, self.client.name.as_ref());
+        let clients = &self.worker.shared.clients;
+        clients.set_name(self.client.id, self.client.name.as_ref());
+        if self.acl {
+            let user = self.client.user.as_ref().map_or("default", |u| &u.name);
+            clients.set_user(self.client.id, user);
+        }
     }
 
     /// A call for the client's own protocol: RESP3 clients' requests travel on RESP3

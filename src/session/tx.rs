@@ -65,7 +65,10 @@ impl Session {
             }
             Route::Split(_) => self.tx_refuse(resp::error(CROSSSLOT)),
             Route::Reply(err) => self.tx_refuse(err),
-            Route::Local(Local::Quit) => self.dispatch_plain(route, wire, args),
+            // RESET is run at once inside MULTI too, as in Redis: it ends the transaction.
+            Route::Local(Local::Quit) | Route::Local(Local::Reset) => {
+                self.dispatch_plain(route, wire, args)
+            }
             _ => {
                 let name = String::from_utf8_lossy(&args[0]).to_uppercase();
                 self.tx_refuse(resp::error(&format!(
