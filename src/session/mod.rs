@@ -135,6 +135,8 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
                 .and_then(|u| u.open_session().ok()),
         };
     }
+    s.parser
+        .set_unauthenticated(s.acl && s.client.user.is_none());
     worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
         tracing::debug!(client = id, error = %e, "client connection ended with an error");
@@ -405,6 +407,11 @@ impl Session {
                         false => route,
                     };
                     self.dispatch(route, wire.clone(), &args);
+                    if self.acl {
+                        // AUTH, HELLO AUTH or RESET may have changed it; the next header is
+                        // read under the new state, as in Redis.
+                        self.parser.set_unauthenticated(self.client.user.is_none());
+                    }
                     if self.queue.len() > before {
                         if let Some(slot) = self.queue.back() {
                             self.obs.begin(slot, cmd, wire);
