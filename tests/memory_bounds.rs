@@ -153,3 +153,63 @@ fn a_huge_bulk_header_reserves_no_memory_up_front() {
     let pong: String = redis::cmd("PING").query(&mut c).expect("PING");
     assert_eq!(pong, "PONG");
 }
+
+/// Queues `n` keyless commands (ECHO of `arg`) in a transaction that names no key yet; the
+/// replies, as text ("QUEUED" or the error).
+fn queue_keyless(c: &mut redis::Connection, n: usize, arg: &[u8]) -> Vec<String> {
+    (0..n)
+        .map(|_| match redis::cmd("ECHO").arg(arg).query::<String>(c) {
+            Ok(s) => s,
+            Err(e) => e.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_transaction_queue_before_its_slot_is_known_is_bounded() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(
+        &cluster.seeds(),
+        "max_pipeline = 16\nmax_pending_reply_bytes = \"64kb\"",
+        true,
+    );
+    let mut c = proxy.conn();
+    // By count: the 17th keyless command is refused, and the transaction is discarded.
+    let _: () = redis::cmd("MULTI").query(&mut c).expect("MULTI");
+    let got = queue_keyless(&mut c, 20, b"x");
+    assert!(got[..16].iter().all(|r| r == "QUEUED"), "{got:?}");
+    assert!(
+        got[16].contains("too many commands queued before the transaction named a key"),
+        "{got:?}"
+    );
+    // Like Redis after an error at queue time: later commands are QUEUED, EXEC aborts.
+    assert!(got[17..].iter().all(|r| r == "QUEUED"), "{got:?}");
+    let _: String = redis::cmd("ECHO").arg("k").query(&mut c).expect("QUEUED");
+    let err = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut c)
+        .expect_err("EXEC must abort");
+    assert_eq!(err.kind(), redis::ErrorKind::ExecAbortError, "{err}");
+    // By bytes: 10 KB arguments, 64 KB in all.
+    let _: () = redis::cmd("MULTI").query(&mut c).expect("MULTI");
+    let got = queue_keyless(&mut c, 8, &[b'x'; 10 * 1024]);
+    assert!(got[..6].iter().all(|r| r == "QUEUED"), "{got:?}");
+    assert!(got[6].contains("max_pending_reply_bytes 65536"), "{got:?}");
+    let err = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut c)
+        .expect_err("EXEC must abort");
+    assert_eq!(err.kind(), redis::ErrorKind::ExecAbortError, "{err}");
+    // Within the bounds a transaction still works, and the connection is usable after.
+    let _: () = redis::cmd("MULTI").query(&mut c).expect("MULTI");
+    assert!(queue_keyless(&mut c, 16, b"y")
+        .iter()
+        .all(|r| r == "QUEUED"));
+    let _: String = redis::cmd("SET")
+        .arg("{tx}k")
+        .arg("v")
+        .query(&mut c)
+        .expect("QUEUED");
+    let results: Vec<redis::Value> = redis::cmd("EXEC").query(&mut c).expect("EXEC");
+    assert_eq!(results.len(), 17);
+    let v: String = redis::cmd("GET").arg("{tx}k").query(&mut c).expect("GET");
+    assert_eq!(v, "v");
+}
