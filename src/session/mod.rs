@@ -570,11 +570,12 @@ impl Session {
     /// into one reply slot. Every call is addressed to a node (`Dest::Node`), so a MOVED is
     /// not expected; an unreachable node fails only its part, and the merge reports it.
     fn fan_out(&mut self, f: FanOut, wire: Bytes, args: &[Bytes]) {
-        if args.len() == 3
-            && args[0].eq_ignore_ascii_case(b"script")
-            && args[1].eq_ignore_ascii_case(b"load")
-        {
-            self.worker.shared.scripts.remember(&args[2]);
+        if args.len() >= 2 && args[0].eq_ignore_ascii_case(b"script") {
+            if args.len() == 3 && args[1].eq_ignore_ascii_case(b"load") {
+                self.worker.shared.scripts.remember(&args[2]);
+            } else if args[1].eq_ignore_ascii_case(b"flush") {
+                self.worker.shared.scripts.clear();
+            }
         }
         let map = self.worker.shared.map.load();
         let (nodes, kind, wire) = match f {
