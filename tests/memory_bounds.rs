@@ -213,3 +213,48 @@ fn a_transaction_queue_before_its_slot_is_known_is_bounded() {
     let v: String = redis::cmd("GET").arg("{tx}k").query(&mut c).expect("GET");
     assert_eq!(v, "v");
 }
+
+/// `total_connections_received` summed over the cluster's nodes, asked on `conns` (one open
+/// connection per node, so asking opens nothing).
+fn node_connections(conns: &mut [redis::Connection]) -> u64 {
+    conns
+        .iter_mut()
+        .map(|c| info_stat(c, "total_connections_received"))
+        .sum()
+}
+
+#[test]
+fn pipelined_info_opens_no_connection_per_call() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    for i in 0..20 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("info:{i}"))
+            .arg(i)
+            .query(&mut c)
+            .expect("SET");
+    }
+    let mut nodes: Vec<redis::Connection> = (0..cluster.nodes.len())
+        .map(|i| node_conn(&cluster, i))
+        .collect();
+    let before = node_connections(&mut nodes);
+    let mut pipe = redis::pipe();
+    for _ in 0..1000 {
+        pipe.cmd("INFO");
+    }
+    let replies: Vec<String> = pipe.query(&mut c).expect("1000 INFOs");
+    assert_eq!(replies.len(), 1000);
+    for r in &replies {
+        // The masters' figures are there: every master answered.
+        assert!(r.contains("slotproxy_info_unreachable_masters:0"), "{r}");
+        assert!(r.contains("db0:keys="), "{r}");
+    }
+    let keys: u64 = replies[999]
+        .lines()
+        .find_map(|l| l.strip_prefix("db0:keys=")?.split(',').next()?.parse().ok())
+        .expect("db0 keys");
+    assert_eq!(keys, 20);
+    let opened = node_connections(&mut nodes) - before;
+    assert!(opened < 100, "1000 INFOs opened {opened} node connections");
+}

@@ -546,10 +546,10 @@ impl Session {
             Route::Local(Local::Info) => {
                 let slot_rc = ReplySlot::new(&self.signal);
                 self.queue.push_back(Rc::clone(&slot_rc));
-                let shared = Arc::clone(&self.worker.shared);
+                let worker = Rc::clone(&self.worker);
                 let args = args[1..].to_vec();
                 tokio::task::spawn_local(async move {
-                    slot_rc.fill(crate::info::answer(args, shared).await);
+                    slot_rc.fill(crate::info::answer(args, worker).await);
                 });
             }
             Route::Local(cmd) => {
