@@ -2,25 +2,29 @@
 //! the sums over workers that they and the Prometheus exporter share.
 //!
 //! INFO runs as a task on the client's worker (like `PROXY` commands): the sections that come
-//! from the backends (`keyspace_hits`/`misses`, `# Keyspace`) ask every master concurrently on
-//! control-plane connections, so a slow node delays only this reply. Invariants: the proxy
+//! from the backends (`keyspace_hits`/`misses`, `# Keyspace`) ask every master concurrently over
+//! the worker's shared data-path connections (no connection is opened per INFO), so a slow
+//! node delays only this reply. Invariants: the proxy
 //! keeps presenting itself as a standalone server (`cluster_enabled:0`, `redis_mode:standalone`),
 //! since clients such as redis-py switch to cluster mode when they see a cluster; a master
 //! that does not answer is counted in `slotproxy_info_unreachable_masters`, never silently
 //! dropped.
 
 use crate::admin::jobs::lines_reply;
+use crate::dispatch::{Call, Dest, ReplySlot, Target};
 use crate::fanout;
-use crate::node_client::NodeClient;
 use crate::resp;
 use crate::shared::Shared;
 use crate::stats::{self, HistSnap};
+use crate::worker::Worker;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Worker counters summed over all workers.
 #[derive(Debug, Default, Clone)]
@@ -199,40 +203,78 @@ fn field(text: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
 }
 
-async fn ask_master(
-    addr: Arc<str>,
-    stats: bool,
-    keyspace: bool,
-    timeout: Duration,
-) -> Option<String> {
-    let mut c = NodeClient::connect(&addr, timeout).await.ok()?;
-    let mut text = String::new();
-    if stats {
-        text.push_str(&c.call_text(&["INFO", "stats"]).await.ok()?);
-    }
-    if keyspace {
-        text.push_str(&c.call_text(&["INFO", "keyspace"]).await.ok()?);
-    }
-    Some(text)
+/// The text of a bulk-string reply (`$len\r\n...\r\n`); `None` for anything else (an error
+/// the node or the proxy answered instead).
+fn bulk_text(frame: &[u8]) -> Option<String> {
+    let rest = frame.strip_prefix(b"$")?;
+    let cr = rest.iter().position(|&b| b == b'\r')?;
+    let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
+    let body = rest.get(cr + 2..cr + 2 + len)?;
+    Some(String::from_utf8_lossy(body).into_owned())
 }
 
-async fn backends(shared: &Shared, stats: bool, keyspace: bool) -> Backends {
-    let masters = fanout::masters(&shared.map.load());
-    let timeout = shared
-        .live
-        .request_timeout()
-        .min(Duration::from_secs(2))
-        .max(Duration::from_millis(200));
-    let mut set = tokio::task::JoinSet::new();
-    for m in masters {
-        set.spawn(ask_master(m, stats, keyspace, timeout));
+const INFO_STATS: &[u8] = b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n";
+const INFO_KEYSPACE: &[u8] = b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n";
+
+/// Asks every master for its INFO sections over the worker's shared, multiplexed connections
+/// (as any data command travels), so an INFO costs requests, never connections: a client
+/// pipelining INFOs cannot make the proxy open connections to every master per call. One
+/// request per section, which every Redis version accepts.
+async fn backends(worker: &Worker, stats: bool, keyspace: bool) -> Backends {
+    let masters = fanout::masters(&worker.shared.map.load());
+    let wires: Vec<&'static [u8]> = [(stats, INFO_STATS), (keyspace, INFO_KEYSPACE)]
+        .into_iter()
+        .filter_map(|(want, w)| want.then_some(w))
+        .collect();
+    let signal = Rc::new(Notify::new());
+    let mut slots = Vec::with_capacity(masters.len() * wires.len());
+    for m in &masters {
+        for w in &wires {
+            let slot = ReplySlot::new(&signal);
+            slots.push(Rc::clone(&slot));
+            worker.send(Call::new(
+                Bytes::from_static(w),
+                Dest::Node(Arc::clone(m)),
+                Target::Whole(slot),
+            ));
+        }
+    }
+    // Every call is answered or failed by the worker (request_timeout bounds it); the
+    // deadline is only a safety net. A fill while this task is not waiting leaves a permit,
+    // so no wake-up is lost.
+    let live = &worker.shared.live;
+    let deadline = tokio::time::Instant::now()
+        + live.request_timeout()
+        + live.connect_timeout()
+        + Duration::from_secs(1);
+    let mut replies: Vec<Option<Bytes>> = vec![None; slots.len()];
+    loop {
+        for (r, s) in replies.iter_mut().zip(&slots) {
+            if r.is_none() {
+                *r = s.take();
+            }
+        }
+        if replies.iter().all(Option::is_some) {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, signal.notified())
+            .await
+            .is_err()
+        {
+            break;
+        }
     }
     let mut b = Backends::default();
-    while let Some(r) = set.join_next().await {
-        let Ok(Some(text)) = r else {
+    for per_master in replies.chunks(wires.len().max(1)) {
+        let texts: Option<Vec<String>> = per_master
+            .iter()
+            .map(|r| r.as_deref().and_then(bulk_text))
+            .collect();
+        let Some(texts) = texts else {
             b.unreachable += 1;
             continue;
         };
+        let text = texts.concat();
         b.hits += field(&text, "keyspace_hits").unwrap_or(0);
         b.misses += field(&text, "keyspace_misses").unwrap_or(0);
         for l in text.lines() {
@@ -260,16 +302,16 @@ async fn backends(shared: &Shared, stats: bool, keyspace: bool) -> Backends {
 /// Answers `INFO [section ...]` (`args` excludes the word INFO). With `hide_keyspace` (a
 /// user confined to key prefixes) the `# Keyspace` section is shown empty: the cluster's key
 /// counts are beyond that user's namespace.
-pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>, hide_keyspace: bool) -> Bytes {
+pub async fn answer(args: Vec<Bytes>, worker: Rc<Worker>, hide_keyspace: bool) -> Bytes {
     let sections = wanted(&args);
     let need_stats = sections.contains(&"stats");
     let need_keyspace = sections.contains(&"keyspace") && !hide_keyspace;
     let b = if need_stats || need_keyspace {
-        backends(&shared, need_stats, need_keyspace).await
+        backends(&worker, need_stats, need_keyspace).await
     } else {
         Backends::default()
     };
-    resp::bulk(render(&sections, &shared, &b).as_bytes())
+    resp::bulk(render(&sections, &worker.shared, &b).as_bytes())
 }
 
 fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {

@@ -13,6 +13,17 @@ use std::fmt;
 /// Longest inline request or multibulk/bulk header line, as Redis's PROTO_INLINE_MAX_SIZE.
 pub const MAX_INLINE: usize = 64 * 1024;
 
+/// Most arguments a client that has not authenticated may send in one request (Redis's own
+/// limit for such clients), so that a stranger cannot make the proxy hold much.
+pub const UNAUTH_MAX_ARGS: usize = 10;
+
+/// Longest argument a client that has not authenticated may send (Redis's own limit).
+pub const UNAUTH_MAX_BULK: usize = 16 * 1024;
+
+/// Most room [`RequestParser::needed`] asks the reader to reserve beyond the bytes already
+/// buffered: a declared bulk length is a claim, not bytes, so buffers grow with what arrives.
+const MAX_RESERVE_HINT: usize = 64 * 1024;
+
 /// Limits that protect the proxy from a client's request.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -89,6 +100,9 @@ pub struct RequestParser {
     /// (start, end) of each argument of the request being read; reused across requests so a
     /// request costs no allocation here.
     ranges: Vec<(usize, usize)>,
+    /// The client has not authenticated (users are configured): Redis's limits for
+    /// unauthenticated clients apply ([`UNAUTH_MAX_ARGS`], [`UNAUTH_MAX_BULK`]).
+    unauthenticated: bool,
 }
 
 /// Finds the end of a header line starting at `from`: the index of its `\r`, provided the
@@ -130,18 +144,30 @@ impl RequestParser {
             limits,
             partial: None,
             ranges: Vec::new(),
+            unauthenticated: false,
         }
     }
 
-    /// Bytes the incomplete request at the head of the buffer still needs, when known; lets the
-    /// reader reserve room for a large argument in one allocation.
+    /// Marks whether the client is unauthenticated; headers read from here on are checked
+    /// against Redis's limits for unauthenticated clients while it is.
+    pub fn set_unauthenticated(&mut self, unauthenticated: bool) {
+        self.unauthenticated = unauthenticated;
+    }
+
+    /// Room worth reserving for the incomplete request at the head of the buffer: what it
+    /// still needs, but never more than [`MAX_RESERVE_HINT`] or the bytes already buffered
+    /// (whichever is larger). A header alone therefore cannot make the proxy reserve its
+    /// declared size, while a large argument that really arrives still grows the buffer
+    /// geometrically (few copies).
     pub fn needed(&self, buf_len: usize) -> usize {
         match &self.partial {
             Some(Partial {
                 bulk: Some(len),
                 pos,
                 ..
-            }) => (pos + len + 2).saturating_sub(buf_len),
+            }) => (pos + len + 2)
+                .saturating_sub(buf_len)
+                .min(MAX_RESERVE_HINT.max(buf_len)),
             _ => 0,
         }
     }
@@ -193,6 +219,9 @@ impl RequestParser {
                     continue;
                 }
                 let count = count as usize;
+                if self.unauthenticated && count > UNAUTH_MAX_ARGS {
+                    return Err(perr("unauthenticated multibulk length"));
+                }
                 if count > self.limits.max_args {
                     return Err(perr(format!(
                         "too many arguments in request ({count} > max_request_args {})",
@@ -216,6 +245,7 @@ impl RequestParser {
         args: &mut Vec<Bytes>,
     ) -> Result<Option<Option<Bytes>>, ProtocolError> {
         let limits = &self.limits;
+        let unauthenticated = self.unauthenticated;
         let Some(p) = self.partial.as_mut() else {
             return Ok(None);
         };
@@ -242,6 +272,9 @@ impl RequestParser {
                         .filter(|&n| n >= 0 && n as u64 <= limits.max_bulk as u64)
                         .ok_or_else(|| perr("invalid bulk length"))?
                         as usize;
+                    if unauthenticated && len > UNAUTH_MAX_BULK {
+                        return Err(perr("unauthenticated bulk length"));
+                    }
                     p.pos = cr + 2;
                     p.bulk = Some(len);
                     len
@@ -480,6 +513,42 @@ mod tests {
         let mut buf = BytesMut::from(&b"*1\r\n$100\r\nabc"[..]);
         assert!(p.parse(&mut buf).unwrap().is_none());
         assert_eq!(p.needed(buf.len()), 100 + 2 - 3);
+    }
+
+    #[test]
+    fn a_bulk_header_alone_reserves_little() {
+        let mut p = RequestParser::default();
+        let mut buf = BytesMut::from(&b"*1\r\n$536870000\r\nabc"[..]);
+        assert!(p.parse(&mut buf).unwrap().is_none());
+        assert_eq!(p.needed(buf.len()), MAX_RESERVE_HINT);
+        // With 1 MB buffered, the hint follows the bytes present (geometric growth).
+        buf.extend_from_slice(&vec![b'x'; 1 << 20]);
+        assert!(p.parse(&mut buf).unwrap().is_none());
+        assert_eq!(p.needed(buf.len()), buf.len());
+    }
+
+    #[test]
+    fn unauthenticated_limits_are_redis_s() {
+        let e = |i: &[u8]| {
+            let mut p = RequestParser::default();
+            p.set_unauthenticated(true);
+            let mut buf = BytesMut::from(i);
+            p.parse(&mut buf).map(|r| r.is_some())
+        };
+        assert_eq!(
+            e(b"*11\r\n").unwrap_err().to_string(),
+            "ERR Protocol error: unauthenticated multibulk length"
+        );
+        assert_eq!(
+            e(b"*2\r\n$16385\r\n").unwrap_err().to_string(),
+            "ERR Protocol error: unauthenticated bulk length"
+        );
+        assert_eq!(e(b"*10\r\n$16384\r\n"), Ok(false));
+        // Redis checks the length is valid before the authentication limit.
+        assert_eq!(
+            e(b"*1\r\n$536870913\r\n").unwrap_err().to_string(),
+            "ERR Protocol error: invalid bulk length"
+        );
     }
 
     #[test]

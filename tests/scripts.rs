@@ -122,3 +122,47 @@ fn evalsha_survives_a_node_without_the_script_and_functions_reach_every_master()
         .unwrap_err();
     assert!(e.to_string().to_lowercase().contains("notbusy"), "{e}");
 }
+
+#[test]
+fn script_flush_through_the_proxy_makes_evalsha_answer_noscript() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 'flushed?'")
+        .query(&mut c)
+        .expect("SCRIPT LOAD");
+    let v: String = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(0)
+        .query(&mut c)
+        .expect("EVALSHA");
+    assert_eq!(v, "flushed?");
+    for flush in [&["SCRIPT", "FLUSH"][..], &["SCRIPT", "FLUSH", "SYNC"]] {
+        let _: () = redis::cmd(flush[0])
+            .arg(&flush[1..])
+            .query(&mut c)
+            .expect("SCRIPT FLUSH");
+        // As Redis: the script is gone; the proxy does not load it again behind the client.
+        let e = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(0)
+            .query::<Value>(&mut c)
+            .unwrap_err();
+        assert_eq!(e.code(), Some("NOSCRIPT"), "{e}");
+        let exists: Vec<i64> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&sha)
+            .query(&mut c)
+            .expect("SCRIPT EXISTS");
+        assert_eq!(exists, vec![0]);
+        // Loaded again, it runs again.
+        let again: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg("return 'flushed?'")
+            .query(&mut c)
+            .expect("SCRIPT LOAD");
+        assert_eq!(again, sha);
+    }
+}

@@ -119,6 +119,8 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
             worker.shared.clients.set_user(id, &u.name);
         }
     }
+    s.parser
+        .set_unauthenticated(s.acl && s.client.user.is_none());
     worker.register_session(id, &s.signal);
     if let Err(e) = s.run().await {
         tracing::debug!(client = id, error = %e, "client connection ended with an error");
@@ -389,6 +391,11 @@ impl Session {
                         false => route,
                     };
                     self.dispatch(route, wire.clone(), &args);
+                    if self.acl {
+                        // AUTH, HELLO AUTH or RESET may have changed it; the next header is
+                        // read under the new state, as in Redis.
+                        self.parser.set_unauthenticated(self.client.user.is_none());
+                    }
                     if self.queue.len() > before {
                         if let Some(slot) = self.queue.back() {
                             self.obs.begin(slot, cmd, wire);
@@ -524,11 +531,11 @@ impl Session {
             Route::Local(Local::Info) => {
                 let slot_rc = ReplySlot::new(&self.signal);
                 self.queue.push_back(Rc::clone(&slot_rc));
-                let shared = Arc::clone(&self.worker.shared);
+                let worker = Rc::clone(&self.worker);
                 let args = args[1..].to_vec();
                 let hide_keyspace = self.client.user.as_ref().is_some_and(|u| u.namespaced());
                 tokio::task::spawn_local(async move {
-                    slot_rc.fill(crate::info::answer(args, shared, hide_keyspace).await);
+                    slot_rc.fill(crate::info::answer(args, worker, hide_keyspace).await);
                 });
             }
             Route::Local(cmd) => {
@@ -549,11 +556,12 @@ impl Session {
     /// into one reply slot. Every call is addressed to a node (`Dest::Node`), so a MOVED is
     /// not expected; an unreachable node fails only its part, and the merge reports it.
     fn fan_out(&mut self, f: FanOut, wire: Bytes, args: &[Bytes]) {
-        if args.len() == 3
-            && args[0].eq_ignore_ascii_case(b"script")
-            && args[1].eq_ignore_ascii_case(b"load")
-        {
-            self.worker.shared.scripts.remember(&args[2]);
+        if args.len() >= 2 && args[0].eq_ignore_ascii_case(b"script") {
+            if args.len() == 3 && args[1].eq_ignore_ascii_case(b"load") {
+                self.worker.shared.scripts.remember(&args[2]);
+            } else if args[1].eq_ignore_ascii_case(b"flush") {
+                self.worker.shared.scripts.clear();
+            }
         }
         let map = self.worker.shared.map.load();
         let (nodes, kind, wire) = match f {

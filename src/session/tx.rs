@@ -6,7 +6,9 @@
 //! that EXEC answers `EXECABORT`, as Redis does for any error at queue time; a redirect or a
 //! lost connection inside the transaction reaches the client as an abort, never as MOVED.
 //! MULTI is answered at once and sent to the node with the first command that names a slot,
-//! because only then is the node known.
+//! because only then is the node known. Until then the proxy holds the queued commands itself,
+//! at most `max_pipeline` of them and `max_pending_reply_bytes` bytes; one more is refused with
+//! an error and EXEC answers `EXECABORT`, like any other error at queue time.
 
 use super::Session;
 use crate::dedicated::{Expect, Lease};
@@ -34,8 +36,11 @@ pub(super) struct TxState {
     aborted: bool,
     /// Keyless commands queued before the slot was known, sent once it is. They were
     /// answered `+QUEUED` at once (a client may wait for that before sending more); the
-    /// node's own `+QUEUED` is dropped, and their results come with EXEC's.
+    /// node's own `+QUEUED` is dropped, and their results come with EXEC's. Bounded by
+    /// `max_pipeline` commands and `max_pending_reply_bytes` bytes (see [`Session::tx_queue`]).
     buffered: Vec<Bytes>,
+    /// Bytes in `buffered`.
+    buffered_bytes: usize,
 }
 
 impl TxState {
@@ -138,6 +143,7 @@ impl Session {
                 if self.tx.conn.is_none() {
                     if t == Tx::Discard {
                         self.tx.buffered.clear();
+                        self.tx.buffered_bytes = 0;
                         self.push_ready(resp::simple("OK"));
                         return self.tx_end(true);
                     }
@@ -168,7 +174,22 @@ impl Session {
         }
         if self.tx.conn.is_some() {
             self.tx_send(wire);
+        } else if self.tx.aborted {
+            // EXEC will discard it anyway: answered as Redis does, but not kept.
+            self.push_ready(resp::simple("QUEUED"));
+        } else if self.tx.buffered.len() >= self.max_pipeline
+            || self.tx.buffered_bytes + wire.len() > self.max_out
+        {
+            // The proxy holds these itself (no node has them yet), so they are bounded like
+            // a client's pipeline and its pending replies.
+            self.tx.buffered = Vec::new();
+            self.tx.buffered_bytes = 0;
+            self.tx_refuse(resp::error(&format!(
+                "ERR slotproxy: too many commands queued before the transaction named a key (at most max_pipeline {} commands and max_pending_reply_bytes {} bytes); the transaction will be discarded",
+                self.max_pipeline, self.max_out
+            )));
         } else {
+            self.tx.buffered_bytes += wire.len();
             self.tx.buffered.push(wire);
             self.push_ready(resp::simple("QUEUED"));
         }
@@ -213,6 +234,7 @@ impl Session {
         if self.tx.in_multi {
             // MULTI was answered already; the node's +OK is dropped.
             self.tx_send_silent(Bytes::from_static(MULTI));
+            self.tx.buffered_bytes = 0;
             for wire in std::mem::take(&mut self.tx.buffered) {
                 self.tx_send_silent(wire);
             }
