@@ -309,6 +309,12 @@ impl Session {
                 crate::observe::linger(&mut self.stream).await;
                 return Ok(());
             }
+            if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
+                // Replies drained without a wake-up (the proxy's own replies are ready at once,
+                // and a burst of backend replies wakes the session only once): the requests
+                // held back at the pipeline cap must be parsed now, as nothing else will.
+                continue;
+            }
             let can_read = !self.closing
                 && !draining
                 && !self.unparsed

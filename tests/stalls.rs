@@ -1,0 +1,85 @@
+//! One client must not hold up the others, nor itself: pipelines past `max_pipeline`, a
+//! half-closed client, requests left in flight by clients that leave, blocking commands hidden
+//! behind option names, dedicated connections hoarded by one client.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Reads until `want` bytes arrived, the connection closes or `T` passes without data.
+fn read_bytes(s: &mut TcpStream, want: usize) -> Vec<u8> {
+    s.set_read_timeout(Some(T)).ok();
+    let mut out = Vec::with_capacity(want);
+    let mut buf = vec![0u8; 64 * 1024];
+    while out.len() < want {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+/// Polls the proxy's metrics until `done` holds for them (at most 20 s); the last scrape.
+fn scrape_until(proxy: &Proxy, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = proxy.scrape();
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed {what}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn pipelines_longer_than_max_pipeline_get_every_reply() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    {
+        let mut s = proxy.raw();
+        // Replies the proxy composes itself are ready at once: nothing wakes the session
+        // when they drain below the cap.
+        for n in [1025usize, 5000] {
+            s.write_all(&b"PING\r\n".repeat(n)).expect("write");
+            let got = read_bytes(&mut s, n * 7);
+            assert_eq!(got.len(), n * 7, "{n} PINGs: got {} bytes", got.len());
+            assert_eq!(got, b"+PONG\r\n".repeat(n), "{n} PINGs");
+        }
+        // Backend replies, past the cap, mixed with the proxy's own.
+        let mut req = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..3000 {
+            if i % 3 == 0 {
+                req.extend_from_slice(b"PING\r\n");
+                want.extend_from_slice(b"+PONG\r\n");
+            } else {
+                req.extend_from_slice(format!("SET stall:{i} {i}\r\n").as_bytes());
+                want.extend_from_slice(b"+OK\r\n");
+            }
+        }
+        s.write_all(&req).expect("write");
+        let got = read_bytes(&mut s, want.len());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+        // The connection still works.
+        s.write_all(b"ECHO still\r\n").expect("write");
+        assert_eq!(read_bytes(&mut s, 11), b"$5\r\nstill\r\n");
+    }
+    // Closed: the session ended and gave back its client slot.
+    scrape_until(&proxy, "no client connections", |t| {
+        t.contains("slotproxy_client_connections")
+            && metric(t, "slotproxy_client_connections") == 0.0
+    });
+}
