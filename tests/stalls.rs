@@ -5,8 +5,9 @@
 mod common;
 
 use common::*;
+use redis::Commands;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
@@ -82,4 +83,29 @@ fn pipelines_longer_than_max_pipeline_get_every_reply() {
         t.contains("slotproxy_client_connections")
             && metric(t, "slotproxy_client_connections") == 0.0
     });
+}
+
+#[test]
+fn a_half_closed_client_gets_its_replies_before_the_proxy_closes() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut s = proxy.raw();
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$4\r\nhalf\r\n$2\r\nv1\r\nGET half\r\nPING\r\n")
+        .expect("write");
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    let (got, closed) = raw_exchange(&mut s, b"", T);
+    assert_eq!(got, "+OK\r\n$2\r\nv1\r\n+PONG\r\n");
+    assert!(closed, "the proxy closes after the replies");
+
+    // A blocked command is not waited for: the client may be gone altogether.
+    let mut s = proxy.raw();
+    s.write_all(b"BLPOP half:list 0\r\n").expect("write");
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    let (got, closed) = raw_exchange(&mut s, b"", T);
+    assert_eq!(got, "");
+    assert!(closed, "a half-closed blocked client is closed");
+
+    let mut c = proxy.conn();
+    let v: String = c.get("half").expect("GET");
+    assert_eq!(v, "v1");
 }

@@ -341,7 +341,7 @@ impl Session {
                 Event::Writable(r) => r?,
                 Event::Readable(r) => {
                     r?;
-                    if !self.read()? {
+                    if !self.read()? && !self.half_closed() {
                         return Ok(());
                     }
                 }
@@ -356,6 +356,20 @@ impl Session {
             self.max_out = limits.max_pending_reply_bytes;
             self.parser.set_limits(limits.limits());
         }
+    }
+
+    /// The client shut down its writing side (EOF). Like Redis, the replies to what it sent
+    /// still go out before the connection closes (`printf 'SET k v' | nc -N`): returns true
+    /// when the session should stay to deliver them. It does not stay for a blocked command,
+    /// a WAIT or subscriptions, whose replies may never come: the client may have closed
+    /// altogether, and nothing but a write would tell.
+    fn half_closed(&mut self) -> bool {
+        let waiting = self.tasks.iter().any(|t| !t.is_finished());
+        if waiting || self.subs.is_some() || (self.queue.is_empty() && self.out.is_empty()) {
+            return false;
+        }
+        self.closing = true;
+        true
     }
 
     /// Reads what the socket has and handles the complete requests. Returns false at EOF.
