@@ -109,3 +109,41 @@ fn a_half_closed_client_gets_its_replies_before_the_proxy_closes() {
     let v: String = c.get("half").expect("GET");
     assert_eq!(v, "v1");
 }
+
+#[test]
+fn requests_in_flight_returns_to_zero_when_clients_leave() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut sent = 0usize;
+    let mut send = |bytes: &[u8], half_close: bool| {
+        let mut s = proxy.raw();
+        s.write_all(bytes).expect("write");
+        sent += bytes.len();
+        if half_close {
+            s.shutdown(Shutdown::Write).expect("shutdown");
+        }
+        raw_exchange(&mut s, b"", Duration::from_millis(300));
+    };
+    // Replies the client asked not to get.
+    send(
+        b"CLIENT REPLY OFF\r\nSET f:1 1\r\nGET f:1\r\nCLIENT REPLY SKIP\r\n",
+        false,
+    );
+    send(b"CLIENT REPLY SKIP\r\nSET f:2 2\r\nPING\r\n", false);
+    // A client that leaves while blocked.
+    send(b"BLPOP f:list 0\r\n", true);
+    // A protocol error after a pipeline.
+    send(b"PING\r\nSET f:3 3\r\n*1\r\n+PING\r\n", false);
+    // A long pipeline the client never reads.
+    send(&b"GET f:1\r\n".repeat(5000), true);
+    let text = scrape_until(&proxy, "every client gone", |t| {
+        t.contains("slotproxy_client_connections")
+            && metric(t, "slotproxy_client_connections") == 0.0
+            && metric(t, "slotproxy_client_received_bytes_total") >= sent as f64
+    });
+    assert_eq!(
+        metric(&text, "slotproxy_requests_in_flight"),
+        0.0,
+        "in flight on an idle proxy:\n{text}"
+    );
+}

@@ -146,6 +146,9 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
     }
     worker.unregister_session(id);
     worker.shared.clients.remove(id);
+    for slot in s.queue.drain(..) {
+        s.obs.dropped(&worker, &slot);
+    }
     s.obs.end(&worker, s.out_bytes);
     worker.shared.workers[worker.index]
         .clients
@@ -434,6 +437,8 @@ impl Session {
                                 slot.set_discard();
                             }
                         }
+                    } else {
+                        self.obs.no_reply(&self.worker);
                     }
                     // Keep the vector's allocation for the next request.
                     self.args = args;
@@ -746,6 +751,7 @@ impl Session {
         while let Some(head) = self.queue.front() {
             match head.take() {
                 Some(_) if head.discarded() => {
+                    self.obs.dropped(&self.worker, head);
                     self.queue.pop_front();
                 }
                 Some(reply) => {
