@@ -276,3 +276,34 @@ fn xreadgroup_with_a_consumer_named_streams_blocks_on_its_own_connection() {
     let got = read_line(&blocked);
     assert_eq!(got, "*1\r\n", "the blocked reader gets the entry");
 }
+
+#[test]
+fn one_client_cannot_take_all_dedicated_connections() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(&cluster.seeds(), "max_dedicated_per_client = 2", true);
+    let mut a = proxy.raw();
+    {
+        use std::io::Write;
+        // Pipelined blocking commands each want a connection at once.
+        a.write_all(b"BLPOP {q}1 0\r\nBLPOP {q}2 0\r\nBLPOP {q}3 0\r\n")
+            .unwrap();
+    }
+    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"q"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_info_field(&cluster, owner, "blocked_clients") != 2 {
+        assert!(Instant::now() < deadline, "the BLPOPs never blocked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = proxy.conn();
+    let _: i64 = c.rpush("{q}1", "x").unwrap();
+    let _: i64 = c.rpush("{q}2", "y").unwrap();
+    let (got, _) = raw_exchange(&mut a, b"", Duration::from_secs(2));
+    assert_eq!(
+        got,
+        "*2\r\n$4\r\n{q}1\r\n$1\r\nx\r\n*2\r\n$4\r\n{q}2\r\n$1\r\ny\r\n-ERR slotproxy: too many dedicated connections for this client (max_dedicated_per_client = 2); blocking commands, transactions and subscriptions each hold one\r\n"
+    );
+    // Connections given back no longer count.
+    let _: i64 = c.rpush("{q}4", "z").unwrap();
+    let (got, _) = raw_exchange(&mut a, b"BLPOP {q}4 0\r\n", Duration::from_secs(2));
+    assert_eq!(got, "*2\r\n$4\r\n{q}4\r\n$1\r\nz\r\n");
+}

@@ -16,7 +16,7 @@ mod wait;
 
 use crate::admin;
 use crate::blocking;
-use crate::dedicated::Lease;
+use crate::dedicated::{Lease, Quota};
 use crate::dispatch::{Call, Dest, Merge, ReplySlot, Target};
 use crate::fanout::{self, ScanStep};
 use crate::local::{self, ClientState};
@@ -106,6 +106,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
         subs: None,
         tasks: Vec::new(),
         retired: Vec::new(),
+        quota: Quota::default(),
         sub_due: Rc::new(std::cell::Cell::new(false)),
         live,
         touched: None,
@@ -188,6 +189,8 @@ struct Session {
     /// Dedicated connections released but still awaiting replies; with whether they may be
     /// reused.
     retired: Vec<(Lease, bool)>,
+    /// The dedicated connections this client holds (`max_dedicated_per_client`).
+    quota: Quota,
     /// Set by the re-subscription timer when it fires.
     sub_due: Rc<std::cell::Cell<bool>>,
     /// This client's entry in the registry (CLIENT LIST/KILL).
@@ -736,6 +739,7 @@ impl Session {
             wire,
             start,
             self.client.resp3,
+            self.quota.clone(),
             slot_rc,
         ));
         self.tasks.retain(|t| !t.is_finished());
