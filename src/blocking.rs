@@ -9,7 +9,7 @@
 //! session aborts the task, which drops the lease and closes the connection — the node then
 //! forgets the blocked client.
 
-use crate::dedicated::Expect;
+use crate::dedicated::{Expect, Quota};
 use crate::dispatch::{parse_redirect, Redirect, ReplySlot, MAX_REDIRECTS};
 use crate::resp;
 use crate::worker::{Worker, CLUSTERDOWN_UNSERVED};
@@ -28,12 +28,20 @@ pub enum Start {
     Node(Arc<str>),
 }
 
-/// Runs one blocking command to completion and fills `reply` with its answer.
-pub async fn run(worker: Rc<Worker>, wire: Bytes, start: Start, resp3: bool, reply: Rc<ReplySlot>) {
-    reply.fill(answer(&worker, wire, start, resp3).await);
+/// Runs one blocking command to completion and fills `reply` with its answer; its connection
+/// counts against the client's `quota` while the command runs.
+pub async fn run(
+    worker: Rc<Worker>,
+    wire: Bytes,
+    start: Start,
+    resp3: bool,
+    quota: Quota,
+    reply: Rc<ReplySlot>,
+) {
+    reply.fill(answer(&worker, wire, start, resp3, &quota).await);
 }
 
-async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool) -> Bytes {
+async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool, quota: &Quota) -> Bytes {
     let mut addr = match start {
         Start::Node(a) => a,
         Start::Slot(slot) => match worker.shared.map.load().owner(slot) {
@@ -44,7 +52,8 @@ async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool) -> Byte
     let mut asking = false;
     let mut tries = 0u8;
     loop {
-        let lease = match worker.dedicated.take(&addr, resp3) {
+        let per_client = worker.shared.live.get().max_dedicated_per_client;
+        let lease = match worker.dedicated.take(&addr, resp3, quota, per_client) {
             Ok(l) => l,
             Err(e) => return resp::error(&e),
         };

@@ -76,6 +76,10 @@ pub struct Config {
     /// Most dedicated backend connections one worker holds for blocking commands, transactions
     /// and pub/sub (each needs a connection of its own); past it such requests are refused.
     pub max_dedicated_per_worker: usize,
+    /// Most dedicated backend connections one client holds at once (so one client cannot take
+    /// all of its worker's); past it its blocking commands, transactions and subscriptions are
+    /// refused.
+    pub max_dedicated_per_client: usize,
     /// Unread bytes a subscribed client may accumulate (Redis's `client-output-buffer-limit
     /// pubsub` hard limit); past it the client is disconnected.
     #[serde(deserialize_with = "de_size", serialize_with = "ser_size")]
@@ -153,6 +157,7 @@ pub const SETTINGS: &[Setting] = &[
     live("slowlog_max_len"),
     live("shutdown_timeout"),
     restart("max_dedicated_per_worker"),
+    live("max_dedicated_per_client"),
     restart("max_pubsub_reply_bytes"),
     restart("users"),
     restart("backend_user"),
@@ -200,6 +205,7 @@ impl Default for Config {
             slowlog_max_len: 128,
             shutdown_timeout: Duration::from_secs(10),
             max_dedicated_per_worker: 1024,
+            max_dedicated_per_client: 64,
             max_pubsub_reply_bytes: 32 * 1024 * 1024,
             users: Vec::new(),
             backend_user: String::new(),
@@ -244,6 +250,9 @@ impl Config {
         }
         if self.max_pipeline == 0 {
             bail!("max_pipeline must be at least 1");
+        }
+        if self.max_dedicated_per_client == 0 {
+            bail!("max_dedicated_per_client must be at least 1");
         }
         if self.max_request_args == 0 {
             bail!("max_request_args must be at least 1");

@@ -385,11 +385,39 @@ pub struct DedicatedPool {
 /// Idle connections are kept per node and protocol (RESP2, or RESP3 after HELLO 3).
 type IdleKey = (Arc<str>, bool);
 
-/// A dedicated connection counted against its worker's bound while it exists.
+/// A dedicated connection counted against its worker's bound while it exists, and against
+/// its client's share ([`Quota`]) while the client holds it (not while it sits idle in the
+/// pool).
 pub struct Lease {
     conn: Dedicated,
     resp3: bool,
     live: Rc<std::cell::Cell<usize>>,
+    held: Option<Quota>,
+}
+
+/// How many dedicated connections one client holds, so that one client cannot take all of
+/// its worker's (`max_dedicated_per_client`). Invariant: counts every [`Lease`] taken with
+/// it and not yet dropped or given back.
+#[derive(Clone, Default)]
+pub struct Quota(Rc<std::cell::Cell<usize>>);
+
+impl Quota {
+    /// Connections the client holds now.
+    pub fn held(&self) -> usize {
+        self.0.get()
+    }
+
+    fn claim(&self, max: usize) -> Result<Quota, String> {
+        if self.0.get() >= max {
+            return Err(too_many_for_client(max));
+        }
+        self.0.set(self.0.get() + 1);
+        Ok(self.clone())
+    }
+
+    fn release(&self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 impl std::ops::Deref for Lease {
@@ -402,12 +430,20 @@ impl std::ops::Deref for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.live.set(self.live.get().saturating_sub(1));
+        if let Some(q) = self.held.take() {
+            q.release();
+        }
     }
 }
 
 /// The error for a request that needs a dedicated connection beyond the worker's bound.
 pub fn too_many(max: usize) -> String {
     format!("ERR slotproxy: too many dedicated connections on this worker (max_dedicated_per_worker = {max}); blocking commands, transactions and subscriptions each hold one")
+}
+
+/// The error for a request that needs a dedicated connection beyond its client's share.
+pub fn too_many_for_client(max: usize) -> String {
+    format!("ERR slotproxy: too many dedicated connections for this client (max_dedicated_per_client = {max}); blocking commands, transactions and subscriptions each hold one")
 }
 
 /// `HELLO 3`, sent first on the connections of RESP3 clients.
@@ -430,26 +466,50 @@ impl DedicatedPool {
     }
 
     /// A connection to `addr` for one request at a time: an idle one if there is one, else a
-    /// new one. `resp3` connections speak RESP3 (HELLO 3 sent first).
-    pub fn take(&self, addr: &Arc<str>, resp3: bool) -> Result<Lease, String> {
+    /// new one. `resp3` connections speak RESP3 (HELLO 3 sent first). It counts against
+    /// `quota`, which may hold at most `per_client`.
+    pub fn take(
+        &self,
+        addr: &Arc<str>,
+        resp3: bool,
+        quota: &Quota,
+        per_client: usize,
+    ) -> Result<Lease, String> {
+        let held = quota.claim(per_client)?;
         if let Some(list) = self.idle.borrow_mut().get_mut(&(Arc::clone(addr), resp3)) {
-            while let Some(lease) = list.pop() {
+            while let Some(mut lease) = list.pop() {
                 if lease.idle() {
+                    lease.held = Some(held);
                     return Ok(lease);
                 }
             }
         }
-        self.open(addr, resp3, None)
+        self.open_claimed(addr, resp3, None, held)
     }
 
-    /// A new connection that is never shared (transactions, pub/sub).
+    /// A new connection that is never shared (transactions, pub/sub), counted against `quota`
+    /// like [`DedicatedPool::take`].
     pub fn open(
         &self,
         addr: &Arc<str>,
         resp3: bool,
         sink: Option<Rc<dyn Sink>>,
+        quota: &Quota,
+        per_client: usize,
+    ) -> Result<Lease, String> {
+        let held = quota.claim(per_client)?;
+        self.open_claimed(addr, resp3, sink, held)
+    }
+
+    fn open_claimed(
+        &self,
+        addr: &Arc<str>,
+        resp3: bool,
+        sink: Option<Rc<dyn Sink>>,
+        held: Quota,
     ) -> Result<Lease, String> {
         if self.live.get() >= self.max {
+            held.release();
             return Err(too_many(self.max));
         }
         self.live.set(self.live.get() + 1);
@@ -458,6 +518,7 @@ impl DedicatedPool {
             conn: Dedicated::open(Arc::clone(addr), self.connect_timeout, hello, sink),
             resp3,
             live: Rc::clone(&self.live),
+            held: Some(held),
         })
     }
 
@@ -467,8 +528,12 @@ impl DedicatedPool {
         self.idle.borrow_mut().retain(|(addr, _), _| keep(addr));
     }
 
-    /// Returns a connection after its request completed; kept if it is healthy and idle.
-    pub fn give_back(&self, lease: Lease) {
+    /// Returns a connection after its request completed; kept if it is healthy and idle. Either
+    /// way the client no longer holds it.
+    pub fn give_back(&self, mut lease: Lease) {
+        if let Some(q) = lease.held.take() {
+            q.release();
+        }
         if !lease.idle() {
             return;
         }

@@ -102,11 +102,13 @@ impl SessionObs {
     ) {
         let meta = slot.take_meta();
         let m = &worker.stats().m;
-        bump(&m.completed, 1);
         bump(&m.pending_out, reply.len() as u64);
         let Some(started) = meta.started else {
             return;
         };
+        // Only the slot a request was stamped on counts: one per request, never a protocol
+        // error's or a pub/sub message's.
+        bump(&m.completed, 1);
         let now = *self.now.get_or_insert_with(Instant::now);
         let us = now.saturating_duration_since(started).as_micros() as u64;
         if self.metrics_on {
@@ -149,6 +151,19 @@ impl SessionObs {
                 live.slowlog_max_len(),
             );
         }
+    }
+
+    /// A request's reply slot is dropped without its reply reaching the client (CLIENT REPLY
+    /// OFF / SKIP, or the session ended first): the request is no longer in flight.
+    pub fn dropped(&self, worker: &Worker, slot: &ReplySlot) {
+        if slot.take_meta().started.is_some() {
+            bump(&worker.stats().m.completed, 1);
+        }
+    }
+
+    /// A request was handled without a reply slot of its own: it is not in flight.
+    pub fn no_reply(&self, worker: &Worker) {
+        bump(&worker.stats().m.completed, 1);
     }
 
     /// The client is being disconnected for not reading its replies: past

@@ -397,12 +397,14 @@ fn keyless(spec: &CommandSpec) -> Route {
 }
 
 /// XREAD and XREADGROUP only block with a BLOCK option; without one they are ordinary reads.
+/// The options are parsed as Redis parses them: a group or consumer named "streams" or
+/// "block" is not a keyword.
 fn is_nonblocking_stream_read(spec: &CommandSpec, args: &[Bytes]) -> bool {
-    matches!(spec.name, "xread" | "xreadgroup")
-        && !args
-            .iter()
-            .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
-            .any(|a| a.eq_ignore_ascii_case(b"block"))
+    match spec.name {
+        "xread" => !command::xread_blocks(args, false),
+        "xreadgroup" => !command::xread_blocks(args, true),
+        _ => false,
+    }
 }
 
 /// Splits a command whose keys start at argument 1, one key every `step` arguments (the
@@ -513,6 +515,25 @@ mod tests {
         assert_eq!(
             r(&["XREAD", "BLOCK", "0", "STREAMS", "a", "$"]),
             Route::Blocking(s)
+        );
+        // A group or consumer name is not a keyword.
+        assert_eq!(
+            r(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "streams",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "a",
+                ">"
+            ]),
+            Route::Blocking(s)
+        );
+        assert_eq!(
+            r(&["XREADGROUP", "GROUP", "block", "c", "STREAMS", "a", ">"]),
+            Route::Slot(s)
         );
         assert_eq!(
             r(&["BLPOP", "{a}1", "{a}2", "0"]),

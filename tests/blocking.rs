@@ -228,3 +228,82 @@ fn wait_counts_the_replicas_that_acknowledged_the_clients_writes() {
         assert!(keys > 0, "replica {i} is empty");
     }
 }
+
+#[test]
+fn xreadgroup_with_a_consumer_named_streams_blocks_on_its_own_connection() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("{s}stream")
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query(&mut c)
+        .unwrap();
+    // "streams" is the consumer's name here, not the keyword: BLOCK 0 still applies.
+    let mut blocked = proxy.raw();
+    {
+        use std::io::Write;
+        blocked
+            .write_all(b"XREADGROUP GROUP g streams BLOCK 0 STREAMS {s}stream >\r\n")
+            .unwrap();
+    }
+    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"s"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_info_field(&cluster, owner, "blocked_clients") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "XREADGROUP never blocked on the node"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Clients on every worker (all open at once, so both workers get some) still reach
+    // that node: had the read gone to a shared connection, it would be stuck behind it.
+    let mut others: Vec<_> = (0..3).map(|_| proxy.conn()).collect();
+    for (i, o) in others.iter_mut().enumerate() {
+        let _: () = o.set(format!("{{s}}k{i}"), i).unwrap();
+        assert_eq!(o.get::<_, usize>(format!("{{s}}k{i}")).unwrap(), i);
+    }
+    let _: String = redis::cmd("XADD")
+        .arg("{s}stream")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let got = read_line(&blocked);
+    assert_eq!(got, "*1\r\n", "the blocked reader gets the entry");
+}
+
+#[test]
+fn one_client_cannot_take_all_dedicated_connections() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(&cluster.seeds(), "max_dedicated_per_client = 2", true);
+    let mut a = proxy.raw();
+    {
+        use std::io::Write;
+        // Pipelined blocking commands each want a connection at once.
+        a.write_all(b"BLPOP {q}1 0\r\nBLPOP {q}2 0\r\nBLPOP {q}3 0\r\n")
+            .unwrap();
+    }
+    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"q"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_info_field(&cluster, owner, "blocked_clients") != 2 {
+        assert!(Instant::now() < deadline, "the BLPOPs never blocked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = proxy.conn();
+    let _: i64 = c.rpush("{q}1", "x").unwrap();
+    let _: i64 = c.rpush("{q}2", "y").unwrap();
+    let (got, _) = raw_exchange(&mut a, b"", Duration::from_secs(2));
+    assert_eq!(
+        got,
+        "*2\r\n$4\r\n{q}1\r\n$1\r\nx\r\n*2\r\n$4\r\n{q}2\r\n$1\r\ny\r\n-ERR slotproxy: too many dedicated connections for this client (max_dedicated_per_client = 2); blocking commands, transactions and subscriptions each hold one\r\n"
+    );
+    // Connections given back no longer count.
+    let _: i64 = c.rpush("{q}4", "z").unwrap();
+    let (got, _) = raw_exchange(&mut a, b"BLPOP {q}4 0\r\n", Duration::from_secs(2));
+    assert_eq!(got, "*2\r\n$4\r\n{q}4\r\n$1\r\nz\r\n");
+}

@@ -447,6 +447,68 @@ fn geo_keys(
     Ok(())
 }
 
+/// What the options of an XREAD/XREADGROUP say, parsed like `xreadCommand` does.
+struct XReadOptions {
+    /// Index of the STREAMS keyword, if it was reached.
+    streams: Option<usize>,
+    /// A GROUP option was given.
+    has_group: bool,
+    /// A BLOCK option was given.
+    block: bool,
+}
+
+/// Walks the options before STREAMS as Redis does: each option takes its values with it, so a
+/// group, consumer or count that reads "streams" or "block" is a value, never a keyword.
+fn xread_options(args: &[Bytes], group: bool) -> Result<XReadOptions, String> {
+    let argc = args.len();
+    let mut o = XReadOptions {
+        streams: None,
+        has_group: false,
+        block: false,
+    };
+    let mut i = 1;
+    while i < argc {
+        let arg = &args[i];
+        let more = argc - i - 1;
+        if (eq_ignore_case(arg, "block") || eq_ignore_case(arg, "count")) && more >= 1 {
+            o.block |= eq_ignore_case(arg, "block");
+            i += 1;
+        } else if eq_ignore_case(arg, "group") && more >= 2 {
+            if !group {
+                return Err(
+                    "ERR The GROUP option is only supported by XREADGROUP. You called \
+                     XREAD instead."
+                        .into(),
+                );
+            }
+            o.has_group = true;
+            i += 2;
+        } else if eq_ignore_case(arg, "noack") {
+            if !group {
+                return Err(
+                    "ERR The NOACK option is only supported by XREADGROUP. You called \
+                     XREAD instead."
+                        .into(),
+                );
+            }
+        } else if eq_ignore_case(arg, "streams") {
+            o.streams = Some(i);
+            break;
+        } else {
+            return Err(SYNTAX_ERROR.into());
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+/// Whether an XREAD (`group: false`) or XREADGROUP (`group: true`) request has a BLOCK
+/// option, and so may block; false for requests whose options do not parse (they fail
+/// without blocking).
+pub fn xread_blocks(args: &[Bytes], group: bool) -> bool {
+    xread_options(args, group).is_ok_and(|o| o.block)
+}
+
 /// XREAD [COUNT n] [BLOCK ms] STREAMS key ... id ... and XREADGROUP GROUP g c [COUNT n]
 /// [BLOCK ms] [NOACK] STREAMS key ... id ...: options are parsed like `xreadCommand` does,
 /// because "streams" may also be a group, consumer or key name; the keys are the first half
@@ -458,40 +520,9 @@ fn xread_keys(
     group: bool,
 ) -> Result<(), String> {
     let argc = args.len();
-    let mut streams = None;
-    let mut has_group = false;
-    let mut i = 1;
-    while i < argc {
-        let arg = &args[i];
-        let more = argc - i - 1;
-        if (eq_ignore_case(arg, "block") || eq_ignore_case(arg, "count")) && more >= 1 {
-            i += 1;
-        } else if eq_ignore_case(arg, "group") && more >= 2 {
-            if !group {
-                return Err(
-                    "ERR The GROUP option is only supported by XREADGROUP. You called \
-                     XREAD instead."
-                        .into(),
-                );
-            }
-            has_group = true;
-            i += 2;
-        } else if eq_ignore_case(arg, "noack") {
-            if !group {
-                return Err(
-                    "ERR The NOACK option is only supported by XREADGROUP. You called \
-                     XREAD instead."
-                        .into(),
-                );
-            }
-        } else if eq_ignore_case(arg, "streams") {
-            streams = Some(i);
-            break;
-        } else {
-            return Err(SYNTAX_ERROR.into());
-        }
-        i += 1;
-    }
+    let XReadOptions {
+        streams, has_group, ..
+    } = xread_options(args, group)?;
     let Some(streams) = streams else {
         return Err(SYNTAX_ERROR.into());
     };
@@ -642,6 +673,20 @@ mod tests {
             [6, 7]
         );
         assert!(err("xread streams a b c").starts_with("ERR Unbalanced XREAD"));
+        let blocks = |line: &str| {
+            let args: Vec<Bytes> = line
+                .split(' ')
+                .map(|a| Bytes::from(a.to_string()))
+                .collect();
+            xread_blocks(&args, args[0].eq_ignore_ascii_case(b"xreadgroup"))
+        };
+        assert!(blocks("XREADGROUP GROUP g streams BLOCK 0 STREAMS s >"));
+        assert!(blocks(
+            "xreadgroup group streams block noack block 10 streams s >"
+        ));
+        assert!(!blocks("XREADGROUP GROUP block c STREAMS s >"));
+        assert!(!blocks("XREAD COUNT 1 STREAMS block 0"));
+        assert!(blocks("XREAD COUNT 1 BLOCK 5 STREAMS s 0"));
         assert!(err("xread count 1 streams").starts_with("ERR Unbalanced XREAD"));
         assert_eq!(err("xread count 1 a 0"), SYNTAX_ERROR);
         assert_eq!(err("xread block 0 count 1"), SYNTAX_ERROR);

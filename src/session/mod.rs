@@ -17,7 +17,7 @@ mod wait;
 
 use crate::admin;
 use crate::blocking;
-use crate::dedicated::Lease;
+use crate::dedicated::{Lease, Quota};
 use crate::dispatch::{Call, Dest, Merge, ReplySlot, Target};
 use crate::fanout::{self, ScanStep};
 use crate::local::{self, ClientState};
@@ -107,6 +107,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
         subs: None,
         tasks: Vec::new(),
         retired: Vec::new(),
+        quota: Quota::default(),
         sub_due: Rc::new(std::cell::Cell::new(false)),
         live,
         touched: None,
@@ -132,6 +133,9 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
     }
     worker.unregister_session(id);
     worker.shared.clients.remove(id);
+    for slot in s.queue.drain(..) {
+        s.obs.dropped(&worker, &slot);
+    }
     s.obs.end(&worker, s.out_bytes);
     worker.shared.workers[worker.index]
         .clients
@@ -171,6 +175,8 @@ struct Session {
     /// Dedicated connections released but still awaiting replies; with whether they may be
     /// reused.
     retired: Vec<(Lease, bool)>,
+    /// The dedicated connections this client holds (`max_dedicated_per_client`).
+    quota: Quota,
     /// Set by the re-subscription timer when it fires.
     sub_due: Rc<std::cell::Cell<bool>>,
     /// This client's entry in the registry (CLIENT LIST/KILL).
@@ -295,6 +301,12 @@ impl Session {
                 crate::observe::linger(&mut self.stream).await;
                 return Ok(());
             }
+            if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
+                // Replies drained without a wake-up (the proxy's own replies are ready at once,
+                // and a burst of backend replies wakes the session only once): the requests
+                // held back at the pipeline cap must be parsed now, as nothing else will.
+                continue;
+            }
             let can_read = !self.closing
                 && !draining
                 && !self.unparsed
@@ -321,7 +333,7 @@ impl Session {
                 Event::Writable(r) => r?,
                 Event::Readable(r) => {
                     r?;
-                    if !self.read()? {
+                    if !self.read()? && !self.half_closed() {
                         return Ok(());
                     }
                 }
@@ -336,6 +348,20 @@ impl Session {
             self.max_out = limits.max_pending_reply_bytes;
             self.parser.set_limits(limits.limits());
         }
+    }
+
+    /// The client shut down its writing side (EOF). Like Redis, the replies to what it sent
+    /// still go out before the connection closes (`printf 'SET k v' | nc -N`): returns true
+    /// when the session should stay to deliver them. It does not stay for a blocked command,
+    /// a WAIT or subscriptions, whose replies may never come: the client may have closed
+    /// altogether, and nothing but a write would tell.
+    fn half_closed(&mut self) -> bool {
+        let waiting = self.tasks.iter().any(|t| !t.is_finished());
+        if waiting || self.subs.is_some() || (self.queue.is_empty() && self.out.is_empty()) {
+            return false;
+        }
+        self.closing = true;
+        true
     }
 
     /// Reads what the socket has and handles the complete requests. Returns false at EOF.
@@ -405,6 +431,8 @@ impl Session {
                                 slot.set_discard();
                             }
                         }
+                    } else {
+                        self.obs.no_reply(&self.worker);
                     }
                     // Keep the vector's allocation for the next request.
                     self.args = args;
@@ -707,6 +735,7 @@ impl Session {
             wire,
             start,
             self.client.resp3,
+            self.quota.clone(),
             slot_rc,
         ));
         self.tasks.retain(|t| !t.is_finished());
@@ -722,6 +751,7 @@ impl Session {
         while let Some(head) = self.queue.front() {
             match head.take() {
                 Some(_) if head.discarded() => {
+                    self.obs.dropped(&self.worker, head);
                     self.queue.pop_front();
                 }
                 Some(reply) => {

@@ -136,7 +136,13 @@ impl Session {
         let sink: Rc<dyn Sink> = self.pubsub().mailbox.clone();
         self.worker
             .dedicated
-            .open(addr, self.client.resp3, Some(sink))
+            .open(
+                addr,
+                self.client.resp3,
+                Some(sink),
+                &self.quota,
+                self.worker.shared.live.get().max_dedicated_per_client,
+            )
             .map_err(|e| resp::error(&e))
     }
 

@@ -228,7 +228,13 @@ impl Session {
         let lease = self
             .worker
             .dedicated
-            .open(addr, self.client.resp3, None)
+            .open(
+                addr,
+                self.client.resp3,
+                None,
+                &self.quota,
+                self.worker.shared.live.get().max_dedicated_per_client,
+            )
             .map_err(|e| resp::error(&e))?;
         self.tx.conn = Some(lease);
         if self.tx.in_multi {
