@@ -17,9 +17,7 @@ use tokio::time::Instant;
 
 /// Runs forever; spawn it on the control runtime.
 pub async fn run(shared: Arc<Shared>) {
-    // Only read after the first refresh has set it. (Not `now - refresh_min_gap`: the monotonic
-    // clock counts from boot, and subtracting a gap longer than the uptime panics.)
-    let mut last = Instant::now();
+    let mut last = Instant::now() - shared.live.get().refresh_min_gap;
     let mut first = true;
     loop {
         let mut trigger = "start";
