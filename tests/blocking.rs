@@ -307,3 +307,38 @@ fn one_client_cannot_take_all_dedicated_connections() {
     let (got, _) = raw_exchange(&mut a, b"BLPOP {q}4 0\r\n", Duration::from_secs(2));
     assert_eq!(got, "*2\r\n$4\r\n{q}4\r\n$1\r\nz\r\n");
 }
+
+#[test]
+fn dedicated_connections_have_tcp_keepalive() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut blocked = proxy.raw();
+    {
+        use std::io::Write;
+        blocked.write_all(b"BLPOP ka 0\r\n").unwrap();
+    }
+    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"ka"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_info_field(&cluster, owner, "blocked_clients") != 1 {
+        assert!(Instant::now() < deadline, "BLPOP never blocked on the node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The kernel's view of the proxy's sockets to that node: the blocked command's
+    // connection runs a keepalive timer, so a node that vanishes without a FIN is noticed.
+    let n = &cluster.nodes[owner];
+    let out = std::process::Command::new("ss")
+        .args(["-tnpo", "state", "established", "dst"])
+        .arg(format!("{}:{}", n.ip, n.port))
+        .output()
+        .expect("running ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pid = format!("pid={},", proxy.pid());
+    let with_keepalive = text
+        .lines()
+        .filter(|l| l.contains(&pid) && l.contains("timer:(keepalive"))
+        .count();
+    assert!(
+        with_keepalive >= 1,
+        "no keepalive on the proxy's sockets:\n{text}"
+    );
+}
