@@ -630,6 +630,13 @@ mod tests {
         let d = d.with("allow_config_set", "no").unwrap();
         assert!(!d.allow_config_set);
         assert!(c.with("max_pipeline", "0").is_err());
+        assert!(c.with("max_dedicated_per_client", "0").is_err());
+        assert_eq!(
+            c.with("max_dedicated_per_client", "3")
+                .unwrap()
+                .max_dedicated_per_client,
+            3
+        );
         assert!(c.with("max_pipeline", "lots").is_err());
         assert!(c.with("nope", "1").is_err());
         assert_eq!(

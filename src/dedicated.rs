@@ -38,6 +38,14 @@ pub enum Expect {
     },
     /// The frame is dropped (the `+OK` of an `ASKING` sent before a redirected command).
     Discard,
+    /// The reply to the `AUTH` (`auth: true`) or `HELLO 3` a connection opens with. An error
+    /// ends the connection, and everything queued on it fails with an error saying why, as on
+    /// the shared connections: a client never gets a bare NOAUTH from a connection the proxy
+    /// failed to set up.
+    Handshake {
+        /// AUTH (the proxy's credentials) rather than HELLO 3.
+        auth: bool,
+    },
     /// `count` frames are acknowledgements (pub/sub confirmations); when the last one
     /// arrives, `slot` is filled with `reply`, which the proxy composed itself.
     Acks {
@@ -54,7 +62,7 @@ impl Expect {
     fn fail(self, msg: &str) {
         match self {
             Expect::Reply { slot, .. } | Expect::Acks { slot, .. } => slot.fill(resp::error(msg)),
-            Expect::Discard => {}
+            Expect::Discard | Expect::Handshake { .. } => {}
         }
     }
 
@@ -79,6 +87,10 @@ pub trait Sink {
     fn unsubscribed(&self, addr: &Arc<str>, frame: Bytes);
     /// The connection failed or was closed by the node; `reason` says why.
     fn closed(&self, addr: &Arc<str>, reason: &str);
+    /// The node answered the subscription command whose reply goes to `slot` with an error
+    /// (NOPERM from its ACL, say): none of its channels were subscribed. Called before `slot`
+    /// is filled with that error.
+    fn refused(&self, addr: &Arc<str>, slot: &Rc<ReplySlot>);
 }
 
 struct State {
@@ -133,10 +145,10 @@ impl Dedicated {
             sink,
         });
         if let Some(auth) = crate::credentials::auth_command() {
-            inner.push(auth, Expect::Discard);
+            inner.push(auth, Expect::Handshake { auth: true });
         }
         if let Some(h) = hello {
-            inner.push(h, Expect::Discard);
+            inner.push(h, Expect::Handshake { auth: false });
         }
         let task = tokio::task::spawn_local(Rc::clone(&inner).run(connect_timeout));
         Dedicated { inner, task }
@@ -207,6 +219,15 @@ impl Inner {
     }
 
     fn fail_all(&self, reason: &str) {
+        let msg = format!(
+            "ERR slotproxy: connection to backend {} ended before the reply ({reason}); the command may or may not have run",
+            self.addr
+        );
+        self.fail_all_with(reason, &msg);
+    }
+
+    /// Closes the connection's queue for `reason`; everything pending gets `msg`.
+    fn fail_all_with(&self, reason: &str, msg: &str) {
         let pending = {
             let mut st = self.state.borrow_mut();
             if st.closed.is_none() {
@@ -215,13 +236,21 @@ impl Inner {
             st.out.clear();
             std::mem::take(&mut st.pending)
         };
-        let msg = format!(
-            "ERR slotproxy: connection to backend {} ended before the reply ({reason}); the command may or may not have run",
-            self.addr
-        );
         for (_, e) in pending {
-            e.fail(&msg);
+            e.fail(msg);
         }
+    }
+
+    /// The node refused the connection's AUTH or HELLO: nothing sent after it ran (the node
+    /// answers every request on an unauthenticated connection with NOAUTH), so every request
+    /// gets `msg` and the connection ends.
+    fn refuse(&self, msg: String) -> Result<(), String> {
+        tracing::error!(node = %self.addr, "{msg}");
+        self.fail_all_with(&msg, &msg);
+        if let Some(sink) = &self.sink {
+            sink.closed(&self.addr, &msg);
+        }
+        Err(msg)
     }
 
     fn end(&self, reason: String) {
@@ -240,6 +269,14 @@ impl Inner {
             Ok(s) => s,
             Err(e) => return self.end(format!("connect: {e}")),
         };
+        // A dedicated connection may sit idle for hours (a blocked command, a subscriber): only
+        // keepalive probes notice a node that vanished without a FIN (power loss, partition).
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL);
+        if let Err(e) = socket2::SockRef::from(stream.tcp()).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(node = %self.addr, error = %e, "TCP keepalive not set");
+        }
         let reason = self.serve(&stream).await;
         self.end(reason);
     }
@@ -322,7 +359,7 @@ impl Inner {
                         Expect::Reply { slot, .. } | Expect::Acks { slot, .. } => {
                             Some(Rc::clone(slot))
                         }
-                        Expect::Discard => None,
+                        Expect::Discard | Expect::Handshake { .. } => None,
                     });
                 sink.message(&self.addr, frame, before);
                 return Ok(());
@@ -341,7 +378,9 @@ impl Inner {
             return Err("reply without a request".into());
         };
         if let Expect::Acks { count, .. } = front {
-            if *count > 1 {
+            // An error (NOPERM from the node's ACL, say) is the command's only reply: it
+            // answers the whole command, and no confirmation follows.
+            if *count > 1 && !resp::is_error(&frame) {
                 *count -= 1;
                 return Ok(());
             }
@@ -363,11 +402,35 @@ impl Inner {
                 }
             }
             Expect::Discard => {}
+            Expect::Handshake { auth } if resp::is_error(&frame) => {
+                return self.refuse(if auth {
+                    crate::credentials::refused(&self.addr, &frame)
+                } else {
+                    let text = String::from_utf8_lossy(frame.get(1..).unwrap_or_default())
+                        .trim_end()
+                        .to_string();
+                    format!("ERR slotproxy: node {} refused HELLO 3 ({text})", self.addr)
+                });
+            }
+            Expect::Handshake { .. } => {}
+            Expect::Acks { slot, .. } if resp::is_error(&frame) => {
+                if let Some(sink) = &self.sink {
+                    sink.refused(&self.addr, &slot);
+                }
+                slot.fill(frame);
+            }
             Expect::Acks { slot, reply, .. } => slot.fill(reply),
         }
         Ok(())
     }
 }
+
+/// Idle time before a dedicated connection's first keepalive probe.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+/// Time between keepalive probes; after the kernel's count of unanswered probes
+/// (`tcp_keepalive_probes`, 9 by default) the connection fails, so a vanished node is noticed
+/// within about a minute of silence.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Most idle dedicated connections kept per node for reuse by later blocking commands.
 const IDLE_PER_NODE: usize = 8;

@@ -424,13 +424,15 @@ impl Worker {
         });
     }
 
-    /// Sends `wire` on every shared connection to `addr` (WAIT asks each connection, since
-    /// each has its own replication offset); the replies fill the returned slots.
+    /// Sends `wire` on every shared connection to `addr` of one protocol (`resp3`: the RESP3
+    /// set) — WAIT asks each connection, since each has its own replication offset; the
+    /// replies fill the returned slots.
     pub fn send_on_each_conn(
         &self,
         addr: &Arc<str>,
         wire: &Bytes,
         signal: &Rc<tokio::sync::Notify>,
+        resp3: bool,
     ) -> Vec<Rc<crate::dispatch::ReplySlot>> {
         let Some(pool) = self.pool(addr) else {
             return Vec::new();
@@ -438,14 +440,13 @@ impl Worker {
         (0..pool.width())
             .map(|_| {
                 let slot = crate::dispatch::ReplySlot::new(signal);
-                pool.send(
-                    Call::new(
-                        wire.clone(),
-                        Dest::Node(Arc::clone(addr)),
-                        crate::dispatch::Target::Whole(Rc::clone(&slot)),
-                    ),
-                    false,
+                let mut call = Call::new(
+                    wire.clone(),
+                    Dest::Node(Arc::clone(addr)),
+                    crate::dispatch::Target::Whole(Rc::clone(&slot)),
                 );
+                call.resp3 = resp3;
+                pool.send(call, false);
                 slot
             })
             .collect()

@@ -107,3 +107,75 @@ fn the_proxy_authenticates_everywhere_and_a_refusal_is_a_clear_error() {
     // The refresher cannot read the topology and says why.
     assert!(none.log().contains("NOAUTH"), "{}", none.log());
 }
+
+/// A connection to node `index` as the ACL user `proxy` (password `pw`).
+fn as_proxy(cluster: &slotproxy::localcluster::LocalCluster, index: usize) -> redis::Connection {
+    let n = &cluster.nodes[index];
+    redis::Client::open(format!("redis://proxy:pw@{}:{}/", n.ip, n.port))
+        .and_then(|c| c.get_connection())
+        .expect("connecting to a node as proxy")
+}
+
+#[test]
+fn dedicated_connections_report_refused_credentials_and_refused_subscriptions() {
+    let cluster = cluster(3, 1, 0);
+    require_acl(&cluster);
+    let proxy = Proxy::start_with(
+        &cluster.seeds(),
+        "backend_user = \"proxy\"\nbackend_password = \"pw\"",
+        true,
+    );
+    let mut c = proxy.conn();
+    for i in 0..50 {
+        let _: () = c.set(format!("k{i}"), i).unwrap();
+    }
+    // The nodes take away the proxy's channel permissions: SUBSCRIBE gets the node's
+    // NOPERM, not a confirmation, and the client is not left in subscribed mode.
+    for i in 0..cluster.nodes.len() {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("proxy")
+            .arg("resetchannels")
+            .query(&mut as_proxy(&cluster, i))
+            .unwrap();
+    }
+    let mut raw = proxy.raw();
+    raw.write_all(b"SUBSCRIBE news sport\r\n").unwrap();
+    let line = read_line(&raw);
+    assert!(line.starts_with("-NOPERM"), "{line}");
+    raw.write_all(b"GET k7\r\n").unwrap();
+    let (got, _) = raw_exchange(&mut raw, b"", std::time::Duration::from_millis(500));
+    assert_eq!(got, "$1\r\n7\r\n");
+
+    // The nodes change the proxy's password: the shared connections stay logged in, a new
+    // dedicated connection's AUTH is refused, and the client hears so (not a bare NOAUTH).
+    for i in 0..cluster.nodes.len() {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("proxy")
+            .arg("resetpass")
+            .arg(">changed")
+            .query(&mut as_proxy(&cluster, i))
+            .unwrap();
+    }
+    let e = redis::cmd("BLPOP")
+        .arg("q")
+        .arg(1)
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("refused the proxy's credentials"),
+        "{e}"
+    );
+    let e = redis::pipe()
+        .atomic()
+        .incr("{t}n", 1)
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("refused the proxy's credentials"),
+        "{e}"
+    );
+    let v: i64 = c.get("k3").unwrap();
+    assert_eq!(v, 3);
+}

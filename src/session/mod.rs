@@ -111,6 +111,8 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
         sub_due: Rc::new(std::cell::Cell::new(false)),
         live,
         touched: None,
+        touched_resp3: false,
+        wait_last: None,
         reply_mode: ReplyMode::default(),
     };
     if s.acl {
@@ -183,6 +185,10 @@ struct Session {
     live: Arc<crate::clients::Live>,
     /// Slots this client sent keyed commands to (a bit each), for WAIT.
     touched: Option<Box<[u64; 256]>>,
+    /// Some of those commands went on the RESP3 connections.
+    touched_resp3: bool,
+    /// The last WAIT's task: the next WAIT starts polling once it is done.
+    wait_last: Option<tokio::task::JoinHandle<()>>,
     /// CLIENT REPLY ON / OFF / SKIP.
     reply_mode: ReplyMode,
     /// Users are configured: every request is checked against the client's user.

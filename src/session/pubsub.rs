@@ -35,6 +35,8 @@ struct Mailbox {
     lost: RefCell<Vec<Arc<str>>>,
     /// Shard channels a node unsubscribed on its own.
     dropped: RefCell<Vec<Bytes>>,
+    /// Subscription commands a node refused, by their reply slot.
+    refused: RefCell<Vec<Rc<ReplySlot>>>,
     signal: Rc<Notify>,
 }
 
@@ -58,6 +60,19 @@ impl Sink for Mailbox {
         self.lost.borrow_mut().push(Arc::clone(addr));
         self.signal.notify_one();
     }
+
+    fn refused(&self, _addr: &Arc<str>, slot: &Rc<ReplySlot>) {
+        self.refused.borrow_mut().push(Rc::clone(slot));
+        self.signal.notify_one();
+    }
+}
+
+/// Which set a subscription command adds to.
+#[derive(Clone, Copy)]
+enum SubKind {
+    Channel,
+    Pattern,
+    Shard,
 }
 
 /// One client's subscriptions and the connections that carry them.
@@ -75,9 +90,53 @@ pub(super) struct PubSub {
     resubscribing: Vec<(Bytes, Rc<ReplySlot>)>,
     /// A re-subscription timer is running.
     timer: bool,
+    /// Subscription commands not confirmed yet: their reply slot and what they added, undone
+    /// if the node refuses them (the client then gets the node's error, as from Redis, and is
+    /// not subscribed).
+    unconfirmed: Vec<(Rc<ReplySlot>, SubKind, Vec<Bytes>)>,
 }
 
 impl PubSub {
+    /// Remembers what a subscription command newly added until the node confirms it.
+    fn note_unconfirmed(&mut self, slot: &Rc<ReplySlot>, kind: SubKind, added: Vec<Bytes>) {
+        // Confirmed commands' slots are held by nothing else any more.
+        self.unconfirmed.retain(|(s, _, _)| Rc::strong_count(s) > 1);
+        if !added.is_empty() {
+            self.unconfirmed.push((Rc::clone(slot), kind, added));
+        }
+    }
+
+    /// Undoes the subscriptions of commands the nodes refused; whether there were any.
+    fn undo_refused(&mut self) -> bool {
+        let refused = std::mem::take(&mut *self.mailbox.refused.borrow_mut());
+        let mut any = false;
+        for slot in refused {
+            let Some(i) = self
+                .unconfirmed
+                .iter()
+                .position(|(s, _, _)| Rc::ptr_eq(s, &slot))
+            else {
+                continue;
+            };
+            let (_, kind, names) = self.unconfirmed.swap_remove(i);
+            for n in &names {
+                match kind {
+                    SubKind::Channel => {
+                        self.channels.remove(n);
+                    }
+                    SubKind::Pattern => {
+                        self.patterns.remove(n);
+                    }
+                    SubKind::Shard => {
+                        self.shard_channels.remove(n);
+                    }
+                }
+            }
+            any = true;
+        }
+        any
+    }
+
     fn count(&self) -> usize {
         self.channels.len() + self.patterns.len()
     }
@@ -122,11 +181,13 @@ impl Session {
                     messages: RefCell::new(VecDeque::new()),
                     lost: RefCell::new(Vec::new()),
                     dropped: RefCell::new(Vec::new()),
+                    refused: RefCell::new(Vec::new()),
                     signal,
                 }),
                 orphans: BTreeSet::new(),
                 resubscribing: Vec::new(),
                 timer: false,
+                unconfirmed: Vec::new(),
             })
         })
     }
@@ -189,16 +250,26 @@ impl Session {
         let resp3 = self.client.resp3;
         let ps = self.pubsub();
         let mut out = BytesMut::new();
+        let mut added = Vec::new();
         for name in &args[1..] {
-            if pattern {
-                ps.patterns.insert(name.clone());
+            let new = if pattern {
+                ps.patterns.insert(name.clone())
             } else {
-                ps.channels.insert(name.clone());
+                ps.channels.insert(name.clone())
+            };
+            if new {
+                added.push(name.clone());
             }
             let kind = if pattern { "psubscribe" } else { "subscribe" };
             ack(&mut out, resp3, kind, Some(name), ps.count());
         }
         let slot = ReplySlot::new(&signal);
+        let kind = if pattern {
+            SubKind::Pattern
+        } else {
+            SubKind::Channel
+        };
+        ps.note_unconfirmed(&slot, kind, added);
         let expect = Expect::Acks {
             count: args.len() - 1,
             slot: Rc::clone(&slot),
@@ -286,9 +357,16 @@ impl Session {
         let resp3 = self.client.resp3;
         let ps = self.pubsub();
         let mut out = BytesMut::new();
+        let mut added = Vec::new();
         for name in &args[1..] {
             ps.orphans.remove(name);
-            ps.shard_channels.insert(name.clone(), Arc::clone(&addr));
+            if ps
+                .shard_channels
+                .insert(name.clone(), Arc::clone(&addr))
+                .is_none()
+            {
+                added.push(name.clone());
+            }
             ack(
                 &mut out,
                 resp3,
@@ -298,6 +376,7 @@ impl Session {
             );
         }
         let reply_slot = ReplySlot::new(&signal);
+        ps.note_unconfirmed(&reply_slot, SubKind::Shard, added);
         if let Some(conn) = ps.shards.get(&addr) {
             conn.send(
                 wire,
@@ -449,6 +528,13 @@ impl Session {
                 Some(i) => self.queue.insert(i, slot),
                 None => self.queue.push_back(slot),
             }
+        }
+        let Some(ps) = self.subs.as_mut() else {
+            return;
+        };
+        if ps.undo_refused() {
+            self.sub_leave_if_done();
+            self.sync_registry();
         }
         let Some(ps) = self.subs.as_mut() else {
             return;

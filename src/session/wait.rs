@@ -2,15 +2,18 @@
 //!
 //! A node answers WAIT for the replication offset of the connection it arrives on, and the
 //! client's writes travelled on the worker's shared connections; so the proxy asks on those
-//! same connections, after the writes (each connection is FIFO). A real `WAIT n t` there would
-//! hold up every other client on that connection for up to `t`, so the proxy polls instead
-//! with `WAIT n 1` every 25 ms: it answers at once when satisfied, otherwise blocks the
-//! connection at most ~1 ms and makes the node ask its replicas for an acknowledgement right
-//! away. (`WAIT 0 0` would never block, but after a blocked WAIT the node measures against an
-//! offset its replicas acknowledge only a second later, so it under-counts.) The reply is the
+//! same connections, after the writes (each connection is FIFO; a RESP3 client's writes took
+//! the RESP3 connections, which are asked too). A real `WAIT n t` there would hold up every
+//! other client on that connection for up to `t`, so the proxy polls instead with `WAIT n 1`
+//! every 25 ms: it answers at once when satisfied, otherwise blocks the connection until the
+//! node's next timeout check (up to 100 ms at Redis's default `hz` 10) and makes the node ask
+//! its replicas for an acknowledgement right away. (`WAIT 0 0` would never block, but after a
+//! blocked WAIT the node measures against an offset its replicas acknowledge only a second
+//! later, so it under-counts.) A client's WAITs run one after the other, as on Redis, so one
+//! client polls at most once per round however many WAITs it pipelines. The reply is the
 //! smallest count over the nodes, once every node reached `numreplicas` or the client's
-//! timeout passed (0 waits forever), as Redis answers. Invariant: an unsatisfied WAIT holds a
-//! shared connection for at most about a millisecond per 25 ms.
+//! timeout passed (0 waits forever), as Redis answers. Invariant: each waiting client has at
+//! most one unsatisfied WAIT on a shared connection at a time.
 
 use super::Session;
 use crate::dispatch::ReplySlot;
@@ -25,10 +28,12 @@ use tokio::sync::Notify;
 const POLL: Duration = Duration::from_millis(25);
 
 impl Session {
-    /// Remembers that this client sent a keyed command to `slot`'s owner.
+    /// Remembers that this client sent a keyed command to `slot`'s owner (and whether on the
+    /// RESP3 connections, which have replication offsets of their own).
     pub(super) fn touch(&mut self, slot: u16) {
         let bits = self.touched.get_or_insert_with(|| Box::new([0u64; 256]));
         bits[usize::from(slot >> 6)] |= 1 << (slot & 63);
+        self.touched_resp3 |= self.client.resp3;
     }
 
     /// WAIT: starts the polling task; its reply keeps its place in the queue.
@@ -68,18 +73,31 @@ impl Session {
         let slot = ReplySlot::new(&self.signal);
         self.queue.push_back(Rc::clone(&slot));
         let timeout = (timeout > 0).then(|| Duration::from_millis(timeout as u64));
-        let task =
-            tokio::task::spawn_local(poll(Rc::clone(&self.worker), nodes, num, timeout, slot));
+        // One WAIT of a client polls at a time, as Redis runs a client's WAITs one after the
+        // other: 1024 pipelined WAITs cost the shared connections what one does.
+        let earlier = self.wait_last.take();
+        let worker = Rc::clone(&self.worker);
+        let resp3 = self.touched_resp3;
+        let task = tokio::task::spawn_local(async move {
+            if let Some(earlier) = earlier {
+                let _ = earlier.await;
+            }
+            poll(worker, nodes, num, timeout, resp3, slot).await
+        });
         self.tasks.retain(|t| !t.is_finished());
         self.tasks.push(task.abort_handle());
+        self.wait_last = Some(task);
     }
 }
 
+/// Polls until `num` replicas acknowledged or `timeout` passed. The client's writes went on
+/// the RESP2 connections, and also on the RESP3 ones if `resp3`: each is asked.
 async fn poll(
     worker: Rc<Worker>,
     nodes: Vec<Arc<str>>,
     num: i64,
     timeout: Option<Duration>,
+    resp3: bool,
     reply: Rc<ReplySlot>,
 ) {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -88,7 +106,10 @@ async fn poll(
         let signal = Rc::new(Notify::new());
         let mut slots = Vec::new();
         for node in &nodes {
-            slots.push(worker.send_on_each_conn(node, &wire, &signal));
+            slots.push(worker.send_on_each_conn(node, &wire, &signal, false));
+            if resp3 {
+                slots.push(worker.send_on_each_conn(node, &wire, &signal, true));
+            }
         }
         let mut acked = i64::MAX;
         for per_node in slots {
