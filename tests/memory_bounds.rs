@@ -331,3 +331,39 @@ fn a_resp3_subscriber_s_messages_behind_an_unanswered_request_count_toward_its_l
     assert!(got.len() < 1024 * 1024, "{} bytes written", got.len());
     assert_eq!(info_stat(&mut c, "slotproxy_clients_cut_output"), 1);
 }
+
+#[test]
+fn an_idle_connection_that_sent_nothing_holds_no_read_buffer() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let clients = |c: &mut redis::Connection| -> u64 {
+        let text: String = redis::cmd("INFO").arg("clients").query(c).expect("INFO");
+        text.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:")?.trim().parse().ok())
+            .expect("connected_clients")
+    };
+    let base = clients(&mut c);
+    let (_, rss_before) = vm_kb(proxy.pid());
+    // Under the usual 1024 open files of both processes.
+    const N: u64 = 800;
+    let idle: Vec<TcpStream> = (0..N).map(|_| proxy.raw()).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while clients(&mut c) < base + N {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not accept them all"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, rss_after) = vm_kb(proxy.pid());
+    let per_conn = rss_after.saturating_sub(rss_before) * 1024 / N;
+    // About 2.3 KiB today (session, task, registry entry); a 16 KB read buffer allocated
+    // up front made it about 6 KiB.
+    assert!(
+        per_conn < 4096,
+        "{per_conn} bytes of RSS per idle connection"
+    );
+    eprintln!("{per_conn} bytes of RSS per idle connection");
+    drop(idle);
+}

@@ -92,7 +92,9 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
             peer_ip: None,
         },
         acl: worker.shared.users.active(),
-        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        // Allocated by the first read (`read` reserves READ_CHUNK): a connected client that
+        // has sent nothing yet holds no read buffer.
+        rbuf: BytesMut::new(),
         queue: VecDeque::new(),
         out: VecDeque::new(),
         out_bytes: 0,
