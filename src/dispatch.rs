@@ -22,6 +22,11 @@ pub struct ReplySlot {
     meta: RefCell<SlotMeta>,
     /// The client asked not to get this reply (CLIENT REPLY OFF / SKIP).
     discard: Cell<bool>,
+    /// Where the bytes of a reply that is held here (arrived, not yet taken) are counted: the
+    /// session's tally of replies queued behind an unanswered request, which count toward its
+    /// output limits. Invariant: it includes exactly the held value's length. `None`: not
+    /// counted.
+    tally: Option<Rc<Cell<usize>>>,
 }
 
 /// What is known about a request besides its reply (see [`ReplySlot::meta`]).
@@ -64,6 +69,18 @@ impl ReplySlot {
             signal: Rc::clone(signal),
             meta: RefCell::new(SlotMeta::default()),
             discard: Cell::new(false),
+            tally: None,
+        })
+    }
+
+    /// An empty slot whose reply, while held here, is counted in `tally`.
+    pub fn counted(signal: &Rc<Notify>, tally: &Rc<Cell<usize>>) -> Rc<ReplySlot> {
+        Rc::new(ReplySlot {
+            value: RefCell::new(None),
+            signal: Rc::clone(signal),
+            meta: RefCell::new(SlotMeta::default()),
+            discard: Cell::new(false),
+            tally: Some(Rc::clone(tally)),
         })
     }
 
@@ -74,6 +91,23 @@ impl ReplySlot {
             signal: Rc::clone(signal),
             meta: RefCell::new(SlotMeta::default()),
             discard: Cell::new(false),
+            tally: None,
+        })
+    }
+
+    /// A slot that already holds its reply, counted in `tally` until taken.
+    pub fn ready_counted(
+        signal: &Rc<Notify>,
+        value: Bytes,
+        tally: &Rc<Cell<usize>>,
+    ) -> Rc<ReplySlot> {
+        tally.set(tally.get() + value.len());
+        Rc::new(ReplySlot {
+            value: RefCell::new(Some(value)),
+            signal: Rc::clone(signal),
+            meta: RefCell::new(SlotMeta::default()),
+            discard: Cell::new(false),
+            tally: Some(Rc::clone(tally)),
         })
     }
 
@@ -109,13 +143,21 @@ impl ReplySlot {
 
     /// Stores the reply and wakes the session.
     pub fn fill(&self, value: Bytes) {
+        if let Some(t) = &self.tally {
+            let replaced = self.value.borrow().as_ref().map_or(0, Bytes::len);
+            t.set((t.get() + value.len()).saturating_sub(replaced));
+        }
         *self.value.borrow_mut() = Some(value);
         self.signal.notify_one();
     }
 
     /// Takes the reply if it has arrived.
     pub fn take(&self) -> Option<Bytes> {
-        self.value.borrow_mut().take()
+        let value = self.value.borrow_mut().take();
+        if let (Some(t), Some(v)) = (&self.tally, &value) {
+            t.set(t.get().saturating_sub(v.len()));
+        }
+        value
     }
 }
 

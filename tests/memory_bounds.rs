@@ -258,3 +258,112 @@ fn pipelined_info_opens_no_connection_per_call() {
     let opened = node_connections(&mut nodes) - before;
     assert!(opened < 100, "1000 INFOs opened {opened} node connections");
 }
+
+#[test]
+fn replies_waiting_behind_an_unanswered_request_count_toward_the_limit() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(&cluster.seeds(), "max_pending_reply_bytes = \"1mb\"", true);
+    let mut c = proxy.conn();
+    let big = vec![b'v'; 100 * 1024];
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut c)
+        .expect("SET");
+    // A request that is never answered, then 10 MB of replies behind it.
+    let heads: [&[u8]; 2] = [b"BLPOP never:pushed 0\r\n", b"SET k v\r\nWAIT 99 0\r\n"];
+    for head in heads {
+        let mut s = proxy.raw();
+        let mut bytes = head.to_vec();
+        for _ in 0..100 {
+            bytes.extend_from_slice(b"GET big\r\n");
+        }
+        let (got, closed) = raw_exchange(&mut s, &bytes, Duration::from_secs(10));
+        assert!(
+            closed,
+            "{:?}: client still connected holding 10 MB",
+            String::from_utf8_lossy(head)
+        );
+        assert!(got.len() < 1024 * 1024, "{} bytes written", got.len());
+    }
+    assert_eq!(info_stat(&mut c, "slotproxy_clients_cut_output"), 2);
+    let v: Vec<u8> = redis::cmd("GET").arg("big").query(&mut c).expect("GET");
+    assert_eq!(v.len(), big.len());
+}
+
+#[test]
+fn a_resp3_subscriber_s_messages_behind_an_unanswered_request_count_toward_its_limit() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(&cluster.seeds(), "max_pubsub_reply_bytes = \"1mb\"", true);
+    let mut c = proxy.conn();
+    let mut s = proxy.raw();
+    s.write_all(b"HELLO 3\r\nSUBSCRIBE news\r\nBLPOP never:pushed 0\r\n")
+        .expect("write");
+    // Wait (bounded) until the subscription is in place (NUMSUB asks every node).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("news")
+            .query(&mut c)
+            .expect("PUBSUB NUMSUB");
+        if n == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscriber never subscribed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let big = vec![b'm'; 100 * 1024];
+    for _ in 0..20 {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg(&big)
+            .query(&mut c)
+            .expect("PUBLISH");
+    }
+    let (got, closed) = raw_exchange(&mut s, b"", Duration::from_secs(10));
+    assert!(
+        closed,
+        "subscriber still connected holding 2 MB: {} {:?}",
+        got.len(),
+        &got[..got.len().min(600)]
+    );
+    assert!(got.len() < 1024 * 1024, "{} bytes written", got.len());
+    assert_eq!(info_stat(&mut c, "slotproxy_clients_cut_output"), 1);
+}
+
+#[test]
+fn an_idle_connection_that_sent_nothing_holds_no_read_buffer() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let clients = |c: &mut redis::Connection| -> u64 {
+        let text: String = redis::cmd("INFO").arg("clients").query(c).expect("INFO");
+        text.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:")?.trim().parse().ok())
+            .expect("connected_clients")
+    };
+    let base = clients(&mut c);
+    let (_, rss_before) = vm_kb(proxy.pid());
+    // Under the usual 1024 open files of both processes.
+    const N: u64 = 800;
+    let idle: Vec<TcpStream> = (0..N).map(|_| proxy.raw()).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while clients(&mut c) < base + N {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not accept them all"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, rss_after) = vm_kb(proxy.pid());
+    let per_conn = rss_after.saturating_sub(rss_before) * 1024 / N;
+    // About 2.3 KiB today (session, task, registry entry); a 16 KB read buffer allocated
+    // up front made it about 6 KiB.
+    assert!(
+        per_conn < 4096,
+        "{per_conn} bytes of RSS per idle connection"
+    );
+    eprintln!("{per_conn} bytes of RSS per idle connection");
+    drop(idle);
+}

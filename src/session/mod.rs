@@ -93,10 +93,13 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
             peer_ip: None,
         },
         acl: worker.shared.users.active(),
-        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        // Allocated by the first read (`read` reserves READ_CHUNK): a connected client that
+        // has sent nothing yet holds no read buffer.
+        rbuf: BytesMut::new(),
         queue: VecDeque::new(),
         out: VecDeque::new(),
         out_bytes: 0,
+        held: Rc::new(std::cell::Cell::new(0)),
         signal: Rc::new(Notify::new()),
         closing: false,
         unparsed: false,
@@ -155,6 +158,10 @@ struct Session {
     /// Reply bytes ready to write, in order.
     out: VecDeque<Bytes>,
     out_bytes: usize,
+    /// Bytes of replies that arrived but still sit in `queue` (behind an unanswered request,
+    /// or not collected yet); with `out_bytes` they count toward the output limits, so a
+    /// request that is never answered cannot make the proxy hold unbounded replies after it.
+    held: Rc<std::cell::Cell<usize>>,
     /// Woken whenever one of this client's replies arrives.
     signal: Rc<Notify>,
     /// QUIT or a protocol error: read no more, close once everything is written.
@@ -271,28 +278,27 @@ impl Session {
             self.reap_retired();
             if !self.out.is_empty() {
                 self.flush()?;
-                if self.out_bytes > self.max_out {
-                    self.obs.cut(
-                        &self.worker,
-                        &self.stream,
-                        self.client.id,
-                        self.out_bytes,
-                        "max_pending_reply_bytes",
-                    );
-                    return Ok(());
-                }
-                if self.subs.is_some()
-                    && self.out_bytes > self.worker.shared.config.max_pubsub_reply_bytes
-                {
-                    self.obs.cut(
-                        &self.worker,
-                        &self.stream,
-                        self.client.id,
-                        self.out_bytes,
-                        "max_pubsub_reply_bytes",
-                    );
-                    return Ok(());
-                }
+            }
+            let pending = self.out_bytes + self.held.get();
+            if pending > self.max_out {
+                self.obs.cut(
+                    &self.worker,
+                    &self.stream,
+                    self.client.id,
+                    pending,
+                    "max_pending_reply_bytes",
+                );
+                return Ok(());
+            }
+            if self.subs.is_some() && pending > self.worker.shared.config.max_pubsub_reply_bytes {
+                self.obs.cut(
+                    &self.worker,
+                    &self.stream,
+                    self.client.id,
+                    pending,
+                    "max_pubsub_reply_bytes",
+                );
+                return Ok(());
             }
             if self.closing
                 && self.queue.is_empty()
@@ -485,13 +491,13 @@ impl Session {
         match route {
             Route::Slot(slot) => {
                 self.touch(slot);
-                let slot_rc = ReplySlot::new(&self.signal);
+                let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));
                 self.worker
                     .send(self.call(wire, Dest::Slot(slot), Target::Whole(slot_rc)));
             }
             Route::Split(split) => {
-                let slot_rc = ReplySlot::new(&self.signal);
+                let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));
                 let merge = Merge::new(split.kind, split.order, split.parts.len(), slot_rc);
                 if self.client.resp3 {
@@ -520,7 +526,7 @@ impl Session {
                 };
                 match addr {
                     Some(addr) => {
-                        let slot_rc = ReplySlot::new(&self.signal);
+                        let slot_rc = self.new_slot();
                         self.queue.push_back(Rc::clone(&slot_rc));
                         self.worker
                             .send(self.call(wire, Dest::Node(addr), Target::Whole(slot_rc)));
@@ -554,7 +560,7 @@ impl Session {
                 self.push_ready(resp::simple("RESET"));
             }
             Route::Local(Local::Proxy) => {
-                let slot_rc = ReplySlot::new(&self.signal);
+                let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));
                 let shared = Arc::clone(&self.worker.shared);
                 let args = args[1..].to_vec();
@@ -563,7 +569,7 @@ impl Session {
                 });
             }
             Route::Local(Local::Info) => {
-                let slot_rc = ReplySlot::new(&self.signal);
+                let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));
                 let worker = Rc::clone(&self.worker);
                 let args = args[1..].to_vec();
@@ -654,7 +660,7 @@ impl Session {
         if nodes.is_empty() {
             return self.push_ready(resp::error(CLUSTERDOWN_UNSERVED));
         }
-        let slot_rc = ReplySlot::new(&self.signal);
+        let slot_rc = self.new_slot();
         self.queue.push_back(Rc::clone(&slot_rc));
         let merge = Merge::fan_out(kind, nodes.clone(), slot_rc);
         if self.client.resp3 {
@@ -734,7 +740,7 @@ impl Session {
 
     /// Runs a blocking command on a connection of its own, as a task of this client.
     fn blocking(&mut self, start: blocking::Start, wire: Bytes) {
-        let slot_rc = ReplySlot::new(&self.signal);
+        let slot_rc = self.new_slot();
         self.queue.push_back(Rc::clone(&slot_rc));
         let task = tokio::task::spawn_local(blocking::run(
             Rc::clone(&self.worker),
@@ -749,7 +755,14 @@ impl Session {
     }
 
     fn push_ready(&mut self, reply: Bytes) {
-        self.queue.push_back(ReplySlot::ready(&self.signal, reply));
+        self.queue
+            .push_back(ReplySlot::ready_counted(&self.signal, reply, &self.held));
+    }
+
+    /// A reply slot for this client's queue; its reply counts toward the output limits from
+    /// the moment it arrives, even while it waits behind an unanswered request.
+    fn new_slot(&self) -> Rc<ReplySlot> {
+        ReplySlot::counted(&self.signal, &self.held)
     }
 
     /// Moves the filled replies at the head of the queue to the output.

@@ -523,7 +523,9 @@ impl Session {
         let messages = std::mem::take(&mut *ps.mailbox.messages.borrow_mut());
         for (frame, before) in messages {
             let at = before.and_then(|b| self.queue.iter().position(|q| Rc::ptr_eq(q, &b)));
-            let slot = ReplySlot::ready(&signal, frame);
+            // Counted like any reply: a RESP3 subscriber's messages queued behind an
+            // unanswered request count toward its limits too.
+            let slot = ReplySlot::ready_counted(&signal, frame, &self.held);
             match at {
                 Some(i) => self.queue.insert(i, slot),
                 None => self.queue.push_back(slot),

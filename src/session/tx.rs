@@ -249,7 +249,7 @@ impl Session {
     }
 
     fn tx_send(&mut self, wire: Bytes) {
-        let r = ReplySlot::new(&self.signal);
+        let r = self.new_slot();
         self.queue.push_back(Rc::clone(&r));
         self.tx_send_to(wire, r);
     }

@@ -70,7 +70,7 @@ impl Session {
                 None => return self.push_ready(resp::error(crate::worker::CLUSTERDOWN_UNSERVED)),
             }
         }
-        let slot = ReplySlot::new(&self.signal);
+        let slot = self.new_slot();
         self.queue.push_back(Rc::clone(&slot));
         let timeout = (timeout > 0).then(|| Duration::from_millis(timeout as u64));
         // One WAIT of a client polls at a time, as Redis runs a client's WAITs one after the
