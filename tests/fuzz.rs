@@ -381,10 +381,19 @@ fn request_parser() {
 // ---------------------------------------------------------------------------------------------
 // Reply scanner
 
-/// One valid reply frame and, for the RESP2 types `Value` decodes, its value. Attributes (`|`)
-/// are left out of valid frames: they are a prefix to a reply rather than a reply, and are only
-/// met here through mutation.
+/// One valid reply frame and, for the RESP2 types `Value` decodes, its value. Now and then the
+/// reply carries a RESP3 attribute (`|`) in front: it belongs to the same frame as the value it
+/// annotates (no value is expected of such a frame).
 fn gen_reply(rng: &mut StdRng, depth: u32, out: &mut Vec<u8>) -> Option<Value> {
+    if depth < 4 && rng.gen_range(0..12) == 0 {
+        let n = rng.gen_range(0..3);
+        out.extend(format!("|{n}\r\n").bytes());
+        for _ in 0..2 * n {
+            gen_reply(rng, depth + 1, out);
+        }
+        gen_reply(rng, depth, out);
+        return None;
+    }
     let line = |rng: &mut StdRng| -> Vec<u8> {
         let mut l = random_bytes(rng.gen_range(0..12), rng);
         l.retain(|&b| b != b'\r' && b != b'\n');
@@ -525,6 +534,13 @@ fn reference_frame(buf: &[u8]) -> (Result<Option<usize>, ()>, usize) {
                     return (Err(()), deepest);
                 };
                 pos = cr + 2;
+                if kind == b'|' {
+                    // An attribute annotates the value after it and is not a member itself:
+                    // the enclosing aggregate (or the frame) still waits for that value.
+                    if let Some(top) = open.last_mut() {
+                        *top += 1;
+                    }
+                }
                 let members = if kind == b'%' || kind == b'|' {
                     2 * n
                 } else {
