@@ -78,6 +78,9 @@ struct State {
     /// Bumped whenever the link changes, so tasks of an old link stop.
     generation: u64,
     backoff: Duration,
+    /// A reply timed out and the connection was replaced; cleared by the next reply. A second
+    /// timeout while set means the node, not one slow command, stopped answering.
+    suspect: bool,
 }
 
 /// Timeouts a connection needs.
@@ -149,6 +152,7 @@ impl Conn {
                 inflight: VecDeque::new(),
                 generation: 0,
                 backoff: BACKOFF_START,
+                suspect: false,
             }),
             wake_writer: Notify::new(),
             wake_reader: Notify::new(),
@@ -273,6 +277,7 @@ impl Conn {
                 return;
             }
             st.generation += 1;
+            st.suspect = false;
             let quiet = st.inflight.is_empty() && st.queue.is_empty() && reason == "closed";
             let was_up = matches!(st.link, Link::Up);
             let link = if quiet {
@@ -326,6 +331,49 @@ impl Conn {
         self.node
             .shared
             .trigger_refresh_for(Trigger::ConnectionLost);
+    }
+
+    /// The oldest request got no reply within `request_timeout`. A node that is busy (a long
+    /// script, a slow `KEYS`) still answers other connections, `-BUSY` during a script, so one
+    /// slow command must not mark it down for everyone: the requests already written here
+    /// (stuck behind it in the node's queue for this connection) are answered with an error,
+    /// the connection is dropped, and what was not written yet goes out on a fresh connection
+    /// at once. Only when that connection also times out before any reply is the node down.
+    fn timed_out(self: &Rc<Self>, gen: u64, reason: String) {
+        let inflight = {
+            let mut st = self.state.borrow_mut();
+            if st.generation != gen || st.suspect {
+                drop(st);
+                return self.fail(gen, reason);
+            }
+            st.generation += 1;
+            st.suspect = true;
+            let inflight = std::mem::take(&mut st.inflight);
+            if st.queue.is_empty() {
+                self.set_link(&mut st, Link::Idle);
+            } else {
+                self.set_link(&mut st, Link::Connecting);
+                let gen = st.generation;
+                tokio::task::spawn_local(Rc::clone(self).connect(gen));
+            }
+            inflight
+        };
+        self.wake_writer.notify_one();
+        self.wake_reader.notify_one();
+        let calls: Vec<Pending> = inflight
+            .into_iter()
+            .map(|(_, p)| p)
+            .filter(|p| matches!(p, Pending::Call(_)))
+            .collect();
+        bump(&self.node.stats.failed, calls.len() as u64);
+        tracing::warn!(node = %self.addr, %reason, failed = calls.len(), "backend reply timed out; replacing the connection");
+        let lost = format!(
+            "ERR slotproxy: no reply from backend {} within request_timeout ({reason}); the command may or may not have run",
+            self.addr
+        );
+        for p in calls {
+            p.fail(&lost);
+        }
     }
 
     async fn write_loop(self: Rc<Self>, stream: Rc<Stream>, gen: u64) {
@@ -390,7 +438,7 @@ impl Conn {
                     };
                     if expired {
                         let ms = request_timeout.as_millis();
-                        return self.fail(gen, format!("no reply within {ms}ms"));
+                        return self.timed_out(gen, format!("no reply within {ms}ms"));
                     }
                     continue;
                 }
@@ -413,6 +461,12 @@ impl Conn {
             }
             // One clock read per read batch: every reply in it arrived by now.
             let now = Instant::now();
+            {
+                let mut st = self.state.borrow_mut();
+                if st.suspect && !buf.is_empty() {
+                    st.suspect = false;
+                }
+            }
             let stats = &self.node.stats;
             loop {
                 let frame = match scanner.next_frame(&mut buf) {

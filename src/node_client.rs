@@ -4,7 +4,7 @@
 use crate::resp::{self, ReplyScanner, Value};
 use crate::stream::Stream;
 use anyhow::{anyhow, bail, Context};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 
 /// A connection to one node. Every call has a deadline.
@@ -72,11 +72,24 @@ impl NodeClient {
     }
 
     async fn roundtrip_raw(&mut self, wire: &[u8]) -> anyhow::Result<Value> {
+        let frame = self.frame_roundtrip(wire).await?;
+        Ok(Value::decode(&frame)?)
+    }
+
+    /// Sends a request already in wire form and returns its reply frame as the node sent it,
+    /// within the client's deadline.
+    pub async fn call_wire(&mut self, wire: &[u8]) -> anyhow::Result<Bytes> {
+        tokio::time::timeout(self.timeout, self.frame_roundtrip(wire))
+            .await
+            .map_err(|_| anyhow!("no reply from {} within {:?}", self.addr, self.timeout))?
+    }
+
+    async fn frame_roundtrip(&mut self, wire: &[u8]) -> anyhow::Result<Bytes> {
         self.stream.write_all(wire).await?;
         let mut scanner = ReplyScanner::default();
         loop {
             if let Some(frame) = scanner.next_frame(&mut self.buf)? {
-                return Ok(Value::decode(&frame)?);
+                return Ok(frame);
             }
             if self.stream.read_some(&mut self.buf).await? == 0 {
                 bail!("connection closed");

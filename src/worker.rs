@@ -206,6 +206,33 @@ impl Worker {
         }
     }
 
+    /// Sends a call addressed to a node (`Dest::Node`) on a connection of its own, opened for
+    /// it and closed after its reply: for commands that must not queue behind what the
+    /// worker's shared connection to that node carries (SCRIPT KILL behind the busy script).
+    /// The reply goes to the client as the node sent it; redirects are not followed.
+    pub fn send_alone(&self, call: Call) {
+        let Dest::Node(addr) = &call.dest else {
+            return call.fail("ERR slotproxy: internal error: no node for a one-off connection");
+        };
+        let addr = Arc::clone(addr);
+        if !self.trusted(&self.shared.map.load(), &addr) {
+            return call.fail(&format!(
+                "ERR slotproxy: {addr} is not a node of the cluster's topology"
+            ));
+        }
+        let timeout = self.shared.live.request_timeout();
+        tokio::task::spawn_local(async move {
+            let reply = async {
+                let mut node = crate::node_client::NodeClient::connect(&addr, timeout).await?;
+                node.call_wire(&call.wire).await
+            };
+            match reply.await {
+                Ok(frame) => call.target.deliver(frame),
+                Err(e) => call.fail(&format!("ERR slotproxy: {e:#}")),
+            }
+        });
+    }
+
     /// Sends a call to `addr`, which must be trusted; otherwise the call fails.
     fn send_to(&self, addr: &str, call: Call, asking: bool) {
         match self.pool(addr) {

@@ -147,3 +147,97 @@ fn requests_in_flight_returns_to_zero_when_clients_leave() {
         "in flight on an idle proxy:\n{text}"
     );
 }
+
+/// One command on a fresh raw connection; its first reply line.
+fn one_request(proxy: &Proxy, request: &[u8]) -> String {
+    let mut s = proxy.raw();
+    s.set_read_timeout(Some(T)).ok();
+    s.write_all(request).expect("write");
+    read_line(&s).trim_end().to_string()
+}
+
+#[test]
+fn a_busy_script_does_not_take_its_node_down_and_script_kill_reaches_it() {
+    let cluster = cluster(3, 1, 0);
+    // One worker: every client shares its one connection to the busy node.
+    let proxy = Proxy::start_with(
+        &cluster.seeds(),
+        "workers = 1\nrequest_timeout = \"20s\"",
+        true,
+    );
+    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"busy"));
+    let mut direct = node_conn(&cluster, owner);
+    // The node answers other connections BUSY after 100 ms of script (Redis's default is 5 s).
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("lua-time-limit")
+        .arg("100")
+        .query(&mut direct)
+        .expect("CONFIG SET lua-time-limit");
+    let start_script = |direct: &mut redis::Connection| {
+        let mut looping = proxy.raw();
+        looping.set_read_timeout(Some(T)).ok();
+        looping
+            .write_all(b"EVAL \"while true do end\" 1 busy\r\n")
+            .expect("write");
+        eventually_ok(|| {
+            redis::cmd("GET")
+                .arg("{busy}:other")
+                .query::<Option<String>>(direct)
+                .is_err_and(|e| e.code() == Some("BUSY"))
+        });
+        looping
+    };
+
+    // SCRIPT KILL does not queue behind the script on the shared connection.
+    let looping = start_script(&mut direct);
+    assert_eq!(one_request(&proxy, b"SCRIPT KILL\r\n"), "+OK");
+    let reply = read_line(&looping);
+    assert!(
+        reply.contains("Script killed"),
+        "the script's client got {reply:?}"
+    );
+
+    // A script that outlives request_timeout: the requests written behind it time out, and
+    // the node is not declared down; the next client gets the node's own BUSY at once.
+    let _: () = redis::cmd("PROXY")
+        .arg("CONFIG")
+        .arg("SET")
+        .arg("request_timeout")
+        .arg("1500ms")
+        .query(&mut proxy.conn())
+        .expect("PROXY CONFIG SET request_timeout");
+    let looping = start_script(&mut direct);
+    let mut behind = proxy.raw();
+    behind.set_read_timeout(Some(T)).ok();
+    behind.write_all(b"GET {busy}:other\r\n").expect("write");
+    for (who, s) in [("script", &looping), ("request behind it", &behind)] {
+        let reply = read_line(s);
+        assert!(
+            reply.contains("no reply within"),
+            "the {who}'s client got {reply:?}"
+        );
+    }
+    for _ in 0..5 {
+        let reply = one_request(&proxy, b"GET {busy}:other\r\n");
+        assert!(reply.starts_with("-BUSY"), "a client got {reply:?}");
+    }
+    assert_eq!(one_request(&proxy, b"SCRIPT KILL\r\n"), "+OK");
+    let mut c = proxy.conn();
+    eventually_ok(|| c.set::<_, _, ()>("{busy}:after", 1).is_ok());
+    let got: i64 = c.get("{busy}:after").expect("GET after the kill");
+    assert_eq!(got, 1);
+    assert_eq!(
+        one_request(&proxy, b"SCRIPT KILL\r\n"),
+        "-NOTBUSY No scripts in execution right now."
+    );
+}
+
+/// Retries `f` for up to 10 s.
+fn eventually_ok(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "never succeeded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

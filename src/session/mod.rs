@@ -666,12 +666,20 @@ impl Session {
         if self.client.resp3 {
             merge.set_resp3();
         }
+        // SCRIPT KILL / FUNCTION KILL exist for a node busy with a script: on the shared
+        // connection they would wait behind that very script, so each goes on its own.
+        let alone = kind == MergeKind::AnyOk;
         for (i, node) in nodes.into_iter().enumerate() {
-            self.worker.send(Call::new(
+            let call = Call::new(
                 wire.clone(),
                 Dest::Node(node),
                 Target::Part(Rc::clone(&merge), i),
-            ));
+            );
+            if alone {
+                self.worker.send_alone(call);
+            } else {
+                self.worker.send(call);
+            }
         }
     }
 

@@ -67,10 +67,16 @@ impl Proxy {
             let p = free_port();
             (p, format!("metrics_listen = \"127.0.0.1:{p}\"\n"))
         };
+        // Two workers, so that clients spread over threads, unless the test says otherwise.
+        let workers = if toml.contains("workers") {
+            ""
+        } else {
+            "workers = 2\n"
+        };
         std::fs::write(
             &cfg,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nseeds = [{}]\nworkers = 2\nlog_level = \"warn\"\n{metrics_line}{toml}\n",
+                "listen = \"127.0.0.1:{port}\"\nseeds = [{}]\n{workers}log_level = \"warn\"\n{metrics_line}{toml}\n",
                 seeds.join(", ")
             ),
         )
