@@ -356,7 +356,7 @@ fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
             "stats" => {
                 let _ = write!(
                     out,
-                    "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nslotproxy_redirects_moved:{}\r\nslotproxy_redirects_ask:{}\r\nslotproxy_retries_tryagain:{}\r\nslotproxy_clients_cut_output:{}\r\nslotproxy_slowlog_len:{}\r\n\r\n",
+                    "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nslotproxy_redirects_moved:{}\r\nslotproxy_redirects_ask:{}\r\nslotproxy_retries_tryagain:{}\r\nslotproxy_clients_cut_output:{}\r\nslotproxy_slowlog_len:{}\r\nslotproxy_memory_trims:{}\r\n\r\n",
                     t.accepted,
                     t.commands,
                     shared.ops_per_sec.load(Relaxed),
@@ -370,6 +370,7 @@ fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
                     t.tryagain,
                     t.cut_output,
                     shared.slowlog.len(),
+                    shared.trimmer.trims(),
                 );
             }
             "cluster" => {

@@ -27,6 +27,7 @@ pub mod live;
 pub mod local;
 pub mod localcluster;
 pub mod logging;
+pub mod memory;
 pub mod merge;
 pub mod node_client;
 pub mod observe;

@@ -198,6 +198,7 @@ pub async fn serve_with(
     let mut background = vec![
         tokio::spawn(topology::run(Arc::clone(&shared))),
         tokio::spawn(crate::prom::housekeeping(Arc::clone(&shared))),
+        tokio::spawn(crate::memory::run(Arc::clone(&shared))),
     ];
     if let Some(l) = metrics_listener {
         background.push(tokio::spawn(crate::scrape::serve(l)));

@@ -105,6 +105,8 @@ pub struct Shared {
     pub ops_per_sec: AtomicU64,
     /// Milliseconds since `started` when the current slot map was installed.
     pub map_installed_ms: AtomicU64,
+    /// Requests to return freed memory to the system (see [`crate::memory`]).
+    pub trimmer: crate::memory::Trimmer,
     /// Set once shutdown has begun: workers stop reading new requests.
     pub stopping: AtomicBool,
     /// `PROXY SHUTDOWN` asks the server loop to stop through this.
@@ -156,6 +158,7 @@ impl Shared {
             slowlog: Default::default(),
             ops_per_sec: AtomicU64::new(0),
             map_installed_ms: AtomicU64::new(0),
+            trimmer: crate::memory::Trimmer::default(),
             stopping: AtomicBool::new(false),
             shutdown_requested: Notify::new(),
         }

@@ -367,3 +367,65 @@ fn an_idle_connection_that_sent_nothing_holds_no_read_buffer() {
     eprintln!("{per_conn} bytes of RSS per idle connection");
     drop(idle);
 }
+
+/// Waits (at most 20 s) until the proxy's RSS satisfies `ok`; the last reading, in kB.
+fn rss_until(proxy: &Proxy, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, rss) = vm_kb(proxy.pid());
+        if ok(rss) {
+            return rss;
+        }
+        assert!(Instant::now() < deadline, "RSS never {what}: {rss} kB");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_slow_reader_s_backlog_goes_back_to_the_system_once_it_is_gone() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let big = vec![b'x'; 1 << 20];
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big[..])
+        .query(&mut c)
+        .expect("SET big");
+    let (_, base) = vm_kb(proxy.pid());
+    // Clients that ask for 40 MB of replies each and read none of them (under the 64 MB
+    // max_pending_reply_bytes): the proxy holds the replies.
+    let request = b"GET big\r\n".repeat(40);
+    let mut readers: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = proxy.raw();
+            s.write_all(&request).expect("write");
+            s
+        })
+        .collect();
+    rss_until(&proxy, "grew with the backlog", |rss| {
+        rss > base + 100 * 1024
+    });
+
+    // One reader catches up and stays; the others leave.
+    let mut catching_up = readers.pop().expect("a reader");
+    drop(readers);
+    let want = 40 * ((1 << 20) + "$1048576\r\n\r\n".len());
+    catching_up.set_read_timeout(Some(T)).ok();
+    let mut got = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    while got < want {
+        match std::io::Read::read(&mut catching_up, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert_eq!(got, want, "the reader that caught up got every reply");
+    // Freed memory is handed back to the system (glibc keeps it for reuse otherwise: RSS
+    // stayed at its peak before).
+    let after = rss_until(&proxy, "came back down", |rss| rss < base + 48 * 1024);
+    assert!(info_stat(&mut c, "slotproxy_memory_trims") >= 1);
+    eprintln!("RSS {base} kB before, {after} kB after the backlogs were gone");
+    let pong: String = redis::cmd("PING").query(&mut c).expect("PING");
+    assert_eq!(pong, "PONG");
+}

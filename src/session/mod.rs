@@ -100,6 +100,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
         out: VecDeque::new(),
         out_bytes: 0,
         held: Rc::new(std::cell::Cell::new(0)),
+        peak_out: 0,
         signal: Rc::new(Notify::new()),
         closing: false,
         unparsed: false,
@@ -142,6 +143,9 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
         s.obs.dropped(&worker, &slot);
     }
     s.obs.end(&worker, s.out_bytes);
+    if s.peak_out.max(s.out_bytes + s.held.get()) >= crate::memory::TRIM_AFTER_BYTES {
+        worker.shared.trimmer.request();
+    }
     worker.shared.workers[worker.index]
         .clients
         .fetch_sub(1, Relaxed);
@@ -162,6 +166,9 @@ struct Session {
     /// or not collected yet); with `out_bytes` they count toward the output limits, so a
     /// request that is never answered cannot make the proxy hold unbounded replies after it.
     held: Rc<std::cell::Cell<usize>>,
+    /// The largest backlog (`out_bytes + held`) since it was last empty; when a backlog of
+    /// [`crate::memory::TRIM_AFTER_BYTES`] or more is gone, the freed memory is handed back.
+    peak_out: usize,
     /// Woken whenever one of this client's replies arrives.
     signal: Rc<Notify>,
     /// QUIT or a protocol error: read no more, close once everything is written.
@@ -280,6 +287,12 @@ impl Session {
                 self.flush()?;
             }
             let pending = self.out_bytes + self.held.get();
+            if pending > self.peak_out {
+                self.peak_out = pending;
+            } else if pending == 0 && self.peak_out >= crate::memory::TRIM_AFTER_BYTES {
+                self.peak_out = 0;
+                self.worker.shared.trimmer.request();
+            }
             if pending > self.max_out {
                 self.obs.cut(
                     &self.worker,
