@@ -12,22 +12,26 @@ use crate::resp::{self, ReplyScanner};
 use crate::shared::{Shared, Trigger};
 use crate::stats::{bump, drop_by, NodeStats};
 use crate::stream::Stream;
-use crate::worker::Worker;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 const BACKOFF_START: Duration = Duration::from_millis(50);
-/// Most buffers handed to one `writev` call (Linux's IOV_MAX is 1024).
-const MAX_IOV: usize = 512;
+
+/// Where a connection hands the replies to its calls: the worker that owns it. Redirects,
+/// retries and delivery are the worker's decisions; the connection only matches replies to
+/// requests. (A trait, so that this module does not depend on the worker's.)
+pub trait ReplyHandler {
+    /// `frame` is the reply to `call`, which was sent to `from`.
+    fn on_reply(&self, call: Call, frame: Bytes, from: &str);
+}
 
 /// An entry in a connection's queues.
 enum Pending {
@@ -47,7 +51,7 @@ impl Pending {
         match self {
             Pending::Call(c) => c.wire.clone(),
             Pending::Asking => Bytes::from_static(ASKING),
-            Pending::Hello => Bytes::from_static(crate::dedicated::HELLO3),
+            Pending::Hello => Bytes::from_static(resp::HELLO3),
             Pending::Auth(wire) => wire.clone(),
         }
     }
@@ -119,7 +123,7 @@ pub struct NodeRef {
 /// One multiplexed connection to a node.
 pub struct Conn {
     addr: Arc<str>,
-    worker: Weak<Worker>,
+    worker: Weak<dyn ReplyHandler>,
     node: NodeRef,
     state: RefCell<State>,
     wake_writer: Notify,
@@ -141,7 +145,7 @@ fn link_gauge<'a>(stats: &'a NodeStats, link: &Link) -> Option<&'a std::sync::at
 }
 
 impl Conn {
-    fn new(addr: Arc<str>, worker: Weak<Worker>, node: NodeRef, resp3: bool) -> Rc<Conn> {
+    fn new(addr: Arc<str>, worker: Weak<dyn ReplyHandler>, node: NodeRef, resp3: bool) -> Rc<Conn> {
         Rc::new(Conn {
             addr,
             worker,
@@ -398,7 +402,7 @@ impl Conn {
                 self.wake_writer.notified().await;
                 continue;
             }
-            if let Err(e) = write_all(&stream, &mut bufs).await {
+            if let Err(e) = crate::stream::write_all(&stream, &mut bufs).await {
                 return self.fail(gen, format!("write: {e}"));
             }
         }
@@ -523,53 +527,6 @@ impl Conn {
     }
 }
 
-/// Tells tokio that a socket's receive queue is empty after a short read, so the next
-/// `readable()` waits for new data instead of costing a read that returns EAGAIN (half of all
-/// reads under pipelined load). Safe against lost wake-ups: tokio clears the readiness only if
-/// no new readiness event arrived since it was observed, and new data raises a new event.
-pub fn drained(stream: &TcpStream) {
-    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-    });
-}
-
-/// Writes every buffer, in order, with as few `writev` calls as the socket allows (and, for
-/// TLS, until every encrypted byte reached the socket).
-pub(crate) async fn write_all(stream: &Stream, bufs: &mut Vec<Bytes>) -> io::Result<()> {
-    let mut start = 0;
-    while start < bufs.len() {
-        let result = {
-            let slices: Vec<IoSlice<'_>> = bufs[start..]
-                .iter()
-                .take(MAX_IOV)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            stream.try_write_vectored(&slices)
-        };
-        let written = match result {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                stream.writable().await?;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let mut n = written;
-        while n > 0 && start < bufs.len() {
-            let len = bufs[start].len();
-            if n >= len {
-                n -= len;
-                start += 1;
-            } else {
-                bufs[start].advance(n);
-                n = 0;
-            }
-        }
-    }
-    bufs.clear();
-    stream.flush().await
-}
-
 /// A worker's connections to one node.
 pub struct Pool {
     conns: Vec<Rc<Conn>>,
@@ -580,7 +537,12 @@ pub struct Pool {
 
 impl Pool {
     /// `count` connections (opened lazily) to `addr`, counting into `node`'s stats.
-    pub fn new(addr: Arc<str>, worker: Weak<Worker>, node: NodeRef, count: usize) -> Pool {
+    pub fn new(
+        addr: Arc<str>,
+        worker: Weak<dyn ReplyHandler>,
+        node: NodeRef,
+        count: usize,
+    ) -> Pool {
         let conns = |resp3: bool| -> Vec<Rc<Conn>> {
             (0..count.max(1))
                 .map(|_| Conn::new(Arc::clone(&addr), worker.clone(), node.clone(), resp3))

@@ -303,7 +303,7 @@ impl Inner {
                 st.pending.front().and_then(|(d, _)| *d)
             };
             if !bufs.is_empty() {
-                if let Err(e) = crate::backend::write_all(stream, &mut bufs).await {
+                if let Err(e) = crate::stream::write_all(stream, &mut bufs).await {
                     return format!("write: {e}");
                 }
                 continue;
@@ -509,9 +509,6 @@ pub fn too_many_for_client(max: usize) -> String {
     format!("ERR slotproxy: too many dedicated connections for this client (max_dedicated_per_client = {max}); blocking commands, transactions and subscriptions each hold one")
 }
 
-/// `HELLO 3`, sent first on the connections of RESP3 clients.
-pub const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
-
 impl DedicatedPool {
     /// A pool of at most `max` connections.
     pub fn new(max: usize, connect_timeout: Duration) -> DedicatedPool {
@@ -576,7 +573,7 @@ impl DedicatedPool {
             return Err(too_many(self.max));
         }
         self.live.set(self.live.get() + 1);
-        let hello = resp3.then(|| Bytes::from_static(HELLO3));
+        let hello = resp3.then(|| Bytes::from_static(crate::resp::HELLO3));
         Ok(Lease {
             conn: Dedicated::open(Arc::clone(addr), self.connect_timeout, hello, sink),
             resp3,

@@ -10,10 +10,10 @@
 //! that does not answer is counted in `slotproxy_info_unreachable_masters`, never silently
 //! dropped.
 
-use crate::admin::jobs::lines_reply;
 use crate::dispatch::{Call, Dest, ReplySlot, Target};
 use crate::fanout;
 use crate::resp;
+use crate::resp::lines_reply;
 use crate::shared::Shared;
 use crate::stats::{self, HistSnap};
 use crate::worker::Worker;

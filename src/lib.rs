@@ -7,7 +7,9 @@
 //! merging split commands ([`merge`]). The [`topology`] refresher keeps the [`cluster`] slot map
 //! current. Commands the proxy answers itself live in [`local`], [`info`], [`slowlog`] and
 //! [`admin`]. Operations: [`stats`] and [`observe`] count on the data path, [`prom`] exports,
-//! [`live`] changes settings at run time, [`logging`] sets up the logs.
+//! [`live`] changes settings at run time, [`logging`] sets up the logs, [`memory`] hands freed
+//! memory back. Admin engine runs are [`jobs`]. Modules import each other in no cycle
+//! (`tests/module_graph.rs` checks).
 
 pub mod access;
 pub mod admin;
@@ -23,6 +25,8 @@ pub mod dispatch;
 pub mod fanout;
 pub mod flow;
 pub mod info;
+pub mod jobs;
+pub mod listener;
 pub mod live;
 pub mod local;
 pub mod localcluster;

@@ -40,15 +40,15 @@ impl Trimmer {
     }
 }
 
-/// Serves trim requests until the process ends.
-pub async fn run(shared: Arc<crate::shared::Shared>) {
+/// Serves `trimmer`'s requests until the process ends.
+pub async fn run(trimmer: Arc<Trimmer>) {
     let mut tick = tokio::time::interval(TRIM_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if shared.trimmer.wanted.swap(false, Relaxed) {
+        if trimmer.wanted.swap(false, Relaxed) {
             trim();
-            shared.trimmer.trims.fetch_add(1, Relaxed);
+            trimmer.trims.fetch_add(1, Relaxed);
         }
     }
 }

@@ -32,7 +32,7 @@ pub fn install(listen: &str) -> anyhow::Result<std::net::TcpListener> {
         .parse()
         .with_context(|| format!("metrics_listen {listen:?} is not ip:port"))?;
     // SO_REUSEADDR: the endpoint closes each scrape first, leaving TIME_WAIT behind.
-    let listener = crate::server::bind(&addr.to_string())
+    let listener = crate::listener::bind(&addr.to_string())
         .with_context(|| format!("starting the metrics listener on {listen}"))?;
     let buckets: Vec<f64> = BUCKETS_US.iter().map(|&us| us as f64 / 1e6).collect();
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()

@@ -7,6 +7,7 @@
 //! Errors carry Redis's own protocol-error texts, and the session closes the connection after
 //! sending one, as Redis does.
 
+use crate::resp::parse_int;
 use bytes::{Bytes, BytesMut};
 use std::fmt;
 
@@ -110,25 +111,6 @@ pub struct RequestParser {
 fn find_line(buf: &[u8], from: usize) -> Option<usize> {
     let cr = buf[from..].iter().position(|&b| b == b'\r')? + from;
     (cr + 1 < buf.len()).then_some(cr)
-}
-
-/// Parses a decimal integer as Redis's string2ll does: optional '-', then digits only.
-pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
-    let (neg, digits) = match s.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, s),
-    };
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    let mut n: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
-    }
-    Some(if neg { -n } else { n })
 }
 
 impl RequestParser {

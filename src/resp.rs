@@ -119,8 +119,7 @@ fn line_end(buf: &[u8], from: usize) -> Option<usize> {
 }
 
 fn parse_len(s: &[u8]) -> Result<i64, BadReply> {
-    crate::protocol::parse_int(s)
-        .ok_or_else(|| BadReply(format!("bad length {:?}", String::from_utf8_lossy(s))))
+    parse_int(s).ok_or_else(|| BadReply(format!("bad length {:?}", String::from_utf8_lossy(s))))
 }
 
 impl ReplyScanner {
@@ -199,6 +198,38 @@ impl ReplyScanner {
 }
 
 /// Request arguments from strings, for unit tests that build requests by hand.
+/// `HELLO 3`, sent first on the connections of RESP3 clients.
+pub const HELLO3: &[u8] = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n";
+
+/// Parses a decimal integer as Redis's string2ll does: optional '-', then digits only.
+pub fn parse_int(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+    }
+    Some(if neg { -n } else { n })
+}
+
+/// Encodes report lines as a RESP array of bulk strings (how redis-cli shows them best).
+pub fn lines_reply(lines: &[String]) -> Bytes {
+    let mut out = BytesMut::new();
+    put_array_header(&mut out, lines.len());
+    for l in lines {
+        put_bulk(&mut out, l.as_bytes());
+    }
+    out.freeze()
+}
+
 #[cfg(test)]
 pub(crate) fn test_args(a: &[&str]) -> Vec<Bytes> {
     a.iter()

@@ -25,25 +25,6 @@ pub struct Running {
     pub shared: Arc<Shared>,
 }
 
-/// A non-blocking listener on `listen` with SO_REUSEADDR, so a restarted proxy can bind again
-/// while connections it closed are still in TIME_WAIT.
-pub(crate) fn bind(listen: &str) -> anyhow::Result<std::net::TcpListener> {
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("listen address {listen:?} is not ip:port"))?;
-    let sock = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    sock.set_reuse_address(true)?;
-    sock.bind(&addr.into())
-        .with_context(|| format!("binding {listen}"))?;
-    sock.listen(1024)?;
-    sock.set_nonblocking(true)?;
-    Ok(sock.into())
-}
-
 /// A worker thread: where to hand it clients, and its handle to wait for it at shutdown.
 struct WorkerThread {
     tx: mpsc::UnboundedSender<NewClient>,
@@ -176,12 +157,14 @@ pub async fn serve_with(
     config.validate()?;
     crate::credentials::install(&config.backend_user, &config.backend_password);
     crate::tls::install(&config)?;
-    let std_listener = bind(&config.listen)?;
+    let std_listener = crate::listener::bind(&config.listen)?;
     let addr = std_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
     let tls_listener = match config.tls_listen.as_str() {
         "" => None,
-        tls => Some(tokio::net::TcpListener::from_std(bind(tls)?)?),
+        tls => Some(tokio::net::TcpListener::from_std(crate::listener::bind(
+            tls,
+        )?)?),
     };
     let metrics_listener = match config.metrics_listen.as_str() {
         "" => None,
@@ -198,7 +181,7 @@ pub async fn serve_with(
     let mut background = vec![
         tokio::spawn(topology::run(Arc::clone(&shared))),
         tokio::spawn(crate::prom::housekeeping(Arc::clone(&shared))),
-        tokio::spawn(crate::memory::run(Arc::clone(&shared))),
+        tokio::spawn(crate::memory::run(Arc::clone(&shared.trimmer))),
     ];
     if let Some(l) = metrics_listener {
         background.push(tokio::spawn(crate::scrape::serve(l)));

@@ -83,7 +83,7 @@ pub struct Shared {
     /// The port clients connect to (INFO's `tcp_port`).
     pub port: u16,
     /// Admin engine runs.
-    pub jobs: crate::admin::jobs::Jobs,
+    pub jobs: crate::jobs::Jobs,
     /// Script bodies seen in SCRIPT LOAD, by lowercase SHA1, so a NOSCRIPT from a node that
     /// never saw one (a promoted replica, a new master) can be repaired by loading it there.
     pub scripts: crate::scripts::Scripts,
@@ -106,7 +106,7 @@ pub struct Shared {
     /// Milliseconds since `started` when the current slot map was installed.
     pub map_installed_ms: AtomicU64,
     /// Requests to return freed memory to the system (see [`crate::memory`]).
-    pub trimmer: crate::memory::Trimmer,
+    pub trimmer: Arc<crate::memory::Trimmer>,
     /// Set once shutdown has begun: workers stop reading new requests.
     pub stopping: AtomicBool,
     /// `PROXY SHUTDOWN` asks the server loop to stop through this.
@@ -158,7 +158,7 @@ impl Shared {
             slowlog: Default::default(),
             ops_per_sec: AtomicU64::new(0),
             map_installed_ms: AtomicU64::new(0),
-            trimmer: crate::memory::Trimmer::default(),
+            trimmer: Arc::default(),
             stopping: AtomicBool::new(false),
             shutdown_requested: Notify::new(),
         }

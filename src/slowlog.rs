@@ -385,7 +385,7 @@ pub fn proxy_answer(args: &[Bytes], log: &SlowLog) -> Bytes {
             args.join(" ")
         ));
     }
-    crate::admin::jobs::lines_reply(&lines)
+    crate::resp::lines_reply(&lines)
 }
 
 #[cfg(test)]

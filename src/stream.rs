@@ -16,7 +16,7 @@
 //! `.await`, so never contended), so a backend connection's reader and writer tasks can share
 //! one `Rc<Stream>`, and control-plane clients stay `Send`.
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -329,10 +329,10 @@ impl Stream {
     }
 
     /// After a short plain read: tells tokio the receive queue is empty (see
-    /// [`crate::backend::drained`]). A TLS read already ran until `WouldBlock`.
+    /// [`drained`]). A TLS read already ran until `WouldBlock`.
     pub fn drained(&self) {
         if let Stream::Plain(s) = self {
-            crate::backend::drained(s);
+            drained(s);
         }
     }
 
@@ -388,6 +388,56 @@ impl Stream {
             )),
         }
     }
+}
+
+/// Most buffers handed to one `writev` call (Linux's IOV_MAX is 1024).
+const MAX_IOV: usize = 512;
+
+/// Tells tokio that a socket's receive queue is empty after a short read, so the next
+/// `readable()` waits for new data instead of costing a read that returns EAGAIN (half of all
+/// reads under pipelined load). Safe against lost wake-ups: tokio clears the readiness only if
+/// no new readiness event arrived since it was observed, and new data raises a new event.
+pub fn drained(stream: &TcpStream) {
+    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
+}
+
+/// Writes every buffer, in order, with as few `writev` calls as the socket allows (and, for
+/// TLS, until every encrypted byte reached the socket).
+pub async fn write_all(stream: &Stream, bufs: &mut Vec<Bytes>) -> io::Result<()> {
+    let mut start = 0;
+    while start < bufs.len() {
+        let result = {
+            let slices: Vec<IoSlice<'_>> = bufs[start..]
+                .iter()
+                .take(MAX_IOV)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            stream.try_write_vectored(&slices)
+        };
+        let written = match result {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.writable().await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut n = written;
+        while n > 0 && start < bufs.len() {
+            let len = bufs[start].len();
+            if n >= len {
+                n -= len;
+                start += 1;
+            } else {
+                bufs[start].advance(n);
+                n = 0;
+            }
+        }
+    }
+    bufs.clear();
+    stream.flush().await
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! with ASKING, TRYAGAIN retries after a short back-off, CLUSTERDOWN schedules a refresh. A
 //! client never sees MOVED or ASK.
 
-use crate::backend::{NodeRef, Pool};
+use crate::backend::{NodeRef, Pool, ReplyHandler};
 use crate::cluster::SlotMap;
 use crate::dispatch::{self, Call, Dest, Redirect, Vetted, MAX_REDIRECTS, MAX_RETRIES};
 use crate::resp;
@@ -134,9 +134,10 @@ impl Worker {
             stats,
             shared: Arc::clone(&self.shared),
         };
+        let handler: Weak<dyn ReplyHandler> = self.me.clone();
         let pool = Rc::new(Pool::new(
             Arc::clone(&addr),
-            self.me.clone(),
+            handler,
             node,
             self.shared.config.connections_per_node,
         ));
@@ -489,5 +490,11 @@ impl Worker {
             .collect();
         v.sort();
         v
+    }
+}
+
+impl ReplyHandler for Worker {
+    fn on_reply(&self, call: Call, frame: Bytes, from: &str) {
+        Worker::on_reply(self, call, frame, from)
     }
 }

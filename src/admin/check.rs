@@ -10,10 +10,10 @@
 //! themselves (plus the claims others make for unreachable masters), so a DELSLOTS on an owner
 //! shows up as uncovered even while other nodes still remember the old owner.
 
-use super::jobs;
 use super::survey::{self, HostLabels, NodeState, Survey};
 use crate::admin::json_str;
 use crate::cluster::NodeLine;
+use crate::jobs;
 use crate::shared::Shared;
 use crate::slots::SLOT_COUNT;
 use bytes::Bytes;

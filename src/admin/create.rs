@@ -28,9 +28,9 @@
 //!   that never started (see [`Step::Takeover`]). Nothing else changes.
 
 use super::check::{self, ranges_text};
-use super::jobs::{self, Job};
 use super::survey::{self, NodeState, Survey};
 use crate::cluster::NodeLine;
+use crate::jobs::{self, Job};
 use crate::node_client::NodeClient;
 use crate::placement::{self, NodeSpec, Plan, PlanOptions};
 use crate::resp::Value;

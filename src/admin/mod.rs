@@ -8,7 +8,6 @@
 pub mod check;
 pub mod create;
 pub mod islands;
-pub mod jobs;
 pub mod rebalance;
 pub mod survey;
 
@@ -85,7 +84,7 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
     };
     let sub = String::from_utf8_lossy(sub).to_ascii_uppercase();
     match sub.as_str() {
-        "HELP" => jobs::lines_reply(&HELP.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+        "HELP" => crate::resp::lines_reply(&HELP.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
         "SLOTS" => {
             let map = shared.map.load();
             let mut out = vec![format!(
@@ -107,7 +106,7 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
                     .unwrap_or_default();
                 out.push(format!("{a}-{b} {addr} replicas={replicas}"));
             }
-            jobs::lines_reply(&out)
+            crate::resp::lines_reply(&out)
         }
         "INFO" => crate::info::proxy_info(&args[1..], shared),
         "CONFIG" => config(&args[1..], shared),
@@ -125,14 +124,14 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
             let jobs = shared.jobs.list();
             let mut out = vec![format!("OK {} jobs", jobs.len())];
             out.extend(jobs.iter().map(|j| j.summary()));
-            jobs::lines_reply(&out)
+            crate::resp::lines_reply(&out)
         }
         "JOB" => {
             let id = args
                 .get(1)
                 .and_then(|a| std::str::from_utf8(a).ok()?.parse::<u64>().ok());
             match id.and_then(|id| shared.jobs.get(id)) {
-                Some(job) => jobs::lines_reply(&job.details()),
+                Some(job) => crate::resp::lines_reply(&job.details()),
                 None => resp::error("ERR no such job; PROXY JOBS lists them"),
             }
         }

@@ -25,10 +25,10 @@
 //! whose master is flagged failing, with `CLUSTER FAILOVER FORCE` sent to their replica, which
 //! cannot wait for a dead master. `TAKEOVER` (which skips the cluster's vote) is never used.
 
-use crate::admin::jobs::{self, Job};
 use crate::admin::json_str;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
 use crate::flow::FlowNetwork;
+use crate::jobs::{self, Job};
 use crate::node_client::NodeClient;
 use crate::resp::{self, Value};
 use crate::shared::Shared;

@@ -38,8 +38,8 @@ impl Session {
 
     /// WAIT: starts the polling task; its reply keeps its place in the queue.
     pub(super) fn wait(&mut self, args: &[Bytes]) {
-        let num = crate::protocol::parse_int(&args[1]);
-        let timeout = crate::protocol::parse_int(&args[2]);
+        let num = crate::resp::parse_int(&args[1]);
+        let timeout = crate::resp::parse_int(&args[2]);
         let (Some(num), Some(timeout)) = (num, timeout) else {
             return self.push_ready(resp::error("ERR value is not an integer or out of range"));
         };
@@ -123,7 +123,7 @@ async fn poll(
                 };
                 let n = frame
                     .strip_prefix(b":")
-                    .and_then(|b| crate::protocol::parse_int(b.strip_suffix(b"\r\n")?))
+                    .and_then(|b| crate::resp::parse_int(b.strip_suffix(b"\r\n")?))
                     .unwrap_or(0);
                 node_min = node_min.min(n);
             }

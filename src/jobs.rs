@@ -219,16 +219,6 @@ impl Jobs {
     }
 }
 
-/// Encodes report lines as a RESP array of bulk strings (how redis-cli shows them best).
-pub fn lines_reply(lines: &[String]) -> Bytes {
-    let mut out = bytes::BytesMut::new();
-    crate::resp::put_array_header(&mut out, lines.len());
-    for l in lines {
-        crate::resp::put_bulk(&mut out, l.as_bytes());
-    }
-    out.freeze()
-}
-
 /// Runs an engine as a job. With `detach` (the ASYNC option) the reply is `OK job <id>` at
 /// once and the engine goes on in the background on this worker; otherwise the reply is the
 /// engine's report (or its error) when it finishes. The engine returns its report lines, the
@@ -250,10 +240,10 @@ where
     };
     if detach {
         tokio::task::spawn_local(finish);
-        return lines_reply(&[format!("OK job {}", job.id)]);
+        return crate::resp::lines_reply(&[format!("OK job {}", job.id)]);
     }
     match finish.await {
-        Ok(report) => lines_reply(&report),
+        Ok(report) => crate::resp::lines_reply(&report),
         Err(e) => crate::resp::error(&format!("ERR job {} failed: {e}", job.id)),
     }
 }
