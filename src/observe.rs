@@ -77,10 +77,15 @@ impl SessionObs {
         drop_by(&m.pending_out, n as u64);
     }
 
-    /// The command label of a request (only looked up when metrics are on).
-    pub fn command(&self, args: &[Bytes]) -> u16 {
+    /// The command label of a request whose spec the router found (only computed when
+    /// metrics are on).
+    pub fn command(
+        &self,
+        args: &[Bytes],
+        spec: Option<&'static crate::command::CommandSpec>,
+    ) -> u16 {
         if self.metrics_on {
-            crate::stats::command_index(args)
+            crate::stats::command_index_of(args, spec)
         } else {
             0
         }

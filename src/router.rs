@@ -219,14 +219,43 @@ const NODE_LEVEL: &[&str] = &[
     "module",
 ];
 
+/// A request as the router read it: where it goes, and the command it names. The command
+/// table is searched once per request, here; the session reuses `spec` for the metrics label
+/// and access control instead of searching again.
+pub struct Routed {
+    /// Where the request goes.
+    pub route: Route,
+    /// The command (or subcommand) the request names; `None` for PROXY and unknown commands.
+    pub spec: Option<&'static CommandSpec>,
+}
+
 /// Decides where `args` goes. `keys` is scratch space, reused across calls to avoid allocation.
 pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
+    analyse(args, keys).route
+}
+
+/// Like [`route`], and also returns the command spec it looked up.
+pub fn analyse(args: &[Bytes], keys: &mut Vec<usize>) -> Routed {
     if args[0].eq_ignore_ascii_case(b"proxy") {
-        return Route::Local(Local::Proxy);
+        return Routed {
+            route: Route::Local(Local::Proxy),
+            spec: None,
+        };
     }
     let Some(spec) = command::lookup(args) else {
-        return Route::Reply(unknown_command(args));
+        return Routed {
+            route: Route::Reply(unknown_command(args)),
+            spec: None,
+        };
     };
+    Routed {
+        route: route_command(spec, args, keys),
+        spec: Some(spec),
+    }
+}
+
+/// Where a request for the known command `spec` goes.
+fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usize>) -> Route {
     if !spec.subcommands.is_empty() && args.len() >= 2 {
         return Route::Reply(resp::error(&format!(
             "ERR unknown subcommand '{}'. Try {} HELP.",

@@ -178,6 +178,17 @@ pub fn command_index(args: &[Bytes]) -> u16 {
     (TOP_BASE + ti) as u16
 }
 
+/// [`command_index`] for a request whose spec the router already looked up (`None`: PROXY or
+/// an unknown command): a top-level command's label is found from the spec's place in the
+/// table, without searching it again.
+pub fn command_index_of(args: &[Bytes], spec: Option<&'static CommandSpec>) -> u16 {
+    match spec.and_then(|s| position(COMMANDS, s)) {
+        Some(ti) if !COMMANDS[ti].is_container() => (TOP_BASE + ti) as u16,
+        // PROXY, unknown names and subcommands: the full search (rare on the data path).
+        _ => command_index(args),
+    }
+}
+
 /// Number of command labels.
 pub fn command_count() -> usize {
     labels().names.len()
@@ -354,6 +365,29 @@ mod tests {
     use super::*;
 
     use crate::resp::test_args as args;
+
+    #[test]
+    fn the_label_from_the_router_s_spec_is_the_label_from_the_name() {
+        let cases: &[&[&str]] = &[
+            &["GET", "k"],
+            &["mset", "a", "1", "b", "2"],
+            &["CLIENT", "SETNAME", "x"],
+            &["client", "nope"],
+            &["CONFIG"],
+            &["NOSUCH", "x"],
+            &["proxy", "info"],
+            &["EVAL", "return 1", "0"],
+        ];
+        for case in cases {
+            let a = args(case);
+            let routed = crate::router::analyse(&a, &mut Vec::new());
+            assert_eq!(
+                command_index_of(&a, routed.spec),
+                command_index(&a),
+                "{case:?}"
+            );
+        }
+    }
 
     #[test]
     fn command_labels_come_from_the_table() {

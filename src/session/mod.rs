@@ -105,6 +105,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
         closing: false,
         unparsed: false,
         keys: Vec::new(),
+        acl_keys: Vec::new(),
         args: Vec::new(),
         fan_turns: 0,
         tx: tx::TxState::default(),
@@ -178,6 +179,8 @@ struct Session {
     max_pipeline: usize,
     max_out: usize,
     keys: Vec<usize>,
+    /// Key positions for access control (kept apart from `keys`, which routing fills).
+    acl_keys: Vec<usize>,
     /// The current request's arguments; one vector reused for every request.
     args: Vec<Bytes>,
     /// RANDOMKEY requests so far, to rotate which master is asked first.
@@ -433,12 +436,12 @@ impl Session {
                         Some(raw) => raw,
                         None => resp::encode_command(&args).freeze(),
                     };
-                    let route = router::route(&args, &mut self.keys);
+                    let router::Routed { route, spec } = router::analyse(&args, &mut self.keys);
                     let before = self.queue.len();
-                    let cmd = self.obs.command(&args);
+                    let cmd = self.obs.command(&args, spec);
                     let silent = self.reply_mode.take_turn();
                     let route = match self.acl {
-                        true => self.authorize(route, &args),
+                        true => self.authorize(route, spec, &args),
                         false => route,
                     };
                     self.dispatch(route, wire.clone(), &args);
@@ -699,7 +702,12 @@ impl Session {
     /// Access control: the route, or an error reply in its place when the client is not
     /// authenticated or its user may not run this request (level, or a key outside its
     /// namespaces; every key is checked, before any split).
-    fn authorize(&mut self, route: Route, args: &[Bytes]) -> Route {
+    fn authorize(
+        &mut self,
+        route: Route,
+        spec: Option<&'static crate::command::CommandSpec>,
+        args: &[Bytes],
+    ) -> Route {
         match route {
             Route::Reply(_)
             | Route::Local(Local::Auth)
@@ -719,17 +727,20 @@ impl Session {
             }
             return route;
         }
-        let Some(spec) = crate::command::lookup(args) else {
+        let Some(spec) = spec else {
             return route;
         };
-        let mut keys = Vec::new();
-        if crate::command::key_positions(spec, args, &mut keys).is_err() {
-            return route;
-        }
-        match user.check(spec, args, &keys) {
-            Ok(()) => route,
-            Err(e) => Route::Reply(resp::error(&e)),
-        }
+        // A scratch vector kept across requests: no allocation per checked request.
+        let mut keys = std::mem::take(&mut self.acl_keys);
+        let checked = match crate::command::key_positions(spec, args, &mut keys) {
+            Err(_) => route,
+            Ok(()) => match user.check(spec, args, &keys) {
+                Ok(()) => route,
+                Err(e) => Route::Reply(resp::error(&e)),
+            },
+        };
+        self.acl_keys = keys;
+        checked
     }
 
     /// Copies what CLIENT LIST shows (name, protocol, subscriptions, MULTI) to the registry;
