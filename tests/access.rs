@@ -78,12 +78,7 @@ fn users_levels_and_namespaces_are_enforced_on_every_key() {
     assert!(e.contains("invalid username-password"), "{e}");
 
     let mut admin = conn_as(&proxy, "admin", "adm");
-    let users: Vec<String> = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("GET")
-        .arg("users")
-        .query(&mut admin)
-        .unwrap();
+    let users: Vec<String> = proxy_query(&mut admin, &["CONFIG", "GET", "users"]).unwrap();
     assert_eq!(
         users[1],
         "admin:admin,writer:write,writer2:write,reader:read,getter:write"
@@ -91,7 +86,7 @@ fn users_levels_and_namespaces_are_enforced_on_every_key() {
     // Wait until the proxy serves every slot (the harness could not check without a user).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let s: Vec<String> = redis::cmd("PROXY").arg("SLOTS").query(&mut admin).unwrap();
+        let s: Vec<String> = proxy_query(&mut admin, &["SLOTS"]).unwrap();
         if s.first().is_some_and(|f| f.contains("slots 16384 ")) {
             break;
         }
@@ -128,7 +123,7 @@ fn users_levels_and_namespaces_are_enforced_on_every_key() {
         e.contains("no permissions to run the 'keys' command"),
         "{e}"
     );
-    let e = err(redis::cmd("PROXY").arg("SLOTS").query(&mut w));
+    let e = err(proxy_query(&mut w, &["SLOTS"]));
     assert!(
         e.contains("no permissions to run the 'proxy' command"),
         "{e}"
@@ -273,7 +268,7 @@ fn per_user_connection_limits_and_failed_auth_rate_limit() {
 fn wait_served(admin: &mut redis::Connection) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let s: Vec<String> = redis::cmd("PROXY").arg("SLOTS").query(admin).unwrap();
+        let s: Vec<String> = proxy_query(admin, &["SLOTS"]).unwrap();
         if s.first().is_some_and(|f| f.contains("slots 16384 ")) {
             break;
         }
