@@ -84,15 +84,7 @@ fn users_levels_and_namespaces_are_enforced_on_every_key() {
         "admin:admin,writer:write,writer2:write,reader:read,getter:write"
     );
     // Wait until the proxy serves every slot (the harness could not check without a user).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let s: Vec<String> = proxy_query(&mut admin, &["SLOTS"]).unwrap();
-        if s.first().is_some_and(|f| f.contains("slots 16384 ")) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "slots not served");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_served(&mut admin);
 
     let mut w = conn_as(&proxy, "writer", "w");
     let _: () = w.set("a1", "1").unwrap();
@@ -266,15 +258,11 @@ fn per_user_connection_limits_and_failed_auth_rate_limit() {
 
 /// Waits until the proxy serves every slot (the harness cannot check without a user).
 fn wait_served(admin: &mut redis::Connection) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let s: Vec<String> = proxy_query(admin, &["SLOTS"]).unwrap();
-        if s.first().is_some_and(|f| f.contains("slots 16384 ")) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "slots not served");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    eventually(
+        "the proxy to serve every slot",
+        std::time::Duration::from_secs(20),
+        || serves_all_slots(admin),
+    );
 }
 
 /// Collects failed checks, so that one run names every rule that does not hold (each check

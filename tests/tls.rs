@@ -306,15 +306,9 @@ fn client_certificates_are_required_when_a_client_ca_is_set() {
 
 /// Waits until the proxy serves every slot (a liveness bound, not a timing assertion).
 fn wait_all_slots(c: &mut redis::Connection) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let slots: Vec<String> = proxy_query(c, &["SLOTS"]).expect("SLOTS");
-        if slots.first().is_some_and(|f| f.contains("slots 16384 ")) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "slots never covered: {slots:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("every slot to be covered", Duration::from_secs(60), || {
+        serves_all_slots(c)
+    });
 }
 
 /// A TLS-only redis-server (no plain port), stopped by PID when dropped.
