@@ -78,26 +78,13 @@ fn users_levels_and_namespaces_are_enforced_on_every_key() {
     assert!(e.contains("invalid username-password"), "{e}");
 
     let mut admin = conn_as(&proxy, "admin", "adm");
-    let users: Vec<String> = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("GET")
-        .arg("users")
-        .query(&mut admin)
-        .unwrap();
+    let users: Vec<String> = proxy_query(&mut admin, &["CONFIG", "GET", "users"]).unwrap();
     assert_eq!(
         users[1],
         "admin:admin,writer:write,writer2:write,reader:read,getter:write"
     );
     // Wait until the proxy serves every slot (the harness could not check without a user).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let s: Vec<String> = redis::cmd("PROXY").arg("SLOTS").query(&mut admin).unwrap();
-        if s.first().is_some_and(|f| f.contains("slots 16384 ")) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "slots not served");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_served(&mut admin);
 
     let mut w = conn_as(&proxy, "writer", "w");
     let _: () = w.set("a1", "1").unwrap();
@@ -128,7 +115,7 @@ fn users_levels_and_namespaces_are_enforced_on_every_key() {
         e.contains("no permissions to run the 'keys' command"),
         "{e}"
     );
-    let e = err(redis::cmd("PROXY").arg("SLOTS").query(&mut w));
+    let e = err(proxy_query(&mut w, &["SLOTS"]));
     assert!(
         e.contains("no permissions to run the 'proxy' command"),
         "{e}"
@@ -271,15 +258,11 @@ fn per_user_connection_limits_and_failed_auth_rate_limit() {
 
 /// Waits until the proxy serves every slot (the harness cannot check without a user).
 fn wait_served(admin: &mut redis::Connection) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let s: Vec<String> = redis::cmd("PROXY").arg("SLOTS").query(admin).unwrap();
-        if s.first().is_some_and(|f| f.contains("slots 16384 ")) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "slots not served");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    eventually(
+        "the proxy to serve every slot",
+        std::time::Duration::from_secs(20),
+        || serves_all_slots(admin),
+    );
 }
 
 /// Collects failed checks, so that one run names every rule that does not hold (each check

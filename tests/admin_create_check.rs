@@ -8,7 +8,7 @@ use slotproxy::cluster::{parse_cluster_nodes, NodeLine};
 use slotproxy::localcluster::LocalCluster;
 use slotproxy::placement::{plan, NodeSpec, PlanOptions};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn redis_server() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
@@ -21,15 +21,6 @@ fn empty(hosts: &[(u8, usize)]) -> LocalCluster {
         .map(|&(h, n)| (format!("127.0.0.{h}"), n))
         .collect();
     LocalCluster::start_empty(&hosts, 2000, &redis_server()).expect("starting empty nodes")
-}
-
-/// Sends a PROXY command; `Err` carries the error text.
-fn proxy(c: &mut redis::Connection, args: &[&str]) -> Result<Vec<String>, String> {
-    let mut cmd = redis::cmd("PROXY");
-    for a in args {
-        cmd.arg(*a);
-    }
-    cmd.query::<Vec<String>>(c).map_err(|e| e.to_string())
 }
 
 fn create_args(cluster: &LocalCluster, replicas: usize, extra: &[&str]) -> Vec<String> {
@@ -52,7 +43,7 @@ fn create(
 ) -> Result<Vec<String>, String> {
     let args = create_args(cluster, replicas, extra);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    proxy(c, &refs)
+    proxy_lines(c, &refs).map_err(|e| e.to_string())
 }
 
 fn view(cluster: &LocalCluster, i: usize) -> Vec<NodeLine> {
@@ -123,18 +114,11 @@ fn assert_perfect(cluster: &LocalCluster, replicas: usize) {
     }
 }
 
-/// Polls `f` until it returns true; panics with `what` after a generous deadline (this is a
-/// liveness bound, not a timing assertion).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+/// How long a test waits for a state (a liveness bound, not a timing assertion).
+const LIVENESS: Duration = Duration::from_secs(60);
 
 fn check(c: &mut redis::Connection) -> Vec<String> {
-    proxy(c, &["CHECK"]).expect("PROXY CHECK")
+    proxy_lines(c, &["CHECK"]).expect("PROXY CHECK")
 }
 
 fn has(lines: &[String], prefix: &str) -> bool {
@@ -143,28 +127,25 @@ fn has(lines: &[String], prefix: &str) -> bool {
 
 /// Waits until CHECK reports `prefix` (e.g. `ERROR open-slot`), returning the report.
 fn check_until(c: &mut redis::Connection, prefix: &str) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually_ok(&format!("CHECK to report {prefix}"), LIVENESS, || {
         let last = check(c);
         if has(&last, prefix) {
-            return last;
+            Ok(last)
+        } else {
+            Err(format!("{last:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "CHECK never reported {prefix}: {last:?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    })
 }
 
 fn check_until_ok(c: &mut redis::Connection) {
-    let mut last = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while last.first().map(String::as_str) != Some("OK") {
-        assert!(Instant::now() < deadline, "CHECK never became OK: {last:?}");
-        std::thread::sleep(Duration::from_millis(300));
-        last = check(c);
-    }
+    eventually_ok("CHECK to say OK", LIVENESS, || {
+        let last = check(c);
+        if last.first().map(String::as_str) == Some("OK") {
+            Ok(())
+        } else {
+            Err(format!("{last:?}"))
+        }
+    })
 }
 
 fn index_of(cluster: &LocalCluster, addr: &str) -> usize {
@@ -216,7 +197,7 @@ fn create_six_hosts_then_check_findings() {
     assert!(again[0].starts_with("OK nothing to do"), "{again:?}");
 
     // Data flows through the same proxy once its refresher has seen the cluster.
-    eventually("SET through the proxy", || {
+    eventually("SET through the proxy", LIVENESS, || {
         redis::cmd("SET")
             .arg("after-create")
             .arg("yes")
@@ -229,11 +210,7 @@ fn create_six_hosts_then_check_findings() {
         .expect("GET");
     assert_eq!(v, "yes");
     check_until_ok(&mut c);
-    let json: String = redis::cmd("PROXY")
-        .arg("CHECK")
-        .arg("JSON")
-        .query(&mut c)
-        .expect("CHECK JSON");
+    let json: String = proxy_query(&mut c, &["CHECK", "JSON"]).expect("CHECK JSON");
     assert!(json.starts_with("{\"verdict\":\"OK\""), "{json}");
 
     let lines = view(&cluster, 0);
@@ -357,7 +334,7 @@ fn create_uneven_hosts_and_two_replicas() {
     );
     assert_perfect(&triple, 2);
     // Both runs are jobs.
-    let jobs = proxy(&mut c, &["JOBS"]).expect("JOBS");
+    let jobs = proxy_lines(&mut c, &["JOBS"]).expect("JOBS");
     assert!(
         jobs.iter().filter(|l| l.contains(" create ")).count() >= 2,
         "{jobs:?}"
@@ -426,7 +403,7 @@ fn refusals_change_nothing_and_resume_finishes() {
         )
         .expect("CONFIG SET");
     // {a} is slot 15495; the node turns writable once it has recomputed its state.
-    eventually("the lone node accepts a write", || {
+    eventually("the lone node accepts a write", LIVENESS, || {
         nodes.command(key_node, &["SET", "{a}", "1"]).is_ok()
     });
     nodes
@@ -439,7 +416,9 @@ fn refusals_change_nothing_and_resume_finishes() {
         .command(key_node, &["CLUSTER", "DELSLOTS", "15495"])
         .expect("DELSLOTS");
     let before = snapshot(&nodes);
-    let e = proxy(&mut c, &refs).expect_err("a node holds a key");
+    let e = proxy_lines(&mut c, &refs)
+        .expect_err("a node holds a key")
+        .to_string();
     assert!(
         e.contains(&format!("{} holds 1 key", main[key_node])),
         "{e}"
@@ -452,7 +431,7 @@ fn refusals_change_nothing_and_resume_finishes() {
     nodes
         .command(0, &["CLUSTER", "MEET", ip_port.0, ip_port.1])
         .expect("MEET outsider");
-    eventually("the outsider is known", || {
+    eventually("the outsider is known", LIVENESS, || {
         view(&nodes, 0)
             .iter()
             .filter(|l| !l.has("handshake"))
@@ -461,7 +440,9 @@ fn refusals_change_nothing_and_resume_finishes() {
             && view(&nodes, 6).len() == 2
     });
     let before = snapshot(&nodes);
-    let e = proxy(&mut c, &refs).expect_err("a node is in another cluster");
+    let e = proxy_lines(&mut c, &refs)
+        .expect_err("a node is in another cluster")
+        .to_string();
     assert!(
         e.contains(&format!(
             "node {} already belongs to another cluster",
@@ -575,13 +556,14 @@ fn rendered_cluster_with_a_master_that_never_started() {
     );
     let mut args = vec!["CREATE", "REPLICAS", "1", "NODES"];
     args.extend(running.iter().map(String::as_str));
-    let out = proxy(&mut c, &args).expect("create over rendered nodes");
+    let out = proxy_lines(&mut c, &args).expect("create over rendered nodes");
     assert!(
         out.iter().any(|l| l.contains("FAILOVER TAKEOVER on")),
         "{out:?}"
     );
     eventually(
         "the replica owns the slots and every running node is ok",
+        LIVENESS,
         || {
             let me = view(&cluster, ri);
             me.iter()
@@ -590,7 +572,7 @@ fn rendered_cluster_with_a_master_that_never_started() {
         },
     );
     // Data flows again.
-    eventually("SET through the proxy", || {
+    eventually("SET through the proxy", LIVENESS, || {
         redis::cmd("SET")
             .arg("k")
             .arg("v")

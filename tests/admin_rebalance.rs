@@ -133,15 +133,6 @@ fn skew(cluster: &LocalCluster, heavy: &str) -> String {
     light
 }
 
-/// Runs a PROXY command and returns its lines.
-fn proxy_lines(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<Vec<String>> {
-    let mut cmd = redis::cmd("PROXY");
-    for a in args {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-}
-
 /// `moves N` from a verdict line such as `DRYRUN moves 3 spread 4 -> 1`.
 fn moves_in(verdict: &str) -> usize {
     let w: Vec<&str> = verdict.split_whitespace().collect();
@@ -371,10 +362,8 @@ fn lease_async_and_tolerance() {
     assert!(tol[0].starts_with("NOTHING TO DO spread 2"), "{tol:#?}");
 
     // The JSON form, for tooling.
-    let json: String = redis::cmd("PROXY")
-        .arg(&["REBALANCE", "MASTERS", "DRYRUN", "JSON"])
-        .query(&mut c)
-        .expect("DRYRUN JSON");
+    let json: String =
+        proxy_query(&mut c, &["REBALANCE", "MASTERS", "DRYRUN", "JSON"]).expect("DRYRUN JSON");
     assert!(
         json.starts_with("{\"verdict\":\"DRYRUN moves 1 spread 2 -> 0\""),
         "{json}"

@@ -70,12 +70,7 @@ fn the_proxy_authenticates_everywhere_and_a_refusal_is_a_clear_error() {
         "{e}"
     );
     // The password is not shown.
-    let p: Vec<String> = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("GET")
-        .arg("backend_password")
-        .query(&mut c)
-        .unwrap();
+    let p: Vec<String> = proxy_query(&mut c, &["CONFIG", "GET", "backend_password"]).unwrap();
     assert_eq!(p[1], "(set)");
     drop(proxy);
 

@@ -7,10 +7,11 @@
 
 mod common;
 
+use common::{eventually, eventually_ok, proxy_query};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn docker_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docker")
@@ -90,13 +91,8 @@ fn ping(addr: &str) -> bool {
         .is_ok()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// How long the compose setup may take to reach a state.
+const SETTLE: Duration = Duration::from_secs(60);
 
 #[test]
 fn compose_command_lines_build_and_serve_a_cluster() {
@@ -130,7 +126,7 @@ fn compose_command_lines_build_and_serve_a_cluster() {
         nodes.push(format!("{bind}:{port}"));
     }
     for n in &nodes {
-        wait_for(&format!("node {n}"), || ping(n));
+        eventually(&format!("node {n}"), SETTLE, || ping(n));
     }
 
     // The proxy: the image's entrypoint is the binary; the config file is the mounted one.
@@ -167,7 +163,7 @@ fn compose_command_lines_build_and_serve_a_cluster() {
             .expect("starting slotproxy"),
     );
     let proxy_addr = cfg.listen.clone();
-    wait_for("the proxy", || ping(&proxy_addr));
+    eventually("the proxy", SETTLE, || ping(&proxy_addr));
 
     // The one-shot create service, as its shell line.
     let create = &svcs["cluster-create"].command;
@@ -191,10 +187,8 @@ fn compose_command_lines_build_and_serve_a_cluster() {
     let mut c = redis::Client::open(format!("redis://{proxy_addr}/"))
         .and_then(|c| c.get_connection())
         .expect("connecting to the proxy");
-    wait_for("the proxy to serve all slots", || {
-        redis::cmd("PROXY")
-            .arg("SLOTS")
-            .query::<Vec<String>>(&mut c)
+    eventually("the proxy to serve all slots", SETTLE, || {
+        proxy_query::<Vec<String>>(&mut c, &["SLOTS"])
             .map(|l| {
                 l.first()
                     .is_some_and(|f| f.contains("slots 16384 masters 3"))
@@ -222,7 +216,7 @@ fn compose_command_lines_build_and_serve_a_cluster() {
         .expect("a scrape target");
     assert_eq!(to_loopback(target), cfg.metrics_listen);
     let mut scrape = String::new();
-    wait_for("the SETs to be exported", || {
+    eventually("the SETs to be exported", SETTLE, || {
         scrape = common::http_get(&to_loopback(target), "/metrics");
         common::metric(&scrape, "slotproxy_commands_total{command=\"set\"}") >= 50.0
     });
@@ -269,13 +263,13 @@ fn compose_command_lines_build_and_serve_a_cluster() {
         .arg("-TERM")
         .arg(proxy.id().to_string())
         .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Ok(Some(s)) = proxy.try_wait() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "proxy did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = eventually_ok(
+        "the proxy to stop on SIGTERM",
+        Duration::from_secs(30),
+        || match proxy.try_wait() {
+            Ok(Some(s)) => Ok(s),
+            _ => Err("still running"),
+        },
+    );
     assert!(status.success(), "{status:?}: {log}");
 }

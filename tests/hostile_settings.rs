@@ -19,25 +19,6 @@ fn conn(proxy: &Proxy) -> redis::Connection {
     c
 }
 
-fn proxy_config(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
-    let mut cmd = redis::cmd("PROXY");
-    cmd.arg("CONFIG");
-    for a in args {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-}
-
-fn config_get(c: &mut redis::Connection, name: &str) -> String {
-    let v: Vec<String> = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("GET")
-        .arg(name)
-        .query(c)
-        .expect("PROXY CONFIG GET");
-    v.get(1).cloned().unwrap_or_default()
-}
-
 const ABSURD: &[(&str, &str)] = &[
     ("refresh_interval", "99999999999999999999999h"),
     ("shutdown_timeout", "99999999999999999999999h"),
@@ -59,15 +40,15 @@ fn absurd_values_through_proxy_config_set_are_refused_by_name() {
         .map(|&(n, v)| (n, v.to_string()))
         .chain([("shutdown_timeout", huge)]);
     for (name, value) in cases {
-        let before = config_get(&mut c, name);
-        let e = proxy_config(&mut c, &["SET", name, &value])
+        let before = proxy_config_get(&mut c, name);
+        let e = proxy_cmd(&mut c, &["CONFIG", "SET", name, &value])
             .expect_err("an absurd value must be refused")
             .to_string();
         assert!(
             e.contains(name) && (e.contains("at most") || e.contains("bad duration")),
             "{name} = {value}: {e}"
         );
-        assert_eq!(config_get(&mut c, name), before, "{name} changed");
+        assert_eq!(proxy_config_get(&mut c, name), before, "{name} changed");
     }
     let _: () = c.set("still", "serving").expect("SET after the refusals");
     let v: String = c.get("still").expect("GET after the refusals");
@@ -87,11 +68,8 @@ fn longest_allowed_durations_are_served() {
     let mut c = conn(&proxy);
     let _: () = c.set("k", "v").expect("SET");
     // A refresh asked for within the gap waits for it instead of panicking.
-    let _: () = redis::cmd("PROXY")
-        .arg("REFRESH")
-        .query(&mut c)
-        .expect("PROXY REFRESH");
-    proxy_config(&mut c, &["SET", "shutdown_timeout", "168h"]).expect("168h is allowed");
+    let _: () = proxy_query(&mut c, &["REFRESH"]).expect("PROXY REFRESH");
+    proxy_cmd(&mut c, &["CONFIG", "SET", "shutdown_timeout", "168h"]).expect("168h is allowed");
     let v: String = c.get("k").expect("GET");
     assert_eq!(v, "v");
 }
@@ -104,21 +82,16 @@ fn config_get_patterns_of_many_stars_are_answered() {
     // Makes a backtracking matcher try every way to share each name among the stars
     // (C(64, 24) ways for a 24-byte name) before failing on the `!`.
     let backtracking = format!("{}!", "*".repeat(40));
-    let v: Vec<String> = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("GET")
-        .arg(&backtracking)
-        .query(&mut c)
+    let v: Vec<String> = proxy_query(&mut c, &["CONFIG", "GET", &backtracking])
         .expect("PROXY CONFIG GET with a backtracking pattern");
     assert!(v.is_empty(), "{v:?}");
     // Deep enough to overflow the stack of a recursive matcher.
     let stars = "*".repeat(1 << 20);
-    let v: Vec<String> = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("GET")
-        .arg(format!("{stars}timeout{stars}"))
-        .query(&mut c)
-        .expect("PROXY CONFIG GET with a million stars");
+    let v: Vec<String> = proxy_query(
+        &mut c,
+        &["CONFIG", "GET", &format!("{stars}timeout{stars}")],
+    )
+    .expect("PROXY CONFIG GET with a million stars");
     assert!(v.contains(&"request_timeout".to_string()), "{v:?}");
     assert!(v.contains(&"shutdown_timeout".to_string()), "{v:?}");
     let _: () = c.set("still", "serving").expect("SET afterwards");
@@ -185,7 +158,7 @@ fn sighup_with_absurd_values_keeps_the_running_settings() {
     let mut c = conn(&proxy);
     let good = std::fs::read_to_string(&proxy.config_path).expect("config");
     for &(name, value) in &ABSURD[..3] {
-        let before = config_get(&mut c, name);
+        let before = proxy_config_get(&mut c, name);
         std::fs::write(
             &proxy.config_path,
             format!("{good}\n{name} = \"{value}\"\nslowlog_max_len = 7\n"),
@@ -203,8 +176,8 @@ fn sighup_with_absurd_values_keeps_the_running_settings() {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
-        assert_eq!(config_get(&mut c, name), before);
-        assert_eq!(config_get(&mut c, "slowlog_max_len"), "128");
+        assert_eq!(proxy_config_get(&mut c, name), before);
+        assert_eq!(proxy_config_get(&mut c, "slowlog_max_len"), "128");
         let _: () = c.set("still", "serving").expect("SET after SIGHUP");
     }
 }

@@ -13,16 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// Polls `f` until it returns true, up to 20 s.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use std::time::Duration;
 
 #[test]
 fn metrics_count_known_traffic_exactly() {
@@ -44,6 +35,7 @@ fn metrics_count_known_traffic_exactly() {
     let mut text = String::new();
     eventually(
         "slotproxy_commands_total{command=\"set\"} to reach 10",
+        Duration::from_secs(20),
         || {
             text = proxy.scrape();
             metric(&text, "slotproxy_commands_total{command=\"set\"}") >= 10.0
@@ -108,10 +100,14 @@ fn metrics_count_known_traffic_exactly() {
         let _: Option<String> = c.get(format!("m:get:{i}")).expect("GET");
     }
     let _: () = c.set("m:last", 1).expect("SET");
-    eventually("the second batch to be flushed", || {
-        text = proxy.scrape();
-        metric(&text, "slotproxy_commands_total{command=\"set\"}") >= 11.0
-    });
+    eventually(
+        "the second batch to be flushed",
+        Duration::from_secs(20),
+        || {
+            text = proxy.scrape();
+            metric(&text, "slotproxy_commands_total{command=\"set\"}") >= 11.0
+        },
+    );
     assert_eq!(
         metric(&text, "slotproxy_commands_total{command=\"get\"}"),
         12.0
@@ -128,10 +124,7 @@ fn metrics_can_be_turned_off() {
     let proxy = Proxy::start_with(&cluster.seeds(), "metrics_listen = \"\"", true);
     let mut c = proxy.conn();
     let _: () = c.set("k", 1).expect("SET through a proxy without metrics");
-    let info: Vec<String> = redis::cmd("PROXY")
-        .arg("INFO")
-        .query(&mut c)
-        .expect("PROXY INFO");
+    let info: Vec<String> = proxy_query(&mut c, &["INFO"]).expect("PROXY INFO");
     assert!(info.iter().any(|l| l == "metrics off"), "{info:?}");
 }
 
@@ -186,21 +179,14 @@ fn info_parses_with_a_real_client_and_sums_the_masters() {
     assert!(all.contains("# Stats") && all.contains("slotproxy_slot_map_version:"));
 
     // PROXY INFO: per worker and per node; LATENCY: percentiles by command and node.
-    let lines: Vec<String> = redis::cmd("PROXY")
-        .arg("INFO")
-        .query(&mut c)
-        .expect("PROXY INFO");
+    let lines: Vec<String> = proxy_query(&mut c, &["INFO"]).expect("PROXY INFO");
     assert_eq!(lines[0], "OK");
     assert_eq!(lines.iter().filter(|l| l.starts_with("worker ")).count(), 2);
     assert!(
         lines.iter().filter(|l| l.starts_with("node ")).count() >= 3,
         "{lines:?}"
     );
-    let lat: Vec<String> = redis::cmd("PROXY")
-        .arg("INFO")
-        .arg("LATENCY")
-        .query(&mut c)
-        .expect("PROXY INFO LATENCY");
+    let lat: Vec<String> = proxy_query(&mut c, &["INFO", "LATENCY"]).expect("PROXY INFO LATENCY");
     assert!(lat[0].starts_with("OK"));
     assert!(
         lat.iter().any(|l| l.starts_with("command set calls 25 ")),
@@ -265,12 +251,7 @@ fn slowlog_catches_a_slow_script_with_redis_format() {
     );
 
     // A threshold of 1 ms: five million Lua iterations exceed it by far.
-    let _: () = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("SET")
-        .arg("slowlog_threshold")
-        .arg("1ms")
-        .query(&mut c)
+    let _: () = proxy_query(&mut c, &["CONFIG", "SET", "slowlog_threshold", "1ms"])
         .expect("PROXY CONFIG SET slowlog_threshold");
     run(&mut c);
     let entries = slowlog_entries(&mut c);
@@ -303,10 +284,7 @@ fn slowlog_catches_a_slow_script_with_redis_format() {
     assert_eq!(text(&eval[5]), "slowpoke");
 
     // PROXY SLOWLOG adds the node and the backend wait.
-    let lines: Vec<String> = redis::cmd("PROXY")
-        .arg("SLOWLOG")
-        .query(&mut c)
-        .expect("PROXY SLOWLOG");
+    let lines: Vec<String> = proxy_query(&mut c, &["SLOWLOG"]).expect("PROXY SLOWLOG");
     let line = lines
         .iter()
         .find(|l| l.contains("command EVAL"))
@@ -337,13 +315,7 @@ fn slowlog_catches_a_slow_script_with_redis_format() {
     );
     // RESET emptied it; the commands since then were fast except... none ran slow: threshold
     // back to an hour first, then check.
-    let _: () = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("SET")
-        .arg("slowlog_threshold")
-        .arg("1h")
-        .query(&mut c)
-        .unwrap();
+    let _: () = proxy_query(&mut c, &["CONFIG", "SET", "slowlog_threshold", "1h"]).unwrap();
     let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
     assert_eq!(
         redis::cmd("SLOWLOG")
@@ -354,26 +326,6 @@ fn slowlog_catches_a_slow_script_with_redis_format() {
     );
 }
 
-fn proxy_config(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
-    let mut cmd = redis::cmd("PROXY");
-    cmd.arg("CONFIG");
-    for a in args {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
-}
-
-fn config_get(c: &mut redis::Connection, name: &str) -> String {
-    let v: Vec<String> = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("GET")
-        .arg(name)
-        .query(c)
-        .expect("PROXY CONFIG GET");
-    assert_eq!(v.len(), 2, "{v:?}");
-    v[1].clone()
-}
-
 #[test]
 fn proxy_config_set_changes_behaviour_at_once_and_rewrite_persists() {
     let cluster = cluster(3, 1, 0);
@@ -382,20 +334,10 @@ fn proxy_config_set_changes_behaviour_at_once_and_rewrite_persists() {
     let mut other = proxy.conn();
 
     // GET with a pattern gives name/value pairs.
-    let all: Vec<String> = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("GET")
-        .arg("*")
-        .query(&mut c)
-        .unwrap();
+    let all: Vec<String> = proxy_query(&mut c, &["CONFIG", "GET", "*"]).unwrap();
     assert_eq!(all.len(), slotproxy::config::SETTINGS.len() * 2);
-    assert_eq!(config_get(&mut c, "request_timeout"), "5s");
-    let timeouts: Vec<String> = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("GET")
-        .arg("*_timeout")
-        .query(&mut c)
-        .unwrap();
+    assert_eq!(proxy_config_get(&mut c, "request_timeout"), "5s");
+    let timeouts: Vec<String> = proxy_query(&mut c, &["CONFIG", "GET", "*_timeout"]).unwrap();
     assert_eq!(timeouts.len(), 6, "{timeouts:?}");
 
     // allow_config_set: CONFIG SET through the proxy is refused from the next command on, on
@@ -406,7 +348,7 @@ fn proxy_config_set_changes_behaviour_at_once_and_rewrite_persists() {
         .arg("200")
         .query(&mut other)
         .expect("CONFIG SET allowed");
-    proxy_config(&mut c, &["SET", "allow_config_set", "no"]).expect("SET allow_config_set");
+    proxy_cmd(&mut c, &["CONFIG", "SET", "allow_config_set", "no"]).expect("SET allow_config_set");
     let e = redis::cmd("CONFIG")
         .arg("SET")
         .arg("slowlog-max-len")
@@ -419,28 +361,28 @@ fn proxy_config_set_changes_behaviour_at_once_and_rewrite_persists() {
     // (5 arguments stay allowed, so PROXY CONFIG SET itself still gets through.)
     let three = [("a{t}", 1), ("b{t}", 2), ("c{t}", 3)];
     let _: () = other.mset(&three).expect("MSET of 7 arguments");
-    proxy_config(&mut c, &["SET", "max_request_args", "5"]).expect("SET max_request_args");
+    proxy_cmd(&mut c, &["CONFIG", "SET", "max_request_args", "5"]).expect("SET max_request_args");
     let e = other.mset::<_, _, ()>(&three).unwrap_err();
     assert!(
         e.to_string().to_lowercase().contains("protocol error"),
         "{e}"
     );
-    proxy_config(&mut c, &["SET", "max_request_args", "1048576"]).expect("restore");
+    proxy_cmd(&mut c, &["CONFIG", "SET", "max_request_args", "1048576"]).expect("restore");
 
     // Settings that need a restart are refused and say so; unknown ones get Redis's text.
-    let e = proxy_config(&mut c, &["SET", "listen", "127.0.0.1:1"]).unwrap_err();
+    let e = proxy_cmd(&mut c, &["CONFIG", "SET", "listen", "127.0.0.1:1"]).unwrap_err();
     assert!(e.to_string().contains("restart"), "{e}");
-    let e = proxy_config(&mut c, &["SET", "workers", "8"]).unwrap_err();
+    let e = proxy_cmd(&mut c, &["CONFIG", "SET", "workers", "8"]).unwrap_err();
     assert!(e.to_string().contains("restart"), "{e}");
-    let e = proxy_config(&mut c, &["SET", "nosuch", "1"]).unwrap_err();
+    let e = proxy_cmd(&mut c, &["CONFIG", "SET", "nosuch", "1"]).unwrap_err();
     assert!(e.to_string().contains("Unknown option"), "{e}");
-    let e = proxy_config(&mut c, &["SET", "max_pipeline", "zero"]).unwrap_err();
+    let e = proxy_cmd(&mut c, &["CONFIG", "SET", "max_pipeline", "zero"]).unwrap_err();
     assert!(e.to_string().contains("max_pipeline"), "{e}");
-    assert_eq!(config_get(&mut c, "max_pipeline"), "1024");
+    assert_eq!(proxy_config_get(&mut c, "max_pipeline"), "1024");
 
     // REWRITE writes the live values into the file the proxy started with.
-    proxy_config(&mut c, &["SET", "request_timeout", "750ms"]).expect("SET request_timeout");
-    proxy_config(&mut c, &["REWRITE"]).expect("REWRITE");
+    proxy_cmd(&mut c, &["CONFIG", "SET", "request_timeout", "750ms"]).expect("SET request_timeout");
+    proxy_cmd(&mut c, &["CONFIG", "REWRITE"]).expect("REWRITE");
     let file = std::fs::read_to_string(&proxy.config_path).expect("config file");
     let parsed = slotproxy::config::Config::from_toml(&file).expect("rewritten file parses");
     assert_eq!(parsed.request_timeout, Duration::from_millis(750));
@@ -456,32 +398,38 @@ fn sighup_applies_a_changed_file_and_keeps_restart_settings() {
     let cluster = cluster(1, 3, 0);
     let proxy = Proxy::start(&cluster);
     let mut c = proxy.conn();
-    assert_eq!(config_get(&mut c, "slowlog_max_len"), "128");
+    assert_eq!(proxy_config_get(&mut c, "slowlog_max_len"), "128");
     let mut file = std::fs::read_to_string(&proxy.config_path).unwrap();
     file = file.replace("workers = 2", "workers = 3");
     file.push_str("slowlog_max_len = 7\nrequest_timeout = \"2s\"\n");
     std::fs::write(&proxy.config_path, &file).unwrap();
     proxy.signal("HUP");
-    eventually("SIGHUP to apply slowlog_max_len", || {
-        config_get(&mut c, "slowlog_max_len") == "7"
-    });
-    assert_eq!(config_get(&mut c, "request_timeout"), "2s");
+    eventually(
+        "SIGHUP to apply slowlog_max_len",
+        Duration::from_secs(20),
+        || proxy_config_get(&mut c, "slowlog_max_len") == "7",
+    );
+    assert_eq!(proxy_config_get(&mut c, "request_timeout"), "2s");
     assert_eq!(
-        config_get(&mut c, "workers"),
+        proxy_config_get(&mut c, "workers"),
         "2",
         "workers needs a restart"
     );
-    eventually("the log to say workers needs a restart", || {
-        proxy.log().contains("need a restart")
-    });
+    eventually(
+        "the log to say workers needs a restart",
+        Duration::from_secs(20),
+        || proxy.log().contains("need a restart"),
+    );
 
     // A file that does not parse changes nothing.
     std::fs::write(&proxy.config_path, "this is = = not toml").unwrap();
     proxy.signal("HUP");
-    eventually("the log to report the bad file", || {
-        proxy.log().contains("not reloaded")
-    });
-    assert_eq!(config_get(&mut c, "slowlog_max_len"), "7");
+    eventually(
+        "the log to report the bad file",
+        Duration::from_secs(20),
+        || proxy.log().contains("not reloaded"),
+    );
+    assert_eq!(proxy_config_get(&mut c, "slowlog_max_len"), "7");
     let _: () = c.set("still", "serving").unwrap();
 }
 
@@ -546,9 +494,11 @@ fn sigterm_during_pipelined_load_loses_no_answered_request() {
         handles.push((reader, writer));
     }
     // Stop while every client has requests in flight: wait for progress, not for time.
-    eventually("pipelined load to get going", || {
-        answered.load(Ordering::Relaxed) >= 20_000
-    });
+    eventually(
+        "pipelined load to get going",
+        Duration::from_secs(20),
+        || answered.load(Ordering::Relaxed) >= 20_000,
+    );
     proxy.signal("TERM");
     let code = proxy.wait_exit(Duration::from_secs(60));
     assert_eq!(code, Some(0), "exit status; log: {}", proxy.log());
@@ -585,10 +535,7 @@ fn proxy_shutdown_command_exits_cleanly() {
     let mut proxy = Proxy::start(&cluster);
     let mut c = proxy.conn();
     let _: () = c.set("before", 1).unwrap();
-    let ok: String = redis::cmd("PROXY")
-        .arg("SHUTDOWN")
-        .query(&mut c)
-        .expect("PROXY SHUTDOWN");
+    let ok: String = proxy_query(&mut c, &["SHUTDOWN"]).expect("PROXY SHUTDOWN");
     assert_eq!(ok, "OK");
     assert_eq!(
         proxy.wait_exit(Duration::from_secs(30)),

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::Proxy;
+use common::{proxy_lines, Proxy};
 use slotproxy::cluster::{parse_cluster_nodes, NodeLine};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -408,13 +408,6 @@ fn a_rendered_master_that_never_starts_is_reported_and_replaced() {
     // The proxy starts from one running node; the cluster cannot serve the missing slots.
     let p = Proxy::start_with(&running[..1], "", false);
     let mut c = p.conn();
-    let proxy = |c: &mut redis::Connection, args: &[&str]| -> Result<Vec<String>, String> {
-        let mut cmd = redis::cmd("PROXY");
-        for a in args {
-            cmd.arg(*a);
-        }
-        cmd.query::<Vec<String>>(c).map_err(|e| e.to_string())
-    };
     let expected = format!(
         "ERROR master-missing {}'s master {} does not answer",
         replica.addr, missing.addr
@@ -422,7 +415,7 @@ fn a_rendered_master_that_never_starts_is_reported_and_replaced() {
     let deadline = Instant::now() + DEADLINE;
     let report = loop {
         nodes.assert_alive(&files);
-        let report = proxy(&mut c, &["CHECK"]).expect("PROXY CHECK");
+        let report = proxy_lines(&mut c, &["CHECK"]).expect("PROXY CHECK");
         if report.iter().any(|l| l.starts_with(&expected)) {
             break report;
         }
@@ -444,7 +437,9 @@ fn a_rendered_master_that_never_starts_is_reported_and_replaced() {
     let all: Vec<String> = files.iter().map(|f| f.addr.clone()).collect();
     let mut args = vec!["CREATE", "REPLICAS", "1", "NODES"];
     args.extend(all.iter().map(String::as_str));
-    let refusal = proxy(&mut c, &args).expect_err("an unreachable listed node is refused");
+    let refusal = proxy_lines(&mut c, &args)
+        .expect_err("an unreachable listed node is refused")
+        .to_string();
     assert!(
         refusal.contains(&missing.addr) && refusal.contains("unreachable"),
         "{refusal}"
@@ -453,7 +448,7 @@ fn a_rendered_master_that_never_starts_is_reported_and_replaced() {
     // CREATE over the running rendered nodes promotes the replica (CHECK's advice).
     let mut args = vec!["CREATE", "REPLICAS", "1", "NODES"];
     args.extend(running.iter().map(String::as_str));
-    let out = proxy(&mut c, &args).expect("PROXY CREATE over the rendered nodes");
+    let out = proxy_lines(&mut c, &args).expect("PROXY CREATE over the rendered nodes");
     assert!(
         out.iter().any(|l| l.starts_with(&format!(
             "step CLUSTER FAILOVER TAKEOVER on {}",

@@ -8,7 +8,7 @@ use common::*;
 use redis::Commands;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -24,22 +24,6 @@ fn read_bytes(s: &mut TcpStream, want: usize) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Polls the proxy's metrics until `done` holds for them (at most 20 s); the last scrape.
-fn scrape_until(proxy: &Proxy, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = proxy.scrape();
-        if done(&text) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "metrics never showed {what}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -79,7 +63,7 @@ fn pipelines_longer_than_max_pipeline_get_every_reply() {
         assert_eq!(read_bytes(&mut s, 11), b"$5\r\nstill\r\n");
     }
     // Closed: the session ended and gave back its client slot.
-    scrape_until(&proxy, "no client connections", |t| {
+    proxy.scrape_until("no client connections", Duration::from_secs(20), |t| {
         t.contains("slotproxy_client_connections")
             && metric(t, "slotproxy_client_connections") == 0.0
     });
@@ -136,7 +120,7 @@ fn requests_in_flight_returns_to_zero_when_clients_leave() {
     send(b"PING\r\nSET f:3 3\r\n*1\r\n+PING\r\n", false);
     // A long pipeline the client never reads.
     send(&b"GET f:1\r\n".repeat(5000), true);
-    let text = scrape_until(&proxy, "every client gone", |t| {
+    let text = proxy.scrape_until("every client gone", Duration::from_secs(20), |t| {
         t.contains("slotproxy_client_connections")
             && metric(t, "slotproxy_client_connections") == 0.0
             && metric(t, "slotproxy_client_received_bytes_total") >= sent as f64
@@ -180,12 +164,16 @@ fn a_busy_script_does_not_take_its_node_down_and_script_kill_reaches_it() {
         looping
             .write_all(b"EVAL \"while true do end\" 1 busy\r\n")
             .expect("write");
-        eventually_ok(|| {
-            redis::cmd("GET")
-                .arg("{busy}:other")
-                .query::<Option<String>>(direct)
-                .is_err_and(|e| e.code() == Some("BUSY"))
-        });
+        eventually(
+            "the script to make the node BUSY",
+            Duration::from_secs(10),
+            || {
+                redis::cmd("GET")
+                    .arg("{busy}:other")
+                    .query::<Option<String>>(direct)
+                    .is_err_and(|e| e.code() == Some("BUSY"))
+            },
+        );
         looping
     };
 
@@ -200,13 +188,11 @@ fn a_busy_script_does_not_take_its_node_down_and_script_kill_reaches_it() {
 
     // A script that outlives request_timeout: the requests written behind it time out, and
     // the node is not declared down; the next client gets the node's own BUSY at once.
-    let _: () = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("SET")
-        .arg("request_timeout")
-        .arg("1500ms")
-        .query(&mut proxy.conn())
-        .expect("PROXY CONFIG SET request_timeout");
+    let _: () = proxy_query(
+        &mut proxy.conn(),
+        &["CONFIG", "SET", "request_timeout", "1500ms"],
+    )
+    .expect("PROXY CONFIG SET request_timeout");
     let looping = start_script(&mut direct);
     let mut behind = proxy.raw();
     behind.set_read_timeout(Some(T)).ok();
@@ -224,20 +210,13 @@ fn a_busy_script_does_not_take_its_node_down_and_script_kill_reaches_it() {
     }
     assert_eq!(one_request(&proxy, b"SCRIPT KILL\r\n"), "+OK");
     let mut c = proxy.conn();
-    eventually_ok(|| c.set::<_, _, ()>("{busy}:after", 1).is_ok());
+    eventually("a SET after the script", Duration::from_secs(10), || {
+        c.set::<_, _, ()>("{busy}:after", 1).is_ok()
+    });
     let got: i64 = c.get("{busy}:after").expect("GET after the kill");
     assert_eq!(got, 1);
     assert_eq!(
         one_request(&proxy, b"SCRIPT KILL\r\n"),
         "-NOTBUSY No scripts in execution right now."
     );
-}
-
-/// Retries `f` for up to 10 s.
-fn eventually_ok(mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "never succeeded");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

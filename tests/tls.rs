@@ -306,15 +306,9 @@ fn client_certificates_are_required_when_a_client_ca_is_set() {
 
 /// Waits until the proxy serves every slot (a liveness bound, not a timing assertion).
 fn wait_all_slots(c: &mut redis::Connection) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let slots: Vec<String> = redis::cmd("PROXY").arg("SLOTS").query(c).expect("SLOTS");
-        if slots.first().is_some_and(|f| f.contains("slots 16384 ")) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "slots never covered: {slots:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("every slot to be covered", Duration::from_secs(60), || {
+        serves_all_slots(c)
+    });
 }
 
 /// A TLS-only redis-server (no plain port), stopped by PID when dropped.
@@ -408,12 +402,9 @@ fn a_tls_only_cluster_is_created_refreshed_and_served_over_tls() {
     let mut c = proxy.conn();
 
     // The admin engine talks to the nodes over TLS.
-    let mut create = redis::cmd("PROXY");
-    create.arg("CREATE").arg("REPLICAS").arg(0).arg("NODES");
-    for s in &seeds {
-        create.arg(s);
-    }
-    let out: Vec<String> = create.query(&mut c).expect("PROXY CREATE over TLS");
+    let mut create = vec!["CREATE", "REPLICAS", "0", "NODES"];
+    create.extend(seeds.iter().map(String::as_str));
+    let out: Vec<String> = proxy_query(&mut c, &create).expect("PROXY CREATE over TLS");
     assert!(!out.is_empty());
 
     // The refresher learns the slots over TLS.
@@ -478,9 +469,7 @@ fn nodes_with_an_untrusted_certificate_are_reported_not_served() {
     let toml = backend_tls_toml(&pki, "other-ca.pem");
     let proxy = Proxy::start_with(std::slice::from_ref(&seed), &toml, false);
     let mut c = proxy.conn();
-    let e = redis::cmd("PROXY")
-        .arg("CHECK")
-        .query::<Vec<String>>(&mut c)
+    let e = proxy_query::<Vec<String>>(&mut c, &["CHECK"])
         .map(|v| v.join("\n"))
         .unwrap_or_else(|e| e.to_string());
     assert!(
@@ -559,20 +548,14 @@ fn sighup_renews_certificates_in_place_and_bad_files_change_nothing() {
     // The same through PROXY CONFIG SET: a file that does not load is refused with its setting's
     // name, and nothing changes.
     let mut c = proxy.conn();
-    let e = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("SET")
-        .arg("tls_cert_file")
-        .arg("/nonexistent/cert.pem")
-        .query::<String>(&mut c)
-        .expect_err("a missing certificate file must be refused");
+    let e = proxy_query::<String>(
+        &mut c,
+        &["CONFIG", "SET", "tls_cert_file", "/nonexistent/cert.pem"],
+    )
+    .expect_err("a missing certificate file must be refused");
     assert!(e.to_string().contains("tls_cert_file"), "{e}");
-    let now: Vec<String> = redis::cmd("PROXY")
-        .arg("CONFIG")
-        .arg("GET")
-        .arg("tls_cert_file")
-        .query(&mut c)
-        .expect("CONFIG GET");
+    let now: Vec<String> =
+        proxy_query(&mut c, &["CONFIG", "GET", "tls_cert_file"]).expect("CONFIG GET");
     assert_eq!(now.get(1), Some(&cert.display().to_string()));
     tls_connect(&addr, client_config(&new, "ca.pem", None)).expect("unchanged");
 }

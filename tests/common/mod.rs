@@ -33,6 +33,82 @@ pub fn cluster_with_timeout(
     LocalCluster::start(&spec).expect("starting a local cluster")
 }
 
+/// Calls `f` until it returns `Ok`, pausing between tries (20 ms at first, growing to 200 ms);
+/// `f`'s last `Err` once `timeout` has passed. The bound is for liveness, never a timing
+/// assertion: choose it generously.
+pub fn retry_until<T, E>(timeout: Duration, mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {}
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 3 / 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Polls `f` until it returns true; after `timeout`, fails the test naming `what` (e.g. "the
+/// node to be marked down").
+#[track_caller]
+pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    if retry_until(timeout, || if f() { Ok(()) } else { Err(()) }).is_err() {
+        panic!("timed out after {timeout:?} waiting for {what}");
+    }
+}
+
+/// Polls `f` until it returns `Ok`, and returns its value; after `timeout`, fails the test
+/// naming `what` and showing the last `Err` (the state the test was waiting to change).
+#[track_caller]
+pub fn eventually_ok<T, E: std::fmt::Display>(
+    what: &str,
+    timeout: Duration,
+    f: impl FnMut() -> Result<T, E>,
+) -> T {
+    match retry_until(timeout, f) {
+        Ok(v) => v,
+        Err(e) => panic!("timed out after {timeout:?} waiting for {what}; last: {e}"),
+    }
+}
+
+/// Sends `PROXY <args...>` and returns the reply as it came.
+pub fn proxy_cmd(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    proxy_query(c, args)
+}
+
+/// Sends `PROXY <args...>` and converts the reply (e.g. to `Vec<String>` for the line-list
+/// replies of PROXY INFO, SLOTS, CHECK, CONFIG GET).
+pub fn proxy_query<T: redis::FromRedisValue>(
+    c: &mut redis::Connection,
+    args: &[&str],
+) -> redis::RedisResult<T> {
+    let mut cmd = redis::cmd("PROXY");
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+}
+
+/// Sends `PROXY <args...>` and returns its reply as lines (PROXY INFO, SLOTS, CHECK, JOBS...).
+pub fn proxy_lines(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<Vec<String>> {
+    proxy_query(c, args)
+}
+
+/// `PROXY CONFIG GET <name>`: the value of that one setting.
+pub fn proxy_config_get(c: &mut redis::Connection, name: &str) -> String {
+    let v: Vec<String> = proxy_query(c, &["CONFIG", "GET", name]).expect("PROXY CONFIG GET");
+    assert_eq!(v.len(), 2, "PROXY CONFIG GET {name}: {v:?}");
+    v[1].clone()
+}
+
+/// Whether PROXY SLOTS on this connection says every slot is served.
+pub fn serves_all_slots(c: &mut redis::Connection) -> bool {
+    proxy_query::<Vec<String>>(c, &["SLOTS"])
+        .is_ok_and(|l| l.first().is_some_and(|f| f.contains("slots 16384 ")))
+}
+
 /// A running proxy process.
 pub struct Proxy {
     child: Child,
@@ -97,26 +173,18 @@ impl Proxy {
             config_path: cfg,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut c) = proxy.try_conn() {
-                let ok = !wait_slots
-                    || redis::cmd("PROXY")
-                        .arg("SLOTS")
-                        .query::<Vec<String>>(&mut c)
-                        .map(|l| l.first().is_some_and(|f| f.contains("slots 16384 ")))
-                        .unwrap_or(false);
-                if ok {
-                    return proxy;
-                }
+        let ready = retry_until(Duration::from_secs(20), || {
+            let mut c = proxy.try_conn().map_err(|e| e.to_string())?;
+            if !wait_slots || serves_all_slots(&mut c) {
+                Ok(())
+            } else {
+                Err("not every slot is served".to_string())
             }
-            assert!(
-                Instant::now() < deadline,
-                "proxy did not become ready: {}",
-                proxy.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        });
+        if let Err(e) = ready {
+            panic!("proxy did not become ready ({e}): {}", proxy.log());
         }
+        proxy
     }
 
     /// Starts the proxy in front of `cluster` with default settings.
@@ -168,19 +236,35 @@ impl Proxy {
 
     /// Waits up to `timeout` for the process to exit; its exit code, if it did.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status.code().unwrap_or(-1));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        retry_until(timeout, || match self.child.try_wait() {
+            Ok(Some(status)) => Ok(status.code().unwrap_or(-1)),
+            _ => Err(()),
+        })
+        .ok()
     }
 
     /// The Prometheus text the proxy serves now.
     pub fn scrape(&self) -> String {
         http_get(&format!("127.0.0.1:{}", self.metrics_port), "/metrics")
+    }
+
+    /// Scrapes until `done` holds for the text (the exporter copies counters about once a
+    /// second); that text. After `timeout`, fails naming `what` and showing the last scrape.
+    #[track_caller]
+    pub fn scrape_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        eventually_ok(&format!("the metrics to show {what}"), timeout, || {
+            let text = self.scrape();
+            if done(&text) {
+                Ok(text)
+            } else {
+                Err(format!("\n{text}"))
+            }
+        })
     }
 }
 
