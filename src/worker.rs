@@ -91,7 +91,7 @@ impl Worker {
     pub fn new(index: usize, shared: Arc<Shared>) -> Rc<Worker> {
         let dedicated = crate::dedicated::DedicatedPool::new(
             shared.config.max_dedicated_per_worker,
-            shared.config.connect_timeout,
+            Arc::clone(&shared),
         );
         Rc::new_cyclic(|me| Worker {
             index,
