@@ -7,7 +7,8 @@
 //! merging split commands ([`merge`]). The [`topology`] refresher keeps the [`cluster`] slot map
 //! current. Commands the proxy answers itself live in [`local`], [`info`], [`slowlog`] and
 //! [`admin`]. Operations: [`stats`] and [`observe`] count on the data path, [`prom`] exports,
-//! [`live`] changes settings at run time, [`logging`] sets up the logs.
+//! [`live`] changes settings at run time, [`logging`] sets up the logs, [`shutdown`] is the one
+//! state every part that must stop reads.
 
 pub mod access;
 pub mod admin;
@@ -41,6 +42,7 @@ pub mod scripts;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod shutdown;
 pub mod slots;
 pub mod slowlog;
 pub mod stats;

@@ -55,7 +55,8 @@ struct WorkerThread {
 type NewClient = (std::net::TcpStream, u64, bool, ClientSeat);
 
 /// After the client channel closes: stop reading, wait for the sessions to answer what they
-/// read (at most `shutdown_timeout`), then make the rest answer with an error and close.
+/// read (at most `shutdown_timeout`), then make the rest answer with an error and close (the
+/// phases of [`crate::shutdown::Shutdown`]).
 async fn drain(worker: &Worker) {
     worker.begin_stop();
     let timeout = worker.shared.live.get().shutdown_timeout;
@@ -224,7 +225,7 @@ pub async fn serve_with(
         };
         let ((mut stream, peer), is_tls) = tokio::select! {
             _ = &mut shutdown => break,
-            _ = shared.shutdown_requested.notified() => break,
+            _ = shared.shutdown.wait() => break,
             r = accept_tls => match r {
                 Ok(x) => (x, true),
                 Err(e) => {
@@ -282,7 +283,7 @@ pub async fn serve_with(
     // Graceful stop: no new clients; each worker drains its own (see `drain`).
     drop(listener);
     drop(tls_listener);
-    shared.stopping.store(true, Relaxed);
+    shared.shutdown.stop();
     tracing::info!(
         clients = shared.client_count(),
         timeout = ?shared.live.get().shutdown_timeout,

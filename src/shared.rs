@@ -6,7 +6,7 @@
 use crate::cluster::SlotMap;
 use crate::config::Config;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -142,10 +142,9 @@ pub struct Shared {
     pub ops_per_sec: AtomicU64,
     /// Milliseconds since `started` when the current slot map was installed.
     pub map_installed_ms: AtomicU64,
-    /// Set once shutdown has begun: workers stop reading new requests.
-    pub stopping: AtomicBool,
-    /// `PROXY SHUTDOWN` asks the server loop to stop through this.
-    pub shutdown_requested: Notify,
+    /// The graceful stop: started by a signal or `PROXY SHUTDOWN`, waited on by the accept
+    /// loop, read by workers and sessions (see [`crate::shutdown`]).
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 impl Shared {
@@ -193,8 +192,7 @@ impl Shared {
             slowlog: Default::default(),
             ops_per_sec: AtomicU64::new(0),
             map_installed_ms: AtomicU64::new(0),
-            stopping: AtomicBool::new(false),
-            shutdown_requested: Notify::new(),
+            shutdown: Default::default(),
         }
     }
 

@@ -258,7 +258,7 @@ impl Session {
     async fn run(&mut self) -> io::Result<()> {
         loop {
             self.reload_settings();
-            if self.obs.aborted(&self.worker) {
+            if self.obs.aborted() {
                 // Shutdown deadline: whatever is still unanswered gets an error saying so.
                 for slot in &self.queue {
                     slot.fill(resp::error(crate::observe::SHUTDOWN_UNANSWERED));
@@ -308,7 +308,7 @@ impl Session {
                 return Ok(());
             }
             // Shutting down: read nothing more, finish what was read, then close.
-            let draining = self.obs.draining(&self.worker);
+            let draining = self.obs.draining();
             if draining && !self.unparsed && self.queue.is_empty() && self.out.is_empty() {
                 crate::observe::linger(&mut self.stream).await;
                 return Ok(());
