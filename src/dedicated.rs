@@ -437,10 +437,13 @@ const IDLE_PER_NODE: usize = 8;
 
 /// A worker's dedicated connections: a bound on how many exist at once, and idle ones kept for
 /// reuse (blocking commands come and go; opening a connection per BLPOP would cost a handshake
-/// each time). Invariant: `live` counts every [`Lease`] not yet dropped, idle ones included.
+/// each time). Invariants: `live` counts every [`Lease`] not yet dropped, idle ones included;
+/// a new connection waits for its connect as long as the `connect_timeout` in force when it is
+/// opened (read from the live settings, so `PROXY CONFIG SET` reaches it).
 pub struct DedicatedPool {
     max: usize,
-    connect_timeout: Duration,
+    /// Where the live `connect_timeout` is read.
+    shared: Arc<crate::shared::Shared>,
     live: Rc<std::cell::Cell<usize>>,
     idle: RefCell<std::collections::HashMap<IdleKey, Vec<Lease>>>,
 }
@@ -510,11 +513,12 @@ pub fn too_many_for_client(max: usize) -> String {
 }
 
 impl DedicatedPool {
-    /// A pool of at most `max` connections.
-    pub fn new(max: usize, connect_timeout: Duration) -> DedicatedPool {
+    /// A pool of at most `max` connections, which reads its connect timeout from `shared`'s
+    /// live settings.
+    pub fn new(max: usize, shared: Arc<crate::shared::Shared>) -> DedicatedPool {
         DedicatedPool {
             max,
-            connect_timeout,
+            shared,
             live: Rc::new(std::cell::Cell::new(0)),
             idle: RefCell::new(Default::default()),
         }
@@ -574,8 +578,9 @@ impl DedicatedPool {
         }
         self.live.set(self.live.get() + 1);
         let hello = resp3.then(|| Bytes::from_static(crate::resp::HELLO3));
+        let connect_timeout = self.shared.live.connect_timeout();
         Ok(Lease {
-            conn: Dedicated::open(Arc::clone(addr), self.connect_timeout, hello, sink),
+            conn: Dedicated::open(Arc::clone(addr), connect_timeout, hello, sink),
             resp3,
             live: Rc::clone(&self.live),
             held: Some(held),

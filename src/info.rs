@@ -61,7 +61,7 @@ impl Totals {
         let mut t = Totals::default();
         for w in &shared.workers {
             let m = &w.m;
-            t.clients += w.clients.load(Relaxed) as u64;
+            t.clients += w.clients() as u64;
             t.accepted += w.accepted.load(Relaxed);
             t.commands += w.commands.load(Relaxed);
             t.completed += m.completed.load(Relaxed);
@@ -449,7 +449,7 @@ pub fn proxy_info(args: &[Bytes], shared: &Shared) -> Bytes {
         let m = &w.m;
         out.push(format!(
             "worker {i} clients {} commands {} completed {} bytes_in {} bytes_out {} pending_reply_bytes {} clients_cut {}",
-            w.clients.load(Relaxed),
+            w.clients(),
             w.commands.load(Relaxed),
             m.completed.load(Relaxed),
             m.bytes_in.load(Relaxed),

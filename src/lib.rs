@@ -8,8 +8,8 @@
 //! current. Commands the proxy answers itself live in [`local`], [`info`], [`slowlog`] and
 //! [`admin`]. Operations: [`stats`] and [`observe`] count on the data path, [`prom`] exports,
 //! [`live`] changes settings at run time, [`logging`] sets up the logs, [`memory`] hands freed
-//! memory back. Admin engine runs are [`jobs`]. Modules import each other in no cycle
-//! (`tests/module_graph.rs` checks).
+//! memory back, [`shutdown`] is the one state every part that must stop reads. Admin engine
+//! runs are [`jobs`]. Modules import each other in no cycle (`tests/module_graph.rs` checks).
 
 pub mod access;
 pub mod admin;
@@ -46,6 +46,7 @@ pub mod scripts;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod shutdown;
 pub mod slots;
 pub mod slowlog;
 pub mod stats;

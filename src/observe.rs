@@ -9,6 +9,7 @@
 use crate::config::Config;
 use crate::dispatch::ReplySlot;
 use crate::local::ClientState;
+use crate::shutdown::Shutdown;
 use crate::slowlog::Slow;
 use crate::stats::{bump, drop_by};
 use crate::stream::Stream;
@@ -29,6 +30,8 @@ pub struct SessionObs {
     /// The clock read for the current batch of replies (cleared every loop turn).
     now: Option<Instant>,
     metrics_on: bool,
+    /// The proxy's shutdown state, read once per loop turn (one atomic load).
+    shutdown: Shutdown,
 }
 
 impl SessionObs {
@@ -39,6 +42,7 @@ impl SessionObs {
             read_at: Instant::now(),
             now: None,
             metrics_on: worker.shared.metrics_on,
+            shutdown: worker.shared.shutdown.clone(),
         }
     }
 
@@ -54,14 +58,14 @@ impl SessionObs {
         Some(worker.shared.live.get())
     }
 
-    /// Whether the worker is shutting down: the session reads no more requests.
-    pub fn draining(&self, worker: &Worker) -> bool {
-        worker.stopping()
+    /// Whether the proxy is shutting down: the session reads no more requests.
+    pub fn draining(&self) -> bool {
+        self.shutdown.is_stopping()
     }
 
     /// Whether shutdown's deadline passed: unanswered requests get an error now.
-    pub fn aborted(&self, worker: &Worker) -> bool {
-        worker.aborting()
+    pub fn aborted(&self) -> bool {
+        self.shutdown.is_aborting()
     }
 
     /// `n` bytes were read from the client.

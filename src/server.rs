@@ -6,7 +6,7 @@
 //! accepts). Workers run a current-thread runtime each and never hand work to each other.
 
 use crate::config::Config;
-use crate::shared::Shared;
+use crate::shared::{ClientSeat, Shared};
 use crate::worker::Worker;
 use crate::{session, topology};
 use anyhow::Context;
@@ -31,11 +31,13 @@ struct WorkerThread {
     thread: std::thread::JoinHandle<()>,
 }
 
-/// A client socket handed to a worker: its ID, and whether it came in on the TLS listener.
-type NewClient = (std::net::TcpStream, u64, bool);
+/// A client socket handed to a worker: its ID, whether it came in on the TLS listener, and its
+/// seat in the worker's client count (given up when the client is gone, wherever that happens).
+type NewClient = (std::net::TcpStream, u64, bool, ClientSeat);
 
 /// After the client channel closes: stop reading, wait for the sessions to answer what they
-/// read (at most `shutdown_timeout`), then make the rest answer with an error and close.
+/// read (at most `shutdown_timeout`), then make the rest answer with an error and close (the
+/// phases of [`crate::shutdown::Shutdown`]).
 async fn drain(worker: &Worker) {
     worker.begin_stop();
     let timeout = worker.shared.live.get().shutdown_timeout;
@@ -71,12 +73,11 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
             let local = tokio::task::LocalSet::new();
             let worker = Worker::new(index, shared);
             local.block_on(&rt, async move {
-                while let Some((std_stream, id, is_tls)) = rx.recv().await {
+                while let Some((std_stream, id, is_tls, seat)) = rx.recv().await {
                     let stream = match tokio::net::TcpStream::from_std(std_stream) {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::warn!(error = %e, "could not register a client socket");
-                            worker.shared.workers[index].clients.fetch_sub(1, Relaxed);
                             continue;
                         }
                     };
@@ -85,7 +86,7 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
                     match crate::tls::acceptor().filter(|_| is_tls) {
                         Some(acceptor) => {
                             tokio::task::spawn_local(async move {
-                                session::serve_tls(worker, stream, id, acceptor).await
+                                session::serve_tls(worker, stream, id, acceptor, seat).await
                             });
                         }
                         None => {
@@ -93,6 +94,7 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
                                 worker,
                                 crate::stream::Stream::Plain(stream),
                                 id,
+                                seat,
                             ));
                         }
                     }
@@ -207,7 +209,7 @@ pub async fn serve_with(
         };
         let ((mut stream, peer), is_tls) = tokio::select! {
             _ = &mut shutdown => break,
-            _ = shared.shutdown_requested.notified() => break,
+            _ = shared.shutdown.wait() => break,
             r = accept_tls => match r {
                 Ok(x) => (x, true),
                 Err(e) => {
@@ -241,29 +243,31 @@ pub async fn serve_with(
             .workers
             .iter()
             .enumerate()
-            .min_by_key(|(_, w)| w.clients.load(Relaxed))
+            .min_by_key(|(_, w)| w.clients())
             .unwrap_or((0, &shared.workers[0]));
-        let stats = &shared.workers[index];
-        stats.clients.fetch_add(1, Relaxed);
-        stats.accepted.fetch_add(1, Relaxed);
+        // Counted from here on; every path that loses the client drops the seat with it.
+        let seat = ClientSeat::take(&shared, index);
+        shared.workers[index].accepted.fetch_add(1, Relaxed);
         let id = shared.next_client_id.fetch_add(1, Relaxed);
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
-                stats.clients.fetch_sub(1, Relaxed);
                 tracing::warn!(%peer, error = %e, "could not hand a client to a worker");
                 continue;
             }
         };
-        if threads[index].tx.send((std_stream, id, is_tls)).is_err() {
-            stats.clients.fetch_sub(1, Relaxed);
+        if threads[index]
+            .tx
+            .send((std_stream, id, is_tls, seat))
+            .is_err()
+        {
             tracing::error!(worker = index, "worker thread is gone");
         }
     }
     // Graceful stop: no new clients; each worker drains its own (see `drain`).
     drop(listener);
     drop(tls_listener);
-    shared.stopping.store(true, Relaxed);
+    shared.shutdown.stop();
     tracing::info!(
         clients = shared.client_count(),
         timeout = ?shared.live.get().shutdown_timeout,

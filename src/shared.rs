@@ -6,7 +6,7 @@
 use crate::cluster::SlotMap;
 use crate::config::Config;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -15,14 +15,51 @@ use tokio::sync::Notify;
 #[derive(Default, Debug)]
 #[repr(align(128))]
 pub struct WorkerStats {
-    /// Clients currently served by this worker.
-    pub clients: AtomicUsize,
+    /// Clients currently served by this worker. Only a [`ClientSeat`] changes it, so it
+    /// cannot drift from the clients that exist.
+    clients: AtomicUsize,
     /// Commands received from clients.
     pub commands: AtomicU64,
     /// Client connections accepted by this worker since start.
     pub accepted: AtomicU64,
     /// Per-command, traffic and redirect counters (see [`crate::stats`]).
     pub m: crate::stats::WorkerMetrics,
+}
+
+impl WorkerStats {
+    /// Clients currently served by this worker (the `clients` gauge).
+    pub fn clients(&self) -> usize {
+        self.clients.load(Relaxed)
+    }
+}
+
+/// One client connection's place in its worker's `clients` gauge, from the moment the
+/// acceptor assigns it a worker until the connection is gone. Invariant: the gauge goes up
+/// once when the seat is taken and down once when it is dropped, whatever ends the client
+/// (the session returning, a failed hand-off or TLS handshake, a panic, the worker's runtime
+/// dropping the session at shutdown), so no exit path can leak a count.
+pub struct ClientSeat {
+    shared: Arc<Shared>,
+    worker: usize,
+}
+
+impl ClientSeat {
+    /// Counts a new client on worker `worker` of `shared`.
+    pub fn take(shared: &Arc<Shared>, worker: usize) -> ClientSeat {
+        shared.workers[worker].clients.fetch_add(1, Relaxed);
+        ClientSeat {
+            shared: Arc::clone(shared),
+            worker,
+        }
+    }
+}
+
+impl Drop for ClientSeat {
+    fn drop(&mut self) {
+        self.shared.workers[self.worker]
+            .clients
+            .fetch_sub(1, Relaxed);
+    }
 }
 
 /// Why a topology refresh was asked for (a label of the refresh metrics).
@@ -107,10 +144,9 @@ pub struct Shared {
     pub map_installed_ms: AtomicU64,
     /// Requests to return freed memory to the system (see [`crate::memory`]).
     pub trimmer: Arc<crate::memory::Trimmer>,
-    /// Set once shutdown has begun: workers stop reading new requests.
-    pub stopping: AtomicBool,
-    /// `PROXY SHUTDOWN` asks the server loop to stop through this.
-    pub shutdown_requested: Notify,
+    /// The graceful stop: started by a signal or `PROXY SHUTDOWN`, waited on by the accept
+    /// loop, read by workers and sessions (see [`crate::shutdown`]).
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 impl Shared {
@@ -159,8 +195,7 @@ impl Shared {
             ops_per_sec: AtomicU64::new(0),
             map_installed_ms: AtomicU64::new(0),
             trimmer: Arc::default(),
-            stopping: AtomicBool::new(false),
-            shutdown_requested: Notify::new(),
+            shutdown: Default::default(),
         }
     }
 
@@ -202,7 +237,7 @@ impl Shared {
 
     /// Total clients connected, over all workers.
     pub fn client_count(&self) -> usize {
-        self.workers.iter().map(|w| w.clients.load(Relaxed)).sum()
+        self.workers.iter().map(WorkerStats::clients).sum()
     }
 
     /// The backends' Redis version, for INFO and HELLO.
@@ -211,5 +246,32 @@ impl Shared {
             .read()
             .map(|v| v.clone())
             .unwrap_or_else(|_| "7.0.0".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_seat_counts_while_it_lives_wherever_it_is_dropped() {
+        let shared = Arc::new(Shared::new(Config::default(), 2, 0));
+        let a = ClientSeat::take(&shared, 1);
+        let b = ClientSeat::take(&shared, 1);
+        let c = ClientSeat::take(&shared, 0);
+        assert_eq!(
+            (shared.workers[0].clients(), shared.workers[1].clients()),
+            (1, 2)
+        );
+        assert_eq!(shared.client_count(), 3);
+        drop(b);
+        // A seat may travel to another thread (the worker's) and be dropped there.
+        std::thread::spawn(move || drop(a)).join().unwrap();
+        assert_eq!(
+            (shared.workers[0].clients(), shared.workers[1].clients()),
+            (1, 0)
+        );
+        drop(c);
+        assert_eq!(shared.client_count(), 0);
     }
 }

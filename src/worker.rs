@@ -80,10 +80,6 @@ pub struct Worker {
     noauth_logged: Cell<bool>,
     /// Each live session's wake-up signal, so shutdown can wake sessions parked on a read.
     sessions: RefCell<HashMap<u64, Weak<Notify>>>,
-    /// Shutdown began: sessions read no more requests and close once answered.
-    stopping: Cell<bool>,
-    /// Shutdown's deadline passed: sessions answer what is left with an error and close.
-    aborting: Cell<bool>,
 }
 
 impl Worker {
@@ -91,7 +87,7 @@ impl Worker {
     pub fn new(index: usize, shared: Arc<Shared>) -> Rc<Worker> {
         let dedicated = crate::dedicated::DedicatedPool::new(
             shared.config.max_dedicated_per_worker,
-            shared.config.connect_timeout,
+            Arc::clone(&shared),
         );
         Rc::new_cyclic(|me| Worker {
             index,
@@ -105,8 +101,6 @@ impl Worker {
             dedicated,
             noauth_logged: Cell::new(false),
             sessions: RefCell::new(HashMap::new()),
-            stopping: Cell::new(false),
-            aborting: Cell::new(false),
         })
     }
 
@@ -384,27 +378,18 @@ impl Worker {
         }
     }
 
-    /// Starts the graceful stop: sessions stop reading and close once their replies are out.
+    /// This worker's part of the graceful stop ([`crate::shutdown::Shutdown::stop`]):
+    /// wakes its sessions so they stop reading and close once their replies are out.
     pub fn begin_stop(&self) {
-        self.stopping.set(true);
+        self.shared.shutdown.stop();
         self.wake_sessions();
     }
 
-    /// Shutdown's deadline passed: sessions answer what is left with an error and close.
+    /// Shutdown's deadline passed ([`crate::shutdown::Shutdown::abort`]): wakes this worker's
+    /// sessions so they answer what is left with an error and close.
     pub fn abort(&self) {
-        self.stopping.set(true);
-        self.aborting.set(true);
+        self.shared.shutdown.abort();
         self.wake_sessions();
-    }
-
-    /// Whether the graceful stop began.
-    pub fn stopping(&self) -> bool {
-        self.stopping.get()
-    }
-
-    /// Whether the graceful stop's deadline passed.
-    pub fn aborting(&self) -> bool {
-        self.aborting.get()
     }
 
     /// Sessions still running on this worker.

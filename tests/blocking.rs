@@ -427,3 +427,71 @@ fn pipelined_waits_do_not_stall_other_clients() {
         }
     }
 }
+
+/// Makes `addr` (a stopped node's address) a black hole for connects: a listener there with an
+/// accept queue of one, filled by a connection it never accepts, so the kernel drops every
+/// further SYN and a connect attempt waits until its own timeout. Keep what it returns alive.
+fn black_hole(addr: &str) -> (socket2::Socket, Vec<std::net::TcpStream>) {
+    let sock_addr: std::net::SocketAddr = addr.parse().expect("node address");
+    let listener = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .expect("socket");
+    listener.set_reuse_address(true).expect("SO_REUSEADDR");
+    listener
+        .bind(&sock_addr.into())
+        .expect("binding the stopped node's address");
+    listener.listen(0).expect("listen");
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&sock_addr, Duration::from_millis(300)) {
+            Ok(s) => fillers.push(s),
+            // The queue is full: connects now wait for their own timeout.
+            Err(_) => return (listener, fillers),
+        }
+    }
+    panic!("the accept queue of {addr} never filled");
+}
+
+#[test]
+fn connect_timeout_set_live_bounds_dedicated_connections() {
+    // A long node timeout: the other nodes keep the stopped node as the slot's owner.
+    let mut cluster = cluster_with_timeout(3, 1, 0, 60_000);
+    let proxy = Proxy::start_with(&cluster.seeds(), "connect_timeout = \"30s\"", true);
+    let mut c = proxy.conn();
+    let ok: String = redis::cmd("PROXY")
+        .arg("CONFIG")
+        .arg("SET")
+        .arg("connect_timeout")
+        .arg("200ms")
+        .query(&mut c)
+        .expect("PROXY CONFIG SET");
+    assert_eq!(ok, "OK");
+    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"jobs"));
+    let addr = cluster.nodes[owner].addr();
+    cluster.kill(owner);
+    let _hole = black_hole(&addr);
+    // BLPOP needs a dedicated connection to the owner, which does not answer the connect: the
+    // live connect_timeout (200ms), not the one the proxy started with (30s), ends the wait.
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let reply = redis::cmd("BLPOP")
+        .arg("jobs")
+        .arg(0)
+        .query::<Value>(&mut c);
+    let waited = started.elapsed();
+    let e = match reply {
+        Ok(v) => panic!("BLPOP on an unreachable node answered {v:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        waited < Duration::from_secs(5),
+        "BLPOP waited {waited:?} for the connect, not the live connect_timeout: {e}"
+    );
+    assert!(
+        e.contains(&format!("backend {addr}")) && e.contains("connect: timed out after 200ms"),
+        "{e}"
+    );
+}

@@ -544,3 +544,41 @@ fn proxy_shutdown_command_exits_cleanly() {
         proxy.log()
     );
 }
+
+#[test]
+fn shutdown_timeout_answers_what_is_still_waiting_with_an_error() {
+    let cluster = cluster(1, 3, 0);
+    let mut proxy = Proxy::start_with(&cluster.seeds(), "shutdown_timeout = \"1s\"", true);
+    // Two clients (one per worker: each new client goes to the worker with fewest) blocked on
+    // commands no one will answer.
+    let mut blocked = Vec::new();
+    for key in ["{sd}a", "{sd}b"] {
+        let mut s = proxy.raw();
+        write!(s, "BLPOP {key} 0\r\n").unwrap();
+        blocked.push(s);
+    }
+    let owner = owner_of(&cluster, 0, key_slot(b"sd"));
+    eventually(
+        "both BLPOPs to block on the node",
+        Duration::from_secs(20),
+        || {
+            let info = cluster.command(owner, &["INFO", "clients"]).expect("INFO");
+            info.lines().any(|l| l.trim() == "blocked_clients:2")
+        },
+    );
+    proxy.signal("TERM");
+    assert_eq!(
+        proxy.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        proxy.log()
+    );
+    for mut s in blocked {
+        let (got, closed) = raw_exchange(&mut s, b"", Duration::from_secs(10));
+        assert_eq!(
+            got,
+            format!("-{}\r\n", slotproxy::observe::SHUTDOWN_UNANSWERED)
+        );
+        assert!(closed);
+    }
+}

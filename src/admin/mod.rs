@@ -113,7 +113,7 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
         "SLOWLOG" => crate::slowlog::proxy_answer(&args[1..], &shared.slowlog),
         "SHUTDOWN" => {
             tracing::info!("PROXY SHUTDOWN received");
-            shared.shutdown_requested.notify_one();
+            shared.shutdown.stop();
             resp::simple("OK")
         }
         "REFRESH" => {

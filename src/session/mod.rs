@@ -25,6 +25,7 @@ use crate::merge::MergeKind;
 use crate::protocol::RequestParser;
 use crate::resp;
 use crate::router::{self, FanOut, Local, Route};
+use crate::shared::ClientSeat;
 use crate::stream::Stream;
 use crate::worker::{Worker, CLUSTERDOWN_UNSERVED};
 use bytes::{Buf, Bytes, BytesMut};
@@ -40,23 +41,22 @@ const MAX_IOV: usize = 256;
 
 /// Completes the TLS handshake of a client from the TLS listener (within
 /// [`HANDSHAKE_TIMEOUT`], or `connect_timeout` if longer), then serves it like any other. A failed handshake (a plain client on the TLS port, a
-/// certificate the CA did not sign) closes the connection and is counted.
+/// certificate the CA did not sign) closes the connection and is counted. `seat` counts the
+/// client on its worker until the connection is gone.
 pub async fn serve_tls(
     worker: Rc<Worker>,
     tcp: tokio::net::TcpStream,
     id: u64,
     acceptor: Arc<tokio_rustls::TlsAcceptor>,
+    seat: ClientSeat,
 ) {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let timeout = worker.shared.live.connect_timeout().max(HANDSHAKE_TIMEOUT);
     match Stream::accept_tls(tcp, &acceptor, timeout).await {
-        Ok(stream) => serve(worker, stream, id).await,
+        Ok(stream) => serve(worker, stream, id, seat).await,
         Err(e) => {
             worker.shared.tls_handshake_failures.fetch_add(1, Relaxed);
             tracing::info!(client = id, %peer, error = %e, "TLS handshake failed; connection closed");
-            worker.shared.workers[worker.index]
-                .clients
-                .fetch_sub(1, Relaxed);
         }
     }
 }
@@ -64,8 +64,9 @@ pub async fn serve_tls(
 /// The least time a TLS client gets for its handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves one client until it disconnects, quits, or breaks a limit.
-pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
+/// Serves one client until it disconnects, quits, or breaks a limit. `seat` counts the client
+/// on its worker; it is given up when this returns (or is dropped unfinished).
+pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat) {
     let cfg = worker.shared.live.get();
     let live = {
         use std::os::fd::AsRawFd;
@@ -147,9 +148,8 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64) {
     if s.peak_out.max(s.out_bytes + s.held.get()) >= crate::memory::TRIM_AFTER_BYTES {
         worker.shared.trimmer.request();
     }
-    worker.shared.workers[worker.index]
-        .clients
-        .fetch_sub(1, Relaxed);
+    // The client is gone: it leaves the count last, as it was counted first.
+    drop(seat);
 }
 
 struct Session {
@@ -268,7 +268,7 @@ impl Session {
     async fn run(&mut self) -> io::Result<()> {
         loop {
             self.reload_settings();
-            if self.obs.aborted(&self.worker) {
+            if self.obs.aborted() {
                 // Shutdown deadline: whatever is still unanswered gets an error saying so.
                 for slot in &self.queue {
                     slot.fill(resp::error(crate::observe::SHUTDOWN_UNANSWERED));
@@ -324,7 +324,7 @@ impl Session {
                 return Ok(());
             }
             // Shutting down: read nothing more, finish what was read, then close.
-            let draining = self.obs.draining(&self.worker);
+            let draining = self.obs.draining();
             if draining && !self.unparsed && self.queue.is_empty() && self.out.is_empty() {
                 crate::observe::linger(&mut self.stream).await;
                 return Ok(());
