@@ -25,7 +25,7 @@
 #
 # All three use the same node settings: the rendered fragment (port, bind, bind-source-addr,
 # cluster-enabled, cluster-config-file nodes.conf, cluster-node-timeout 5000, appendonly no,
-# save "") plus what src/localcluster.rs appends (dir, logfile, pidfile, daemonize no,
+# save "") plus what src/admin/localcluster.rs appends (dir, logfile, pidfile, daemonize no,
 # repl-diskless-sync-delay 0, protected-mode no: Redis 7 counts only 127.0.0.1 as loopback).
 #
 # Readiness is polled with redis-cli CLUSTER INFO, re-asking only nodes not yet ok (a node that
@@ -132,7 +132,7 @@ check_ports_free() {
     done
 }
 
-# The settings src/localcluster.rs appends to a rendered redis.conf.
+# The settings src/admin/localcluster.rs appends to a rendered redis.conf.
 local_settings() {
     local dir=$1
     printf 'dir "%s"\nlogfile "%s/redis.log"\npidfile "%s/redis.pid"\ndaemonize no\n' \

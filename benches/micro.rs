@@ -7,10 +7,10 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use slotproxy::protocol::{Limits, RequestParser};
-use slotproxy::resp::{encode_command, ReplyScanner};
-use slotproxy::router::{route, Route};
-use slotproxy::slots::key_slot;
+use slotproxy::cluster::slots::key_slot;
+use slotproxy::route::protocol::{Limits, RequestParser};
+use slotproxy::route::resp::{encode_command, ReplyScanner};
+use slotproxy::route::router::{route, Route};
 
 /// `n` pipelined `GET key:NNNNN` requests, multibulk-encoded as a client sends them.
 fn pipelined_gets(n: usize) -> BytesMut {

@@ -8,7 +8,7 @@
 //! that would see keys beyond one namespace (KEYS, SCAN, RANDOMKEY, DBSIZE, FLUSH*) are refused
 //! to users with a namespace. Errors use Redis's texts (`NOAUTH`, `WRONGPASS`, `NOPERM`).
 
-use crate::command::{self, CommandSpec};
+use crate::route::command::{self, CommandSpec};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -588,7 +588,7 @@ mod tests {
         Users::from_config(&cfg).unwrap()
     }
 
-    use crate::resp::test_args as args;
+    use crate::route::resp::test_args as args;
 
     fn check(u: &User, a: &[&str]) -> Result<(), String> {
         let a = args(a);

@@ -400,8 +400,8 @@ impl Config {
     }
 
     /// The parser limits these settings imply.
-    pub fn limits(&self) -> crate::protocol::Limits {
-        crate::protocol::Limits {
+    pub fn limits(&self) -> crate::route::protocol::Limits {
+        crate::route::protocol::Limits {
             max_args: self.max_request_args,
             max_bulk: self.max_bulk_len,
             max_query_buffer: self.max_query_buffer,

@@ -1,56 +1,41 @@
 //! slotproxy: a multi-threaded RESP proxy in front of a Redis Cluster, with built-in cluster
 //! administration.
 //!
-//! The data path reads top-down: [`server`] accepts and hands clients to a [`worker`];
-//! a [`session`] reads and parses ([`protocol`]), asks the [`router`] where each request goes,
-//! sends it through the worker's [`backend`] connections, and writes replies back in order,
-//! merging split commands ([`merge`]). The [`topology`] refresher keeps the [`cluster`] slot map
-//! current. Commands the proxy answers itself live in [`local`], [`info`], [`slowlog`] and
-//! [`admin`]. Operations: [`stats`] and [`observe`] count on the data path, [`prom`] exports,
-//! [`live`] changes settings at run time, [`logging`] sets up the logs, [`memory`] hands freed
-//! memory back, [`shutdown`] is the one state every part that must stop reads. Admin engine
-//! runs are [`jobs`]. Modules import each other in no cycle (`tests/module_graph.rs` checks).
+//! The source is grouped by concern, one folder ("wing") each; the data path reads top-down
+//! through them: [`server`] accepts and hands clients to a worker ([`backend::worker`]); a
+//! [`session`] reads and parses ([`route::protocol`]), asks the [`route::router`] where each
+//! request goes, sends it through the worker's [`backend`] connections, and writes replies back
+//! in order, merging split commands ([`route::merge`]).
+//!
+//! - [`net`]: connections (plain or TLS, both sides) and listening sockets.
+//! - [`session`]: one client connection: its loop, the commands the proxy answers itself,
+//!   blocking commands, pub/sub, transactions, WAIT, logins, what it records, the client
+//!   registry.
+//! - [`route`]: RESP, the request parser, the command table and key specs, the router, calls
+//!   and redirects, fan-out, reply merging, the script cache.
+//! - [`backend`]: the per-node multiplexed connections, dedicated connections, the worker that
+//!   owns them and follows redirects, the control-plane node client, backend credentials.
+//! - [`cluster`]: the slot map, slot hashing, the topology refresher.
+//! - [`metrics`]: counters and histograms, Prometheus, INFO, the slow log.
+//! - [`admin`]: the `PROXY` namespace, its engines (create, check, rebalance) and planners
+//!   (placement, flow, islands), jobs, rendered clusters and local clusters.
+//!
+//! At the top: [`shared`] (state every thread reads), [`config`] and [`live`] (settings at
+//! start and at run time), [`access`] (users), [`shutdown`], [`memory`] (handing freed memory
+//! back), [`logging`]. Modules import each other in no cycle (`tests/module_graph.rs` checks).
 
 pub mod access;
 pub mod admin;
 pub mod backend;
-pub mod blocking;
-pub mod clients;
 pub mod cluster;
-pub mod command;
 pub mod config;
-pub mod credentials;
-pub mod dedicated;
-pub mod dispatch;
-pub mod fanout;
-pub mod flow;
-pub mod info;
-pub mod jobs;
-pub mod listener;
 pub mod live;
-pub mod local;
-pub mod localcluster;
 pub mod logging;
 pub mod memory;
-pub mod merge;
-pub mod node_client;
-pub mod observe;
-pub mod placement;
-pub mod prom;
-pub mod protocol;
-pub mod render;
-pub mod resp;
-pub mod router;
-pub mod scrape;
-pub mod scripts;
+pub mod metrics;
+pub mod net;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod shared;
 pub mod shutdown;
-pub mod slots;
-pub mod slowlog;
-pub mod stats;
-pub mod stream;
-pub mod tls;
-pub mod topology;
-pub mod worker;

@@ -158,8 +158,8 @@ impl Live {
     /// anything else is touched. `reread_tls`: rebuild the TLS configurations even when their
     /// file names did not change (SIGHUP).
     fn install(&self, cur: &Config, new: Config, reread_tls: bool) -> anyhow::Result<()> {
-        if reread_tls || crate::tls::settings_differ(cur, &new) {
-            crate::tls::install(&new).context("TLS configuration not reloaded")?;
+        if reread_tls || crate::net::tls::settings_differ(cur, &new) {
+            crate::net::tls::install(&new).context("TLS configuration not reloaded")?;
             if !new.tls_listen.is_empty() || new.backend_tls {
                 tracing::info!("TLS certificates (re)loaded; new connections use them");
             }

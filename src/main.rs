@@ -159,7 +159,7 @@ fn serve(a: &ServeArgs) -> anyhow::Result<()> {
 }
 
 fn demo(a: &DemoArgs) -> anyhow::Result<()> {
-    use slotproxy::localcluster::{LocalCluster, LocalClusterSpec};
+    use slotproxy::admin::localcluster::{LocalCluster, LocalClusterSpec};
     slotproxy::logging::init("info", "text");
     let spec = LocalClusterSpec {
         hosts: vec!["127.0.0.1".into(), "127.0.0.2".into(), "127.0.0.3".into()],
@@ -203,8 +203,8 @@ fn demo(a: &DemoArgs) -> anyhow::Result<()> {
 }
 
 fn render(a: &RenderArgs) -> anyhow::Result<()> {
-    use slotproxy::placement::{plan, NodeSpec, PlanOptions};
-    use slotproxy::render::{random_node_id, render, render_to_dir, RenderOptions};
+    use slotproxy::admin::placement::{plan, NodeSpec, PlanOptions};
+    use slotproxy::admin::render::{random_node_id, render, render_to_dir, RenderOptions};
     let nodes = a
         .nodes
         .iter()

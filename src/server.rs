@@ -5,10 +5,11 @@
 //! connections cannot pile onto one thread (the skew Envoy's users hit with unbalanced
 //! accepts). Workers run a current-thread runtime each and never hand work to each other.
 
+use crate::backend::worker::Worker;
+use crate::cluster::topology;
 use crate::config::Config;
+use crate::session;
 use crate::shared::{ClientSeat, Shared};
-use crate::worker::Worker;
-use crate::{session, topology};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -83,7 +84,7 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
                     };
                     let worker = std::rc::Rc::clone(&worker);
                     // The certificates in force when the client arrived (SIGHUP may renew them).
-                    match crate::tls::acceptor().filter(|_| is_tls) {
+                    match crate::net::tls::acceptor().filter(|_| is_tls) {
                         Some(acceptor) => {
                             tokio::task::spawn_local(async move {
                                 session::serve_tls(worker, stream, id, acceptor, seat).await
@@ -92,7 +93,7 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
                         None => {
                             tokio::task::spawn_local(session::serve(
                                 worker,
-                                crate::stream::Stream::Plain(stream),
+                                crate::net::stream::Stream::Plain(stream),
                                 id,
                                 seat,
                             ));
@@ -157,22 +158,22 @@ pub async fn serve_with(
     on_ready: impl FnOnce(&Running),
 ) -> anyhow::Result<()> {
     config.validate()?;
-    crate::credentials::install(&config.backend_user, &config.backend_password);
-    crate::tls::install(&config)?;
-    let std_listener = crate::listener::bind(&config.listen)?;
+    crate::backend::credentials::install(&config.backend_user, &config.backend_password);
+    crate::net::tls::install(&config)?;
+    let std_listener = crate::net::listener::bind(&config.listen)?;
     let addr = std_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
     let tls_listener = match config.tls_listen.as_str() {
         "" => None,
-        tls => Some(tokio::net::TcpListener::from_std(crate::listener::bind(
-            tls,
-        )?)?),
+        tls => Some(tokio::net::TcpListener::from_std(
+            crate::net::listener::bind(tls)?,
+        )?),
     };
     let metrics_listener = match config.metrics_listen.as_str() {
         "" => None,
-        listen => Some(tokio::net::TcpListener::from_std(crate::prom::install(
-            listen,
-        )?)?),
+        listen => Some(tokio::net::TcpListener::from_std(
+            crate::metrics::prom::install(listen)?,
+        )?),
     };
     let workers = config.worker_count();
     let has_path = path.is_some();
@@ -182,11 +183,11 @@ pub async fn serve_with(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut background = vec![
         tokio::spawn(topology::run(Arc::clone(&shared))),
-        tokio::spawn(crate::prom::housekeeping(Arc::clone(&shared))),
+        tokio::spawn(crate::metrics::prom::housekeeping(Arc::clone(&shared))),
         tokio::spawn(crate::memory::run(Arc::clone(&shared.trimmer))),
     ];
     if let Some(l) = metrics_listener {
-        background.push(tokio::spawn(crate::scrape::serve(l)));
+        background.push(tokio::spawn(crate::metrics::scrape::serve(l)));
     }
     #[cfg(unix)]
     if has_path {

@@ -22,8 +22,8 @@ pub struct WorkerStats {
     pub commands: AtomicU64,
     /// Client connections accepted by this worker since start.
     pub accepted: AtomicU64,
-    /// Per-command, traffic and redirect counters (see [`crate::stats`]).
-    pub m: crate::stats::WorkerMetrics,
+    /// Per-command, traffic and redirect counters (see [`crate::metrics::stats`]).
+    pub m: crate::metrics::stats::WorkerMetrics,
 }
 
 impl WorkerStats {
@@ -120,12 +120,12 @@ pub struct Shared {
     /// The port clients connect to (INFO's `tcp_port`).
     pub port: u16,
     /// Admin engine runs.
-    pub jobs: crate::jobs::Jobs,
+    pub jobs: crate::admin::jobs::Jobs,
     /// Script bodies seen in SCRIPT LOAD, by lowercase SHA1, so a NOSCRIPT from a node that
     /// never saw one (a promoted replica, a new master) can be repaired by loading it there.
-    pub scripts: crate::scripts::Scripts,
+    pub scripts: crate::route::scripts::Scripts,
     /// Every client connection, for CLIENT LIST / INFO / KILL.
-    pub clients: crate::clients::Registry,
+    pub clients: crate::session::clients::Registry,
     /// Configured users; none means the proxy is open.
     pub users: crate::access::Users,
     /// Failed-AUTH counts per client address.
@@ -133,9 +133,9 @@ pub struct Shared {
     /// Triggers (a [`Trigger`] bit set) since the refresher last looked.
     pub refresh_triggers: AtomicU8,
     /// Every backend node the workers have talked to, with their counters.
-    pub nodes: crate::stats::NodeRegistry,
+    pub nodes: crate::metrics::stats::NodeRegistry,
     /// The proxy's slow log.
-    pub slowlog: crate::slowlog::SlowLog,
+    pub slowlog: crate::metrics::slowlog::SlowLog,
     /// Whether the Prometheus exporter runs (and so whether per-command stats are recorded).
     pub metrics_on: bool,
     /// Commands per second over the last sampling period (INFO's instantaneous_ops_per_sec).

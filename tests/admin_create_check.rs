@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
+use slotproxy::admin::localcluster::LocalCluster;
+use slotproxy::admin::placement::{plan, NodeSpec, PlanOptions};
 use slotproxy::cluster::{parse_cluster_nodes, NodeLine};
-use slotproxy::localcluster::LocalCluster;
-use slotproxy::placement::{plan, NodeSpec, PlanOptions};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

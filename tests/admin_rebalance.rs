@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
+use slotproxy::admin::localcluster::LocalCluster;
+use slotproxy::cluster::slots::key_slot;
 use slotproxy::cluster::{parse_cluster_nodes, SlotMap};
-use slotproxy::localcluster::LocalCluster;
-use slotproxy::slots::key_slot;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

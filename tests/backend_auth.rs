@@ -8,7 +8,7 @@ use redis::{Commands, Value};
 use std::io::Write;
 
 /// Creates ACL user `proxy` (everything but FLUSHALL) on every node and disables `default`.
-fn require_acl(cluster: &slotproxy::localcluster::LocalCluster) {
+fn require_acl(cluster: &slotproxy::admin::localcluster::LocalCluster) {
     for i in 0..cluster.nodes.len() {
         let mut n = node_conn(cluster, i);
         let _: () = redis::cmd("ACL")
@@ -104,7 +104,10 @@ fn the_proxy_authenticates_everywhere_and_a_refusal_is_a_clear_error() {
 }
 
 /// A connection to node `index` as the ACL user `proxy` (password `pw`).
-fn as_proxy(cluster: &slotproxy::localcluster::LocalCluster, index: usize) -> redis::Connection {
+fn as_proxy(
+    cluster: &slotproxy::admin::localcluster::LocalCluster,
+    index: usize,
+) -> redis::Connection {
     let n = &cluster.nodes[index];
     redis::Client::open(format!("redis://proxy:pw@{}:{}/", n.ip, n.port))
         .and_then(|c| c.get_connection())

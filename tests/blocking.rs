@@ -7,7 +7,11 @@ use common::*;
 use redis::{Commands, Value};
 use std::time::{Duration, Instant};
 
-fn node_info_field(cluster: &slotproxy::localcluster::LocalCluster, i: usize, field: &str) -> i64 {
+fn node_info_field(
+    cluster: &slotproxy::admin::localcluster::LocalCluster,
+    i: usize,
+    field: &str,
+) -> i64 {
     let info = cluster.command(i, &["INFO", "clients"]).expect("INFO");
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
@@ -33,7 +37,7 @@ fn blpop_is_woken_by_another_client_and_does_not_hold_up_others() {
         v
     });
     // Wait until the node sees the blocked client.
-    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"jobs"));
+    let owner = owner_of(&cluster, 0, slotproxy::cluster::slots::key_slot(b"jobs"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while node_info_field(&cluster, owner, "blocked_clients") != 1 {
         assert!(Instant::now() < deadline, "BLPOP never blocked on the node");
@@ -100,7 +104,7 @@ fn blpop_is_woken_by_another_client_and_does_not_hold_up_others() {
             .query::<Value>(&mut c)
             .expect("XREAD BLOCK")
     });
-    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"events"));
+    let owner = owner_of(&cluster, 0, slotproxy::cluster::slots::key_slot(b"events"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while node_info_field(&cluster, owner, "blocked_clients") != 1 {
         assert!(Instant::now() < deadline, "XREAD never blocked on the node");
@@ -121,7 +125,7 @@ fn blpop_is_woken_by_another_client_and_does_not_hold_up_others() {
 fn a_client_that_leaves_while_blocked_releases_its_connection() {
     let cluster = cluster(3, 1, 0);
     let proxy = Proxy::start(&cluster);
-    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"ghost"));
+    let owner = owner_of(&cluster, 0, slotproxy::cluster::slots::key_slot(b"ghost"));
     let clients_before = node_info_field(&cluster, owner, "connected_clients");
     {
         let mut raw = proxy.raw();
@@ -250,7 +254,7 @@ fn xreadgroup_with_a_consumer_named_streams_blocks_on_its_own_connection() {
             .write_all(b"XREADGROUP GROUP g streams BLOCK 0 STREAMS {s}stream >\r\n")
             .unwrap();
     }
-    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"s"));
+    let owner = owner_of(&cluster, 0, slotproxy::cluster::slots::key_slot(b"s"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while node_info_field(&cluster, owner, "blocked_clients") != 1 {
         assert!(
@@ -288,7 +292,7 @@ fn one_client_cannot_take_all_dedicated_connections() {
         a.write_all(b"BLPOP {q}1 0\r\nBLPOP {q}2 0\r\nBLPOP {q}3 0\r\n")
             .unwrap();
     }
-    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"q"));
+    let owner = owner_of(&cluster, 0, slotproxy::cluster::slots::key_slot(b"q"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while node_info_field(&cluster, owner, "blocked_clients") != 2 {
         assert!(Instant::now() < deadline, "the BLPOPs never blocked");
@@ -317,7 +321,7 @@ fn dedicated_connections_have_tcp_keepalive() {
         use std::io::Write;
         blocked.write_all(b"BLPOP ka 0\r\n").unwrap();
     }
-    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"ka"));
+    let owner = owner_of(&cluster, 0, slotproxy::cluster::slots::key_slot(b"ka"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while node_info_field(&cluster, owner, "blocked_clients") != 1 {
         assert!(Instant::now() < deadline, "BLPOP never blocked on the node");
@@ -347,7 +351,7 @@ fn dedicated_connections_have_tcp_keepalive() {
 fn wait_asks_the_connections_a_resp3_clients_writes_took() {
     let mut cluster = cluster_with_timeout(3, 2, 1, 60_000);
     let proxy = Proxy::start(&cluster);
-    let master = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"w3"));
+    let master = owner_of(&cluster, 0, slotproxy::cluster::slots::key_slot(b"w3"));
     let text = cluster.nodes_text(master);
     let lines = slotproxy::cluster::parse_cluster_nodes(&text, "").expect("CLUSTER NODES");
     let master_id = cluster.nodes[master].node_id.clone();
@@ -383,7 +387,7 @@ fn wait_asks_the_connections_a_resp3_clients_writes_took() {
 }
 
 /// WAIT calls the nodes have answered, summed over `cluster`'s nodes.
-fn node_wait_calls(cluster: &slotproxy::localcluster::LocalCluster) -> i64 {
+fn node_wait_calls(cluster: &slotproxy::admin::localcluster::LocalCluster) -> i64 {
     (0..cluster.nodes.len())
         .map(|i| {
             let info = cluster
@@ -469,7 +473,7 @@ fn connect_timeout_set_live_bounds_dedicated_connections() {
         .query(&mut c)
         .expect("PROXY CONFIG SET");
     assert_eq!(ok, "OK");
-    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"jobs"));
+    let owner = owner_of(&cluster, 0, slotproxy::cluster::slots::key_slot(b"jobs"));
     let addr = cluster.nodes[owner].addr();
     cluster.kill(owner);
     let _hole = black_hole(&addr);

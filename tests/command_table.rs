@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use slotproxy::command::{
+use slotproxy::route::command::{
     check_arity, key_positions, lookup, BeginSearch, CommandSpec, FindKeys, KeySpec, COMMANDS,
 };
 
@@ -182,7 +182,7 @@ impl Conn {
 
 /// The crate's FLAG_* / KS_* consts by the names COMMAND prints.
 fn command_flag(name: &str) -> u32 {
-    use slotproxy::command::*;
+    use slotproxy::route::command::*;
     match name {
         "write" => FLAG_WRITE,
         "readonly" => FLAG_READONLY,
@@ -213,7 +213,7 @@ fn command_flag(name: &str) -> u32 {
 }
 
 fn key_spec_flag(name: &str) -> u32 {
-    use slotproxy::command::*;
+    use slotproxy::route::command::*;
     match name {
         "RO" => KS_RO,
         "RW" => KS_RW,
@@ -481,7 +481,7 @@ fn generated_corpus() -> Vec<Vec<Vec<u8>>> {
                 && spec.key_specs.iter().all(|ks| {
                     matches!(ks.begin, BeginSearch::Index(_))
                         && matches!(ks.find, FindKeys::Range { .. })
-                        && ks.flags & slotproxy::command::KS_INCOMPLETE == 0
+                        && ks.flags & slotproxy::route::command::KS_INCOMPLETE == 0
                 });
             if !plain || spec.is_container() {
                 continue;

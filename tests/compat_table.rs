@@ -254,7 +254,7 @@ fn the_table_is_what_a_redis_cluster_node_answers() {
         return;
     }
     let redis_server = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    let node = slotproxy::localcluster::LocalCluster::start_empty(
+    let node = slotproxy::admin::localcluster::LocalCluster::start_empty(
         &[("127.0.0.1".to_string(), 1)],
         2000,
         &redis_server,

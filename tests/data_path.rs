@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use rand::{Rng, SeedableRng};
 use redis::Commands;
-use slotproxy::slots::key_slot;
+use slotproxy::cluster::slots::key_slot;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

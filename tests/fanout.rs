@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use redis::Commands;
-use slotproxy::slots::key_slot;
+use slotproxy::cluster::slots::key_slot;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ fn full_scan(c: &mut redis::Connection, extra: &[&str]) -> (Vec<String>, usize) 
     }
 }
 
-fn masters(cluster: &slotproxy::localcluster::LocalCluster) -> Vec<usize> {
+fn masters(cluster: &slotproxy::admin::localcluster::LocalCluster) -> Vec<usize> {
     (0..cluster.nodes.len())
         .filter(|&i| cluster.nodes[i].is_master)
         .collect()

@@ -22,8 +22,8 @@
 use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use slotproxy::protocol::{Limits, RequestParser, MAX_INLINE};
-use slotproxy::resp::{array_elements, ReplyScanner, Value};
+use slotproxy::route::protocol::{Limits, RequestParser, MAX_INLINE};
+use slotproxy::route::resp::{array_elements, ReplyScanner, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 

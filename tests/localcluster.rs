@@ -1,6 +1,6 @@
 //! Starts real redis-server clusters from rendered nodes.conf files and checks their layout.
 
-use slotproxy::localcluster::{LocalCluster, LocalClusterSpec};
+use slotproxy::admin::localcluster::{LocalCluster, LocalClusterSpec};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;

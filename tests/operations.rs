@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use redis::Commands;
-use slotproxy::slots::key_slot;
+use slotproxy::cluster::slots::key_slot;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -577,7 +577,7 @@ fn shutdown_timeout_answers_what_is_still_waiting_with_an_error() {
         let (got, closed) = raw_exchange(&mut s, b"", Duration::from_secs(10));
         assert_eq!(
             got,
-            format!("-{}\r\n", slotproxy::observe::SHUTDOWN_UNANSWERED)
+            format!("-{}\r\n", slotproxy::session::observe::SHUTDOWN_UNANSWERED)
         );
         assert!(closed);
     }

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use redis::Value;
-use slotproxy::slots::key_slot;
+use slotproxy::cluster::slots::key_slot;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

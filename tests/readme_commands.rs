@@ -5,8 +5,8 @@
 //! which path. On a mismatch it prints the table the router implies.
 
 use bytes::Bytes;
-use slotproxy::command::{CommandSpec, COMMANDS};
-use slotproxy::router::{route, FanOut, Route};
+use slotproxy::route::command::{CommandSpec, COMMANDS};
+use slotproxy::route::router::{route, FanOut, Route};
 
 /// Example invocations for commands whose minimal synthesized arguments are not valid (the
 /// router would only answer a syntax error for those).

@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use slotproxy::localcluster::LocalCluster;
-use slotproxy::slots::key_slot;
+use slotproxy::admin::localcluster::LocalCluster;
+use slotproxy::cluster::slots::key_slot;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use redis::{Commands, Value};
-use slotproxy::slots::key_slot;
+use slotproxy::cluster::slots::key_slot;
 
 #[test]
 fn evalsha_survives_a_node_without_the_script_and_functions_reach_every_master() {
@@ -18,7 +18,7 @@ fn evalsha_survives_a_node_without_the_script_and_functions_reach_every_master()
         .arg(body)
         .query(&mut c)
         .unwrap();
-    assert_eq!(sha, slotproxy::scripts::sha1_hex(body.as_bytes()));
+    assert_eq!(sha, slotproxy::route::scripts::sha1_hex(body.as_bytes()));
     let key = "counter";
     let owner = owner_of(&cluster, 0, key_slot(key.as_bytes()));
     let n: i64 = redis::cmd("EVALSHA")

@@ -149,7 +149,7 @@ fn a_busy_script_does_not_take_its_node_down_and_script_kill_reaches_it() {
         "workers = 1\nrequest_timeout = \"20s\"",
         true,
     );
-    let owner = owner_of(&cluster, 0, slotproxy::slots::key_slot(b"busy"));
+    let owner = owner_of(&cluster, 0, slotproxy::cluster::slots::key_slot(b"busy"));
     let mut direct = node_conn(&cluster, owner);
     // The node answers other connections BUSY after 100 ms of script (Redis's default is 5 s).
     let _: () = redis::cmd("CONFIG")

@@ -327,7 +327,7 @@ impl Drop for TlsNode {
 
 fn tls_node(pki: &Pki) -> TlsNode {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = slotproxy::localcluster::alloc_port("127.0.0.1").expect("port");
+    let port = slotproxy::admin::localcluster::alloc_port("127.0.0.1").expect("port");
     let child =
         Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
             .current_dir(dir.path())

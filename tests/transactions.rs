@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use redis::{Commands, Connection, Value};
-use slotproxy::slots::key_slot;
+use slotproxy::cluster::slots::key_slot;
 
 fn cmd(c: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
     let mut k = redis::cmd(args[0]);

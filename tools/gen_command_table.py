@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate src/command/table.rs from a running redis-server's COMMAND reply.
+"""Generate src/route/command/table.rs from a running redis-server's COMMAND reply.
 
 The proxy needs Redis's own command metadata (arity, flags, key specs, subcommands)
 to validate requests and find their keys without asking a server on the hot path.
@@ -8,7 +8,7 @@ table as Rust statics, sorted by name so that the lookup can binary-search it.
 
 Usage:
     python3 tools/gen_command_table.py [--host 127.0.0.1] [--port 6379]
-                                       [--out src/command/table.rs]
+                                       [--out src/route/command/table.rs]
 
 The script has no dependencies beyond the Python 3 standard library: it speaks
 just enough RESP2 over a plain socket.  It fails loudly on any flag or key-spec
@@ -21,7 +21,7 @@ import socket
 import sys
 
 # Command flags as COMMAND prints them -> the Rust const that stands for each.
-# Keep in sync with the FLAG_* consts in src/command/mod.rs.
+# Keep in sync with the FLAG_* consts in src/route/command/mod.rs.
 COMMAND_FLAGS = {
     "write": "FLAG_WRITE",
     "readonly": "FLAG_READONLY",
@@ -49,7 +49,7 @@ COMMAND_FLAGS = {
     "allow_busy": "FLAG_ALLOW_BUSY",
 }
 
-# Key-spec flags as COMMAND prints them -> Rust const (KS_* in src/command/mod.rs).
+# Key-spec flags as COMMAND prints them -> Rust const (KS_* in src/route/command/mod.rs).
 KEY_SPEC_FLAGS = {
     "RO": "KS_RO",
     "RW": "KS_RW",
@@ -290,7 +290,7 @@ def render(commands, version, host, port):
         "//! To regenerate, start a redis-server and run from the crate root:",
         "//!",
         "//! ```text",
-        "//! python3 tools/gen_command_table.py --host 127.0.0.1 --port 6379 --out src/command/table.rs",
+        "//! python3 tools/gen_command_table.py --host 127.0.0.1 --port 6379 --out src/route/command/table.rs",
         "//! ```",
         "//!",
         "//! Invariant: `COMMANDS` and every `subcommands` slice are sorted by name (byte order), so",
@@ -317,7 +317,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=6379)
-    ap.add_argument("--out", default="src/command/table.rs")
+    ap.add_argument("--out", default="src/route/command/table.rs")
     args = ap.parse_args()
 
     conn = Resp(args.host, args.port)

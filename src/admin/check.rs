@@ -11,11 +11,11 @@
 //! shows up as uncovered even while other nodes still remember the old owner.
 
 use super::survey::{self, HostLabels, NodeState, Survey};
+use crate::admin::jobs;
 use crate::admin::json_str;
+use crate::cluster::slots::SLOT_COUNT;
 use crate::cluster::NodeLine;
-use crate::jobs;
 use crate::shared::Shared;
-use crate::slots::SLOT_COUNT;
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -842,11 +842,11 @@ pub fn parse_args(args: &[Bytes]) -> Result<(bool, HostLabels), String> {
 pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
     let (json, hosts) = match parse_args(args) {
         Ok(x) => x,
-        Err(e) => return crate::resp::error(&format!("ERR PROXY CHECK: {e}")),
+        Err(e) => return crate::route::resp::error(&format!("ERR PROXY CHECK: {e}")),
     };
     let start = start_nodes(shared);
     if start.is_empty() {
-        return crate::resp::error("ERR PROXY CHECK: no nodes known (no seeds configured)");
+        return crate::route::resp::error("ERR PROXY CHECK: no nodes known (no seeds configured)");
     }
     let timeout = node_timeout(shared);
     let json_out: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
@@ -868,7 +868,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
     .await;
     let text = json_out.borrow_mut().take();
     match text {
-        Some(text) if json => crate::resp::bulk(text.as_bytes()),
+        Some(text) if json => crate::route::resp::bulk(text.as_bytes()),
         _ => reply,
     }
 }

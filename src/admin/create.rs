@@ -1,6 +1,6 @@
 //! `PROXY CREATE REPLICAS <r> NODES <host:port> [HOST <label>] ... [DRYRUN] [ASYNC] [TIMEOUT <s>]`:
 //! builds a Redis Cluster online from running nodes, with the exact placement of
-//! [`crate::placement::plan`] (the same planner as `slotproxy render`).
+//! [`crate::admin::placement::plan`] (the same planner as `slotproxy render`).
 //!
 //! Shape (the admin engines' common one): survey every listed node, decide in the pure
 //! [`decide`] what is left to do, print it (`DRYRUN` stops there), execute it step by step with
@@ -29,13 +29,13 @@
 
 use super::check::{self, ranges_text};
 use super::survey::{self, NodeState, Survey};
+use crate::admin::jobs::{self, Job};
+use crate::admin::placement::{self, NodeSpec, Plan, PlanOptions};
+use crate::backend::node_client::NodeClient;
+use crate::cluster::slots::SLOT_COUNT;
 use crate::cluster::NodeLine;
-use crate::jobs::{self, Job};
-use crate::node_client::NodeClient;
-use crate::placement::{self, NodeSpec, Plan, PlanOptions};
-use crate::resp::Value;
+use crate::route::resp::Value;
 use crate::shared::Shared;
-use crate::slots::SLOT_COUNT;
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -1096,10 +1096,10 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
 pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
     let req = match parse_args(args) {
         Ok(r) => r,
-        Err(e) => return crate::resp::error(&format!("ERR PROXY CREATE: {e}")),
+        Err(e) => return crate::route::resp::error(&format!("ERR PROXY CREATE: {e}")),
     };
     if let Some(j) = shared.jobs.running("create") {
-        return crate::resp::error(&format!(
+        return crate::route::resp::error(&format!(
             "ERR PROXY CREATE: job {} is already creating a cluster ({}); see PROXY JOB {}",
             j.id, j.command, j.id
         ));

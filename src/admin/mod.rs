@@ -7,11 +7,16 @@
 
 pub mod check;
 pub mod create;
+pub mod flow;
 pub mod islands;
+pub mod jobs;
+pub mod localcluster;
+pub mod placement;
 pub mod rebalance;
+pub mod render;
 pub mod survey;
 
-use crate::resp;
+use crate::route::resp;
 use crate::shared::Shared;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -84,7 +89,9 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
     };
     let sub = String::from_utf8_lossy(sub).to_ascii_uppercase();
     match sub.as_str() {
-        "HELP" => crate::resp::lines_reply(&HELP.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+        "HELP" => {
+            crate::route::resp::lines_reply(&HELP.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        }
         "SLOTS" => {
             let map = shared.map.load();
             let mut out = vec![format!(
@@ -106,11 +113,11 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
                     .unwrap_or_default();
                 out.push(format!("{a}-{b} {addr} replicas={replicas}"));
             }
-            crate::resp::lines_reply(&out)
+            crate::route::resp::lines_reply(&out)
         }
-        "INFO" => crate::info::proxy_info(&args[1..], shared),
+        "INFO" => crate::metrics::info::proxy_info(&args[1..], shared),
         "CONFIG" => config(&args[1..], shared),
-        "SLOWLOG" => crate::slowlog::proxy_answer(&args[1..], &shared.slowlog),
+        "SLOWLOG" => crate::metrics::slowlog::proxy_answer(&args[1..], &shared.slowlog),
         "SHUTDOWN" => {
             tracing::info!("PROXY SHUTDOWN received");
             shared.shutdown.stop();
@@ -124,14 +131,14 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
             let jobs = shared.jobs.list();
             let mut out = vec![format!("OK {} jobs", jobs.len())];
             out.extend(jobs.iter().map(|j| j.summary()));
-            crate::resp::lines_reply(&out)
+            crate::route::resp::lines_reply(&out)
         }
         "JOB" => {
             let id = args
                 .get(1)
                 .and_then(|a| std::str::from_utf8(a).ok()?.parse::<u64>().ok());
             match id.and_then(|id| shared.jobs.get(id)) {
-                Some(job) => crate::resp::lines_reply(&job.details()),
+                Some(job) => crate::route::resp::lines_reply(&job.details()),
                 None => resp::error("ERR no such job; PROXY JOBS lists them"),
             }
         }

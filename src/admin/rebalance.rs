@@ -25,12 +25,12 @@
 //! whose master is flagged failing, with `CLUSTER FAILOVER FORCE` sent to their replica, which
 //! cannot wait for a dead master. `TAKEOVER` (which skips the cluster's vote) is never used.
 
+use crate::admin::flow::FlowNetwork;
+use crate::admin::jobs::{self, Job};
 use crate::admin::json_str;
+use crate::backend::node_client::NodeClient;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
-use crate::flow::FlowNetwork;
-use crate::jobs::{self, Job};
-use crate::node_client::NodeClient;
-use crate::resp::{self, Value};
+use crate::route::resp::{self, Value};
 use crate::shared::Shared;
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
@@ -1424,7 +1424,7 @@ impl Lease {
         holder: String,
         timeout: Duration,
     ) -> anyhow::Result<Lease> {
-        let slot = crate::slots::key_slot(LEASE_KEY.as_bytes());
+        let slot = crate::cluster::slots::key_slot(LEASE_KEY.as_bytes());
         let owner = lines
             .iter()
             .find(|l| l.is_master() && l.slots.iter().any(|&(a, b)| a <= slot && slot <= b))

@@ -6,9 +6,9 @@
 //! Invariant: a [`NodeState`] is either reachable (`error == None`, every field read in one
 //! pass) or not (`error` says why, the other fields are empty); a survey never mutates a node.
 
+use crate::backend::node_client::NodeClient;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
-use crate::node_client::NodeClient;
-use crate::resp::Value;
+use crate::route::resp::Value;
 use anyhow::{anyhow, Context};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -10,25 +10,28 @@
 //! tasks of this session on leased connections (aborted when the client leaves), transactions
 //! live in [`tx`], subscriptions in [`pubsub`].
 
+pub mod blocking;
+pub mod clients;
+pub mod local;
 mod login;
+pub mod observe;
 mod pubsub;
 mod tx;
 mod wait;
 
 use crate::admin;
-use crate::blocking;
-use crate::dedicated::{Lease, Quota};
-use crate::dispatch::{Call, Dest, Merge, ReplySlot, Target};
-use crate::fanout::{self, ScanStep};
-use crate::local::{self, ClientState};
-use crate::merge::MergeKind;
-use crate::protocol::RequestParser;
-use crate::resp;
-use crate::router::{self, FanOut, Local, Route};
+use crate::backend::dedicated::{Lease, Quota};
+use crate::backend::worker::{Worker, CLUSTERDOWN_UNSERVED};
+use crate::net::stream::Stream;
+use crate::route::dispatch::{Call, Dest, Merge, ReplySlot, Target};
+use crate::route::fanout::{self, ScanStep};
+use crate::route::merge::MergeKind;
+use crate::route::protocol::RequestParser;
+use crate::route::resp;
+use crate::route::router::{self, FanOut, Local, Route};
 use crate::shared::ClientSeat;
-use crate::stream::Stream;
-use crate::worker::{Worker, CLUSTERDOWN_UNSERVED};
 use bytes::{Buf, Bytes, BytesMut};
+use local::ClientState;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::rc::Rc;
@@ -83,7 +86,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         parser: RequestParser::new(cfg.limits()),
         max_pipeline: cfg.max_pipeline,
         max_out: cfg.max_pending_reply_bytes,
-        obs: crate::observe::SessionObs::new(&worker),
+        obs: crate::session::observe::SessionObs::new(&worker),
         worker: Rc::clone(&worker),
         stream,
         client: ClientState {
@@ -199,7 +202,7 @@ struct Session {
     /// Set by the re-subscription timer when it fires.
     sub_due: Rc<std::cell::Cell<bool>>,
     /// This client's entry in the registry (CLIENT LIST/KILL).
-    live: Arc<crate::clients::Live>,
+    live: Arc<crate::session::clients::Live>,
     /// Slots this client sent keyed commands to (a bit each), for WAIT.
     touched: Option<Box<[u64; 256]>>,
     /// Some of those commands went on the RESP3 connections.
@@ -210,8 +213,8 @@ struct Session {
     reply_mode: ReplyMode,
     /// Users are configured: every request is checked against the client's user.
     acl: bool,
-    /// Stats, slow log, live limits and shutdown state (see [`crate::observe`]).
-    obs: crate::observe::SessionObs,
+    /// Stats, slow log, live limits and shutdown state (see [`crate::session::observe`]).
+    obs: crate::session::observe::SessionObs,
 }
 
 /// CLIENT REPLY: which replies the client gets.
@@ -271,11 +274,11 @@ impl Session {
             if self.obs.aborted() {
                 // Shutdown deadline: whatever is still unanswered gets an error saying so.
                 for slot in &self.queue {
-                    slot.fill(resp::error(crate::observe::SHUTDOWN_UNANSWERED));
+                    slot.fill(resp::error(crate::session::observe::SHUTDOWN_UNANSWERED));
                 }
                 self.collect_ready();
                 let _ = self.flush();
-                crate::observe::linger(&mut self.stream).await;
+                crate::session::observe::linger(&mut self.stream).await;
                 return Ok(());
             }
             if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
@@ -326,7 +329,7 @@ impl Session {
             // Shutting down: read nothing more, finish what was read, then close.
             let draining = self.obs.draining();
             if draining && !self.unparsed && self.queue.is_empty() && self.out.is_empty() {
-                crate::observe::linger(&mut self.stream).await;
+                crate::session::observe::linger(&mut self.stream).await;
                 return Ok(());
             }
             if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
@@ -591,7 +594,7 @@ impl Session {
                 let args = args[1..].to_vec();
                 let hide_keyspace = self.client.user.as_ref().is_some_and(|u| u.namespaced());
                 tokio::task::spawn_local(async move {
-                    slot_rc.fill(crate::info::answer(args, worker, hide_keyspace).await);
+                    slot_rc.fill(crate::metrics::info::answer(args, worker, hide_keyspace).await);
                 });
             }
             Route::Local(cmd) => {
@@ -705,7 +708,7 @@ impl Session {
     fn authorize(
         &mut self,
         route: Route,
-        spec: Option<&'static crate::command::CommandSpec>,
+        spec: Option<&'static crate::route::command::CommandSpec>,
         args: &[Bytes],
     ) -> Route {
         match route {
@@ -732,7 +735,7 @@ impl Session {
         };
         // A scratch vector kept across requests: no allocation per checked request.
         let mut keys = std::mem::take(&mut self.acl_keys);
-        let checked = match crate::command::key_positions(spec, args, &mut keys) {
+        let checked = match crate::route::command::key_positions(spec, args, &mut keys) {
             Err(_) => route,
             Ok(()) => match user.check(spec, args, &keys) {
                 Ok(()) => route,

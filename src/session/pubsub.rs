@@ -11,11 +11,11 @@
 //! `max_pubsub_reply_bytes`.
 
 use super::Session;
-use crate::dedicated::{Expect, Lease, Sink};
-use crate::dispatch::ReplySlot;
-use crate::resp;
-use crate::router::Sub;
-use crate::slots::key_slot;
+use crate::backend::dedicated::{Expect, Lease, Sink};
+use crate::cluster::slots::key_slot;
+use crate::route::dispatch::ReplySlot;
+use crate::route::resp;
+use crate::route::router::Sub;
 use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -240,7 +240,7 @@ impl Session {
         let signal = Rc::clone(&self.signal);
         if self.subs.as_ref().is_none_or(|s| s.main.is_none()) {
             let Some(addr) = self.any_node(None) else {
-                return self.push_ready(resp::error(crate::worker::CLUSTERDOWN_UNSERVED));
+                return self.push_ready(resp::error(crate::backend::worker::CLUSTERDOWN_UNSERVED));
             };
             match self.open_sub(&addr) {
                 Ok(lease) => self.pubsub().main = Some(lease),
@@ -340,7 +340,7 @@ impl Session {
             .owner(slot)
             .map(|n| Arc::clone(&n.addr));
         let Some(addr) = owner else {
-            return self.push_ready(resp::error(crate::worker::CLUSTERDOWN_UNSERVED));
+            return self.push_ready(resp::error(crate::backend::worker::CLUSTERDOWN_UNSERVED));
         };
         if !self
             .subs

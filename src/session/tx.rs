@@ -11,10 +11,10 @@
 //! an error and EXEC answers `EXECABORT`, like any other error at queue time.
 
 use super::Session;
-use crate::dedicated::{Expect, Lease};
-use crate::dispatch::ReplySlot;
-use crate::resp;
-use crate::router::{Local, Route, Tx, CROSSSLOT};
+use crate::backend::dedicated::{Expect, Lease};
+use crate::route::dispatch::ReplySlot;
+use crate::route::resp;
+use crate::route::router::{Local, Route, Tx, CROSSSLOT};
 use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -208,7 +208,7 @@ impl Session {
         }
         let addr = match self.worker.shared.map.load().owner(slot) {
             Some(n) => Arc::clone(&n.addr),
-            None => return Err(resp::error(crate::worker::CLUSTERDOWN_UNSERVED)),
+            None => return Err(resp::error(crate::backend::worker::CLUSTERDOWN_UNSERVED)),
         };
         self.tx.slot = Some(slot);
         self.tx_open(&addr)
@@ -216,9 +216,9 @@ impl Session {
 
     fn tx_pin_any(&mut self) -> Result<(), Bytes> {
         let map = self.worker.shared.map.load();
-        let masters = crate::fanout::masters(&map);
+        let masters = crate::route::fanout::masters(&map);
         if masters.is_empty() {
-            return Err(resp::error(crate::worker::CLUSTERDOWN_UNSERVED));
+            return Err(resp::error(crate::backend::worker::CLUSTERDOWN_UNSERVED));
         }
         let addr = Arc::clone(&masters[self.client.id as usize % masters.len()]);
         self.tx_open(&addr)

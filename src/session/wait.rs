@@ -16,9 +16,9 @@
 //! most one unsatisfied WAIT on a shared connection at a time.
 
 use super::Session;
-use crate::dispatch::ReplySlot;
-use crate::resp;
-use crate::worker::Worker;
+use crate::backend::worker::Worker;
+use crate::route::dispatch::ReplySlot;
+use crate::route::resp;
 use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -38,8 +38,8 @@ impl Session {
 
     /// WAIT: starts the polling task; its reply keeps its place in the queue.
     pub(super) fn wait(&mut self, args: &[Bytes]) {
-        let num = crate::resp::parse_int(&args[1]);
-        let timeout = crate::resp::parse_int(&args[2]);
+        let num = crate::route::resp::parse_int(&args[1]);
+        let timeout = crate::route::resp::parse_int(&args[2]);
         let (Some(num), Some(timeout)) = (num, timeout) else {
             return self.push_ready(resp::error("ERR value is not an integer or out of range"));
         };
@@ -65,9 +65,12 @@ impl Session {
         }
         if nodes.is_empty() {
             // No keyed command yet: the answer of one master, as from a single server.
-            match crate::fanout::masters(&map).into_iter().next() {
+            match crate::route::fanout::masters(&map).into_iter().next() {
                 Some(m) => nodes.push(m),
-                None => return self.push_ready(resp::error(crate::worker::CLUSTERDOWN_UNSERVED)),
+                None => {
+                    return self
+                        .push_ready(resp::error(crate::backend::worker::CLUSTERDOWN_UNSERVED))
+                }
             }
         }
         let slot = self.new_slot();
@@ -123,7 +126,7 @@ async fn poll(
                 };
                 let n = frame
                     .strip_prefix(b":")
-                    .and_then(|b| crate::resp::parse_int(b.strip_suffix(b"\r\n")?))
+                    .and_then(|b| crate::route::resp::parse_int(b.strip_suffix(b"\r\n")?))
                     .unwrap_or(0);
                 node_min = node_min.min(n);
             }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use slotproxy::localcluster::{LocalCluster, LocalClusterSpec};
+use slotproxy::admin::localcluster::{LocalCluster, LocalClusterSpec};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -338,7 +338,7 @@ pub fn read_line(s: &TcpStream) -> String {
 /// Moves `slot` from `src` to `dst` the way `redis-cli --cluster reshard` does, a few keys at
 /// a time (the steps of `data_path.rs::slot_migration_is_invisible_to_clients`).
 pub fn migrate_slot(
-    cluster: &slotproxy::localcluster::LocalCluster,
+    cluster: &slotproxy::admin::localcluster::LocalCluster,
     slot: u16,
     src: usize,
     dst: usize,

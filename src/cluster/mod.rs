@@ -1,0 +1,449 @@
+//! The cluster as the proxy sees it: `CLUSTER NODES` parsing and the slot map.
+//!
+//! A [`SlotMap`] is an immutable snapshot: workers read it through an `ArcSwap` without locks,
+//! and every change (a refresh, a MOVED patch) builds a new map with a higher version. Whether a
+//! freshly read map may replace the current one is decided by the pure [`judge`], so that a
+//! stale or partial view from one lagging node never replaces a better map.
+
+pub mod slots;
+pub mod topology;
+
+use crate::cluster::slots::SLOT_COUNT;
+use std::sync::Arc;
+
+/// One line of `CLUSTER NODES`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeLine {
+    /// 40-character node ID.
+    pub id: String,
+    /// IP (or host) the node is reached at; filled in from the asked address for `myself`
+    /// when the node does not know its own address yet.
+    pub ip: String,
+    /// Client port.
+    pub port: u16,
+    /// Cluster bus port.
+    pub cport: u16,
+    /// The flags as reported (`myself`, `master`, `slave`, `fail?`, ...).
+    pub flags: Vec<String>,
+    /// The master's ID when this node is a replica.
+    pub master_id: Option<String>,
+    /// Last ping sent (ms since epoch, 0 when none is pending).
+    pub ping_sent: u64,
+    /// Last pong received (ms since epoch).
+    pub pong_recv: u64,
+    /// The node's config epoch.
+    pub config_epoch: u64,
+    /// Whether the node-to-node link is connected.
+    pub connected: bool,
+    /// Owned slot ranges, inclusive.
+    pub slots: Vec<(u16, u16)>,
+    /// Slots this node is migrating away: (slot, destination node ID).
+    pub migrating: Vec<(u16, String)>,
+    /// Slots this node is importing: (slot, source node ID).
+    pub importing: Vec<(u16, String)>,
+}
+
+impl NodeLine {
+    /// `ip:port`.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+    /// Whether the node carries `flag`.
+    pub fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+    /// Whether the node is a master.
+    pub fn is_master(&self) -> bool {
+        self.has("master")
+    }
+    /// Whether the node is (believed) failing by the node that reported it.
+    pub fn is_failing(&self) -> bool {
+        self.has("fail") || self.has("fail?")
+    }
+    /// Whether the line describes a node whose address can be used.
+    pub fn is_usable(&self) -> bool {
+        !self.has("handshake") && !self.has("noaddr") && !self.ip.is_empty() && self.port != 0
+    }
+}
+
+fn parse_slot(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|&n| (n as usize) < SLOT_COUNT)
+        .ok_or_else(|| format!("bad slot {s:?}"))
+}
+
+/// Parses one `CLUSTER NODES` line. `asked_ip` replaces an empty IP on the `myself` line.
+pub fn parse_node_line(line: &str, asked_ip: &str) -> Result<NodeLine, String> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < 8 {
+        return Err(format!("short CLUSTER NODES line: {line:?}"));
+    }
+    // ip:port@cport[,hostname]
+    let addr = f[1].split(',').next().unwrap_or_default();
+    let (hostport, cport) = addr.split_once('@').unwrap_or((addr, "0"));
+    let (ip, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| format!("bad address {:?}", f[1]))?;
+    let flags: Vec<String> = f[2].split(',').map(str::to_string).collect();
+    let mut ip = ip.to_string();
+    if ip.is_empty() && flags.iter().any(|x| x == "myself") {
+        ip = asked_ip.to_string();
+    }
+    let num = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("bad number {s:?} in {line:?}"))
+    };
+    let mut node = NodeLine {
+        id: f[0].to_string(),
+        ip,
+        port: port
+            .parse()
+            .map_err(|_| format!("bad port in {:?}", f[1]))?,
+        cport: cport.parse().unwrap_or(0),
+        flags,
+        master_id: (f[3] != "-").then(|| f[3].to_string()),
+        ping_sent: num(f[4])?,
+        pong_recv: num(f[5])?,
+        config_epoch: num(f[6])?,
+        connected: f[7] == "connected",
+        slots: Vec::new(),
+        migrating: Vec::new(),
+        importing: Vec::new(),
+    };
+    for s in &f[8..] {
+        if let Some(inner) = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+            if let Some((slot, dst)) = inner.split_once("->-") {
+                node.migrating.push((parse_slot(slot)?, dst.to_string()));
+            } else if let Some((slot, src)) = inner.split_once("-<-") {
+                node.importing.push((parse_slot(slot)?, src.to_string()));
+            }
+        } else if let Some((a, b)) = s.split_once('-') {
+            let (a, b) = (parse_slot(a)?, parse_slot(b)?);
+            if a > b {
+                return Err(format!("bad slot range {s:?}"));
+            }
+            node.slots.push((a, b));
+        } else {
+            let a = parse_slot(s)?;
+            node.slots.push((a, a));
+        }
+    }
+    Ok(node)
+}
+
+/// Parses a whole `CLUSTER NODES` reply.
+pub fn parse_cluster_nodes(text: &str, asked_ip: &str) -> Result<Vec<NodeLine>, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| parse_node_line(l, asked_ip))
+        .collect()
+}
+
+/// A node that owns slots in a [`SlotMap`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapNode {
+    /// `ip:port`, the key workers use for their backend connections.
+    pub addr: Arc<str>,
+    /// Node ID; empty for a node learned only from a MOVED redirect.
+    pub id: String,
+    /// Config epoch as reported; 0 when unknown.
+    pub epoch: u64,
+    /// Replicas' addresses.
+    pub replicas: Vec<Arc<str>>,
+    /// Whether the reporting node flagged it as failing.
+    pub failing: bool,
+}
+
+/// Slot index value for a slot no node serves.
+const UNOWNED: u16 = u16::MAX;
+
+/// An immutable snapshot of slot ownership.
+#[derive(Clone, Debug)]
+pub struct SlotMap {
+    /// Increases with every map the proxy installs.
+    pub version: u64,
+    /// Nodes that own slots (masters), indexed by `slots`.
+    pub nodes: Vec<MapNode>,
+    /// For each slot, an index into `nodes`, or `UNOWNED`.
+    slots: Box<[u16]>,
+    /// Where the map came from (`ip:port` of the answering node, or `moved`).
+    pub source: String,
+    /// Every usable address the trusted `CLUSTER NODES` listed (masters with or without slots,
+    /// replicas), sorted. Only these (and the configured seeds) are ever connected to: a
+    /// redirect to anything else is a claim to be confirmed by a refresh, since a script can
+    /// return any error text.
+    known: Arc<[Arc<str>]>,
+}
+
+impl SlotMap {
+    /// A map in which no slot is served: the proxy's state before any node answered.
+    pub fn empty() -> Self {
+        SlotMap {
+            version: 0,
+            nodes: Vec::new(),
+            slots: vec![UNOWNED; SLOT_COUNT].into_boxed_slice(),
+            source: String::new(),
+            known: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Whether the trusted topology this map came from lists `addr` (as a master or a
+    /// replica). See [`SlotMap::known`].
+    pub fn knows(&self, addr: &str) -> bool {
+        self.known.binary_search_by(|a| (**a).cmp(addr)).is_ok()
+    }
+
+    /// Every address the map's topology lists, sorted.
+    pub fn known(&self) -> &[Arc<str>] {
+        &self.known
+    }
+
+    /// Builds a map from parsed `CLUSTER NODES` lines. Masters without a usable address are
+    /// left out, so their slots read as unserved.
+    pub fn from_nodes(lines: &[NodeLine], version: u64, source: &str) -> SlotMap {
+        let mut map = SlotMap::empty();
+        map.version = version;
+        map.source = source.to_string();
+        let mut known: Vec<Arc<str>> = lines
+            .iter()
+            .filter(|n| n.is_usable())
+            .map(|n| Arc::from(n.addr()))
+            .collect();
+        known.sort();
+        known.dedup();
+        map.known = Arc::from(known);
+        for n in lines.iter().filter(|n| n.is_master() && n.is_usable()) {
+            if n.slots.is_empty() {
+                continue;
+            }
+            let idx = map.nodes.len() as u16;
+            let replicas = lines
+                .iter()
+                .filter(|r| r.master_id.as_deref() == Some(&n.id) && r.is_usable())
+                .map(|r| Arc::from(r.addr()))
+                .collect();
+            map.nodes.push(MapNode {
+                addr: Arc::from(n.addr()),
+                id: n.id.clone(),
+                epoch: n.config_epoch,
+                replicas,
+                failing: n.is_failing(),
+            });
+            for &(a, b) in &n.slots {
+                for s in a..=b {
+                    map.slots[s as usize] = idx;
+                }
+            }
+        }
+        map
+    }
+
+    /// The node serving `slot`, if any.
+    #[inline]
+    pub fn owner_index(&self, slot: u16) -> Option<usize> {
+        match self.slots[slot as usize & (SLOT_COUNT - 1)] {
+            UNOWNED => None,
+            i => Some(i as usize),
+        }
+    }
+
+    /// The node serving `slot`, if any.
+    pub fn owner(&self, slot: u16) -> Option<&MapNode> {
+        self.owner_index(slot).map(|i| &self.nodes[i])
+    }
+
+    /// How many slots are served.
+    pub fn coverage(&self) -> usize {
+        self.slots.iter().filter(|&&i| i != UNOWNED).count()
+    }
+
+    /// Whether every slot has the same owner address in both maps.
+    pub fn same_assignment(&self, other: &SlotMap) -> bool {
+        (0..SLOT_COUNT as u16)
+            .all(|s| self.owner(s).map(|n| &n.addr) == other.owner(s).map(|n| &n.addr))
+    }
+
+    /// A copy of this map in which `slot` is served by `addr` (a MOVED redirect), with
+    /// `version`. Other slots keep their owners. `addr` must be one the map
+    /// [knows](SlotMap::knows) (a replica promoted by a failover, a master that took the
+    /// slot); callers check, since a redirect's address is only a claim.
+    pub fn with_moved(&self, slot: u16, addr: &str, version: u64) -> SlotMap {
+        let mut map = self.clone();
+        map.version = version;
+        map.source = "moved".into();
+        let idx = match map.nodes.iter().position(|n| &*n.addr == addr) {
+            Some(i) => i,
+            None => {
+                map.nodes.push(MapNode {
+                    addr: Arc::from(addr),
+                    id: String::new(),
+                    epoch: 0,
+                    replicas: Vec::new(),
+                    failing: false,
+                });
+                map.nodes.len() - 1
+            }
+        };
+        map.slots[slot as usize & (SLOT_COUNT - 1)] = idx as u16;
+        map
+    }
+
+    /// Contiguous slot ranges with their owner's address, in slot order.
+    pub fn ranges(&self) -> Vec<(u16, u16, Arc<str>)> {
+        let mut out: Vec<(u16, u16, Arc<str>)> = Vec::new();
+        for s in 0..SLOT_COUNT as u16 {
+            let Some(n) = self.owner(s) else { continue };
+            match out.last_mut() {
+                Some(last) if last.1 + 1 == s && last.2 == n.addr => last.1 = s,
+                _ => out.push((s, s, n.addr.clone())),
+            }
+        }
+        out
+    }
+}
+
+/// What to do with a freshly read map.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Same ownership and nodes: nothing to install.
+    Unchanged,
+    /// Better or equal in every respect: install it.
+    Accept,
+    /// Looks worse than the current map; install only if another node reports the same.
+    NeedsConfirmation(String),
+}
+
+/// Decides whether `candidate` may replace `current`. A candidate that serves fewer slots, or
+/// hands a slot to a node with an older config epoch than its current owner's, could come from
+/// a node that has not caught up yet, so it needs a second opinion.
+pub fn judge(current: &SlotMap, candidate: &SlotMap) -> Verdict {
+    let same_nodes = current.nodes.len() == candidate.nodes.len()
+        && current
+            .nodes
+            .iter()
+            .zip(&candidate.nodes)
+            .all(|(a, b)| a == b);
+    if same_nodes && current.slots == candidate.slots && current.known == candidate.known {
+        return Verdict::Unchanged;
+    }
+    let (cur_cov, new_cov) = (current.coverage(), candidate.coverage());
+    if new_cov < cur_cov {
+        return Verdict::NeedsConfirmation(format!(
+            "serves {new_cov} slots where the current map serves {cur_cov}"
+        ));
+    }
+    for s in 0..SLOT_COUNT as u16 {
+        if let (Some(old), Some(new)) = (current.owner(s), candidate.owner(s)) {
+            if old.addr != new.addr && new.epoch < old.epoch {
+                return Verdict::NeedsConfirmation(format!(
+                    "moves slot {s} from {} (epoch {}) to {} with older epoch {}",
+                    old.addr, old.epoch, new.addr, new.epoch
+                ));
+            }
+        }
+    }
+    Verdict::Accept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODES: &str = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,host-a myself,master - 0 0 1 connected 0-5460 [5461-<-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1] [93->-292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f]
+";
+
+    #[test]
+    fn parses_cluster_nodes() {
+        let lines = parse_cluster_nodes(NODES, "127.0.0.1").unwrap();
+        assert_eq!(lines.len(), 4);
+        let me = &lines[3];
+        assert!(me.has("myself") && me.is_master());
+        assert_eq!(me.slots, vec![(0, 5460)]);
+        assert_eq!(me.importing[0].0, 5461);
+        assert_eq!(me.migrating[0].0, 93);
+        assert_eq!(lines[0].master_id.as_deref(), Some(&*me.id));
+        let map = SlotMap::from_nodes(&lines, 1, "x");
+        assert_eq!(map.coverage(), 16384);
+        assert_eq!(&*map.owner(0).unwrap().addr, "127.0.0.1:30001");
+        assert_eq!(&*map.owner(16383).unwrap().addr, "127.0.0.1:30003");
+        assert_eq!(map.owner(0).unwrap().replicas.len(), 1);
+        assert_eq!(map.ranges().len(), 3);
+    }
+
+    #[test]
+    fn empty_myself_address_uses_asked_ip() {
+        let l = parse_node_line(
+            "e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :7000@17000 myself,master - 0 0 0 connected",
+            "127.0.0.5",
+        )
+        .unwrap();
+        assert_eq!(l.addr(), "127.0.0.5:7000");
+    }
+
+    #[test]
+    fn judge_refuses_partial_and_older_maps() {
+        let lines = parse_cluster_nodes(NODES, "127.0.0.1").unwrap();
+        let full = SlotMap::from_nodes(&lines, 1, "a");
+        assert_eq!(judge(&full, &full.clone()), Verdict::Unchanged);
+        assert_eq!(judge(&SlotMap::empty(), &full), Verdict::Accept);
+        let partial = SlotMap::from_nodes(&lines[..3], 2, "b");
+        assert!(matches!(
+            judge(&full, &partial),
+            Verdict::NeedsConfirmation(_)
+        ));
+        // A failover: the replica takes over with a higher epoch.
+        let mut promoted = lines.clone();
+        promoted[0].flags = vec!["master".into()];
+        promoted[0].master_id = None;
+        promoted[0].config_epoch = 7;
+        promoted[0].slots = vec![(0, 5460)];
+        promoted[3].flags = vec!["master".into(), "fail".into()];
+        promoted[3].slots.clear();
+        let after = SlotMap::from_nodes(&promoted, 3, "c");
+        assert_eq!(judge(&full, &after), Verdict::Accept);
+        // And the old view, read from a lagging node afterwards, is not taken back.
+        assert!(matches!(
+            judge(&after, &full),
+            Verdict::NeedsConfirmation(_)
+        ));
+    }
+
+    #[test]
+    fn a_new_node_without_slots_changes_the_map() {
+        // A master that owns nothing yet (a resharding's target) must reach the map's known
+        // addresses, or the ASK redirects to it could never be confirmed.
+        let lines = parse_cluster_nodes(NODES, "127.0.0.1").unwrap();
+        let map = SlotMap::from_nodes(&lines, 1, "a");
+        assert!(map.knows("127.0.0.1:30004") && map.knows("127.0.0.1:30001"));
+        assert!(!map.knows("127.0.0.1:30005"));
+        let mut joined = lines.clone();
+        joined.push(
+            parse_node_line(
+                "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 127.0.0.1:30005@31005 master - 0 0 0 connected",
+                "",
+            )
+            .unwrap(),
+        );
+        let bigger = SlotMap::from_nodes(&joined, 2, "b");
+        assert!(bigger.knows("127.0.0.1:30005"));
+        assert_eq!(judge(&map, &bigger), Verdict::Accept);
+        // A node in handshake has no trustworthy address yet.
+        joined[4].flags.push("handshake".into());
+        assert!(!SlotMap::from_nodes(&joined, 3, "c").knows("127.0.0.1:30005"));
+    }
+
+    #[test]
+    fn moved_patches_one_slot() {
+        let lines = parse_cluster_nodes(NODES, "127.0.0.1").unwrap();
+        let map = SlotMap::from_nodes(&lines, 1, "a");
+        let m2 = map.with_moved(5, "127.0.0.1:30009", 2);
+        assert_eq!(&*m2.owner(5).unwrap().addr, "127.0.0.1:30009");
+        assert_eq!(&*m2.owner(6).unwrap().addr, "127.0.0.1:30001");
+        assert_eq!(m2.version, 2);
+    }
+}

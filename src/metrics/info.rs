@@ -1,0 +1,540 @@
+//! INFO answered by the proxy in Redis's format, `PROXY INFO` and `PROXY INFO LATENCY`, and
+//! the sums over workers that they and the Prometheus exporter share.
+//!
+//! INFO runs as a task on the client's worker (like `PROXY` commands): the sections that come
+//! from the backends (`keyspace_hits`/`misses`, `# Keyspace`) ask every master concurrently over
+//! the worker's shared data-path connections (no connection is opened per INFO), so a slow
+//! node delays only this reply. Invariants: the proxy
+//! keeps presenting itself as a standalone server (`cluster_enabled:0`, `redis_mode:standalone`),
+//! since clients such as redis-py switch to cluster mode when they see a cluster; a master
+//! that does not answer is counted in `slotproxy_info_unreachable_masters`, never silently
+//! dropped.
+
+use crate::backend::worker::Worker;
+use crate::metrics::stats::{self, HistSnap};
+use crate::route::dispatch::{Call, Dest, ReplySlot, Target};
+use crate::route::fanout;
+use crate::route::resp;
+use crate::route::resp::lines_reply;
+use crate::shared::Shared;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Worker counters summed over all workers.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    /// Clients connected now.
+    pub clients: u64,
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// Requests parsed.
+    pub commands: u64,
+    /// Requests whose reply is queued for the client.
+    pub completed: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Reply bytes waiting to be written.
+    pub pending_out: u64,
+    /// Clients cut for output limits.
+    pub cut_output: u64,
+    /// MOVED redirects followed.
+    pub moved: u64,
+    /// ASK redirects followed.
+    pub ask: u64,
+    /// TRYAGAIN retries.
+    pub tryagain: u64,
+    /// CLUSTERDOWN replies seen.
+    pub clusterdown: u64,
+}
+
+impl Totals {
+    /// Sums the workers' counters now.
+    pub fn read(shared: &Shared) -> Totals {
+        let mut t = Totals::default();
+        for w in &shared.workers {
+            let m = &w.m;
+            t.clients += w.clients() as u64;
+            t.accepted += w.accepted.load(Relaxed);
+            t.commands += w.commands.load(Relaxed);
+            t.completed += m.completed.load(Relaxed);
+            t.bytes_in += m.bytes_in.load(Relaxed);
+            t.bytes_out += m.bytes_out.load(Relaxed);
+            t.pending_out += m.pending_out.load(Relaxed);
+            t.cut_output += m.cut_output.load(Relaxed);
+            t.moved += m.moved.load(Relaxed);
+            t.ask += m.ask.load(Relaxed);
+            t.tryagain += m.tryagain.load(Relaxed);
+            t.clusterdown += m.clusterdown.load(Relaxed);
+        }
+        t
+    }
+
+    /// Requests read and not yet answered.
+    pub fn in_flight(&self) -> u64 {
+        self.commands.saturating_sub(self.completed)
+    }
+}
+
+/// One command's counters summed over workers.
+#[derive(Debug, Clone, Default)]
+pub struct CommandTotals {
+    /// Label index.
+    pub index: usize,
+    /// Requests answered.
+    pub calls: u64,
+    /// Error replies.
+    pub errors: u64,
+    /// Whole-request latency.
+    pub total: HistSnap,
+    /// Backend part.
+    pub backend: HistSnap,
+}
+
+/// Every command that was called at least once, summed over workers.
+pub fn command_totals(shared: &Shared) -> Vec<CommandTotals> {
+    let mut out = Vec::new();
+    for i in 0..stats::command_count() {
+        let mut c = CommandTotals {
+            index: i,
+            ..Default::default()
+        };
+        for w in &shared.workers {
+            let Some(s) = w.m.commands.get(i) else {
+                continue;
+            };
+            let calls = s.calls.load(Relaxed);
+            if calls == 0 {
+                continue;
+            }
+            c.calls += calls;
+            c.errors += s.errors.load(Relaxed);
+            c.total.add(&s.total.snapshot());
+            c.backend.add(&s.backend.snapshot());
+        }
+        if c.calls > 0 {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One node's counters summed over workers.
+#[derive(Debug, Clone, Default)]
+pub struct NodeTotals {
+    /// `host:port`.
+    pub addr: String,
+    /// Replies received.
+    pub replies: u64,
+    /// Error replies.
+    pub error_replies: u64,
+    /// Requests failed by the proxy (connection lost, timeout, unreachable).
+    pub failed: u64,
+    /// Write-to-reply latency.
+    pub latency: HistSnap,
+    /// Connections up, connecting, down.
+    pub conns: [u64; 3],
+}
+
+/// Every node the workers have talked to.
+pub fn node_totals(shared: &Shared) -> Vec<NodeTotals> {
+    shared
+        .nodes
+        .all()
+        .into_iter()
+        .map(|(addr, per_worker)| {
+            let mut n = NodeTotals {
+                addr: addr.to_string(),
+                ..Default::default()
+            };
+            for s in per_worker {
+                n.replies += s.replies.load(Relaxed);
+                n.error_replies += s.error_replies.load(Relaxed);
+                n.failed += s.failed.load(Relaxed);
+                n.latency.add(&s.latency.snapshot());
+                n.conns[0] += s.conns_up.load(Relaxed);
+                n.conns[1] += s.conns_connecting.load(Relaxed);
+                n.conns[2] += s.conns_down.load(Relaxed);
+            }
+            n
+        })
+        .collect()
+}
+
+/// The sections INFO with these arguments shows. No argument and `default` give Redis's
+/// default set; `all` and `everything` give every section.
+fn wanted(args: &[Bytes]) -> Vec<&'static str> {
+    const ALL: [&str; 5] = ["server", "clients", "stats", "cluster", "keyspace"];
+    if args.is_empty() {
+        return ALL.to_vec();
+    }
+    ALL.iter()
+        .copied()
+        .filter(|name| {
+            args.iter().any(|a| {
+                a.eq_ignore_ascii_case(name.as_bytes())
+                    || a.eq_ignore_ascii_case(b"all")
+                    || a.eq_ignore_ascii_case(b"default")
+                    || a.eq_ignore_ascii_case(b"everything")
+            })
+        })
+        .collect()
+}
+
+/// What the masters report for INFO.
+#[derive(Default, Debug)]
+struct Backends {
+    hits: u64,
+    misses: u64,
+    /// db name -> (keys, expires, avg_ttl * expires)
+    keyspace: BTreeMap<String, (u64, u64, u128)>,
+    unreachable: usize,
+}
+
+fn field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+}
+
+/// The text of a bulk-string reply (`$len\r\n...\r\n`); `None` for anything else (an error
+/// the node or the proxy answered instead).
+fn bulk_text(frame: &[u8]) -> Option<String> {
+    let rest = frame.strip_prefix(b"$")?;
+    let cr = rest.iter().position(|&b| b == b'\r')?;
+    let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
+    let body = rest.get(cr + 2..cr + 2 + len)?;
+    Some(String::from_utf8_lossy(body).into_owned())
+}
+
+const INFO_STATS: &[u8] = b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n";
+const INFO_KEYSPACE: &[u8] = b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n";
+
+/// Asks every master for its INFO sections over the worker's shared, multiplexed connections
+/// (as any data command travels), so an INFO costs requests, never connections: a client
+/// pipelining INFOs cannot make the proxy open connections to every master per call. One
+/// request per section, which every Redis version accepts.
+async fn backends(worker: &Worker, stats: bool, keyspace: bool) -> Backends {
+    let masters = fanout::masters(&worker.shared.map.load());
+    let wires: Vec<&'static [u8]> = [(stats, INFO_STATS), (keyspace, INFO_KEYSPACE)]
+        .into_iter()
+        .filter_map(|(want, w)| want.then_some(w))
+        .collect();
+    let signal = Rc::new(Notify::new());
+    let mut slots = Vec::with_capacity(masters.len() * wires.len());
+    for m in &masters {
+        for w in &wires {
+            let slot = ReplySlot::new(&signal);
+            slots.push(Rc::clone(&slot));
+            worker.send(Call::new(
+                Bytes::from_static(w),
+                Dest::Node(Arc::clone(m)),
+                Target::Whole(slot),
+            ));
+        }
+    }
+    // Every call is answered or failed by the worker (request_timeout bounds it); the
+    // deadline is only a safety net. A fill while this task is not waiting leaves a permit,
+    // so no wake-up is lost.
+    let live = &worker.shared.live;
+    let deadline = tokio::time::Instant::now()
+        + live.request_timeout()
+        + live.connect_timeout()
+        + Duration::from_secs(1);
+    let mut replies: Vec<Option<Bytes>> = vec![None; slots.len()];
+    loop {
+        for (r, s) in replies.iter_mut().zip(&slots) {
+            if r.is_none() {
+                *r = s.take();
+            }
+        }
+        if replies.iter().all(Option::is_some) {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, signal.notified())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut b = Backends::default();
+    for per_master in replies.chunks(wires.len().max(1)) {
+        let texts: Option<Vec<String>> = per_master
+            .iter()
+            .map(|r| r.as_deref().and_then(bulk_text))
+            .collect();
+        let Some(texts) = texts else {
+            b.unreachable += 1;
+            continue;
+        };
+        let text = texts.concat();
+        b.hits += field(&text, "keyspace_hits").unwrap_or(0);
+        b.misses += field(&text, "keyspace_misses").unwrap_or(0);
+        for l in text.lines() {
+            // db0:keys=1,expires=0,avg_ttl=0
+            let Some((db, rest)) = l.trim().split_once(':') else {
+                continue;
+            };
+            if !db.starts_with("db") {
+                continue;
+            }
+            let get = |k: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let e = b.keyspace.entry(db.to_string()).or_default();
+            e.0 += get("keys");
+            e.1 += get("expires");
+            e.2 += u128::from(get("avg_ttl")) * u128::from(get("expires"));
+        }
+    }
+    b
+}
+
+/// Answers `INFO [section ...]` (`args` excludes the word INFO). With `hide_keyspace` (a
+/// user confined to key prefixes) the `# Keyspace` section is shown empty: the cluster's key
+/// counts are beyond that user's namespace.
+pub async fn answer(args: Vec<Bytes>, worker: Rc<Worker>, hide_keyspace: bool) -> Bytes {
+    let sections = wanted(&args);
+    let need_stats = sections.contains(&"stats");
+    let need_keyspace = sections.contains(&"keyspace") && !hide_keyspace;
+    let b = if need_stats || need_keyspace {
+        backends(&worker, need_stats, need_keyspace).await
+    } else {
+        Backends::default()
+    };
+    resp::bulk(render(&sections, &worker.shared, &b).as_bytes())
+}
+
+fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
+    let t = Totals::read(shared);
+    let cfg = shared.live.get();
+    let mut out = String::new();
+    let uptime = shared.started.elapsed().as_secs();
+    for s in sections {
+        match *s {
+            "server" => {
+                let _ = write!(
+                    out,
+                    "# Server\r\nredis_version:{}\r\nslotproxy_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nworkers:{}\r\nconfig_file:{}\r\n\r\n",
+                    shared.redis_version(),
+                    env!("CARGO_PKG_VERSION"),
+                    std::env::consts::OS,
+                    std::env::consts::ARCH,
+                    usize::BITS,
+                    std::process::id(),
+                    shared.port,
+                    uptime,
+                    uptime / 86400,
+                    shared.workers.len(),
+                    shared
+                        .live
+                        .path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                );
+            }
+            "clients" => {
+                let _ = write!(
+                    out,
+                    "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\nslotproxy_pending_reply_bytes:{}\r\nslotproxy_requests_in_flight:{}\r\n\r\n",
+                    t.clients,
+                    cfg.max_clients,
+                    t.pending_out,
+                    t.in_flight(),
+                );
+            }
+            "stats" => {
+                let _ = write!(
+                    out,
+                    "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nslotproxy_redirects_moved:{}\r\nslotproxy_redirects_ask:{}\r\nslotproxy_retries_tryagain:{}\r\nslotproxy_clients_cut_output:{}\r\nslotproxy_slowlog_len:{}\r\nslotproxy_memory_trims:{}\r\n\r\n",
+                    t.accepted,
+                    t.commands,
+                    shared.ops_per_sec.load(Relaxed),
+                    t.bytes_in,
+                    t.bytes_out,
+                    shared.rejected_clients.load(Relaxed),
+                    b.hits,
+                    b.misses,
+                    t.moved,
+                    t.ask,
+                    t.tryagain,
+                    t.cut_output,
+                    shared.slowlog.len(),
+                    shared.trimmer.trims(),
+                );
+            }
+            "cluster" => {
+                let map = shared.map.load();
+                let replicas: usize = map.nodes.iter().map(|n| n.replicas.len()).sum();
+                let _ = write!(
+                    out,
+                    "# Cluster\r\ncluster_enabled:0\r\nslotproxy_masters:{}\r\nslotproxy_nodes:{}\r\nslotproxy_slots_served:{}\r\nslotproxy_slot_map_version:{}\r\nslotproxy_slot_map_age_seconds:{}\r\nslotproxy_slot_map_source:{}\r\nslotproxy_refreshes:{}\r\nslotproxy_info_unreachable_masters:{}\r\n\r\n",
+                    map.nodes.len(),
+                    map.nodes.len() + replicas,
+                    map.coverage(),
+                    map.version,
+                    shared.map_age_secs() as u64,
+                    map.source,
+                    shared.refreshes_done.load(Relaxed),
+                    b.unreachable,
+                );
+            }
+            "keyspace" => {
+                out.push_str("# Keyspace\r\n");
+                for (db, (keys, expires, ttl_weighted)) in &b.keyspace {
+                    let avg = ttl_weighted.checked_div(u128::from(*expires)).unwrap_or(0);
+                    let _ = write!(out, "{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n");
+                }
+                out.push_str("\r\n");
+            }
+            _ => {}
+        }
+    }
+    if out.ends_with("\r\n\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    out
+}
+
+fn us(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.0}"))
+}
+
+/// `PROXY INFO [LATENCY]`: proxy state with per-worker and per-node detail, or latency
+/// percentiles per command and node.
+pub fn proxy_info(args: &[Bytes], shared: &Shared) -> Bytes {
+    if args
+        .first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"latency"))
+    {
+        return latency(shared);
+    }
+    let map = shared.map.load();
+    let t = Totals::read(shared);
+    let mut out = vec![
+        "OK".to_string(),
+        format!("version {}", env!("CARGO_PKG_VERSION")),
+        format!("uptime_seconds {}", shared.started.elapsed().as_secs()),
+        format!("clients {}", t.clients),
+        format!("slot_map_version {}", map.version),
+        format!("slot_map_source {}", map.source),
+        format!("slot_map_age_seconds {:.1}", shared.map_age_secs()),
+        format!("slots_served {}", map.coverage()),
+        format!("refreshes {}", shared.refreshes_done.load(Relaxed)),
+        format!("commands {} in_flight {}", t.commands, t.in_flight()),
+        format!(
+            "redirects moved {} ask {} tryagain {} clusterdown {}",
+            t.moved, t.ask, t.tryagain, t.clusterdown
+        ),
+        format!(
+            "metrics {}",
+            if shared.metrics_on {
+                &shared.config.metrics_listen
+            } else {
+                "off"
+            }
+        ),
+    ];
+    for (i, w) in shared.workers.iter().enumerate() {
+        let m = &w.m;
+        out.push(format!(
+            "worker {i} clients {} commands {} completed {} bytes_in {} bytes_out {} pending_reply_bytes {} clients_cut {}",
+            w.clients(),
+            w.commands.load(Relaxed),
+            m.completed.load(Relaxed),
+            m.bytes_in.load(Relaxed),
+            m.bytes_out.load(Relaxed),
+            m.pending_out.load(Relaxed),
+            m.cut_output.load(Relaxed),
+        ));
+    }
+    for n in node_totals(shared) {
+        out.push(format!(
+            "node {} replies {} error_replies {} failed {} conns_up {} conns_connecting {} conns_down {} p50_us {} p99_us {}",
+            n.addr,
+            n.replies,
+            n.error_replies,
+            n.failed,
+            n.conns[0],
+            n.conns[1],
+            n.conns[2],
+            us(n.latency.quantile_us(0.5)),
+            us(n.latency.quantile_us(0.99)),
+        ));
+    }
+    lines_reply(&out)
+}
+
+fn latency(shared: &Shared) -> Bytes {
+    let mut out = vec![
+        "OK latency percentiles in microseconds (interpolated within histogram buckets)"
+            .to_string(),
+    ];
+    if !shared.metrics_on {
+        out.push(
+            "per-command latency is not recorded: metrics are off (metrics_listen = \"\")".into(),
+        );
+    }
+    for c in command_totals(shared) {
+        out.push(format!(
+            "command {} calls {} errors {} p50 {} p90 {} p99 {} p999 {} backend_p50 {} backend_p99 {}",
+            stats::command_name(c.index),
+            c.calls,
+            c.errors,
+            us(c.total.quantile_us(0.5)),
+            us(c.total.quantile_us(0.9)),
+            us(c.total.quantile_us(0.99)),
+            us(c.total.quantile_us(0.999)),
+            us(c.backend.quantile_us(0.5)),
+            us(c.backend.quantile_us(0.99)),
+        ));
+    }
+    for n in node_totals(shared) {
+        out.push(format!(
+            "node {} requests {} p50 {} p90 {} p99 {} p999 {}",
+            n.addr,
+            n.latency.count(),
+            us(n.latency.quantile_us(0.5)),
+            us(n.latency.quantile_us(0.9)),
+            us(n.latency.quantile_us(0.99)),
+            us(n.latency.quantile_us(0.999)),
+        ));
+    }
+    lines_reply(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    use crate::route::resp::test_args as args;
+
+    #[test]
+    fn sections_and_filtering() {
+        let shared = Shared::new(Config::default(), 2, 7617);
+        let mut b = Backends::default();
+        b.keyspace.insert("db0".into(), (10, 2, 2000));
+        let all = render(&wanted(&[]), &shared, &b);
+        assert!(all.contains("redis_version:") && all.contains("cluster_enabled:0"));
+        assert!(all.contains("db0:keys=10,expires=2,avg_ttl=1000"), "{all}");
+        let server = render(&wanted(&args(&["server"])), &shared, &b);
+        assert!(server.starts_with("# Server") && !server.contains("# Cluster"));
+        let two = render(&wanted(&args(&["CLUSTER", "clients"])), &shared, &b);
+        assert!(
+            two.starts_with("# Clients") && two.contains("# Cluster") && !two.contains("# Stats")
+        );
+        assert!(render(&wanted(&args(&["nosuch"])), &shared, &b).is_empty());
+        assert_eq!(wanted(&args(&["everything"])).len(), 5);
+    }
+}

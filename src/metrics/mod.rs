@@ -1,0 +1,8 @@
+//! What the proxy tells about itself: counters and histograms (kept by the data path), the
+//! Prometheus export and its endpoint, INFO and the slow log.
+
+pub mod info;
+pub mod prom;
+pub mod scrape;
+pub mod slowlog;
+pub mod stats;

@@ -1,0 +1,470 @@
+//! Merging the replies of a command that was split per slot, or sent to several nodes, back
+//! into the one reply the client expects (pure functions; the reply frames are passed in,
+//! nothing is sent).
+//!
+//! Invariant: the merged reply is what a single Redis would have answered for the whole
+//! command, or an error: the first error one of the parts returned, or, for commands that must
+//! succeed everywhere ([`MergeKind::Unanimous`]), an error naming every node that failed.
+
+use crate::route::fanout::{self, ScanCursor};
+use crate::route::resp;
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+/// How the parts of a split command combine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeKind {
+    /// MGET: one array element per key, in the client's key order.
+    Mget,
+    /// MSET: `+OK` when every part said OK.
+    AllOk,
+    /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE: the sum of the parts' integers.
+    Sum,
+    /// KEYS: the parts' arrays concatenated.
+    Concat,
+    /// FLUSHALL, FLUSHDB, SCRIPT LOAD / FLUSH, CONFIG SET / RESETSTAT: every node must succeed;
+    /// the reply is the first part's (`+OK`, a script's SHA1). When every node answered the
+    /// same error it is passed on unchanged (Redis's own text, as from a single server);
+    /// otherwise the reply is an error naming each node that failed and why.
+    Unanimous,
+    /// SCRIPT KILL / FUNCTION KILL: `+OK` if any node succeeded (the one running the script);
+    /// otherwise the first error (NOTBUSY from every node).
+    AnyOk,
+    /// SCRIPT EXISTS: per position, 1 only when every node has the script.
+    AndPositions,
+    /// RANDOMKEY: the first part (in send order) that is not nil; nil when all are.
+    FirstNonNil,
+    /// PUBSUB CHANNELS / SHARDCHANNELS: the parts' arrays merged, each element once, in order
+    /// of first appearance.
+    Union,
+    /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, name, count, ...]` from every node (the
+    /// same names in the same order), counts summed.
+    SumPairs,
+    /// SCAN on one master: its `[cursor, keys]` reply with the node's cursor replaced by the
+    /// cluster cursor that continues from it (see [`crate::route::fanout`]).
+    Scan {
+        /// The cursor the node was asked with (position and fingerprint).
+        at: ScanCursor,
+        /// Masters in the scan order the cursor was resolved against.
+        masters: u32,
+    },
+    /// The check step of a cluster SCAN: every master's `CLUSTER NODES` (parts in scan
+    /// order, labelled with their addresses) become `[next cursor, []]`.
+    ScanCheck {
+        /// The check's cursor (fingerprint and `from`).
+        at: ScanCursor,
+        /// Masters in the scan order.
+        masters: u32,
+    },
+}
+
+/// Merges the parts' reply frames. `order[i]` is the part that holds the client's i-th key
+/// (used by MGET; each part's elements are in the client's order within that part).
+pub fn merge(kind: MergeKind, order: &[u32], parts: &[Bytes]) -> Bytes {
+    merge_labeled(kind, order, parts, &[])
+}
+
+/// Like [`merge`], with the address of the node each part went to (`labels[i]` for
+/// `parts[i]`), used to name the failed nodes in a [`MergeKind::Unanimous`] error.
+pub fn merge_labeled(
+    kind: MergeKind,
+    order: &[u32],
+    parts: &[Bytes],
+    labels: &[Arc<str>],
+) -> Bytes {
+    if kind == MergeKind::Unanimous {
+        return unanimous(parts, labels);
+    }
+    if kind == MergeKind::AnyOk {
+        return parts
+            .iter()
+            .find(|p| !resp::is_error(p))
+            .or(parts.first())
+            .cloned()
+            .unwrap_or_else(|| resp::error("ERR slotproxy: no node answered"));
+    }
+    if let Some(err) = parts.iter().find(|p| resp::is_error(p)) {
+        return err.clone();
+    }
+    match kind {
+        MergeKind::Unanimous => unanimous(parts, labels),
+        MergeKind::AnyOk => parts.first().cloned().unwrap_or_default(),
+        MergeKind::Concat => {
+            let mut elements = Vec::with_capacity(parts.len());
+            let mut count = 0;
+            for p in parts {
+                match resp::array_elements(p) {
+                    Some(e) => {
+                        count += e.len();
+                        elements.push(e);
+                    }
+                    None => return unexpected(p),
+                }
+            }
+            let mut out = BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>());
+            resp::put_array_header(&mut out, count);
+            for e in elements.iter().flatten() {
+                out.extend_from_slice(e);
+            }
+            out.freeze()
+        }
+        MergeKind::Union => {
+            let mut seen = std::collections::HashSet::new();
+            let mut kept = Vec::new();
+            for p in parts {
+                let Some(elements) = resp::array_elements(p) else {
+                    return unexpected(p);
+                };
+                for e in elements {
+                    if seen.insert(e.clone()) {
+                        kept.push(e);
+                    }
+                }
+            }
+            let mut out = BytesMut::with_capacity(kept.iter().map(|e| e.len()).sum::<usize>() + 16);
+            resp::put_array_header(&mut out, kept.len());
+            for e in kept {
+                out.extend_from_slice(&e);
+            }
+            out.freeze()
+        }
+        MergeKind::SumPairs => {
+            let mut acc: Option<(Vec<Bytes>, Vec<i64>)> = None;
+            for p in parts {
+                let Some(elements) = resp::array_elements(p) else {
+                    return unexpected(p);
+                };
+                let mut names = Vec::with_capacity(elements.len() / 2);
+                let mut counts = Vec::with_capacity(elements.len() / 2);
+                for pair in elements.chunks(2) {
+                    match pair {
+                        [name, count] => match parse_int_reply(count) {
+                            Some(n) => {
+                                names.push(name.clone());
+                                counts.push(n);
+                            }
+                            None => return unexpected(p),
+                        },
+                        _ => return unexpected(p),
+                    }
+                }
+                acc = Some(match acc {
+                    None => (names, counts),
+                    Some((n0, c0)) if n0 == names => {
+                        let sum = c0.iter().zip(&counts).map(|(a, b)| a + b).collect();
+                        (n0, sum)
+                    }
+                    Some(_) => return unexpected(p),
+                });
+            }
+            let (names, counts) = acc.unwrap_or_default();
+            let mut out = BytesMut::with_capacity(names.len() * 24 + 16);
+            resp::put_array_header(&mut out, names.len() * 2);
+            for (n, c) in names.iter().zip(counts) {
+                out.extend_from_slice(n);
+                resp::put_int(&mut out, c);
+            }
+            out.freeze()
+        }
+        MergeKind::AndPositions => {
+            let mut all: Option<Vec<bool>> = None;
+            for p in parts {
+                let Some(elements) = resp::array_elements(p) else {
+                    return unexpected(p);
+                };
+                let mut flags = Vec::with_capacity(elements.len());
+                for e in &elements {
+                    match parse_int_reply(e) {
+                        Some(n) => flags.push(n != 0),
+                        None => return unexpected(p),
+                    }
+                }
+                all = Some(match all {
+                    None => flags,
+                    Some(prev) if prev.len() == flags.len() => {
+                        prev.iter().zip(&flags).map(|(a, b)| *a && *b).collect()
+                    }
+                    Some(_) => return unexpected(p),
+                });
+            }
+            let all = all.unwrap_or_default();
+            let mut out = BytesMut::with_capacity(all.len() * 4 + 16);
+            resp::put_array_header(&mut out, all.len());
+            for f in all {
+                resp::put_int(&mut out, i64::from(f));
+            }
+            out.freeze()
+        }
+        MergeKind::FirstNonNil => parts
+            .iter()
+            .find(|p| &p[..] != resp::NULL_BULK)
+            .cloned()
+            .unwrap_or_else(|| Bytes::from_static(resp::NULL_BULK)),
+        MergeKind::ScanCheck { at, masters } => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for p in parts {
+                match resp::Value::decode(p) {
+                    Ok(resp::Value::Bulk(Some(t))) => {
+                        texts.push(String::from_utf8_lossy(&t).into_owned())
+                    }
+                    _ => return unexpected(p),
+                }
+            }
+            let report = fanout::check_report(labels, &texts);
+            let next = at.after_check(masters, &report);
+            let mut out = BytesMut::with_capacity(32);
+            resp::put_array_header(&mut out, 2);
+            resp::put_bulk(&mut out, next.to_string().as_bytes());
+            resp::put_array_header(&mut out, 0);
+            out.freeze()
+        }
+        MergeKind::Scan { at, masters } => {
+            let Some(p) = parts.first() else {
+                return resp::error("ERR slotproxy: SCAN got no reply");
+            };
+            let elements = match resp::array_elements(p) {
+                Some(e) if e.len() == 2 && e[1].first() == Some(&b'*') => e,
+                _ => return unexpected(p),
+            };
+            let node_cursor = match resp::Value::decode(&elements[0]) {
+                Ok(resp::Value::Bulk(Some(c))) => std::str::from_utf8(&c)
+                    .ok()
+                    .and_then(|c| c.parse::<u64>().ok()),
+                _ => None,
+            };
+            let Some(node_cursor) = node_cursor else {
+                return unexpected(p);
+            };
+            let Some(next) = at.next(node_cursor, masters) else {
+                return resp::error(&format!(
+                    "ERR slotproxy: a node's SCAN cursor {node_cursor} is too large to carry"
+                ));
+            };
+            let mut out = BytesMut::with_capacity(p.len() + 24);
+            resp::put_array_header(&mut out, 2);
+            resp::put_bulk(&mut out, next.to_string().as_bytes());
+            out.extend_from_slice(&elements[1]);
+            out.freeze()
+        }
+        MergeKind::AllOk => resp::simple("OK"),
+        MergeKind::Sum => {
+            let mut total: i64 = 0;
+            for p in parts {
+                match parse_int_reply(p) {
+                    Some(n) => total = total.saturating_add(n),
+                    None => return unexpected(p),
+                }
+            }
+            resp::int(total)
+        }
+        MergeKind::Mget => {
+            let mut elements = Vec::with_capacity(parts.len());
+            for p in parts {
+                match resp::array_elements(p) {
+                    Some(e) => elements.push(e.into_iter()),
+                    None => return unexpected(p),
+                }
+            }
+            let mut out = BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>());
+            resp::put_array_header(&mut out, order.len());
+            for &part in order {
+                match elements.get_mut(part as usize).and_then(|it| it.next()) {
+                    Some(e) => out.extend_from_slice(&e),
+                    None => return resp::error("ERR slotproxy: a backend's MGET reply was short"),
+                }
+            }
+            out.freeze()
+        }
+    }
+}
+
+/// Every part must have succeeded; otherwise one error naming each failed node.
+fn unanimous(parts: &[Bytes], labels: &[Arc<str>]) -> Bytes {
+    let failed: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| resp::is_error(p))
+        .map(|(i, p)| {
+            let why = String::from_utf8_lossy(&p[1..]);
+            match labels.get(i) {
+                Some(node) => format!("{node}: {}", why.trim_end()),
+                None => format!("part {i}: {}", why.trim_end()),
+            }
+        })
+        .collect();
+    if failed.is_empty() {
+        return parts.first().cloned().unwrap_or_else(|| resp::simple("OK"));
+    }
+    if parts.len() > 1 && parts.iter().all(|p| p == &parts[0]) {
+        // Every node refused it the same way (a syntax error, an unknown setting): that is
+        // what a single Redis would have answered, so pass Redis's own text on.
+        return parts[0].clone();
+    }
+    resp::error(&format!(
+        "ERR slotproxy: failed on {} of {} nodes ({})",
+        failed.len(),
+        parts.len(),
+        failed.join("; ")
+    ))
+}
+
+fn parse_int_reply(frame: &[u8]) -> Option<i64> {
+    let body = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(body).ok()?.parse().ok()
+}
+
+fn unexpected(frame: &[u8]) -> Bytes {
+    resp::error(&format!(
+        "ERR slotproxy: unexpected reply from a backend: {:?}",
+        String::from_utf8_lossy(&frame[..frame.len().min(64)])
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &'static [u8]) -> Bytes {
+        Bytes::from_static(s)
+    }
+
+    #[test]
+    fn mget_restores_key_order() {
+        // keys: k0 (part 1), k1 (part 0), k2 (part 1)
+        let parts = [b(b"*1\r\n$2\r\nv1\r\n"), b(b"*2\r\n$2\r\nv0\r\n$-1\r\n")];
+        let got = merge(MergeKind::Mget, &[1, 0, 1], &parts);
+        assert_eq!(&got[..], b"*3\r\n$2\r\nv0\r\n$2\r\nv1\r\n$-1\r\n");
+    }
+
+    #[test]
+    fn sums_and_errors() {
+        assert_eq!(
+            &merge(MergeKind::Sum, &[], &[b(b":2\r\n"), b(b":3\r\n")])[..],
+            b":5\r\n"
+        );
+        assert_eq!(
+            &merge(MergeKind::AllOk, &[], &[b(b"+OK\r\n"), b(b"-ERR boom\r\n")])[..],
+            b"-ERR boom\r\n"
+        );
+        assert!(resp::is_error(&merge(
+            MergeKind::Sum,
+            &[],
+            &[b(b"+OK\r\n")]
+        )));
+        assert!(resp::is_error(&merge(
+            MergeKind::Mget,
+            &[0, 0],
+            &[b(b"*1\r\n:1\r\n")]
+        )));
+    }
+
+    #[test]
+    fn keys_concatenate_and_scripts_and() {
+        let parts = [
+            b(b"*1\r\n$1\r\na\r\n"),
+            b(b"*0\r\n"),
+            b(b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n"),
+        ];
+        assert_eq!(
+            &merge(MergeKind::Concat, &[], &parts)[..],
+            b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+        );
+        let exists = [
+            b(b"*3\r\n:1\r\n:1\r\n:0\r\n"),
+            b(b"*3\r\n:1\r\n:0\r\n:0\r\n"),
+        ];
+        assert_eq!(
+            &merge(MergeKind::AndPositions, &[], &exists)[..],
+            b"*3\r\n:1\r\n:0\r\n:0\r\n"
+        );
+        assert!(resp::is_error(&merge(
+            MergeKind::AndPositions,
+            &[],
+            &[b(b"*1\r\n:1\r\n"), b(b"*2\r\n:1\r\n:1\r\n")]
+        )));
+        assert_eq!(
+            &merge(
+                MergeKind::FirstNonNil,
+                &[],
+                &[b(b"$-1\r\n"), b(b"$1\r\nk\r\n")]
+            )[..],
+            b"$1\r\nk\r\n"
+        );
+        assert_eq!(
+            &merge(MergeKind::FirstNonNil, &[], &[b(b"$-1\r\n"), b(b"$-1\r\n")])[..],
+            b"$-1\r\n"
+        );
+    }
+
+    #[test]
+    fn unanimous_names_failed_nodes() {
+        let labels: Vec<Arc<str>> = vec![Arc::from("10.0.0.1:7000"), Arc::from("10.0.0.2:7000")];
+        assert_eq!(
+            &merge_labeled(
+                MergeKind::Unanimous,
+                &[],
+                &[b(b"$2\r\nab\r\n"), b(b"$2\r\nab\r\n")],
+                &labels
+            )[..],
+            b"$2\r\nab\r\n"
+        );
+        let err = merge_labeled(
+            MergeKind::Unanimous,
+            &[],
+            &[b(b"+OK\r\n"), b(b"-ERR Unknown option\r\n")],
+            &labels,
+        );
+        assert_eq!(
+            &err[..],
+            &b"-ERR slotproxy: failed on 1 of 2 nodes (10.0.0.2:7000: ERR Unknown option)\r\n"[..]
+        );
+        let same = [b(b"-ERR syntax error\r\n"), b(b"-ERR syntax error\r\n")];
+        assert_eq!(
+            &merge_labeled(MergeKind::Unanimous, &[], &same, &labels)[..],
+            b"-ERR syntax error\r\n"
+        );
+        let differ = [b(b"-ERR syntax error\r\n"), b(b"-ERR other\r\n")];
+        assert!(String::from_utf8_lossy(&merge_labeled(
+            MergeKind::Unanimous,
+            &[],
+            &differ,
+            &labels
+        ))
+        .contains(
+            "failed on 2 of 2 nodes (10.0.0.1:7000: ERR syntax error; 10.0.0.2:7000: ERR other)"
+        ));
+    }
+
+    #[test]
+    fn scan_reply_gets_the_cluster_cursor() {
+        let at = ScanCursor {
+            position: 1,
+            fingerprint: 5,
+            node_cursor: 0,
+        };
+        let kind = MergeKind::Scan { at, masters: 3 };
+        let got = merge(kind, &[], &[b(b"*2\r\n$2\r\n12\r\n*1\r\n$1\r\nk\r\n")]);
+        let want = ScanCursor {
+            node_cursor: 12,
+            ..at
+        }
+        .encode()
+        .unwrap();
+        let els = resp::array_elements(&got).unwrap();
+        assert_eq!(&els[0][..], &resp::bulk(want.to_string().as_bytes())[..]);
+        assert_eq!(&els[1][..], b"*1\r\n$1\r\nk\r\n");
+        // The last master finished: on to the check (never cursor 0 here).
+        let last = MergeKind::Scan {
+            at: ScanCursor { position: 2, ..at },
+            masters: 3,
+        };
+        let got = merge(last, &[], &[b(b"*2\r\n$1\r\n0\r\n*0\r\n")]);
+        let check = ScanCursor { position: 3, ..at }.encode().unwrap();
+        assert_eq!(
+            &resp::array_elements(&got).unwrap()[0][..],
+            &resp::bulk(check.to_string().as_bytes())[..]
+        );
+        assert!(resp::is_error(&merge(last, &[], &[b(b"+OK\r\n")])));
+        assert_eq!(&merge(last, &[], &[b(b"-ERR x\r\n")])[..], b"-ERR x\r\n");
+    }
+}

@@ -1,0 +1,645 @@
+//! Routing: where one client request goes. This is the one place that decides it.
+//!
+//! [`route`] is pure (no sockets, no map): from the arguments alone it decides whether the
+//! proxy answers, which hash slot the request belongs to, how a multi-key command splits per
+//! slot, or which error the client gets. Invariants: a command is only ever sent whole to the
+//! owner of the one slot all its keys hash to (or split per slot, for the commands whose
+//! meaning a split preserves); a command that would change the state of a shared backend
+//! connection (SELECT, CLIENT REPLY, READONLY, blocking and pub/sub commands, transactions) is
+//! never forwarded on one. Commands that concern the whole cluster (KEYS, DBSIZE, SCAN,
+//! FLUSHALL, SCRIPT LOAD, CONFIG SET, ...) become a [`FanOut`]: the router names the kind of
+//! nodes and the merge, the session resolves the nodes with the current map.
+
+use crate::cluster::slots::key_slot;
+use crate::route::command::{self, CommandSpec};
+use crate::route::fanout::ScanCursor;
+use crate::route::merge::MergeKind;
+use crate::route::resp;
+use bytes::Bytes;
+use std::collections::HashMap;
+
+/// Commands the proxy answers itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Local {
+    /// `PING [message]`
+    Ping,
+    /// ECHO message
+    Echo,
+    /// QUIT
+    Quit,
+    /// SELECT db
+    Select,
+    /// HELLO [protover [AUTH user pass] [SETNAME name]]
+    Hello,
+    /// `AUTH [user] pass`
+    Auth,
+    /// INFO [section ...]
+    Info,
+    /// CLIENT SETNAME name
+    ClientSetName,
+    /// CLIENT GETNAME
+    ClientGetName,
+    /// CLIENT ID
+    ClientId,
+    /// SLOWLOG GET|LEN|RESET|HELP (the proxy's own slow log)
+    Slowlog,
+    /// PROXY ... (the admin namespace)
+    Proxy,
+    /// RESET
+    Reset,
+    /// CLIENT LIST [TYPE type] [ID id ...]
+    ClientList,
+    /// CLIENT INFO
+    ClientInfo,
+    /// CLIENT KILL addr | CLIENT KILL filter value ...
+    ClientKill,
+    /// CLIENT NO-EVICT on|off (the proxy evicts nothing: accepted, no effect)
+    ClientNoEvict,
+    /// CLIENT REPLY ON|OFF|SKIP (run by the session, which owns the reply queue)
+    ClientReply,
+}
+
+/// One part of a split command: the keys of one slot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The slot all of this part's keys hash to.
+    pub slot: u16,
+    /// The part's arguments, command name first.
+    pub args: Vec<Bytes>,
+}
+
+/// A multi-key command split per slot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Split {
+    /// How the parts' replies merge.
+    pub kind: MergeKind,
+    /// For each key of the request, in order, the index of the part that holds it.
+    pub order: Vec<u32>,
+    /// The parts, in order of their first key.
+    pub parts: Vec<Part>,
+}
+
+/// A command that concerns the whole cluster: which nodes it goes to and how their replies
+/// merge. The session resolves the nodes from the current slot map.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FanOut {
+    /// The request, unchanged, to every master; the replies merge by this kind.
+    Masters(MergeKind),
+    /// The request, unchanged, to every node, masters and replicas (CONFIG SET / RESETSTAT).
+    AllNodes {
+        /// How the replies merge.
+        kind: MergeKind,
+        /// Whether this is CONFIG SET, which the `allow_config_set` setting can refuse.
+        config_set: bool,
+    },
+    /// One step of a cluster-wide SCAN from this (decoded) cursor; the request is sent to one
+    /// node with argument 1 replaced by that node's own cursor.
+    Scan(ScanCursor),
+}
+
+/// Transaction commands; the session runs them on a connection pinned to one slot's owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tx {
+    /// MULTI
+    Multi,
+    /// EXEC
+    Exec,
+    /// DISCARD
+    Discard,
+    /// WATCH key [key ...], all keys in this slot.
+    Watch(u16),
+    /// UNWATCH
+    Unwatch,
+}
+
+/// Commands that change a client's subscriptions; the session keeps them on its own pub/sub
+/// connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sub {
+    /// SUBSCRIBE channel [channel ...]
+    Subscribe,
+    /// PSUBSCRIBE pattern [pattern ...]
+    Psubscribe,
+    /// UNSUBSCRIBE [channel ...]
+    Unsubscribe,
+    /// PUNSUBSCRIBE [pattern ...]
+    Punsubscribe,
+    /// SSUBSCRIBE shardchannel [shardchannel ...], all in this slot.
+    Ssubscribe(u16),
+    /// SUNSUBSCRIBE [shardchannel ...]
+    Sunsubscribe,
+}
+
+/// The routing decision for one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Forward the request unchanged to the owner of this slot.
+    Slot(u16),
+    /// Split per slot and merge the replies.
+    Split(Split),
+    /// Forward to any one master (keyless commands whose answer is the same everywhere).
+    AnyNode,
+    /// Send to several nodes and merge (KEYS, DBSIZE, SCAN, FLUSHALL, CONFIG SET, ...).
+    FanOut(FanOut),
+    /// A blocking command with keys in this slot: runs on a dedicated connection.
+    Blocking(u16),
+    /// WAIT numreplicas timeout: for the nodes this client wrote to.
+    Wait,
+    /// A transaction command.
+    Tx(Tx),
+    /// A subscription change.
+    Sub(Sub),
+    /// The proxy answers.
+    Local(Local),
+    /// Answer with this reply (an error) without contacting any node.
+    Reply(Bytes),
+}
+
+impl Route {
+    /// The local command, when the proxy answers this request itself.
+    pub fn local(&self) -> Option<Local> {
+        match self {
+            Route::Local(l) => Some(*l),
+            _ => None,
+        }
+    }
+}
+
+/// Redis's reply to a command whose keys hash to different slots.
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// Redis 7.0's text for an unknown command, quoting the first arguments as Redis does.
+pub fn unknown_command(args: &[Bytes]) -> Bytes {
+    let name = String::from_utf8_lossy(&args[0]);
+    let name: String = name.chars().take(128).collect();
+    let mut quoted = String::new();
+    for a in &args[1..] {
+        if quoted.len() >= 128 {
+            break;
+        }
+        let room = 128 - quoted.len();
+        let a = String::from_utf8_lossy(a);
+        let a: String = a.chars().take(room).collect();
+        quoted.push_str(&format!("'{a}' "));
+    }
+    resp::error(&format!(
+        "ERR unknown command '{name}', with args beginning with: {quoted}"
+    ))
+}
+
+fn unsupported(spec: &CommandSpec, what: &str) -> Route {
+    Route::Reply(resp::error(&format!(
+        "ERR slotproxy does not support '{}' yet ({what}); see the README's command list",
+        spec.name.replace('|', " ").to_uppercase()
+    )))
+}
+
+fn not_through_proxy(spec: &CommandSpec) -> Route {
+    Route::Reply(resp::error(&format!(
+        "ERR '{}' is not available through slotproxy: it concerns a single node or connection; send it to a node directly",
+        spec.name.replace('|', " ").to_uppercase()
+    )))
+}
+
+/// Commands that talk about one node or change a connection's mode; never forwarded.
+const NODE_LEVEL: &[&str] = &[
+    "asking",
+    "cluster",
+    "readonly",
+    "readwrite",
+    "monitor",
+    "sync",
+    "psync",
+    "replconf",
+    "replicaof",
+    "slaveof",
+    "failover",
+    "shutdown",
+    "debug",
+    "module",
+];
+
+/// A request as the router read it: where it goes, and the command it names. The command
+/// table is searched once per request, here; the session reuses `spec` for the metrics label
+/// and access control instead of searching again.
+pub struct Routed {
+    /// Where the request goes.
+    pub route: Route,
+    /// The command (or subcommand) the request names; `None` for PROXY and unknown commands.
+    pub spec: Option<&'static CommandSpec>,
+}
+
+/// Decides where `args` goes. `keys` is scratch space, reused across calls to avoid allocation.
+pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
+    analyse(args, keys).route
+}
+
+/// Like [`route`], and also returns the command spec it looked up.
+pub fn analyse(args: &[Bytes], keys: &mut Vec<usize>) -> Routed {
+    if args[0].eq_ignore_ascii_case(b"proxy") {
+        return Routed {
+            route: Route::Local(Local::Proxy),
+            spec: None,
+        };
+    }
+    let Some(spec) = command::lookup(args) else {
+        return Routed {
+            route: Route::Reply(unknown_command(args)),
+            spec: None,
+        };
+    };
+    Routed {
+        route: route_command(spec, args, keys),
+        spec: Some(spec),
+    }
+}
+
+/// Where a request for the known command `spec` goes.
+fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usize>) -> Route {
+    if !spec.subcommands.is_empty() && args.len() >= 2 {
+        return Route::Reply(resp::error(&format!(
+            "ERR unknown subcommand '{}'. Try {} HELP.",
+            String::from_utf8_lossy(&args[1])
+                .chars()
+                .take(128)
+                .collect::<String>(),
+            spec.name.to_uppercase()
+        )));
+    }
+    if !command::check_arity(spec, args.len()) {
+        return Route::Reply(resp::error(&format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        )));
+    }
+    match spec.name {
+        "ping" => return Route::Local(Local::Ping),
+        "reset" => return Route::Local(Local::Reset),
+        "echo" => return Route::Local(Local::Echo),
+        "quit" => return Route::Local(Local::Quit),
+        "select" => return Route::Local(Local::Select),
+        "hello" => return Route::Local(Local::Hello),
+        "auth" => return Route::Local(Local::Auth),
+        "info" => return Route::Local(Local::Info),
+        "client|setname" => return Route::Local(Local::ClientSetName),
+        "client|getname" => return Route::Local(Local::ClientGetName),
+        "client|id" => return Route::Local(Local::ClientId),
+        "client|list" => return Route::Local(Local::ClientList),
+        "client|info" => return Route::Local(Local::ClientInfo),
+        "client|kill" => return Route::Local(Local::ClientKill),
+        "client|no-evict" => return Route::Local(Local::ClientNoEvict),
+        "client|reply" => return Route::Local(Local::ClientReply),
+        "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
+            return Route::Local(Local::Slowlog)
+        }
+        "command"
+        | "command|count"
+        | "command|info"
+        | "command|docs"
+        | "command|getkeys"
+        | "command|getkeysandflags"
+        | "command|list" => return Route::AnyNode,
+        "mget" => return split(args, MergeKind::Mget, 1),
+        "mset" => {
+            if args.len().is_multiple_of(2) {
+                return Route::Reply(resp::error(
+                    "ERR wrong number of arguments for 'mset' command",
+                ));
+            }
+            return split(args, MergeKind::AllOk, 2);
+        }
+        "del" | "unlink" | "exists" | "touch" => return split(args, MergeKind::Sum, 1),
+        "keys" => return Route::FanOut(FanOut::Masters(MergeKind::Concat)),
+        "dbsize" => return Route::FanOut(FanOut::Masters(MergeKind::Sum)),
+        "randomkey" => return Route::FanOut(FanOut::Masters(MergeKind::FirstNonNil)),
+        "flushall" | "flushdb" | "script|load" | "script|flush" => {
+            return Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
+        }
+        "script|exists" => return Route::FanOut(FanOut::Masters(MergeKind::AndPositions)),
+        // Functions, like scripts, live in each node's memory: change them everywhere, read
+        // them anywhere.
+        "function|load" | "function|delete" | "function|flush" | "function|restore" => {
+            return Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
+        }
+        "function|list" | "function|dump" | "function|stats" | "lolwut" | "pfselftest" => {
+            return Route::AnyNode
+        }
+        // A busy script runs on one node; the others answer NOTBUSY.
+        "script|kill" | "function|kill" => return Route::FanOut(FanOut::Masters(MergeKind::AnyOk)),
+        // Cluster pub/sub carries a PUBLISH to every node; the others read any one master.
+        "publish" | "time" | "lastsave" | "config|get" => return Route::AnyNode,
+        "config|set" | "config|resetstat" => {
+            return Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Unanimous,
+                config_set: spec.name == "config|set",
+            })
+        }
+        "scan" => {
+            return match std::str::from_utf8(&args[1])
+                .ok()
+                .and_then(|c| c.parse::<u64>().ok())
+            {
+                Some(c) => Route::FanOut(FanOut::Scan(ScanCursor::decode(c))),
+                None => Route::Reply(resp::error("ERR invalid cursor")),
+            }
+        }
+        "multi" => return Route::Tx(Tx::Multi),
+        "exec" => return Route::Tx(Tx::Exec),
+        "discard" => return Route::Tx(Tx::Discard),
+        "unwatch" => return Route::Tx(Tx::Unwatch),
+        "wait" => return Route::Wait,
+        // Subscriptions live on the node a client's connection went to: ask every node.
+        "pubsub|channels" => {
+            return Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Union,
+                config_set: false,
+            })
+        }
+        "pubsub|numsub" => {
+            return Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::SumPairs,
+                config_set: false,
+            })
+        }
+        "pubsub|numpat" => {
+            return Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Sum,
+                config_set: false,
+            })
+        }
+        "pubsub|shardchannels" => return Route::FanOut(FanOut::Masters(MergeKind::Union)),
+        "pubsub|shardnumsub" => return Route::FanOut(FanOut::Masters(MergeKind::SumPairs)),
+        "subscribe" => return Route::Sub(Sub::Subscribe),
+        "psubscribe" => return Route::Sub(Sub::Psubscribe),
+        "unsubscribe" => return Route::Sub(Sub::Unsubscribe),
+        "punsubscribe" => return Route::Sub(Sub::Punsubscribe),
+        "sunsubscribe" => return Route::Sub(Sub::Sunsubscribe),
+        _ => {}
+    }
+    keys.clear();
+    // Shard channels (SPUBLISH, SSUBSCRIBE) route by slot exactly like keys.
+    if let Err(e) = command::slot_positions(spec, args, keys) {
+        return Route::Reply(resp::error(&e));
+    }
+    let Some(&first) = keys.first() else {
+        return keyless(spec);
+    };
+    let slot = key_slot(&args[first]);
+    if keys[1..].iter().any(|&k| key_slot(&args[k]) != slot) {
+        return Route::Reply(resp::error(CROSSSLOT));
+    }
+    match spec.name {
+        "watch" => return Route::Tx(Tx::Watch(slot)),
+        "ssubscribe" => return Route::Sub(Sub::Ssubscribe(slot)),
+        _ => {}
+    }
+    if spec.flags & command::FLAG_BLOCKING != 0 && !is_nonblocking_stream_read(spec, args) {
+        return Route::Blocking(slot);
+    }
+    Route::Slot(slot)
+}
+
+/// Where a command without keys goes (after the commands the proxy answers itself).
+fn keyless(spec: &CommandSpec) -> Route {
+    let container = spec.name.split('|').next().unwrap_or(spec.name);
+    if container == "client" {
+        return unsupported(
+            spec,
+            "the proxy answers CLIENT SETNAME, GETNAME, ID, LIST, INFO, KILL, NO-EVICT and REPLY",
+        );
+    }
+    if NODE_LEVEL.contains(&container) {
+        return not_through_proxy(spec);
+    }
+    if spec.name.ends_with("|help") {
+        // The node's own help text (it may list subcommands the proxy refuses).
+        return Route::AnyNode;
+    }
+    if matches!(
+        container,
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro"
+    ) {
+        // A script that declares no keys may run on any master, as a cluster client would.
+        return Route::AnyNode;
+    }
+    unsupported(spec, "keyless commands that concern the whole cluster")
+}
+
+/// XREAD and XREADGROUP only block with a BLOCK option; without one they are ordinary reads.
+/// The options are parsed as Redis parses them: a group or consumer named "streams" or
+/// "block" is not a keyword.
+fn is_nonblocking_stream_read(spec: &CommandSpec, args: &[Bytes]) -> bool {
+    match spec.name {
+        "xread" => !command::xread_blocks(args, false),
+        "xreadgroup" => !command::xread_blocks(args, true),
+        _ => false,
+    }
+}
+
+/// Splits a command whose keys start at argument 1, one key every `step` arguments (the
+/// arguments between keys travel with their key). When all keys share a slot the request is
+/// forwarded whole.
+fn split(args: &[Bytes], kind: MergeKind, step: usize) -> Route {
+    let slot = key_slot(&args[1]);
+    if (1..args.len())
+        .step_by(step)
+        .all(|i| key_slot(&args[i]) == slot)
+    {
+        return Route::Slot(slot);
+    }
+    let mut parts: Vec<Part> = Vec::new();
+    let mut index: HashMap<u16, u32> = HashMap::new();
+    let mut order = Vec::with_capacity((args.len() - 1) / step);
+    for i in (1..args.len()).step_by(step) {
+        let slot = key_slot(&args[i]);
+        let p = *index.entry(slot).or_insert_with(|| {
+            parts.push(Part {
+                slot,
+                args: vec![args[0].clone()],
+            });
+            (parts.len() - 1) as u32
+        });
+        parts[p as usize].args.extend_from_slice(&args[i..i + step]);
+        order.push(p);
+    }
+    Route::Split(Split { kind, order, parts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(args: &[&str]) -> Route {
+        let args: Vec<Bytes> = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        route(&args, &mut Vec::new())
+    }
+
+    fn err(route: Route) -> String {
+        match route {
+            Route::Reply(b) => String::from_utf8_lossy(&b)
+                .trim_end_matches("\r\n")
+                .to_string(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn single_key_commands_go_to_their_slot() {
+        assert_eq!(r(&["GET", "foo"]), Route::Slot(12182));
+        assert_eq!(r(&["set", "{foo}x", "1"]), Route::Slot(12182));
+        assert_eq!(r(&["OBJECT", "ENCODING", "foo"]), Route::Slot(12182));
+        assert_eq!(
+            r(&["XREAD", "COUNT", "1", "STREAMS", "foo", "0"]),
+            Route::Slot(12182)
+        );
+    }
+
+    #[test]
+    fn split_commands() {
+        assert_eq!(r(&["MGET", "{a}1", "{a}2"]), Route::Slot(key_slot(b"a")));
+        let Route::Split(s) = r(&["MSET", "foo", "1", "bar", "2", "{foo}z", "3"]) else {
+            panic!("not split")
+        };
+        assert_eq!(s.kind, MergeKind::AllOk);
+        assert_eq!(s.order, vec![0, 1, 0]);
+        assert_eq!(s.parts[0].slot, 12182);
+        assert_eq!(s.parts[0].args.len(), 5);
+        assert_eq!(&s.parts[1].args[1][..], b"bar");
+        assert!(err(r(&["MSET", "a", "1", "b"])).contains("wrong number of arguments for 'mset'"));
+    }
+
+    #[test]
+    fn errors_match_redis() {
+        assert_eq!(
+            err(r(&["FOO", "a", "b"])),
+            "-ERR unknown command 'FOO', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            err(r(&["GET"])),
+            "-ERR wrong number of arguments for 'get' command"
+        );
+        assert_eq!(err(r(&["RENAME", "foo", "bar"])), format!("-{CROSSSLOT}"));
+        assert_eq!(
+            err(r(&["CLIENT", "NOPE"])),
+            "-ERR unknown subcommand 'NOPE'. Try CLIENT HELP."
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_command() {
+        assert!(err(r(&["CONFIG", "REWRITE"])).contains("'CONFIG REWRITE' yet"));
+        assert!(err(r(&["MEMORY", "STATS"])).contains("'MEMORY STATS' yet"));
+        assert!(err(r(&["DEBUG", "SLEEP", "0"])).contains("not available through slotproxy"));
+        assert!(err(r(&["CLUSTER", "NODES"])).contains("not available through slotproxy"));
+        assert!(err(r(&["READONLY"])).contains("not available"));
+    }
+
+    #[test]
+    fn connection_state_commands_get_their_own_routes() {
+        let s = key_slot(b"a");
+        assert_eq!(r(&["BLPOP", "a", "0"]), Route::Blocking(s));
+        assert_eq!(
+            r(&["XREAD", "BLOCK", "0", "STREAMS", "a", "$"]),
+            Route::Blocking(s)
+        );
+        // A group or consumer name is not a keyword.
+        assert_eq!(
+            r(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "streams",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "a",
+                ">"
+            ]),
+            Route::Blocking(s)
+        );
+        assert_eq!(
+            r(&["XREADGROUP", "GROUP", "block", "c", "STREAMS", "a", ">"]),
+            Route::Slot(s)
+        );
+        assert_eq!(
+            r(&["BLPOP", "{a}1", "{a}2", "0"]),
+            Route::Blocking(key_slot(b"a"))
+        );
+        assert_eq!(err(r(&["BLPOP", "a", "b", "0"])), format!("-{CROSSSLOT}"));
+        assert_eq!(r(&["MULTI"]), Route::Tx(Tx::Multi));
+        assert_eq!(r(&["WATCH", "a"]), Route::Tx(Tx::Watch(s)));
+        assert_eq!(err(r(&["WATCH", "a", "b"])), format!("-{CROSSSLOT}"));
+        assert_eq!(r(&["SUBSCRIBE", "c"]), Route::Sub(Sub::Subscribe));
+        assert_eq!(r(&["SSUBSCRIBE", "a"]), Route::Sub(Sub::Ssubscribe(s)));
+        assert_eq!(err(r(&["SSUBSCRIBE", "a", "b"])), format!("-{CROSSSLOT}"));
+        assert_eq!(r(&["SPUBLISH", "a", "m"]), Route::Slot(s));
+        assert_eq!(r(&["WAIT", "1", "0"]), Route::Wait);
+        assert_eq!(r(&["RESET"]), Route::Local(Local::Reset));
+    }
+
+    #[test]
+    fn cluster_wide_commands_fan_out() {
+        assert_eq!(
+            r(&["KEYS", "*"]),
+            Route::FanOut(FanOut::Masters(MergeKind::Concat))
+        );
+        assert_eq!(
+            r(&["dbsize"]),
+            Route::FanOut(FanOut::Masters(MergeKind::Sum))
+        );
+        assert_eq!(
+            r(&["FLUSHALL", "ASYNC"]),
+            Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
+        );
+        assert_eq!(
+            r(&["SCRIPT", "EXISTS", "a", "b"]),
+            Route::FanOut(FanOut::Masters(MergeKind::AndPositions))
+        );
+        assert_eq!(
+            r(&["CONFIG", "SET", "maxmemory", "0"]),
+            Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Unanimous,
+                config_set: true
+            })
+        );
+        assert_eq!(
+            r(&["CONFIG", "RESETSTAT"]),
+            Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Unanimous,
+                config_set: false
+            })
+        );
+        assert_eq!(r(&["CONFIG", "GET", "maxmemory"]), Route::AnyNode);
+        assert_eq!(r(&["PUBLISH", "ch", "m"]), Route::AnyNode);
+        assert_eq!(r(&["TIME"]), Route::AnyNode);
+        assert_eq!(
+            r(&["SCAN", "0", "COUNT", "10"]),
+            Route::FanOut(FanOut::Scan(ScanCursor::START))
+        );
+        let c = ScanCursor {
+            position: 2,
+            fingerprint: 99,
+            node_cursor: 1234,
+        };
+        let text = c.encode().unwrap().to_string();
+        assert_eq!(r(&["SCAN", &text]), Route::FanOut(FanOut::Scan(c)));
+        assert_eq!(err(r(&["SCAN", "x1"])), "-ERR invalid cursor");
+        assert_eq!(err(r(&["SCAN", "-1"])), "-ERR invalid cursor");
+    }
+
+    #[test]
+    fn proxy_answers_connection_commands() {
+        assert_eq!(r(&["ping"]), Route::Local(Local::Ping));
+        assert_eq!(r(&["PROXY", "SLOTS"]), Route::Local(Local::Proxy));
+        assert_eq!(
+            r(&["CLIENT", "SETNAME", "x"]),
+            Route::Local(Local::ClientSetName)
+        );
+        assert_eq!(r(&["COMMAND", "COUNT"]), Route::AnyNode);
+        assert_eq!(r(&["EVAL", "return 1", "0"]), Route::AnyNode);
+        assert_eq!(r(&["EVAL", "return 1", "1", "foo"]), Route::Slot(12182));
+    }
+}

@@ -1,0 +1,312 @@
+//! The proxy's client registry: what CLIENT LIST, CLIENT INFO and CLIENT KILL see.
+//!
+//! Through a proxy, "the clients" a user means are the proxy's own connections, not the
+//! proxy's connections to the nodes, so these commands are answered here. Invariants: an entry
+//! exists exactly while its session runs (added before the first request is read, removed
+//! when the session ends); the hot path touches its own entry only through relaxed atomics
+//! (last activity, once per read), never the registry's lock; the KILL filters are pure
+//! functions over entries, tested without sockets.
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::Notify;
+
+/// What a session shares with the registry; the session updates it, others read it.
+#[derive(Debug)]
+pub struct Live {
+    /// Milliseconds since the proxy started, at the client's last read.
+    pub last_active_ms: AtomicU64,
+    /// Set by CLIENT KILL; the session closes when it sees it.
+    pub killed: AtomicBool,
+    /// Wakes the session (on its own thread) after `killed` was set.
+    pub kill: Notify,
+    /// Channel subscriptions.
+    pub sub: AtomicU64,
+    /// Pattern subscriptions.
+    pub psub: AtomicU64,
+    /// Shard-channel subscriptions.
+    pub ssub: AtomicU64,
+    /// 2 or 3.
+    pub resp: AtomicU8,
+    /// Inside MULTI.
+    pub multi: AtomicBool,
+}
+
+/// One client connection.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// `CLIENT ID`.
+    pub id: u64,
+    /// The client's address.
+    pub addr: String,
+    /// The proxy's address it connected to.
+    pub laddr: String,
+    /// The socket's file descriptor.
+    pub fd: i64,
+    /// `CLIENT SETNAME`.
+    pub name: String,
+    /// The user it is logged in as (`default` when not logged in or with no users, as Redis
+    /// shows it).
+    pub user: String,
+    /// When it connected.
+    pub since: Instant,
+    /// Shared with the session.
+    pub live: Arc<Live>,
+}
+
+/// All clients, by ID.
+#[derive(Default)]
+pub struct Registry {
+    clients: Mutex<BTreeMap<u64, Entry>>,
+}
+
+impl Registry {
+    /// Adds a client; returns what its session updates.
+    pub fn add(&self, id: u64, addr: String, laddr: String, fd: i64) -> Arc<Live> {
+        let live = Arc::new(Live {
+            last_active_ms: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+            sub: AtomicU64::new(0),
+            psub: AtomicU64::new(0),
+            ssub: AtomicU64::new(0),
+            resp: AtomicU8::new(2),
+            multi: AtomicBool::new(false),
+        });
+        let entry = Entry {
+            id,
+            addr,
+            laddr,
+            fd,
+            name: String::new(),
+            user: "default".into(),
+            since: Instant::now(),
+            live: Arc::clone(&live),
+        };
+        if let Ok(mut m) = self.clients.lock() {
+            m.insert(id, entry);
+        }
+        live
+    }
+
+    /// Removes a client whose session ended.
+    pub fn remove(&self, id: u64) {
+        if let Ok(mut m) = self.clients.lock() {
+            m.remove(&id);
+        }
+    }
+
+    /// Records a client's new name.
+    pub fn set_name(&self, id: u64, name: Option<&Bytes>) {
+        if let Ok(mut m) = self.clients.lock() {
+            if let Some(e) = m.get_mut(&id) {
+                e.name = name
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .unwrap_or_default();
+            }
+        }
+    }
+
+    /// Records the user a client is now logged in as (after AUTH, HELLO AUTH, RESET).
+    pub fn set_user(&self, id: u64, user: &str) {
+        if let Ok(mut m) = self.clients.lock() {
+            if let Some(e) = m.get_mut(&id) {
+                if e.user != user {
+                    e.user = user.to_string();
+                }
+            }
+        }
+    }
+
+    /// A copy of every entry, by ID.
+    pub fn snapshot(&self) -> Vec<Entry> {
+        self.clients
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks the clients `filter` selects as killed and wakes them; returns how many.
+    pub fn kill(&self, filter: &KillFilter, me: u64) -> usize {
+        let victims: Vec<Arc<Live>> = self
+            .snapshot()
+            .into_iter()
+            .filter(|e| filter.matches(e, me))
+            .map(|e| e.live)
+            .collect();
+        for v in &victims {
+            v.killed.store(true, Relaxed);
+            v.kill.notify_one();
+        }
+        victims.len()
+    }
+}
+
+/// One line of CLIENT LIST / the reply of CLIENT INFO, in Redis's `key=value` format, with the
+/// fields the proxy tracks.
+pub fn line(e: &Entry, now_ms: u64) -> String {
+    let l = &e.live;
+    let idle = now_ms.saturating_sub(l.last_active_ms.load(Relaxed)) / 1000;
+    let (sub, psub, ssub) = (
+        l.sub.load(Relaxed),
+        l.psub.load(Relaxed),
+        l.ssub.load(Relaxed),
+    );
+    let multi = l.multi.load(Relaxed);
+    let flags = match (sub + psub + ssub > 0, multi) {
+        (true, _) => "P",
+        (false, true) => "x",
+        _ => "N",
+    };
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "id={} addr={} laddr={} fd={} name={} age={} idle={idle} flags={flags} db=0 sub={sub} psub={psub} ssub={ssub} multi={} user={} resp={}",
+        e.id,
+        e.addr,
+        e.laddr,
+        e.fd,
+        e.name,
+        e.since.elapsed().as_secs(),
+        if multi { 0 } else { -1 },
+        e.user,
+        l.resp.load(Relaxed),
+    );
+    out
+}
+
+/// Which clients CLIENT KILL ends.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KillFilter {
+    /// `ID id`
+    pub id: Option<u64>,
+    /// `ADDR ip:port` (or the old one-argument form)
+    pub addr: Option<String>,
+    /// `LADDR ip:port`
+    pub laddr: Option<String>,
+    /// `TYPE normal|pubsub` (`master`/`replica` never match: the proxy has none).
+    pub kind: Option<String>,
+    /// `USER name`: every client is `default` while access control is off.
+    pub user: Option<String>,
+    /// `SKIPME yes|no` (default yes).
+    pub skip_me: bool,
+    /// The old `CLIENT KILL addr` form, answered `+OK` or an error instead of a count.
+    pub old_form: bool,
+}
+
+impl KillFilter {
+    /// Parses CLIENT KILL's arguments (after `CLIENT KILL`), with Redis's error texts.
+    pub fn parse(args: &[Bytes]) -> Result<KillFilter, String> {
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        if args.len() == 1 {
+            return Ok(KillFilter {
+                addr: Some(text(&args[0])),
+                skip_me: false,
+                old_form: true,
+                ..Default::default()
+            });
+        }
+        if args.is_empty() || !args.len().is_multiple_of(2) {
+            return Err("ERR syntax error".into());
+        }
+        let mut f = KillFilter {
+            skip_me: true,
+            ..Default::default()
+        };
+        for pair in args.chunks(2) {
+            let (k, v) = (text(&pair[0]).to_ascii_lowercase(), text(&pair[1]));
+            match k.as_str() {
+                "id" => {
+                    f.id = Some(
+                        v.parse()
+                            .map_err(|_| "ERR client-id should be greater than 0".to_string())?,
+                    )
+                }
+                "addr" => f.addr = Some(v),
+                "laddr" => f.laddr = Some(v),
+                "user" => f.user = Some(v),
+                "type" => {
+                    let t = v.to_ascii_lowercase();
+                    if !matches!(
+                        t.as_str(),
+                        "normal" | "pubsub" | "master" | "replica" | "slave"
+                    ) {
+                        return Err(format!("ERR Unknown client type '{v}'"));
+                    }
+                    f.kind = Some(t);
+                }
+                "skipme" => match v.to_ascii_lowercase().as_str() {
+                    "yes" => f.skip_me = true,
+                    "no" => f.skip_me = false,
+                    _ => return Err("ERR syntax error".into()),
+                },
+                _ => return Err("ERR syntax error".into()),
+            }
+        }
+        Ok(f)
+    }
+
+    /// Whether the filter selects `e`; `me` is the ID of the client asking.
+    pub fn matches(&self, e: &Entry, me: u64) -> bool {
+        if self.skip_me && e.id == me {
+            return false;
+        }
+        let subscribed =
+            e.live.sub.load(Relaxed) + e.live.psub.load(Relaxed) + e.live.ssub.load(Relaxed) > 0;
+        self.id.is_none_or(|id| id == e.id)
+            && self.addr.as_ref().is_none_or(|a| *a == e.addr)
+            && self.laddr.as_ref().is_none_or(|a| *a == e.laddr)
+            && self.user.as_ref().is_none_or(|u| *u == e.user)
+            && self.kind.as_deref().is_none_or(|t| match t {
+                "normal" => !subscribed,
+                "pubsub" => subscribed,
+                _ => false,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::route::resp::test_args as args;
+
+    #[test]
+    fn kill_filters() {
+        let r = Registry::default();
+        r.add(1, "127.0.0.1:5000".into(), "127.0.0.1:7617".into(), 9);
+        let live = r.add(2, "127.0.0.1:5001".into(), "127.0.0.1:7617".into(), 10);
+        live.sub.store(1, Relaxed);
+        let all = r.snapshot();
+        let f = KillFilter::parse(&args(&["127.0.0.1:5000"])).unwrap();
+        assert!(f.old_form && f.matches(&all[0], 1) && !f.matches(&all[1], 1));
+        let f = KillFilter::parse(&args(&["TYPE", "pubsub"])).unwrap();
+        assert!(!f.matches(&all[0], 9) && f.matches(&all[1], 9));
+        let f = KillFilter::parse(&args(&["ID", "2", "SKIPME", "yes"])).unwrap();
+        assert!(!f.matches(&all[1], 2));
+        let f = KillFilter::parse(&args(&["LADDR", "127.0.0.1:7617"])).unwrap();
+        assert_eq!(r.kill(&f, 1), 1);
+        assert!(live.killed.load(Relaxed));
+        assert!(KillFilter::parse(&args(&["ID", "x"])).is_err());
+        assert_eq!(
+            KillFilter::parse(&args(&["TYPE", "x"])).unwrap_err(),
+            "ERR Unknown client type 'x'"
+        );
+        let l = line(&all[1], 0);
+        assert!(l.starts_with("id=2 addr=127.0.0.1:5001 laddr=127.0.0.1:7617 fd=10 name= "));
+        assert!(l.contains(" flags=P ") && l.contains(" sub=1 "), "{l}");
+        // USER matches the user each client is logged in as, which LIST shows.
+        r.set_user(1, "app");
+        let all = r.snapshot();
+        let f = KillFilter::parse(&args(&["USER", "app"])).unwrap();
+        assert!(f.matches(&all[0], 9) && !f.matches(&all[1], 9));
+        let f = KillFilter::parse(&args(&["USER", "default"])).unwrap();
+        assert!(!f.matches(&all[0], 9) && f.matches(&all[1], 9));
+        assert!(line(&all[0], 0).contains(" user=app "));
+        assert!(line(&all[1], 0).contains(" user=default "));
+    }
+}
