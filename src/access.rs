@@ -115,16 +115,15 @@ impl std::ops::Deref for Session {
 
 impl User {
     /// Takes one of the user's connections; refused past `max_connections`.
-    pub fn open_session(self: &Arc<Self>) -> Result<Session, String> {
+    pub fn open_session(self: &Arc<Self>) -> Result<Session, Denied> {
         use std::sync::atomic::Ordering::Relaxed;
         let now = self.connections.fetch_add(1, Relaxed);
         if self.max_connections.is_some_and(|max| now >= max) {
             self.connections.fetch_sub(1, Relaxed);
-            return Err(format!(
-                "ERR slotproxy: user '{}' has reached its max_connections ({})",
-                self.name,
-                self.max_connections.unwrap_or_default()
-            ));
+            return Err(Denied::MaxConnections {
+                user: self.name.clone(),
+                max: self.max_connections.unwrap_or_default(),
+            });
         }
         Ok(Session {
             user: Arc::clone(self),
@@ -395,11 +394,58 @@ const RUNS_CODE: &[&str] = &[
 ];
 
 /// Redis's refusal for a key outside the user's key permissions.
-const NOPERM_KEYS: &str =
-    "NOPERM this user has no permissions to access one of the keys used as arguments";
-/// Redis's refusal for a channel outside the user's channel permissions.
-const NOPERM_CHANNELS: &str =
-    "NOPERM this user has no permissions to access one of the channels used as arguments";
+/// Why access control refused a request. `Display` is the reply the client gets: Redis's
+/// `NOPERM` texts, with the proxy's reason added where Redis has no such rule. Every refusal
+/// text of this module is here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// The user's level is below the command's, or its command lists refuse it.
+    Command(&'static str),
+    /// A namespaced user without `allow_scripts` asked to run a script or function.
+    Script(&'static str),
+    /// A namespaced user asked for a command that reaches the whole keyspace.
+    KeyspaceWide(&'static str),
+    /// A key outside the user's prefixes.
+    Keys,
+    /// A channel or pattern outside the user's prefixes.
+    Channels,
+    /// The user already has `max_connections` connections.
+    MaxConnections {
+        /// The user's name.
+        user: String,
+        /// Its limit.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let run = "NOPERM this user has no permissions to run the";
+        match self {
+            Denied::Command(name) => write!(f, "{run} '{name}' command"),
+            Denied::Script(name) => write!(
+                f,
+                "{run} '{name}' command (a script can reach keys outside the user's key prefixes; see allow_scripts)"
+            ),
+            Denied::KeyspaceWide(name) => write!(
+                f,
+                "{run} '{name}' command (it would reach keys outside the user's key prefixes)"
+            ),
+            Denied::Keys => f.write_str(
+                "NOPERM this user has no permissions to access one of the keys used as arguments",
+            ),
+            Denied::Channels => f.write_str(
+                "NOPERM this user has no permissions to access one of the channels used as arguments",
+            ),
+            Denied::MaxConnections { user, max } => write!(
+                f,
+                "ERR slotproxy: user '{user}' has reached its max_connections ({max})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Denied {}
 
 /// The level a command needs.
 pub fn required(spec: &CommandSpec) -> Level {
@@ -476,7 +522,12 @@ impl User {
     /// Checks one request: the command's level, then every key against the namespace (keys a
     /// writing command also reads against the read prefixes too), then the channels of a
     /// pub/sub command. `keys` holds the positions of the request's keys in `args`.
-    pub fn check(&self, spec: &CommandSpec, args: &[Bytes], keys: &[usize]) -> Result<(), String> {
+    pub fn check(
+        &self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        keys: &[usize],
+    ) -> Result<(), Denied> {
         let need = required(spec);
         // Redis names a subcommand `container|sub`, as the table does; no copy per request.
         let shown = spec.name;
@@ -484,33 +535,27 @@ impl User {
         let refused_by_list = listed(&self.commands_deny)
             || (!self.commands_allow.is_empty() && !listed(&self.commands_allow));
         if need > self.level || refused_by_list {
-            return Err(format!(
-                "NOPERM this user has no permissions to run the '{shown}' command"
-            ));
+            return Err(Denied::Command(shown));
         }
         if !self.namespaced() {
             return Ok(());
         }
         if !self.allow_scripts && RUNS_CODE.contains(&spec.name) {
-            return Err(format!(
-                "NOPERM this user has no permissions to run the '{shown}' command (a script can reach keys outside the user's key prefixes; see allow_scripts)"
-            ));
+            return Err(Denied::Script(shown));
         }
         let prefixes = self.prefixes(need);
         if !prefixes.is_empty() && KEYSPACE_WIDE.contains(&spec.name) {
-            return Err(format!(
-                "NOPERM this user has no permissions to run the '{shown}' command (it would reach keys outside the user's key prefixes)"
-            ));
+            return Err(Denied::KeyspaceWide(shown));
         }
         let also_read = need >= Level::Write && !self.read_prefixes.is_empty();
         for (nth, &i) in keys.iter().enumerate() {
             let Some(k) = args.get(i) else {
-                return Err(NOPERM_KEYS.into());
+                return Err(Denied::Keys);
             };
             if !inside(prefixes, k)
                 || (also_read && !inside(&self.read_prefixes, k) && reads_key(spec, args, nth))
             {
-                return Err(NOPERM_KEYS.into());
+                return Err(Denied::Keys);
             }
         }
         if spec.flags & command::FLAG_PUBSUB != 0 && !prefixes.is_empty() {
@@ -523,12 +568,12 @@ impl User {
 /// The channel rule for users with a namespace: channels (and shard channels) must start with
 /// one of the prefixes, patterns must start with one and have no glob character within it,
 /// and listing every active channel needs a pattern that satisfies the same rule.
-fn check_channels(spec: &CommandSpec, args: &[Bytes], prefixes: &[Vec<u8>]) -> Result<(), String> {
+fn check_channels(spec: &CommandSpec, args: &[Bytes], prefixes: &[Vec<u8>]) -> Result<(), Denied> {
     let all = |from: usize, ok: &dyn Fn(&[u8]) -> bool| {
         if args.iter().skip(from).all(|a| ok(a)) {
             Ok(())
         } else {
-            Err(NOPERM_CHANNELS.to_string())
+            Err(Denied::Channels)
         }
     };
     let channel = |c: &[u8]| inside(prefixes, c);
@@ -538,13 +583,13 @@ fn check_channels(spec: &CommandSpec, args: &[Bytes], prefixes: &[Vec<u8>]) -> R
         // Only the channel: the message is free text.
         "publish" | "spublish" => match args.get(1) {
             Some(c) if channel(c) => Ok(()),
-            _ => Err(NOPERM_CHANNELS.into()),
+            _ => Err(Denied::Channels),
         },
         "pubsub|numsub" | "pubsub|shardnumsub" => all(2, &channel),
         "psubscribe" => all(1, &pattern),
         "pubsub|channels" | "pubsub|shardchannels" => match args.get(2) {
             Some(p) if pattern(p) => Ok(()),
-            _ => Err(NOPERM_CHANNELS.into()),
+            _ => Err(Denied::Channels),
         },
         // Leaving, and counts that name no channel.
         _ => Ok(()),
@@ -595,7 +640,7 @@ mod tests {
         let spec = command::lookup(&a).unwrap();
         let mut keys = Vec::new();
         command::key_positions(spec, &a, &mut keys).unwrap();
-        u.check(spec, &a, &keys)
+        u.check(spec, &a, &keys).map_err(|e| e.to_string())
     }
 
     #[test]

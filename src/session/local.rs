@@ -211,7 +211,7 @@ fn auth(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
                         .auth_guard
                         .user_limited
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    resp::error(&e)
+                    resp::error(&e.to_string())
                 }
             },
             None => {

@@ -739,7 +739,7 @@ impl Session {
             Err(_) => route,
             Ok(()) => match user.check(spec, args, &keys) {
                 Ok(()) => route,
-                Err(e) => Route::Reply(resp::error(&e)),
+                Err(e) => Route::Reply(resp::error(&e.to_string())),
             },
         };
         self.acl_keys = keys;
