@@ -473,9 +473,9 @@ impl Quota {
         self.0.get()
     }
 
-    fn claim(&self, max: usize) -> Result<Quota, String> {
+    fn claim(&self, max: usize) -> Result<Quota, Refused> {
         if self.0.get() >= max {
-            return Err(too_many_for_client(max));
+            return Err(Refused::Client { max });
         }
         self.0.set(self.0.get() + 1);
         Ok(self.clone())
@@ -502,15 +502,36 @@ impl Drop for Lease {
     }
 }
 
-/// The error for a request that needs a dedicated connection beyond the worker's bound.
-pub fn too_many(max: usize) -> String {
-    format!("ERR slotproxy: too many dedicated connections on this worker (max_dedicated_per_worker = {max}); blocking commands, transactions and subscriptions each hold one")
+/// Why no dedicated connection was given; `Display` is the client's reply (the texts of this
+/// module's refusals, in one place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The worker holds `max_dedicated_per_worker` of them already.
+    Worker {
+        /// The limit.
+        max: usize,
+    },
+    /// This client holds `max_dedicated_per_client` of them already.
+    Client {
+        /// The limit.
+        max: usize,
+    },
 }
 
-/// The error for a request that needs a dedicated connection beyond its client's share.
-pub fn too_many_for_client(max: usize) -> String {
-    format!("ERR slotproxy: too many dedicated connections for this client (max_dedicated_per_client = {max}); blocking commands, transactions and subscriptions each hold one")
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whose, setting, max) = match self {
+            Refused::Worker { max } => ("on this worker", "max_dedicated_per_worker", max),
+            Refused::Client { max } => ("for this client", "max_dedicated_per_client", max),
+        };
+        write!(
+            f,
+            "ERR slotproxy: too many dedicated connections {whose} ({setting} = {max}); blocking commands, transactions and subscriptions each hold one"
+        )
+    }
 }
+
+impl std::error::Error for Refused {}
 
 impl DedicatedPool {
     /// A pool of at most `max` connections, which reads its connect timeout from `shared`'s
@@ -538,7 +559,7 @@ impl DedicatedPool {
         resp3: bool,
         quota: &Quota,
         per_client: usize,
-    ) -> Result<Lease, String> {
+    ) -> Result<Lease, Refused> {
         let held = quota.claim(per_client)?;
         if let Some(list) = self.idle.borrow_mut().get_mut(&(Arc::clone(addr), resp3)) {
             while let Some(mut lease) = list.pop() {
@@ -560,7 +581,7 @@ impl DedicatedPool {
         sink: Option<Rc<dyn Sink>>,
         quota: &Quota,
         per_client: usize,
-    ) -> Result<Lease, String> {
+    ) -> Result<Lease, Refused> {
         let held = quota.claim(per_client)?;
         self.open_claimed(addr, resp3, sink, held)
     }
@@ -571,10 +592,10 @@ impl DedicatedPool {
         resp3: bool,
         sink: Option<Rc<dyn Sink>>,
         held: Quota,
-    ) -> Result<Lease, String> {
+    ) -> Result<Lease, Refused> {
         if self.live.get() >= self.max {
             held.release();
-            return Err(too_many(self.max));
+            return Err(Refused::Worker { max: self.max });
         }
         self.live.set(self.live.get() + 1);
         let hello = resp3.then(|| Bytes::from_static(crate::route::resp::HELLO3));

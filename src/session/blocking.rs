@@ -55,7 +55,7 @@ async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool, quota: 
         let per_client = worker.shared.live.get().max_dedicated_per_client;
         let lease = match worker.dedicated.take(&addr, resp3, quota, per_client) {
             Ok(l) => l,
-            Err(e) => return resp::error(&e),
+            Err(e) => return resp::error(&e.to_string()),
         };
         if asking {
             lease.send(Bytes::from_static(ASKING), Expect::Discard);

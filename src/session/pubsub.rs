@@ -204,7 +204,7 @@ impl Session {
                 &self.quota,
                 self.worker.shared.live.get().max_dedicated_per_client,
             )
-            .map_err(|e| resp::error(&e))
+            .map_err(|e| resp::error(&e.to_string()))
     }
 
     /// Any node for SUBSCRIBE/PSUBSCRIBE; the client ID spreads subscribers over the nodes.

@@ -235,7 +235,7 @@ impl Session {
                 &self.quota,
                 self.worker.shared.live.get().max_dedicated_per_client,
             )
-            .map_err(|e| resp::error(&e))?;
+            .map_err(|e| resp::error(&e.to_string()))?;
         self.tx.conn = Some(lease);
         if self.tx.in_multi {
             // MULTI was answered already; the node's +OK is dropped.
