@@ -379,7 +379,7 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
     keys.clear();
     // Shard channels (SPUBLISH, SSUBSCRIBE) route by slot exactly like keys.
     if let Err(e) = command::slot_positions(spec, args, keys) {
-        return Route::Reply(resp::error(&e));
+        return Route::Reply(resp::error(&e.to_string()));
     }
     let Some(&first) = keys.first() else {
         return keyless(spec);

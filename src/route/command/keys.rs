@@ -67,8 +67,72 @@ fn special(name: &str) -> Special {
     }
 }
 
-const SYNTAX_ERROR: &str = "ERR syntax error";
-const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+/// Why the keys of a request could not be found: the request is malformed the way Redis would
+/// refuse it, or the proxy does not know the command's key layout. `Display` is the client's
+/// reply, Redis 7.0's text where Redis has one; every text of this module is here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    /// `ERR syntax error`.
+    Syntax,
+    /// A numeric argument that is not an integer.
+    NotInteger,
+    /// numkeys larger than the arguments that follow.
+    NumKeysAboveArgs,
+    /// A negative numkeys (scripts).
+    NumKeysNegative,
+    /// numkeys below 1 for the sorted-set commands that need a key.
+    AtLeastOneKey(&'static str),
+    /// numkeys below 1 (LMPOP, ZMPOP, SINTERCARD, ...).
+    NumKeysNotPositive,
+    /// Too few arguments for the command.
+    Arity(&'static str),
+    /// A command whose key layout the proxy cannot follow.
+    Unsupported(&'static str),
+    /// MIGRATE ... KEYS with a non-empty key argument.
+    MigrateKeyNotEmpty,
+    /// An XREADGROUP-only option (`GROUP`, `NOACK`) given to XREAD.
+    XReadGroupOnly(&'static str),
+    /// STREAMS followed by an odd number of arguments.
+    XReadUnbalanced,
+    /// XREADGROUP without GROUP.
+    XReadGroupMissing,
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::Syntax => f.write_str("ERR syntax error"),
+            KeyError::NotInteger => f.write_str("ERR value is not an integer or out of range"),
+            KeyError::NumKeysAboveArgs => {
+                f.write_str("ERR Number of keys can't be greater than number of args")
+            }
+            KeyError::NumKeysNegative => f.write_str("ERR Number of keys can't be negative"),
+            KeyError::AtLeastOneKey(name) => {
+                write!(f, "ERR at least 1 input key is needed for '{name}' command")
+            }
+            KeyError::NumKeysNotPositive => f.write_str("ERR numkeys should be greater than 0"),
+            KeyError::Arity(name) => {
+                write!(f, "ERR wrong number of arguments for '{name}' command")
+            }
+            KeyError::Unsupported(name) => {
+                write!(f, "ERR the proxy cannot find the keys of '{name}' commands")
+            }
+            KeyError::MigrateKeyNotEmpty => f.write_str(
+                "ERR When using MIGRATE KEYS option, the key argument must be set to the empty string",
+            ),
+            KeyError::XReadGroupOnly(option) => write!(
+                f,
+                "ERR The {option} option is only supported by XREADGROUP. You called XREAD instead."
+            ),
+            KeyError::XReadUnbalanced => f.write_str(
+                "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
+            ),
+            KeyError::XReadGroupMissing => f.write_str("ERR Missing GROUP option for XREADGROUP"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
 
 /// Fills `out` (cleared first) with the argument indices of the keys of this request, in
 /// ascending argument order. `args[0]` is the command name, and for a subcommand `args[1]`
@@ -89,7 +153,7 @@ pub fn key_positions(
     spec: &CommandSpec,
     args: &[Bytes],
     out: &mut Vec<usize>,
-) -> Result<(), String> {
+) -> Result<(), KeyError> {
     fill(spec, args, out, false)
 }
 
@@ -100,7 +164,7 @@ pub fn slot_positions(
     spec: &CommandSpec,
     args: &[Bytes],
     out: &mut Vec<usize>,
-) -> Result<(), String> {
+) -> Result<(), KeyError> {
     fill(spec, args, out, true)
 }
 
@@ -109,7 +173,7 @@ fn fill(
     args: &[Bytes],
     out: &mut Vec<usize>,
     include_not_keys: bool,
-) -> Result<(), String> {
+) -> Result<(), KeyError> {
     out.clear();
     let result = match special(spec.name) {
         Special::None => from_specs(spec, args, out, include_not_keys, None),
@@ -137,8 +201,8 @@ fn eq_ignore_case(arg: &[u8], word: &str) -> bool {
     arg.eq_ignore_ascii_case(word.as_bytes())
 }
 
-fn arity_error(spec: &CommandSpec) -> String {
-    super::arity_error(spec)
+fn arity_error(spec: &CommandSpec) -> KeyError {
+    KeyError::Arity(spec.name)
 }
 
 /// Parses an integer the way Redis's `string2ll` does: optional `-`, no `+`, no leading
@@ -177,50 +241,45 @@ fn check_numkeys(
     idx: usize,
     remaining: usize,
     errors: NumKeysErrors,
-) -> Result<usize, String> {
+) -> Result<usize, KeyError> {
     let parsed = args.get(idx).and_then(|a| parse_ll(a));
     let remaining = i64::try_from(remaining).unwrap_or(i64::MAX);
     let n = match errors {
         NumKeysErrors::Script => {
-            let n = parsed.ok_or(NOT_INTEGER)?;
+            let n = parsed.ok_or(KeyError::NotInteger)?;
             if n > remaining {
-                return Err("ERR Number of keys can't be greater than number of args".into());
+                return Err(KeyError::NumKeysAboveArgs);
             }
             if n < 0 {
-                return Err("ERR Number of keys can't be negative".into());
+                return Err(KeyError::NumKeysNegative);
             }
             n
         }
         NumKeysErrors::SortedSet => {
-            let n = parsed.ok_or(NOT_INTEGER)?;
+            let n = parsed.ok_or(KeyError::NotInteger)?;
             if n < 1 {
-                return Err(format!(
-                    "ERR at least 1 input key is needed for '{}' command",
-                    spec.name
-                ));
+                return Err(KeyError::AtLeastOneKey(spec.name));
             }
             if n > remaining {
-                return Err(SYNTAX_ERROR.into());
+                return Err(KeyError::Syntax);
             }
             n
         }
         NumKeysErrors::MultiPop | NumKeysErrors::SInterCard => {
             let n = match parsed {
                 Some(n) if n >= 1 => n,
-                _ => return Err("ERR numkeys should be greater than 0".into()),
+                _ => return Err(KeyError::NumKeysNotPositive),
             };
             if n > remaining {
                 return Err(match errors {
-                    NumKeysErrors::SInterCard => {
-                        "ERR Number of keys can't be greater than number of args".into()
-                    }
-                    _ => SYNTAX_ERROR.into(),
+                    NumKeysErrors::SInterCard => KeyError::NumKeysAboveArgs,
+                    _ => KeyError::Syntax,
                 });
             }
             n
         }
     };
-    usize::try_from(n).map_err(|_| NOT_INTEGER.to_string())
+    usize::try_from(n).map_err(|_| KeyError::NotInteger)
 }
 
 /// Redis 7.0's `getKeysUsingKeySpecs`, returning `Err` where Redis would give up on the
@@ -231,7 +290,7 @@ fn from_specs(
     out: &mut Vec<usize>,
     include_not_keys: bool,
     numkeys: Option<NumKeysErrors>,
-) -> Result<(), String> {
+) -> Result<(), KeyError> {
     // Signed arithmetic as in db.c: relative and negative indices are common here.
     let argc = i64::try_from(args.len()).unwrap_or(i64::MAX);
     for ks in spec.key_specs {
@@ -290,7 +349,7 @@ fn from_specs(
                     }
                     None => match args.get(idx_u).and_then(|a| parse_ll(a)) {
                         Some(n) if n >= 0 => n,
-                        _ => return Err(NOT_INTEGER.into()),
+                        _ => return Err(KeyError::NotInteger),
                     },
                 };
                 (keys_start, keys_start + n - 1, i64::from(key_step))
@@ -321,11 +380,8 @@ fn from_specs(
     Ok(())
 }
 
-fn unsupported(spec: &CommandSpec) -> String {
-    format!(
-        "ERR the proxy cannot find the keys of '{}' commands",
-        spec.name
-    )
+fn unsupported(spec: &CommandSpec) -> KeyError {
+    KeyError::Unsupported(spec.name)
 }
 
 /// The keyword search of a `keyword` begin_search, as in db.c: from `start_from` forwards to
@@ -362,7 +418,7 @@ fn sort_keys(
     args: &[Bytes],
     out: &mut Vec<usize>,
     with_store: bool,
-) -> Result<(), String> {
+) -> Result<(), KeyError> {
     if args.len() < 2 {
         return Err(arity_error(spec));
     }
@@ -390,7 +446,7 @@ fn sort_keys(
 /// MIGRATE host port key|"" destination-db timeout [COPY] [REPLACE] [AUTH password]
 /// [AUTH2 username password] [KEYS key ...]: index 3, or with KEYS every argument after it
 /// (then index 3 must be empty, as the command requires).
-fn migrate_keys(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<usize>) -> Result<(), String> {
+fn migrate_keys(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<usize>) -> Result<(), KeyError> {
     if args.len() < 6 {
         return Err(arity_error(spec));
     }
@@ -403,11 +459,7 @@ fn migrate_keys(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<usize>) -> Res
             i += 2;
         } else if eq_ignore_case(arg, "keys") {
             if !args[3].is_empty() {
-                return Err(
-                    "ERR When using MIGRATE KEYS option, the key argument must be set \
-                     to the empty string"
-                        .into(),
-                );
+                return Err(KeyError::MigrateKeyNotEmpty);
             }
             out.extend(i + 1..args.len());
             return Ok(());
@@ -427,7 +479,7 @@ fn geo_keys(
     args: &[Bytes],
     out: &mut Vec<usize>,
     options_from: usize,
-) -> Result<(), String> {
+) -> Result<(), KeyError> {
     if args.len() < options_from {
         return Err(arity_error(spec));
     }
@@ -459,7 +511,7 @@ struct XReadOptions {
 
 /// Walks the options before STREAMS as Redis does: each option takes its values with it, so a
 /// group, consumer or count that reads "streams" or "block" is a value, never a keyword.
-fn xread_options(args: &[Bytes], group: bool) -> Result<XReadOptions, String> {
+fn xread_options(args: &[Bytes], group: bool) -> Result<XReadOptions, KeyError> {
     let argc = args.len();
     let mut o = XReadOptions {
         streams: None,
@@ -475,27 +527,19 @@ fn xread_options(args: &[Bytes], group: bool) -> Result<XReadOptions, String> {
             i += 1;
         } else if eq_ignore_case(arg, "group") && more >= 2 {
             if !group {
-                return Err(
-                    "ERR The GROUP option is only supported by XREADGROUP. You called \
-                     XREAD instead."
-                        .into(),
-                );
+                return Err(KeyError::XReadGroupOnly("GROUP"));
             }
             o.has_group = true;
             i += 2;
         } else if eq_ignore_case(arg, "noack") {
             if !group {
-                return Err(
-                    "ERR The NOACK option is only supported by XREADGROUP. You called \
-                     XREAD instead."
-                        .into(),
-                );
+                return Err(KeyError::XReadGroupOnly("NOACK"));
             }
         } else if eq_ignore_case(arg, "streams") {
             o.streams = Some(i);
             break;
         } else {
-            return Err(SYNTAX_ERROR.into());
+            return Err(KeyError::Syntax);
         }
         i += 1;
     }
@@ -518,24 +562,20 @@ fn xread_keys(
     args: &[Bytes],
     out: &mut Vec<usize>,
     group: bool,
-) -> Result<(), String> {
+) -> Result<(), KeyError> {
     let argc = args.len();
     let XReadOptions {
         streams, has_group, ..
     } = xread_options(args, group)?;
     let Some(streams) = streams else {
-        return Err(SYNTAX_ERROR.into());
+        return Err(KeyError::Syntax);
     };
     let rest = argc - streams - 1;
     if rest == 0 || !rest.is_multiple_of(2) {
-        return Err(
-            "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' \
-             must be specified."
-                .into(),
-        );
+        return Err(KeyError::XReadUnbalanced);
     }
     if group && !has_group {
-        return Err("ERR Missing GROUP option for XREADGROUP".into());
+        return Err(KeyError::XReadGroupMissing);
     }
     if argc < spec.arity.unsigned_abs() as usize {
         return Err(arity_error(spec));
@@ -548,6 +588,9 @@ fn xread_keys(
 mod tests {
     use super::super::{check_arity, lookup};
     use super::*;
+
+    const SYNTAX_ERROR: &str = "ERR syntax error";
+    const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 
     fn req(line: &str) -> Vec<Bytes> {
         line.split(' ')
@@ -566,6 +609,7 @@ mod tests {
         let r = key_positions(spec, &args, &mut out);
         r.map(|()| out.clone())
             .inspect_err(|_| assert!(out.is_empty()))
+            .map_err(|e| e.to_string())
     }
 
     fn ok(line: &str) -> Vec<usize> {
