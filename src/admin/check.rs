@@ -10,6 +10,7 @@
 //! themselves (plus the claims others make for unreachable masters), so a DELSLOTS on an owner
 //! shows up as uncovered even while other nodes still remember the old owner.
 
+use super::options::{self, Accepts, CommonOptions, HostAddr, OptionError};
 use super::survey::{self, HostLabels, NodeState, Survey};
 use crate::admin::jobs;
 use crate::admin::json_str;
@@ -807,35 +808,37 @@ pub async fn run_check(
 /// Parses `[JSON] [HOST <ip:port> <label>] ...`: the JSON flag and the operator's host labels
 /// (a node's host is its IP unless labelled, as in CREATE and REBALANCE).
 pub fn parse_args(args: &[Bytes]) -> Result<(bool, HostLabels), String> {
+    const ACCEPTS: Accepts = Accepts {
+        json: true,
+        dryrun: false,
+        detach: false,
+        timeout_min_secs: None,
+        host: Some(HostAddr::IpPort),
+    };
     let usage = "usage: PROXY CHECK [JSON] [HOST <ip:port> <label>] ...";
-    let mut json = false;
-    let mut hosts = HostLabels::default();
+    let unknown = |word: &str| {
+        format!(
+            "unknown or incomplete option '{}'; {usage}",
+            word.to_ascii_uppercase()
+                .chars()
+                .take(64)
+                .collect::<String>()
+        )
+    };
+    let words = options::words(args);
+    let mut common = CommonOptions::default();
     let mut i = 0;
-    while i < args.len() {
-        let word = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
-        match word.as_str() {
-            "JSON" => {
-                json = true;
-                i += 1;
+    while i < words.len() {
+        match common.take(&ACCEPTS, &words, i) {
+            Ok(Some(n)) => i += n,
+            Ok(None) => return Err(unknown(&words[i])),
+            Err(OptionError::HostWithoutPort(addr)) => {
+                return Err(format!("HOST wants ip:port, got '{addr}'; {usage}"))
             }
-            "HOST" if args.len() >= i + 3 => {
-                let addr = String::from_utf8_lossy(&args[i + 1]).into_owned();
-                if !addr.contains(':') {
-                    return Err(format!("HOST wants ip:port, got '{addr}'; {usage}"));
-                }
-                let label = String::from_utf8_lossy(&args[i + 2]).into_owned();
-                hosts.labels.insert(addr, label);
-                i += 3;
-            }
-            other => {
-                return Err(format!(
-                    "unknown or incomplete option '{}'; {usage}",
-                    other.chars().take(64).collect::<String>()
-                ))
-            }
+            Err(_) => return Err(unknown(&words[i])),
         }
     }
-    Ok((json, hosts))
+    Ok((common.json, common.hosts))
 }
 
 /// Answers `PROXY CHECK [JSON] [HOST <ip:port> <label>] ...`.

@@ -28,6 +28,7 @@
 //!   that never started (see [`Step::Takeover`]). Nothing else changes.
 
 use super::check::{self, ranges_text};
+use super::options::{self, Accepts, CommonOptions, OptionError};
 use super::survey::{self, NodeState, Survey};
 use crate::admin::jobs::{self, Job};
 use crate::admin::placement::{self, NodeSpec, Plan, PlanOptions};
@@ -63,23 +64,33 @@ pub struct Request {
 const USAGE: &str = "usage: PROXY CREATE REPLICAS <r> NODES <host:port> [HOST <label>] ... \
                      [DRYRUN] [ASYNC] [TIMEOUT <seconds>]";
 
+/// The shared words CREATE takes (its `HOST <label>` follows a node address and is its own).
+const ACCEPTS: Accepts = Accepts {
+    json: false,
+    dryrun: true,
+    detach: true,
+    timeout_min_secs: Some(0),
+    host: None,
+};
+
 /// Parses the arguments after `CREATE`.
 pub fn parse_args(args: &[Bytes]) -> Result<Request, String> {
-    let words: Vec<String> = args
-        .iter()
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let mut req = Request {
-        replicas: usize::MAX,
-        nodes: Vec::new(),
-        dryrun: false,
-        detach: false,
-        wait: Duration::ZERO,
-    };
-    let mut wait_secs: Option<u64> = None;
+    let words = options::words(args);
+    let mut common = CommonOptions::default();
+    let mut replicas = usize::MAX;
+    let mut nodes: Vec<NodeSpec> = Vec::new();
     let mut i = 0;
     let mut in_nodes = false;
     while i < words.len() {
+        let taken = common.take(&ACCEPTS, &words, i).map_err(|e| match e {
+            OptionError::Missing(w) => format!("{w} needs a value; {USAGE}"),
+            _ => format!("TIMEOUT needs whole seconds; {USAGE}"),
+        })?;
+        if let Some(n) = taken {
+            in_nodes = false;
+            i += n;
+            continue;
+        }
         let w = words[i].to_ascii_uppercase();
         let next = |i: usize| {
             words
@@ -89,7 +100,7 @@ pub fn parse_args(args: &[Bytes]) -> Result<Request, String> {
         };
         match w.as_str() {
             "REPLICAS" => {
-                req.replicas = next(i)?
+                replicas = next(i)?
                     .parse()
                     .map_err(|_| format!("REPLICAS needs a number; {USAGE}"))?;
                 in_nodes = false;
@@ -101,30 +112,10 @@ pub fn parse_args(args: &[Bytes]) -> Result<Request, String> {
             }
             "HOST" => {
                 let label = next(i)?;
-                let last = req
-                    .nodes
+                let last = nodes
                     .last_mut()
                     .ok_or_else(|| format!("HOST must follow a node address; {USAGE}"))?;
                 last.host = label;
-                i += 2;
-            }
-            "DRYRUN" => {
-                req.dryrun = true;
-                in_nodes = false;
-                i += 1;
-            }
-            "ASYNC" => {
-                req.detach = true;
-                in_nodes = false;
-                i += 1;
-            }
-            "TIMEOUT" => {
-                wait_secs = Some(
-                    next(i)?
-                        .parse()
-                        .map_err(|_| format!("TIMEOUT needs whole seconds; {USAGE}"))?,
-                );
-                in_nodes = false;
                 i += 2;
             }
             _ if in_nodes => {
@@ -135,21 +126,29 @@ pub fn parse_args(args: &[Bytes]) -> Result<Request, String> {
                     .ok_or_else(|| {
                         format!("bad node address '{}': expected host:port", words[i])
                     })?;
-                req.nodes.push(NodeSpec::new(ip, port));
+                nodes.push(NodeSpec::new(ip, port));
                 i += 1;
             }
             _ => return Err(format!("unexpected '{}'; {USAGE}", words[i])),
         }
     }
-    if req.replicas == usize::MAX {
+    if replicas == usize::MAX {
         return Err(format!("REPLICAS is required; {USAGE}"));
     }
-    if req.nodes.is_empty() {
+    if nodes.is_empty() {
         return Err(format!("NODES is required; {USAGE}"));
     }
     // Handshakes take a few hundred ms per gossip round; big clusters need more rounds.
-    req.wait = Duration::from_secs(wait_secs.unwrap_or(30 + req.nodes.len() as u64 / 10));
-    Ok(req)
+    let wait = common
+        .timeout
+        .unwrap_or(Duration::from_secs(30 + nodes.len() as u64 / 10));
+    Ok(Request {
+        replicas,
+        nodes,
+        dryrun: common.dryrun,
+        detach: common.detach,
+        wait,
+    })
 }
 
 /// One change to make (indices refer to the listed nodes).

@@ -28,6 +28,7 @@
 use crate::admin::flow::FlowNetwork;
 use crate::admin::jobs::{self, Job};
 use crate::admin::json_str;
+use crate::admin::options::{self, Accepts, CommonOptions, HostAddr, OptionError};
 use crate::backend::node_client::NodeClient;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
 use crate::route::resp::{self, Value};
@@ -91,10 +92,7 @@ impl Default for Options {
 impl Options {
     /// Parses the words after `PROXY REBALANCE` (starting with `MASTERS`).
     pub fn parse(args: &[Bytes]) -> Result<Options, String> {
-        let words: Vec<String> = args
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let words = options::words(args);
         match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
             Some("MASTERS") => {}
             Some("SLOTS") => {
@@ -109,6 +107,14 @@ impl Options {
                     .into())
             }
         }
+        const ACCEPTS: Accepts = Accepts {
+            json: true,
+            dryrun: true,
+            detach: true,
+            timeout_min_secs: Some(1),
+            host: Some(HostAddr::IpOrIpPort),
+        };
+        let mut common = CommonOptions::default();
         let mut o = Options::default();
         let mut i = 1;
         let number = |i: usize, name: &str| -> Result<usize, String> {
@@ -118,11 +124,19 @@ impl Options {
                 .ok_or_else(|| format!("{name} needs a non-negative integer"))
         };
         while i < words.len() {
+            let taken = common.take(&ACCEPTS, &words, i).map_err(|e| match e {
+                OptionError::Missing(w) if w == "HOST" => {
+                    "HOST needs an address (ip or ip:port) and a label".to_string()
+                }
+                OptionError::TooShort(_) => "TIMEOUT must be at least 1 second".to_string(),
+                _ => "TIMEOUT needs a non-negative integer".to_string(),
+            })?;
+            if let Some(n) = taken {
+                i += n;
+                continue;
+            }
             match words[i].to_ascii_uppercase().as_str() {
-                "DRYRUN" => o.dry_run = true,
-                "ASYNC" => o.detach = true,
                 "FORCE" => o.force = true,
-                "JSON" => o.json = true,
                 "TOLERANCE" => {
                     o.tolerance = number(i + 1, "TOLERANCE")?;
                     i += 1;
@@ -130,21 +144,6 @@ impl Options {
                 "MAXMOVES" => {
                     o.max_moves = Some(number(i + 1, "MAXMOVES")?);
                     i += 1;
-                }
-                "TIMEOUT" => {
-                    let s = number(i + 1, "TIMEOUT")?;
-                    if s == 0 {
-                        return Err("TIMEOUT must be at least 1 second".into());
-                    }
-                    o.timeout = Duration::from_secs(s as u64);
-                    i += 1;
-                }
-                "HOST" => {
-                    let (Some(addr), Some(label)) = (words.get(i + 1), words.get(i + 2)) else {
-                        return Err("HOST needs an address (ip or ip:port) and a label".into());
-                    };
-                    o.labels.insert(addr.clone(), label.clone());
-                    i += 2;
                 }
                 other => {
                     return Err(format!(
@@ -155,6 +154,11 @@ impl Options {
             }
             i += 1;
         }
+        o.dry_run = common.dryrun;
+        o.detach = common.detach;
+        o.json = common.json;
+        o.timeout = common.timeout.unwrap_or(DEFAULT_FAILOVER_TIMEOUT);
+        o.labels = common.hosts.labels;
         Ok(o)
     }
 
