@@ -11,6 +11,7 @@ pub mod flow;
 pub mod islands;
 pub mod jobs;
 pub mod localcluster;
+pub mod options;
 pub mod placement;
 pub mod rebalance;
 pub mod render;

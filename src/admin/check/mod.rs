@@ -1,0 +1,263 @@
+//! `PROXY CHECK [JSON]`: a read-only consistency and placement check of the whole cluster.
+//!
+//! [`findings`] is pure: it judges a [`Survey`] (what every node said) and never talks to a node,
+//! so every finding is unit-tested from hand-built surveys. [`answer`] only surveys and prints.
+//! Invariant: CHECK never sends a command that changes a node.
+//!
+//! Where nodes disagree, the *consensus topology* decides what a node is: a reachable node's own
+//! line (`myself`) says its role, master and slots; a node that did not answer is taken from the
+//! first view that lists it. Slot coverage counts only what reachable masters claim for
+//! themselves (plus the claims others make for unreachable masters), so a DELSLOTS on an owner
+//! shows up as uncovered even while other nodes still remember the old owner.
+//!
+//! The files: this one has the command, the findings' types and the reports; `rules.rs` the
+//! consensus topology and one function per rule; `tests.rs` the unit tests.
+
+mod rules;
+#[cfg(test)]
+mod tests;
+
+pub use rules::findings;
+
+use super::options::{self, Accepts, CommonOptions, HostAddr, OptionError};
+use super::survey::{self, HostLabels, Survey};
+use crate::admin::jobs;
+use crate::admin::json_str;
+use crate::shared::Shared;
+use bytes::Bytes;
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The cluster is broken or one failure away from losing data or availability.
+    Error,
+    /// Worth fixing; the cluster works.
+    Warn,
+}
+
+impl Severity {
+    /// `ERROR` or `WARN`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Warn => "WARN",
+        }
+    }
+}
+
+/// One problem found. `code` is stable (tools match on it); `message` is for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// ERROR or WARN.
+    pub severity: Severity,
+    /// Stable identifier, e.g. `open-slot`.
+    pub code: &'static str,
+    /// What is wrong, naming nodes by `ip:port`.
+    pub message: String,
+    /// The nodes involved (`ip:port`), the offending one first.
+    pub nodes: Vec<String>,
+}
+
+/// A [`Finding`] from its parts.
+fn finding(severity: Severity, code: &'static str, message: String, nodes: Vec<String>) -> Finding {
+    Finding {
+        severity,
+        code,
+        message,
+        nodes,
+    }
+}
+
+/// Replication offset gap (bytes) above which a replica counts as lagging.
+pub const LAG_BYTES: u64 = 1024 * 1024;
+/// Seconds without traffic from the master above which a replica counts as lagging (masters
+/// ping replicas every 10 s by default, so less is normal on an idle cluster).
+pub const LAG_IO_SECONDS: u64 = 30;
+
+/// Compact `a-b` ranges of a sorted slot list.
+pub fn ranges_text(slots: &[u16]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < slots.len() {
+        let mut j = i;
+        while j + 1 < slots.len() && slots[j + 1] == slots[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            slots[i].to_string()
+        } else {
+            format!("{}-{}", slots[i], slots[j])
+        });
+        i = j + 1;
+    }
+    const SHOWN: usize = 8;
+    if out.len() > SHOWN {
+        let more = out.len() - SHOWN;
+        out.truncate(SHOWN);
+        out.push(format!("and {more} more range(s)"));
+    }
+    out.join(",")
+}
+
+/// `OK` or `ERRORS n WARNINGS m`.
+pub fn verdict(f: &[Finding]) -> String {
+    let errors = f.iter().filter(|x| x.severity == Severity::Error).count();
+    let warnings = f.len() - errors;
+    if f.is_empty() {
+        "OK".to_string()
+    } else {
+        format!("ERRORS {errors} WARNINGS {warnings}")
+    }
+}
+
+/// The redis-cli form: the verdict, a summary, then one line per finding.
+pub fn report_lines(s: &Survey, f: &[Finding]) -> Vec<String> {
+    let mut out = vec![verdict(f)];
+    let reachable = s.reachable().count();
+    out.push(format!(
+        "nodes {} reachable {reachable} findings {}",
+        s.nodes.len(),
+        f.len()
+    ));
+    out.extend(
+        f.iter()
+            .map(|x| format!("{} {} {}", x.severity.word(), x.code, x.message)),
+    );
+    out
+}
+
+/// The JSON form: `{"verdict", "errors", "warnings", "nodes", "reachable", "findings": [...]}`.
+/// Hand-written (a few string fields) rather than pulling serde_json into the proxy.
+pub fn report_json(s: &Survey, f: &[Finding]) -> String {
+    let errors = f.iter().filter(|x| x.severity == Severity::Error).count();
+    let mut out = format!(
+        "{{\"verdict\":{},\"errors\":{errors},\"warnings\":{},\"nodes\":{},\"reachable\":{},\
+         \"findings\":[",
+        json_str(&verdict(f)),
+        f.len() - errors,
+        s.nodes.len(),
+        s.reachable().count()
+    );
+    for (i, x) in f.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let nodes: Vec<String> = x.nodes.iter().map(|n| json_str(n)).collect();
+        let _ = write!(
+            out,
+            "{{\"severity\":{},\"code\":{},\"message\":{},\"nodes\":[{}]}}",
+            json_str(&x.severity.word().to_ascii_lowercase()),
+            json_str(x.code),
+            json_str(&x.message),
+            nodes.join(",")
+        );
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Per-node deadline of the admin engines' reads.
+pub fn node_timeout(shared: &Shared) -> Duration {
+    shared.live.connect_timeout().max(Duration::from_secs(1))
+}
+
+/// The nodes CHECK starts from: the proxy's masters, their replicas, and the seeds; the survey
+/// then follows every node those know about.
+pub fn start_nodes(shared: &Shared) -> Vec<String> {
+    let map = shared.map.load();
+    let mut out: Vec<String> = Vec::new();
+    for n in &map.nodes {
+        out.push(n.addr.to_string());
+        out.extend(n.replicas.iter().map(|r| r.to_string()));
+    }
+    out.extend(shared.config.seeds.iter().cloned());
+    survey::dedup(&out)
+}
+
+/// Surveys the cluster and judges it (what CREATE runs at its end too, with its host labels).
+pub async fn run_check(
+    start: &[String],
+    timeout: Duration,
+    hosts: &HostLabels,
+) -> (Survey, Vec<Finding>) {
+    let s = survey::survey_closure(start, timeout).await;
+    let f = findings(&s, hosts);
+    (s, f)
+}
+
+/// Answers `PROXY CHECK [JSON]` (args after CHECK). Registered as a job, always synchronous.
+/// Parses `[JSON] [HOST <ip:port> <label>] ...`: the JSON flag and the operator's host labels
+/// (a node's host is its IP unless labelled, as in CREATE and REBALANCE).
+pub fn parse_args(args: &[Bytes]) -> Result<(bool, HostLabels), String> {
+    const ACCEPTS: Accepts = Accepts {
+        json: true,
+        dryrun: false,
+        detach: false,
+        timeout_min_secs: None,
+        host: Some(HostAddr::IpPort),
+    };
+    let usage = "usage: PROXY CHECK [JSON] [HOST <ip:port> <label>] ...";
+    let unknown = |word: &str| {
+        format!(
+            "unknown or incomplete option '{}'; {usage}",
+            word.to_ascii_uppercase()
+                .chars()
+                .take(64)
+                .collect::<String>()
+        )
+    };
+    let words = options::words(args);
+    let mut common = CommonOptions::default();
+    let mut i = 0;
+    while i < words.len() {
+        match common.take(&ACCEPTS, &words, i) {
+            Ok(Some(n)) => i += n,
+            Ok(None) => return Err(unknown(&words[i])),
+            Err(OptionError::HostWithoutPort(addr)) => {
+                return Err(format!("HOST wants ip:port, got '{addr}'; {usage}"))
+            }
+            Err(_) => return Err(unknown(&words[i])),
+        }
+    }
+    Ok((common.json, common.hosts))
+}
+
+/// Answers `PROXY CHECK [JSON] [HOST <ip:port> <label>] ...`.
+pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
+    let (json, hosts) = match parse_args(args) {
+        Ok(x) => x,
+        Err(e) => return crate::route::resp::error(&format!("ERR PROXY CHECK: {e}")),
+    };
+    let start = start_nodes(shared);
+    if start.is_empty() {
+        return crate::route::resp::error("ERR PROXY CHECK: no nodes known (no seeds configured)");
+    }
+    let timeout = node_timeout(shared);
+    let json_out: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
+    let cell = Rc::clone(&json_out);
+    let command = if json {
+        "PROXY CHECK JSON"
+    } else {
+        "PROXY CHECK"
+    };
+    let reply = jobs::run(&shared.jobs, "check", command, false, |job| async move {
+        job.set_total(2);
+        let (s, f) = run_check(&start, timeout, &hosts).await;
+        job.step_done(format!("surveyed {} node(s)", s.nodes.len()));
+        let lines = report_lines(&s, &f);
+        *cell.borrow_mut() = Some(report_json(&s, &f));
+        job.step_done(lines[0].clone());
+        Ok(lines)
+    })
+    .await;
+    let text = json_out.borrow_mut().take();
+    match text {
+        Some(text) if json => crate::route::resp::bulk(text.as_bytes()),
+        _ => reply,
+    }
+}

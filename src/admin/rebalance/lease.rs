@@ -1,0 +1,145 @@
+//! The cluster-wide rebalance lease ([`Lease`]): one rebalance at a time across every proxy
+//! and client, held in a key of the cluster itself.
+
+use super::{LEASE_KEY, LEASE_TTL};
+use crate::admin::jobs::Job;
+use crate::backend::node_client::NodeClient;
+use crate::cluster::NodeLine;
+use crate::route::resp::Value;
+use anyhow::{anyhow, bail, Context};
+use std::time::{Duration, Instant};
+
+/// Renews the lease only if this proxy's job still holds it.
+const RENEW_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+     return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+/// Deletes the lease only if this proxy's job still holds it.
+const RELEASE_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+     return redis.call('del', KEYS[1]) else return 0 end";
+
+/// The rebalance lease: [`LEASE_KEY`] set with `NX PX` on the master owning its slot, holding a
+/// description of the job (`slotproxy <listen> pid <pid> job <id>`), renewed by a compare-and-
+/// expire script while the job runs and deleted at the end. Two proxies (or two clients of one
+/// proxy) cannot both hold it; the loser's error names the holder. If the owner of the key's
+/// slot changes (this very rebalance may fail it over), `MOVED` is followed.
+pub struct Lease {
+    holder: String,
+    addr: String,
+    timeout: Duration,
+    renewed: Instant,
+    next_try: Instant,
+}
+
+impl Lease {
+    async fn call(&mut self, args: &[&str]) -> anyhow::Result<Value> {
+        for _ in 0..5 {
+            let mut c = NodeClient::connect(&self.addr, self.timeout).await?;
+            let v = c.call(args).await?;
+            if let Value::Error(e) = &v {
+                if let Some(addr) = e
+                    .strip_prefix("MOVED ")
+                    .and_then(|r| r.split_whitespace().nth(1))
+                {
+                    self.addr = addr.to_string();
+                    continue;
+                }
+            }
+            return Ok(v);
+        }
+        bail!("too many MOVED redirects for {LEASE_KEY}")
+    }
+
+    /// Takes the lease, or fails naming who holds it.
+    pub(super) async fn acquire(
+        lines: &[NodeLine],
+        holder: String,
+        timeout: Duration,
+    ) -> anyhow::Result<Lease> {
+        let slot = crate::cluster::slots::key_slot(LEASE_KEY.as_bytes());
+        let owner = lines
+            .iter()
+            .find(|l| l.is_master() && l.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .ok_or_else(|| anyhow!("no master owns slot {slot} of the lease key {LEASE_KEY}"))?;
+        let mut lease = Lease {
+            holder,
+            addr: owner.addr(),
+            timeout,
+            renewed: Instant::now(),
+            next_try: Instant::now(),
+        };
+        let ttl = LEASE_TTL.as_millis().to_string();
+        let holder = lease.holder.clone();
+        let v = lease
+            .call(&["SET", LEASE_KEY, &holder, "NX", "PX", &ttl])
+            .await
+            .context("taking the rebalance lease")?;
+        match v {
+            Value::Simple(s) if s == "OK" => {
+                lease.renewed = Instant::now();
+                lease.next_try = lease.renewed + LEASE_TTL / 3;
+                Ok(lease)
+            }
+            Value::Bulk(None) | Value::Array(None) => {
+                let who = lease
+                    .call(&["GET", LEASE_KEY])
+                    .await
+                    .ok()
+                    .and_then(|v| v.text().ok())
+                    .unwrap_or_default();
+                let left = match lease.call(&["PTTL", LEASE_KEY]).await {
+                    Ok(Value::Int(ms)) if ms >= 0 => format!(" for another {ms} ms"),
+                    _ => String::new(),
+                };
+                bail!("another rebalance holds the lease {LEASE_KEY}: {who:?}{left}")
+            }
+            other => bail!("taking the lease {LEASE_KEY}: unexpected reply {other:?}"),
+        }
+    }
+
+    /// Renews the lease when a third of its life has passed. A failed attempt is retried a
+    /// second later; it is an error only once the lease may have expired, or if another job
+    /// holds it.
+    pub(super) async fn renew_if_due(&mut self, job: &Job) -> anyhow::Result<()> {
+        if Instant::now() < self.next_try {
+            return Ok(());
+        }
+        let ttl = LEASE_TTL.as_millis().to_string();
+        let holder = self.holder.clone();
+        match self
+            .call(&["EVAL", RENEW_SCRIPT, "1", LEASE_KEY, &holder, &ttl])
+            .await
+        {
+            Ok(Value::Int(1)) => {
+                self.renewed = Instant::now();
+                self.next_try = self.renewed + LEASE_TTL / 3;
+                return Ok(());
+            }
+            Ok(Value::Int(_)) => {
+                bail!("lost the rebalance lease {LEASE_KEY}: another job holds it")
+            }
+            Ok(other) => job.log(format!("renewing the lease: {other:?}; retrying")),
+            Err(e) => job.log(format!("renewing the lease: {e:#}; retrying")),
+        }
+        if self.renewed.elapsed() + Duration::from_secs(2) >= LEASE_TTL {
+            bail!("could not renew the rebalance lease {LEASE_KEY} before it expired");
+        }
+        self.next_try = Instant::now() + Duration::from_secs(1);
+        Ok(())
+    }
+
+    /// Deletes the lease if this job still holds it.
+    pub(super) async fn release(&mut self) -> anyhow::Result<()> {
+        let holder = self.holder.clone();
+        match self
+            .call(&["EVAL", RELEASE_SCRIPT, "1", LEASE_KEY, &holder])
+            .await?
+        {
+            Value::Error(e) => bail!("releasing the lease: {e}"),
+            _ => Ok(()),
+        }
+    }
+
+    /// The node the lease key lives on (as last seen).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
