@@ -9,8 +9,8 @@
 //!
 //! - [`net`]: connections (plain or TLS, both sides) and listening sockets.
 //! - [`session`]: one client connection: its loop, the commands the proxy answers itself,
-//!   blocking commands, pub/sub, transactions, WAIT, logins, what it records, the client
-//!   registry.
+//!   cluster-wide commands, blocking commands, pub/sub, transactions, WAIT, logins and access
+//!   checks, what it records, the client registry.
 //! - [`route`]: RESP, the request parser, the command table and key specs, the router, calls
 //!   and redirects, fan-out, reply merging, the script cache.
 //! - [`backend`]: the per-node multiplexed connections, dedicated connections, the worker that

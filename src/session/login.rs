@@ -1,8 +1,13 @@
 //! Which user a connection is logged in as when it starts, and again after RESET (which
-//! returns a connection to the state of a fresh one, as in Redis).
+//! returns a connection to the state of a fresh one, as in Redis), and what a logged-in user
+//! may run: every request is checked here before it is dispatched.
 
 use super::Session;
+use crate::route::resp;
+use crate::route::router::{Local, Route};
+use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 impl Session {
     /// The login a fresh connection gets: the user a verified client certificate names, or
@@ -41,5 +46,49 @@ impl Session {
             self.client.user = None;
             self.client.user = self.initial_login();
         }
+    }
+
+    /// Access control: the route, or an error reply in its place when the client is not
+    /// authenticated or its user may not run this request (level, or a key outside its
+    /// namespaces; every key is checked, before any split).
+    pub(super) fn authorize(
+        &mut self,
+        route: Route,
+        spec: Option<&'static crate::route::command::CommandSpec>,
+        args: &[Bytes],
+    ) -> Route {
+        match route {
+            Route::Reply(_)
+            | Route::Local(Local::Auth)
+            | Route::Local(Local::Hello)
+            | Route::Local(Local::Quit)
+            | Route::Local(Local::Reset) => return route,
+            _ => {}
+        }
+        let Some(user) = self.client.user.as_ref().map(|s| Arc::clone(&s.user)) else {
+            return Route::Reply(resp::error(crate::access::NOAUTH));
+        };
+        if let Route::Local(Local::Proxy) = route {
+            if user.level < crate::access::Level::Admin {
+                return Route::Reply(resp::error(
+                    "NOPERM this user has no permissions to run the 'proxy' command",
+                ));
+            }
+            return route;
+        }
+        let Some(spec) = spec else {
+            return route;
+        };
+        // A scratch vector kept across requests: no allocation per checked request.
+        let mut keys = std::mem::take(&mut self.acl_keys);
+        let checked = match crate::route::command::key_positions(spec, args, &mut keys) {
+            Err(_) => route,
+            Ok(()) => match user.check(spec, args, &keys) {
+                Ok(()) => route,
+                Err(e) => Route::Reply(resp::error(&e.to_string())),
+            },
+        };
+        self.acl_keys = keys;
+        checked
     }
 }

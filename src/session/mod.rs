@@ -12,6 +12,7 @@
 
 pub mod blocking;
 pub mod clients;
+mod cluster_wide;
 pub mod local;
 mod login;
 pub mod observe;
@@ -24,11 +25,9 @@ use crate::backend::dedicated::{Lease, Quota};
 use crate::backend::worker::{Worker, CLUSTERDOWN_UNSERVED};
 use crate::net::stream::Stream;
 use crate::route::dispatch::{Call, Dest, Merge, ReplySlot, Target};
-use crate::route::fanout::{self, ScanStep};
-use crate::route::merge::MergeKind;
 use crate::route::protocol::RequestParser;
 use crate::route::resp;
-use crate::route::router::{self, FanOut, Local, Route};
+use crate::route::router::{self, Local, Route};
 use crate::shared::ClientSeat;
 use bytes::{Buf, Bytes, BytesMut};
 use local::ClientState;
@@ -609,141 +608,6 @@ impl Session {
             }
             Route::Reply(reply) => self.push_ready(reply),
         }
-    }
-
-    /// Sends a cluster-wide command to the nodes the current map names and merges the replies
-    /// into one reply slot. Every call is addressed to a node (`Dest::Node`), so a MOVED is
-    /// not expected; an unreachable node fails only its part, and the merge reports it.
-    fn fan_out(&mut self, f: FanOut, wire: Bytes, args: &[Bytes]) {
-        if args.len() >= 2 && args[0].eq_ignore_ascii_case(b"script") {
-            if args.len() == 3 && args[1].eq_ignore_ascii_case(b"load") {
-                self.worker.shared.scripts.remember(&args[2]);
-            } else if args[1].eq_ignore_ascii_case(b"flush") {
-                self.worker.shared.scripts.clear();
-            }
-        }
-        let map = self.worker.shared.map.load();
-        let (nodes, kind, wire) = match f {
-            FanOut::Masters(kind) => {
-                let mut nodes = fanout::masters(&map);
-                if kind == MergeKind::FirstNonNil && !nodes.is_empty() {
-                    // RANDOMKEY: start at a different master each time, so every master's keys
-                    // get their turn (the first non-nil reply in send order wins).
-                    let turn = self.client.id as usize + self.fan_turns;
-                    self.fan_turns = self.fan_turns.wrapping_add(1);
-                    let len = nodes.len();
-                    nodes.rotate_left(turn % len);
-                }
-                (nodes, kind, wire)
-            }
-            FanOut::AllNodes { kind, config_set } => {
-                if config_set && !self.worker.shared.live.get().allow_config_set {
-                    return self.push_ready(resp::error(
-                        "ERR slotproxy: CONFIG SET is disabled by the proxy's allow_config_set setting",
-                    ));
-                }
-                (fanout::all_nodes(&map), kind, wire)
-            }
-            FanOut::Scan(cursor) => {
-                let plan = fanout::scan_plan(&map);
-                if plan.order.is_empty() {
-                    return self.push_ready(resp::error(CLUSTERDOWN_UNSERVED));
-                }
-                if plan.order.len() > fanout::MAX_SCAN_MASTERS {
-                    return self.push_ready(resp::error(&format!(
-                        "ERR slotproxy: SCAN supports at most {} masters",
-                        fanout::MAX_SCAN_MASTERS
-                    )));
-                }
-                let at = cursor.resume(&plan);
-                let masters = plan.order.len() as u32;
-                match at.step(masters) {
-                    ScanStep::Visit(i) => {
-                        let node = Arc::clone(&plan.order[i]);
-                        let mut node_args = args.to_vec();
-                        node_args[1] = Bytes::from(at.node_cursor.to_string());
-                        (
-                            vec![node],
-                            MergeKind::Scan { at, masters },
-                            resp::encode_command(&node_args).freeze(),
-                        )
-                    }
-                    ScanStep::Check { .. } => (
-                        plan.order,
-                        MergeKind::ScanCheck { at, masters },
-                        Bytes::from_static(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nNODES\r\n"),
-                    ),
-                }
-            }
-        };
-        if nodes.is_empty() {
-            return self.push_ready(resp::error(CLUSTERDOWN_UNSERVED));
-        }
-        let slot_rc = self.new_slot();
-        self.queue.push_back(Rc::clone(&slot_rc));
-        let merge = Merge::fan_out(kind, nodes.clone(), slot_rc);
-        if self.client.resp3 {
-            merge.set_resp3();
-        }
-        // SCRIPT KILL / FUNCTION KILL exist for a node busy with a script: on the shared
-        // connection they would wait behind that very script, so each goes on its own.
-        let alone = kind == MergeKind::AnyOk;
-        for (i, node) in nodes.into_iter().enumerate() {
-            let call = Call::new(
-                wire.clone(),
-                Dest::Node(node),
-                Target::Part(Rc::clone(&merge), i),
-            );
-            if alone {
-                self.worker.send_alone(call);
-            } else {
-                self.worker.send(call);
-            }
-        }
-    }
-
-    /// Access control: the route, or an error reply in its place when the client is not
-    /// authenticated or its user may not run this request (level, or a key outside its
-    /// namespaces; every key is checked, before any split).
-    fn authorize(
-        &mut self,
-        route: Route,
-        spec: Option<&'static crate::route::command::CommandSpec>,
-        args: &[Bytes],
-    ) -> Route {
-        match route {
-            Route::Reply(_)
-            | Route::Local(Local::Auth)
-            | Route::Local(Local::Hello)
-            | Route::Local(Local::Quit)
-            | Route::Local(Local::Reset) => return route,
-            _ => {}
-        }
-        let Some(user) = self.client.user.as_ref().map(|s| Arc::clone(&s.user)) else {
-            return Route::Reply(resp::error(crate::access::NOAUTH));
-        };
-        if let Route::Local(Local::Proxy) = route {
-            if user.level < crate::access::Level::Admin {
-                return Route::Reply(resp::error(
-                    "NOPERM this user has no permissions to run the 'proxy' command",
-                ));
-            }
-            return route;
-        }
-        let Some(spec) = spec else {
-            return route;
-        };
-        // A scratch vector kept across requests: no allocation per checked request.
-        let mut keys = std::mem::take(&mut self.acl_keys);
-        let checked = match crate::route::command::key_positions(spec, args, &mut keys) {
-            Err(_) => route,
-            Ok(()) => match user.check(spec, args, &keys) {
-                Ok(()) => route,
-                Err(e) => Route::Reply(resp::error(&e.to_string())),
-            },
-        };
-        self.acl_keys = keys;
-        checked
     }
 
     /// Copies what CLIENT LIST shows (name, protocol, subscriptions, MULTI) to the registry;

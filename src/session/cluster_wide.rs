@@ -1,0 +1,106 @@
+//! Cluster-wide commands (KEYS, DBSIZE, SCAN, FLUSHALL, CONFIG SET, SCRIPT KILL, ...): one
+//! call per node the current map names, merged into the client's one reply.
+
+use super::Session;
+use crate::backend::worker::CLUSTERDOWN_UNSERVED;
+use crate::route::dispatch::{Call, Dest, Merge, Target};
+use crate::route::fanout::{self, ScanStep};
+use crate::route::merge::MergeKind;
+use crate::route::resp;
+use crate::route::router::FanOut;
+use bytes::Bytes;
+use std::rc::Rc;
+use std::sync::Arc;
+
+impl Session {
+    /// Sends a cluster-wide command to the nodes the current map names and merges the replies
+    /// into one reply slot. Every call is addressed to a node (`Dest::Node`), so a MOVED is
+    /// not expected; an unreachable node fails only its part, and the merge reports it.
+    pub(super) fn fan_out(&mut self, f: FanOut, wire: Bytes, args: &[Bytes]) {
+        if args.len() >= 2 && args[0].eq_ignore_ascii_case(b"script") {
+            if args.len() == 3 && args[1].eq_ignore_ascii_case(b"load") {
+                self.worker.shared.scripts.remember(&args[2]);
+            } else if args[1].eq_ignore_ascii_case(b"flush") {
+                self.worker.shared.scripts.clear();
+            }
+        }
+        let map = self.worker.shared.map.load();
+        let (nodes, kind, wire) = match f {
+            FanOut::Masters(kind) => {
+                let mut nodes = fanout::masters(&map);
+                if kind == MergeKind::FirstNonNil && !nodes.is_empty() {
+                    // RANDOMKEY: start at a different master each time, so every master's keys
+                    // get their turn (the first non-nil reply in send order wins).
+                    let turn = self.client.id as usize + self.fan_turns;
+                    self.fan_turns = self.fan_turns.wrapping_add(1);
+                    let len = nodes.len();
+                    nodes.rotate_left(turn % len);
+                }
+                (nodes, kind, wire)
+            }
+            FanOut::AllNodes { kind, config_set } => {
+                if config_set && !self.worker.shared.live.get().allow_config_set {
+                    return self.push_ready(resp::error(
+                        "ERR slotproxy: CONFIG SET is disabled by the proxy's allow_config_set setting",
+                    ));
+                }
+                (fanout::all_nodes(&map), kind, wire)
+            }
+            FanOut::Scan(cursor) => {
+                let plan = fanout::scan_plan(&map);
+                if plan.order.is_empty() {
+                    return self.push_ready(resp::error(CLUSTERDOWN_UNSERVED));
+                }
+                if plan.order.len() > fanout::MAX_SCAN_MASTERS {
+                    return self.push_ready(resp::error(&format!(
+                        "ERR slotproxy: SCAN supports at most {} masters",
+                        fanout::MAX_SCAN_MASTERS
+                    )));
+                }
+                let at = cursor.resume(&plan);
+                let masters = plan.order.len() as u32;
+                match at.step(masters) {
+                    ScanStep::Visit(i) => {
+                        let node = Arc::clone(&plan.order[i]);
+                        let mut node_args = args.to_vec();
+                        node_args[1] = Bytes::from(at.node_cursor.to_string());
+                        (
+                            vec![node],
+                            MergeKind::Scan { at, masters },
+                            resp::encode_command(&node_args).freeze(),
+                        )
+                    }
+                    ScanStep::Check { .. } => (
+                        plan.order,
+                        MergeKind::ScanCheck { at, masters },
+                        Bytes::from_static(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nNODES\r\n"),
+                    ),
+                }
+            }
+        };
+        if nodes.is_empty() {
+            return self.push_ready(resp::error(CLUSTERDOWN_UNSERVED));
+        }
+        let slot_rc = self.new_slot();
+        self.queue.push_back(Rc::clone(&slot_rc));
+        let merge = Merge::fan_out(kind, nodes.clone(), slot_rc);
+        if self.client.resp3 {
+            merge.set_resp3();
+        }
+        // SCRIPT KILL / FUNCTION KILL exist for a node busy with a script: on the shared
+        // connection they would wait behind that very script, so each goes on its own.
+        let alone = kind == MergeKind::AnyOk;
+        for (i, node) in nodes.into_iter().enumerate() {
+            let call = Call::new(
+                wire.clone(),
+                Dest::Node(node),
+                Target::Part(Rc::clone(&merge), i),
+            );
+            if alone {
+                self.worker.send_alone(call);
+            } else {
+                self.worker.send(call);
+            }
+        }
+    }
+}
