@@ -394,19 +394,25 @@ fn decode_at(buf: &Bytes, pos: usize, depth: usize) -> Result<(Value, usize), Ba
 mod tests {
     use super::*;
 
+    /// The frames of `stream` when it arrives in two reads, cut at `cut`.
+    fn scan_cut_at(stream: &[u8], cut: usize) -> Vec<Bytes> {
+        let mut buf = BytesMut::new();
+        let mut sc = ReplyScanner::default();
+        let mut frames = Vec::new();
+        for chunk in [&stream[..cut], &stream[cut..]] {
+            buf.extend_from_slice(chunk);
+            while let Some(f) = sc.next_frame(&mut buf).unwrap() {
+                frames.push(f);
+            }
+        }
+        frames
+    }
+
     #[test]
     fn scanner_finds_frames_across_splits() {
         let stream: &[u8] = b"+OK\r\n$3\r\nfoo\r\n*3\r\n:1\r\n$-1\r\n*1\r\n-ERR x\r\n$0\r\n\r\n";
         for cut in 0..stream.len() {
-            let mut buf = BytesMut::new();
-            let mut sc = ReplyScanner::default();
-            let mut frames = Vec::new();
-            for chunk in [&stream[..cut], &stream[cut..]] {
-                buf.extend_from_slice(chunk);
-                while let Some(f) = sc.next_frame(&mut buf).unwrap() {
-                    frames.push(f);
-                }
-            }
+            let frames = scan_cut_at(stream, cut);
             assert_eq!(frames.len(), 4, "cut at {cut}");
             assert_eq!(&frames[2][..], b"*3\r\n:1\r\n$-1\r\n*1\r\n-ERR x\r\n");
         }
@@ -434,15 +440,7 @@ mod tests {
         // array, and the same cut at every byte. Each stream is two replies.
         let stream: &[u8] = b"|1\r\n+key\r\n+val\r\n:42\r\n*2\r\n|1\r\n+a\r\n:1\r\n+x\r\n+y\r\n";
         for cut in 0..stream.len() {
-            let mut buf = BytesMut::new();
-            let mut sc = ReplyScanner::default();
-            let mut frames = Vec::new();
-            for chunk in [&stream[..cut], &stream[cut..]] {
-                buf.extend_from_slice(chunk);
-                while let Some(f) = sc.next_frame(&mut buf).unwrap() {
-                    frames.push(f);
-                }
-            }
+            let frames = scan_cut_at(stream, cut);
             assert_eq!(frames.len(), 2, "cut at {cut}");
             assert_eq!(&frames[0][..], b"|1\r\n+key\r\n+val\r\n:42\r\n");
             assert_eq!(&frames[1][..], b"*2\r\n|1\r\n+a\r\n:1\r\n+x\r\n+y\r\n");
