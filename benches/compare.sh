@@ -27,6 +27,17 @@
 #                        so the ratio includes TLS termination; direct runs stay plain (the
 #                        demo's nodes have no TLS). Default 0. Combines with BENCH_USERS
 #   BENCH_WORKLOADS      space-separated subset of the workloads below (default: all)
+#   BENCH_PEER           a shell command that starts another proxy in front of the same cluster,
+#                        measured in the same run beside slotproxy (each workload: direct, then
+#                        slotproxy, then the peer). It runs with BENCH_PEER_PORT (where it must
+#                        listen on 127.0.0.1), BENCH_MASTERS (the masters' host:port, space-
+#                        separated) and BENCH_WORK (a scratch directory for its config file) in
+#                        its environment, and must keep running until it is sent SIGTERM. Its CPU
+#                        is that of the started process and all its descendants. The peer runs
+#                        plain and without users (BENCH_USERS / BENCH_TLS apply to slotproxy).
+#                        Example (Predixy): see "Benchmarks" in the README
+#   BENCH_PEER_PORT      the peer's port (default BENCH_PORT+2)
+#   BENCH_PEER_NAME      the peer's name in the table (default "peer")
 #   CARGO_TARGET_DIR     where to find (or build) release/slotproxy (default ./target)
 #
 # Every run: 50 clients, random keys (-r 100000), 3-byte values, pipeline depth 1 and 16, the
@@ -51,14 +62,16 @@
 #              talks to its master (no --cluster, no redirections); through the proxy, each
 #              run talks to the proxy with the same keys. Same keys, same clients, both sides.
 #
-# Columns: rps is requests (commands) per second; with concurrent runs it is
-# (sum of requests) / (longest run's duration), and p50/p99 are the worst of the runs'
-# percentiles, since percentiles of separate runs cannot be merged. proxy_cpu_us is the demo
-# process's utime+stime (/proc/<pid>/stat; the proxy runs in it, the redis-servers are separate
-# processes) across the proxy run, divided by the requests of that run; req/s/core is
-# 1e6 / proxy_cpu_us, the rate one fully busy core could sustain at that cost. On a small
-# machine redis-benchmark, six redis-servers and the proxy share the cores, so absolute rates
-# are low and noisy; the ratio and the CPU per request are the numbers to compare.
+# One row per workload, depth and side (direct, slotproxy, the peer). Columns: rps is requests
+# (commands) per second; with concurrent runs it is (sum of requests) / (longest run's
+# duration), and p50/p99 are the worst of the runs' percentiles, since percentiles of separate
+# runs cannot be merged. ratio is rps over the direct row's. user_us and sys_us are the proxy's
+# utime and stime (/proc/<pid>/stat: the demo process for slotproxy, in which the proxy runs
+# while its redis-servers are separate processes; the peer's process tree) across its run,
+# divided by the requests of that run, and cpu_us/rq their sum; rq/s/core is 1e6 / cpu_us/rq,
+# the rate one fully busy core could sustain at that cost. On a small machine redis-benchmark,
+# six redis-servers and the proxies share the cores, so absolute rates are low and noisy; the
+# ratio and the CPU per request are the numbers to compare.
 
 set -euo pipefail
 
@@ -76,6 +89,9 @@ read -r -a WORKLOADS <<<"${BENCH_WORKLOADS:-set get mixed mset mset1slot}"
 METRICS_LISTEN=${BENCH_METRICS_LISTEN-127.0.0.1:9617}
 USERS=${BENCH_USERS:-0}
 TLS=${BENCH_TLS:-0}
+PEER=${BENCH_PEER:-}
+PEER_PORT=${BENCH_PEER_PORT:-$((PORT + 2))}
+PEER_NAME=${BENCH_PEER_NAME:-peer}
 
 for tool in redis-benchmark redis-cli redis-server getconf timeout; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not on PATH" >&2; exit 1; }
@@ -94,9 +110,24 @@ fi
 CLK_TCK=$(getconf CLK_TCK)
 work=$(mktemp -d "${TMPDIR:-/tmp}/slotproxy-bench.XXXXXX")
 demo_pid=
+peer_pid=
 node_pids=()
 job_pids=()
 RESULT=
+
+# tree_pids PID: PID and every live descendant of it.
+tree_pids() {
+    local queue=("$1") out=() p c
+    while ((${#queue[@]})); do
+        p=${queue[0]}
+        queue=("${queue[@]:1}")
+        out+=("$p")
+        for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do
+            queue+=("$c")
+        done
+    done
+    echo "${out[@]}"
+}
 
 cleanup() {
     local rc=$?
@@ -105,6 +136,13 @@ cleanup() {
     for p in "${job_pids[@]}"; do
         kill "$p" 2>/dev/null || true
     done
+    if [[ -n $peer_pid ]]; then
+        # The peer command and whatever it started (a wrapper script's proxy).
+        for p in $(tree_pids "$peer_pid"); do
+            kill -TERM "$p" 2>/dev/null || true
+        done
+        wait "$peer_pid" 2>/dev/null || true
+    fi
     if [[ -n $demo_pid ]] && kill -0 "$demo_pid" 2>/dev/null; then
         kill -INT "$demo_pid" 2>/dev/null || true
         for ((i = 0; i < 100; i++)); do
@@ -217,6 +255,30 @@ for addr in "${masters[@]}"; do
     tags+=("$tag")
 done
 
+# ---- the peer proxy, if one is given ---------------------------------------------------
+
+if [[ -n $PEER ]]; then
+    mkdir -p "$work/peer"
+    BENCH_PEER_PORT=$PEER_PORT BENCH_MASTERS="${masters[*]}" BENCH_WORK="$work/peer" \
+        bash -c "$PEER" >"$work/peer.out" 2>&1 &
+    peer_pid=$!
+    for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+        [[ $(redis-cli -p "$PEER_PORT" PING 2>/dev/null) == PONG ]] && break
+        if ! kill -0 "$peer_pid" 2>/dev/null; then
+            echo "compare.sh: BENCH_PEER exited during start-up:" >&2
+            tail -n 20 "$work/peer.out" >&2
+            peer_pid=
+            exit 1
+        fi
+        sleep 0.1
+    done
+    if [[ $(redis-cli -p "$PEER_PORT" PING 2>/dev/null) != PONG ]]; then
+        echo "compare.sh: BENCH_PEER does not answer PING on 127.0.0.1:$PEER_PORT within ${START_TIMEOUT}s:" >&2
+        tail -n 20 "$work/peer.out" >&2
+        exit 1
+    fi
+fi
+
 # ---- running redis-benchmark ------------------------------------------------------------
 
 jobs_n=()   # requests of each job of the current group
@@ -224,7 +286,7 @@ jobs_out=() # output file of each job
 
 # start_job SIDE CLIENTS REQUESTS DEPTH [TARGET-ADDR] -- ARGS...: starts one redis-benchmark.
 # SIDE is `direct` (--cluster through the first master, unless TARGET-ADDR names one node),
-# or `proxy`.
+# `proxy` (slotproxy) or `peer` (BENCH_PEER).
 start_job() {
     local side=$1 clients=$2 n=$3 depth=$4 addr=$5
     shift 6
@@ -233,6 +295,8 @@ start_job() {
     local conn
     if [[ $side == proxy ]]; then
         conn=(-h 127.0.0.1 -p "$proxy_port" "${proxy_auth[@]}" "${proxy_tls[@]}")
+    elif [[ $side == peer ]]; then
+        conn=(-h 127.0.0.1 -p "$PEER_PORT")
     elif [[ -n $addr ]]; then
         conn=(-h "${addr%:*}" -p "${addr##*:}")
     else
@@ -245,26 +309,44 @@ start_job() {
     jobs_out+=("$out")
 }
 
+# cpu_ticks PID...: "utime stime" summed over the processes, in clock ticks.
 cpu_ticks() {
-    local stat f
-    stat=$(<"/proc/$demo_pid/stat")
-    # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    read -r -a f <<<"${stat##*) }"
-    echo $((f[11] + f[12]))
+    local stat f p user=0 sys=0
+    for p in "$@"; do
+        stat=$(<"/proc/$p/stat") || continue
+        # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        read -r -a f <<<"${stat##*) }"
+        user=$((user + f[11]))
+        sys=$((sys + f[12]))
+    done
+    echo "$user $sys"
+}
+
+# side_pids SIDE: the processes whose CPU a side's runs are charged: the demo process for
+# slotproxy (it runs the proxy; its redis-servers are separate processes and not counted), the
+# peer command's whole process tree for the peer, none for direct runs.
+side_pids() {
+    case $1 in
+    proxy) echo "$demo_pid" ;;
+    peer) tree_pids "$peer_pid" ;;
+    esac
 }
 
 # run_group SIDE WORKLOAD DEPTH: runs the workload's jobs and sets RESULT to
-# "rps p50 p99 cpu_us_per_request" (cpu is "-" for the direct side; rps "ERR" on failure).
+# "rps p50 p99 cpu_us user_us sys_us" per request (the CPU fields are "-" for the direct side;
+# rps "ERR" on failure).
 # It runs in the main shell (not in $(...)) so that cleanup can stop its jobs.
 run_group() {
     local side=$1 workload=$2 depth=$3
-    local t0 t1 i p rc=0 total=0 per scale=1
+    local u0 s0 u1 s1 i p rc=0 total=0 per scale=1 pids
     ((depth > 1)) && scale=$PIPELINE_SCALE
     local n=$((REQUESTS * scale)) mset_n=$((MSET_REQUESTS * scale))
     job_pids=()
     jobs_n=()
     jobs_out=()
-    t0=$(cpu_ticks)
+    pids=$(side_pids "$side")
+    # shellcheck disable=SC2086 # a list of pids
+    read -r u0 s0 <<<"$(cpu_ticks $pids)"
     case $workload in
     set | get)
         start_job "$side" "$CLIENTS" "$n" "$depth" "" -- -t "$workload"
@@ -293,7 +375,8 @@ run_group() {
         wait "$p" || rc=$?
     done
     job_pids=()
-    t1=$(cpu_ticks)
+    # shellcheck disable=SC2086
+    read -r u1 s1 <<<"$(cpu_ticks $pids)"
     for i in "${!jobs_n[@]}"; do
         total=$((total + jobs_n[i]))
         if [[ $rc != 0 ]] || grep -qi 'error' "${jobs_out[i]}.csv" "${jobs_out[i]}.err"; then
@@ -304,7 +387,7 @@ run_group() {
         fi
     done
     if [[ $rc != 0 ]]; then
-        RESULT="ERR - - -"
+        RESULT="ERR - - - - -"
         return
     fi
     # The last CSV line of each job: "test",rps,avg,min,p50,p95,p99,max (the test name of a
@@ -312,59 +395,77 @@ run_group() {
     RESULT=$(for i in "${!jobs_n[@]}"; do
         printf '%s ' "${jobs_n[i]}"
         tail -n 1 "${jobs_out[i]}.csv" | tr -d '"' | awk -F, '{ print $(NF-6), $(NF-3), $(NF-1) }'
-    done | awk -v total="$total" -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" -v side="$side" '
+    done | awk -v total="$total" -v ut=$((u1 - u0)) -v st=$((s1 - s0)) -v hz="$CLK_TCK" \
+        -v side="$side" '
         { d = $1 / $2; if (d > dur) dur = d; if ($3 > p50) p50 = $3; if ($4 > p99) p99 = $4 }
         END {
-            cpu = side == "proxy" ? sprintf("%.2f", ticks / hz * 1e6 / total) : "-"
+            us = 1e6 / hz / total
+            if (side == "direct") cpu = "- - -"
+            else cpu = sprintf("%.2f %.2f %.2f", (ut + st) * us, ut * us, st * us)
             printf "%.0f %s %s %s\n", total / dur, p50, p99, cpu
         }')
 }
 
 # ---- the runs ---------------------------------------------------------------------------
 
+sides=(direct proxy)
+[[ -n $PEER ]] && sides+=(peer)
+side_name() {
+    case $1 in
+    proxy) echo slotproxy ;;
+    peer) echo "$PEER_NAME" ;;
+    *) echo "$1" ;;
+    esac
+}
+
 echo "slotproxy $("$bin" --version | awk '{print $2}') vs. Redis Cluster $(redis-server --version | awk '{print $3}' | tr -d 'v=')"
 echo "masters ${masters[*]}; proxy 127.0.0.1:$PORT pid $demo_pid, --workers $WORKERS;" \
     "$(nproc) cores; $CLIENTS clients; -r $KEYSPACE; metrics ${METRICS_LISTEN:-off};" \
     "users $([[ $USERS == 1 ]] && echo on || echo off); client TLS $([[ $TLS == 1 ]] && echo "on (port $proxy_port)" || echo off);" \
     "$REQUESTS requests a run ($MSET_REQUESTS for MSET), x$PIPELINE_SCALE at -P 16"
+[[ -n $PEER ]] && echo "peer \"$PEER_NAME\" on 127.0.0.1:$PEER_PORT pid $peer_pid: $PEER"
 echo "mset1slot hash tags per master: ${tags[*]}"
 
-# Warm-up (not reported): opens the proxy's backend connections and fills the keyspace for GET.
+# Warm-up (not reported): opens the proxies' backend connections and fills the keyspace for GET.
 run_group proxy set 16
+[[ -n $PEER ]] && run_group peer set 16
 
 results=()
 for workload in "${WORKLOADS[@]}"; do
     for depth in "${DEPTHS[@]}"; do
         printf '  %-9s -P %-2s ... ' "$workload" "$depth" >&2
-        run_group direct "$workload" "$depth"
-        read -r d_rps d_p50 d_p99 _ <<<"$RESULT"
-        run_group proxy "$workload" "$depth"
-        read -r p_rps p_p50 p_p99 p_cpu <<<"$RESULT"
-        echo "direct $d_rps, proxy $p_rps" >&2
-        results+=("$workload $depth $d_rps $p_rps $d_p50 $d_p99 $p_p50 $p_p99 $p_cpu")
+        d_rps=
+        for side in "${sides[@]}"; do
+            run_group "$side" "$workload" "$depth"
+            read -r rps p50 p99 cpu usr sys <<<"$RESULT"
+            [[ $side == direct ]] && d_rps=$rps
+            printf '%s %s  ' "$(side_name "$side")" "$rps" >&2
+            results+=("$workload $depth $(side_name "$side") $rps $d_rps $p50 $p99 $cpu $usr $sys")
+        done
+        echo >&2
     done
 done
 
 echo
-fmt='%-9s %5s %10s %10s %6s %8s %8s %8s %8s %8s %10s\n'
+fmt='%-9s %5s %-10s %9s %6s %8s %8s %9s %8s %8s %10s\n'
 # shellcheck disable=SC2059 # the format is a constant
-printf "$fmt" workload depth direct_rps proxy_rps ratio d_p50ms d_p99ms p_p50ms p_p99ms \
-    cpu_us/rq rq/s/core
+printf "$fmt" workload depth side rps ratio p50ms p99ms cpu_us/rq user_us sys_us rq/s/core
 for row in "${results[@]}"; do
-    read -r workload depth d_rps p_rps d_p50 d_p99 p_p50 p_p99 p_cpu <<<"$row"
+    read -r workload depth side rps d_rps p50 p99 cpu usr sys <<<"$row"
     ratio=- per_core=-
-    if [[ $d_rps != ERR && $p_rps != ERR ]]; then
-        ratio=$(awk -v a="$p_rps" -v b="$d_rps" 'BEGIN { printf "%.2f", a / b }')
+    if [[ $side != direct && $d_rps != ERR && $rps != ERR ]]; then
+        ratio=$(awk -v a="$rps" -v b="$d_rps" 'BEGIN { printf "%.2f", a / b }')
     fi
-    if [[ $p_cpu != - ]]; then
-        per_core=$(awk -v c="$p_cpu" 'BEGIN { if (c > 0) printf "%.0f", 1e6 / c; else print "-" }')
+    if [[ $cpu != - ]]; then
+        per_core=$(awk -v c="$cpu" 'BEGIN { if (c > 0) printf "%.0f", 1e6 / c; else print "-" }')
     fi
     # shellcheck disable=SC2059
-    printf "$fmt" "$workload" "$depth" "$d_rps" "$p_rps" "$ratio" "$d_p50" "$d_p99" "$p_p50" \
-        "$p_p99" "$p_cpu" "$per_core"
+    printf "$fmt" "$workload" "$depth" "$side" "$rps" "$ratio" "$p50" "$p99" "$cpu" "$usr" \
+        "$sys" "$per_core"
 done
 echo
-echo "rps: requests/s (MSET rows: MSET commands/s, 10 keys each). ratio: proxy/direct."
-echo "d_/p_ p50/p99: direct/proxy latency percentiles in ms (worst of concurrent runs)."
-echo "cpu_us/rq: the proxy process's CPU time per request; rq/s/core = 1e6 / cpu_us/rq."
+echo "rps: requests/s (MSET rows: MSET commands/s, 10 keys each). ratio: rps / the direct row's."
+echo "p50/p99: latency percentiles in ms (worst of concurrent runs)."
+echo "cpu_us/rq = user_us + sys_us: the proxy process's CPU time per request (/proc/PID/stat);"
+echo "rq/s/core = 1e6 / cpu_us/rq."
 echo "mset: direct MSETs are single-slot (per-node tag); proxy MSETs span ~10 slots and split."
