@@ -142,7 +142,7 @@ async fn failover(
                 let mut c = NodeClient::connect(addr, timeout).await?;
                 let text = c.call_text(&["CLUSTER", "NODES"]).await?;
                 let ip = addr.rsplit_once(':').map_or(addr.as_str(), |x| x.0);
-                let lines = parse_cluster_nodes(&text, ip).map_err(anyhow::Error::msg)?;
+                let lines = parse_cluster_nodes(&text, ip)?;
                 let new_ok = lines
                     .iter()
                     .any(|l| l.id == mv.replica_id && l.is_master() && !l.slots.is_empty());
