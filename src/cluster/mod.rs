@@ -177,9 +177,7 @@ pub fn parse_node_line(line: &str, asked_ip: &str) -> Result<NodeLine, ParseErro
         } else if let Some((a, b)) = s.split_once('-') {
             let (a, b) = (parse_slot(a)?, parse_slot(b)?);
             if a > b {
-                return Err(ParseError::Range {
-                    field: (*s).into(),
-                });
+                return Err(ParseError::Range { field: (*s).into() });
             }
             node.slots.push((a, b));
         } else {
@@ -493,6 +491,37 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,host-a myself,mas
         // A node in handshake has no trustworthy address yet.
         joined[4].flags.push("handshake".into());
         assert!(!SlotMap::from_nodes(&joined, 3, "c").knows("127.0.0.1:30005"));
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let id = "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0";
+        let err = |rest: &str| {
+            parse_node_line(&format!("{id} {rest}"), "")
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            parse_node_line("a b c", "").unwrap_err().to_string(),
+            r#"short CLUSTER NODES line: "a b c""#
+        );
+        assert_eq!(
+            err("nowhere master - 0 0 0 connected"),
+            r#"bad address "nowhere""#
+        );
+        assert_eq!(
+            err("1.2.3.4:x@1 master - 0 0 0 connected"),
+            r#"bad port in "1.2.3.4:x@1""#
+        );
+        assert!(err("1.2.3.4:1@2 master - 0 x 0 connected").starts_with(r#"bad number "x" in ""#));
+        assert_eq!(
+            err("1.2.3.4:1@2 master - 0 0 0 connected 16384"),
+            r#"bad slot "16384""#
+        );
+        assert_eq!(
+            err("1.2.3.4:1@2 master - 0 0 0 connected 9-3"),
+            r#"bad slot range "9-3""#
+        );
     }
 
     #[test]

@@ -244,9 +244,7 @@ impl KillFilter {
         for pair in args.chunks(2) {
             let (k, v) = (text(&pair[0]).to_ascii_lowercase(), text(&pair[1]));
             match k.as_str() {
-                "id" => {
-f.id = Some(v.parse().map_err(|_| KillError::BadId)?)
-                }
+                "id" => f.id = Some(v.parse().map_err(|_| KillError::BadId)?),
                 "addr" => f.addr = Some(v),
                 "laddr" => f.laddr = Some(v),
                 "user" => f.user = Some(v),
@@ -312,7 +310,13 @@ mod tests {
         let f = KillFilter::parse(&args(&["LADDR", "127.0.0.1:7617"])).unwrap();
         assert_eq!(r.kill(&f, 1), 1);
         assert!(live.killed.load(Relaxed));
-        assert!(KillFilter::parse(&args(&["ID", "x"])).is_err());
+        let refused = |a: &[&str]| KillFilter::parse(&args(a)).unwrap_err().to_string();
+        assert_eq!(
+            refused(&["ID", "x"]),
+            "ERR client-id should be greater than 0"
+        );
+        assert_eq!(refused(&["ID", "1", "TYPE"]), "ERR syntax error");
+        assert_eq!(refused(&["SKIPME", "maybe"]), "ERR syntax error");
         assert_eq!(
             KillFilter::parse(&args(&["TYPE", "x"]))
                 .unwrap_err()
