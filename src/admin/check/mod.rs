@@ -190,10 +190,43 @@ pub async fn run_check(
     (s, f)
 }
 
+const USAGE: &str = "usage: PROXY CHECK [JSON] [HOST <ip:port> <label>] ...";
+
+/// Why `PROXY CHECK`'s arguments were refused. `Display` is the reply's text after
+/// `ERR PROXY CHECK: ` (every CHECK usage error, in one place).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArgError {
+    /// A word that is no option, or an option without its values (as given).
+    Unknown(String),
+    /// `HOST`'s address has no port (as given).
+    HostWithoutPort(String),
+}
+
+impl std::fmt::Display for ArgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Capped: the word is the client's and lands in a reply and a log line.
+            ArgError::Unknown(word) => write!(
+                f,
+                "unknown or incomplete option '{}'; {USAGE}",
+                word.to_ascii_uppercase()
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+            ),
+            ArgError::HostWithoutPort(addr) => {
+                write!(f, "HOST wants ip:port, got '{addr}'; {USAGE}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ArgError {}
+
 /// Answers `PROXY CHECK [JSON]` (args after CHECK). Registered as a job, always synchronous.
 /// Parses `[JSON] [HOST <ip:port> <label>] ...`: the JSON flag and the operator's host labels
 /// (a node's host is its IP unless labelled, as in CREATE and REBALANCE).
-pub fn parse_args(args: &[Bytes]) -> Result<(bool, HostLabels), String> {
+pub fn parse_args(args: &[Bytes]) -> Result<(bool, HostLabels), ArgError> {
     const ACCEPTS: Accepts = Accepts {
         json: true,
         dryrun: false,
@@ -201,27 +234,14 @@ pub fn parse_args(args: &[Bytes]) -> Result<(bool, HostLabels), String> {
         timeout_min_secs: None,
         host: Some(HostAddr::IpPort),
     };
-    let usage = "usage: PROXY CHECK [JSON] [HOST <ip:port> <label>] ...";
-    let unknown = |word: &str| {
-        format!(
-            "unknown or incomplete option '{}'; {usage}",
-            word.to_ascii_uppercase()
-                .chars()
-                .take(64)
-                .collect::<String>()
-        )
-    };
     let words = options::words(args);
     let mut common = CommonOptions::default();
     let mut i = 0;
     while i < words.len() {
         match common.take(&ACCEPTS, &words, i) {
             Ok(Some(n)) => i += n,
-            Ok(None) => return Err(unknown(&words[i])),
-            Err(OptionError::HostWithoutPort(addr)) => {
-                return Err(format!("HOST wants ip:port, got '{addr}'; {usage}"))
-            }
-            Err(_) => return Err(unknown(&words[i])),
+            Err(OptionError::HostWithoutPort(addr)) => return Err(ArgError::HostWithoutPort(addr)),
+            Ok(None) | Err(_) => return Err(ArgError::Unknown(words[i].clone())),
         }
     }
     Ok((common.json, common.hosts))
