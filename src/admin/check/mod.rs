@@ -22,12 +22,9 @@ pub use rules::findings;
 use super::options::{self, Accepts, CommonOptions, HostAddr, OptionError};
 use super::survey::{self, HostLabels, Survey};
 use crate::admin::jobs;
-use crate::admin::json_str;
+use crate::admin::report::{Json, Report};
 use crate::shared::Shared;
 use bytes::Bytes;
-use std::cell::RefCell;
-use std::fmt::Write as _;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,33 +129,40 @@ pub fn report_lines(s: &Survey, f: &[Finding]) -> Vec<String> {
 }
 
 /// The JSON form: `{"verdict", "errors", "warnings", "nodes", "reachable", "findings": [...]}`.
-/// Hand-written (a few string fields) rather than pulling serde_json into the proxy.
-pub fn report_json(s: &Survey, f: &[Finding]) -> String {
+pub fn report_value(s: &Survey, f: &[Finding]) -> Json {
     let errors = f.iter().filter(|x| x.severity == Severity::Error).count();
-    let mut out = format!(
-        "{{\"verdict\":{},\"errors\":{errors},\"warnings\":{},\"nodes\":{},\"reachable\":{},\
-         \"findings\":[",
-        json_str(&verdict(f)),
-        f.len() - errors,
-        s.nodes.len(),
-        s.reachable().count()
-    );
-    for (i, x) in f.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let nodes: Vec<String> = x.nodes.iter().map(|n| json_str(n)).collect();
-        let _ = write!(
-            out,
-            "{{\"severity\":{},\"code\":{},\"message\":{},\"nodes\":[{}]}}",
-            json_str(&x.severity.word().to_ascii_lowercase()),
-            json_str(x.code),
-            json_str(&x.message),
-            nodes.join(",")
-        );
-    }
-    out.push_str("]}");
-    out
+    let findings = f
+        .iter()
+        .map(|x| {
+            Json::Object(vec![
+                (
+                    "severity",
+                    Json::str(x.severity.word().to_ascii_lowercase()),
+                ),
+                ("code", Json::str(x.code)),
+                ("message", Json::str(&x.message)),
+                ("nodes", Json::strs(&x.nodes)),
+            ])
+        })
+        .collect();
+    Json::Object(vec![
+        ("verdict", Json::str(verdict(f))),
+        ("errors", Json::num(errors)),
+        ("warnings", Json::num(f.len() - errors)),
+        ("nodes", Json::num(s.nodes.len())),
+        ("reachable", Json::num(s.reachable().count())),
+        ("findings", Json::List(findings)),
+    ])
+}
+
+/// [`report_value`] as text.
+pub fn report_json(s: &Survey, f: &[Finding]) -> String {
+    report_value(s, f).render()
+}
+
+/// CHECK's whole report: [`report_lines`], with [`report_value`] as its JSON form.
+pub fn report(s: &Survey, f: &[Finding]) -> Report {
+    Report::lines(report_lines(s, f)).with_json(report_value(s, f))
 }
 
 /// Per-node deadline of the admin engines' reads.
@@ -258,26 +262,25 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         return crate::route::resp::error("ERR PROXY CHECK: no nodes known (no seeds configured)");
     }
     let timeout = node_timeout(shared);
-    let json_out: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
-    let cell = Rc::clone(&json_out);
     let command = if json {
         "PROXY CHECK JSON"
     } else {
         "PROXY CHECK"
     };
-    let reply = jobs::run(&shared.jobs, "check", command, false, |job| async move {
-        job.set_total(2);
-        let (s, f) = run_check(&start, timeout, &hosts).await;
-        job.step_done(format!("surveyed {} node(s)", s.nodes.len()));
-        let lines = report_lines(&s, &f);
-        *cell.borrow_mut() = Some(report_json(&s, &f));
-        job.step_done(lines[0].clone());
-        Ok(lines)
-    })
-    .await;
-    let text = json_out.borrow_mut().take();
-    match text {
-        Some(text) if json => crate::route::resp::bulk(text.as_bytes()),
-        _ => reply,
-    }
+    jobs::run(
+        &shared.jobs,
+        "check",
+        command,
+        false,
+        json,
+        |job| async move {
+            job.set_total(2);
+            let (s, f) = run_check(&start, timeout, &hosts).await;
+            job.step_done(format!("surveyed {} node(s)", s.nodes.len()));
+            let report = report(&s, &f);
+            job.step_done(report.verdict().to_string());
+            Ok(report)
+        },
+    )
+    .await
 }

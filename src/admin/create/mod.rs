@@ -46,6 +46,7 @@ use super::options::{self, Accepts, CommonOptions, OptionError};
 use super::survey::NodeState;
 use crate::admin::jobs::{self, Job};
 use crate::admin::placement::NodeSpec;
+use crate::admin::report::Report;
 use crate::cluster::slots::SLOT_COUNT;
 use crate::shared::Shared;
 use anyhow::anyhow;
@@ -296,7 +297,7 @@ pub fn link_problems(listed: &[NodeState]) -> Vec<String> {
 }
 
 /// The whole engine: survey, decide, report or execute, check.
-pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Result<Vec<String>> {
+pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Result<Report> {
     let s = survey_listed(&req.nodes, timeout).await;
     job.log(format!("surveyed {} node(s)", s.nodes.len()));
     let work = decide(&req.nodes, req.replicas, &s).map_err(|e| anyhow!("refused: {e}"))?;
@@ -318,7 +319,7 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
         )];
         out.extend(lines);
         out.extend(steps);
-        return Ok(out);
+        return Ok(Report::lines(out));
     }
     if !work.changes_anything() {
         let (cs, f) = check::run_check(&addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
@@ -333,7 +334,7 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
                 .into_iter()
                 .map(|l| format!("check {l}")),
         );
-        return Ok(out);
+        return Ok(Report::lines(out));
     }
     job.set_total(work.steps.len());
     let cports: Vec<u16> = req
@@ -387,7 +388,7 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
             .into_iter()
             .map(|l| format!("check {l}")),
     );
-    Ok(out)
+    Ok(Report::lines(out))
 }
 
 /// Answers `PROXY CREATE ...` (args after CREATE).
@@ -411,8 +412,14 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
     );
     let timeout = check::node_timeout(shared);
     let detach = req.detach;
-    jobs::run(&shared.jobs, "create", &command, detach, move |job| {
-        run(job, req, timeout)
-    })
+    // CREATE has no JSON form (yet): its report is lines only.
+    jobs::run(
+        &shared.jobs,
+        "create",
+        &command,
+        detach,
+        false,
+        move |job| run(job, req, timeout),
+    )
     .await
 }

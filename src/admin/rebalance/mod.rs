@@ -44,15 +44,14 @@ pub use plan::plan;
 
 use crate::admin::jobs::{self, Job};
 use crate::admin::options::{self, Accepts, CommonOptions, HostAddr, OptionError};
+use crate::admin::report::Report;
 use crate::backend::node_client::NodeClient;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
 use crate::route::resp;
 use crate::shared::Shared;
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -247,26 +246,17 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         .collect();
     let command = format!("PROXY REBALANCE {}", words.join(" "));
     let shared2 = Arc::clone(shared);
-    let json_out: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
-    let cell = Rc::clone(&json_out);
+    // With ASYNC the reply is `OK job <id>` whatever was asked.
     let json = opts.json && !opts.detach;
-    let reply = jobs::run(
+    jobs::run(
         &shared.jobs,
         ENGINE,
         &command,
         opts.detach,
-        move |job| async move {
-            let outcome = run(shared2, opts, job).await?;
-            *cell.borrow_mut() = Some(outcome.json);
-            Ok(outcome.lines)
-        },
+        json,
+        move |job| run(shared2, opts, job),
     )
-    .await;
-    let text = json_out.borrow_mut().take();
-    match text {
-        Some(text) if json => resp::bulk(text.as_bytes()),
-        _ => reply,
-    }
+    .await
 }
 
 /// The live topology and the `CLUSTER NODES` lines it came from.
@@ -374,13 +364,7 @@ async fn read_topology(shared: &Shared, opts: &Options, extra: &[String]) -> any
     })
 }
 
-/// What a run hands back: report lines, and the same as JSON.
-struct Outcome {
-    lines: Vec<String>,
-    json: String,
-}
-
-async fn run(shared: Arc<Shared>, opts: Options, job: Arc<Job>) -> anyhow::Result<Outcome> {
+async fn run(shared: Arc<Shared>, opts: Options, job: Arc<Job>) -> anyhow::Result<Report> {
     let live = read_topology(&shared, &opts, &[])
         .await
         .context("reading the cluster topology")?;
@@ -400,8 +384,8 @@ async fn run(shared: Arc<Shared>, opts: Options, job: Arc<Job>) -> anyhow::Resul
     ));
     if opts.dry_run || first.moves.is_empty() {
         let lines = first.report(opts.dry_run);
-        let json = first.json(&lines[0], &first.moves);
-        return Ok(Outcome { lines, json });
+        let json = first.json_value(&lines[0], &first.moves);
+        return Ok(Report::lines(lines).with_json(json));
     }
     let holder = format!(
         "slotproxy {} pid {} job {}",
