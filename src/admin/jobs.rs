@@ -5,6 +5,7 @@
 //! and is touched only by admin commands, never by the data path. Finished jobs are kept, up to
 //! [`KEEP_FINISHED`], so an operator can read how a run ended.
 
+use crate::admin::report::Report;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -221,12 +222,20 @@ impl Jobs {
 
 /// Runs an engine as a job. With `detach` (the ASYNC option) the reply is `OK job <id>` at
 /// once and the engine goes on in the background on this worker; otherwise the reply is the
-/// engine's report (or its error) when it finishes. The engine returns its report lines, the
-/// first being the verdict (`OK ...`, `ERRORS n WARNINGS m`, ...).
-pub async fn run<F, Fut>(jobs: &Jobs, engine: &str, command: &str, detach: bool, body: F) -> Bytes
+/// engine's [`Report`] (or its error) when it finishes: its JSON document when `json` (the
+/// JSON option) and the engine has one, else its lines. The job keeps the lines, verdict
+/// first, for `PROXY JOB`.
+pub async fn run<F, Fut>(
+    jobs: &Jobs,
+    engine: &str,
+    command: &str,
+    detach: bool,
+    json: bool,
+    body: F,
+) -> Bytes
 where
     F: FnOnce(Arc<Job>) -> Fut,
-    Fut: Future<Output = anyhow::Result<Vec<String>>> + 'static,
+    Fut: Future<Output = anyhow::Result<Report>> + 'static,
 {
     let job = jobs.start(engine, command);
     let fut = body(Arc::clone(&job));
@@ -234,7 +243,10 @@ where
         let job = Arc::clone(&job);
         async move {
             let result = fut.await.map_err(|e| format!("{e:#}"));
-            job.finish(&result);
+            job.finish(&match &result {
+                Ok(report) => Ok(report.text().to_vec()),
+                Err(e) => Err(e.clone()),
+            });
             result
         }
     };
@@ -243,7 +255,7 @@ where
         return crate::route::resp::lines_reply(&[format!("OK job {}", job.id)]);
     }
     match finish.await {
-        Ok(report) => crate::route::resp::lines_reply(&report),
+        Ok(report) => report.reply(json),
         Err(e) => crate::route::resp::error(&format!("ERR job {} failed: {e}", job.id)),
     }
 }

@@ -15,6 +15,7 @@ pub mod options;
 pub mod placement;
 pub mod rebalance;
 pub mod render;
+pub mod report;
 pub mod survey;
 
 use crate::route::resp;
@@ -48,25 +49,7 @@ const HELP: &[&str] = &[
     "    Print this help.",
 ];
 
-/// A JSON string literal (the admin engines' JSON reports are small and flat, so they are
-/// written by hand rather than through a serializer).
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub use report::json_str;
 
 /// Answers `PROXY <args...>`; `args` excludes the word PROXY.
 pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>) -> Bytes {

@@ -244,19 +244,20 @@ impl Inner {
     /// The node refused the connection's AUTH or HELLO: nothing sent after it ran (the node
     /// answers every request on an unauthenticated connection with NOAUTH), so every request
     /// gets `msg` and the connection ends.
-    fn refuse(&self, msg: String) -> Result<(), String> {
+    fn refuse(&self, msg: String) -> Result<(), Ended> {
         tracing::error!(node = %self.addr, "{msg}");
         self.fail_all_with(&msg, &msg);
         if let Some(sink) = &self.sink {
             sink.closed(&self.addr, &msg);
         }
-        Err(msg)
+        Err(Ended::Refused(msg))
     }
 
-    fn end(&self, reason: String) {
+    fn end(&self, reason: Ended) {
         if self.state.borrow().closed.is_some() {
             return;
         }
+        let reason = reason.to_string();
         tracing::debug!(node = %self.addr, %reason, "dedicated connection ended");
         self.fail_all(&reason);
         if let Some(sink) = &self.sink {
@@ -267,7 +268,7 @@ impl Inner {
     async fn run(self: Rc<Self>, connect_timeout: Duration) {
         let stream = match Stream::connect(&self.addr, connect_timeout).await {
             Ok(s) => s,
-            Err(e) => return self.end(format!("connect: {e}")),
+            Err(e) => return self.end(Ended::Connect(e)),
         };
         // A dedicated connection may sit idle for hours (a blocked command, a subscriber): only
         // keepalive probes notice a node that vanished without a FIN (power loss, partition).
@@ -283,7 +284,7 @@ impl Inner {
 
     /// Moves queued requests to the socket and frames from it until the connection ends;
     /// returns why it ended.
-    async fn serve(&self, stream: &Stream) -> String {
+    async fn serve(&self, stream: &Stream) -> Ended {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut scanner = ReplyScanner::default();
         let mut bufs: Vec<Bytes> = Vec::new();
@@ -304,7 +305,7 @@ impl Inner {
             };
             if !bufs.is_empty() {
                 if let Err(e) = crate::net::stream::write_all(stream, &mut bufs).await {
-                    return format!("write: {e}");
+                    return Ended::Write(e);
                 }
                 continue;
             }
@@ -320,18 +321,18 @@ impl Inner {
                 },
             };
             match readable {
-                None => return "no reply in time".into(),
-                Some(Err(e)) => return format!("read: {e}"),
+                None => return Ended::Silent,
+                Some(Err(e)) => return Ended::Read(e),
                 Some(Ok(())) => {}
             }
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(16 * 1024);
             }
             match stream.try_read_buf(&mut buf) {
-                Ok(0) => return "closed by the node".into(),
+                Ok(0) => return Ended::ClosedByNode,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return format!("read: {e}"),
+                Err(e) => return Ended::Read(e),
             }
             loop {
                 match scanner.next_frame(&mut buf) {
@@ -341,13 +342,13 @@ impl Inner {
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => return e.to_string(),
+                    Err(e) => return Ended::Garbled(e),
                 }
             }
         }
     }
 
-    fn on_frame(&self, frame: Bytes) -> Result<(), String> {
+    fn on_frame(&self, frame: Bytes) -> Result<(), Ended> {
         if let Some(sink) = &self.sink {
             if is_message(&frame) {
                 let before = self
@@ -375,7 +376,7 @@ impl Inner {
         }
         let mut st = self.state.borrow_mut();
         let Some((_, front)) = st.pending.front_mut() else {
-            return Err("reply without a request".into());
+            return Err(Ended::Unrequested);
         };
         if let Expect::Acks { count, .. } = front {
             // An error (NOPERM from the node's ACL, say) is the command's only reply: it
@@ -386,7 +387,7 @@ impl Inner {
             }
         }
         let Some((_, expect)) = st.pending.pop_front() else {
-            return Err("reply without a request".into());
+            return Err(Ended::Unrequested);
         };
         drop(st);
         match expect {
@@ -424,6 +425,46 @@ impl Inner {
         Ok(())
     }
 }
+
+/// Why a dedicated connection ended. `Display` is the reason its pending requests' errors
+/// and [`Dedicated::closed`] give (every reason of this module, in one place).
+#[derive(Debug)]
+enum Ended {
+    /// The connect failed or timed out.
+    Connect(io::Error),
+    /// Writing a request failed.
+    Write(io::Error),
+    /// Reading failed.
+    Read(io::Error),
+    /// The oldest request's deadline passed with no reply.
+    Silent,
+    /// The node closed the connection.
+    ClosedByNode,
+    /// The node sent bytes that are not RESP.
+    Garbled(resp::BadReply),
+    /// A reply arrived with no request waiting for it: the stream is out of step.
+    Unrequested,
+    /// The node refused the AUTH or HELLO 3 the connection opened with; the text is the
+    /// client's reply, which says why.
+    Refused(String),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Connect(e) => write!(f, "connect: {e}"),
+            Ended::Write(e) => write!(f, "write: {e}"),
+            Ended::Read(e) => write!(f, "read: {e}"),
+            Ended::Silent => f.write_str("no reply in time"),
+            Ended::ClosedByNode => f.write_str("closed by the node"),
+            Ended::Garbled(e) => write!(f, "{e}"),
+            Ended::Unrequested => f.write_str("reply without a request"),
+            Ended::Refused(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Ended {}
 
 /// Idle time before a dedicated connection's first keepalive probe.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);

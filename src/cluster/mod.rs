@@ -66,40 +66,96 @@ impl NodeLine {
     }
 }
 
-fn parse_slot(s: &str) -> Result<u16, String> {
+/// Why a `CLUSTER NODES` line could not be read. `Display` is the text the survey, the
+/// refresher and the admin engines report (every text of this parser, in one place); each
+/// variant carries the line or field it is about, so the report names what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Fewer than the eight fixed fields.
+    Short {
+        /// The whole line.
+        line: String,
+    },
+    /// The address field has no `:port`.
+    Address {
+        /// The address field as given.
+        field: String,
+    },
+    /// The client port is not a number.
+    Port {
+        /// The address field as given.
+        field: String,
+    },
+    /// A ping, pong or epoch field is not a number.
+    Number {
+        /// The field as given.
+        field: String,
+        /// The whole line.
+        line: String,
+    },
+    /// A slot is not a number below 16384.
+    Slot {
+        /// The slot as given.
+        field: String,
+    },
+    /// A slot range whose start is past its end.
+    Range {
+        /// The range as given.
+        field: String,
+    },
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Short { line } => write!(f, "short CLUSTER NODES line: {line:?}"),
+            ParseError::Address { field } => write!(f, "bad address {field:?}"),
+            ParseError::Port { field } => write!(f, "bad port in {field:?}"),
+            ParseError::Number { field, line } => write!(f, "bad number {field:?} in {line:?}"),
+            ParseError::Slot { field } => write!(f, "bad slot {field:?}"),
+            ParseError::Range { field } => write!(f, "bad slot range {field:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn parse_slot(s: &str) -> Result<u16, ParseError> {
     s.parse::<u16>()
         .ok()
         .filter(|&n| (n as usize) < SLOT_COUNT)
-        .ok_or_else(|| format!("bad slot {s:?}"))
+        .ok_or_else(|| ParseError::Slot { field: s.into() })
 }
 
 /// Parses one `CLUSTER NODES` line. `asked_ip` replaces an empty IP on the `myself` line.
-pub fn parse_node_line(line: &str, asked_ip: &str) -> Result<NodeLine, String> {
+pub fn parse_node_line(line: &str, asked_ip: &str) -> Result<NodeLine, ParseError> {
     let f: Vec<&str> = line.split_whitespace().collect();
     if f.len() < 8 {
-        return Err(format!("short CLUSTER NODES line: {line:?}"));
+        return Err(ParseError::Short { line: line.into() });
     }
     // ip:port@cport[,hostname]
     let addr = f[1].split(',').next().unwrap_or_default();
     let (hostport, cport) = addr.split_once('@').unwrap_or((addr, "0"));
     let (ip, port) = hostport
         .rsplit_once(':')
-        .ok_or_else(|| format!("bad address {:?}", f[1]))?;
+        .ok_or_else(|| ParseError::Address { field: f[1].into() })?;
     let flags: Vec<String> = f[2].split(',').map(str::to_string).collect();
     let mut ip = ip.to_string();
     if ip.is_empty() && flags.iter().any(|x| x == "myself") {
         ip = asked_ip.to_string();
     }
     let num = |s: &str| {
-        s.parse::<u64>()
-            .map_err(|_| format!("bad number {s:?} in {line:?}"))
+        s.parse::<u64>().map_err(|_| ParseError::Number {
+            field: s.into(),
+            line: line.into(),
+        })
     };
     let mut node = NodeLine {
         id: f[0].to_string(),
         ip,
         port: port
             .parse()
-            .map_err(|_| format!("bad port in {:?}", f[1]))?,
+            .map_err(|_| ParseError::Port { field: f[1].into() })?,
         cport: cport.parse().unwrap_or(0),
         flags,
         master_id: (f[3] != "-").then(|| f[3].to_string()),
@@ -121,7 +177,7 @@ pub fn parse_node_line(line: &str, asked_ip: &str) -> Result<NodeLine, String> {
         } else if let Some((a, b)) = s.split_once('-') {
             let (a, b) = (parse_slot(a)?, parse_slot(b)?);
             if a > b {
-                return Err(format!("bad slot range {s:?}"));
+                return Err(ParseError::Range { field: (*s).into() });
             }
             node.slots.push((a, b));
         } else {
@@ -133,7 +189,7 @@ pub fn parse_node_line(line: &str, asked_ip: &str) -> Result<NodeLine, String> {
 }
 
 /// Parses a whole `CLUSTER NODES` reply.
-pub fn parse_cluster_nodes(text: &str, asked_ip: &str) -> Result<Vec<NodeLine>, String> {
+pub fn parse_cluster_nodes(text: &str, asked_ip: &str) -> Result<Vec<NodeLine>, ParseError> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| parse_node_line(l, asked_ip))
@@ -435,6 +491,37 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,host-a myself,mas
         // A node in handshake has no trustworthy address yet.
         joined[4].flags.push("handshake".into());
         assert!(!SlotMap::from_nodes(&joined, 3, "c").knows("127.0.0.1:30005"));
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let id = "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0";
+        let err = |rest: &str| {
+            parse_node_line(&format!("{id} {rest}"), "")
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            parse_node_line("a b c", "").unwrap_err().to_string(),
+            r#"short CLUSTER NODES line: "a b c""#
+        );
+        assert_eq!(
+            err("nowhere master - 0 0 0 connected"),
+            r#"bad address "nowhere""#
+        );
+        assert_eq!(
+            err("1.2.3.4:x@1 master - 0 0 0 connected"),
+            r#"bad port in "1.2.3.4:x@1""#
+        );
+        assert!(err("1.2.3.4:1@2 master - 0 x 0 connected").starts_with(r#"bad number "x" in ""#));
+        assert_eq!(
+            err("1.2.3.4:1@2 master - 0 0 0 connected 16384"),
+            r#"bad slot "16384""#
+        );
+        assert_eq!(
+            err("1.2.3.4:1@2 master - 0 0 0 connected 9-3"),
+            r#"bad slot range "9-3""#
+        );
     }
 
     #[test]

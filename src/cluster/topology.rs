@@ -127,7 +127,7 @@ async fn fetch(
     let mut c = NodeClient::connect(addr, timeout).await?;
     let text = c.call_text(&["CLUSTER", "NODES"]).await?;
     let ip = addr.rsplit_once(':').map_or(addr, |x| x.0);
-    let lines = cluster::parse_cluster_nodes(&text, ip).map_err(anyhow::Error::msg)?;
+    let lines = cluster::parse_cluster_nodes(&text, ip)?;
     let version = match c.call(&["INFO", "server"]).await {
         Ok(v) => v.text().ok().and_then(|t| {
             t.lines().find_map(|l| {

@@ -321,18 +321,39 @@ impl Value {
         Ok(v)
     }
 
-    /// The value as text: bulk and simple strings; errors become `Err`.
-    pub fn text(&self) -> Result<String, String> {
+    /// The value as text: bulk and simple strings (and integers); errors become `Err`.
+    pub fn text(&self) -> Result<String, NotText> {
         match self {
             Value::Simple(s) => Ok(s.clone()),
             Value::Bulk(Some(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
             Value::Bulk(None) => Ok(String::new()),
             Value::Int(n) => Ok(n.to_string()),
-            Value::Error(e) => Err(e.clone()),
-            Value::Array(_) => Err("expected a string reply, got an array".into()),
+            Value::Error(e) => Err(NotText::Error(e.clone())),
+            Value::Array(_) => Err(NotText::Array),
         }
     }
 }
+
+/// Why a control-plane reply is not the text [`Value::text`] wanted. `Display` is the text the
+/// callers put after the node's address: the node's own error as it came, or what arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotText {
+    /// The node answered with an error (its text, without the `-`).
+    Error(String),
+    /// The node answered with an array.
+    Array,
+}
+
+impl std::fmt::Display for NotText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotText::Error(e) => f.write_str(e),
+            NotText::Array => f.write_str("expected a string reply, got an array"),
+        }
+    }
+}
+
+impl std::error::Error for NotText {}
 
 fn decode_at(buf: &Bytes, pos: usize, depth: usize) -> Result<(Value, usize), BadReply> {
     let short = || BadReply("truncated frame".into());

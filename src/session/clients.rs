@@ -198,9 +198,33 @@ pub struct KillFilter {
     pub old_form: bool,
 }
 
+/// Why CLIENT KILL's arguments were refused. `Display` is the client's reply, Redis's exact
+/// text (every refusal of CLIENT KILL, in one place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillError {
+    /// An odd number of arguments, an unknown filter, or `SKIPME` neither `yes` nor `no`.
+    Syntax,
+    /// `ID` is not a number.
+    BadId,
+    /// `TYPE` names no client type (the value as given).
+    UnknownType(String),
+}
+
+impl std::fmt::Display for KillError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KillError::Syntax => f.write_str("ERR syntax error"),
+            KillError::BadId => f.write_str("ERR client-id should be greater than 0"),
+            KillError::UnknownType(t) => write!(f, "ERR Unknown client type '{t}'"),
+        }
+    }
+}
+
+impl std::error::Error for KillError {}
+
 impl KillFilter {
     /// Parses CLIENT KILL's arguments (after `CLIENT KILL`), with Redis's error texts.
-    pub fn parse(args: &[Bytes]) -> Result<KillFilter, String> {
+    pub fn parse(args: &[Bytes]) -> Result<KillFilter, KillError> {
         let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
         if args.len() == 1 {
             return Ok(KillFilter {
@@ -211,7 +235,7 @@ impl KillFilter {
             });
         }
         if args.is_empty() || !args.len().is_multiple_of(2) {
-            return Err("ERR syntax error".into());
+            return Err(KillError::Syntax);
         }
         let mut f = KillFilter {
             skip_me: true,
@@ -220,12 +244,7 @@ impl KillFilter {
         for pair in args.chunks(2) {
             let (k, v) = (text(&pair[0]).to_ascii_lowercase(), text(&pair[1]));
             match k.as_str() {
-                "id" => {
-                    f.id = Some(
-                        v.parse()
-                            .map_err(|_| "ERR client-id should be greater than 0".to_string())?,
-                    )
-                }
+                "id" => f.id = Some(v.parse().map_err(|_| KillError::BadId)?),
                 "addr" => f.addr = Some(v),
                 "laddr" => f.laddr = Some(v),
                 "user" => f.user = Some(v),
@@ -235,16 +254,16 @@ impl KillFilter {
                         t.as_str(),
                         "normal" | "pubsub" | "master" | "replica" | "slave"
                     ) {
-                        return Err(format!("ERR Unknown client type '{v}'"));
+                        return Err(KillError::UnknownType(v));
                     }
                     f.kind = Some(t);
                 }
                 "skipme" => match v.to_ascii_lowercase().as_str() {
                     "yes" => f.skip_me = true,
                     "no" => f.skip_me = false,
-                    _ => return Err("ERR syntax error".into()),
+                    _ => return Err(KillError::Syntax),
                 },
-                _ => return Err("ERR syntax error".into()),
+                _ => return Err(KillError::Syntax),
             }
         }
         Ok(f)
@@ -291,9 +310,17 @@ mod tests {
         let f = KillFilter::parse(&args(&["LADDR", "127.0.0.1:7617"])).unwrap();
         assert_eq!(r.kill(&f, 1), 1);
         assert!(live.killed.load(Relaxed));
-        assert!(KillFilter::parse(&args(&["ID", "x"])).is_err());
+        let refused = |a: &[&str]| KillFilter::parse(&args(a)).unwrap_err().to_string();
         assert_eq!(
-            KillFilter::parse(&args(&["TYPE", "x"])).unwrap_err(),
+            refused(&["ID", "x"]),
+            "ERR client-id should be greater than 0"
+        );
+        assert_eq!(refused(&["ID", "1", "TYPE"]), "ERR syntax error");
+        assert_eq!(refused(&["SKIPME", "maybe"]), "ERR syntax error");
+        assert_eq!(
+            KillFilter::parse(&args(&["TYPE", "x"]))
+                .unwrap_err()
+                .to_string(),
             "ERR Unknown client type 'x'"
         );
         let l = line(&all[1], 0);

@@ -104,7 +104,7 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
                     (false, n) => resp::int(n as i64).into(),
                 }
             }
-            Err(e) => resp::error(&e).into(),
+            Err(e) => resp::error(&e.to_string()).into(),
         },
         Local::ClientNoEvict => match text_arg(&args[2]).to_ascii_lowercase().as_str() {
             "on" | "off" => ok().into(),

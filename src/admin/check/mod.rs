@@ -22,12 +22,9 @@ pub use rules::findings;
 use super::options::{self, Accepts, CommonOptions, HostAddr, OptionError};
 use super::survey::{self, HostLabels, Survey};
 use crate::admin::jobs;
-use crate::admin::json_str;
+use crate::admin::report::{Json, Report};
 use crate::shared::Shared;
 use bytes::Bytes;
-use std::cell::RefCell;
-use std::fmt::Write as _;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,33 +129,40 @@ pub fn report_lines(s: &Survey, f: &[Finding]) -> Vec<String> {
 }
 
 /// The JSON form: `{"verdict", "errors", "warnings", "nodes", "reachable", "findings": [...]}`.
-/// Hand-written (a few string fields) rather than pulling serde_json into the proxy.
-pub fn report_json(s: &Survey, f: &[Finding]) -> String {
+pub fn report_value(s: &Survey, f: &[Finding]) -> Json {
     let errors = f.iter().filter(|x| x.severity == Severity::Error).count();
-    let mut out = format!(
-        "{{\"verdict\":{},\"errors\":{errors},\"warnings\":{},\"nodes\":{},\"reachable\":{},\
-         \"findings\":[",
-        json_str(&verdict(f)),
-        f.len() - errors,
-        s.nodes.len(),
-        s.reachable().count()
-    );
-    for (i, x) in f.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let nodes: Vec<String> = x.nodes.iter().map(|n| json_str(n)).collect();
-        let _ = write!(
-            out,
-            "{{\"severity\":{},\"code\":{},\"message\":{},\"nodes\":[{}]}}",
-            json_str(&x.severity.word().to_ascii_lowercase()),
-            json_str(x.code),
-            json_str(&x.message),
-            nodes.join(",")
-        );
-    }
-    out.push_str("]}");
-    out
+    let findings = f
+        .iter()
+        .map(|x| {
+            Json::Object(vec![
+                (
+                    "severity",
+                    Json::str(x.severity.word().to_ascii_lowercase()),
+                ),
+                ("code", Json::str(x.code)),
+                ("message", Json::str(&x.message)),
+                ("nodes", Json::strs(&x.nodes)),
+            ])
+        })
+        .collect();
+    Json::Object(vec![
+        ("verdict", Json::str(verdict(f))),
+        ("errors", Json::num(errors)),
+        ("warnings", Json::num(f.len() - errors)),
+        ("nodes", Json::num(s.nodes.len())),
+        ("reachable", Json::num(s.reachable().count())),
+        ("findings", Json::List(findings)),
+    ])
+}
+
+/// [`report_value`] as text.
+pub fn report_json(s: &Survey, f: &[Finding]) -> String {
+    report_value(s, f).render()
+}
+
+/// CHECK's whole report: [`report_lines`], with [`report_value`] as its JSON form.
+pub fn report(s: &Survey, f: &[Finding]) -> Report {
+    Report::lines(report_lines(s, f)).with_json(report_value(s, f))
 }
 
 /// Per-node deadline of the admin engines' reads.
@@ -190,10 +194,43 @@ pub async fn run_check(
     (s, f)
 }
 
+const USAGE: &str = "usage: PROXY CHECK [JSON] [HOST <ip:port> <label>] ...";
+
+/// Why `PROXY CHECK`'s arguments were refused. `Display` is the reply's text after
+/// `ERR PROXY CHECK: ` (every CHECK usage error, in one place).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArgError {
+    /// A word that is no option, or an option without its values (as given).
+    Unknown(String),
+    /// `HOST`'s address has no port (as given).
+    HostWithoutPort(String),
+}
+
+impl std::fmt::Display for ArgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Capped: the word is the client's and lands in a reply and a log line.
+            ArgError::Unknown(word) => write!(
+                f,
+                "unknown or incomplete option '{}'; {USAGE}",
+                word.to_ascii_uppercase()
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+            ),
+            ArgError::HostWithoutPort(addr) => {
+                write!(f, "HOST wants ip:port, got '{addr}'; {USAGE}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ArgError {}
+
 /// Answers `PROXY CHECK [JSON]` (args after CHECK). Registered as a job, always synchronous.
 /// Parses `[JSON] [HOST <ip:port> <label>] ...`: the JSON flag and the operator's host labels
 /// (a node's host is its IP unless labelled, as in CREATE and REBALANCE).
-pub fn parse_args(args: &[Bytes]) -> Result<(bool, HostLabels), String> {
+pub fn parse_args(args: &[Bytes]) -> Result<(bool, HostLabels), ArgError> {
     const ACCEPTS: Accepts = Accepts {
         json: true,
         dryrun: false,
@@ -201,27 +238,14 @@ pub fn parse_args(args: &[Bytes]) -> Result<(bool, HostLabels), String> {
         timeout_min_secs: None,
         host: Some(HostAddr::IpPort),
     };
-    let usage = "usage: PROXY CHECK [JSON] [HOST <ip:port> <label>] ...";
-    let unknown = |word: &str| {
-        format!(
-            "unknown or incomplete option '{}'; {usage}",
-            word.to_ascii_uppercase()
-                .chars()
-                .take(64)
-                .collect::<String>()
-        )
-    };
     let words = options::words(args);
     let mut common = CommonOptions::default();
     let mut i = 0;
     while i < words.len() {
         match common.take(&ACCEPTS, &words, i) {
             Ok(Some(n)) => i += n,
-            Ok(None) => return Err(unknown(&words[i])),
-            Err(OptionError::HostWithoutPort(addr)) => {
-                return Err(format!("HOST wants ip:port, got '{addr}'; {usage}"))
-            }
-            Err(_) => return Err(unknown(&words[i])),
+            Err(OptionError::HostWithoutPort(addr)) => return Err(ArgError::HostWithoutPort(addr)),
+            Ok(None) | Err(_) => return Err(ArgError::Unknown(words[i].clone())),
         }
     }
     Ok((common.json, common.hosts))
@@ -238,26 +262,25 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         return crate::route::resp::error("ERR PROXY CHECK: no nodes known (no seeds configured)");
     }
     let timeout = node_timeout(shared);
-    let json_out: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
-    let cell = Rc::clone(&json_out);
     let command = if json {
         "PROXY CHECK JSON"
     } else {
         "PROXY CHECK"
     };
-    let reply = jobs::run(&shared.jobs, "check", command, false, |job| async move {
-        job.set_total(2);
-        let (s, f) = run_check(&start, timeout, &hosts).await;
-        job.step_done(format!("surveyed {} node(s)", s.nodes.len()));
-        let lines = report_lines(&s, &f);
-        *cell.borrow_mut() = Some(report_json(&s, &f));
-        job.step_done(lines[0].clone());
-        Ok(lines)
-    })
-    .await;
-    let text = json_out.borrow_mut().take();
-    match text {
-        Some(text) if json => crate::route::resp::bulk(text.as_bytes()),
-        _ => reply,
-    }
+    jobs::run(
+        &shared.jobs,
+        "check",
+        command,
+        false,
+        json,
+        |job| async move {
+            job.set_total(2);
+            let (s, f) = run_check(&start, timeout, &hosts).await;
+            job.step_done(format!("surveyed {} node(s)", s.nodes.len()));
+            let report = report(&s, &f);
+            job.step_done(report.verdict().to_string());
+            Ok(report)
+        },
+    )
+    .await
 }

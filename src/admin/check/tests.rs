@@ -2,6 +2,7 @@
 
 use super::rules::{islands, Topo};
 use super::*;
+use crate::admin::json_str;
 use crate::admin::survey::NodeState;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
 use std::collections::BTreeMap;

@@ -29,21 +29,24 @@
 //!
 //! The files: this one has the command (arguments, the run from survey to check) and what a
 //! converged cluster is ([`join_problems`], [`link_problems`]); `plan.rs` the pure [`decide`]
-//! and the step and plan lines; `execute.rs` runs the steps and waits; `tests.rs` the unit
+//! and the step and plan lines; `refusal.rs` every refusal's text; `execute.rs` runs the steps and waits; `tests.rs` the unit
 //! tests. The public items are re-exported here, so their paths are `admin::create::*`.
 
 mod execute;
 mod plan;
+mod refusal;
 #[cfg(test)]
 mod tests;
 
 pub use plan::{decide, plan_lines, step_line, Mode, Step, Work};
+pub use refusal::{Mismatch, NotResumable, Refusal};
 
 use super::check;
 use super::options::{self, Accepts, CommonOptions, OptionError};
 use super::survey::NodeState;
 use crate::admin::jobs::{self, Job};
 use crate::admin::placement::NodeSpec;
+use crate::admin::report::Report;
 use crate::cluster::slots::SLOT_COUNT;
 use crate::shared::Shared;
 use anyhow::anyhow;
@@ -82,8 +85,48 @@ const ACCEPTS: Accepts = Accepts {
     host: None,
 };
 
+/// Why `PROXY CREATE`'s arguments were refused. `Display` is the reply's text after
+/// `ERR PROXY CREATE: ` (every CREATE usage error, in one place); all but the address error
+/// end with the usage line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArgError {
+    /// The word (upper-cased) needs a value and none follows.
+    Missing(String),
+    /// `TIMEOUT`'s value is not whole seconds.
+    Timeout,
+    /// `REPLICAS`'s value is not a number.
+    Replicas,
+    /// `HOST <label>` before any node address.
+    HostFirst,
+    /// A word after `NODES` that is not `host:port` (as given).
+    Address(String),
+    /// A word that is no option (as given).
+    Unexpected(String),
+    /// No `REPLICAS`.
+    NoReplicas,
+    /// No `NODES`.
+    NoNodes,
+}
+
+impl std::fmt::Display for ArgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArgError::Missing(w) => write!(f, "{w} needs a value; {USAGE}"),
+            ArgError::Timeout => write!(f, "TIMEOUT needs whole seconds; {USAGE}"),
+            ArgError::Replicas => write!(f, "REPLICAS needs a number; {USAGE}"),
+            ArgError::HostFirst => write!(f, "HOST must follow a node address; {USAGE}"),
+            ArgError::Address(w) => write!(f, "bad node address '{w}': expected host:port"),
+            ArgError::Unexpected(w) => write!(f, "unexpected '{w}'; {USAGE}"),
+            ArgError::NoReplicas => write!(f, "REPLICAS is required; {USAGE}"),
+            ArgError::NoNodes => write!(f, "NODES is required; {USAGE}"),
+        }
+    }
+}
+
+impl std::error::Error for ArgError {}
+
 /// Parses the arguments after `CREATE`.
-pub fn parse_args(args: &[Bytes]) -> Result<Request, String> {
+pub fn parse_args(args: &[Bytes]) -> Result<Request, ArgError> {
     let words = options::words(args);
     let mut common = CommonOptions::default();
     let mut replicas = usize::MAX;
@@ -92,8 +135,8 @@ pub fn parse_args(args: &[Bytes]) -> Result<Request, String> {
     let mut in_nodes = false;
     while i < words.len() {
         let taken = common.take(&ACCEPTS, &words, i).map_err(|e| match e {
-            OptionError::Missing(w) => format!("{w} needs a value; {USAGE}"),
-            _ => format!("TIMEOUT needs whole seconds; {USAGE}"),
+            OptionError::Missing(w) => ArgError::Missing(w),
+            _ => ArgError::Timeout,
         })?;
         if let Some(n) = taken {
             in_nodes = false;
@@ -105,13 +148,11 @@ pub fn parse_args(args: &[Bytes]) -> Result<Request, String> {
             words
                 .get(i + 1)
                 .cloned()
-                .ok_or_else(|| format!("{w} needs a value; {USAGE}"))
+                .ok_or_else(|| ArgError::Missing(w.clone()))
         };
         match w.as_str() {
             "REPLICAS" => {
-                replicas = next(i)?
-                    .parse()
-                    .map_err(|_| format!("REPLICAS needs a number; {USAGE}"))?;
+                replicas = next(i)?.parse().map_err(|_| ArgError::Replicas)?;
                 in_nodes = false;
                 i += 2;
             }
@@ -121,9 +162,7 @@ pub fn parse_args(args: &[Bytes]) -> Result<Request, String> {
             }
             "HOST" => {
                 let label = next(i)?;
-                let last = nodes
-                    .last_mut()
-                    .ok_or_else(|| format!("HOST must follow a node address; {USAGE}"))?;
+                let last = nodes.last_mut().ok_or(ArgError::HostFirst)?;
                 last.host = label;
                 i += 2;
             }
@@ -132,20 +171,18 @@ pub fn parse_args(args: &[Bytes]) -> Result<Request, String> {
                     .rsplit_once(':')
                     .and_then(|(ip, p)| Some((ip, p.parse::<u16>().ok()?)))
                     .filter(|(ip, _)| !ip.is_empty())
-                    .ok_or_else(|| {
-                        format!("bad node address '{}': expected host:port", words[i])
-                    })?;
+                    .ok_or_else(|| ArgError::Address(words[i].clone()))?;
                 nodes.push(NodeSpec::new(ip, port));
                 i += 1;
             }
-            _ => return Err(format!("unexpected '{}'; {USAGE}", words[i])),
+            _ => return Err(ArgError::Unexpected(words[i].clone())),
         }
     }
     if replicas == usize::MAX {
-        return Err(format!("REPLICAS is required; {USAGE}"));
+        return Err(ArgError::NoReplicas);
     }
     if nodes.is_empty() {
-        return Err(format!("NODES is required; {USAGE}"));
+        return Err(ArgError::NoNodes);
     }
     // Handshakes take a few hundred ms per gossip round; big clusters need more rounds.
     let wait = common
@@ -260,7 +297,7 @@ pub fn link_problems(listed: &[NodeState]) -> Vec<String> {
 }
 
 /// The whole engine: survey, decide, report or execute, check.
-pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Result<Vec<String>> {
+pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Result<Report> {
     let s = survey_listed(&req.nodes, timeout).await;
     job.log(format!("surveyed {} node(s)", s.nodes.len()));
     let work = decide(&req.nodes, req.replicas, &s).map_err(|e| anyhow!("refused: {e}"))?;
@@ -282,7 +319,7 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
         )];
         out.extend(lines);
         out.extend(steps);
-        return Ok(out);
+        return Ok(Report::lines(out));
     }
     if !work.changes_anything() {
         let (cs, f) = check::run_check(&addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
@@ -297,7 +334,7 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
                 .into_iter()
                 .map(|l| format!("check {l}")),
         );
-        return Ok(out);
+        return Ok(Report::lines(out));
     }
     job.set_total(work.steps.len());
     let cports: Vec<u16> = req
@@ -351,7 +388,7 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
             .into_iter()
             .map(|l| format!("check {l}")),
     );
-    Ok(out)
+    Ok(Report::lines(out))
 }
 
 /// Answers `PROXY CREATE ...` (args after CREATE).
@@ -375,8 +412,14 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
     );
     let timeout = check::node_timeout(shared);
     let detach = req.detach;
-    jobs::run(&shared.jobs, "create", &command, detach, move |job| {
-        run(job, req, timeout)
-    })
+    // CREATE has no JSON form (yet): its report is lines only.
+    jobs::run(
+        &shared.jobs,
+        "create",
+        &command,
+        detach,
+        false,
+        move |job| run(job, req, timeout),
+    )
     .await
 }

@@ -2,6 +2,7 @@
 //! resume or adopt) as a list of [`Step`]s, and the lines that print a plan and its steps. No
 //! sockets: every situation is unit-tested from hand-built surveys.
 
+use super::refusal::{Mismatch, NotResumable, Refusal};
 use crate::admin::check::ranges_text;
 use crate::admin::placement::{self, NodeSpec, Plan, PlanOptions};
 use crate::admin::survey::{NodeState, Survey};
@@ -115,38 +116,40 @@ fn contains(range: (u16, u16), slots: &[(u16, u16)]) -> bool {
 /// Decides what to do from the survey of the listed nodes. `s.nodes[i]` is `nodes[i]` for
 /// every listed node; nodes the listed ones know about but that are not listed may follow.
 /// Pure; an `Err` is a refusal that names the offending node.
-pub fn decide(nodes: &[NodeSpec], replicas: usize, s: &Survey) -> Result<Work, String> {
+pub fn decide(nodes: &[NodeSpec], replicas: usize, s: &Survey) -> Result<Work, Refusal> {
     if s.nodes.len() < nodes.len() {
-        return Err("internal: the survey misses listed nodes".into());
+        return Err(Refusal::SurveyShort);
     }
     let listed = &s.nodes[..nodes.len()];
     let mut ids = Vec::with_capacity(nodes.len());
     for n in listed {
         if let Some(e) = &n.error {
-            return Err(format!("node {} is unreachable: {e}", n.addr));
+            return Err(Refusal::Unreachable {
+                addr: n.addr.clone(),
+                error: e.clone(),
+            });
         }
         if !n.cluster_enabled {
-            return Err(format!(
-                "node {} is not cluster-enabled (set cluster-enabled yes and restart it)",
-                n.addr
-            ));
+            return Err(Refusal::NotClusterEnabled {
+                addr: n.addr.clone(),
+            });
         }
         match n.id() {
             Some(id) => ids.push(id.to_string()),
             None => {
-                return Err(format!(
-                    "node {} has no myself line in CLUSTER NODES",
-                    n.addr
-                ))
+                return Err(Refusal::NoMyself {
+                    addr: n.addr.clone(),
+                })
             }
         }
     }
     for (i, a) in ids.iter().enumerate() {
         if let Some(j) = ids[..i].iter().position(|b| b == a) {
-            return Err(format!(
-                "nodes {} and {} have the same node ID {a} (the same node listed twice?)",
-                listed[j].addr, listed[i].addr
-            ));
+            return Err(Refusal::SameId {
+                first: listed[j].addr.clone(),
+                second: listed[i].addr.clone(),
+                id: a.clone(),
+            });
         }
     }
     let index_of = |id: &str| ids.iter().position(|x| x == id);
@@ -164,13 +167,11 @@ pub fn decide(nodes: &[NodeSpec], replicas: usize, s: &Survey) -> Result<Work, S
                 .get(&l.addr())
                 .is_some_and(|f| f.reachable() && f.id() == Some(l.id.as_str()));
             if reachable || s.get(&l.addr()).is_none() {
-                return Err(format!(
-                    "node {} already belongs to another cluster: it knows node {} ({}) which \
-                     is not in NODES; reset it (CLUSTER RESET) or list every node of that cluster",
-                    n.addr,
-                    l.addr(),
-                    l.id
-                ));
+                return Err(Refusal::Foreign {
+                    addr: n.addr.clone(),
+                    other: l.addr(),
+                    id: l.id.clone(),
+                });
             }
             ghosts.push(l);
         }
@@ -182,7 +183,7 @@ pub fn decide(nodes: &[NodeSpec], replicas: usize, s: &Survey) -> Result<Work, S
         allow_colocated: false,
     };
     if all_fresh {
-        let plan = placement::plan(nodes, &opts).map_err(|e| e.to_string())?;
+        let plan = placement::plan(nodes, &opts).map_err(Refusal::Placement)?;
         let steps = plan_steps(&plan, listed, &ids);
         return Ok(Work {
             mode: Mode::Fresh,
@@ -196,11 +197,10 @@ pub fn decide(nodes: &[NodeSpec], replicas: usize, s: &Survey) -> Result<Work, S
     for n in listed {
         let owns = n.myself().is_some_and(|m| !m.slots.is_empty());
         if n.dbsize > 0 && !owns && n.myself().is_some_and(NodeLine::is_master) {
-            return Err(format!(
-                "node {} holds {} key(s) but owns no slots; CREATE only uses empty nodes \
-                 (FLUSHALL it if the data is not needed)",
-                n.addr, n.dbsize
-            ));
+            return Err(Refusal::Keys {
+                addr: n.addr.clone(),
+                count: n.dbsize,
+            });
         }
     }
     let reason = match placement::plan(nodes, &opts) {
@@ -215,57 +215,49 @@ pub fn decide(nodes: &[NodeSpec], replicas: usize, s: &Survey) -> Result<Work, S
                     notes: vec!["resuming: the nodes are part way through this plan".into()],
                 });
             }
-            Err(why) => why,
+            Err(why) => NotResumable::Contradicts(why),
         },
-        Ok(_) => format!(
-            "the nodes know {} node(s) that are not listed and do not answer",
-            ghosts.len()
-        ),
-        Err(e) => e.to_string(),
+        Ok(_) => NotResumable::Ghosts(ghosts.len()),
+        Err(e) => NotResumable::Placement(e),
     };
     adopt(listed, &ids, &ghosts, reason)
 }
 
 /// Checks that live state is a partial execution of `plan`; `Err` says what contradicts it.
-fn compatible(plan: &Plan, listed: &[NodeState], ids: &[String]) -> Result<(), String> {
+fn compatible(plan: &Plan, listed: &[NodeState], ids: &[String]) -> Result<(), Mismatch> {
     let roles = plan.roles(listed.len());
     for (i, n) in listed.iter().enumerate() {
+        let addr = || n.addr.clone();
         let Some(me) = n.myself() else {
-            return Err(format!("{} has no myself line", n.addr));
+            return Err(Mismatch::NoMyself { addr: addr() });
         };
         let Some((k, is_master)) = roles[i] else {
-            return Err(format!("{} is not in the plan", n.addr));
+            return Err(Mismatch::NotPlanned { addr: addr() });
         };
         let shard = &plan.shards[k];
         if is_master {
             if !me.is_master() {
-                return Err(format!(
-                    "{} is a replica but the plan makes it a master",
-                    n.addr
-                ));
+                return Err(Mismatch::Replica { addr: addr() });
             }
             if !me.slots.is_empty() && me.slots != vec![shard.slots] {
-                return Err(format!(
-                    "{} owns slots {} but the plan gives it {}-{}",
-                    n.addr,
-                    slot_list(&me.slots),
-                    shard.slots.0,
-                    shard.slots.1
-                ));
+                return Err(Mismatch::MasterSlots {
+                    addr: addr(),
+                    owns: me.slots.clone(),
+                    planned: shard.slots,
+                });
             }
         } else {
             if !me.slots.is_empty() {
-                return Err(format!(
-                    "{} owns slots {} but the plan makes it a replica",
-                    n.addr,
-                    slot_list(&me.slots)
-                ));
+                return Err(Mismatch::ReplicaSlots {
+                    addr: addr(),
+                    owns: me.slots.clone(),
+                });
             }
             if !me.is_master() && me.master_id.as_deref() != Some(ids[shard.master].as_str()) {
-                return Err(format!(
-                    "{} replicates another master than the plan's {}",
-                    n.addr, listed[shard.master].addr
-                ));
+                return Err(Mismatch::OtherMaster {
+                    addr: addr(),
+                    planned: listed[shard.master].addr.clone(),
+                });
             }
         }
         // What this node believes about the others must not contradict the plan either.
@@ -279,30 +271,15 @@ fn compatible(plan: &Plan, listed: &[NodeState], ids: &[String]) -> Result<(), S
             let range = plan.shards[kj].slots;
             let fits = master_j && contains(range, &l.slots);
             if !l.slots.is_empty() && !fits {
-                return Err(format!(
-                    "{} believes {} owns slots {}, which the plan gives elsewhere",
-                    n.addr,
-                    listed[j].addr,
-                    slot_list(&l.slots)
-                ));
+                return Err(Mismatch::Believes {
+                    addr: addr(),
+                    other: listed[j].addr.clone(),
+                    slots: l.slots.clone(),
+                });
             }
         }
     }
     Ok(())
-}
-
-fn slot_list(slots: &[(u16, u16)]) -> String {
-    slots
-        .iter()
-        .map(|(a, b)| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Whether node `i` knows node `j`, or is shaking hands with its address (a second MEET
@@ -389,14 +366,13 @@ fn adopt(
     listed: &[NodeState],
     ids: &[String],
     ghosts: &[&NodeLine],
-    reason: String,
-) -> Result<Work, String> {
+    reason: NotResumable,
+) -> Result<Work, Refusal> {
     if let Some(n) = listed.iter().find(|n| is_fresh(n)) {
-        return Err(format!(
-            "node {} is empty and alone while other listed nodes are not ({reason}); CREATE \
-             does not mix new nodes into a cluster that differs from its plan",
-            n.addr
-        ));
+        return Err(Refusal::Mixed {
+            addr: n.addr.clone(),
+            reason,
+        });
     }
     let mut steps = Vec::new();
     let mut notes = vec![format!("adopting the existing cluster: {reason}")];
@@ -429,13 +405,11 @@ fn adopt(
                 master: g.addr(),
             }),
             None => {
-                return Err(format!(
-                    "master {} ({}) owns slots {} but does not answer and none of the listed \
-                     nodes replicates it; start it, or list its replica",
-                    g.addr(),
-                    g.id,
-                    slot_list(&g.slots)
-                ))
+                return Err(Refusal::Orphaned {
+                    addr: g.addr(),
+                    id: g.id.clone(),
+                    slots: g.slots.clone(),
+                })
             }
         }
     }
@@ -455,12 +429,11 @@ fn adopt(
         .map(|x| x as u16)
         .collect();
     if !free.is_empty() {
-        return Err(format!(
-            "the nodes already form a cluster ({reason}) and {} slot(s) ({}) have no owner; \
-             CREATE does not assign slots in a running cluster",
-            free.len(),
-            ranges_text(&free)
-        ));
+        return Err(Refusal::Unowned {
+            reason,
+            count: free.len(),
+            ranges: ranges_text(&free),
+        });
     }
     // Join nodes that do not know each other yet, through the first slot owner.
     let seed = listed

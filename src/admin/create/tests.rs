@@ -98,10 +98,14 @@ fn parses_arguments() {
     assert_eq!(r.nodes[1].host, "127.0.0.3");
     assert!(r.dryrun && r.detach);
     let bad: Vec<Bytes> = vec![Bytes::from("NODES"), Bytes::from("x")];
-    assert!(parse_args(&bad).unwrap_err().contains("bad node address"));
+    assert!(parse_args(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("bad node address"));
     let bad: Vec<Bytes> = vec![Bytes::from("NODES"), Bytes::from("a:1")];
     assert!(parse_args(&bad)
         .unwrap_err()
+        .to_string()
         .contains("REPLICAS is required"));
 }
 
@@ -175,24 +179,27 @@ fn resume_after_meet_only_replicates() {
 fn refusals_name_the_node() {
     let mut nodes = specs(2, 5);
     nodes.pop();
-    let e = decide(&nodes, 2, &fresh_survey(&nodes)).unwrap_err();
+    let e = decide(&nodes, 2, &fresh_survey(&nodes))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not enough distinct hosts"), "{e}");
 
     let nodes = specs(3, 2);
     let mut s = fresh_survey(&nodes);
     s.nodes[4].dbsize = 1;
-    let e = decide(&nodes, 1, &s).unwrap_err();
+    let e = decide(&nodes, 1, &s).unwrap_err().to_string();
     assert!(e.contains("127.0.0.4:7000 holds 1 key"), "{e}");
 
     let mut s = fresh_survey(&nodes);
     s.nodes[2] = NodeState::unreachable(&nodes[2].addr(), "connection refused");
-    let e = decide(&nodes, 1, &s).unwrap_err();
+    let e = decide(&nodes, 1, &s).unwrap_err().to_string();
     assert!(e.contains("node 127.0.0.3:7000 is unreachable"), "{e}");
 
     let mut s = fresh_survey(&nodes);
     s.nodes[1].cluster_enabled = false;
     assert!(decide(&nodes, 1, &s)
         .unwrap_err()
+        .to_string()
         .contains("127.0.0.2:7001 is not cluster-enabled"));
 
     // A node that knows a reachable foreign node belongs to another cluster.
@@ -206,7 +213,7 @@ fn refusals_name_the_node() {
     let mut other = fresh(&NodeSpec::new("127.0.0.9", 7000), 99);
     other.view[0].id = foreign[0].id.clone();
     s.nodes.push(other);
-    let e = decide(&nodes, 1, &s).unwrap_err();
+    let e = decide(&nodes, 1, &s).unwrap_err().to_string();
     assert!(
         e.contains("node 127.0.0.3:7001 already belongs to another cluster"),
         "{e}"
@@ -214,7 +221,9 @@ fn refusals_name_the_node() {
 
     // Too few nodes for 3 masters.
     let nodes = specs(2, 2);
-    let e = decide(&nodes, 1, &fresh_survey(&nodes)).unwrap_err();
+    let e = decide(&nodes, 1, &fresh_survey(&nodes))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("too few masters"), "{e}");
 }
 
@@ -227,7 +236,7 @@ fn contradicting_slots_are_not_overwritten() {
     // A planned replica already owns slots (someone else's work): refused, not overwritten.
     let r = plan.shards[0].replicas[0];
     s.nodes[r].view[0].slots = vec![(0, 100)];
-    let e = decide(&nodes, 1, &s).unwrap_err();
+    let e = decide(&nodes, 1, &s).unwrap_err().to_string();
     assert!(
         e.contains("owns slots 0-100 but the plan makes it a replica"),
         "{e}"
@@ -241,7 +250,7 @@ fn contradicting_slots_are_not_overwritten() {
             }
         }
     }
-    let e = decide(&nodes, 1, &s).unwrap_err();
+    let e = decide(&nodes, 1, &s).unwrap_err().to_string();
     assert!(e.contains("have no owner"), "{e}");
 }
 

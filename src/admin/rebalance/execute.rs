@@ -5,8 +5,9 @@
 use super::lease::Lease;
 use super::model::{Move, Plan};
 use super::plan::plan;
-use super::{node_timeout, read_topology, Live, Options, Outcome};
+use super::{node_timeout, read_topology, Live, Options};
 use crate::admin::jobs::Job;
+use crate::admin::report::Report;
 use crate::backend::node_client::NodeClient;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
 use crate::shared::Shared;
@@ -23,7 +24,7 @@ pub(super) async fn execute(
     lease: &mut Lease,
     mut live: Live,
     first: &Plan,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Report> {
     let mut done: Vec<Move> = Vec::new();
     // Re-planning after each failover continues the first plan's count when the cluster
     // behaves as modelled; if it does not (links that stay down, someone else failing nodes
@@ -103,8 +104,8 @@ pub(super) async fn execute(
     shown.truncated = !left.moves.is_empty();
     shown.notes = left.notes;
     lines.extend(shown.island_lines());
-    let json = shown.json(&lines[0], &done);
-    Ok(Outcome { lines, json })
+    let json = shown.json_value(&lines[0], &done);
+    Ok(Report::lines(lines).with_json(json))
 }
 
 /// Sends `CLUSTER FAILOVER` to the replica, then waits until every reachable node shows the
@@ -142,7 +143,7 @@ async fn failover(
                 let mut c = NodeClient::connect(addr, timeout).await?;
                 let text = c.call_text(&["CLUSTER", "NODES"]).await?;
                 let ip = addr.rsplit_once(':').map_or(addr.as_str(), |x| x.0);
-                let lines = parse_cluster_nodes(&text, ip).map_err(anyhow::Error::msg)?;
+                let lines = parse_cluster_nodes(&text, ip)?;
                 let new_ok = lines
                     .iter()
                     .any(|l| l.id == mv.replica_id && l.is_master() && !l.slots.is_empty());

@@ -44,15 +44,14 @@ pub use plan::plan;
 
 use crate::admin::jobs::{self, Job};
 use crate::admin::options::{self, Accepts, CommonOptions, HostAddr, OptionError};
+use crate::admin::report::Report;
 use crate::backend::node_client::NodeClient;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
 use crate::route::resp;
 use crate::shared::Shared;
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,23 +103,65 @@ impl Default for Options {
     }
 }
 
+/// Why `PROXY REBALANCE`'s arguments were refused. `Display` is the reply's text after
+/// `ERR ` (every REBALANCE usage error, in one place).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArgError {
+    /// `REBALANCE SLOTS`, which no engine does yet.
+    Slots,
+    /// Neither `MASTERS` nor `SLOTS`.
+    Usage,
+    /// `HOST` without its address and label.
+    Host,
+    /// `TIMEOUT` below one second.
+    TimeoutTooShort,
+    /// `TIMEOUT` missing or not a number.
+    Timeout,
+    /// `TOLERANCE` or `MAXMOVES` (named) without a non-negative integer.
+    Number(&'static str),
+    /// A word that is no option (as given).
+    Unknown(String),
+}
+
+impl std::fmt::Display for ArgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArgError::Slots => f.write_str(
+                "PROXY REBALANCE SLOTS is not implemented yet; \
+                 see the README's list of what is finished",
+            ),
+            ArgError::Usage => f.write_str(
+                "usage: PROXY REBALANCE MASTERS [DRYRUN] [TOLERANCE n] \
+                 [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT seconds] \
+                 [HOST <ip|ip:port> <label>]...",
+            ),
+            ArgError::Host => f.write_str("HOST needs an address (ip or ip:port) and a label"),
+            ArgError::TimeoutTooShort => f.write_str("TIMEOUT must be at least 1 second"),
+            ArgError::Timeout => f.write_str("TIMEOUT needs a non-negative integer"),
+            ArgError::Number(name) => write!(f, "{name} needs a non-negative integer"),
+            // Capped: the word is the client's and lands in a reply and a log line.
+            ArgError::Unknown(word) => write!(
+                f,
+                "unknown option '{}' for PROXY REBALANCE MASTERS",
+                word.to_ascii_uppercase()
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ArgError {}
+
 impl Options {
     /// Parses the words after `PROXY REBALANCE` (starting with `MASTERS`).
-    pub fn parse(args: &[Bytes]) -> Result<Options, String> {
+    pub fn parse(args: &[Bytes]) -> Result<Options, ArgError> {
         let words = options::words(args);
         match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
             Some("MASTERS") => {}
-            Some("SLOTS") => {
-                return Err("PROXY REBALANCE SLOTS is not implemented yet; \
-                            see the README's list of what is finished"
-                    .into())
-            }
-            _ => {
-                return Err("usage: PROXY REBALANCE MASTERS [DRYRUN] [TOLERANCE n] \
-                            [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT seconds] \
-                            [HOST <ip|ip:port> <label>]..."
-                    .into())
-            }
+            Some("SLOTS") => return Err(ArgError::Slots),
+            _ => return Err(ArgError::Usage),
         }
         const ACCEPTS: Accepts = Accepts {
             json: true,
@@ -132,19 +173,17 @@ impl Options {
         let mut common = CommonOptions::default();
         let mut o = Options::default();
         let mut i = 1;
-        let number = |i: usize, name: &str| -> Result<usize, String> {
+        let number = |i: usize, name: &'static str| -> Result<usize, ArgError> {
             words
                 .get(i)
                 .and_then(|w| w.parse::<usize>().ok())
-                .ok_or_else(|| format!("{name} needs a non-negative integer"))
+                .ok_or(ArgError::Number(name))
         };
         while i < words.len() {
             let taken = common.take(&ACCEPTS, &words, i).map_err(|e| match e {
-                OptionError::Missing(w) if w == "HOST" => {
-                    "HOST needs an address (ip or ip:port) and a label".to_string()
-                }
-                OptionError::TooShort(_) => "TIMEOUT must be at least 1 second".to_string(),
-                _ => "TIMEOUT needs a non-negative integer".to_string(),
+                OptionError::Missing(w) if w == "HOST" => ArgError::Host,
+                OptionError::TooShort(_) => ArgError::TimeoutTooShort,
+                _ => ArgError::Timeout,
             })?;
             if let Some(n) = taken {
                 i += n;
@@ -160,12 +199,7 @@ impl Options {
                     o.max_moves = Some(number(i + 1, "MAXMOVES")?);
                     i += 1;
                 }
-                other => {
-                    return Err(format!(
-                        "unknown option '{}' for PROXY REBALANCE MASTERS",
-                        other.chars().take(64).collect::<String>()
-                    ))
-                }
+                _ => return Err(ArgError::Unknown(words[i].clone())),
             }
             i += 1;
         }
@@ -212,26 +246,17 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         .collect();
     let command = format!("PROXY REBALANCE {}", words.join(" "));
     let shared2 = Arc::clone(shared);
-    let json_out: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
-    let cell = Rc::clone(&json_out);
+    // With ASYNC the reply is `OK job <id>` whatever was asked.
     let json = opts.json && !opts.detach;
-    let reply = jobs::run(
+    jobs::run(
         &shared.jobs,
         ENGINE,
         &command,
         opts.detach,
-        move |job| async move {
-            let outcome = run(shared2, opts, job).await?;
-            *cell.borrow_mut() = Some(outcome.json);
-            Ok(outcome.lines)
-        },
+        json,
+        move |job| run(shared2, opts, job),
     )
-    .await;
-    let text = json_out.borrow_mut().take();
-    match text {
-        Some(text) if json => resp::bulk(text.as_bytes()),
-        _ => reply,
-    }
+    .await
 }
 
 /// The live topology and the `CLUSTER NODES` lines it came from.
@@ -339,13 +364,7 @@ async fn read_topology(shared: &Shared, opts: &Options, extra: &[String]) -> any
     })
 }
 
-/// What a run hands back: report lines, and the same as JSON.
-struct Outcome {
-    lines: Vec<String>,
-    json: String,
-}
-
-async fn run(shared: Arc<Shared>, opts: Options, job: Arc<Job>) -> anyhow::Result<Outcome> {
+async fn run(shared: Arc<Shared>, opts: Options, job: Arc<Job>) -> anyhow::Result<Report> {
     let live = read_topology(&shared, &opts, &[])
         .await
         .context("reading the cluster topology")?;
@@ -365,8 +384,8 @@ async fn run(shared: Arc<Shared>, opts: Options, job: Arc<Job>) -> anyhow::Resul
     ));
     if opts.dry_run || first.moves.is_empty() {
         let lines = first.report(opts.dry_run);
-        let json = first.json(&lines[0], &first.moves);
-        return Ok(Outcome { lines, json });
+        let json = first.json_value(&lines[0], &first.moves);
+        return Ok(Report::lines(lines).with_json(json));
     }
     let holder = format!(
         "slotproxy {} pid {} job {}",

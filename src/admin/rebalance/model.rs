@@ -3,7 +3,7 @@
 //! joined by shards that can move between them) and the [`Plan`] with its report in lines and
 //! JSON. Pure: no sockets, no clock.
 
-use crate::admin::json_str;
+use crate::admin::report::Json;
 use std::collections::BTreeMap;
 
 /// One node as the planner sees it.
@@ -249,44 +249,32 @@ impl Plan {
 impl Plan {
     /// The report as one JSON document: `verdict`, `spread_before`, `spread_after`, `moves`
     /// (replica, master, from_host, to_host, force), `islands` (hosts, before, after,
-    /// best_spread), `truncated`, `notes`. Written by hand: a few flat fields do not need
-    /// serde_json in the proxy.
-    pub fn json(&self, verdict: &str, moves: &[Move]) -> String {
-        let strs = |v: &[String]| {
-            let items: Vec<String> = v.iter().map(|s| json_str(s)).collect();
-            format!("[{}]", items.join(","))
-        };
-        let nums = |v: &[usize]| {
-            let items: Vec<String> = v.iter().map(usize::to_string).collect();
-            format!("[{}]", items.join(","))
-        };
-        let moves: Vec<String> = moves
+    /// best_spread), `truncated`, `notes`; `moves` are the ones listed (planned, or done).
+    pub fn json_value(&self, verdict: &str, moves: &[Move]) -> Json {
+        let moves = moves
             .iter()
             .map(|m| {
-                format!(
-                    "{{\"replica\":{},\"replica_id\":{},\"master\":{},\"master_id\":{},\
-                     \"from_host\":{},\"to_host\":{},\"force\":{}}}",
-                    json_str(&m.replica_addr),
-                    json_str(&m.replica_id),
-                    json_str(&m.master_addr),
-                    json_str(&m.master_id),
-                    json_str(&m.from_host),
-                    json_str(&m.to_host),
-                    m.force
-                )
+                Json::Object(vec![
+                    ("replica", Json::str(&m.replica_addr)),
+                    ("replica_id", Json::str(&m.replica_id)),
+                    ("master", Json::str(&m.master_addr)),
+                    ("master_id", Json::str(&m.master_id)),
+                    ("from_host", Json::str(&m.from_host)),
+                    ("to_host", Json::str(&m.to_host)),
+                    ("force", Json::Bool(m.force)),
+                ])
             })
             .collect();
-        let islands: Vec<String> = self
+        let islands = self
             .islands
             .iter()
             .map(|i| {
-                format!(
-                    "{{\"hosts\":{},\"before\":{},\"after\":{},\"best_spread\":{}}}",
-                    strs(&i.hosts),
-                    nums(&i.before),
-                    nums(&i.after),
-                    i.best_spread
-                )
+                Json::Object(vec![
+                    ("hosts", Json::strs(&i.hosts)),
+                    ("before", Json::nums(&i.before)),
+                    ("after", Json::nums(&i.after)),
+                    ("best_spread", Json::num(i.best_spread)),
+                ])
             })
             .collect();
         let after = self
@@ -295,17 +283,20 @@ impl Plan {
             .map(Island::spread_after)
             .max()
             .unwrap_or(0);
-        format!(
-            "{{\"verdict\":{},\"spread_before\":{},\"spread_after\":{},\"moves\":[{}],\
-             \"islands\":[{}],\"truncated\":{},\"notes\":{}}}",
-            json_str(verdict),
-            self.spread_before(),
-            after,
-            moves.join(","),
-            islands.join(","),
-            self.truncated,
-            strs(&self.notes)
-        )
+        Json::Object(vec![
+            ("verdict", Json::str(verdict)),
+            ("spread_before", Json::num(self.spread_before())),
+            ("spread_after", Json::num(after)),
+            ("moves", Json::List(moves)),
+            ("islands", Json::List(islands)),
+            ("truncated", Json::Bool(self.truncated)),
+            ("notes", Json::strs(&self.notes)),
+        ])
+    }
+
+    /// [`Plan::json_value`] as text.
+    pub fn json(&self, verdict: &str, moves: &[Move]) -> String {
+        self.json_value(verdict, moves).render()
     }
 }
 

@@ -496,6 +496,7 @@ fn parses_options() {
                 .collect::<Vec<_>>(),
         )
         .unwrap_err()
+        .to_string()
     };
     assert!(bad(&["SLOTS"]).contains("not implemented"));
     assert!(bad(&["MASTERS", "TOLERANCE"]).contains("TOLERANCE"));
