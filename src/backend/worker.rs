@@ -216,10 +216,12 @@ impl Worker {
             ));
         }
         let timeout = self.shared.live.request_timeout();
+        let dialer = Arc::clone(&self.shared.dialer);
         tokio::task::spawn_local(async move {
             let reply = async {
                 let mut node =
-                    crate::backend::node_client::NodeClient::connect(&addr, timeout).await?;
+                    crate::backend::node_client::NodeClient::connect(&dialer, &addr, timeout)
+                        .await?;
                 node.call_wire(&call.wire).await
             };
             match reply.await {

@@ -23,6 +23,7 @@ use super::options::{self, Accepts, CommonOptions, HostAddr, OptionError};
 use super::survey::{self, HostLabels, Survey};
 use crate::admin::jobs;
 use crate::admin::json_str;
+use crate::net::dialer::Dialer;
 use crate::shared::Shared;
 use bytes::Bytes;
 use std::cell::RefCell;
@@ -181,11 +182,12 @@ pub fn start_nodes(shared: &Shared) -> Vec<String> {
 
 /// Surveys the cluster and judges it (what CREATE runs at its end too, with its host labels).
 pub async fn run_check(
+    dialer: &Arc<Dialer>,
     start: &[String],
     timeout: Duration,
     hosts: &HostLabels,
 ) -> (Survey, Vec<Finding>) {
-    let s = survey::survey_closure(start, timeout).await;
+    let s = survey::survey_closure(dialer, start, timeout).await;
     let f = findings(&s, hosts);
     (s, f)
 }
@@ -238,6 +240,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         return crate::route::resp::error("ERR PROXY CHECK: no nodes known (no seeds configured)");
     }
     let timeout = node_timeout(shared);
+    let dialer = Arc::clone(&shared.dialer);
     let json_out: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
     let cell = Rc::clone(&json_out);
     let command = if json {
@@ -247,7 +250,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
     };
     let reply = jobs::run(&shared.jobs, "check", command, false, |job| async move {
         job.set_total(2);
-        let (s, f) = run_check(&start, timeout, &hosts).await;
+        let (s, f) = run_check(&dialer, &start, timeout, &hosts).await;
         job.step_done(format!("surveyed {} node(s)", s.nodes.len()));
         let lines = report_lines(&s, &f);
         *cell.borrow_mut() = Some(report_json(&s, &f));

@@ -45,6 +45,7 @@ use super::survey::NodeState;
 use crate::admin::jobs::{self, Job};
 use crate::admin::placement::NodeSpec;
 use crate::cluster::slots::SLOT_COUNT;
+use crate::net::dialer::Dialer;
 use crate::shared::Shared;
 use anyhow::anyhow;
 use bytes::Bytes;
@@ -260,8 +261,13 @@ pub fn link_problems(listed: &[NodeState]) -> Vec<String> {
 }
 
 /// The whole engine: survey, decide, report or execute, check.
-pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Result<Vec<String>> {
-    let s = survey_listed(&req.nodes, timeout).await;
+pub async fn run(
+    job: Arc<Job>,
+    dialer: Arc<Dialer>,
+    req: Request,
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let s = survey_listed(&dialer, &req.nodes, timeout).await;
     job.log(format!("surveyed {} node(s)", s.nodes.len()));
     let work = decide(&req.nodes, req.replicas, &s).map_err(|e| anyhow!("refused: {e}"))?;
     let mut lines = Vec::new();
@@ -285,7 +291,8 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
         return Ok(out);
     }
     if !work.changes_anything() {
-        let (cs, f) = check::run_check(&addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
+        let (cs, f) =
+            check::run_check(&dialer, &addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
         let mut out = vec![format!(
             "OK nothing to do: the {} node(s) already form the cluster; check: {}",
             req.nodes.len(),
@@ -315,6 +322,7 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
         .collect();
     execute(
         &job,
+        &dialer,
         &work,
         &req.nodes,
         |i| cports.get(i).copied().unwrap_or(0),
@@ -322,7 +330,7 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
         req.wait,
     )
     .await?;
-    let (cs, f) = check::run_check(&addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
+    let (cs, f) = check::run_check(&dialer, &addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
     let verdict = check::verdict(&f);
     let what = match &work.plan {
         Some(p) => format!(
@@ -374,9 +382,10 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
             .join(" ")
     );
     let timeout = check::node_timeout(shared);
+    let dialer = Arc::clone(&shared.dialer);
     let detach = req.detach;
     jobs::run(&shared.jobs, "create", &command, detach, move |job| {
-        run(job, req, timeout)
+        run(job, dialer, req, timeout)
     })
     .await
 }
