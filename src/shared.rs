@@ -1,4 +1,6 @@
-//! State shared by every thread of the proxy: settings, the slot map, refresh triggers, counters.
+//! State shared by every thread of one running proxy: settings, the slot map, refresh triggers,
+//! counters, and how it connects (its TLS and node dialer). One per proxy: two proxies in one
+//! process share none of it.
 //!
 //! Workers touch it on the hot path only through lock-free reads (`ArcSwap::load`) and relaxed
 //! atomics on their own padded counters, so adding workers adds no contention.

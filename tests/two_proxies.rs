@@ -95,6 +95,40 @@ fn require_password(cluster: &LocalCluster, password: &str) {
     }
 }
 
+/// Refused `AUTH`s over every node of `cluster` (the `auth` entries of `ACL LOG`), read with
+/// its `password`: for the failure message, so a proxy that sent the wrong password says so.
+fn refused_auths(cluster: &LocalCluster, password: &str) -> String {
+    let mut total = 0i64;
+    for i in 0..cluster.nodes.len() {
+        let mut n = node_conn(cluster, i);
+        let log: redis::RedisResult<Vec<Vec<redis::Value>>> = redis::cmd("AUTH")
+            .arg(password)
+            .query::<()>(&mut n)
+            .and_then(|()| redis::cmd("ACL").arg("LOG").query(&mut n));
+        let log = match log {
+            Ok(l) => l,
+            Err(e) => return format!("node {i}: ACL LOG: {e}"),
+        };
+        for entry in log {
+            let field = |name: &str| {
+                entry
+                    .chunks(2)
+                    .find(|kv| redis::from_redis_value::<String>(&kv[0]).is_ok_and(|k| k == name))
+                    .and_then(|kv| kv.get(1).cloned())
+            };
+            let is_auth = field("reason")
+                .and_then(|v| redis::from_redis_value::<String>(&v).ok())
+                .is_some_and(|r| r == "auth");
+            if is_auth {
+                total += field("count")
+                    .and_then(|v| redis::from_redis_value::<i64>(&v).ok())
+                    .unwrap_or(1);
+            }
+        }
+    }
+    format!("{total} AUTH(s) refused by its nodes")
+}
+
 #[test]
 fn two_proxies_in_one_process_each_authenticate_with_their_own_password() {
     let cluster_a = cluster(1, 3, 0);
@@ -108,7 +142,10 @@ fn two_proxies_in_one_process_each_authenticate_with_their_own_password() {
     let mut cb = b.conn();
     // Liveness bound only: each proxy first has to learn its cluster's slot map, through
     // connections that authenticate with its own password.
-    for (name, c) in [("proxy A", &mut ca), ("proxy B", &mut cb)] {
+    for (name, c, cluster, password) in [
+        ("proxy A", &mut ca, &cluster_a, "pa"),
+        ("proxy B", &mut cb, &cluster_b, "pb"),
+    ] {
         if let Err(e) = retry_until(Duration::from_secs(20), || {
             if serves_all_slots(c) {
                 Ok(())
@@ -116,7 +153,10 @@ fn two_proxies_in_one_process_each_authenticate_with_their_own_password() {
                 Err(proxy_lines(c, &["SLOTS"]).map_or_else(|e| e.to_string(), |l| l.join("; ")))
             }
         }) {
-            panic!("{name} never served every slot: {e}");
+            panic!(
+                "{name} never served every slot: {e}; {}",
+                refused_auths(cluster, password)
+            );
         }
     }
 

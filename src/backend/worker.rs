@@ -68,7 +68,7 @@ struct RouteCache {
 pub struct Worker {
     /// Position among the workers (for stats).
     pub index: usize,
-    /// Process-wide state.
+    /// The proxy's shared state.
     pub shared: Arc<Shared>,
     me: Weak<Worker>,
     pools: RefCell<HashMap<Arc<str>, Rc<Pool>>>,

@@ -282,6 +282,36 @@ mod tests {
     }
 
     #[test]
+    fn each_tls_value_is_its_own_and_a_failed_reload_keeps_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .self_signed(&rcgen::KeyPair::generate().expect("key"))
+            .expect("ca");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("writing the CA");
+        let on = Config {
+            backend_tls: true,
+            backend_tls_ca_file: ca_file.display().to_string(),
+            ..Config::default()
+        };
+        let a = Tls::load(&on).expect("loads");
+        let b = Tls::off();
+        assert!(a.backend().is_some() && b.backend().is_none());
+        // A file that does not load refuses the change whole: the running one stays.
+        let broken = Config {
+            backend_tls_ca_file: "/nonexistent/ca.pem".into(),
+            ..on.clone()
+        };
+        assert!(a.install(&broken).is_err());
+        assert!(a.backend().is_some());
+        // Turning one proxy's TLS off does not reach another's.
+        b.install(&on).expect("loads");
+        a.install(&Config::default()).expect("off");
+        assert!(a.backend().is_none() && b.backend().is_some());
+    }
+
+    #[test]
     fn missing_files_name_the_setting() {
         let cfg = Config {
             tls_listen: "127.0.0.1:0".into(),
