@@ -7,7 +7,8 @@
 //! request goes, sends it through the worker's [`backend`] connections, and writes replies back
 //! in order, merging split commands ([`route::merge`]).
 //!
-//! - [`net`]: connections (plain or TLS, both sides) and listening sockets.
+//! - [`net`]: connections (plain or TLS, both sides), the per-proxy dialer that opens node
+//!   connections (credentials and TLS), and listening sockets.
 //! - [`session`]: one client connection: its loop, the commands the proxy answers itself,
 //!   cluster-wide commands, blocking commands, pub/sub, transactions, WAIT, logins and access
 //!   checks, what it records, the client registry.

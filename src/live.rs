@@ -32,6 +32,8 @@ pub struct Live {
     /// Serialises changes, so two concurrent SETs cannot lose one another's update. Never
     /// taken on the data path.
     change: Mutex<()>,
+    /// The proxy's TLS configurations, rebuilt here when their files change or are re-read.
+    tls: Arc<crate::net::tls::Tls>,
 }
 
 fn us(d: Duration) -> u64 {
@@ -39,8 +41,9 @@ fn us(d: Duration) -> u64 {
 }
 
 impl Live {
-    /// The live view of `config`, read from `path` if it came from a file.
-    pub fn new(config: Config, path: Option<PathBuf>) -> Live {
+    /// The live view of `config`, read from `path` if it came from a file; `tls` is the
+    /// proxy's, already loaded from `config`, and is what a reload replaces.
+    pub fn new(config: Config, path: Option<PathBuf>, tls: Arc<crate::net::tls::Tls>) -> Live {
         let live = Live {
             current: ArcSwap::from_pointee(config.clone()),
             generation: AtomicU64::new(0),
@@ -52,6 +55,7 @@ impl Live {
             max_clients: AtomicUsize::new(0),
             path,
             change: Mutex::new(()),
+            tls,
         };
         live.mirror(&config);
         live
@@ -159,7 +163,9 @@ impl Live {
     /// file names did not change (SIGHUP).
     fn install(&self, cur: &Config, new: Config, reread_tls: bool) -> anyhow::Result<()> {
         if reread_tls || crate::net::tls::settings_differ(cur, &new) {
-            crate::net::tls::install(&new).context("TLS configuration not reloaded")?;
+            self.tls
+                .install(&new)
+                .context("TLS configuration not reloaded")?;
             if !new.tls_listen.is_empty() || new.backend_tls {
                 tracing::info!("TLS certificates (re)loaded; new connections use them");
             }
@@ -225,10 +231,11 @@ pub fn rewrite_file(path: &Path, cfg: &Config) -> anyhow::Result<Vec<&'static st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::tls::Tls;
 
     #[test]
     fn set_refuses_restart_settings_and_applies_live_ones() {
-        let live = Live::new(Config::default(), None);
+        let live = Live::new(Config::default(), None, Arc::new(Tls::off()));
         let e = live.set("listen", "127.0.0.1:1").unwrap_err().to_string();
         assert!(e.contains("restart"), "{e}");
         live.set("request_timeout", "2s").unwrap();
@@ -248,7 +255,7 @@ mod tests {
         )
         .unwrap();
         let cfg = Config::from_file(&path).unwrap();
-        let live = Live::new(cfg, Some(path.clone()));
+        let live = Live::new(cfg, Some(path.clone()), Arc::new(Tls::off()));
         live.set("request_timeout", "750ms").unwrap();
         live.set("max_pipeline", "9").unwrap();
         let written = live.rewrite().unwrap();

@@ -84,7 +84,7 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
                     };
                     let worker = std::rc::Rc::clone(&worker);
                     // The certificates in force when the client arrived (SIGHUP may renew them).
-                    match crate::net::tls::acceptor().filter(|_| is_tls) {
+                    match worker.shared.tls.acceptor().filter(|_| is_tls) {
                         Some(acceptor) => {
                             tokio::task::spawn_local(async move {
                                 session::serve_tls(worker, stream, id, acceptor, seat).await
@@ -158,8 +158,8 @@ pub async fn serve_with(
     on_ready: impl FnOnce(&Running),
 ) -> anyhow::Result<()> {
     config.validate()?;
-    crate::backend::credentials::install(&config.backend_user, &config.backend_password);
-    crate::net::tls::install(&config)?;
+    // Read every TLS file before binding anything, so a bad one is the error reported.
+    let tls = crate::net::tls::Tls::load(&config)?;
     let std_listener = crate::net::listener::bind(&config.listen)?;
     let addr = std_listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
@@ -177,7 +177,7 @@ pub async fn serve_with(
     };
     let workers = config.worker_count();
     let has_path = path.is_some();
-    let shared = Arc::new(Shared::with_path(config, path, workers, addr.port()));
+    let shared = Arc::new(Shared::with_path(config, path, workers, addr.port(), tls));
     let threads = (0..workers)
         .map(|i| spawn_worker(i, Arc::clone(&shared)))
         .collect::<anyhow::Result<Vec<_>>>()?;

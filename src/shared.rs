@@ -1,4 +1,6 @@
-//! State shared by every thread of the proxy: settings, the slot map, refresh triggers, counters.
+//! State shared by every thread of one running proxy: settings, the slot map, refresh triggers,
+//! counters, and how it connects (its TLS and node dialer). One per proxy: two proxies in one
+//! process share none of it.
 //!
 //! Workers touch it on the hot path only through lock-free reads (`ArcSwap::load`) and relaxed
 //! atomics on their own padded counters, so adding workers adds no contention.
@@ -86,7 +88,7 @@ impl Trigger {
     ];
 }
 
-/// Process-wide state.
+/// One running proxy's state, read by all its threads.
 pub struct Shared {
     /// Settings as the proxy started. Settings that need a restart (listen, seeds, workers,
     /// connections_per_node, metrics_listen, log_format) are read here; the ones that change
@@ -147,20 +149,30 @@ pub struct Shared {
     /// The graceful stop: started by a signal or `PROXY SHUTDOWN`, waited on by the accept
     /// loop, read by workers and sessions (see [`crate::shutdown`]).
     pub shutdown: crate::shutdown::Shutdown,
+    /// This proxy's TLS configurations (the acceptor new TLS clients get); reloads replace
+    /// them through [`Shared::live`], which holds the same value.
+    pub tls: Arc<crate::net::tls::Tls>,
+    /// How this proxy connects to nodes (its credentials and node-facing TLS): every node
+    /// connection, data path or control plane, is opened with it.
+    pub dialer: Arc<crate::net::dialer::Dialer>,
 }
 
 impl Shared {
-    /// Shared state for `workers` workers, with an empty slot map.
+    /// Shared state for `workers` workers, with an empty slot map and TLS off whatever
+    /// `config` says (state for tests; a proxy starts with [`Shared::with_path`]).
     pub fn new(config: Config, workers: usize, port: u16) -> Shared {
-        Shared::with_path(config, None, workers, port)
+        Shared::with_path(config, None, workers, port, crate::net::tls::Tls::off())
     }
 
-    /// Like [`Shared::new`], remembering the config file for SIGHUP and `PROXY CONFIG REWRITE`.
+    /// Shared state for `workers` workers, remembering the config file for SIGHUP and `PROXY
+    /// CONFIG REWRITE`, with `tls` loaded from `config` ([`crate::net::tls::Tls::load`]) and
+    /// the node credentials taken from it.
     pub fn with_path(
         config: Config,
         path: Option<std::path::PathBuf>,
         workers: usize,
         port: u16,
+        tls: crate::net::tls::Tls,
     ) -> Shared {
         // Config::validate has built the users once already; an invalid list cannot get here,
         // and if it did, nobody could authenticate (closed, not open).
@@ -168,8 +180,13 @@ impl Shared {
             tracing::error!(error = %e, "invalid users; no client can authenticate");
             crate::access::Users::locked()
         });
+        let tls = Arc::new(tls);
+        let dialer = Arc::new(crate::net::dialer::Dialer::new(
+            crate::backend::credentials::auth_frame(&config.backend_user, &config.backend_password),
+            Arc::clone(&tls),
+        ));
         Shared {
-            live: crate::live::Live::new(config.clone(), path),
+            live: crate::live::Live::new(config.clone(), path, Arc::clone(&tls)),
             metrics_on: !config.metrics_listen.is_empty(),
             config,
             map: ArcSwap::from_pointee(SlotMap::empty()),
@@ -196,6 +213,8 @@ impl Shared {
             map_installed_ms: AtomicU64::new(0),
             trimmer: Arc::default(),
             shutdown: Default::default(),
+            tls,
+            dialer,
         }
     }
 

@@ -8,6 +8,7 @@
 
 use crate::backend::node_client::NodeClient;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
+use crate::net::dialer::Dialer;
 use crate::route::resp::Value;
 use anyhow::{anyhow, Context};
 use std::collections::{BTreeMap, BTreeSet};
@@ -162,11 +163,11 @@ fn config_map(v: &Value) -> BTreeMap<String, String> {
     out
 }
 
-/// Reads one node. Never fails: an error becomes [`NodeState::error`]. `timeout` bounds the
+/// Reads one node, connecting through `dialer` (the proxy's credentials and TLS). Never fails: an error becomes [`NodeState::error`]. `timeout` bounds the
 /// connect and each command, and the whole read is bounded by five times that, so a node that
 /// accepts connections but never answers (SIGSTOP) costs at most one timeout.
-pub async fn read_node(addr: &str, timeout: Duration) -> NodeState {
-    match tokio::time::timeout(timeout * 5, read_node_inner(addr, timeout)).await {
+pub async fn read_node(dialer: &Dialer, addr: &str, timeout: Duration) -> NodeState {
+    match tokio::time::timeout(timeout * 5, read_node_inner(dialer, addr, timeout)).await {
         Ok(Ok(state)) => state,
         Ok(Err(e)) => NodeState::unreachable(addr, format!("{e:#}")),
         Err(_) => {
@@ -175,8 +176,12 @@ pub async fn read_node(addr: &str, timeout: Duration) -> NodeState {
     }
 }
 
-async fn read_node_inner(addr: &str, timeout: Duration) -> anyhow::Result<NodeState> {
-    let mut c = NodeClient::connect(addr, timeout).await?;
+async fn read_node_inner(
+    dialer: &Dialer,
+    addr: &str,
+    timeout: Duration,
+) -> anyhow::Result<NodeState> {
+    let mut c = NodeClient::connect(dialer, addr, timeout).await?;
     let mut state = NodeState {
         addr: addr.to_string(),
         ..Default::default()
@@ -213,16 +218,18 @@ async fn read_node_inner(addr: &str, timeout: Duration) -> anyhow::Result<NodeSt
     Ok(state)
 }
 
-/// Reads `addrs` concurrently (at most [`PARALLEL`] at once), in the given order.
-pub async fn survey(addrs: &[String], timeout: Duration) -> Survey {
+/// Reads `addrs` concurrently (at most [`PARALLEL`] at once) through `dialer`, in the given
+/// order.
+pub async fn survey(dialer: &Arc<Dialer>, addrs: &[String], timeout: Duration) -> Survey {
     let sem = Arc::new(Semaphore::new(PARALLEL));
     let mut set = tokio::task::JoinSet::new();
     for (i, addr) in addrs.iter().enumerate() {
         let sem = Arc::clone(&sem);
+        let dialer = Arc::clone(dialer);
         let addr = addr.clone();
         set.spawn(async move {
             let _permit = sem.acquire().await;
-            (i, read_node(&addr, timeout).await)
+            (i, read_node(&dialer, &addr, timeout).await)
         });
     }
     let mut out: Vec<Option<NodeState>> = vec![None; addrs.len()];
@@ -259,15 +266,15 @@ pub fn unsurveyed(s: &Survey) -> Vec<String> {
 
 /// Reads `start` and then, round after round, every node the read nodes know about, until no
 /// new node appears (CHECK's scope: the whole cluster, including nodes the proxy never saw).
-pub async fn survey_closure(start: &[String], timeout: Duration) -> Survey {
-    let mut all = survey(&dedup(start), timeout).await;
+pub async fn survey_closure(dialer: &Arc<Dialer>, start: &[String], timeout: Duration) -> Survey {
+    let mut all = survey(dialer, &dedup(start), timeout).await;
     // Each round adds at least one node, and a cluster has at most a few thousand: bounded.
     for _ in 0..64 {
         let more = unsurveyed(&all);
         if more.is_empty() {
             break;
         }
-        all.nodes.extend(survey(&more, timeout).await.nodes);
+        all.nodes.extend(survey(dialer, &more, timeout).await.nodes);
     }
     all
 }

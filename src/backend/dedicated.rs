@@ -9,6 +9,7 @@
 //! is gone with it, and only its owner knows what that means); dropping the last handle closes
 //! the socket, which is how a node learns that a blocked or subscribed client left.
 
+use crate::net::dialer::Dialer;
 use crate::net::stream::Stream;
 use crate::route::dispatch::{parse_redirect, ReplySlot};
 use crate::route::resp::{self, ReplyScanner};
@@ -125,10 +126,12 @@ impl Drop for Dedicated {
 }
 
 impl Dedicated {
-    /// Opens a connection to `addr` in the background; requests sent meanwhile queue.
-    /// `hello` (if any) is sent first and its reply dropped (HELLO 3 for RESP3 clients).
-    /// Message frames go to `sink` (pub/sub connections only).
+    /// Opens a connection to `addr` in the background, the way `dialer`'s proxy does (its
+    /// TLS; its credentials first); requests sent meanwhile queue. `hello` (if any) is sent
+    /// next and its reply dropped (HELLO 3 for RESP3 clients). Message frames go to `sink`
+    /// (pub/sub connections only).
     pub fn open(
+        dialer: Arc<Dialer>,
         addr: Arc<str>,
         connect_timeout: Duration,
         hello: Option<Bytes>,
@@ -144,13 +147,13 @@ impl Dedicated {
             wake: Notify::new(),
             sink,
         });
-        if let Some(auth) = crate::backend::credentials::auth_command() {
-            inner.push(auth, Expect::Handshake { auth: true });
+        if let Some(auth) = dialer.auth() {
+            inner.push(auth.clone(), Expect::Handshake { auth: true });
         }
         if let Some(h) = hello {
             inner.push(h, Expect::Handshake { auth: false });
         }
-        let task = tokio::task::spawn_local(Rc::clone(&inner).run(connect_timeout));
+        let task = tokio::task::spawn_local(Rc::clone(&inner).run(dialer, connect_timeout));
         Dedicated { inner, task }
     }
 
@@ -265,8 +268,8 @@ impl Inner {
         }
     }
 
-    async fn run(self: Rc<Self>, connect_timeout: Duration) {
-        let stream = match Stream::connect(&self.addr, connect_timeout).await {
+    async fn run(self: Rc<Self>, dialer: Arc<Dialer>, connect_timeout: Duration) {
+        let stream = match Stream::connect(&dialer, &self.addr, connect_timeout).await {
             Ok(s) => s,
             Err(e) => return self.end(Ended::Connect(e)),
         };
@@ -483,7 +486,8 @@ const IDLE_PER_NODE: usize = 8;
 /// opened (read from the live settings, so `PROXY CONFIG SET` reaches it).
 pub struct DedicatedPool {
     max: usize,
-    /// Where the live `connect_timeout` is read.
+    /// Where the live `connect_timeout` is read, and the proxy's dialer (its credentials and
+    /// node-facing TLS) taken.
     shared: Arc<crate::shared::Shared>,
     live: Rc<std::cell::Cell<usize>>,
     idle: RefCell<std::collections::HashMap<IdleKey, Vec<Lease>>>,
@@ -642,7 +646,13 @@ impl DedicatedPool {
         let hello = resp3.then(|| Bytes::from_static(crate::route::resp::HELLO3));
         let connect_timeout = self.shared.live.connect_timeout();
         Ok(Lease {
-            conn: Dedicated::open(Arc::clone(addr), connect_timeout, hello, sink),
+            conn: Dedicated::open(
+                Arc::clone(&self.shared.dialer),
+                Arc::clone(addr),
+                connect_timeout,
+                hello,
+                sink,
+            ),
             resp3,
             live: Rc::clone(&self.live),
             held: Some(held),

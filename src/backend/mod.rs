@@ -249,7 +249,8 @@ impl Conn {
 
     async fn connect(self: Rc<Self>, gen: u64) {
         let connect_timeout = self.timeouts().connect;
-        let stream = match Stream::connect(&self.addr, connect_timeout).await {
+        let dialer = Arc::clone(&self.node.shared.dialer);
+        let stream = match Stream::connect(&dialer, &self.addr, connect_timeout).await {
             Ok(s) => Rc::new(s),
             Err(e) => return self.fail(gen, format!("connect: {e}")),
         };
@@ -265,8 +266,8 @@ impl Conn {
             if self.resp3 {
                 st.queue.push_front(Pending::Hello);
             }
-            if let Some(auth) = crate::backend::credentials::auth_command() {
-                st.queue.push_front(Pending::Auth(auth));
+            if let Some(auth) = dialer.auth() {
+                st.queue.push_front(Pending::Auth(auth.clone()));
             }
             if was_down {
                 tracing::info!(node = %self.addr, "backend node is reachable again");

@@ -1,6 +1,7 @@
 //! A plain request/response client for one node, for the control plane (topology refresh and
 //! admin engines). Not for the data path: it sends one command and waits for its reply.
 
+use crate::net::dialer::Dialer;
 use crate::net::stream::Stream;
 use crate::route::resp::{self, ReplyScanner, Value};
 use anyhow::{anyhow, bail, Context};
@@ -16,9 +17,14 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
-    /// Connects to `addr` (`host:port`) within `timeout`; later calls use the same deadline.
-    pub async fn connect(addr: &str, timeout: Duration) -> anyhow::Result<NodeClient> {
-        let stream = Stream::connect(addr, timeout)
+    /// Connects to `addr` (`host:port`) within `timeout` the way `dialer`'s proxy does (its
+    /// TLS, then its credentials first); later calls use the same deadline.
+    pub async fn connect(
+        dialer: &Dialer,
+        addr: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<NodeClient> {
+        let stream = Stream::connect(dialer, addr, timeout)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         let mut client = NodeClient {
@@ -27,8 +33,8 @@ impl NodeClient {
             buf: BytesMut::with_capacity(16 * 1024),
             timeout,
         };
-        if let Some(auth) = crate::backend::credentials::auth_command() {
-            let reply = tokio::time::timeout(timeout, client.roundtrip_raw(&auth))
+        if let Some(auth) = dialer.auth() {
+            let reply = tokio::time::timeout(timeout, client.roundtrip_raw(auth))
                 .await
                 .map_err(|_| anyhow!("AUTH to {addr}: no reply within {timeout:?}"))??;
             if let Value::Error(e) = reply {

@@ -68,7 +68,7 @@ struct RouteCache {
 pub struct Worker {
     /// Position among the workers (for stats).
     pub index: usize,
-    /// Process-wide state.
+    /// The proxy's shared state.
     pub shared: Arc<Shared>,
     me: Weak<Worker>,
     pools: RefCell<HashMap<Arc<str>, Rc<Pool>>>,
@@ -216,10 +216,12 @@ impl Worker {
             ));
         }
         let timeout = self.shared.live.request_timeout();
+        let dialer = Arc::clone(&self.shared.dialer);
         tokio::task::spawn_local(async move {
             let reply = async {
                 let mut node =
-                    crate::backend::node_client::NodeClient::connect(&addr, timeout).await?;
+                    crate::backend::node_client::NodeClient::connect(&dialer, &addr, timeout)
+                        .await?;
                 node.call_wire(&call.wire).await
             };
             match reply.await {

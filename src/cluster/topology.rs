@@ -8,6 +8,7 @@
 
 use crate::backend::node_client::NodeClient;
 use crate::cluster::{self, judge, SlotMap, Verdict};
+use crate::net::dialer::Dialer;
 use crate::shared::{Shared, Trigger};
 use rand::Rng;
 use std::sync::atomic::Ordering::Relaxed;
@@ -121,10 +122,11 @@ fn candidates(shared: &Shared) -> Vec<String> {
 }
 
 async fn fetch(
+    dialer: &Dialer,
     addr: &str,
     timeout: Duration,
 ) -> anyhow::Result<(Vec<cluster::NodeLine>, Option<String>)> {
-    let mut c = NodeClient::connect(addr, timeout).await?;
+    let mut c = NodeClient::connect(dialer, addr, timeout).await?;
     let text = c.call_text(&["CLUSTER", "NODES"]).await?;
     let ip = addr.rsplit_once(':').map_or(addr, |x| x.0);
     let lines = cluster::parse_cluster_nodes(&text, ip)?;
@@ -149,7 +151,7 @@ pub async fn refresh_once(shared: &Shared) -> Outcome {
     let mut pending: Option<(SlotMap, String)> = None;
     let mut errors = Vec::new();
     for addr in candidates(shared) {
-        let (lines, version) = match fetch(&addr, timeout).await {
+        let (lines, version) = match fetch(&shared.dialer, &addr, timeout).await {
             Ok(x) => x,
             Err(e) => {
                 errors.push(format!("{e:#}"));

@@ -16,6 +16,7 @@
 //! `.await`, so never contended), so a backend connection's reader and writer tasks can share
 //! one `Rc<Stream>`, and control-plane clients stay `Send`.
 
+use crate::net::dialer::Dialer;
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -363,12 +364,14 @@ impl Stream {
     }
 
     /// Connects to a node at `addr` (`host:port`) within `timeout`: TCP, then TLS when
-    /// `backend_tls` is on (see [`crate::net::tls::backend`]). Errors say which step failed.
-    pub async fn connect(addr: &str, timeout: Duration) -> io::Result<Stream> {
+    /// `dialer`'s proxy has `backend_tls` on (its configuration as of now, see
+    /// [`Dialer::backend_tls`]). Errors say which step failed. Sending the credentials is the
+    /// caller's first request ([`Dialer::auth`]).
+    pub async fn connect(dialer: &Dialer, addr: &str, timeout: Duration) -> io::Result<Stream> {
         let steps = async {
             let tcp = TcpStream::connect(addr).await?;
             let _ = tcp.set_nodelay(true);
-            let Some(tls) = crate::net::tls::backend() else {
+            let Some(tls) = dialer.backend_tls() else {
                 return Ok(Stream::Plain(tcp));
             };
             let name = tls.server_name(addr)?;

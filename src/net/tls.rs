@@ -1,14 +1,17 @@
 //! TLS settings turned into rustls configurations: the client-facing acceptor (`tls_listen`,
 //! certificate, key, optional client-certificate verification) and the node-facing connector
-//! (`backend_tls`, CA, server name, optional client certificate).
+//! (`backend_tls`, CA, server name, optional client certificate), held by a [`Tls`] value.
 //!
 //! Invariants: every file is read and checked before it is used, at start-up (a bad path or a
 //! key that does not match its certificate stops the proxy with a message naming the setting,
 //! never the first client) and at each reload (SIGHUP, `PROXY CONFIG SET` of a file setting),
 //! where a file that does not load leaves the running configuration in place and the change is
-//! refused whole. Both configurations are process-wide snapshots: each new connection takes the
-//! current one ([`acceptor`] for clients, [`backend`] for every place that connects to a node,
-//! through [`crate::net::stream::Stream::connect`]); connections already open keep theirs.
+//! refused whole. There is one [`Tls`] per running proxy, built at start-up from its config and
+//! owned by it (two proxies in one process never see each other's certificates); a reload
+//! replaces both configurations whole. Each new connection takes the current one
+//! ([`Tls::acceptor`] for clients, [`Tls::backend`] through the proxy's
+//! [`crate::net::dialer::Dialer`] for every place that connects to a node); connections already
+//! open keep theirs.
 
 use crate::config::Config;
 use anyhow::{anyhow, bail, Context};
@@ -105,9 +108,6 @@ impl BackendTls {
     }
 }
 
-static ACCEPTOR: ArcSwapOption<tokio_rustls::TlsAcceptor> = ArcSwapOption::const_empty();
-static BACKEND: ArcSwapOption<BackendTls> = ArcSwapOption::const_empty();
-
 /// Builds the node-facing TLS configuration from the settings (`None` when `backend_tls` is
 /// off).
 pub fn backend_config(cfg: &Config) -> anyhow::Result<Option<BackendTls>> {
@@ -152,14 +152,48 @@ pub fn backend_config(cfg: &Config) -> anyhow::Result<Option<BackendTls>> {
     }))
 }
 
-/// Reads every TLS file `cfg` names and, only if all of them load, makes the result the
-/// configuration new connections use (both sides at once, or neither).
-pub fn install(cfg: &Config) -> anyhow::Result<()> {
-    let acceptor = acceptor_config(cfg)?;
-    let backend = backend_config(cfg)?;
-    ACCEPTOR.store(acceptor.map(Arc::new));
-    BACKEND.store(backend.map(Arc::new));
-    Ok(())
+/// One running proxy's TLS configurations, both sides; each `None` while that side is off.
+/// Replaced whole on reload, read lock-free by each new connection.
+pub struct Tls {
+    acceptor: ArcSwapOption<tokio_rustls::TlsAcceptor>,
+    backend: ArcSwapOption<BackendTls>,
+}
+
+impl Tls {
+    /// TLS off on both sides, whatever a config says (tests and tools that speak plain TCP).
+    pub fn off() -> Tls {
+        Tls {
+            acceptor: ArcSwapOption::const_empty(),
+            backend: ArcSwapOption::const_empty(),
+        }
+    }
+
+    /// The configurations `cfg` asks for, every file read and checked now (start-up).
+    pub fn load(cfg: &Config) -> anyhow::Result<Tls> {
+        let tls = Tls::off();
+        tls.install(cfg)?;
+        Ok(tls)
+    }
+
+    /// Reads every TLS file `cfg` names and, only if all of them load, makes the result the
+    /// configuration new connections use (both sides at once, or neither).
+    pub fn install(&self, cfg: &Config) -> anyhow::Result<()> {
+        let acceptor = acceptor_config(cfg)?;
+        let backend = backend_config(cfg)?;
+        self.acceptor.store(acceptor.map(Arc::new));
+        self.backend.store(backend.map(Arc::new));
+        Ok(())
+    }
+
+    /// The acceptor new TLS clients get, if the TLS listener is on.
+    pub fn acceptor(&self) -> Option<Arc<tokio_rustls::TlsAcceptor>> {
+        self.acceptor.load_full()
+    }
+
+    /// The node-facing TLS configuration new node connections use, if TLS to the nodes is on.
+    pub fn backend(&self) -> Option<Arc<BackendTls>> {
+        self.backend.load_full()
+    }
 }
 
 /// The names a client certificate (DER) carries: its subject common names and DNS subject
@@ -193,16 +227,6 @@ pub fn settings_differ(a: &Config, b: &Config) -> bool {
         || a.backend_tls_cert_file != b.backend_tls_cert_file
         || a.backend_tls_key_file != b.backend_tls_key_file
         || a.backend_tls_server_name != b.backend_tls_server_name
-}
-
-/// The acceptor new TLS clients get, if the TLS listener is on.
-pub fn acceptor() -> Option<Arc<tokio_rustls::TlsAcceptor>> {
-    ACCEPTOR.load_full()
-}
-
-/// The node-facing TLS configuration new node connections use, if TLS to the nodes is on.
-pub fn backend() -> Option<Arc<BackendTls>> {
-    BACKEND.load_full()
 }
 
 #[cfg(test)]
@@ -255,6 +279,36 @@ mod tests {
             vec!["app-1".to_string(), "app-1.clients.example".to_string()]
         );
         assert!(certificate_names(b"not a certificate").is_empty());
+    }
+
+    #[test]
+    fn each_tls_value_is_its_own_and_a_failed_reload_keeps_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .self_signed(&rcgen::KeyPair::generate().expect("key"))
+            .expect("ca");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("writing the CA");
+        let on = Config {
+            backend_tls: true,
+            backend_tls_ca_file: ca_file.display().to_string(),
+            ..Config::default()
+        };
+        let a = Tls::load(&on).expect("loads");
+        let b = Tls::off();
+        assert!(a.backend().is_some() && b.backend().is_none());
+        // A file that does not load refuses the change whole: the running one stays.
+        let broken = Config {
+            backend_tls_ca_file: "/nonexistent/ca.pem".into(),
+            ..on.clone()
+        };
+        assert!(a.install(&broken).is_err());
+        assert!(a.backend().is_some());
+        // Turning one proxy's TLS off does not reach another's.
+        b.install(&on).expect("loads");
+        a.install(&Config::default()).expect("off");
+        assert!(a.backend().is_none() && b.backend().is_some());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::options::{self, Accepts, CommonOptions, HostAddr, OptionError};
 use super::survey::{self, HostLabels, Survey};
 use crate::admin::jobs;
 use crate::admin::report::{Json, Report};
+use crate::net::dialer::Dialer;
 use crate::shared::Shared;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -185,11 +186,12 @@ pub fn start_nodes(shared: &Shared) -> Vec<String> {
 
 /// Surveys the cluster and judges it (what CREATE runs at its end too, with its host labels).
 pub async fn run_check(
+    dialer: &Arc<Dialer>,
     start: &[String],
     timeout: Duration,
     hosts: &HostLabels,
 ) -> (Survey, Vec<Finding>) {
-    let s = survey::survey_closure(start, timeout).await;
+    let s = survey::survey_closure(dialer, start, timeout).await;
     let f = findings(&s, hosts);
     (s, f)
 }
@@ -262,6 +264,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         return crate::route::resp::error("ERR PROXY CHECK: no nodes known (no seeds configured)");
     }
     let timeout = node_timeout(shared);
+    let dialer = Arc::clone(&shared.dialer);
     let command = if json {
         "PROXY CHECK JSON"
     } else {
@@ -275,7 +278,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         json,
         |job| async move {
             job.set_total(2);
-            let (s, f) = run_check(&start, timeout, &hosts).await;
+            let (s, f) = run_check(&dialer, &start, timeout, &hosts).await;
             job.step_done(format!("surveyed {} node(s)", s.nodes.len()));
             let report = report(&s, &f);
             job.step_done(report.verdict().to_string());

@@ -8,6 +8,7 @@ use crate::admin::jobs::Job;
 use crate::admin::placement::NodeSpec;
 use crate::admin::survey::{self, NodeState, Survey};
 use crate::backend::node_client::NodeClient;
+use crate::net::dialer::Dialer;
 use crate::route::resp::Value;
 use anyhow::{anyhow, bail, Context};
 use std::sync::Arc;
@@ -15,8 +16,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Sends one command; an error reply is an error naming the node and the command.
-async fn call(addr: &str, args: &[String], timeout: Duration) -> anyhow::Result<Value> {
-    let mut c = NodeClient::connect(addr, timeout).await?;
+async fn call(
+    dialer: &Dialer,
+    addr: &str,
+    args: &[String],
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let mut c = NodeClient::connect(dialer, addr, timeout).await?;
     match c.call(args).await? {
         Value::Error(e) => bail!("{} on {addr} failed: {e}", args.join(" ")),
         v => Ok(v),
@@ -24,14 +30,19 @@ async fn call(addr: &str, args: &[String], timeout: Duration) -> anyhow::Result<
 }
 
 /// Runs commands `(addr, args)` with at most [`PARALLEL`] in flight; the first error wins.
-async fn run_all(cmds: Vec<(String, Vec<String>)>, timeout: Duration) -> anyhow::Result<()> {
+async fn run_all(
+    dialer: &Arc<Dialer>,
+    cmds: Vec<(String, Vec<String>)>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let sem = Arc::new(Semaphore::new(PARALLEL));
     let mut set = tokio::task::JoinSet::new();
     for (addr, args) in cmds {
         let sem = Arc::clone(&sem);
+        let dialer = Arc::clone(dialer);
         set.spawn(async move {
             let _permit = sem.acquire().await;
-            call(&addr, &args, timeout).await.map(|_| ())
+            call(&dialer, &addr, &args, timeout).await.map(|_| ())
         });
     }
     let mut first: Option<anyhow::Error> = None;
@@ -61,11 +72,16 @@ pub(super) fn labels(nodes: &[NodeSpec]) -> survey::HostLabels {
 
 /// Surveys the listed nodes, then once more the unlisted ones they know (to tell a foreign
 /// cluster from a master that never started).
-pub(super) async fn survey_listed(nodes: &[NodeSpec], timeout: Duration) -> Survey {
-    let mut s = survey::survey(&addrs(nodes), timeout).await;
+pub(super) async fn survey_listed(
+    dialer: &Arc<Dialer>,
+    nodes: &[NodeSpec],
+    timeout: Duration,
+) -> Survey {
+    let mut s = survey::survey(dialer, &addrs(nodes), timeout).await;
     let more = survey::unsurveyed(&s);
     if !more.is_empty() {
-        s.nodes.extend(survey::survey(&more, timeout).await.nodes);
+        s.nodes
+            .extend(survey::survey(dialer, &more, timeout).await.nodes);
     }
     s
 }
@@ -74,18 +90,18 @@ pub(super) async fn survey_listed(nodes: &[NodeSpec], timeout: Duration) -> Surv
 /// lists what is still wrong with hints.
 async fn wait_until(
     job: &Job,
+    dialer: &Arc<Dialer>,
     what: &str,
     nodes: &[NodeSpec],
-    ids: &[String],
     timeout: Duration,
     wait: Duration,
-    problems: impl Fn(&[NodeState], &[String]) -> Vec<String>,
+    problems: impl Fn(&[NodeState]) -> Vec<String>,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + wait;
     let mut last_log = Instant::now();
     loop {
-        let s = survey::survey(&addrs(nodes), timeout).await;
-        let p = problems(&s.nodes, ids);
+        let s = survey::survey(dialer, &addrs(nodes), timeout).await;
+        let p = problems(&s.nodes);
         if p.is_empty() {
             return Ok(());
         }
@@ -122,6 +138,7 @@ async fn wait_until(
 /// Executes the steps in order; consecutive steps of one kind run in parallel.
 pub(super) async fn execute(
     job: &Job,
+    dialer: &Arc<Dialer>,
     work: &Work,
     nodes: &[NodeSpec],
     seed_cport: impl Fn(usize) -> u16,
@@ -173,33 +190,27 @@ pub(super) async fn execute(
                     vec![s("CLUSTER"), s("FAILOVER"), s("TAKEOVER")],
                 )),
                 Step::WaitJoined => {
-                    wait_until(
-                        job,
-                        "cluster joined",
-                        nodes,
-                        ids,
-                        timeout,
-                        wait,
-                        join_problems,
-                    )
+                    wait_until(job, dialer, "cluster joined", nodes, timeout, wait, |l| {
+                        join_problems(l, ids)
+                    })
                     .await?
                 }
                 Step::WaitLinks => {
                     wait_until(
                         job,
+                        dialer,
                         "replication links up",
                         nodes,
-                        ids,
                         timeout,
                         wait,
-                        |l, _| link_problems(l),
+                        link_problems,
                     )
                     .await?
                 }
             }
         }
         if !cmds.is_empty() {
-            run_all(cmds, timeout)
+            run_all(dialer, cmds, timeout)
                 .await
                 .with_context(|| format!("while running: {}", step_line(&batch[0], nodes, ids)))?;
         }

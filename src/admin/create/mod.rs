@@ -48,6 +48,7 @@ use crate::admin::jobs::{self, Job};
 use crate::admin::placement::NodeSpec;
 use crate::admin::report::Report;
 use crate::cluster::slots::SLOT_COUNT;
+use crate::net::dialer::Dialer;
 use crate::shared::Shared;
 use anyhow::anyhow;
 use bytes::Bytes;
@@ -297,8 +298,13 @@ pub fn link_problems(listed: &[NodeState]) -> Vec<String> {
 }
 
 /// The whole engine: survey, decide, report or execute, check.
-pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Result<Report> {
-    let s = survey_listed(&req.nodes, timeout).await;
+pub async fn run(
+    job: Arc<Job>,
+    dialer: Arc<Dialer>,
+    req: Request,
+    timeout: Duration,
+) -> anyhow::Result<Report> {
+    let s = survey_listed(&dialer, &req.nodes, timeout).await;
     job.log(format!("surveyed {} node(s)", s.nodes.len()));
     let work = decide(&req.nodes, req.replicas, &s).map_err(|e| anyhow!("refused: {e}"))?;
     let mut lines = Vec::new();
@@ -322,7 +328,8 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
         return Ok(Report::lines(out));
     }
     if !work.changes_anything() {
-        let (cs, f) = check::run_check(&addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
+        let (cs, f) =
+            check::run_check(&dialer, &addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
         let mut out = vec![format!(
             "OK nothing to do: the {} node(s) already form the cluster; check: {}",
             req.nodes.len(),
@@ -352,6 +359,7 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
         .collect();
     execute(
         &job,
+        &dialer,
         &work,
         &req.nodes,
         |i| cports.get(i).copied().unwrap_or(0),
@@ -359,7 +367,7 @@ pub async fn run(job: Arc<Job>, req: Request, timeout: Duration) -> anyhow::Resu
         req.wait,
     )
     .await?;
-    let (cs, f) = check::run_check(&addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
+    let (cs, f) = check::run_check(&dialer, &addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
     let verdict = check::verdict(&f);
     let what = match &work.plan {
         Some(p) => format!(
@@ -411,6 +419,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
             .join(" ")
     );
     let timeout = check::node_timeout(shared);
+    let dialer = Arc::clone(&shared.dialer);
     let detach = req.detach;
     // CREATE has no JSON form (yet): its report is lines only.
     jobs::run(
@@ -419,7 +428,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         &command,
         detach,
         false,
-        move |job| run(job, req, timeout),
+        move |job| run(job, dialer, req, timeout),
     )
     .await
 }

@@ -10,6 +10,7 @@ use crate::admin::jobs::Job;
 use crate::admin::report::Report;
 use crate::backend::node_client::NodeClient;
 use crate::cluster::{parse_cluster_nodes, NodeLine};
+use crate::net::dialer::Dialer;
 use crate::shared::Shared;
 use anyhow::{bail, Context};
 use std::time::{Duration, Instant};
@@ -50,15 +51,23 @@ pub(super) async fn execute(
         let Some(mv) = now.moves.first() else { break };
         lease.renew_if_due(job).await?;
         let n = done.len() + 1;
-        failover(opts, job, lease, &live, mv, node_timeout(shared))
-            .await
-            .with_context(|| {
-                format!(
-                    "failover {n} ({}); {} failovers were done before it; re-run to continue",
-                    mv.describe_step(),
-                    done.len()
-                )
-            })?;
+        failover(
+            opts,
+            job,
+            lease,
+            &live,
+            mv,
+            &shared.dialer,
+            node_timeout(shared),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "failover {n} ({}); {} failovers were done before it; re-run to continue",
+                mv.describe_step(),
+                done.len()
+            )
+        })?;
         job.step_done(format!("move {n} {}", mv.describe_step()));
         done.push(mv.clone());
         shared.trigger_refresh();
@@ -116,9 +125,10 @@ async fn failover(
     lease: &mut Lease,
     live: &Live,
     mv: &Move,
+    dialer: &Dialer,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let mut c = NodeClient::connect(&mv.replica_addr, timeout).await?;
+    let mut c = NodeClient::connect(dialer, &mv.replica_addr, timeout).await?;
     let args: &[&str] = if mv.force {
         &["CLUSTER", "FAILOVER", "FORCE"]
     } else {
@@ -140,7 +150,7 @@ async fn failover(
         let mut still = Vec::new();
         for addr in &pending {
             let ok = async {
-                let mut c = NodeClient::connect(addr, timeout).await?;
+                let mut c = NodeClient::connect(dialer, addr, timeout).await?;
                 let text = c.call_text(&["CLUSTER", "NODES"]).await?;
                 let ip = addr.rsplit_once(':').map_or(addr.as_str(), |x| x.0);
                 let lines = parse_cluster_nodes(&text, ip)?;
@@ -196,7 +206,7 @@ async fn failover(
     for addr in followers {
         loop {
             let up = async {
-                let mut c = NodeClient::connect(&addr, timeout).await?;
+                let mut c = NodeClient::connect(dialer, &addr, timeout).await?;
                 let info = c.call_text(&["INFO", "replication"]).await?;
                 anyhow::Ok(info.lines().any(|x| x.trim() == "master_link_status:up"))
             }

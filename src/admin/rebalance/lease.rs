@@ -5,8 +5,10 @@ use super::{LEASE_KEY, LEASE_TTL};
 use crate::admin::jobs::Job;
 use crate::backend::node_client::NodeClient;
 use crate::cluster::NodeLine;
+use crate::net::dialer::Dialer;
 use crate::route::resp::Value;
 use anyhow::{anyhow, bail, Context};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Renews the lease only if this proxy's job still holds it.
@@ -24,6 +26,8 @@ const RELEASE_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
 pub struct Lease {
     holder: String,
     addr: String,
+    /// How the proxy reaches nodes (its credentials and TLS), for every call on the lease.
+    dialer: Arc<Dialer>,
     timeout: Duration,
     renewed: Instant,
     next_try: Instant,
@@ -32,7 +36,7 @@ pub struct Lease {
 impl Lease {
     async fn call(&mut self, args: &[&str]) -> anyhow::Result<Value> {
         for _ in 0..5 {
-            let mut c = NodeClient::connect(&self.addr, self.timeout).await?;
+            let mut c = NodeClient::connect(&self.dialer, &self.addr, self.timeout).await?;
             let v = c.call(args).await?;
             if let Value::Error(e) = &v {
                 if let Some(addr) = e
@@ -48,8 +52,10 @@ impl Lease {
         bail!("too many MOVED redirects for {LEASE_KEY}")
     }
 
-    /// Takes the lease, or fails naming who holds it.
+    /// Takes the lease, or fails naming who holds it; `dialer` is how every call on it
+    /// connects.
     pub(super) async fn acquire(
+        dialer: Arc<Dialer>,
         lines: &[NodeLine],
         holder: String,
         timeout: Duration,
@@ -62,6 +68,7 @@ impl Lease {
         let mut lease = Lease {
             holder,
             addr: owner.addr(),
+            dialer,
             timeout,
             renewed: Instant::now(),
             next_try: Instant::now(),

@@ -302,7 +302,7 @@ async fn read_topology(shared: &Shared, opts: &Options, extra: &[String]) -> any
     let mut found = None;
     for addr in extra.iter().cloned().chain(candidates(shared)) {
         let got = async {
-            let mut c = NodeClient::connect(&addr, timeout).await?;
+            let mut c = NodeClient::connect(&shared.dialer, &addr, timeout).await?;
             let text = c.call_text(&["CLUSTER", "NODES"]).await?;
             let ip = addr.rsplit_once(':').map_or(addr.as_str(), |x| x.0);
             parse_cluster_nodes(&text, ip).map_err(|e| anyhow!("{addr}: {e}"))
@@ -324,9 +324,10 @@ async fn read_topology(shared: &Shared, opts: &Options, extra: &[String]) -> any
     let mut links = tokio::task::JoinSet::new();
     for l in lines.iter().filter(|l| !l.is_master() && !l.is_failing()) {
         let addr = l.addr();
+        let dialer = Arc::clone(&shared.dialer);
         links.spawn(async move {
             let up = async {
-                let mut c = NodeClient::connect(&addr, timeout).await?;
+                let mut c = NodeClient::connect(&dialer, &addr, timeout).await?;
                 let info = c.call_text(&["INFO", "replication"]).await?;
                 anyhow::Ok(info.lines().any(|x| x.trim() == "master_link_status:up"))
             }
@@ -393,7 +394,13 @@ async fn run(shared: Arc<Shared>, opts: Options, job: Arc<Job>) -> anyhow::Resul
         std::process::id(),
         job.id
     );
-    let mut lease = Lease::acquire(&live.lines, holder, node_timeout(&shared)).await?;
+    let mut lease = Lease::acquire(
+        Arc::clone(&shared.dialer),
+        &live.lines,
+        holder,
+        node_timeout(&shared),
+    )
+    .await?;
     job.log(format!("took the lease {LEASE_KEY} on {}", lease.addr()));
     let result = async {
         // Another holder may have changed the cluster before we took the lease: plan from what
