@@ -172,7 +172,7 @@ pub async fn serve_with(
     let metrics_listener = match config.metrics_listen.as_str() {
         "" => None,
         listen => Some(tokio::net::TcpListener::from_std(
-            crate::metrics::prom::install(listen)?,
+            crate::metrics::prom::bind(listen)?,
         )?),
     };
     let workers = config.worker_count();
@@ -187,7 +187,10 @@ pub async fn serve_with(
         tokio::spawn(crate::memory::run(Arc::clone(&shared.trimmer))),
     ];
     if let Some(l) = metrics_listener {
-        background.push(tokio::spawn(crate::metrics::scrape::serve(l)));
+        background.push(tokio::spawn(crate::metrics::scrape::serve(
+            l,
+            Arc::clone(&shared.exposition),
+        )));
     }
     #[cfg(unix)]
     if has_path {

@@ -88,7 +88,7 @@ impl Trigger {
     ];
 }
 
-/// One running proxy's state, read by all its threads.
+/// One running proxy's state, shared by its threads (two proxies in a process have one each).
 pub struct Shared {
     /// Settings as the proxy started. Settings that need a restart (listen, seeds, workers,
     /// connections_per_node, metrics_listen, log_format) are read here; the ones that change
@@ -138,8 +138,13 @@ pub struct Shared {
     pub nodes: crate::metrics::stats::NodeRegistry,
     /// The proxy's slow log.
     pub slowlog: crate::metrics::slowlog::SlowLog,
-    /// Whether the Prometheus exporter runs (and so whether per-command stats are recorded).
+    /// Whether the metrics endpoint runs (and so whether per-command stats are recorded).
     pub metrics_on: bool,
+    /// This proxy's Prometheus text, rewritten by its flush ([`crate::metrics::prom`]) and
+    /// served by its endpoint: one per running proxy, never process-wide.
+    pub exposition: Arc<crate::metrics::scrape::Exposition>,
+    /// The topology refresher's counters (refreshes by trigger and result, durations).
+    pub refresh_stats: crate::metrics::stats::RefreshStats,
     /// Commands per second over the last sampling period (INFO's instantaneous_ops_per_sec).
     pub ops_per_sec: AtomicU64,
     /// Milliseconds since `started` when the current slot map was installed.
@@ -209,6 +214,8 @@ impl Shared {
             refresh_triggers: AtomicU8::new(0),
             nodes: Default::default(),
             slowlog: Default::default(),
+            exposition: Arc::default(),
+            refresh_stats: Default::default(),
             ops_per_sec: AtomicU64::new(0),
             map_installed_ms: AtomicU64::new(0),
             trimmer: Arc::default(),

@@ -237,7 +237,7 @@ fn per_user_connection_limits_and_failed_auth_rate_limit() {
     }
     let e = err(redis::cmd("AUTH").arg("admin").arg("a").query(&mut guesser));
     assert!(e.contains("too many failed AUTH attempts"), "{e}");
-    // Both show in the metrics (copied to the exporter once a second; the retries above may
+    // Both show in the metrics (rendered once a second; the retries above may
     // have been refused more than once while the first connection was closing).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

@@ -28,7 +28,7 @@ fn metrics_count_known_traffic_exactly() {
         let r: redis::RedisResult<i64> = redis::cmd("INCR").arg("m:str").query(&mut c);
         assert!(r.is_err(), "INCR of a string must fail");
     }
-    // SETs last: once the exporter shows all ten, the earlier commands were flushed too.
+    // SETs last: once the metrics show all ten, the earlier commands were flushed too.
     for i in 0..9 {
         let _: () = c.set(format!("m:set:{i}"), i).expect("SET");
     }

@@ -55,7 +55,14 @@ pub struct Job {
     pub started_unix: u64,
     started: Instant,
     progress: Mutex<Progress>,
+    /// The registry's finished-run tally, counted into when the job ends.
+    tally: Arc<Tally>,
 }
+
+/// Finished engine runs by (engine, result), for `slotproxy_admin_jobs_total`. Unlike the job
+/// list it never forgets: a counter must not go down when old jobs are dropped.
+#[derive(Debug, Default)]
+struct Tally(Mutex<BTreeMap<(String, &'static str), u64>>);
 
 impl Job {
     fn lock(&self) -> MutexGuard<'_, Progress> {
@@ -103,12 +110,14 @@ impl Job {
     }
 
     fn finish(&self, result: &Result<Vec<String>, String>) {
-        metrics::counter!(
-            "slotproxy_admin_jobs_total",
-            "engine" => self.engine.clone(),
-            "result" => if result.is_ok() { "done" } else { "failed" }
-        )
-        .increment(1);
+        let outcome = if result.is_ok() { "done" } else { "failed" };
+        *self
+            .tally
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((self.engine.clone(), outcome))
+            .or_default() += 1;
         match result {
             Ok(_) => tracing::info!(job = self.id, engine = %self.engine, "admin job done"),
             Err(e) => {
@@ -157,6 +166,7 @@ impl Job {
 pub struct Jobs {
     next: AtomicU64,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
+    tally: Arc<Tally>,
 }
 
 impl Jobs {
@@ -183,6 +193,7 @@ impl Jobs {
                 log: Vec::new(),
                 report: Vec::new(),
             }),
+            tally: Arc::clone(&self.tally),
         });
         let mut jobs = self.lock();
         jobs.insert(id, Arc::clone(&job));
@@ -209,6 +220,19 @@ impl Jobs {
     /// All jobs, oldest first.
     pub fn list(&self) -> Vec<Arc<Job>> {
         self.lock().values().cloned().collect()
+    }
+
+    /// (engine, result, runs) of every finished run since start, `result` being `done` or
+    /// `failed`: the series of `slotproxy_admin_jobs_total`. Engine names are the engines'
+    /// own constants, so the label set stays small.
+    pub fn finished(&self) -> Vec<(String, &'static str, u64)> {
+        self.tally
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((engine, result), n)| (engine.clone(), *result, *n))
+            .collect()
     }
 
     /// Whether a job of `engine` is running (engines that change a cluster run one at a time).
@@ -276,5 +300,19 @@ mod tests {
         assert!(a.summary().contains("steps 1/2 done: OK"));
         assert_eq!(jobs.get(a.id).map(|j| j.id), Some(a.id));
         assert!(a.details().iter().any(|l| l.contains("read nodes")));
+        let b = jobs.start("check", "PROXY CHECK");
+        b.finish(&Err("no node answered".into()));
+        let c = jobs.start("create", "PROXY CREATE");
+        c.finish(&Ok(vec!["OK".into()]));
+        assert_eq!(
+            jobs.finished(),
+            vec![
+                ("check".to_string(), "done", 1),
+                ("check".to_string(), "failed", 1),
+                ("create".to_string(), "done", 1),
+            ]
+        );
+        // Another registry (another proxy in the process) counts its own runs.
+        assert!(Jobs::default().finished().is_empty());
     }
 }

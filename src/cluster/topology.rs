@@ -50,14 +50,9 @@ pub async fn run(shared: Arc<Shared>) {
         first = false;
         last = Instant::now();
         let outcome = refresh_once(&shared).await;
-        metrics::counter!(
-            "slotproxy_topology_refreshes_total",
-            "trigger" => trigger,
-            "result" => outcome.label()
-        )
-        .increment(1);
-        metrics::histogram!("slotproxy_topology_refresh_duration_seconds")
-            .record(last.elapsed().as_secs_f64());
+        shared
+            .refresh_stats
+            .record(trigger, outcome.label(), last.elapsed());
         shared
             .refreshes_done
             .fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -272,5 +267,40 @@ fn install(shared: &Shared, mut map: SlotMap) -> Outcome {
         Outcome::Changed
     } else {
         Outcome::Unchanged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::stats::{RefreshStats, REFRESH_RESULTS, REFRESH_TRIGGERS};
+
+    #[test]
+    fn every_refresh_label_the_refresher_uses_is_counted() {
+        let outcomes = [
+            Outcome::Changed,
+            Outcome::Unchanged,
+            Outcome::Kept,
+            Outcome::Failed,
+        ];
+        let triggers: Vec<&str> = ["start", "timer"]
+            .into_iter()
+            .chain(Trigger::ALL.iter().map(|(_, name)| *name))
+            .collect();
+        assert_eq!(triggers, REFRESH_TRIGGERS);
+        let results: Vec<&str> = outcomes.iter().map(|o| o.label()).collect();
+        assert_eq!(results, REFRESH_RESULTS);
+        let stats = RefreshStats::default();
+        for t in &triggers {
+            for o in &outcomes {
+                stats.record(t, o.label(), Duration::from_millis(3));
+            }
+        }
+        stats.record("timer", "unchanged", Duration::from_millis(3));
+        let counts = stats.counts();
+        assert_eq!(counts.len(), triggers.len() * outcomes.len());
+        assert!(counts.contains(&("timer", "unchanged", 2)));
+        assert!(counts.contains(&("admin", "failed", 1)));
+        assert_eq!(stats.duration().count(), 25);
     }
 }

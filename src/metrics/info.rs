@@ -1,5 +1,5 @@
 //! INFO answered by the proxy in Redis's format, `PROXY INFO` and `PROXY INFO LATENCY`, and
-//! the sums over workers that they and the Prometheus exporter share.
+//! the sums over workers that they and the Prometheus export share.
 //!
 //! INFO runs as a task on the client's worker (like `PROXY` commands): the sections that come
 //! from the backends (`keyspace_hits`/`misses`, `# Keyspace`) ask every master concurrently over

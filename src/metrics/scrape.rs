@@ -1,60 +1,64 @@
-//! The `/metrics` HTTP endpoint, and the Prometheus text of the proxy's latency histograms.
+//! The `/metrics` HTTP endpoint, and the Prometheus text format the proxy writes its metrics in.
 //!
-//! Counters, gauges and the (rare) topology-refresh histogram live in the
-//! `metrics-exporter-prometheus` registry. The per-command and per-node latency histograms, and
-//! the per-node counters (whose label values must leave with a node that leaves the topology,
-//! which the exporter's registry cannot do), are rendered here, straight from the workers' bucket counts: the exporter takes histogram
-//! samples one at a time, and replaying every request of a second into it cost more CPU than
-//! the rest of the proxy's bookkeeping together (and buffered a value per request until its
-//! upkeep ran). Invariants: a scrape returns the registry's text and the histogram text written
-//! by the same flush ([`crate::metrics::prom::FLUSH_EVERY`]), so `_count` agrees with
-//! `slotproxy_commands_total`; buckets are cumulative and end with `+Inf` = `_count`, as the
-//! exposition format requires; label values come from the command table and the node
-//! registry, never from client input.
+//! The proxy renders its whole exposition itself, with no metrics library and no process-wide
+//! registry: [`crate::metrics::prom`]'s flush reads the proxy's own counters and bucket counts
+//! once per [`crate::metrics::prom::FLUSH_EVERY`] and stores the text in the proxy's
+//! [`Exposition`] (owned by its [`crate::shared::Shared`]), which its endpoint serves. Two
+//! reasons: latency histograms come from the workers' bucket counts (an exporter that takes
+//! samples one at a time cost more CPU, replaying each second's requests, than the rest of the
+//! bookkeeping together), and two proxies in one process (tests, embedders) must not share or
+//! overwrite each other's counters.
+//!
+//! Invariants: one exposition per running proxy, replaced whole by each flush, so a scrape
+//! sees counters and histogram `_count`s written by the same flush (`_count` agrees with
+//! `slotproxy_commands_total`); buckets are cumulative and end with `+Inf` = `_count`, as the
+//! exposition format requires; label values come from the command table, the node registry
+//! and fixed word lists, never from client input.
 
 use crate::metrics::stats::{HistSnap, BUCKETS_US};
-use metrics_exporter_prometheus::PrometheusHandle;
-use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
+use std::fmt::{Display, Write as _};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-static REGISTRY: OnceLock<PrometheusHandle> = OnceLock::new();
-static HISTOGRAMS: Mutex<String> = Mutex::new(String::new());
-
-/// Keeps the exporter's handle for rendering (first call wins).
-pub fn set_registry(handle: PrometheusHandle) {
-    let _ = REGISTRY.set(handle);
+/// One proxy's Prometheus text, as its last flush wrote it. Empty until the first flush (and
+/// for good when metrics are off).
+#[derive(Debug, Default)]
+pub struct Exposition {
+    text: Mutex<String>,
 }
 
-/// Replaces the histogram text served from now on.
-pub fn set_histograms(text: String) {
-    *HISTOGRAMS.lock().unwrap_or_else(|e| e.into_inner()) = text;
-}
+impl Exposition {
+    /// Replaces the text served from now on.
+    pub fn set(&self, text: String) {
+        // A panic while holding the lock leaves a whole string behind; keep serving it.
+        *self.text.lock().unwrap_or_else(|e| e.into_inner()) = text;
+    }
 
-/// Runs the exporter's periodic maintenance (draining its own histogram samples).
-pub fn upkeep() {
-    if let Some(r) = REGISTRY.get() {
-        r.run_upkeep();
+    /// The text a scrape returns now.
+    pub fn text(&self) -> String {
+        self.text.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
-/// The whole exposition text: the registry's families, then the latency histograms.
-pub fn text() -> String {
-    let mut out = REGISTRY.get().map(|r| r.render()).unwrap_or_default();
-    out.push_str(&HISTOGRAMS.lock().unwrap_or_else(|e| e.into_inner()));
-    out
+/// `{labels}`, or nothing for a series without labels (`labels` is written without braces).
+fn braces(labels: &str) -> String {
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    }
 }
 
 /// One counter or gauge family (`kind`) in the text format: `series` are (labels without
-/// braces, value). Nothing is written for a family without series.
-pub fn render_values(
+/// braces, `""` for none; value). Nothing is written for a family without series.
+pub fn render_values<V: Display>(
     out: &mut String,
     name: &str,
     kind: &str,
     help: &str,
-    series: &[(String, u64)],
+    series: &[(String, V)],
 ) {
     if series.is_empty() {
         return;
@@ -62,8 +66,13 @@ pub fn render_values(
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (labels, v) in series {
-        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        let _ = writeln!(out, "{name}{} {v}", braces(labels));
     }
+}
+
+/// A family with one series and no labels.
+pub fn render_value<V: Display>(out: &mut String, name: &str, kind: &str, help: &str, v: V) {
+    render_values(out, name, kind, help, &[(String::new(), v)]);
 }
 
 /// One histogram family in the text format: `series` are (labels without braces, buckets).
@@ -88,13 +97,6 @@ pub fn render_histogram(out: &mut String, name: &str, help: &str, series: &[(Str
         let count: u64 = h.counts.iter().sum();
         let sum_us: u64 = h.sums_us.iter().sum();
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = |l: &str| {
-            if l.is_empty() {
-                String::new()
-            } else {
-                format!("{{{l}}}")
-            }
-        };
         let _ = writeln!(out, "{name}_sum{} {}", braces(labels), sum_us as f64 / 1e6);
         let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
     }
@@ -105,8 +107,9 @@ const MAX_HEAD: usize = 8 * 1024;
 /// A scrape connection that has not been answered in this time is dropped.
 const SCRAPE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener) {
+/// Serves `GET /metrics` on `listener` from `exposition` (the proxy's own) until the task is
+/// dropped.
+pub async fn serve(listener: TcpListener, exposition: Arc<Exposition>) {
     loop {
         let mut stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -116,29 +119,31 @@ pub async fn serve(listener: TcpListener) {
                 continue;
             }
         };
+        let exposition = Arc::clone(&exposition);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(SCRAPE_DEADLINE, answer(&mut stream)).await;
+            let _ = tokio::time::timeout(SCRAPE_DEADLINE, answer(&mut stream, &exposition)).await;
         });
     }
 }
 
-/// What the endpoint answers to a request line: status and body.
-fn respond(request_line: &str) -> (&'static str, String) {
+/// What the endpoint answers to a request line: status line and body.
+fn respond(request_line: &str, exposition: &Exposition) -> (String, String) {
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or_default();
     let path = parts.next().unwrap_or_default();
     let path = path.split('?').next().unwrap_or_default();
-    match (method, path) {
-        ("GET", "/metrics") => ("200 OK", text()),
+    let (status, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", exposition.text()),
         ("GET", _) => (
             "404 Not Found",
             "not found: the metrics are at /metrics\n".into(),
         ),
         _ => ("405 Method Not Allowed", "only GET /metrics\n".into()),
-    }
+    };
+    (status.to_string(), body)
 }
 
-async fn answer(stream: &mut TcpStream) -> std::io::Result<()> {
+async fn answer(stream: &mut TcpStream, exposition: &Exposition) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
@@ -154,7 +159,7 @@ async fn answer(stream: &mut TcpStream) -> std::io::Result<()> {
         }
     }
     let text = String::from_utf8_lossy(&head);
-    let (status, body) = respond(text.lines().next().unwrap_or_default());
+    let (status, body) = respond(text.lines().next().unwrap_or_default(), exposition);
     let reply = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -201,14 +206,43 @@ mod tests {
     }
 
     #[test]
-    fn only_get_metrics_is_served() {
-        assert_eq!(respond("GET /metrics HTTP/1.1").0, "200 OK");
-        assert_eq!(respond("GET /metrics?x=1 HTTP/1.0").0, "200 OK");
-        assert_eq!(respond("GET / HTTP/1.1").0, "404 Not Found");
+    fn only_get_metrics_is_served_and_from_this_exposition() {
+        let e = Exposition::default();
+        e.set("x_total 1\n".into());
         assert_eq!(
-            respond("POST /metrics HTTP/1.1").0,
+            respond("GET /metrics HTTP/1.1", &e),
+            ("200 OK".to_string(), "x_total 1\n".to_string())
+        );
+        assert_eq!(respond("GET /metrics?x=1 HTTP/1.0", &e).0, "200 OK");
+        assert_eq!(respond("GET / HTTP/1.1", &e).0, "404 Not Found");
+        assert_eq!(
+            respond("POST /metrics HTTP/1.1", &e).0,
             "405 Method Not Allowed"
         );
-        assert_eq!(respond("").0, "405 Method Not Allowed");
+        assert_eq!(respond("", &e).0, "405 Method Not Allowed");
+        // Another proxy's exposition is another value.
+        assert_eq!(
+            respond("GET /metrics HTTP/1.1", &Exposition::default()).1,
+            ""
+        );
+    }
+
+    #[test]
+    fn values_with_and_without_labels() {
+        let mut out = String::new();
+        render_value(&mut out, "up_seconds", "gauge", "Up.", 1.5);
+        render_values(
+            &mut out,
+            "n_total",
+            "counter",
+            "N.",
+            &[("kind=\"a\"".to_string(), 2u64)],
+        );
+        render_values::<u64>(&mut out, "none_total", "counter", "None.", &[]);
+        assert_eq!(
+            out,
+            "# HELP up_seconds Up.\n# TYPE up_seconds gauge\nup_seconds 1.5\n\
+             # HELP n_total N.\n# TYPE n_total counter\nn_total{kind=\"a\"} 2\n"
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! Counters and latency histograms the data path keeps, read by INFO, `PROXY INFO`, the slow
-//! log and the Prometheus exporter ([`crate::metrics::prom`]).
+//! log and the Prometheus export ([`crate::metrics::prom`]).
 //!
 //! Invariants that keep this off the hot path's costs:
 //! * every counter has exactly one writer (the worker thread that owns it), so an update is a
@@ -10,7 +10,7 @@
 //!   map and redirects, never from client input), so recording needs no lookup by label and
 //!   label cardinality is bounded;
 //! * histograms have fixed buckets ([`BUCKETS_US`]) and keep a count and a sum per bucket, so an
-//!   exporter can rebuild exact bucket counts and an exact total from two snapshots.
+//!   export can rebuild exact bucket counts and an exact total from two snapshots.
 
 use crate::route::command::{self, CommandSpec, COMMANDS};
 use bytes::Bytes;
@@ -251,6 +251,68 @@ impl Default for WorkerMetrics {
             tryagain: AtomicU64::new(0),
             clusterdown: AtomicU64::new(0),
         }
+    }
+}
+
+/// Labels of `slotproxy_topology_refreshes_total`'s `trigger`: the start-up refresh, the
+/// timer, then [`crate::shared::Trigger::ALL`]'s names.
+pub const REFRESH_TRIGGERS: [&str; 6] = [
+    "start",
+    "timer",
+    "moved",
+    "connection_lost",
+    "clusterdown",
+    "admin",
+];
+/// Labels of `slotproxy_topology_refreshes_total`'s `result` (the refresher's outcomes).
+pub const REFRESH_RESULTS: [&str; 4] = ["changed", "unchanged", "kept", "failed"];
+
+/// The topology refresher's counters: refreshes by trigger and result, and how long they
+/// took. One per proxy, in its [`crate::shared::Shared`], so two proxies in one process count
+/// apart. Invariant: its only writer is the proxy's one refresher task (single-writer
+/// counters, like the workers').
+#[derive(Default, Debug)]
+pub struct RefreshStats {
+    /// Indexed by [`REFRESH_TRIGGERS`], then [`REFRESH_RESULTS`].
+    counts: [[AtomicU64; REFRESH_RESULTS.len()]; REFRESH_TRIGGERS.len()],
+    duration: Hist,
+}
+
+impl RefreshStats {
+    /// Counts one refresh. Both labels are constants of the refresher; one outside the lists
+    /// is a bug, caught by a unit test, and its count is dropped rather than mislabelled.
+    pub fn record(&self, trigger: &str, result: &str, took: std::time::Duration) {
+        let t = REFRESH_TRIGGERS.iter().position(|&x| x == trigger);
+        let r = REFRESH_RESULTS.iter().position(|&x| x == result);
+        debug_assert!(
+            t.is_some() && r.is_some(),
+            "unknown refresh label {trigger}/{result}"
+        );
+        if let (Some(t), Some(r)) = (t, r) {
+            bump(&self.counts[t][r], 1);
+        }
+        self.duration
+            .record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// (trigger, result, refreshes) for every pair seen at least once: a pair appears in the
+    /// export from its first refresh on, as it always has.
+    pub fn counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (t, row) in REFRESH_TRIGGERS.iter().zip(&self.counts) {
+            for (r, c) in REFRESH_RESULTS.iter().zip(row) {
+                let n = c.load(Relaxed);
+                if n > 0 {
+                    out.push((*t, *r, n));
+                }
+            }
+        }
+        out
+    }
+
+    /// The refresh durations' buckets.
+    pub fn duration(&self) -> HistSnap {
+        self.duration.snapshot()
     }
 }
 

@@ -248,7 +248,7 @@ impl Proxy {
         http_get(&format!("127.0.0.1:{}", self.metrics_port), "/metrics")
     }
 
-    /// Scrapes until `done` holds for the text (the exporter copies counters about once a
+    /// Scrapes until `done` holds for the text (the proxy rewrites its metrics about once a
     /// second); that text. After `timeout`, fails naming `what` and showing the last scrape.
     #[track_caller]
     pub fn scrape_until(
@@ -390,8 +390,8 @@ pub fn http_get(addr: &str, path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The value of one Prometheus series (`name{labels}` exactly as exported, labels sorted as
-/// the exporter writes them), or 0 when absent.
+/// The value of one Prometheus series (`name{labels}` exactly as exported, labels in the order
+/// the proxy writes them), or 0 when absent.
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {
