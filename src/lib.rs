@@ -21,7 +21,8 @@
 //! - [`admin`]: the `PROXY` namespace, its engines (create, check, rebalance) and planners
 //!   (placement, flow, islands), jobs, rendered clusters and local clusters.
 //!
-//! At the top: [`shared`] (state every thread reads), [`config`] and [`live`] (settings at
+//! At the top: [`server`] (listeners, workers, the accept loop), [`shared`] (one running
+//! proxy's state in named groups), [`config`] and [`live`] (settings at
 //! start and at run time), [`access`] (users), [`shutdown`], [`memory`] (handing freed memory
 //! back), [`logging`]. Modules import each other in no cycle (`tests/module_graph.rs` checks).
 

@@ -41,7 +41,7 @@ type NewClient = (std::net::TcpStream, u64, bool, ClientSeat);
 /// phases of [`crate::shutdown::Shutdown`]).
 async fn drain(worker: &Worker) {
     worker.begin_stop();
-    let timeout = worker.shared.live.get().shutdown_timeout;
+    let timeout = worker.shared.settings.live.get().shutdown_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     while worker.session_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -84,7 +84,7 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
                     };
                     let worker = std::rc::Rc::clone(&worker);
                     // The certificates in force when the client arrived (SIGHUP may renew them).
-                    match worker.shared.tls.acceptor().filter(|_| is_tls) {
+                    match worker.shared.settings.tls.acceptor().filter(|_| is_tls) {
                         Some(acceptor) => {
                             tokio::task::spawn_local(async move {
                                 session::serve_tls(worker, stream, id, acceptor, seat).await
@@ -130,7 +130,7 @@ async fn reload_on_hup(shared: Arc<Shared>) {
         }
     };
     while hup.recv().await.is_some() {
-        match shared.live.reload() {
+        match shared.settings.live.reload() {
             Ok((applied, restart)) => {
                 tracing::info!(?applied, "SIGHUP: configuration reloaded");
                 if !restart.is_empty() {
@@ -160,24 +160,69 @@ pub async fn serve_with(
     config.validate()?;
     // Read every TLS file before binding anything, so a bad one is the error reported.
     let tls = crate::net::tls::Tls::load(&config)?;
-    let std_listener = crate::net::listener::bind(&config.listen)?;
-    let addr = std_listener.local_addr()?;
-    let listener = tokio::net::TcpListener::from_std(std_listener)?;
-    let tls_listener = match config.tls_listen.as_str() {
-        "" => None,
-        tls => Some(tokio::net::TcpListener::from_std(
-            crate::net::listener::bind(tls)?,
-        )?),
-    };
-    let metrics_listener = match config.metrics_listen.as_str() {
-        "" => None,
-        listen => Some(tokio::net::TcpListener::from_std(
-            crate::metrics::prom::bind(listen)?,
-        )?),
-    };
+    let listeners = Listeners::bind(&config)?;
     let workers = config.worker_count();
-    let has_path = path.is_some();
-    let shared = Arc::new(Shared::with_path(config, path, workers, addr.port(), tls));
+    let reload_on_signal = path.is_some();
+    let port = listeners.client.local_addr()?.port();
+    let shared = Arc::new(Shared::with_path(config, path, workers, port, tls));
+    run(listeners, shared, reload_on_signal, shutdown, on_ready).await
+}
+
+/// The sockets a proxy listens on, bound before anything else starts so that an address in
+/// use is the error reported.
+pub struct Listeners {
+    /// Plain clients (`listen`).
+    pub client: tokio::net::TcpListener,
+    /// TLS clients (`tls_listen`), if set.
+    pub tls: Option<tokio::net::TcpListener>,
+    /// The Prometheus endpoint (`metrics_listen`), if set.
+    pub metrics: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener `config` names (on the current tokio runtime).
+    pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let client =
+            tokio::net::TcpListener::from_std(crate::net::listener::bind(&config.listen)?)?;
+        let tls = match config.tls_listen.as_str() {
+            "" => None,
+            tls => Some(tokio::net::TcpListener::from_std(
+                crate::net::listener::bind(tls)?,
+            )?),
+        };
+        let metrics = match config.metrics_listen.as_str() {
+            "" => None,
+            listen => Some(tokio::net::TcpListener::from_std(
+                crate::metrics::prom::bind(listen)?,
+            )?),
+        };
+        Ok(Listeners {
+            client,
+            tls,
+            metrics,
+        })
+    }
+}
+
+/// Serves clients from `listeners` with the state in `shared` until `shutdown` completes or
+/// `PROXY SHUTDOWN` is sent: starts the workers (one per [`crate::shared::Counters::workers`]
+/// entry), the refresher, housekeeping and the metrics endpoint, runs the accept loop, then
+/// stops gracefully. Everything it uses comes in through its arguments; with
+/// `reload_on_signal`, SIGHUP re-reads the config file `shared` remembers.
+pub async fn run(
+    listeners: Listeners,
+    shared: Arc<Shared>,
+    reload_on_signal: bool,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&Running),
+) -> anyhow::Result<()> {
+    let Listeners {
+        client: listener,
+        tls: tls_listener,
+        metrics: metrics_listener,
+    } = listeners;
+    let addr = listener.local_addr()?;
+    let workers = shared.metrics.workers.len();
     let threads = (0..workers)
         .map(|i| spawn_worker(i, Arc::clone(&shared)))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -189,16 +234,16 @@ pub async fn serve_with(
     if let Some(l) = metrics_listener {
         background.push(tokio::spawn(crate::metrics::scrape::serve(
             l,
-            Arc::clone(&shared.exposition),
+            Arc::clone(&shared.metrics.exposition),
         )));
     }
     #[cfg(unix)]
-    if has_path {
+    if reload_on_signal {
         background.push(tokio::spawn(reload_on_hup(Arc::clone(&shared))));
     }
     #[cfg(not(unix))]
-    let _ = has_path;
-    tracing::info!(%addr, tls = %shared.config.tls_listen, workers, seeds = ?shared.config.seeds, metrics = %shared.config.metrics_listen, "slotproxy listening");
+    let _ = reload_on_signal;
+    tracing::info!(%addr, tls = %shared.settings.config.tls_listen, workers, seeds = ?shared.settings.config.seeds, metrics = %shared.settings.config.metrics_listen, "slotproxy listening");
     on_ready(&Running {
         addr,
         shared: Arc::clone(&shared),
@@ -232,8 +277,8 @@ pub async fn serve_with(
                 }
             },
         };
-        if shared.client_count() >= shared.live.max_clients() {
-            shared.rejected_clients.fetch_add(1, Relaxed);
+        if shared.metrics.client_count() >= shared.settings.live.max_clients() {
+            shared.metrics.rejected_clients.fetch_add(1, Relaxed);
             // A TLS client could not read a plain error: it is just closed.
             if !is_tls {
                 let _ = stream
@@ -244,15 +289,16 @@ pub async fn serve_with(
         }
         let _ = stream.set_nodelay(true);
         let (index, _) = shared
+            .metrics
             .workers
             .iter()
             .enumerate()
             .min_by_key(|(_, w)| w.clients())
-            .unwrap_or((0, &shared.workers[0]));
+            .unwrap_or((0, &shared.metrics.workers[0]));
         // Counted from here on; every path that loses the client drops the seat with it.
         let seat = ClientSeat::take(&shared, index);
-        shared.workers[index].accepted.fetch_add(1, Relaxed);
-        let id = shared.next_client_id.fetch_add(1, Relaxed);
+        shared.metrics.workers[index].accepted.fetch_add(1, Relaxed);
+        let id = shared.registries.next_client_id.fetch_add(1, Relaxed);
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
@@ -273,8 +319,8 @@ pub async fn serve_with(
     drop(tls_listener);
     shared.shutdown.stop();
     tracing::info!(
-        clients = shared.client_count(),
-        timeout = ?shared.live.get().shutdown_timeout,
+        clients = shared.metrics.client_count(),
+        timeout = ?shared.settings.live.get().shutdown_timeout,
         "slotproxy stopping: finishing in-flight requests"
     );
     let handles: Vec<_> = threads

@@ -48,7 +48,7 @@ pub struct ClientSeat {
 impl ClientSeat {
     /// Counts a new client on worker `worker` of `shared`.
     pub fn take(shared: &Arc<Shared>, worker: usize) -> ClientSeat {
-        shared.workers[worker].clients.fetch_add(1, Relaxed);
+        shared.metrics.workers[worker].clients.fetch_add(1, Relaxed);
         ClientSeat {
             shared: Arc::clone(shared),
             worker,
@@ -58,7 +58,7 @@ impl ClientSeat {
 
 impl Drop for ClientSeat {
     fn drop(&mut self) {
-        self.shared.workers[self.worker]
+        self.shared.metrics.workers[self.worker]
             .clients
             .fetch_sub(1, Relaxed);
     }
@@ -88,19 +88,53 @@ impl Trigger {
     ];
 }
 
-/// One running proxy's state, shared by its threads (two proxies in a process have one each).
+/// One running proxy's state, shared by its threads (two proxies in a process have one each),
+/// in named groups so that a reader sees which concern a field belongs to and a change to one
+/// concern touches one group.
 pub struct Shared {
+    /// What the proxy was configured with, and what follows directly from it.
+    pub settings: Settings,
+    /// The slot map and everything about keeping it current.
+    pub topology: Topology,
+    /// Who and what the proxy keeps track of: clients, users, nodes, scripts, admin jobs.
+    pub registries: Registries,
+    /// Counters, the slow log and the Prometheus exposition.
+    pub metrics: Counters,
+    /// Requests to return freed memory to the system (see [`crate::memory`]).
+    pub trimmer: Arc<crate::memory::Trimmer>,
+    /// The graceful stop: started by a signal or `PROXY SHUTDOWN`, waited on by the accept
+    /// loop, read by workers and sessions (see [`crate::shutdown`]).
+    pub shutdown: crate::shutdown::Shutdown,
+}
+
+/// Settings at start-up and at run time, and how the proxy reaches nodes.
+pub struct Settings {
     /// Settings as the proxy started. Settings that need a restart (listen, seeds, workers,
     /// connections_per_node, metrics_listen, log_format) are read here; the ones that change
-    /// live must be read from [`Shared::live`].
+    /// live must be read from [`Settings::live`].
     pub config: Config,
     /// The settings in force, changed by `PROXY CONFIG SET` and SIGHUP.
     pub live: crate::live::Live,
-    /// The current slot map; replaced whole, never mutated.
+    /// The port clients connect to (INFO's `tcp_port`).
+    pub port: u16,
+    /// This proxy's TLS (client listener and node side), renewed in place by SIGHUP and
+    /// `PROXY CONFIG SET` through [`Settings::live`].
+    pub tls: Arc<crate::net::tls::Tls>,
+    /// How this proxy connects to nodes (its credentials and node-facing TLS): every node
+    /// connection, data path or control plane, is opened with it.
+    pub dialer: Arc<crate::net::dialer::Dialer>,
+}
+
+/// The slot map and its refresh. Invariant: the map is replaced whole, never mutated, and
+/// every replacement carries a version from [`Topology::next_map_version`].
+pub struct Topology {
+    /// The current slot map.
     pub map: ArcSwap<SlotMap>,
     next_version: AtomicU64,
     /// Wakes the topology refresher early (MOVED, lost backend, CLUSTERDOWN, PROXY REFRESH).
     pub refresh: Notify,
+    /// Triggers (a [`Trigger`] bit set) since the refresher last looked.
+    pub refresh_triggers: AtomicU8,
     /// Refreshes that finished (successful or not); lets callers wait for a fresh map.
     pub refreshes_done: AtomicU64,
     /// Woken (all waiters) each time `refreshes_done` grows: calls waiting for a refresh to
@@ -108,58 +142,112 @@ pub struct Shared {
     pub refreshed: Notify,
     /// The backends' `redis_version`, as learned by the refresher.
     pub backend_version: RwLock<String>,
-    /// When the proxy started.
-    pub started: Instant,
-    /// Source of client IDs (`CLIENT ID`), unique for the process's life.
+    /// Milliseconds since [`Counters::started`] when the current slot map was installed.
+    pub map_installed_ms: AtomicU64,
+}
+
+/// What the proxy keeps track of, each behind its own lock or lock-free structure.
+#[derive(Default)]
+pub struct Registries {
+    /// Source of client IDs (`CLIENT ID`), unique for the proxy's life.
     pub next_client_id: AtomicU64,
-    /// Connections refused because `max_clients` was reached.
-    pub rejected_clients: AtomicU64,
-    /// TLS client connections that failed their handshake (plain clients on the TLS port,
-    /// unknown or missing client certificates, timeouts).
-    pub tls_handshake_failures: AtomicU64,
-    /// One entry per worker.
-    pub workers: Vec<WorkerStats>,
-    /// The port clients connect to (INFO's `tcp_port`).
-    pub port: u16,
-    /// Admin engine runs.
-    pub jobs: crate::admin::jobs::Jobs,
-    /// Script bodies seen in SCRIPT LOAD, by lowercase SHA1, so a NOSCRIPT from a node that
-    /// never saw one (a promoted replica, a new master) can be repaired by loading it there.
-    pub scripts: crate::route::scripts::Scripts,
     /// Every client connection, for CLIENT LIST / INFO / KILL.
     pub clients: crate::session::clients::Registry,
     /// Configured users; none means the proxy is open.
     pub users: crate::access::Users,
     /// Failed-AUTH counts per client address.
     pub auth_guard: crate::access::AuthGuard,
-    /// Triggers (a [`Trigger`] bit set) since the refresher last looked.
-    pub refresh_triggers: AtomicU8,
     /// Every backend node the workers have talked to, with their counters.
     pub nodes: crate::metrics::stats::NodeRegistry,
-    /// The proxy's slow log.
-    pub slowlog: crate::metrics::slowlog::SlowLog,
-    /// Whether the metrics endpoint runs (and so whether per-command stats are recorded).
-    pub metrics_on: bool,
-    /// This proxy's Prometheus text, rewritten by its flush ([`crate::metrics::prom`]) and
-    /// served by its endpoint: one per running proxy, never process-wide.
-    pub exposition: Arc<crate::metrics::scrape::Exposition>,
-    /// The topology refresher's counters (refreshes by trigger and result, durations).
-    pub refresh_stats: crate::metrics::stats::RefreshStats,
+    /// Script bodies seen in SCRIPT LOAD, by lowercase SHA1, so a NOSCRIPT from a node that
+    /// never saw one (a promoted replica, a new master) can be repaired by loading it there.
+    pub scripts: crate::route::scripts::Scripts,
+    /// Admin engine runs.
+    pub jobs: crate::admin::jobs::Jobs,
+}
+
+/// The proxy's own counters. Workers write only their own padded [`WorkerStats`]; the rest
+/// are written off the hot path.
+pub struct Counters {
+    /// When the proxy started.
+    pub started: Instant,
+    /// One entry per worker.
+    pub workers: Vec<WorkerStats>,
+    /// Connections refused because `max_clients` was reached.
+    pub rejected_clients: AtomicU64,
+    /// TLS client connections that failed their handshake (plain clients on the TLS port,
+    /// unknown or missing client certificates, timeouts).
+    pub tls_handshake_failures: AtomicU64,
     /// Commands per second over the last sampling period (INFO's instantaneous_ops_per_sec).
     pub ops_per_sec: AtomicU64,
-    /// Milliseconds since `started` when the current slot map was installed.
-    pub map_installed_ms: AtomicU64,
-    /// Requests to return freed memory to the system (see [`crate::memory`]).
-    pub trimmer: Arc<crate::memory::Trimmer>,
-    /// The graceful stop: started by a signal or `PROXY SHUTDOWN`, waited on by the accept
-    /// loop, read by workers and sessions (see [`crate::shutdown`]).
-    pub shutdown: crate::shutdown::Shutdown,
-    /// This proxy's TLS configurations (the acceptor new TLS clients get); reloads replace
-    /// them through [`Shared::live`], which holds the same value.
-    pub tls: Arc<crate::net::tls::Tls>,
-    /// How this proxy connects to nodes (its credentials and node-facing TLS): every node
-    /// connection, data path or control plane, is opened with it.
-    pub dialer: Arc<crate::net::dialer::Dialer>,
+    /// The proxy's slow log.
+    pub slowlog: crate::metrics::slowlog::SlowLog,
+    /// Whether the Prometheus endpoint runs (and so whether per-command stats are recorded).
+    pub metrics_on: bool,
+    /// The text this proxy's `/metrics` serves, replaced whole by each flush.
+    pub exposition: Arc<crate::metrics::scrape::Exposition>,
+    /// Topology refreshes by trigger and result, and their durations.
+    pub refresh_stats: crate::metrics::stats::RefreshStats,
+}
+
+impl Counters {
+    /// Total clients connected, over all workers.
+    pub fn client_count(&self) -> usize {
+        self.workers.iter().map(WorkerStats::clients).sum()
+    }
+}
+
+impl Topology {
+    fn new() -> Topology {
+        Topology {
+            map: ArcSwap::from_pointee(SlotMap::empty()),
+            next_version: AtomicU64::new(1),
+            refresh: Notify::new(),
+            refresh_triggers: AtomicU8::new(0),
+            refreshes_done: AtomicU64::new(0),
+            refreshed: Notify::new(),
+            backend_version: RwLock::new(String::from("7.0.0")),
+            map_installed_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh, strictly increasing map version.
+    pub fn next_map_version(&self) -> u64 {
+        self.next_version.fetch_add(1, Relaxed)
+    }
+
+    /// Asks the refresher for a refresh soon (coalesced and rate-limited by the refresher).
+    pub fn trigger_refresh(&self) {
+        self.trigger_refresh_for(Trigger::Admin);
+    }
+
+    /// Like [`Topology::trigger_refresh`], saying why (for the refresh metrics).
+    pub fn trigger_refresh_for(&self, why: Trigger) {
+        self.refresh_triggers.fetch_or(why as u8, Relaxed);
+        self.refresh.notify_one();
+    }
+
+    /// Applies a MOVED redirect to the shared map at once and schedules a full refresh. Only an
+    /// address the map already [knows](SlotMap::knows) is patched in: anything else waits for
+    /// the refresh to list it.
+    pub fn patch_moved(&self, slot: u16, addr: &str) {
+        self.map.rcu(|cur| {
+            if !cur.knows(addr) || cur.owner(slot).is_some_and(|n| &*n.addr == addr) {
+                Arc::clone(cur)
+            } else {
+                Arc::new(cur.with_moved(slot, addr, self.next_map_version()))
+            }
+        });
+        self.trigger_refresh_for(Trigger::Moved);
+    }
+
+    /// The backends' Redis version, for INFO and HELLO.
+    pub fn redis_version(&self) -> String {
+        self.backend_version
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_else(|_| "7.0.0".into())
+    }
 }
 
 impl Shared {
@@ -191,87 +279,39 @@ impl Shared {
             Arc::clone(&tls),
         ));
         Shared {
-            live: crate::live::Live::new(config.clone(), path, Arc::clone(&tls)),
-            metrics_on: !config.metrics_listen.is_empty(),
-            config,
-            map: ArcSwap::from_pointee(SlotMap::empty()),
-            next_version: AtomicU64::new(1),
-            refresh: Notify::new(),
-            refreshes_done: AtomicU64::new(0),
-            refreshed: Notify::new(),
-            backend_version: RwLock::new(String::from("7.0.0")),
-            started: Instant::now(),
-            next_client_id: AtomicU64::new(1),
-            rejected_clients: AtomicU64::new(0),
-            tls_handshake_failures: AtomicU64::new(0),
-            workers: (0..workers).map(|_| WorkerStats::default()).collect(),
-            port,
-            jobs: Default::default(),
-            scripts: Default::default(),
-            clients: Default::default(),
-            users,
-            auth_guard: Default::default(),
-            refresh_triggers: AtomicU8::new(0),
-            nodes: Default::default(),
-            slowlog: Default::default(),
-            exposition: Arc::default(),
-            refresh_stats: Default::default(),
-            ops_per_sec: AtomicU64::new(0),
-            map_installed_ms: AtomicU64::new(0),
+            metrics: Counters {
+                started: Instant::now(),
+                workers: (0..workers).map(|_| WorkerStats::default()).collect(),
+                rejected_clients: AtomicU64::new(0),
+                tls_handshake_failures: AtomicU64::new(0),
+                ops_per_sec: AtomicU64::new(0),
+                slowlog: Default::default(),
+                metrics_on: !config.metrics_listen.is_empty(),
+                exposition: Arc::default(),
+                refresh_stats: Default::default(),
+            },
+            topology: Topology::new(),
+            registries: Registries {
+                next_client_id: AtomicU64::new(1),
+                users,
+                ..Default::default()
+            },
+            settings: Settings {
+                live: crate::live::Live::new(config.clone(), path, Arc::clone(&tls)),
+                config,
+                port,
+                tls,
+                dialer,
+            },
             trimmer: Arc::default(),
             shutdown: Default::default(),
-            tls,
-            dialer,
         }
-    }
-
-    /// A fresh, strictly increasing map version.
-    pub fn next_map_version(&self) -> u64 {
-        self.next_version.fetch_add(1, Relaxed)
-    }
-
-    /// Asks the refresher for a refresh soon (coalesced and rate-limited by the refresher).
-    pub fn trigger_refresh(&self) {
-        self.trigger_refresh_for(Trigger::Admin);
-    }
-
-    /// Like [`Shared::trigger_refresh`], saying why (for the refresh metrics).
-    pub fn trigger_refresh_for(&self, why: Trigger) {
-        self.refresh_triggers.fetch_or(why as u8, Relaxed);
-        self.refresh.notify_one();
     }
 
     /// Seconds since the current slot map was installed.
     pub fn map_age_secs(&self) -> f64 {
-        let now = self.started.elapsed().as_millis() as f64;
-        (now - self.map_installed_ms.load(Relaxed) as f64).max(0.0) / 1000.0
-    }
-
-    /// Applies a MOVED redirect to the shared map at once and schedules a full refresh. Only an
-    /// address the map already [knows](SlotMap::knows) is patched in: anything else waits for
-    /// the refresh to list it.
-    pub fn patch_moved(&self, slot: u16, addr: &str) {
-        self.map.rcu(|cur| {
-            if !cur.knows(addr) || cur.owner(slot).is_some_and(|n| &*n.addr == addr) {
-                Arc::clone(cur)
-            } else {
-                Arc::new(cur.with_moved(slot, addr, self.next_map_version()))
-            }
-        });
-        self.trigger_refresh_for(Trigger::Moved);
-    }
-
-    /// Total clients connected, over all workers.
-    pub fn client_count(&self) -> usize {
-        self.workers.iter().map(WorkerStats::clients).sum()
-    }
-
-    /// The backends' Redis version, for INFO and HELLO.
-    pub fn redis_version(&self) -> String {
-        self.backend_version
-            .read()
-            .map(|v| v.clone())
-            .unwrap_or_else(|_| "7.0.0".into())
+        let now = self.metrics.started.elapsed().as_millis() as f64;
+        (now - self.topology.map_installed_ms.load(Relaxed) as f64).max(0.0) / 1000.0
     }
 }
 
@@ -286,18 +326,24 @@ mod tests {
         let b = ClientSeat::take(&shared, 1);
         let c = ClientSeat::take(&shared, 0);
         assert_eq!(
-            (shared.workers[0].clients(), shared.workers[1].clients()),
+            (
+                shared.metrics.workers[0].clients(),
+                shared.metrics.workers[1].clients()
+            ),
             (1, 2)
         );
-        assert_eq!(shared.client_count(), 3);
+        assert_eq!(shared.metrics.client_count(), 3);
         drop(b);
         // A seat may travel to another thread (the worker's) and be dropped there.
         std::thread::spawn(move || drop(a)).join().unwrap();
         assert_eq!(
-            (shared.workers[0].clients(), shared.workers[1].clients()),
+            (
+                shared.metrics.workers[0].clients(),
+                shared.metrics.workers[1].clients()
+            ),
             (1, 0)
         );
         drop(c);
-        assert_eq!(shared.client_count(), 0);
+        assert_eq!(shared.metrics.client_count(), 0);
     }
 }

@@ -77,7 +77,7 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
             crate::route::resp::lines_reply(&HELP.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         }
         "SLOTS" => {
-            let map = shared.map.load();
+            let map = shared.topology.map.load();
             let mut out = vec![format!(
                 "OK version {} slots {} masters {}",
                 map.version,
@@ -101,18 +101,18 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
         }
         "INFO" => crate::metrics::info::proxy_info(&args[1..], shared),
         "CONFIG" => config(&args[1..], shared),
-        "SLOWLOG" => crate::metrics::slowlog::proxy_answer(&args[1..], &shared.slowlog),
+        "SLOWLOG" => crate::metrics::slowlog::proxy_answer(&args[1..], &shared.metrics.slowlog),
         "SHUTDOWN" => {
             tracing::info!("PROXY SHUTDOWN received");
             shared.shutdown.stop();
             resp::simple("OK")
         }
         "REFRESH" => {
-            shared.trigger_refresh();
+            shared.topology.trigger_refresh();
             resp::simple("OK")
         }
         "JOBS" => {
-            let jobs = shared.jobs.list();
+            let jobs = shared.registries.jobs.list();
             let mut out = vec![format!("OK {} jobs", jobs.len())];
             out.extend(jobs.iter().map(|j| j.summary()));
             crate::route::resp::lines_reply(&out)
@@ -121,7 +121,7 @@ fn answer_now(args: &[Bytes], shared: &Shared) -> Bytes {
             let id = args
                 .get(1)
                 .and_then(|a| std::str::from_utf8(a).ok()?.parse::<u64>().ok());
-            match id.and_then(|id| shared.jobs.get(id)) {
+            match id.and_then(|id| shared.registries.jobs.get(id)) {
                 Some(job) => crate::route::resp::lines_reply(&job.details()),
                 None => resp::error("ERR no such job; PROXY JOBS lists them"),
             }
@@ -205,7 +205,7 @@ fn config(args: &[Bytes], shared: &Shared) -> Bytes {
     let text = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned());
     match (sub.as_str(), args.len()) {
         ("GET", 2) => {
-            let cfg = shared.live.get();
+            let cfg = shared.settings.live.get();
             let pattern = &args[1];
             let mut out = bytes::BytesMut::new();
             let matches = matching_settings(pattern);
@@ -221,10 +221,13 @@ fn config(args: &[Bytes], shared: &Shared) -> Bytes {
                 return resp::error("ERR wrong number of arguments for 'proxy config set'");
             };
             let name = name.to_ascii_lowercase();
-            match shared.live.set(&name, &value) {
+            match shared.settings.live.set(&name, &value) {
                 Ok(()) => {
                     if name == "slowlog_max_len" {
-                        shared.slowlog.trim(shared.live.slowlog_max_len());
+                        shared
+                            .metrics
+                            .slowlog
+                            .trim(shared.settings.live.slowlog_max_len());
                     }
                     resp::simple("OK")
                 }
@@ -238,7 +241,7 @@ fn config(args: &[Bytes], shared: &Shared) -> Bytes {
                 }
             }
         }
-        ("REWRITE", 1) => match shared.live.rewrite() {
+        ("REWRITE", 1) => match shared.settings.live.rewrite() {
             Ok(written) => {
                 tracing::info!(?written, "PROXY CONFIG REWRITE");
                 resp::simple("OK")

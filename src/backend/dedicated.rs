@@ -644,10 +644,10 @@ impl DedicatedPool {
         }
         self.live.set(self.live.get() + 1);
         let hello = resp3.then(|| Bytes::from_static(crate::route::resp::HELLO3));
-        let connect_timeout = self.shared.live.connect_timeout();
+        let connect_timeout = self.shared.settings.live.connect_timeout();
         Ok(Lease {
             conn: Dedicated::open(
-                Arc::clone(&self.shared.dialer),
+                Arc::clone(&self.shared.settings.dialer),
                 Arc::clone(addr),
                 connect_timeout,
                 hello,

@@ -107,9 +107,9 @@ impl Timeouts {
     /// The timeouts in force now (they change with `PROXY CONFIG SET`).
     pub fn current(shared: &Shared) -> Timeouts {
         Timeouts {
-            request: shared.live.request_timeout(),
-            connect: shared.live.connect_timeout(),
-            backoff_max: shared.live.backoff_max(),
+            request: shared.settings.live.request_timeout(),
+            connect: shared.settings.live.connect_timeout(),
+            backoff_max: shared.settings.live.backoff_max(),
         }
     }
 }
@@ -249,7 +249,7 @@ impl Conn {
 
     async fn connect(self: Rc<Self>, gen: u64) {
         let connect_timeout = self.timeouts().connect;
-        let dialer = Arc::clone(&self.node.shared.dialer);
+        let dialer = Arc::clone(&self.node.shared.settings.dialer);
         let stream = match Stream::connect(&dialer, &self.addr, connect_timeout).await {
             Ok(s) => Rc::new(s),
             Err(e) => return self.fail(gen, format!("connect: {e}")),
@@ -340,6 +340,7 @@ impl Conn {
         }
         self.node
             .shared
+            .topology
             .trigger_refresh_for(Trigger::ConnectionLost);
     }
 

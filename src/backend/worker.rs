@@ -31,7 +31,7 @@ pub const CLUSTERDOWN_UNSERVED: &str = "CLUSTERDOWN Hash slot not served";
 pub async fn confirm_address(shared: &Shared, addr: &str, slot: Option<u16>) -> bool {
     use std::sync::atomic::Ordering::Acquire;
     let backed = || {
-        let map = shared.map.load();
+        let map = shared.topology.map.load();
         match slot {
             Some(s) => map.owner(s).is_some_and(|n| &*n.addr == addr),
             None => map.knows(addr),
@@ -40,17 +40,17 @@ pub async fn confirm_address(shared: &Shared, addr: &str, slot: Option<u16>) -> 
     if backed() {
         return true;
     }
-    let start = shared.refreshes_done.load(Acquire);
-    shared.trigger_refresh_for(Trigger::Moved);
-    let deadline = tokio::time::Instant::now() + shared.live.request_timeout();
+    let start = shared.topology.refreshes_done.load(Acquire);
+    shared.topology.trigger_refresh_for(Trigger::Moved);
+    let deadline = tokio::time::Instant::now() + shared.settings.live.request_timeout();
     loop {
-        let refreshed = shared.refreshed.notified();
+        let refreshed = shared.topology.refreshed.notified();
         tokio::pin!(refreshed);
         refreshed.as_mut().enable();
         if backed() {
             return true;
         }
-        if shared.refreshes_done.load(Acquire) >= start + 2 {
+        if shared.topology.refreshes_done.load(Acquire) >= start + 2 {
             return false;
         }
         if tokio::time::timeout_at(deadline, refreshed).await.is_err() {
@@ -86,7 +86,7 @@ impl Worker {
     /// A worker with no connections yet.
     pub fn new(index: usize, shared: Arc<Shared>) -> Rc<Worker> {
         let dedicated = crate::backend::dedicated::DedicatedPool::new(
-            shared.config.max_dedicated_per_worker,
+            shared.settings.config.max_dedicated_per_worker,
             Arc::clone(&shared),
         );
         Rc::new_cyclic(|me| Worker {
@@ -108,7 +108,7 @@ impl Worker {
     /// [`SlotMap::knows`]) or a configured seed. Nothing else is ever connected to, so no
     /// request and no credentials reach an address a reply merely named.
     fn trusted(&self, map: &SlotMap, addr: &str) -> bool {
-        map.knows(addr) || self.shared.config.seeds.iter().any(|s| s == addr)
+        map.knows(addr) || self.shared.settings.config.seeds.iter().any(|s| s == addr)
     }
 
     /// This worker's pool for `addr`, created on first use; `None` for an address the proxy
@@ -118,11 +118,11 @@ impl Worker {
         if let Some(p) = pools.get(addr) {
             return Some(Rc::clone(p));
         }
-        if !self.trusted(&self.shared.map.load(), addr) {
+        if !self.trusted(&self.shared.topology.map.load(), addr) {
             return None;
         }
         let addr: Arc<str> = Arc::from(addr);
-        let (id, stats) = self.shared.nodes.register(&addr);
+        let (id, stats) = self.shared.registries.nodes.register(&addr);
         let node = NodeRef {
             id,
             stats,
@@ -133,7 +133,7 @@ impl Worker {
             Arc::clone(&addr),
             handler,
             node,
-            self.shared.config.connections_per_node,
+            self.shared.settings.config.connections_per_node,
         ));
         pools.insert(addr, Rc::clone(&pool));
         Some(pool)
@@ -188,7 +188,7 @@ impl Worker {
     pub fn send(&self, call: Call) {
         match &call.dest {
             Dest::Slot(slot) => {
-                let map = self.shared.map.load();
+                let map = self.shared.topology.map.load();
                 match map.owner_index(*slot).and_then(|n| self.pool_for(&map, n)) {
                     Some(pool) => pool.send(call, false),
                     None => call.fail(CLUSTERDOWN_UNSERVED),
@@ -210,13 +210,13 @@ impl Worker {
             return call.fail("ERR slotproxy: internal error: no node for a one-off connection");
         };
         let addr = Arc::clone(addr);
-        if !self.trusted(&self.shared.map.load(), &addr) {
+        if !self.trusted(&self.shared.topology.map.load(), &addr) {
             return call.fail(&format!(
                 "ERR slotproxy: {addr} is not a node of the cluster's topology"
             ));
         }
-        let timeout = self.shared.live.request_timeout();
-        let dialer = Arc::clone(&self.shared.dialer);
+        let timeout = self.shared.settings.live.request_timeout();
+        let dialer = Arc::clone(&self.shared.settings.dialer);
         tokio::task::spawn_local(async move {
             let reply = async {
                 let mut node =
@@ -260,7 +260,7 @@ impl Worker {
         }
         if frame.starts_with(b"-NOSCRIPT") && call.retries == 0 {
             if let Some(body) = crate::route::scripts::evalsha_target(&call.wire)
-                .and_then(|sha| self.shared.scripts.body(&sha))
+                .and_then(|sha| self.shared.registries.scripts.body(&sha))
             {
                 return self.load_script_and_retry(call, body, from);
             }
@@ -268,7 +268,7 @@ impl Worker {
         let Some(redirect) = dispatch::parse_redirect(&frame, from) else {
             return call.target.deliver(frame);
         };
-        let vetted = dispatch::vet_redirect(&redirect, &self.shared.map.load(), &call);
+        let vetted = dispatch::vet_redirect(&redirect, &self.shared.topology.map.load(), &call);
         if vetted == Vetted::PassOn {
             return call.target.deliver(frame);
         }
@@ -283,7 +283,9 @@ impl Worker {
             1,
         );
         if redirect == Redirect::ClusterDown {
-            self.shared.trigger_refresh_for(Trigger::ClusterDown);
+            self.shared
+                .topology
+                .trigger_refresh_for(Trigger::ClusterDown);
             return call.target.deliver(frame);
         }
         let exhausted = match redirect {
@@ -294,7 +296,7 @@ impl Worker {
                         .born
                         .get_or_insert_with(std::time::Instant::now)
                         .elapsed()
-                        >= self.shared.live.request_timeout()
+                        >= self.shared.settings.live.request_timeout()
             }
         };
         if exhausted {
@@ -316,7 +318,7 @@ impl Worker {
         match redirect {
             Redirect::Moved(slot, addr) => {
                 call.redirects += 1;
-                self.shared.patch_moved(slot, &addr);
+                self.shared.topology.patch_moved(slot, &addr);
                 self.send_to(&addr, call, false);
             }
             Redirect::Ask(_, addr) => {
@@ -402,7 +404,7 @@ impl Worker {
 
     /// This worker's counters.
     pub fn stats(&self) -> &crate::shared::WorkerStats {
-        &self.shared.workers[self.index]
+        &self.shared.metrics.workers[self.index]
     }
 
     /// A node answered NOSCRIPT for a script the proxy has seen: load it there, then send the

@@ -18,20 +18,20 @@ use tokio::time::Instant;
 
 /// Runs forever; spawn it on the control runtime.
 pub async fn run(shared: Arc<Shared>) {
-    let mut last = Instant::now() - shared.live.get().refresh_min_gap;
+    let mut last = Instant::now() - shared.settings.live.get().refresh_min_gap;
     let mut first = true;
     loop {
         let mut trigger = "start";
         if !first {
             // Settings are re-read every round: PROXY CONFIG SET may have changed them.
-            let base = shared.live.get().refresh_interval;
+            let base = shared.settings.live.get().refresh_interval;
             let jitter = rand::thread_rng().gen_range(0.8..1.2);
             let wait = base.mul_f64(jitter);
             trigger = tokio::select! {
                 _ = tokio::time::sleep(wait) => "timer",
-                _ = shared.refresh.notified() => "triggered",
+                _ = shared.topology.refresh.notified() => "triggered",
             };
-            let gap = shared.live.get().refresh_min_gap;
+            let gap = shared.settings.live.get().refresh_min_gap;
             // One reading of the clock: a second one could pass `gap` and make the
             // subtraction underflow.
             let waited = last.elapsed();
@@ -40,7 +40,7 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
         // Every trigger that arrived is served by this refresh; the metric names the strongest.
-        let bits = shared.refresh_triggers.swap(0, Relaxed);
+        let bits = shared.topology.refresh_triggers.swap(0, Relaxed);
         if trigger != "start" {
             trigger = Trigger::ALL
                 .iter()
@@ -51,12 +51,14 @@ pub async fn run(shared: Arc<Shared>) {
         last = Instant::now();
         let outcome = refresh_once(&shared).await;
         shared
+            .metrics
             .refresh_stats
             .record(trigger, outcome.label(), last.elapsed());
         shared
+            .topology
             .refreshes_done
             .fetch_add(1, std::sync::atomic::Ordering::Release);
-        shared.refreshed.notify_waiters();
+        shared.topology.refreshed.notify_waiters();
     }
 }
 
@@ -87,7 +89,7 @@ impl Outcome {
 
 /// Nodes to ask, best first: current masters, then their replicas, then the seeds.
 fn candidates(shared: &Shared) -> Vec<String> {
-    let map = shared.map.load();
+    let map = shared.topology.map.load();
     let mut out: Vec<String> = Vec::new();
     let mut push = |a: &str| {
         if !out.iter().any(|x| x == a) {
@@ -110,7 +112,7 @@ fn candidates(shared: &Shared) -> Vec<String> {
             push(r);
         }
     }
-    for s in &shared.config.seeds {
+    for s in &shared.settings.config.seeds {
         push(s);
     }
     out
@@ -140,13 +142,14 @@ async fn fetch(
 /// One refresh: ask candidates in turn until one gives a map that may be installed.
 pub async fn refresh_once(shared: &Shared) -> Outcome {
     let timeout = shared
+        .settings
         .live
         .connect_timeout()
         .max(Duration::from_millis(200));
     let mut pending: Option<(SlotMap, String)> = None;
     let mut errors = Vec::new();
     for addr in candidates(shared) {
-        let (lines, version) = match fetch(&shared.dialer, &addr, timeout).await {
+        let (lines, version) = match fetch(&shared.settings.dialer, &addr, timeout).await {
             Ok(x) => x,
             Err(e) => {
                 errors.push(format!("{e:#}"));
@@ -154,7 +157,7 @@ pub async fn refresh_once(shared: &Shared) -> Outcome {
             }
         };
         if let Some(v) = version {
-            if let Ok(mut cur) = shared.backend_version.write() {
+            if let Ok(mut cur) = shared.topology.backend_version.write() {
                 *cur = v;
             }
         }
@@ -166,7 +169,7 @@ pub async fn refresh_once(shared: &Shared) -> Outcome {
             }
             continue;
         }
-        let current = shared.map.load_full();
+        let current = shared.topology.map.load_full();
         match judge(&current, &candidate) {
             Verdict::Unchanged => return Outcome::Unchanged,
             Verdict::Accept => return install(shared, candidate),
@@ -241,8 +244,8 @@ pub fn describe_change(old: &SlotMap, new: &SlotMap) -> String {
 }
 
 fn install(shared: &Shared, mut map: SlotMap) -> Outcome {
-    map.version = shared.next_map_version();
-    let old = shared.map.load();
+    map.version = shared.topology.next_map_version();
+    let old = shared.topology.map.load();
     let changed = !old.same_assignment(&map);
     if changed {
         tracing::info!(
@@ -255,14 +258,16 @@ fn install(shared: &Shared, mut map: SlotMap) -> Outcome {
         );
     }
     shared
+        .topology
         .map_installed_ms
-        .store(shared.started.elapsed().as_millis() as u64, Relaxed);
+        .store(shared.metrics.started.elapsed().as_millis() as u64, Relaxed);
     // Nodes that left the topology leave the stats and the metrics' labels with it (workers
     // drop their pools when they see the new map).
     shared
+        .registries
         .nodes
-        .retain(|addr| map.knows(addr) || shared.config.seeds.iter().any(|s| s == addr));
-    shared.map.store(Arc::new(map));
+        .retain(|addr| map.knows(addr) || shared.settings.config.seeds.iter().any(|s| s == addr));
+    shared.topology.map.store(Arc::new(map));
     if changed {
         Outcome::Changed
     } else {

@@ -59,7 +59,7 @@ impl Totals {
     /// Sums the workers' counters now.
     pub fn read(shared: &Shared) -> Totals {
         let mut t = Totals::default();
-        for w in &shared.workers {
+        for w in &shared.metrics.workers {
             let m = &w.m;
             t.clients += w.clients() as u64;
             t.accepted += w.accepted.load(Relaxed);
@@ -106,7 +106,7 @@ pub fn command_totals(shared: &Shared) -> Vec<CommandTotals> {
             index: i,
             ..Default::default()
         };
-        for w in &shared.workers {
+        for w in &shared.metrics.workers {
             let Some(s) = w.m.commands.get(i) else {
                 continue;
             };
@@ -146,6 +146,7 @@ pub struct NodeTotals {
 /// Every node the workers have talked to.
 pub fn node_totals(shared: &Shared) -> Vec<NodeTotals> {
     shared
+        .registries
         .nodes
         .all()
         .into_iter()
@@ -221,7 +222,7 @@ const INFO_KEYSPACE: &[u8] = b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n";
 /// pipelining INFOs cannot make the proxy open connections to every master per call. One
 /// request per section, which every Redis version accepts.
 async fn backends(worker: &Worker, stats: bool, keyspace: bool) -> Backends {
-    let masters = fanout::masters(&worker.shared.map.load());
+    let masters = fanout::masters(&worker.shared.topology.map.load());
     let wires: Vec<&'static [u8]> = [(stats, INFO_STATS), (keyspace, INFO_KEYSPACE)]
         .into_iter()
         .filter_map(|(want, w)| want.then_some(w))
@@ -242,7 +243,7 @@ async fn backends(worker: &Worker, stats: bool, keyspace: bool) -> Backends {
     // Every call is answered or failed by the worker (request_timeout bounds it); the
     // deadline is only a safety net. A fill while this task is not waiting leaves a permit,
     // so no wake-up is lost.
-    let live = &worker.shared.live;
+    let live = &worker.shared.settings.live;
     let deadline = tokio::time::Instant::now()
         + live.request_timeout()
         + live.connect_timeout()
@@ -316,27 +317,27 @@ pub async fn answer(args: Vec<Bytes>, worker: Rc<Worker>, hide_keyspace: bool) -
 
 fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
     let t = Totals::read(shared);
-    let cfg = shared.live.get();
+    let cfg = shared.settings.live.get();
     let mut out = String::new();
-    let uptime = shared.started.elapsed().as_secs();
+    let uptime = shared.metrics.started.elapsed().as_secs();
     for s in sections {
         match *s {
             "server" => {
                 let _ = write!(
                     out,
                     "# Server\r\nredis_version:{}\r\nslotproxy_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nworkers:{}\r\nconfig_file:{}\r\n\r\n",
-                    shared.redis_version(),
+                    shared.topology.redis_version(),
                     env!("CARGO_PKG_VERSION"),
                     std::env::consts::OS,
                     std::env::consts::ARCH,
                     usize::BITS,
                     std::process::id(),
-                    shared.port,
+                    shared.settings.port,
                     uptime,
                     uptime / 86400,
-                    shared.workers.len(),
+                    shared.metrics.workers.len(),
                     shared
-                        .live
+                        .settings.live
                         .path
                         .as_ref()
                         .map(|p| p.display().to_string())
@@ -359,22 +360,22 @@ fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
                     "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\nslotproxy_redirects_moved:{}\r\nslotproxy_redirects_ask:{}\r\nslotproxy_retries_tryagain:{}\r\nslotproxy_clients_cut_output:{}\r\nslotproxy_slowlog_len:{}\r\nslotproxy_memory_trims:{}\r\n\r\n",
                     t.accepted,
                     t.commands,
-                    shared.ops_per_sec.load(Relaxed),
+                    shared.metrics.ops_per_sec.load(Relaxed),
                     t.bytes_in,
                     t.bytes_out,
-                    shared.rejected_clients.load(Relaxed),
+                    shared.metrics.rejected_clients.load(Relaxed),
                     b.hits,
                     b.misses,
                     t.moved,
                     t.ask,
                     t.tryagain,
                     t.cut_output,
-                    shared.slowlog.len(),
+                    shared.metrics.slowlog.len(),
                     shared.trimmer.trims(),
                 );
             }
             "cluster" => {
-                let map = shared.map.load();
+                let map = shared.topology.map.load();
                 let replicas: usize = map.nodes.iter().map(|n| n.replicas.len()).sum();
                 let _ = write!(
                     out,
@@ -385,7 +386,7 @@ fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
                     map.version,
                     shared.map_age_secs() as u64,
                     map.source,
-                    shared.refreshes_done.load(Relaxed),
+                    shared.topology.refreshes_done.load(Relaxed),
                     b.unreachable,
                 );
             }
@@ -419,18 +420,21 @@ pub fn proxy_info(args: &[Bytes], shared: &Shared) -> Bytes {
     {
         return latency(shared);
     }
-    let map = shared.map.load();
+    let map = shared.topology.map.load();
     let t = Totals::read(shared);
     let mut out = vec![
         "OK".to_string(),
         format!("version {}", env!("CARGO_PKG_VERSION")),
-        format!("uptime_seconds {}", shared.started.elapsed().as_secs()),
+        format!(
+            "uptime_seconds {}",
+            shared.metrics.started.elapsed().as_secs()
+        ),
         format!("clients {}", t.clients),
         format!("slot_map_version {}", map.version),
         format!("slot_map_source {}", map.source),
         format!("slot_map_age_seconds {:.1}", shared.map_age_secs()),
         format!("slots_served {}", map.coverage()),
-        format!("refreshes {}", shared.refreshes_done.load(Relaxed)),
+        format!("refreshes {}", shared.topology.refreshes_done.load(Relaxed)),
         format!("commands {} in_flight {}", t.commands, t.in_flight()),
         format!(
             "redirects moved {} ask {} tryagain {} clusterdown {}",
@@ -438,14 +442,14 @@ pub fn proxy_info(args: &[Bytes], shared: &Shared) -> Bytes {
         ),
         format!(
             "metrics {}",
-            if shared.metrics_on {
-                &shared.config.metrics_listen
+            if shared.metrics.metrics_on {
+                &shared.settings.config.metrics_listen
             } else {
                 "off"
             }
         ),
     ];
-    for (i, w) in shared.workers.iter().enumerate() {
+    for (i, w) in shared.metrics.workers.iter().enumerate() {
         let m = &w.m;
         out.push(format!(
             "worker {i} clients {} commands {} completed {} bytes_in {} bytes_out {} pending_reply_bytes {} clients_cut {}",
@@ -480,7 +484,7 @@ fn latency(shared: &Shared) -> Bytes {
         "OK latency percentiles in microseconds (interpolated within histogram buckets)"
             .to_string(),
     ];
-    if !shared.metrics_on {
+    if !shared.metrics.metrics_on {
         out.push(
             "per-command latency is not recorded: metrics are off (metrics_listen = \"\")".into(),
         );

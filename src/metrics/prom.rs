@@ -49,7 +49,7 @@ pub async fn housekeeping(shared: Arc<Shared>) {
         tick.tick().await;
         let t = Totals::read(&shared);
         let secs = FLUSH_EVERY.as_secs_f64();
-        shared.ops_per_sec.store(
+        shared.metrics.ops_per_sec.store(
             ((t.commands - last.commands.min(t.commands)) as f64 / secs) as u64,
             Relaxed,
         );
@@ -62,8 +62,8 @@ pub async fn housekeeping(shared: Arc<Shared>) {
                 "redirect storm: the slot map is behind the cluster (resharding or failover under way?)"
             );
         }
-        if shared.metrics_on {
-            shared.exposition.set(render(&shared, &t));
+        if shared.metrics.metrics_on {
+            shared.metrics.exposition.set(render(&shared, &t));
         }
         last = t;
     }
@@ -120,35 +120,35 @@ fn render(shared: &Shared, t: &Totals) -> String {
         "slotproxy_client_connections_rejected_total",
         counter,
         "Client connections refused (max_clients).",
-        shared.rejected_clients.load(Relaxed),
+        shared.metrics.rejected_clients.load(Relaxed),
     );
     render_value(
         o,
         "slotproxy_tls_handshake_failures_total",
         counter,
         "TLS client connections that failed their handshake.",
-        shared.tls_handshake_failures.load(Relaxed),
+        shared.metrics.tls_handshake_failures.load(Relaxed),
     );
     render_value(
         o,
         "slotproxy_auth_failures_total",
         counter,
         "AUTH attempts with a wrong user or password.",
-        shared.auth_guard.failed.load(Relaxed),
+        shared.registries.auth_guard.failed.load(Relaxed),
     );
     render_value(
         o,
         "slotproxy_auth_rate_limited_total",
         counter,
         "AUTH attempts refused by auth_failures_per_minute.",
-        shared.auth_guard.limited.load(Relaxed),
+        shared.registries.auth_guard.limited.load(Relaxed),
     );
     render_value(
         o,
         "slotproxy_user_connections_rejected_total",
         counter,
         "AUTHs refused by a user's max_connections.",
-        shared.auth_guard.user_limited.load(Relaxed),
+        shared.registries.auth_guard.user_limited.load(Relaxed),
     );
     render_value(
         o,
@@ -202,6 +202,7 @@ fn render(shared: &Shared, t: &Totals) -> String {
         &redirects,
     );
     let refreshes: Vec<(String, u64)> = shared
+        .metrics
         .refresh_stats
         .counts()
         .into_iter()
@@ -215,7 +216,7 @@ fn render(shared: &Shared, t: &Totals) -> String {
         &refreshes,
     );
     // Like any family, the histogram appears with its first sample.
-    let took = shared.refresh_stats.duration();
+    let took = shared.metrics.refresh_stats.duration();
     let took: Vec<(String, stats::HistSnap)> = if took.count() > 0 {
         vec![(String::new(), took)]
     } else {
@@ -227,7 +228,7 @@ fn render(shared: &Shared, t: &Totals) -> String {
         "Duration of topology refreshes.",
         &took,
     );
-    let map = shared.map.load();
+    let map = shared.topology.map.load();
     render_value(
         o,
         "slotproxy_slot_map_version",
@@ -250,6 +251,7 @@ fn render(shared: &Shared, t: &Totals) -> String {
         map.nodes.len(),
     );
     let jobs: Vec<(String, u64)> = shared
+        .registries
         .jobs
         .finished()
         .into_iter()
@@ -267,14 +269,14 @@ fn render(shared: &Shared, t: &Totals) -> String {
         "slotproxy_slowlog_entries",
         gauge,
         "Entries in the slow log.",
-        shared.slowlog.len(),
+        shared.metrics.slowlog.len(),
     );
     render_value(
         o,
         "slotproxy_uptime_seconds",
         gauge,
         "Seconds since the proxy started.",
-        shared.started.elapsed().as_secs_f64(),
+        shared.metrics.started.elapsed().as_secs_f64(),
     );
 
     // Per-node series are read from the node registry each time, so a node that left the

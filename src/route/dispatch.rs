@@ -29,7 +29,7 @@ pub struct ReplySlot {
     tally: Option<Rc<Cell<usize>>>,
 }
 
-/// What is known about a request besides its reply (see [`ReplySlot::meta`]).
+/// What is known about a request besides its reply (see `ReplySlot::meta`).
 #[derive(Clone, Debug)]
 pub struct SlotMeta {
     /// When the request arrived (the read that brought it); `None` for slots not timed.

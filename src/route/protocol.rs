@@ -137,7 +137,7 @@ impl RequestParser {
     }
 
     /// Room worth reserving for the incomplete request at the head of the buffer: what it
-    /// still needs, but never more than [`MAX_RESERVE_HINT`] or the bytes already buffered
+    /// still needs, but never more than `MAX_RESERVE_HINT` or the bytes already buffered
     /// (whichever is larger). A header alone therefore cannot make the proxy reserve its
     /// declared size, while a large argument that really arrives still grows the buffer
     /// geometrically (few copies).

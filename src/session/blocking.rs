@@ -44,7 +44,7 @@ pub async fn run(
 async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool, quota: &Quota) -> Bytes {
     let mut addr = match start {
         Start::Node(a) => a,
-        Start::Slot(slot) => match worker.shared.map.load().owner(slot) {
+        Start::Slot(slot) => match worker.shared.topology.map.load().owner(slot) {
             Some(n) => Arc::clone(&n.addr),
             None => return resp::error(CLUSTERDOWN_UNSERVED),
         },
@@ -52,7 +52,7 @@ async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool, quota: 
     let mut asking = false;
     let mut tries = 0u8;
     loop {
-        let per_client = worker.shared.live.get().max_dedicated_per_client;
+        let per_client = worker.shared.settings.live.get().max_dedicated_per_client;
         let lease = match worker.dedicated.take(&addr, resp3, quota, per_client) {
             Ok(l) => l,
             Err(e) => return resp::error(&e.to_string()),
@@ -81,11 +81,11 @@ async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool, quota: 
         match redirect {
             None => return frame,
             Some(Redirect::ClusterDown) => {
-                worker.shared.trigger_refresh();
+                worker.shared.topology.trigger_refresh();
                 return frame;
             }
             Some(Redirect::Moved(slot, to)) => {
-                worker.shared.patch_moved(slot, &to);
+                worker.shared.topology.patch_moved(slot, &to);
                 addr = Arc::from(to);
                 asking = false;
             }

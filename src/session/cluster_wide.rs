@@ -19,12 +19,12 @@ impl Session {
     pub(super) fn fan_out(&mut self, f: FanOut, wire: Bytes, args: &[Bytes]) {
         if args.len() >= 2 && args[0].eq_ignore_ascii_case(b"script") {
             if args.len() == 3 && args[1].eq_ignore_ascii_case(b"load") {
-                self.worker.shared.scripts.remember(&args[2]);
+                self.worker.shared.registries.scripts.remember(&args[2]);
             } else if args[1].eq_ignore_ascii_case(b"flush") {
-                self.worker.shared.scripts.clear();
+                self.worker.shared.registries.scripts.clear();
             }
         }
-        let map = self.worker.shared.map.load();
+        let map = self.worker.shared.topology.map.load();
         let (nodes, kind, wire) = match f {
             FanOut::Masters(kind) => {
                 let mut nodes = fanout::masters(&map);
@@ -39,7 +39,7 @@ impl Session {
                 (nodes, kind, wire)
             }
             FanOut::AllNodes { kind, config_set } => {
-                if config_set && !self.worker.shared.live.get().allow_config_set {
+                if config_set && !self.worker.shared.settings.live.get().allow_config_set {
                     return self.push_ready(resp::error(
                         "ERR slotproxy: CONFIG SET is disabled by the proxy's allow_config_set setting",
                     ));

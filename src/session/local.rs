@@ -84,8 +84,9 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         Local::ClientId => resp::int(client.id as i64).into(),
         Local::ClientList => client_list(&args[2..], shared).into(),
         Local::ClientInfo => {
-            let now = shared.started.elapsed().as_millis() as u64;
+            let now = shared.metrics.started.elapsed().as_millis() as u64;
             let me = shared
+                .registries
                 .clients
                 .snapshot()
                 .into_iter()
@@ -97,7 +98,7 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         }
         Local::ClientKill => match clients::KillFilter::parse(&args[2..]) {
             Ok(f) => {
-                let n = shared.clients.kill(&f, client.id);
+                let n = shared.registries.clients.kill(&f, client.id);
                 match (f.old_form, n) {
                     (true, 0) => resp::error("ERR No such client").into(),
                     (true, _) => ok().into(),
@@ -112,7 +113,7 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         },
         // INFO asks the backends; the session runs it asynchronously (see `crate::metrics::info`).
         Local::Info => resp::error("ERR slotproxy: INFO must be run by the session").into(),
-        Local::Slowlog => crate::metrics::slowlog::answer(args, &shared.slowlog).into(),
+        Local::Slowlog => crate::metrics::slowlog::answer(args, &shared.metrics.slowlog).into(),
         // Admin commands are asynchronous; the session runs them (see `session`).
         Local::Proxy | Local::Reset | Local::ClientReply => {
             resp::error("ERR slotproxy: this command must be run by the session").into()
@@ -148,9 +149,9 @@ fn client_list(filters: &[Bytes], shared: &Shared) -> Bytes {
         }
         _ => return resp::error("ERR syntax error"),
     }
-    let now = shared.started.elapsed().as_millis() as u64;
+    let now = shared.metrics.started.elapsed().as_millis() as u64;
     let mut out = String::new();
-    for e in shared.clients.snapshot() {
+    for e in shared.registries.clients.snapshot() {
         if ids.as_ref().is_some_and(|l| !l.contains(&e.id)) {
             continue;
         }
@@ -174,21 +175,21 @@ fn client_list(filters: &[Bytes], shared: &Shared) -> Bytes {
 /// password, as Redis's `nopass` default user does, and a bare password gets Redis's "no
 /// password configured" error.
 fn auth(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
-    if shared.users.active() {
+    if shared.registries.users.active() {
         let (name, pass) = match args {
             [pass] => (&b"default"[..], pass),
             [name, pass] => (&name[..], pass),
             _ => return resp::error("ERR syntax error"),
         };
-        let limit = shared.config.auth_failures_per_minute;
+        let limit = shared.settings.config.auth_failures_per_minute;
         if let Some(ip) = client.peer_ip {
-            if !shared.auth_guard.allowed(ip, limit) {
+            if !shared.registries.auth_guard.allowed(ip, limit) {
                 return resp::error(
                     "ERR slotproxy: too many failed AUTH attempts from this address; try again in a minute",
                 );
             }
         }
-        return match shared.users.authenticate(name, pass) {
+        return match shared.registries.users.authenticate(name, pass) {
             // Already logged in as it: keep the connection's hold (a second one could trip
             // the user's own max_connections).
             Some(u)
@@ -208,6 +209,7 @@ fn auth(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
                 }
                 Err(e) => {
                     shared
+                        .registries
                         .auth_guard
                         .user_limited
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -216,7 +218,7 @@ fn auth(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
             },
             None => {
                 if let Some(ip) = client.peer_ip {
-                    shared.auth_guard.failed(ip);
+                    shared.registries.auth_guard.failed(ip);
                 }
                 resp::error(crate::access::WRONGPASS)
             }
@@ -281,7 +283,7 @@ fn hello(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
         }
     }
     // Before login, HELLO would reveal the backend's version: Redis's NOAUTH.
-    if credentials.is_none() && shared.users.active() && client.user.is_none() {
+    if credentials.is_none() && shared.registries.users.active() && client.user.is_none() {
         return resp::error(HELLO_NOAUTH);
     }
     if let Some(n) = &new_name {
@@ -310,7 +312,7 @@ fn hello(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
     }
     for (k, v) in [
         ("server", "redis".to_string()),
-        ("version", shared.redis_version()),
+        ("version", shared.topology.redis_version()),
     ] {
         resp::put_bulk(&mut out, k.as_bytes());
         resp::put_bulk(&mut out, v.as_bytes());

@@ -14,7 +14,7 @@ impl Session {
     /// else the `default` user if it has an empty password (Redis's `nopass` default), or
     /// none (every request but AUTH/HELLO AUTH gets NOAUTH). Only with users configured.
     pub(super) fn initial_login(&self) -> Option<crate::access::Session> {
-        let users = &self.worker.shared.users;
+        let users = &self.worker.shared.registries.users;
         let by_cert = if self.stream.is_tls() && users.use_certificates() {
             users.by_certificate(&self.stream.peer_certificate_names())
         } else {
@@ -26,6 +26,7 @@ impl Session {
                 Err(e) => {
                     self.worker
                         .shared
+                        .registries
                         .auth_guard
                         .user_limited
                         .fetch_add(1, Relaxed);

@@ -8,7 +8,7 @@
 //!
 //! What cannot share a multiplexed connection gets one of its own: blocking commands run as
 //! tasks of this session on leased connections (aborted when the client leaves), transactions
-//! live in [`tx`], subscriptions in [`pubsub`].
+//! live in `tx`, subscriptions in `pubsub`.
 
 pub mod blocking;
 pub mod clients;
@@ -42,7 +42,7 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_IOV: usize = 256;
 
 /// Completes the TLS handshake of a client from the TLS listener (within
-/// [`HANDSHAKE_TIMEOUT`], or `connect_timeout` if longer), then serves it like any other. A failed handshake (a plain client on the TLS port, a
+/// `HANDSHAKE_TIMEOUT`, or `connect_timeout` if longer), then serves it like any other. A failed handshake (a plain client on the TLS port, a
 /// certificate the CA did not sign) closes the connection and is counted. `seat` counts the
 /// client on its worker until the connection is gone.
 pub async fn serve_tls(
@@ -53,11 +53,20 @@ pub async fn serve_tls(
     seat: ClientSeat,
 ) {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let timeout = worker.shared.live.connect_timeout().max(HANDSHAKE_TIMEOUT);
+    let timeout = worker
+        .shared
+        .settings
+        .live
+        .connect_timeout()
+        .max(HANDSHAKE_TIMEOUT);
     match Stream::accept_tls(tcp, &acceptor, timeout).await {
         Ok(stream) => serve(worker, stream, id, seat).await,
         Err(e) => {
-            worker.shared.tls_handshake_failures.fetch_add(1, Relaxed);
+            worker
+                .shared
+                .metrics
+                .tls_handshake_failures
+                .fetch_add(1, Relaxed);
             tracing::info!(client = id, %peer, error = %e, "TLS handshake failed; connection closed");
         }
     }
@@ -69,12 +78,12 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 /// Serves one client until it disconnects, quits, or breaks a limit. `seat` counts the client
 /// on its worker; it is given up when this returns (or is dropped unfinished).
 pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat) {
-    let cfg = worker.shared.live.get();
+    let cfg = worker.shared.settings.live.get();
     let live = {
         use std::os::fd::AsRawFd;
         let text =
             |a: io::Result<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
-        worker.shared.clients.add(
+        worker.shared.registries.clients.add(
             id,
             text(stream.peer_addr()),
             text(stream.local_addr()),
@@ -95,7 +104,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
             user: None,
             peer_ip: None,
         },
-        acl: worker.shared.users.active(),
+        acl: worker.shared.registries.users.active(),
         // Allocated by the first read (`read` reserves READ_CHUNK): a connected client that
         // has sent nothing yet holds no read buffer.
         rbuf: BytesMut::new(),
@@ -127,7 +136,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         s.client.peer_ip = s.stream.peer_addr().ok().map(|a| a.ip());
         s.client.user = s.initial_login();
         if let Some(u) = &s.client.user {
-            worker.shared.clients.set_user(id, &u.name);
+            worker.shared.registries.clients.set_user(id, &u.name);
         }
     }
     s.parser
@@ -142,7 +151,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         t.abort();
     }
     worker.unregister_session(id);
-    worker.shared.clients.remove(id);
+    worker.shared.registries.clients.remove(id);
     for slot in s.queue.drain(..) {
         s.obs.dropped(&worker, &slot);
     }
@@ -308,7 +317,9 @@ impl Session {
                 );
                 return Ok(());
             }
-            if self.subs.is_some() && pending > self.worker.shared.config.max_pubsub_reply_bytes {
+            if self.subs.is_some()
+                && pending > self.worker.shared.settings.config.max_pubsub_reply_bytes
+            {
                 self.obs.cut(
                     &self.worker,
                     &self.stream,
@@ -406,7 +417,7 @@ impl Session {
             Ok(0) => return Ok(false),
             Ok(n) => {
                 self.obs.read(&self.worker, n);
-                let now = self.worker.shared.started.elapsed().as_millis() as u64;
+                let now = self.worker.shared.metrics.started.elapsed().as_millis() as u64;
                 self.live.last_active_ms.store(now, Relaxed);
                 if n < room {
                     self.stream.drained();
@@ -430,7 +441,7 @@ impl Session {
             }
             match self.parser.parse_into(&mut self.rbuf, &mut self.args) {
                 Ok(Some(raw)) => {
-                    self.worker.shared.workers[self.worker.index]
+                    self.worker.shared.metrics.workers[self.worker.index]
                         .commands
                         .fetch_add(1, Relaxed);
                     let args = std::mem::take(&mut self.args);
@@ -532,7 +543,7 @@ impl Session {
             }
             Route::AnyNode => {
                 let addr: Option<Arc<str>> = {
-                    let map = self.worker.shared.map.load();
+                    let map = self.worker.shared.topology.map.load();
                     let live: Vec<_> = map.nodes.iter().filter(|n| !n.failing).collect();
                     let pool = if live.is_empty() {
                         map.nodes.iter().collect()
@@ -620,7 +631,7 @@ impl Session {
         l.sub.store(sub as u64, Relaxed);
         l.psub.store(psub as u64, Relaxed);
         l.ssub.store(ssub as u64, Relaxed);
-        let clients = &self.worker.shared.clients;
+        let clients = &self.worker.shared.registries.clients;
         clients.set_name(self.client.id, self.client.name.as_ref());
         if self.acl {
             let user = self.client.user.as_ref().map_or("default", |u| &u.name);

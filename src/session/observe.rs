@@ -38,10 +38,10 @@ impl SessionObs {
     /// State for a new session on `worker`.
     pub fn new(worker: &Worker) -> SessionObs {
         SessionObs {
-            generation: worker.shared.live.generation(),
+            generation: worker.shared.settings.live.generation(),
             read_at: Instant::now(),
             now: None,
-            metrics_on: worker.shared.metrics_on,
+            metrics_on: worker.shared.metrics.metrics_on,
             shutdown: worker.shared.shutdown.clone(),
         }
     }
@@ -50,12 +50,12 @@ impl SessionObs {
     /// changed since the session last looked (one relaxed load otherwise).
     pub fn reload(&mut self, worker: &Worker) -> Option<Arc<Config>> {
         self.now = None;
-        let g = worker.shared.live.generation();
+        let g = worker.shared.settings.live.generation();
         if g == self.generation {
             return None;
         }
         self.generation = g;
-        Some(worker.shared.live.get())
+        Some(worker.shared.settings.live.get())
     }
 
     /// Whether the proxy is shutting down: the session reads no more requests.
@@ -132,19 +132,20 @@ impl SessionObs {
                 }
             }
         }
-        let live = &worker.shared.live;
+        let live = &worker.shared.settings.live;
         if us >= live.slowlog_threshold_us() && live.slowlog_max_len() > 0 {
             let node = if meta.node == u32::MAX {
                 String::new()
             } else {
                 worker
                     .shared
+                    .registries
                     .nodes
                     .name(meta.node)
                     .map(|n| n.to_string())
                     .unwrap_or_default()
             };
-            worker.shared.slowlog.push(
+            worker.shared.metrics.slowlog.push(
                 Slow {
                     wire: &meta.wire,
                     duration_us: us,

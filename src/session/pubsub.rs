@@ -202,14 +202,19 @@ impl Session {
                 self.client.resp3,
                 Some(sink),
                 &self.quota,
-                self.worker.shared.live.get().max_dedicated_per_client,
+                self.worker
+                    .shared
+                    .settings
+                    .live
+                    .get()
+                    .max_dedicated_per_client,
             )
             .map_err(|e| resp::error(&e.to_string()))
     }
 
     /// Any node for SUBSCRIBE/PSUBSCRIBE; the client ID spreads subscribers over the nodes.
     fn any_node(&self, avoid: Option<&str>) -> Option<Arc<str>> {
-        let map = self.worker.shared.map.load();
+        let map = self.worker.shared.topology.map.load();
         let live: Vec<_> = map
             .nodes
             .iter()
@@ -335,6 +340,7 @@ impl Session {
         let owner = self
             .worker
             .shared
+            .topology
             .map
             .load()
             .owner(slot)
@@ -593,7 +599,7 @@ impl Session {
         };
         if !ps.orphans.is_empty() && !ps.timer {
             ps.timer = true;
-            self.worker.shared.trigger_refresh();
+            self.worker.shared.topology.trigger_refresh();
             let signal = Rc::clone(&self.signal);
             let due = Rc::clone(&self.sub_due);
             due.set(false);
@@ -646,7 +652,7 @@ impl Session {
             Some(ps) => std::mem::take(&mut ps.orphans).into_iter().collect(),
             None => return,
         };
-        let map = self.worker.shared.map.load();
+        let map = self.worker.shared.topology.map.load();
         for c in orphans {
             let owner = map.owner(key_slot(&c)).map(|n| Arc::clone(&n.addr));
             let Some(addr) = owner else {

@@ -206,7 +206,7 @@ impl Session {
             self.tx.slot.get_or_insert(slot);
             return Ok(());
         }
-        let addr = match self.worker.shared.map.load().owner(slot) {
+        let addr = match self.worker.shared.topology.map.load().owner(slot) {
             Some(n) => Arc::clone(&n.addr),
             None => return Err(resp::error(crate::backend::worker::CLUSTERDOWN_UNSERVED)),
         };
@@ -215,7 +215,7 @@ impl Session {
     }
 
     fn tx_pin_any(&mut self) -> Result<(), Bytes> {
-        let map = self.worker.shared.map.load();
+        let map = self.worker.shared.topology.map.load();
         let masters = crate::route::fanout::masters(&map);
         if masters.is_empty() {
             return Err(resp::error(crate::backend::worker::CLUSTERDOWN_UNSERVED));
@@ -233,7 +233,12 @@ impl Session {
                 self.client.resp3,
                 None,
                 &self.quota,
-                self.worker.shared.live.get().max_dedicated_per_client,
+                self.worker
+                    .shared
+                    .settings
+                    .live
+                    .get()
+                    .max_dedicated_per_client,
             )
             .map_err(|e| resp::error(&e.to_string()))?;
         self.tx.conn = Some(lease);
@@ -255,7 +260,7 @@ impl Session {
     }
 
     fn tx_send_to(&mut self, wire: Bytes, slot: Rc<ReplySlot>) {
-        let timeout = Some(self.worker.shared.live.request_timeout());
+        let timeout = Some(self.worker.shared.settings.live.request_timeout());
         match &self.tx.conn {
             Some(conn) => conn.send(
                 wire,

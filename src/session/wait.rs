@@ -46,7 +46,7 @@ impl Session {
         if timeout < 0 {
             return self.push_ready(resp::error("ERR timeout is negative"));
         }
-        let map = self.worker.shared.map.load();
+        let map = self.worker.shared.topology.map.load();
         let mut nodes: Vec<Arc<str>> = Vec::new();
         if let Some(bits) = &self.touched {
             for (w, word) in bits.iter().enumerate() {

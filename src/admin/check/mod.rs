@@ -168,19 +168,23 @@ pub fn report(s: &Survey, f: &[Finding]) -> Report {
 
 /// Per-node deadline of the admin engines' reads.
 pub fn node_timeout(shared: &Shared) -> Duration {
-    shared.live.connect_timeout().max(Duration::from_secs(1))
+    shared
+        .settings
+        .live
+        .connect_timeout()
+        .max(Duration::from_secs(1))
 }
 
 /// The nodes CHECK starts from: the proxy's masters, their replicas, and the seeds; the survey
 /// then follows every node those know about.
 pub fn start_nodes(shared: &Shared) -> Vec<String> {
-    let map = shared.map.load();
+    let map = shared.topology.map.load();
     let mut out: Vec<String> = Vec::new();
     for n in &map.nodes {
         out.push(n.addr.to_string());
         out.extend(n.replicas.iter().map(|r| r.to_string()));
     }
-    out.extend(shared.config.seeds.iter().cloned());
+    out.extend(shared.settings.config.seeds.iter().cloned());
     survey::dedup(&out)
 }
 
@@ -264,14 +268,14 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         return crate::route::resp::error("ERR PROXY CHECK: no nodes known (no seeds configured)");
     }
     let timeout = node_timeout(shared);
-    let dialer = Arc::clone(&shared.dialer);
+    let dialer = Arc::clone(&shared.settings.dialer);
     let command = if json {
         "PROXY CHECK JSON"
     } else {
         "PROXY CHECK"
     };
     jobs::run(
-        &shared.jobs,
+        &shared.registries.jobs,
         "check",
         command,
         false,

@@ -405,7 +405,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         Ok(r) => r,
         Err(e) => return crate::route::resp::error(&format!("ERR PROXY CREATE: {e}")),
     };
-    if let Some(j) = shared.jobs.running("create") {
+    if let Some(j) = shared.registries.jobs.running("create") {
         return crate::route::resp::error(&format!(
             "ERR PROXY CREATE: job {} is already creating a cluster ({}); see PROXY JOB {}",
             j.id, j.command, j.id
@@ -419,11 +419,11 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
             .join(" ")
     );
     let timeout = check::node_timeout(shared);
-    let dialer = Arc::clone(&shared.dialer);
+    let dialer = Arc::clone(&shared.settings.dialer);
     let detach = req.detach;
     // CREATE has no JSON form (yet): its report is lines only.
     jobs::run(
-        &shared.jobs,
+        &shared.registries.jobs,
         "create",
         &command,
         detach,

@@ -57,7 +57,7 @@ pub(super) async fn execute(
             lease,
             &live,
             mv,
-            &shared.dialer,
+            &shared.settings.dialer,
             node_timeout(shared),
         )
         .await
@@ -70,7 +70,7 @@ pub(super) async fn execute(
         })?;
         job.step_done(format!("move {n} {}", mv.describe_step()));
         done.push(mv.clone());
-        shared.trigger_refresh();
+        shared.topology.trigger_refresh();
         // Read from the promoted replica first: it knows the new roles for sure.
         live = read_topology(shared, opts, std::slice::from_ref(&mv.replica_addr))
             .await

@@ -229,6 +229,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
     };
     if !opts.dry_run {
         let busy = shared
+            .registries
             .jobs
             .list()
             .into_iter()
@@ -249,7 +250,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
     // With ASYNC the reply is `OK job <id>` whatever was asked.
     let json = opts.json && !opts.detach;
     jobs::run(
-        &shared.jobs,
+        &shared.registries.jobs,
         ENGINE,
         &command,
         opts.detach,
@@ -268,15 +269,22 @@ struct Live {
 
 fn node_timeout(shared: &Shared) -> Duration {
     shared
+        .settings
         .live
         .connect_timeout()
         .max(Duration::from_secs(2))
-        .min(shared.live.request_timeout().max(Duration::from_secs(2)))
+        .min(
+            shared
+                .settings
+                .live
+                .request_timeout()
+                .max(Duration::from_secs(2)),
+        )
 }
 
 /// Nodes to read the topology from: the proxy's masters, their replicas, then the seeds.
 fn candidates(shared: &Shared) -> Vec<String> {
-    let map = shared.map.load();
+    let map = shared.topology.map.load();
     let mut out: Vec<String> = Vec::new();
     let masters = map.nodes.iter().filter(|n| !n.failing).map(|n| &*n.addr);
     let replicas = map
@@ -285,7 +293,7 @@ fn candidates(shared: &Shared) -> Vec<String> {
         .flat_map(|n| n.replicas.iter().map(|r| &**r));
     for a in masters
         .chain(replicas)
-        .chain(shared.config.seeds.iter().map(String::as_str))
+        .chain(shared.settings.config.seeds.iter().map(String::as_str))
     {
         if !out.iter().any(|x| x == a) {
             out.push(a.to_string());
@@ -302,7 +310,7 @@ async fn read_topology(shared: &Shared, opts: &Options, extra: &[String]) -> any
     let mut found = None;
     for addr in extra.iter().cloned().chain(candidates(shared)) {
         let got = async {
-            let mut c = NodeClient::connect(&shared.dialer, &addr, timeout).await?;
+            let mut c = NodeClient::connect(&shared.settings.dialer, &addr, timeout).await?;
             let text = c.call_text(&["CLUSTER", "NODES"]).await?;
             let ip = addr.rsplit_once(':').map_or(addr.as_str(), |x| x.0);
             parse_cluster_nodes(&text, ip).map_err(|e| anyhow!("{addr}: {e}"))
@@ -324,7 +332,7 @@ async fn read_topology(shared: &Shared, opts: &Options, extra: &[String]) -> any
     let mut links = tokio::task::JoinSet::new();
     for l in lines.iter().filter(|l| !l.is_master() && !l.is_failing()) {
         let addr = l.addr();
-        let dialer = Arc::clone(&shared.dialer);
+        let dialer = Arc::clone(&shared.settings.dialer);
         links.spawn(async move {
             let up = async {
                 let mut c = NodeClient::connect(&dialer, &addr, timeout).await?;
@@ -390,12 +398,12 @@ async fn run(shared: Arc<Shared>, opts: Options, job: Arc<Job>) -> anyhow::Resul
     }
     let holder = format!(
         "slotproxy {} pid {} job {}",
-        shared.config.listen,
+        shared.settings.config.listen,
         std::process::id(),
         job.id
     );
     let mut lease = Lease::acquire(
-        Arc::clone(&shared.dialer),
+        Arc::clone(&shared.settings.dialer),
         &live.lines,
         holder,
         node_timeout(&shared),
