@@ -22,9 +22,10 @@
 //!   (placement, flow, islands), jobs, rendered clusters and local clusters.
 //!
 //! At the top: [`server`] (listeners, workers, the accept loop), [`shared`] (one running
-//! proxy's state in named groups), [`config`] and [`live`] (settings at
-//! start and at run time), [`access`] (users), [`shutdown`], [`memory`] (handing freed memory
-//! back), [`logging`]. Modules import each other in no cycle (`tests/module_graph.rs` checks).
+//! proxy's state in named groups), [`config`] and [`live`] (settings at start and at run time),
+//! [`access`] (users), [`shutdown`], [`local_notify`] (the data path's wake-ups), [`memory`]
+//! (handing freed memory back), [`logging`]. Modules import each other in no cycle
+//! (`tests/module_graph.rs` checks).
 
 pub mod access;
 pub mod admin;
@@ -32,6 +33,7 @@ pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod live;
+pub mod local_notify;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

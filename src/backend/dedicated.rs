@@ -9,6 +9,7 @@
 //! is gone with it, and only its owner knows what that means); dropping the last handle closes
 //! the socket, which is how a node learns that a blocked or subscribed client left.
 
+use crate::local_notify::LocalNotify;
 use crate::net::dialer::Dialer;
 use crate::net::stream::Stream;
 use crate::route::dispatch::{parse_redirect, ReplySlot};
@@ -20,7 +21,6 @@ use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -106,7 +106,7 @@ struct State {
 struct Inner {
     addr: Arc<str>,
     state: RefCell<State>,
-    wake: Notify,
+    wake: LocalNotify,
     sink: Option<Rc<dyn Sink>>,
 }
 
@@ -144,7 +144,7 @@ impl Dedicated {
                 pending: VecDeque::new(),
                 closed: None,
             }),
-            wake: Notify::new(),
+            wake: LocalNotify::new(),
             sink,
         });
         if let Some(auth) = dialer.auth() {
@@ -181,7 +181,7 @@ impl Dedicated {
 
     /// Sends a request and waits for its reply frame.
     pub async fn request(&self, wire: Bytes, timeout: Option<Duration>) -> Bytes {
-        let signal = Rc::new(Notify::new());
+        let signal = Rc::new(LocalNotify::new());
         let slot = ReplySlot::new(&signal);
         self.send(
             wire,

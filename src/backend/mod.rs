@@ -12,6 +12,7 @@ pub mod dedicated;
 pub mod node_client;
 pub mod worker;
 
+use crate::local_notify::LocalNotify;
 use crate::metrics::stats::{bump, drop_by, NodeStats};
 use crate::net::stream::Stream;
 use crate::route::dispatch::Call;
@@ -24,7 +25,6 @@ use std::io;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -131,9 +131,9 @@ pub struct Conn {
     worker: Weak<dyn ReplyHandler>,
     node: NodeRef,
     state: RefCell<State>,
-    wake_writer: Notify,
+    wake_writer: LocalNotify,
     /// Wakes an idle reader when requests go in flight, so it starts their reply deadline.
-    wake_reader: Notify,
+    wake_reader: LocalNotify,
     /// Speaks RESP3 (HELLO 3 first on every connect), for clients that said HELLO 3.
     resp3: bool,
     /// The node left the topology: the connection closes once nothing is queued or in flight.
@@ -163,8 +163,8 @@ impl Conn {
                 backoff: BACKOFF_START,
                 suspect: false,
             }),
-            wake_writer: Notify::new(),
-            wake_reader: Notify::new(),
+            wake_writer: LocalNotify::new(),
+            wake_reader: LocalNotify::new(),
             resp3,
             retiring: Cell::new(false),
         })
@@ -418,6 +418,12 @@ impl Conn {
     async fn read_loop(self: Rc<Self>, stream: Rc<Stream>, gen: u64) {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut scanner = ReplyScanner::default();
+        // One timer for the connection's life, moved only when it fired or must fire sooner:
+        // a timer armed and dropped at every read cost the worker more than the read itself.
+        // It may fire early (the oldest request it was armed for has been answered); the
+        // expiry is checked against the current oldest request before anything is failed.
+        let sleep = tokio::time::sleep_until(Instant::now() + Duration::from_secs(86_400));
+        tokio::pin!(sleep);
         loop {
             let deadline = {
                 let st = self.state.borrow();
@@ -429,10 +435,15 @@ impl Conn {
                     .map(|(t, _)| *t + self.timeouts().request)
             };
             let ready = match deadline {
-                Some(d) => tokio::select! {
-                    r = stream.readable() => Some(r),
-                    _ = tokio::time::sleep_until(d) => None,
-                },
+                Some(d) => {
+                    if sleep.is_elapsed() || sleep.deadline() > d {
+                        sleep.as_mut().reset(d);
+                    }
+                    tokio::select! {
+                        r = stream.readable() => Some(r),
+                        _ = &mut sleep => None,
+                    }
+                }
                 None => tokio::select! {
                     r = stream.readable() => Some(r),
                     _ = self.wake_reader.notified() => continue,

@@ -8,6 +8,7 @@
 
 use crate::backend::{NodeRef, Pool, ReplyHandler};
 use crate::cluster::SlotMap;
+use crate::local_notify::LocalNotify;
 use crate::metrics::stats::bump;
 use crate::route::dispatch::{self, Call, Dest, Redirect, Vetted, MAX_REDIRECTS, MAX_RETRIES};
 use crate::route::resp;
@@ -18,7 +19,6 @@ use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Error sent for a key whose slot no node serves.
 pub const CLUSTERDOWN_UNSERVED: &str = "CLUSTERDOWN Hash slot not served";
@@ -79,7 +79,7 @@ pub struct Worker {
     /// A node's NOAUTH was logged already (once per worker, not once per request).
     noauth_logged: Cell<bool>,
     /// Each live session's wake-up signal, so shutdown can wake sessions parked on a read.
-    sessions: RefCell<HashMap<u64, Weak<Notify>>>,
+    sessions: RefCell<HashMap<u64, Weak<LocalNotify>>>,
 }
 
 impl Worker {
@@ -367,7 +367,7 @@ impl Worker {
     }
 
     /// Registers a session's wake-up signal for shutdown.
-    pub fn register_session(&self, id: u64, signal: &Rc<Notify>) {
+    pub fn register_session(&self, id: u64, signal: &Rc<LocalNotify>) {
         self.sessions.borrow_mut().insert(id, Rc::downgrade(signal));
     }
 
@@ -415,7 +415,7 @@ impl Worker {
         };
         let node: Arc<str> = Arc::from(from);
         tokio::task::spawn_local(async move {
-            let signal = Rc::new(tokio::sync::Notify::new());
+            let signal = Rc::new(crate::local_notify::LocalNotify::new());
             let slot = crate::route::dispatch::ReplySlot::new(&signal);
             let load = resp::encode_command(&[&b"SCRIPT"[..], b"LOAD", &body]).freeze();
             me.send(Call::new(
@@ -449,7 +449,7 @@ impl Worker {
         &self,
         addr: &Arc<str>,
         wire: &Bytes,
-        signal: &Rc<tokio::sync::Notify>,
+        signal: &Rc<crate::local_notify::LocalNotify>,
         resp3: bool,
     ) -> Vec<Rc<crate::route::dispatch::ReplySlot>> {
         let Some(pool) = self.pool(addr) else {

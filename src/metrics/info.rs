@@ -11,6 +11,7 @@
 //! dropped.
 
 use crate::backend::worker::Worker;
+use crate::local_notify::LocalNotify;
 use crate::metrics::stats::{self, HistSnap};
 use crate::route::dispatch::{Call, Dest, ReplySlot, Target};
 use crate::route::fanout;
@@ -24,7 +25,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Worker counters summed over all workers.
 #[derive(Debug, Default, Clone)]
@@ -227,7 +227,7 @@ async fn backends(worker: &Worker, stats: bool, keyspace: bool) -> Backends {
         .into_iter()
         .filter_map(|(want, w)| want.then_some(w))
         .collect();
-    let signal = Rc::new(Notify::new());
+    let signal = Rc::new(LocalNotify::new());
     let mut slots = Vec::with_capacity(masters.len() * wires.len());
     for m in &masters {
         for w in &wires {

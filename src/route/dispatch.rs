@@ -6,19 +6,19 @@
 //! request that was lost.
 
 use crate::cluster::SlotMap;
+use crate::local_notify::LocalNotify;
 use crate::route::merge::{self, MergeKind};
 use crate::route::resp;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 /// The place in a client's in-order reply queue that one request's reply goes to, with what
 /// the stats and the slow log need to know about the request once it is answered.
 pub struct ReplySlot {
     value: RefCell<Option<Bytes>>,
-    signal: Rc<Notify>,
+    signal: Rc<LocalNotify>,
     meta: RefCell<SlotMeta>,
     /// The client asked not to get this reply (CLIENT REPLY OFF / SKIP).
     discard: Cell<bool>,
@@ -63,7 +63,7 @@ impl Default for SlotMeta {
 
 impl ReplySlot {
     /// An empty slot that wakes `signal` when filled.
-    pub fn new(signal: &Rc<Notify>) -> Rc<ReplySlot> {
+    pub fn new(signal: &Rc<LocalNotify>) -> Rc<ReplySlot> {
         Rc::new(ReplySlot {
             value: RefCell::new(None),
             signal: Rc::clone(signal),
@@ -74,7 +74,7 @@ impl ReplySlot {
     }
 
     /// An empty slot whose reply, while held here, is counted in `tally`.
-    pub fn counted(signal: &Rc<Notify>, tally: &Rc<Cell<usize>>) -> Rc<ReplySlot> {
+    pub fn counted(signal: &Rc<LocalNotify>, tally: &Rc<Cell<usize>>) -> Rc<ReplySlot> {
         Rc::new(ReplySlot {
             value: RefCell::new(None),
             signal: Rc::clone(signal),
@@ -85,7 +85,7 @@ impl ReplySlot {
     }
 
     /// A slot that already holds its reply (a reply the proxy composed itself).
-    pub fn ready(signal: &Rc<Notify>, value: Bytes) -> Rc<ReplySlot> {
+    pub fn ready(signal: &Rc<LocalNotify>, value: Bytes) -> Rc<ReplySlot> {
         Rc::new(ReplySlot {
             value: RefCell::new(Some(value)),
             signal: Rc::clone(signal),
@@ -97,7 +97,7 @@ impl ReplySlot {
 
     /// A slot that already holds its reply, counted in `tally` until taken.
     pub fn ready_counted(
-        signal: &Rc<Notify>,
+        signal: &Rc<LocalNotify>,
         value: Bytes,
         tally: &Rc<Cell<usize>>,
     ) -> Rc<ReplySlot> {
@@ -530,7 +530,7 @@ dddddddddddddddddddddddddddddddddddddddd 127.0.0.1:7003@17003 master - 0 0 0 con
 ";
         let lines = crate::cluster::parse_cluster_nodes(text, "127.0.0.1").unwrap();
         let map = SlotMap::from_nodes(&lines, 1, "t");
-        let signal = Rc::new(Notify::new());
+        let signal = Rc::new(LocalNotify::new());
         let call = |args: &[&str], dest: Dest| {
             let wire = resp::encode_command(args).freeze();
             Call::new(wire, dest, Target::Whole(ReplySlot::new(&signal)))
@@ -594,7 +594,7 @@ dddddddddddddddddddddddddddddddddddddddd 127.0.0.1:7003@17003 master - 0 0 0 con
 
     #[test]
     fn merge_fills_slot_once_all_parts_arrive() {
-        let signal = Rc::new(Notify::new());
+        let signal = Rc::new(LocalNotify::new());
         let slot = ReplySlot::new(&signal);
         let m = Merge::new(MergeKind::Sum, vec![], 2, Rc::clone(&slot));
         Target::Part(Rc::clone(&m), 0).deliver(Bytes::from_static(b":1\r\n"));

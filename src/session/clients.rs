@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::Instant;
-use tokio::sync::Notify;
 
 /// What a session shares with the registry; the session updates it, others read it.
 #[derive(Debug)]
@@ -22,8 +22,11 @@ pub struct Live {
     pub last_active_ms: AtomicU64,
     /// Set by CLIENT KILL; the session closes when it sees it.
     pub killed: AtomicBool,
-    /// Wakes the session (on its own thread) after `killed` was set.
-    pub kill: Notify,
+    /// The session task's waker, registered once when it starts ([`Live::register_waker`]):
+    /// CLIENT KILL, which may run on another worker's thread, wakes it after setting `killed`.
+    /// Registered once rather than at every wait because the session checks `killed` in every
+    /// wait (an atomic load), and a lock per wait would cost every request.
+    waker: Mutex<Option<Waker>>,
     /// Channel subscriptions.
     pub sub: AtomicU64,
     /// Pattern subscriptions.
@@ -34,6 +37,21 @@ pub struct Live {
     pub resp: AtomicU8,
     /// Inside MULTI.
     pub multi: AtomicBool,
+}
+
+impl Live {
+    /// Keeps the waker of the session's task. A tokio task's waker wakes that task for its
+    /// whole life, whichever of its futures is pending, so once is enough.
+    pub fn register_waker(&self, waker: &Waker) {
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker.clone());
+    }
+
+    /// Wakes the session (after `killed` was set), from any thread.
+    fn wake(&self) {
+        if let Some(w) = &*self.waker.lock().unwrap_or_else(|e| e.into_inner()) {
+            w.wake_by_ref();
+        }
+    }
 }
 
 /// One client connection.
@@ -70,7 +88,7 @@ impl Registry {
         let live = Arc::new(Live {
             last_active_ms: AtomicU64::new(0),
             killed: AtomicBool::new(false),
-            kill: Notify::new(),
+            waker: Mutex::new(None),
             sub: AtomicU64::new(0),
             psub: AtomicU64::new(0),
             ssub: AtomicU64::new(0),
@@ -140,7 +158,7 @@ impl Registry {
             .collect();
         for v in &victims {
             v.killed.store(true, Relaxed);
-            v.kill.notify_one();
+            v.wake();
         }
         victims.len()
     }

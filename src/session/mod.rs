@@ -23,6 +23,7 @@ mod wait;
 use crate::admin;
 use crate::backend::dedicated::{Lease, Quota};
 use crate::backend::worker::{Worker, CLUSTERDOWN_UNSERVED};
+use crate::local_notify::LocalNotify;
 use crate::net::stream::Stream;
 use crate::route::dispatch::{Call, Dest, Merge, ReplySlot, Target};
 use crate::route::protocol::RequestParser;
@@ -36,7 +37,6 @@ use std::io::{self, IoSlice};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_IOV: usize = 256;
@@ -113,7 +113,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         out_bytes: 0,
         held: Rc::new(std::cell::Cell::new(0)),
         peak_out: 0,
-        signal: Rc::new(Notify::new()),
+        signal: Rc::new(LocalNotify::new()),
         closing: false,
         unparsed: false,
         keys: Vec::new(),
@@ -142,6 +142,11 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
     s.parser
         .set_unauthenticated(s.acl && s.client.user.is_none());
     worker.register_session(id, &s.signal);
+    std::future::poll_fn(|cx| {
+        s.live.register_waker(cx.waker());
+        std::task::Poll::Ready(())
+    })
+    .await;
     if let Err(e) = s.run().await {
         tracing::debug!(client = id, error = %e, "client connection ended with an error");
     }
@@ -182,7 +187,7 @@ struct Session {
     /// [`crate::memory::TRIM_AFTER_BYTES`] or more is gone, the freed memory is handed back.
     peak_out: usize,
     /// Woken whenever one of this client's replies arrives.
-    signal: Rc<Notify>,
+    signal: Rc<LocalNotify>,
     /// QUIT or a protocol error: read no more, close once everything is written.
     closing: bool,
     /// `rbuf` may hold complete requests not parsed yet (parsing paused at the pipeline cap).
@@ -356,11 +361,15 @@ impl Session {
             let event = {
                 let signal = Rc::clone(&self.signal);
                 let stream = &self.stream;
-                let kill = &self.live.kill;
+                let live = &self.live;
+                let killed = std::future::poll_fn(|_| match live.killed.load(Relaxed) {
+                    true => std::task::Poll::Ready(()),
+                    false => std::task::Poll::Pending,
+                });
                 tokio::select! {
                     biased;
                     _ = signal.notified() => Event::Replies,
-                    _ = kill.notified() => Event::Killed,
+                    _ = killed => Event::Killed,
                     r = stream.readable(), if can_read => Event::Readable(r),
                     r = stream.writable(), if want_write => Event::Writable(r),
                 }

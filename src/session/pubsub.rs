@@ -13,6 +13,7 @@
 use super::Session;
 use crate::backend::dedicated::{Expect, Lease, Sink};
 use crate::cluster::slots::key_slot;
+use crate::local_notify::LocalNotify;
 use crate::route::dispatch::ReplySlot;
 use crate::route::resp;
 use crate::route::router::Sub;
@@ -22,7 +23,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Pause before re-subscribing shard channels whose node failed or gave up their slot, so the
 /// slot map has a chance to catch up.
@@ -37,7 +37,7 @@ struct Mailbox {
     dropped: RefCell<Vec<Bytes>>,
     /// Subscription commands a node refused, by their reply slot.
     refused: RefCell<Vec<Rc<ReplySlot>>>,
-    signal: Rc<Notify>,
+    signal: Rc<LocalNotify>,
 }
 
 impl Sink for Mailbox {
@@ -634,7 +634,7 @@ impl Session {
             }
             let mut cmd = vec![Bytes::from_static(kind.as_bytes())];
             cmd.extend(set.iter().cloned());
-            let sink = ReplySlot::new(&Rc::new(Notify::new()));
+            let sink = ReplySlot::new(&Rc::new(LocalNotify::new()));
             lease.send(
                 resp::encode_command(&cmd).freeze(),
                 Expect::Acks {

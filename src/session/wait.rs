@@ -17,13 +17,13 @@
 
 use super::Session;
 use crate::backend::worker::Worker;
+use crate::local_notify::LocalNotify;
 use crate::route::dispatch::ReplySlot;
 use crate::route::resp;
 use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 const POLL: Duration = Duration::from_millis(25);
 
@@ -106,7 +106,7 @@ async fn poll(
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let wire = resp::encode_command(&[&b"WAIT"[..], num.to_string().as_bytes(), b"1"]).freeze();
     loop {
-        let signal = Rc::new(Notify::new());
+        let signal = Rc::new(LocalNotify::new());
         let mut slots = Vec::new();
         for node in &nodes {
             slots.push(worker.send_on_each_conn(node, &wire, &signal, false));
