@@ -42,6 +42,20 @@ impl LocalNotify {
     pub fn notified(&self) -> Notified<'_> {
         Notified { notify: self }
     }
+
+    /// [`LocalNotify::notified`] as a poll, for a task that waits on several things in one
+    /// poll: takes the permit if there is one, else keeps the task's waker.
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.permit.replace(false) {
+            return Poll::Ready(());
+        }
+        // The same task polls again and again: keep its waker rather than clone it each time.
+        match self.waker.take() {
+            Some(w) if w.will_wake(cx.waker()) => self.waker.set(Some(w)),
+            _ => self.waker.set(Some(cx.waker().clone())),
+        }
+        Poll::Pending
+    }
 }
 
 /// The future of [`LocalNotify::notified`].
@@ -53,16 +67,7 @@ impl Future for Notified<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let n = self.notify;
-        if n.permit.replace(false) {
-            return Poll::Ready(());
-        }
-        // The same task polls again and again: keep its waker rather than clone it each time.
-        match n.waker.take() {
-            Some(w) if w.will_wake(cx.waker()) => n.waker.set(Some(w)),
-            _ => n.waker.set(Some(cx.waker().clone())),
-        }
-        Poll::Pending
+        self.notify.poll_notified(cx)
     }
 }
 

@@ -254,6 +254,36 @@ impl Stream {
         }
     }
 
+    /// [`Stream::readable`] as a poll, for a caller that waits on several things in one
+    /// poll (the session loop). Only the last task to poll it is woken: one reader per
+    /// stream.
+    pub fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(s) => s.poll_read_ready(cx),
+            Stream::Tls(t) => {
+                let pending = {
+                    let st = t.lock();
+                    st.plain_pending || st.eof
+                };
+                if pending {
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                t.tcp.poll_read_ready(cx)
+            }
+        }
+    }
+
+    /// [`Stream::writable`] as a poll (see [`Stream::poll_read_ready`]).
+    pub fn poll_write_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.tcp().poll_write_ready(cx)
+    }
+
     /// Waits until the socket can take more bytes.
     pub async fn writable(&self) -> io::Result<()> {
         self.tcp().writable().await

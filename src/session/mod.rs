@@ -358,21 +358,33 @@ impl Session {
                 && !self.unparsed
                 && self.queue.len() < self.max_pipeline;
             let want_write = !self.out.is_empty() || self.stream.wants_flush();
+            // One poll for everything the session waits on (replies, CLIENT KILL, the
+            // socket): no future is built and dropped per turn.
             let event = {
-                let signal = Rc::clone(&self.signal);
+                let signal = &*self.signal;
                 let stream = &self.stream;
                 let live = &self.live;
-                let killed = std::future::poll_fn(|_| match live.killed.load(Relaxed) {
-                    true => std::task::Poll::Ready(()),
-                    false => std::task::Poll::Pending,
-                });
-                tokio::select! {
-                    biased;
-                    _ = signal.notified() => Event::Replies,
-                    _ = killed => Event::Killed,
-                    r = stream.readable(), if can_read => Event::Readable(r),
-                    r = stream.writable(), if want_write => Event::Writable(r),
-                }
+                std::future::poll_fn(|cx| {
+                    use std::task::Poll;
+                    if signal.poll_notified(cx).is_ready() {
+                        return Poll::Ready(Event::Replies);
+                    }
+                    if live.killed.load(Relaxed) {
+                        return Poll::Ready(Event::Killed);
+                    }
+                    if can_read {
+                        if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                            return Poll::Ready(Event::Readable(r));
+                        }
+                    }
+                    if want_write {
+                        if let Poll::Ready(r) = stream.poll_write_ready(cx) {
+                            return Poll::Ready(Event::Writable(r));
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await
             };
             match event {
                 Event::Replies => {}
@@ -425,9 +437,12 @@ impl Session {
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return Ok(false),
             Ok(n) => {
-                self.obs.read(&self.worker, n);
-                let now = self.worker.shared.metrics.started.elapsed().as_millis() as u64;
-                self.live.last_active_ms.store(now, Relaxed);
+                // One clock read per read: it times the requests and dates the activity.
+                let at = self.obs.read(&self.worker, n);
+                let since = at.saturating_duration_since(self.worker.shared.metrics.started);
+                self.live
+                    .last_active_ms
+                    .store(since.as_millis() as u64, Relaxed);
                 if n < room {
                     self.stream.drained();
                 }

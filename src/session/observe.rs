@@ -68,10 +68,12 @@ impl SessionObs {
         self.shutdown.is_aborting()
     }
 
-    /// `n` bytes were read from the client.
-    pub fn read(&mut self, worker: &Worker, n: usize) {
+    /// `n` bytes were read from the client; returns when (the arrival of the requests in
+    /// them).
+    pub fn read(&mut self, worker: &Worker, n: usize) -> Instant {
         bump(&worker.stats().m.bytes_in, n as u64);
         self.read_at = Instant::now();
+        self.read_at
     }
 
     /// `n` reply bytes were written to the client.
