@@ -434,20 +434,28 @@ impl Conn {
                     .front()
                     .map(|(t, _)| *t + self.timeouts().request)
             };
-            let ready = match deadline {
-                Some(d) => {
-                    if sleep.is_elapsed() || sleep.deadline() > d {
-                        sleep.as_mut().reset(d);
-                    }
-                    tokio::select! {
-                        r = stream.readable() => Some(r),
-                        _ = &mut sleep => None,
-                    }
+            if let Some(d) = deadline {
+                if sleep.is_elapsed() || sleep.deadline() > d {
+                    sleep.as_mut().reset(d);
                 }
-                None => tokio::select! {
-                    r = stream.readable() => Some(r),
-                    _ = self.wake_reader.notified() => continue,
-                },
+            }
+            // One poll for the socket and the timer (or, with nothing in flight, the wake
+            // that says a request went out): no select! futures per read.
+            let ready = std::future::poll_fn(|cx| {
+                use std::future::Future;
+                use std::task::Poll;
+                if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(Some(Some(r)));
+                }
+                match deadline {
+                    Some(_) if sleep.as_mut().poll(cx).is_ready() => Poll::Ready(Some(None)),
+                    None if self.wake_reader.poll_notified(cx).is_ready() => Poll::Ready(None),
+                    _ => Poll::Pending,
+                }
+            })
+            .await;
+            let Some(ready) = ready else {
+                continue;
             };
             match ready {
                 None => {

@@ -15,7 +15,7 @@ use crate::route::command::{self, CommandSpec};
 use crate::route::fanout::ScanCursor;
 use crate::route::merge::MergeKind;
 use crate::route::resp;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 
 /// Commands the proxy answers itself.
@@ -64,8 +64,9 @@ pub enum Local {
 pub struct Part {
     /// The slot all of this part's keys hash to.
     pub slot: u16,
-    /// The part's arguments, command name first.
-    pub args: Vec<Bytes>,
+    /// The part's request as it goes to the node (the command with this part's keys, in
+    /// the order the client gave them), a slice of one buffer shared by all parts.
+    pub wire: Bytes,
 }
 
 /// A multi-key command split per slot.
@@ -440,28 +441,94 @@ fn is_nonblocking_stream_read(spec: &CommandSpec, args: &[Bytes]) -> bool {
 /// arguments between keys travel with their key). When all keys share a slot the request is
 /// forwarded whole.
 fn split(args: &[Bytes], kind: MergeKind, step: usize) -> Route {
-    let slot = key_slot(&args[1]);
-    if (1..args.len())
-        .step_by(step)
-        .all(|i| key_slot(&args[i]) == slot)
-    {
-        return Route::Slot(slot);
+    let keys = (args.len() - 1) / step;
+    // Each key's slot, hashed once (on the stack for the usual sizes).
+    let mut inline = [0u16; 32];
+    let mut heap = Vec::new();
+    let slots: &mut [u16] = if keys <= inline.len() {
+        &mut inline[..keys]
+    } else {
+        heap.resize(keys, 0);
+        &mut heap
+    };
+    for (k, slot) in slots.iter_mut().enumerate() {
+        *slot = key_slot(&args[1 + k * step]);
     }
-    let mut parts: Vec<Part> = Vec::new();
+    if slots.iter().all(|&s| s == slots[0]) {
+        return Route::Slot(slots[0]);
+    }
+    // Parts in order of first appearance: (slot, keys, first key, last key), and each key's
+    // next key in the same part (a chain, so encoding a part visits only its keys). A linear
+    // search is cheaper than hashing for the handful of slots a request usually spans; many
+    // slots get an index.
+    let mut inline_next = [u32::MAX; 32];
+    let mut heap_next = Vec::new();
+    let next: &mut [u32] = if keys <= inline_next.len() {
+        &mut inline_next[..keys]
+    } else {
+        heap_next.resize(keys, u32::MAX);
+        &mut heap_next
+    };
+    let mut parts: Vec<(u16, usize, usize, usize)> = Vec::with_capacity(keys.min(16));
     let mut index: HashMap<u16, u32> = HashMap::new();
-    let mut order = Vec::with_capacity((args.len() - 1) / step);
-    for i in (1..args.len()).step_by(step) {
-        let slot = key_slot(&args[i]);
-        let p = *index.entry(slot).or_insert_with(|| {
-            parts.push(Part {
-                slot,
-                args: vec![args[0].clone()],
-            });
-            (parts.len() - 1) as u32
-        });
-        parts[p as usize].args.extend_from_slice(&args[i..i + step]);
+    let mut order = Vec::with_capacity(keys);
+    for (k, &slot) in slots.iter().enumerate() {
+        let found = if parts.len() <= 16 {
+            parts.iter().position(|p| p.0 == slot).map(|p| p as u32)
+        } else {
+            if index.is_empty() {
+                index.extend(parts.iter().enumerate().map(|(i, p)| (p.0, i as u32)));
+            }
+            index.get(&slot).copied()
+        };
+        let p = match found {
+            Some(p) => {
+                let part = &mut parts[p as usize];
+                next[part.3] = k as u32;
+                part.1 += 1;
+                part.3 = k;
+                p
+            }
+            None => {
+                parts.push((slot, 1, k, k));
+                if !index.is_empty() {
+                    index.insert(slot, (parts.len() - 1) as u32);
+                }
+                (parts.len() - 1) as u32
+            }
+        };
         order.push(p);
     }
+    // Every part's request encoded into one buffer, then cut into one `Bytes` per part: one
+    // allocation for the whole split, however many parts.
+    let name = &args[0];
+    let bytes: usize =
+        args[1..].iter().map(|a| a.len() + 16).sum::<usize>() + parts.len() * (name.len() + 32);
+    let mut out = BytesMut::with_capacity(bytes);
+    let mut ends = Vec::with_capacity(parts.len());
+    for &(_, count, first, _) in &parts {
+        resp::put_array_header(&mut out, 1 + count * step);
+        resp::put_bulk(&mut out, name);
+        let mut k = first;
+        for _ in 0..count {
+            for a in &args[1 + k * step..1 + (k + 1) * step] {
+                resp::put_bulk(&mut out, a);
+            }
+            k = next[k] as usize;
+        }
+        ends.push(out.len());
+    }
+    let mut wire = out.freeze();
+    let mut start = 0;
+    let parts = parts
+        .iter()
+        .zip(ends)
+        .map(|(&(slot, ..), end)| {
+            let part = wire.split_to(end - start);
+            start = end;
+            Part { slot, wire: part }
+        })
+        .collect();
     Route::Split(Split { kind, order, parts })
 }
 
@@ -506,9 +573,54 @@ mod tests {
         assert_eq!(s.kind, MergeKind::AllOk);
         assert_eq!(s.order, vec![0, 1, 0]);
         assert_eq!(s.parts[0].slot, 12182);
-        assert_eq!(s.parts[0].args.len(), 5);
-        assert_eq!(&s.parts[1].args[1][..], b"bar");
+        assert_eq!(
+            &s.parts[0].wire[..],
+            b"*5\r\n$4\r\nMSET\r\n$3\r\nfoo\r\n$1\r\n1\r\n$6\r\n{foo}z\r\n$1\r\n3\r\n"
+        );
+        assert_eq!(
+            &s.parts[1].wire[..],
+            b"*3\r\n$4\r\nMSET\r\n$3\r\nbar\r\n$1\r\n2\r\n"
+        );
         assert!(err(r(&["MSET", "a", "1", "b"])).contains("wrong number of arguments for 'mset'"));
+    }
+
+    #[test]
+    fn every_key_of_a_big_split_goes_to_its_slot_s_part_in_client_order() {
+        // 300 keys (more than the inline arrays hold) over far more than 16 slots (the
+        // indexed search), each part's request decoded back.
+        let mut args = vec![Bytes::from_static(b"MSET")];
+        for i in 0..300 {
+            args.push(Bytes::from(format!("key:{}", i % 97)));
+            args.push(Bytes::from(format!("v{i}")));
+        }
+        let Route::Split(s) = route(&args, &mut Vec::new()) else {
+            panic!("not split")
+        };
+        assert!(s.parts.len() > 16);
+        assert_eq!(s.order.len(), 300);
+        let mut seen = vec![Vec::new(); s.parts.len()];
+        for (k, &p) in s.order.iter().enumerate() {
+            seen[p as usize].push(k);
+        }
+        for (p, part) in s.parts.iter().enumerate() {
+            let Ok(resp::Value::Array(Some(items))) = resp::Value::decode(&part.wire) else {
+                panic!("part {p} is not a multibulk")
+            };
+            let words: Vec<Vec<u8>> = items
+                .into_iter()
+                .map(|v| match v {
+                    resp::Value::Bulk(Some(b)) => b.to_vec(),
+                    other => panic!("not a bulk: {other:?}"),
+                })
+                .collect();
+            let mut want = vec![b"MSET".to_vec()];
+            for &k in &seen[p] {
+                assert_eq!(key_slot(&args[1 + 2 * k]), part.slot);
+                want.push(args[1 + 2 * k].to_vec());
+                want.push(args[2 + 2 * k].to_vec());
+            }
+            assert_eq!(words, want, "part {p}");
+        }
     }
 
     #[test]

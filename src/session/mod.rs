@@ -559,7 +559,7 @@ impl Session {
                 for (i, part) in split.parts.into_iter().enumerate() {
                     self.touch(part.slot);
                     self.worker.send(Call::new(
-                        resp::encode_command(&part.args).freeze(),
+                        part.wire,
                         Dest::Slot(part.slot),
                         Target::Part(Rc::clone(&merge), i),
                     ));
