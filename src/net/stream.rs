@@ -426,6 +426,18 @@ impl Stream {
 /// Most buffers handed to one `writev` call (Linux's IOV_MAX is 1024).
 const MAX_IOV: usize = 512;
 
+/// Slices of the first `max` buffers of `bufs`, for one vectored write, kept on the stack for
+/// up to 32 (a `Vec` of slices per write was an allocation per request on the data path).
+pub fn io_slices<'a>(
+    bufs: impl IntoIterator<Item = &'a Bytes>,
+    max: usize,
+) -> smallvec::SmallVec<[IoSlice<'a>; 32]> {
+    bufs.into_iter()
+        .take(max)
+        .map(|b| IoSlice::new(b))
+        .collect()
+}
+
 /// Tells tokio that a socket's receive queue is empty after a short read, so the next
 /// `readable()` waits for new data instead of costing a read that returns EAGAIN (half of all
 /// reads under pipelined load). Safe against lost wake-ups: tokio clears the readiness only if
@@ -441,14 +453,7 @@ pub fn drained(stream: &TcpStream) {
 pub async fn write_all(stream: &Stream, bufs: &mut Vec<Bytes>) -> io::Result<()> {
     let mut start = 0;
     while start < bufs.len() {
-        let result = {
-            let slices: Vec<IoSlice<'_>> = bufs[start..]
-                .iter()
-                .take(MAX_IOV)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            stream.try_write_vectored(&slices)
-        };
+        let result = { stream.try_write_vectored(&io_slices(&bufs[start..], MAX_IOV)) };
         let written = match result {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -111,6 +111,24 @@ impl ReplySlot {
         })
     }
 
+    /// Makes a slot whose request is done (its reply and details taken) ready to carry
+    /// another request of the same session, if nothing else still holds it (a split or
+    /// redirected call that has not let go): returns whether it may be reused. Reusing slots
+    /// saves an allocation per request.
+    pub fn recycle(slot: &Rc<ReplySlot>) -> bool {
+        if Rc::strong_count(slot) != 1 || Rc::weak_count(slot) != 0 {
+            return false;
+        }
+        if let Some(v) = slot.value.borrow_mut().take() {
+            if let Some(t) = &slot.tally {
+                t.set(t.get().saturating_sub(v.len()));
+            }
+        }
+        *slot.meta.borrow_mut() = SlotMeta::default();
+        slot.discard.set(false);
+        true
+    }
+
     /// Marks the reply as one the client does not want (it is dropped when it arrives).
     pub fn set_discard(&self) {
         self.discard.set(true);

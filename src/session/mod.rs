@@ -33,13 +33,16 @@ use crate::shared::ClientSeat;
 use bytes::{Buf, Bytes, BytesMut};
 use local::ClientState;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_IOV: usize = 256;
+/// Reply slots a session keeps for reuse: enough for a pipelined burst's steady state, few
+/// enough that an idle client holds little.
+const SPARE_SLOTS: usize = 8;
 
 /// Completes the TLS handshake of a client from the TLS listener (within
 /// `HANDSHAKE_TIMEOUT`, or `connect_timeout` if longer), then serves it like any other. A failed handshake (a plain client on the TLS port, a
@@ -109,6 +112,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         // has sent nothing yet holds no read buffer.
         rbuf: BytesMut::new(),
         queue: VecDeque::new(),
+        spare: Vec::new(),
         out: VecDeque::new(),
         out_bytes: 0,
         held: Rc::new(std::cell::Cell::new(0)),
@@ -176,6 +180,8 @@ struct Session {
     rbuf: BytesMut,
     /// Replies in request order; the head is written as soon as it is filled.
     queue: VecDeque<Rc<ReplySlot>>,
+    /// Slots whose replies went out, for the next requests (no allocation per request).
+    spare: Vec<Rc<ReplySlot>>,
     /// Reply bytes ready to write, in order.
     out: VecDeque<Bytes>,
     out_bytes: usize,
@@ -695,8 +701,18 @@ impl Session {
 
     /// A reply slot for this client's queue; its reply counts toward the output limits from
     /// the moment it arrives, even while it waits behind an unanswered request.
-    fn new_slot(&self) -> Rc<ReplySlot> {
-        ReplySlot::counted(&self.signal, &self.held)
+    fn new_slot(&mut self) -> Rc<ReplySlot> {
+        match self.spare.pop() {
+            Some(slot) => slot,
+            None => ReplySlot::counted(&self.signal, &self.held),
+        }
+    }
+
+    /// Keeps a slot whose reply went out for a later request (see [`ReplySlot::recycle`]).
+    fn reuse(&mut self, slot: Rc<ReplySlot>) {
+        if self.spare.len() < SPARE_SLOTS && ReplySlot::recycle(&slot) {
+            self.spare.push(slot);
+        }
     }
 
     /// Moves the filled replies at the head of the queue to the output.
@@ -705,14 +721,18 @@ impl Session {
             match head.take() {
                 Some(_) if head.discarded() => {
                     self.obs.dropped(&self.worker, head);
-                    self.queue.pop_front();
+                    if let Some(slot) = self.queue.pop_front() {
+                        self.reuse(slot);
+                    }
                 }
                 Some(reply) => {
                     self.obs
                         .done(&self.worker, head, &reply, &self.client, &self.stream);
                     self.out_bytes += reply.len();
                     self.out.push_back(reply);
-                    self.queue.pop_front();
+                    if let Some(slot) = self.queue.pop_front() {
+                        self.reuse(slot);
+                    }
                 }
                 None => break,
             }
@@ -727,13 +747,8 @@ impl Session {
         }
         while !self.out.is_empty() {
             let result = {
-                let slices: Vec<IoSlice<'_>> = self
-                    .out
-                    .iter()
-                    .take(MAX_IOV)
-                    .map(|b| IoSlice::new(b))
-                    .collect();
-                self.stream.try_write_vectored(&slices)
+                self.stream
+                    .try_write_vectored(&crate::net::stream::io_slices(&self.out, MAX_IOV))
             };
             let mut n = match result {
                 Ok(n) => n,
