@@ -80,7 +80,18 @@ pub struct Worker {
     noauth_logged: Cell<bool>,
     /// Each live session's wake-up signal, so shutdown can wake sessions parked on a read.
     sessions: RefCell<HashMap<u64, Weak<LocalNotify>>>,
+    /// Read buffers that sessions with nothing left to parse gave back, for the next session
+    /// that reads: an idle client holds no read buffer, and a busy one takes a warm buffer
+    /// instead of allocating (see [`Worker::lend_read_buffer`]).
+    read_buffers: RefCell<Vec<bytes::BytesMut>>,
 }
+
+/// Read buffers a worker keeps for its sessions: enough for the clients that read at the same
+/// moment, not so many that a burst of connections leaves memory behind.
+const SPARE_READ_BUFFERS: usize = 64;
+
+/// The least room a returned read buffer must have to be kept.
+const MIN_KEPT_READ_BUFFER: usize = 4 * 1024;
 
 impl Worker {
     /// A worker with no connections yet.
@@ -101,7 +112,24 @@ impl Worker {
             dedicated,
             noauth_logged: Cell::new(false),
             sessions: RefCell::new(HashMap::new()),
+            read_buffers: RefCell::new(Vec::new()),
         })
+    }
+
+    /// A read buffer for a session about to read (empty; capacity from an earlier client, or
+    /// none).
+    pub fn lend_read_buffer(&self) -> bytes::BytesMut {
+        self.read_buffers.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Takes back a session's empty read buffer. Buffers with little room left (their
+    /// allocation is mostly held by requests still in flight) are dropped instead of kept.
+    pub fn return_read_buffer(&self, buf: bytes::BytesMut) {
+        debug_assert!(buf.is_empty());
+        let mut spare = self.read_buffers.borrow_mut();
+        if buf.capacity() >= MIN_KEPT_READ_BUFFER && spare.len() < SPARE_READ_BUFFERS {
+            spare.push(buf);
+        }
     }
 
     /// Whether the proxy may connect to `addr`: a node the trusted topology lists (see

@@ -108,8 +108,8 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
             peer_ip: None,
         },
         acl: worker.shared.registries.users.active(),
-        // Allocated by the first read (`read` reserves READ_CHUNK): a connected client that
-        // has sent nothing yet holds no read buffer.
+        // Lent by the worker at each read and given back once nothing is left to parse
+        // (`read`): a client between requests holds no read buffer.
         rbuf: BytesMut::new(),
         queue: VecDeque::new(),
         spare: Vec::new(),
@@ -131,7 +131,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         quota: Quota::default(),
         sub_due: Rc::new(std::cell::Cell::new(false)),
         live,
-        touched: None,
+        touched: wait::Touched::default(),
         touched_resp3: false,
         wait_last: None,
         reply_mode: ReplyMode::default(),
@@ -223,7 +223,7 @@ struct Session {
     /// This client's entry in the registry (CLIENT LIST/KILL).
     live: Arc<crate::session::clients::Live>,
     /// Slots this client sent keyed commands to (a bit each), for WAIT.
-    touched: Option<Box<[u64; 256]>>,
+    touched: wait::Touched,
     /// Some of those commands went on the RESP3 connections.
     touched_resp3: bool,
     /// The last WAIT's task: the next WAIT starts polling once it is done.
@@ -435,6 +435,9 @@ impl Session {
     /// Reads what the socket has and handles the complete requests. Returns false at EOF.
     fn read(&mut self) -> io::Result<bool> {
         self.reload_settings();
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = self.worker.lend_read_buffer();
+        }
         let want = READ_CHUNK.max(self.parser.needed(self.rbuf.len()));
         if self.rbuf.capacity() - self.rbuf.len() < want {
             self.rbuf.reserve(want);
@@ -457,6 +460,12 @@ impl Session {
             Err(e) => return Err(e),
         }
         self.process_buffer();
+        if self.rbuf.is_empty() {
+            // Nothing half-read: the buffer goes back to the worker until the next read, so
+            // a client between requests holds none.
+            self.worker
+                .return_read_buffer(std::mem::take(&mut self.rbuf));
+        }
         Ok(true)
     }
 

@@ -27,12 +27,75 @@ use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(25);
 
+/// Slots a client sent keyed commands to, for WAIT. The first few are kept inline and only a
+/// client that reaches more gets the 2 KB bit set, so a connection that sent a handful of
+/// keyed commands stays small while it idles.
+#[derive(Default)]
+pub(super) enum Touched {
+    /// None yet.
+    #[default]
+    None,
+    /// Up to [`INLINE_SLOTS`] distinct slots (`len` of them used).
+    Few { slots: [u16; INLINE_SLOTS], len: u8 },
+    /// One bit per slot.
+    Many(Box<[u64; 256]>),
+}
+
+const INLINE_SLOTS: usize = 8;
+
+impl Touched {
+    /// Adds `slot` (a no-op when it is there).
+    pub(super) fn insert(&mut self, slot: u16) {
+        match self {
+            Touched::None => {
+                let mut slots = [0; INLINE_SLOTS];
+                slots[0] = slot;
+                *self = Touched::Few { slots, len: 1 };
+            }
+            Touched::Few { slots, len } => {
+                let used = &slots[..usize::from(*len)];
+                if used.contains(&slot) {
+                    return;
+                }
+                if usize::from(*len) < INLINE_SLOTS {
+                    slots[usize::from(*len)] = slot;
+                    *len += 1;
+                    return;
+                }
+                let mut bits = Box::new([0u64; 256]);
+                for &s in used.iter().chain(std::iter::once(&slot)) {
+                    bits[usize::from(s >> 6)] |= 1 << (s & 63);
+                }
+                *self = Touched::Many(bits);
+            }
+            Touched::Many(bits) => bits[usize::from(slot >> 6)] |= 1 << (slot & 63),
+        }
+    }
+
+    /// Calls `f` with every slot, each once.
+    pub(super) fn for_each(&self, mut f: impl FnMut(u16)) {
+        match self {
+            Touched::None => {}
+            Touched::Few { slots, len } => slots[..usize::from(*len)].iter().for_each(|&s| f(s)),
+            Touched::Many(bits) => {
+                for (w, word) in bits.iter().enumerate() {
+                    let mut word = *word;
+                    while word != 0 {
+                        let b = word.trailing_zeros() as usize;
+                        word &= word - 1;
+                        f((w * 64 + b) as u16);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Session {
     /// Remembers that this client sent a keyed command to `slot`'s owner (and whether on the
     /// RESP3 connections, which have replication offsets of their own).
     pub(super) fn touch(&mut self, slot: u16) {
-        let bits = self.touched.get_or_insert_with(|| Box::new([0u64; 256]));
-        bits[usize::from(slot >> 6)] |= 1 << (slot & 63);
+        self.touched.insert(slot);
         self.touched_resp3 |= self.client.resp3;
     }
 
@@ -48,21 +111,13 @@ impl Session {
         }
         let map = self.worker.shared.topology.map.load();
         let mut nodes: Vec<Arc<str>> = Vec::new();
-        if let Some(bits) = &self.touched {
-            for (w, word) in bits.iter().enumerate() {
-                let mut word = *word;
-                while word != 0 {
-                    let b = word.trailing_zeros() as usize;
-                    word &= word - 1;
-                    let slot = (w * 64 + b) as u16;
-                    if let Some(owner) = map.owner(slot) {
-                        if !nodes.contains(&owner.addr) {
-                            nodes.push(Arc::clone(&owner.addr));
-                        }
-                    }
+        self.touched.for_each(|slot| {
+            if let Some(owner) = map.owner(slot) {
+                if !nodes.contains(&owner.addr) {
+                    nodes.push(Arc::clone(&owner.addr));
                 }
             }
-        }
+        });
         if nodes.is_empty() {
             // No keyed command yet: the answer of one master, as from a single server.
             match crate::route::fanout::masters(&map).into_iter().next() {
@@ -138,5 +193,36 @@ async fn poll(
             return reply.fill(resp::int(acked));
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Touched;
+
+    fn collect(t: &Touched) -> Vec<u16> {
+        let mut v = Vec::new();
+        t.for_each(|s| v.push(s));
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn touched_slots_are_kept_once_inline_and_then_in_the_bit_set() {
+        let mut t = Touched::default();
+        assert!(collect(&t).is_empty());
+        for s in [5, 16383, 5, 0, 7] {
+            t.insert(s);
+        }
+        assert!(matches!(t, Touched::Few { .. }));
+        assert_eq!(collect(&t), vec![0, 5, 7, 16383]);
+        for s in 100..110 {
+            t.insert(s);
+        }
+        assert!(matches!(t, Touched::Many(_)));
+        let mut want = vec![0, 5, 7, 16383];
+        want.extend(100..110);
+        want.sort_unstable();
+        assert_eq!(collect(&t), want);
     }
 }
