@@ -359,6 +359,7 @@ impl Session {
                 // held back at the pipeline cap must be parsed now, as nothing else will.
                 continue;
             }
+            self.return_idle_buffer();
             let can_read = !self.closing
                 && !draining
                 && !self.unparsed
@@ -460,13 +461,17 @@ impl Session {
             Err(e) => return Err(e),
         }
         self.process_buffer();
-        if self.rbuf.is_empty() {
-            // Nothing half-read: the buffer goes back to the worker until the next read, so
-            // a client between requests holds none.
+        Ok(true)
+    }
+
+    /// Gives the read buffer back to the worker when the client is between requests: nothing
+    /// half-read and nothing in flight. In flight, requests' bytes still share the buffer
+    /// (they are slices of it), and lending it out then would make the next reader allocate.
+    fn return_idle_buffer(&mut self) {
+        if self.rbuf.capacity() > 0 && self.rbuf.is_empty() && self.queue.is_empty() {
             self.worker
                 .return_read_buffer(std::mem::take(&mut self.rbuf));
         }
-        Ok(true)
     }
 
     /// Parses and dispatches buffered requests until the buffer holds no complete request or
