@@ -297,7 +297,9 @@ impl Session {
                 }
                 self.collect_ready();
                 let _ = self.flush();
-                crate::session::observe::linger(&mut self.stream).await;
+                // Boxed: only closing clients need its state, and inline it would make every
+                // idle session's task larger.
+                Box::pin(crate::session::observe::linger(&mut self.stream)).await;
                 return Ok(());
             }
             if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
@@ -350,7 +352,9 @@ impl Session {
             // Shutting down: read nothing more, finish what was read, then close.
             let draining = self.obs.draining();
             if draining && !self.unparsed && self.queue.is_empty() && self.out.is_empty() {
-                crate::session::observe::linger(&mut self.stream).await;
+                // Boxed: only closing clients need its state, and inline it would make every
+                // idle session's task larger.
+                Box::pin(crate::session::observe::linger(&mut self.stream)).await;
                 return Ok(());
             }
             if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
