@@ -1,5 +1,6 @@
-//! Micro-benchmarks of the pure hot-path pieces: request parsing, key hashing, routing and
-//! reply-frame scanning. No sockets, no cluster. Run with `cargo bench --bench micro`.
+//! Micro-benchmarks of the pure hot-path pieces: request parsing, key hashing, routing (with
+//! the split commands' encoding), reply-frame scanning and the per-reply wake-up. No sockets,
+//! no cluster. Run with `cargo bench --bench micro`.
 //!
 //! Every benchmark builds its input once outside the timed loop; where the function under test
 //! consumes its input (the parser drains its buffer), the buffer is cloned per iteration with
@@ -118,6 +119,50 @@ fn bench_route(c: &mut Criterion) {
         b.iter(|| route(black_box(&mget), &mut keys))
     });
 
+    // The split now also encodes every part's request (into one buffer).
+    let mut mset = vec![Bytes::from_static(b"MSET")];
+    for i in 0..10 {
+        mset.push(Bytes::from(format!("key:{:05}", i * 7919 % 100_000)));
+        mset.push(Bytes::from_static(b"xxx"));
+    }
+    assert!(matches!(route(&mset, &mut Vec::new()), Route::Split(_)));
+    g.bench_function("mset_10_keys_split_and_encoded", |b| {
+        let mut keys = Vec::new();
+        b.iter(|| route(black_box(&mset), &mut keys))
+    });
+
+    g.finish();
+}
+
+/// One wake-up as the data path does it per reply: notify, then the waiting side's poll
+/// takes the permit (single-thread `LocalNotify` against tokio's `Notify`, which it replaced).
+fn bench_wake(c: &mut Criterion) {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    let mut g = c.benchmark_group("wake");
+    g.throughput(Throughput::Elements(1));
+    let mut cx = Context::from_waker(Waker::noop());
+
+    let local = slotproxy::local_notify::LocalNotify::new();
+    g.bench_function("local_notify", |b| {
+        b.iter(|| {
+            let mut wait = std::pin::pin!(local.notified());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            local.notify_one();
+            assert!(wait.as_mut().poll(&mut cx).is_ready());
+        })
+    });
+
+    let tokio_notify = tokio::sync::Notify::new();
+    g.bench_function("tokio_notify", |b| {
+        b.iter(|| {
+            let mut wait = std::pin::pin!(tokio_notify.notified());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            tokio_notify.notify_one();
+            assert!(wait.as_mut().poll(&mut cx).is_ready());
+        })
+    });
+
     g.finish();
 }
 
@@ -176,6 +221,7 @@ criterion_group!(
     bench_parse,
     bench_key_slot,
     bench_route,
-    bench_reply_scanner
+    bench_reply_scanner,
+    bench_wake
 );
 criterion_main!(benches);
