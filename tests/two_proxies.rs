@@ -8,78 +8,18 @@ use common::*;
 use redis::Commands;
 use slotproxy::admin::localcluster::LocalCluster;
 use slotproxy::config::Config;
-use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::Duration;
 
-/// A proxy served by `slotproxy::server::serve` on a runtime and thread of its own, in this
-/// test process. Dropping it stops it gracefully and waits for its thread.
-struct InProcessProxy {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl InProcessProxy {
-    /// Starts a proxy for `cluster` that authenticates to its nodes with `password`.
-    fn start(cluster: &LocalCluster, password: &str) -> InProcessProxy {
-        let config = Config {
-            listen: "127.0.0.1:0".into(),
-            seeds: cluster.seeds(),
-            workers: 1,
-            // The exporter's registry is process-wide; neither proxy needs it here.
-            metrics_listen: String::new(),
-            backend_password: password.into(),
-            ..Config::default()
-        };
-        let (ready_tx, ready_rx) = mpsc::channel::<SocketAddr>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(slotproxy::server::serve(
-                config,
-                async {
-                    // A dropped sender stops the proxy too.
-                    let _ = stop_rx.await;
-                },
-                move |running| {
-                    let _ = ready_tx.send(running.addr);
-                },
-            ))
-        });
-        let addr = match ready_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a,
-            Err(e) => match thread.join() {
-                Ok(Err(err)) => panic!("proxy did not start: {err:#}"),
-                _ => panic!("proxy did not start: {e}"),
-            },
-        };
-        InProcessProxy {
-            addr,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn conn(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://{}/", self.addr))
-            .expect("client")
-            .get_connection()
-            .expect("connecting to the in-process proxy")
-    }
-}
-
-impl Drop for InProcessProxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// A proxy for `cluster` that authenticates to its nodes with `password`.
+fn start(cluster: &LocalCluster, password: &str) -> InProcessProxy {
+    InProcessProxy::start(Config {
+        listen: "127.0.0.1:0".into(),
+        seeds: cluster.seeds(),
+        workers: 1,
+        metrics_listen: String::new(),
+        backend_password: password.into(),
+        ..Config::default()
+    })
 }
 
 /// Makes every node of `cluster` demand `password` (`requirepass`).
@@ -135,8 +75,8 @@ fn two_proxies_in_one_process_each_authenticate_with_their_own_password() {
     let cluster_b = cluster(1, 3, 0);
     require_password(&cluster_a, "pa");
     require_password(&cluster_b, "pb");
-    let a = InProcessProxy::start(&cluster_a, "pa");
-    let b = InProcessProxy::start(&cluster_b, "pb");
+    let a = start(&cluster_a, "pa");
+    let b = start(&cluster_b, "pb");
 
     let mut ca = a.conn();
     let mut cb = b.conn();

@@ -11,96 +11,40 @@ mod common;
 
 use common::*;
 use redis::Commands;
-use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::Duration;
 
-/// A proxy run by the library API on its own thread; stopped (and joined) when dropped.
+/// An in-process proxy with its own metrics endpoint.
 struct InProcess {
-    addr: SocketAddr,
+    proxy: InProcessProxy,
     metrics: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl InProcess {
-    /// Starts a proxy with its own metrics endpoint; panics with the proxy's error if it
-    /// does not come up.
+    /// Starts a proxy with its own metrics endpoint and waits until it serves every slot.
     fn start(seeds: Vec<String>) -> InProcess {
         let metrics = format!("127.0.0.1:{}", free_port());
-        let config = slotproxy::config::Config {
+        let proxy = InProcessProxy::start(slotproxy::config::Config {
             listen: "127.0.0.1:0".into(),
             seeds,
             workers: 2,
             metrics_listen: metrics.clone(),
             ..Default::default()
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
-        let thread = std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!("building a runtime: {e}")));
-                    return;
-                }
-            };
-            let on_ready = {
-                let ready_tx = ready_tx.clone();
-                move |r: &slotproxy::server::Running| {
-                    let _ = ready_tx.send(Ok(r.addr));
-                }
-            };
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            if let Err(e) = rt.block_on(slotproxy::server::serve(config, shutdown, on_ready)) {
-                // Only read when the proxy never became ready.
-                let _ = ready_tx.send(Err(format!("{e:#}")));
-            }
         });
-        let addr = match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(e)) => panic!("the proxy did not start: {e}"),
-            Err(e) => panic!("the proxy did not report ready: {e}"),
-        };
-        let proxy = InProcess {
-            addr,
-            metrics,
-            stop: Some(stop),
-            thread: Some(thread),
-        };
         let mut c = proxy.conn();
         eventually(
             "the proxy to serve every slot",
             Duration::from_secs(30),
             || serves_all_slots(&mut c),
         );
-        proxy
+        InProcess { proxy, metrics }
     }
 
     fn conn(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://{}/", self.addr))
-            .and_then(|c| c.get_connection())
-            .expect("connecting to an in-process proxy")
+        self.proxy.conn()
     }
 
     fn scrape(&self) -> String {
         http_get(&self.metrics, "/metrics")
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -400,3 +400,77 @@ pub fn metric(text: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// A proxy run through the library API (`slotproxy::server::serve`) on a thread and
+/// current-thread runtime of its own, inside the test process: how tests put two proxies in
+/// one process. Dropping it stops the proxy gracefully and joins its thread.
+pub struct InProcessProxy {
+    /// The bound client address (`listen` may use port 0).
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcessProxy {
+    /// Starts a proxy with `config` and returns once it listens; panics with the proxy's own
+    /// error if it does not start.
+    pub fn start(config: slotproxy::config::Config) -> InProcessProxy {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<Result<std::net::SocketAddr, String>>();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("building a runtime: {e}")));
+                    return;
+                }
+            };
+            let on_ready = {
+                let ready_tx = ready_tx.clone();
+                move |r: &slotproxy::server::Running| {
+                    let _ = ready_tx.send(Ok(r.addr));
+                }
+            };
+            // A dropped sender stops the proxy too.
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = rt.block_on(slotproxy::server::serve(config, shutdown, on_ready)) {
+                // Only read when the proxy never became ready.
+                let _ = ready_tx.send(Err(format!("{e:#}")));
+            }
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => panic!("the proxy did not start: {e}"),
+            Err(e) => panic!("the proxy did not report ready: {e}"),
+        };
+        InProcessProxy {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// A new client connection to it.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://{}/", self.addr))
+            .and_then(|c| c.get_connection())
+            .expect("connecting to an in-process proxy")
+    }
+}
+
+impl Drop for InProcessProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
