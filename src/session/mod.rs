@@ -17,6 +17,7 @@ pub mod local;
 mod login;
 pub mod observe;
 mod pubsub;
+mod reply_mode;
 mod tx;
 mod wait;
 
@@ -32,6 +33,7 @@ use crate::route::router::{self, Local, Route};
 use crate::shared::ClientSeat;
 use bytes::{Buf, Bytes, BytesMut};
 use local::ClientState;
+use reply_mode::ReplyMode;
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
@@ -234,49 +236,6 @@ struct Session {
     acl: bool,
     /// Stats, slow log, live limits and shutdown state (see [`crate::session::observe`]).
     obs: crate::session::observe::SessionObs,
-}
-
-/// CLIENT REPLY: which replies the client gets.
-#[derive(Default)]
-struct ReplyMode {
-    /// OFF: no replies until ON.
-    off: bool,
-    /// SKIP: no reply for the next command.
-    skip_next: bool,
-    /// Set by the CLIENT REPLY being dispatched: `Some(true)` drops its own reply (OFF, SKIP),
-    /// `Some(false)` sends it (ON).
-    own: Option<bool>,
-}
-
-impl ReplyMode {
-    /// Whether the request about to be dispatched is silenced by the current mode (a SKIP
-    /// is used up by it).
-    fn take_turn(&mut self) -> bool {
-        self.own = None;
-        std::mem::take(&mut self.skip_next) || self.off
-    }
-
-    /// Whether the request just dispatched gets no reply; a CLIENT REPLY decides for itself.
-    fn own_reply_silent(&mut self, silent: bool) -> bool {
-        self.own.take().unwrap_or(silent)
-    }
-
-    /// Applies `CLIENT REPLY ON|OFF|SKIP`; false for any other argument.
-    fn set(&mut self, arg: &[u8]) -> bool {
-        if arg.eq_ignore_ascii_case(b"on") {
-            self.off = false;
-            self.own = Some(false);
-        } else if arg.eq_ignore_ascii_case(b"off") {
-            self.off = true;
-            self.own = Some(true);
-        } else if arg.eq_ignore_ascii_case(b"skip") {
-            self.skip_next = !self.off;
-            self.own = Some(true);
-        } else {
-            return false;
-        }
-        true
-    }
 }
 
 enum Event {
@@ -724,6 +683,17 @@ impl Session {
             Some(slot) => slot,
             None => ReplySlot::counted(&self.signal, &self.held),
         }
+    }
+
+    /// How many dedicated connections this client may hold now (`max_dedicated_per_client`,
+    /// live).
+    fn dedicated_cap(&self) -> usize {
+        self.worker
+            .shared
+            .settings
+            .live
+            .get()
+            .max_dedicated_per_client
     }
 
     /// Keeps a slot whose reply went out for a later request (see [`ReplySlot::recycle`]).

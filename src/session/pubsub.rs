@@ -202,12 +202,7 @@ impl Session {
                 self.client.resp3,
                 Some(sink),
                 &self.quota,
-                self.worker
-                    .shared
-                    .settings
-                    .live
-                    .get()
-                    .max_dedicated_per_client,
+                self.dedicated_cap(),
             )
             .map_err(|e| resp::error(&e.to_string()))
     }
