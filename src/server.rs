@@ -36,6 +36,28 @@ struct WorkerThread {
 /// seat in the worker's client count (given up when the client is gone, wherever that happens).
 type NewClient = (std::net::TcpStream, u64, bool, ClientSeat);
 
+/// How often a worker drops the spare buffers its sessions did not need.
+const TRIM_SPARES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A worker's housekeeping: once a second, drops the spare read buffers and per-request sets
+/// ([`session::scratch`]) that no session took during the last second, and asks for the freed
+/// memory to go back to the system when that was a lot. Ends with the worker.
+async fn trim_spares(worker: std::rc::Weak<Worker>) {
+    let mut tick = tokio::time::interval(TRIM_SPARES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(worker) = worker.upgrade() else {
+            return;
+        };
+        let freed = worker.trim_spares();
+        let sets = session::scratch::trim_unused();
+        if freed >= crate::memory::TRIM_AFTER_BYTES / 4 || sets >= 16 {
+            worker.shared.trimmer.request();
+        }
+    }
+}
+
 /// After the client channel closes: stop reading, wait for the sessions to answer what they
 /// read (at most `shutdown_timeout`), then make the rest answer with an error and close (the
 /// phases of [`crate::shutdown::Shutdown`]).
@@ -74,6 +96,7 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
             let local = tokio::task::LocalSet::new();
             let worker = Worker::new(index, shared);
             local.block_on(&rt, async move {
+                tokio::task::spawn_local(trim_spares(std::rc::Rc::downgrade(&worker)));
                 while let Some((std_stream, id, is_tls, seat)) = rx.recv().await {
                     let stream = match tokio::net::TcpStream::from_std(std_stream) {
                         Ok(s) => s,

@@ -84,6 +84,9 @@ pub struct Worker {
     /// that reads: an idle client holds no read buffer, and a busy one takes a warm buffer
     /// instead of allocating (see [`Worker::lend_read_buffer`]).
     read_buffers: RefCell<Vec<bytes::BytesMut>>,
+    /// The fewest spare read buffers since the last [`Worker::trim_spares`]: that many were
+    /// not needed for a whole interval.
+    read_buffers_low: Cell<usize>,
 }
 
 /// Read buffers a worker keeps for its sessions: enough for the clients that read at the same
@@ -113,13 +116,30 @@ impl Worker {
             noauth_logged: Cell::new(false),
             sessions: RefCell::new(HashMap::new()),
             read_buffers: RefCell::new(Vec::new()),
+            read_buffers_low: Cell::new(0),
         })
     }
 
     /// A read buffer for a session about to read (empty; capacity from an earlier client, or
     /// none).
     pub fn lend_read_buffer(&self) -> bytes::BytesMut {
-        self.read_buffers.borrow_mut().pop().unwrap_or_default()
+        let mut spare = self.read_buffers.borrow_mut();
+        let buf = spare.pop().unwrap_or_default();
+        self.read_buffers_low
+            .set(self.read_buffers_low.get().min(spare.len()));
+        buf
+    }
+
+    /// Drops the spare read buffers no session needed since the previous call, so that a
+    /// burst of busy clients does not leave its buffers with the worker for ever. Called
+    /// about once a second; returns the bytes dropped.
+    pub fn trim_spares(&self) -> usize {
+        let mut spare = self.read_buffers.borrow_mut();
+        let unused = self.read_buffers_low.get().min(spare.len());
+        // Lent last-in first-out: the buffers at the bottom are the ones nobody took.
+        let freed = spare.drain(..unused).map(|b| b.capacity()).sum();
+        self.read_buffers_low.set(spare.len());
+        freed
     }
 
     /// Takes back a session's empty read buffer. Buffers with little room left (their

@@ -18,10 +18,16 @@ use std::sync::Arc;
 /// the stats and the slow log need to know about the request once it is answered.
 pub struct ReplySlot {
     value: RefCell<Option<Bytes>>,
-    signal: Rc<LocalNotify>,
+    /// The session it belongs to; changes only while the slot is unused ([`ReplySlot::rebind`]).
+    owner: RefCell<Owner>,
     meta: RefCell<SlotMeta>,
     /// The client asked not to get this reply (CLIENT REPLY OFF / SKIP).
     discard: Cell<bool>,
+}
+
+/// Whom a slot wakes and where it counts what it holds.
+struct Owner {
+    signal: Rc<LocalNotify>,
     /// Where the bytes of a reply that is held here (arrived, not yet taken) are counted: the
     /// session's tally of replies queued behind an unanswered request, which count toward its
     /// output limits. Invariant: it includes exactly the held value's length. `None`: not
@@ -66,10 +72,12 @@ impl ReplySlot {
     pub fn new(signal: &Rc<LocalNotify>) -> Rc<ReplySlot> {
         Rc::new(ReplySlot {
             value: RefCell::new(None),
-            signal: Rc::clone(signal),
+            owner: RefCell::new(Owner {
+                signal: Rc::clone(signal),
+                tally: None,
+            }),
             meta: RefCell::new(SlotMeta::default()),
             discard: Cell::new(false),
-            tally: None,
         })
     }
 
@@ -77,10 +85,12 @@ impl ReplySlot {
     pub fn counted(signal: &Rc<LocalNotify>, tally: &Rc<Cell<usize>>) -> Rc<ReplySlot> {
         Rc::new(ReplySlot {
             value: RefCell::new(None),
-            signal: Rc::clone(signal),
+            owner: RefCell::new(Owner {
+                signal: Rc::clone(signal),
+                tally: Some(Rc::clone(tally)),
+            }),
             meta: RefCell::new(SlotMeta::default()),
             discard: Cell::new(false),
-            tally: Some(Rc::clone(tally)),
         })
     }
 
@@ -88,10 +98,12 @@ impl ReplySlot {
     pub fn ready(signal: &Rc<LocalNotify>, value: Bytes) -> Rc<ReplySlot> {
         Rc::new(ReplySlot {
             value: RefCell::new(Some(value)),
-            signal: Rc::clone(signal),
+            owner: RefCell::new(Owner {
+                signal: Rc::clone(signal),
+                tally: None,
+            }),
             meta: RefCell::new(SlotMeta::default()),
             discard: Cell::new(false),
-            tally: None,
         })
     }
 
@@ -104,10 +116,12 @@ impl ReplySlot {
         tally.set(tally.get() + value.len());
         Rc::new(ReplySlot {
             value: RefCell::new(Some(value)),
-            signal: Rc::clone(signal),
+            owner: RefCell::new(Owner {
+                signal: Rc::clone(signal),
+                tally: Some(Rc::clone(tally)),
+            }),
             meta: RefCell::new(SlotMeta::default()),
             discard: Cell::new(false),
-            tally: Some(Rc::clone(tally)),
         })
     }
 
@@ -120,7 +134,7 @@ impl ReplySlot {
             return false;
         }
         if let Some(v) = slot.value.borrow_mut().take() {
-            if let Some(t) = &slot.tally {
+            if let Some(t) = &slot.owner.borrow().tally {
                 t.set(t.get().saturating_sub(v.len()));
             }
         }
@@ -161,18 +175,30 @@ impl ReplySlot {
 
     /// Stores the reply and wakes the session.
     pub fn fill(&self, value: Bytes) {
-        if let Some(t) = &self.tally {
+        let owner = self.owner.borrow();
+        if let Some(t) = &owner.tally {
             let replaced = self.value.borrow().as_ref().map_or(0, Bytes::len);
             t.set((t.get() + value.len()).saturating_sub(replaced));
         }
         *self.value.borrow_mut() = Some(value);
-        self.signal.notify_one();
+        owner.signal.notify_one();
+    }
+
+    /// Hands a recycled slot (see [`ReplySlot::recycle`]) to another session of the same
+    /// worker, whose spare slots are lent between clients: it will wake `signal` and count in
+    /// `tally`. Only for a slot no request uses.
+    pub fn rebind(&self, signal: &Rc<LocalNotify>, tally: &Rc<Cell<usize>>) {
+        let mut owner = self.owner.borrow_mut();
+        if !Rc::ptr_eq(&owner.signal, signal) {
+            owner.signal = Rc::clone(signal);
+            owner.tally = Some(Rc::clone(tally));
+        }
     }
 
     /// Takes the reply if it has arrived.
     pub fn take(&self) -> Option<Bytes> {
         let value = self.value.borrow_mut().take();
-        if let (Some(t), Some(v)) = (&self.tally, &value) {
+        if let (Some(t), Some(v)) = (&self.owner.borrow().tally, &value) {
             t.set(t.get().saturating_sub(v.len()));
         }
         value

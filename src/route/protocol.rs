@@ -120,6 +120,15 @@ impl RequestParser {
         self.limits = limits;
     }
 
+    /// Exchanges the parser's vector of argument positions with `other`, unless a request is
+    /// half parsed (its positions are in the vector). Between requests the vector holds
+    /// nothing, so sessions of one thread can share one instead of keeping one each.
+    pub fn swap_ranges(&mut self, other: &mut Vec<(usize, usize)>) {
+        if self.partial.is_none() {
+            std::mem::swap(&mut self.ranges, other);
+        }
+    }
+
     /// A parser enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         RequestParser {

@@ -68,8 +68,8 @@ pub struct Entry {
     /// `CLIENT SETNAME`.
     pub name: String,
     /// The user it is logged in as (`default` when not logged in or with no users, as Redis
-    /// shows it).
-    pub user: String,
+    /// shows it). Borrowed for `default`, so most clients' entries allocate nothing for it.
+    pub user: std::borrow::Cow<'static, str>,
     /// When it connected.
     pub since: Instant,
     /// Shared with the session.
@@ -101,7 +101,7 @@ impl Registry {
             laddr,
             fd,
             name: String::new(),
-            user: "default".into(),
+            user: std::borrow::Cow::Borrowed("default"),
             since: Instant::now(),
             live: Arc::clone(&live),
         };
@@ -134,7 +134,7 @@ impl Registry {
         if let Ok(mut m) = self.clients.lock() {
             if let Some(e) = m.get_mut(&id) {
                 if e.user != user {
-                    e.user = user.to_string();
+                    e.user = std::borrow::Cow::Owned(user.to_string());
                 }
             }
         }

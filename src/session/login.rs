@@ -57,6 +57,7 @@ impl Session {
         route: Route,
         spec: Option<&'static crate::route::command::CommandSpec>,
         args: &[Bytes],
+        keys: &mut Vec<usize>,
     ) -> Route {
         match route {
             Route::Reply(_)
@@ -80,16 +81,13 @@ impl Session {
         let Some(spec) = spec else {
             return route;
         };
-        // A scratch vector kept across requests: no allocation per checked request.
-        let mut keys = std::mem::take(&mut self.acl_keys);
-        let checked = match crate::route::command::key_positions(spec, args, &mut keys) {
+        // `keys`: the thread's scratch vector, so a checked request allocates nothing.
+        match crate::route::command::key_positions(spec, args, keys) {
             Err(_) => route,
-            Ok(()) => match user.check(spec, args, &keys) {
+            Ok(()) => match user.check(spec, args, keys) {
                 Ok(()) => route,
                 Err(e) => Route::Reply(resp::error(&e.to_string())),
             },
-        };
-        self.acl_keys = keys;
-        checked
+        }
     }
 }

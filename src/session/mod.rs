@@ -18,6 +18,7 @@ mod login;
 pub mod observe;
 mod pubsub;
 mod reply_mode;
+pub mod scratch;
 mod tx;
 mod wait;
 
@@ -42,9 +43,6 @@ use std::sync::Arc;
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_IOV: usize = 256;
-/// Reply slots a session keeps for reuse: enough for a pipelined burst's steady state, few
-/// enough that an idle client holds little.
-const SPARE_SLOTS: usize = 8;
 
 /// Completes the TLS handshake of a client from the TLS listener (within
 /// `HANDSHAKE_TIMEOUT`, or `connect_timeout` if longer), then serves it like any other. A failed handshake (a plain client on the TLS port, a
@@ -114,7 +112,6 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         // (`read`): a client between requests holds no read buffer.
         rbuf: BytesMut::new(),
         queue: VecDeque::new(),
-        spare: Vec::new(),
         out: VecDeque::new(),
         out_bytes: 0,
         held: Rc::new(std::cell::Cell::new(0)),
@@ -122,9 +119,6 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         signal: Rc::new(LocalNotify::new()),
         closing: false,
         unparsed: false,
-        keys: Vec::new(),
-        acl_keys: Vec::new(),
-        args: Vec::new(),
         fan_turns: 0,
         tx: tx::TxState::default(),
         subs: None,
@@ -182,8 +176,6 @@ struct Session {
     rbuf: BytesMut,
     /// Replies in request order; the head is written as soon as it is filled.
     queue: VecDeque<Rc<ReplySlot>>,
-    /// Slots whose replies went out, for the next requests (no allocation per request).
-    spare: Vec<Rc<ReplySlot>>,
     /// Reply bytes ready to write, in order.
     out: VecDeque<Bytes>,
     out_bytes: usize,
@@ -202,11 +194,6 @@ struct Session {
     unparsed: bool,
     max_pipeline: usize,
     max_out: usize,
-    keys: Vec<usize>,
-    /// Key positions for access control (kept apart from `keys`, which routing fills).
-    acl_keys: Vec<usize>,
-    /// The current request's arguments; one vector reused for every request.
-    args: Vec<Bytes>,
     /// RANDOMKEY requests so far, to rotate which master is asked first.
     fan_turns: usize,
     /// Transaction and WATCH state.
@@ -402,6 +389,7 @@ impl Session {
         if self.rbuf.capacity() == 0 {
             self.rbuf = self.worker.lend_read_buffer();
         }
+        scratch::unpark(&mut self.queue, &mut self.out);
         let want = READ_CHUNK.max(self.parser.needed(self.rbuf.len()));
         if self.rbuf.capacity() - self.rbuf.len() < want {
             self.rbuf.reserve(want);
@@ -434,37 +422,52 @@ impl Session {
         if self.rbuf.capacity() > 0 && self.rbuf.is_empty() && self.queue.is_empty() {
             self.worker
                 .return_read_buffer(std::mem::take(&mut self.rbuf));
+            if self.out.is_empty() && !self.unparsed {
+                scratch::park(
+                    std::mem::take(&mut self.queue),
+                    std::mem::take(&mut self.out),
+                );
+            }
         }
     }
 
     /// Parses and dispatches buffered requests until the buffer holds no complete request or
     /// the pipeline cap is reached.
     fn process_buffer(&mut self) {
+        scratch::with_request(|req| {
+            self.parser.swap_ranges(&mut req.ranges);
+            self.process_with(req);
+            self.parser.swap_ranges(&mut req.ranges);
+        })
+    }
+
+    /// [`Session::process_buffer`] with the thread's request vectors.
+    fn process_with(&mut self, req: &mut scratch::Request) {
         self.unparsed = false;
         while !self.closing {
             if self.queue.len() >= self.max_pipeline {
                 self.unparsed = !self.rbuf.is_empty();
                 return;
             }
-            match self.parser.parse_into(&mut self.rbuf, &mut self.args) {
+            match self.parser.parse_into(&mut self.rbuf, &mut req.args) {
                 Ok(Some(raw)) => {
                     self.worker.shared.metrics.workers[self.worker.index]
                         .commands
                         .fetch_add(1, Relaxed);
-                    let args = std::mem::take(&mut self.args);
+                    let args = &req.args;
                     let wire = match raw {
                         Some(raw) => raw,
-                        None => resp::encode_command(&args).freeze(),
+                        None => resp::encode_command(args).freeze(),
                     };
-                    let router::Routed { route, spec } = router::analyse(&args, &mut self.keys);
+                    let router::Routed { route, spec } = router::analyse(args, &mut req.keys);
                     let before = self.queue.len();
-                    let cmd = self.obs.command(&args, spec);
+                    let cmd = self.obs.command(args, spec);
                     let silent = self.reply_mode.take_turn();
                     let route = match self.acl {
-                        true => self.authorize(route, spec, &args),
+                        true => self.authorize(route, spec, args, &mut req.acl_keys),
                         false => route,
                     };
-                    self.dispatch(route, wire.clone(), &args);
+                    self.dispatch(route, wire.clone(), args);
                     if self.acl {
                         // AUTH, HELLO AUTH or RESET may have changed it; the next header is
                         // read under the new state, as in Redis.
@@ -482,9 +485,7 @@ impl Session {
                     } else {
                         self.obs.no_reply(&self.worker);
                     }
-                    // Keep the vector's allocation for the next request.
-                    self.args = args;
-                    self.args.clear();
+                    req.args.clear();
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -679,10 +680,7 @@ impl Session {
     /// A reply slot for this client's queue; its reply counts toward the output limits from
     /// the moment it arrives, even while it waits behind an unanswered request.
     fn new_slot(&mut self) -> Rc<ReplySlot> {
-        match self.spare.pop() {
-            Some(slot) => slot,
-            None => ReplySlot::counted(&self.signal, &self.held),
-        }
+        scratch::slot(&self.signal, &self.held)
     }
 
     /// How many dedicated connections this client may hold now (`max_dedicated_per_client`,
@@ -696,11 +694,9 @@ impl Session {
             .max_dedicated_per_client
     }
 
-    /// Keeps a slot whose reply went out for a later request (see [`ReplySlot::recycle`]).
+    /// Keeps a slot whose reply went out for a later request (see [`scratch::reuse`]).
     fn reuse(&mut self, slot: Rc<ReplySlot>) {
-        if self.spare.len() < SPARE_SLOTS && ReplySlot::recycle(&slot) {
-            self.spare.push(slot);
-        }
+        scratch::reuse(slot);
     }
 
     /// Moves the filled replies at the head of the queue to the output.
