@@ -72,6 +72,14 @@ fn read_value(r: &mut impl BufRead) -> std::io::Result<Value> {
                 .collect::<std::io::Result<Vec<_>>>()?;
             Value::Array(items)
         }
+        // A map (HELLO 3's reply), read as its keys and values in turn.
+        "%" => {
+            let n: usize = rest.parse().map_err(|_| bad())?;
+            let items = (0..2 * n)
+                .map(|_| read_value(r))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            Value::Array(items)
+        }
         _ => return Err(bad()),
     })
 }
@@ -306,4 +314,76 @@ fn a_subscriber_that_does_not_read_is_cut_alone() {
         proxy.log()
     );
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+}
+
+/// PUBLISH answers how many clients received the message, as one Redis would: subscribers
+/// through the proxy are counted, whichever client publishes (two workers, clients spread over
+/// the masters by ID), patterns included.
+#[test]
+fn publish_counts_the_subscribers_of_the_proxy() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut sub = Raw::new(&proxy);
+    sub.send(&["SUBSCRIBE", "orders"]);
+    assert_eq!(strings(&sub.read()), s(&["subscribe", "orders", "1"]));
+    let mut psub = Raw::new(&proxy);
+    psub.send(&["PSUBSCRIBE", "ord*"]);
+    assert_eq!(strings(&psub.read()), s(&["psubscribe", "ord*", "1"]));
+    for i in 0..6 {
+        // A new connection each time: a new client ID, and so, before, another master.
+        let mut c = proxy.conn();
+        let received: i64 = redis::cmd("PUBLISH")
+            .arg("orders")
+            .arg(format!("m{i}"))
+            .query(&mut c)
+            .expect("PUBLISH");
+        assert_eq!(received, 2, "PUBLISH from client {i}");
+        assert_eq!(
+            strings(&sub.read()),
+            s(&["message", "orders", &format!("m{i}")])
+        );
+        assert_eq!(
+            strings(&psub.read()),
+            s(&["pmessage", "ord*", "orders", &format!("m{i}")])
+        );
+    }
+    let mut c = proxy.conn();
+    let nobody: i64 = redis::cmd("PUBLISH")
+        .arg("elsewhere")
+        .arg("x")
+        .query(&mut c)
+        .expect("PUBLISH");
+    assert_eq!(nobody, 0);
+}
+
+/// Subscription confirmations are pushes in Redis, which CLIENT REPLY OFF does not silence
+/// (RESP2 and RESP3 alike); other replies stay silenced.
+#[test]
+fn client_reply_off_still_gets_subscription_confirmations() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    for resp3 in [false, true] {
+        let mut sub = Raw::new(&proxy);
+        if resp3 {
+            sub.send(&["HELLO", "3"]);
+            let _ = sub.read();
+        }
+        sub.send(&["CLIENT", "REPLY", "OFF"]);
+        sub.send(&["SET", "silenced", "1"]);
+        sub.send(&["SUBSCRIBE", "alerts"]);
+        assert_eq!(
+            strings(&sub.read()),
+            s(&["subscribe", "alerts", "1"]),
+            "resp3: {resp3}"
+        );
+        let mut c = proxy.conn();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("alerts")
+            .arg("fire")
+            .query(&mut c)
+            .expect("PUBLISH");
+        assert_eq!(strings(&sub.read()), s(&["message", "alerts", "fire"]));
+        sub.send(&["UNSUBSCRIBE", "alerts"]);
+        assert_eq!(strings(&sub.read()), s(&["unsubscribe", "alerts", "0"]));
+    }
 }

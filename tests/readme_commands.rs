@@ -72,6 +72,7 @@ fn status(spec: &CommandSpec) -> String {
         Route::Slot(_) => "to the key's slot owner".into(),
         Route::Split(_) => "split per slot, replies merged".into(),
         Route::AnyNode => "to any master".into(),
+        Route::Publish => "to the pub/sub node (where the proxy's subscribers are)".into(),
         Route::FanOut(FanOut::Masters(_)) => "to every master, replies merged".into(),
         Route::FanOut(FanOut::AllNodes { .. }) => "to every node, replies merged".into(),
         Route::FanOut(FanOut::Scan(_)) => "every master in turn (cluster cursor)".into(),

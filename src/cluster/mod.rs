@@ -309,6 +309,29 @@ impl SlotMap {
         self.owner_index(slot).map(|i| &self.nodes[i])
     }
 
+    /// The node where SUBSCRIBE/PSUBSCRIBE connections and PUBLISH go: the master serving
+    /// slot 0, or, while it is flagged failing (or is `avoid`, a node whose connection just
+    /// failed), the serving master of the lowest slot that is neither. Every proxy instance
+    /// with the same map picks the same node, so a PUBLISH there counts every subscriber that
+    /// subscribed through a proxy (cluster pub/sub delivers a message everywhere, but a node
+    /// counts only its own subscribers). `None` when no slot is served.
+    pub fn pubsub_node(&self, avoid: Option<&str>) -> Option<&MapNode> {
+        let usable = |n: &&MapNode| !n.failing && Some(&*n.addr) != avoid;
+        if let Some(n) = self.owner(0).filter(usable) {
+            return Some(n);
+        }
+        let mut seen = vec![false; self.nodes.len()];
+        for &i in self.slots.iter() {
+            let Some(n) = self.nodes.get(i as usize) else {
+                continue;
+            };
+            if !std::mem::replace(&mut seen[i as usize], true) && usable(&n) {
+                return Some(n);
+            }
+        }
+        self.owner(0)
+    }
+
     /// How many slots are served.
     pub fn coverage(&self) -> usize {
         self.slots.iter().filter(|&&i| i != UNOWNED).count()
@@ -429,6 +452,29 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,host-a myself,mas
         assert_eq!(&*map.owner(16383).unwrap().addr, "127.0.0.1:30003");
         assert_eq!(map.owner(0).unwrap().replicas.len(), 1);
         assert_eq!(map.ranges().len(), 3);
+    }
+
+    #[test]
+    fn the_pubsub_node_is_slot_0_s_master_unless_it_fails() {
+        let lines = parse_cluster_nodes(NODES, "127.0.0.1").unwrap();
+        let mut map = SlotMap::from_nodes(&lines, 1, "x");
+        let node = |m: &SlotMap, avoid| m.pubsub_node(avoid).map(|n| n.addr.to_string());
+        assert_eq!(node(&map, None).as_deref(), Some("127.0.0.1:30001"));
+        // Avoided (its connection failed) or flagged failing: the next slots' master.
+        assert_eq!(
+            node(&map, Some("127.0.0.1:30001")).as_deref(),
+            Some("127.0.0.1:30002")
+        );
+        for n in map.nodes.iter_mut() {
+            n.failing = &*n.addr != "127.0.0.1:30003";
+        }
+        assert_eq!(node(&map, None).as_deref(), Some("127.0.0.1:30003"));
+        // Every node failing: still slot 0's master (a node flagged failing may be back).
+        for n in map.nodes.iter_mut() {
+            n.failing = true;
+        }
+        assert_eq!(node(&map, None).as_deref(), Some("127.0.0.1:30001"));
+        assert!(SlotMap::empty().pubsub_node(None).is_none());
     }
 
     #[test]

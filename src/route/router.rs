@@ -140,6 +140,9 @@ pub enum Route {
     Split(Split),
     /// Forward to any one master (keyless commands whose answer is the same everywhere).
     AnyNode,
+    /// PUBLISH: to the node where this proxy's subscribers are
+    /// ([`crate::cluster::SlotMap::pubsub_node`]), so its reply counts them.
+    Publish,
     /// Send to several nodes and merge (KEYS, DBSIZE, SCAN, FLUSHALL, CONFIG SET, ...).
     FanOut(FanOut),
     /// A blocking command with keys in this slot: runs on a dedicated connection.
@@ -327,8 +330,11 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         }
         // A busy script runs on one node; the others answer NOTBUSY.
         "script|kill" | "function|kill" => return Route::FanOut(FanOut::Masters(MergeKind::AnyOk)),
-        // Cluster pub/sub carries a PUBLISH to every node; the others read any one master.
-        "publish" | "time" | "lastsave" | "config|get" => return Route::AnyNode,
+        // Cluster pub/sub carries a PUBLISH to every node, but the count it answers is the
+        // receiving node's: it goes where the proxy's subscribers are.
+        "publish" => return Route::Publish,
+        // The same answer from any one master.
+        "time" | "lastsave" | "config|get" => return Route::AnyNode,
         "config|set" | "config|resetstat" => {
             return Route::FanOut(FanOut::AllNodes {
                 kind: MergeKind::Unanimous,
@@ -725,7 +731,7 @@ mod tests {
             })
         );
         assert_eq!(r(&["CONFIG", "GET", "maxmemory"]), Route::AnyNode);
-        assert_eq!(r(&["PUBLISH", "ch", "m"]), Route::AnyNode);
+        assert_eq!(r(&["PUBLISH", "ch", "m"]), Route::Publish);
         assert_eq!(r(&["TIME"]), Route::AnyNode);
         assert_eq!(
             r(&["SCAN", "0", "COUNT", "10"]),

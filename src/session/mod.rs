@@ -463,6 +463,9 @@ impl Session {
                     let before = self.queue.len();
                     let cmd = self.obs.command(args, spec);
                     let silent = self.reply_mode.take_turn();
+                    // Redis sends subscription confirmations as pushes (even in RESP2), which
+                    // CLIENT REPLY OFF / SKIP do not silence.
+                    let pushed = matches!(route, Route::Sub(_));
                     let route = match self.acl {
                         true => self.authorize(route, spec, args, &mut req.acl_keys),
                         false => route,
@@ -477,7 +480,7 @@ impl Session {
                         if let Some(slot) = self.queue.back() {
                             self.obs.begin(slot, cmd, wire);
                         }
-                        if self.reply_mode.own_reply_silent(silent) {
+                        if self.reply_mode.own_reply_silent(silent) && !pushed {
                             for slot in self.queue.range(before..) {
                                 slot.set_discard();
                             }
@@ -560,6 +563,21 @@ impl Session {
                     };
                     (!pool.is_empty())
                         .then(|| Arc::clone(&pool[self.client.id as usize % pool.len()].addr))
+                };
+                match addr {
+                    Some(addr) => {
+                        let slot_rc = self.new_slot();
+                        self.queue.push_back(Rc::clone(&slot_rc));
+                        self.worker
+                            .send(self.call(wire, Dest::Node(addr), Target::Whole(slot_rc)));
+                    }
+                    None => self.push_ready(resp::error(CLUSTERDOWN_UNSERVED)),
+                }
+            }
+            Route::Publish => {
+                let addr = {
+                    let map = self.worker.shared.topology.map.load();
+                    map.pubsub_node(None).map(|n| Arc::clone(&n.addr))
                 };
                 match addr {
                     Some(addr) => {

@@ -1,6 +1,8 @@
-//! Pub/sub for one client: SUBSCRIBE/PSUBSCRIBE on one dedicated connection (cluster pub/sub
-//! carries every PUBLISH to every node, so any node will do), SSUBSCRIBE on a dedicated
-//! connection per shard-channel owner.
+//! Pub/sub for one client: SUBSCRIBE/PSUBSCRIBE on one dedicated connection to the pub/sub
+//! node ([`crate::cluster::SlotMap::pubsub_node`]: cluster pub/sub carries every PUBLISH to
+//! every node, so any node would deliver, but PUBLISH answers the receiving node's own count,
+//! and PUBLISH goes to that node), SSUBSCRIBE on a dedicated connection per shard-channel
+//! owner.
 //!
 //! Invariants: the proxy keeps the client's subscriptions and composes the confirmations
 //! itself (their counts must cover every connection, as a single Redis's would), but a
@@ -207,20 +209,11 @@ impl Session {
             .map_err(|e| resp::error(&e.to_string()))
     }
 
-    /// Any node for SUBSCRIBE/PSUBSCRIBE; the client ID spreads subscribers over the nodes.
-    fn any_node(&self, avoid: Option<&str>) -> Option<Arc<str>> {
+    /// The node for SUBSCRIBE/PSUBSCRIBE: where PUBLISH goes too
+    /// ([`crate::cluster::SlotMap::pubsub_node`]), so PUBLISH counts this client.
+    fn pubsub_node(&self, avoid: Option<&str>) -> Option<Arc<str>> {
         let map = self.worker.shared.topology.map.load();
-        let live: Vec<_> = map
-            .nodes
-            .iter()
-            .filter(|n| !n.failing && Some(&*n.addr) != avoid)
-            .collect();
-        let pool = if live.is_empty() {
-            map.nodes.iter().collect()
-        } else {
-            live
-        };
-        (!pool.is_empty()).then(|| Arc::clone(&pool[self.client.id as usize % pool.len()].addr))
+        map.pubsub_node(avoid).map(|n| Arc::clone(&n.addr))
     }
 
     /// Handles a subscription command.
@@ -239,7 +232,7 @@ impl Session {
     fn subscribe(&mut self, pattern: bool, wire: Bytes, args: &[Bytes]) {
         let signal = Rc::clone(&self.signal);
         if self.subs.as_ref().is_none_or(|s| s.main.is_none()) {
-            let Some(addr) = self.any_node(None) else {
+            let Some(addr) = self.pubsub_node(None) else {
                 return self.push_ready(resp::error(crate::backend::worker::CLUSTERDOWN_UNSERVED));
             };
             match self.open_sub(&addr) {
@@ -613,7 +606,7 @@ impl Session {
     /// The SUBSCRIBE/PSUBSCRIBE connection failed: subscribe everything again on another
     /// node. Confirmations are dropped; the client never asked for these.
     fn resubscribe_main(&mut self, avoid: &str) {
-        let Some(addr) = self.any_node(Some(avoid)) else {
+        let Some(addr) = self.pubsub_node(Some(avoid)) else {
             return;
         };
         let Ok(lease) = self.open_sub(&addr) else {

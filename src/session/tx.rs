@@ -65,9 +65,10 @@ impl Session {
             Route::Tx(t) => self.tx_command(t, wire),
             _ if !in_multi => self.dispatch_plain(route, wire, args),
             Route::Slot(slot) | Route::Blocking(slot) => self.tx_queue(Some(slot), wire),
-            Route::AnyNode | Route::Local(Local::Ping) | Route::Local(Local::Echo) => {
-                self.tx_queue(None, wire)
-            }
+            Route::AnyNode
+            | Route::Publish
+            | Route::Local(Local::Ping)
+            | Route::Local(Local::Echo) => self.tx_queue(None, wire),
             Route::Split(_) => self.tx_refuse(resp::error(CROSSSLOT)),
             Route::Reply(err) => self.tx_refuse(err),
             // RESET is run at once inside MULTI too, as in Redis: it ends the transaction.
