@@ -126,7 +126,8 @@ pub struct Settings {
 }
 
 /// The slot map and its refresh. Invariant: the map is replaced whole, never mutated, and
-/// every replacement carries a version from [`Topology::next_map_version`].
+/// every replacement carries a version from [`Topology::next_map_version`]; a refresh that reads
+/// a map routing like the current one replaces nothing, so the version moves only on change.
 pub struct Topology {
     /// The current slot map.
     pub map: ArcSwap<SlotMap>,
@@ -142,7 +143,8 @@ pub struct Topology {
     pub refreshed: Notify,
     /// The backends' `redis_version`, as learned by the refresher.
     pub backend_version: RwLock<String>,
-    /// Milliseconds since [`Counters::started`] when the current slot map was installed.
+    /// Milliseconds since [`Counters::started`] when the current slot map was installed or
+    /// last confirmed unchanged by a refresh.
     pub map_installed_ms: AtomicU64,
 }
 
@@ -308,7 +310,7 @@ impl Shared {
         }
     }
 
-    /// Seconds since the current slot map was installed.
+    /// Seconds since the current slot map was installed or last confirmed by a refresh.
     pub fn map_age_secs(&self) -> f64 {
         let now = self.metrics.started.elapsed().as_millis() as f64;
         (now - self.topology.map_installed_ms.load(Relaxed) as f64).max(0.0) / 1000.0

@@ -238,16 +238,242 @@ fn keys_dbsize_scan_randomkey_scripts_and_flushall() {
         .unwrap_err();
     assert!(err.to_string().contains("syntax error"), "{err}");
     assert!(!err.to_string().contains("failed on"), "{err}");
-    // Still refused: keyless commands that would need a per-node answer.
-    let err = redis::cmd("MEMORY")
-        .arg("STATS")
-        .query::<()>(&mut c)
-        .unwrap_err();
+}
+
+/// Keys named `{prefix}{i}`, `per_master` of them on each master (by slot owner).
+fn keys_on_every_master(
+    cluster: &slotproxy::admin::localcluster::LocalCluster,
+    prefix: &str,
+    per_master: usize,
+) -> Vec<String> {
+    let masters = masters(cluster);
+    let mut taken = vec![0; cluster.nodes.len()];
+    let mut keys = Vec::new();
+    for i in 0.. {
+        let k = format!("{prefix}{i}");
+        let owner = owner_of(cluster, masters[0], key_slot(k.as_bytes()));
+        if taken[owner] < per_master {
+            taken[owner] += 1;
+            keys.push(k);
+        }
+        if keys.len() == per_master * masters.len() {
+            return keys;
+        }
+    }
+    unreachable!()
+}
+
+fn scan_once(c: &mut redis::Connection, args: &[&str]) -> (u64, BTreeSet<String>) {
+    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN").arg(args).query(c).expect("SCAN");
+    (next, batch.into_iter().collect())
+}
+
+#[test]
+fn scan_of_a_small_keyspace_answers_in_one_call_as_redis_does() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    // Five keys over three masters (at least one on each).
+    let mut five = keys_on_every_master(&cluster, "s", 1);
+    five.extend(keys_on_every_master(&cluster, "t", 1).into_iter().take(2));
+    write_keys(&mut c, &five);
+    let want: BTreeSet<String> = five.iter().cloned().collect();
+    assert_eq!(scan_once(&mut c, &["0"]), (0, want.clone()));
+    assert_eq!(scan_once(&mut c, &["0", "COUNT", "10"]), (0, want.clone()));
+    let s_keys: BTreeSet<String> = five
+        .iter()
+        .filter(|k| k.starts_with('s'))
+        .cloned()
+        .collect();
+    assert_eq!(scan_once(&mut c, &["0", "MATCH", "s*"]), (0, s_keys));
+
+    // One set among strings: found in the one call, which ends the iteration.
+    let strings = keys_on_every_master(&cluster, "str", 12);
+    write_keys(&mut c, &strings);
+    let _: i64 = c.sadd("the-set", "m").expect("SADD");
+    let only = BTreeSet::from(["the-set".to_string()]);
+    assert_eq!(scan_once(&mut c, &["0", "TYPE", "set"]), (0, only.clone()));
+    assert_eq!(scan_once(&mut c, &["0", "MATCH", "the-*"]), (0, only));
+    // A batch stops once it holds COUNT keys; the iteration then goes on as before.
+    let (next, batch) = scan_once(&mut c, &["0", "COUNT", "5"]);
+    assert_ne!(next, 0);
+    assert!(batch.len() >= 5, "{batch:?}");
+    let (all, _) = full_scan(&mut c, &["COUNT", "5"]);
+    let every: BTreeSet<String> = five
+        .iter()
+        .chain(&strings)
+        .cloned()
+        .chain(["the-set".to_string()])
+        .collect();
+    assert_eq!(all.into_iter().collect::<BTreeSet<_>>(), every);
+}
+
+#[test]
+fn persistence_and_diagnostics_reach_every_node() {
+    let mut cluster = cluster(3, 2, 1);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let every: BTreeSet<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    assert_eq!(every.len(), 6);
+    // Per-node reports: `[addr, reply, ...]` with every node's address once.
+    let listed = |c: &mut redis::Connection, args: &[&str]| -> Vec<(String, redis::Value)> {
+        let v: Vec<redis::Value> = redis::cmd(args[0])
+            .arg(&args[1..])
+            .query(c)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(v.len(), 12, "{args:?}: {v:?}");
+        let pairs: Vec<(String, redis::Value)> = v
+            .chunks(2)
+            .map(|p| {
+                let addr: String = redis::from_redis_value(&p[0]).expect("an address");
+                (addr, p[1].clone())
+            })
+            .collect();
+        let addrs: BTreeSet<String> = pairs.iter().map(|p| p.0.clone()).collect();
+        assert_eq!(addrs, every, "{args:?}");
+        pairs
+    };
+    for (addr, stats) in listed(&mut c, &["MEMORY", "STATS"]) {
+        assert!(format!("{stats:?}").contains("peak.allocated"), "{addr}");
+    }
+    for (addr, doctor) in listed(&mut c, &["MEMORY", "DOCTOR"]) {
+        let text: String = redis::from_redis_value(&doctor).expect("text");
+        assert!(!text.is_empty(), "{addr}");
+    }
+    listed(&mut c, &["MEMORY", "MALLOC-STATS"]);
+    let ok: String = redis::cmd("MEMORY")
+        .arg("PURGE")
+        .query(&mut c)
+        .expect("PURGE");
+    assert_eq!(ok, "OK");
+    // A latency event on every node, then LATENCY reads it back per node.
+    let ok: String = redis::cmd("CONFIG")
+        .arg(&["SET", "latency-monitor-threshold", "1"])
+        .query(&mut c)
+        .expect("CONFIG SET");
+    assert_eq!(ok, "OK");
+    // A script that spins for 10 ms: a `command` latency event on the node it ran on.
+    let spin = "local a = redis.call('TIME') \
+                repeat local b = redis.call('TIME') \
+                until (b[1] - a[1]) * 1000000 + b[2] - a[2] > 10000";
+    for i in 0..cluster.nodes.len() {
+        let _: () = redis::cmd("EVAL_RO")
+            .arg(&[spin, "0"])
+            .query(&mut node_conn(&cluster, i))
+            .expect("a slow script");
+    }
+    for (addr, latest) in listed(&mut c, &["LATENCY", "LATEST"]) {
+        assert!(
+            format!("{latest:?}").contains("command"),
+            "{addr}: {latest:?}"
+        );
+    }
+    for (addr, history) in listed(&mut c, &["LATENCY", "HISTORY", "command"]) {
+        let redis::Value::Array(events) = history else {
+            panic!("{addr}: {history:?}")
+        };
+        assert!(!events.is_empty(), "{addr}");
+    }
+    listed(&mut c, &["LATENCY", "DOCTOR"]);
+    listed(&mut c, &["LATENCY", "GRAPH", "command"]);
+    listed(&mut c, &["LATENCY", "HISTOGRAM", "set"]);
+    // Monitoring off first, so no new event can arrive between the RESET and the check.
+    let ok: String = redis::cmd("CONFIG")
+        .arg(&["SET", "latency-monitor-threshold", "0"])
+        .query(&mut c)
+        .expect("CONFIG SET");
+    assert_eq!(ok, "OK");
+    let n: i64 = redis::cmd("LATENCY")
+        .arg("RESET")
+        .query(&mut c)
+        .expect("RESET");
+    assert!(n >= 6, "one event kind on each of the six nodes: {n}");
+    for (addr, latest) in listed(&mut c, &["LATENCY", "LATEST"]) {
+        assert_eq!(latest, redis::Value::Array(vec![]), "{addr}");
+    }
+
+    // Persistence on every node; LASTSAVE is the oldest save among them.
+    let t0: Vec<String> = redis::cmd("TIME")
+        .query(&mut node_conn(&cluster, 0))
+        .expect("TIME");
+    let t0: i64 = t0[0].parse().expect("seconds");
+    let ok: String = redis::cmd("SAVE").query(&mut c).expect("SAVE");
+    assert_eq!(ok, "OK");
+    let saves: Vec<i64> = (0..cluster.nodes.len())
+        .map(|i| {
+            redis::cmd("LASTSAVE")
+                .query(&mut node_conn(&cluster, i))
+                .expect("node LASTSAVE")
+        })
+        .collect();
+    assert!(saves.iter().all(|&s| s >= t0), "{saves:?} before {t0}");
+    let oldest: i64 = redis::cmd("LASTSAVE").query(&mut c).expect("LASTSAVE");
+    assert_eq!(Some(oldest), saves.iter().copied().min());
+    let started: String = redis::cmd("BGSAVE")
+        .arg("SCHEDULE")
+        .query(&mut c)
+        .expect("BGSAVE");
+    assert!(started.starts_with("Background saving"), "{started}");
+    let rewrite: String = redis::cmd("BGREWRITEAOF")
+        .query(&mut c)
+        .expect("BGREWRITEAOF");
     assert!(
-        err.to_string()
-            .contains("does not support 'MEMORY STATS' yet"),
-        "{err}"
+        rewrite.starts_with("Background append only file"),
+        "{rewrite}"
     );
+    let ok: String = redis::cmd("CONFIG")
+        .arg(&["SET", "slowlog-max-len", "1234"])
+        .query(&mut c)
+        .expect("CONFIG SET");
+    assert_eq!(ok, "OK");
+    let ok: String = redis::cmd("CONFIG")
+        .arg("REWRITE")
+        .query(&mut c)
+        .expect("CONFIG REWRITE");
+    assert_eq!(ok, "OK");
+    for n in &cluster.nodes {
+        let conf = std::fs::read_to_string(n.dir.join("redis.conf")).expect("redis.conf");
+        assert!(
+            conf.contains("slowlog-max-len 1234"),
+            "{}: CONFIG REWRITE wrote the file",
+            n.addr()
+        );
+    }
+
+    // A RESP3 client gets each listing as a map.
+    let mut raw = proxy.raw();
+    let (out, closed) = raw_exchange(
+        &mut raw,
+        b"HELLO 3\r\nMEMORY DOCTOR\r\nQUIT\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(closed, "QUIT closes: {out}");
+    // HELLO's own map has 7 entries; the listing's has one per node.
+    let listing = out
+        .split_once("\r\n%6\r\n$")
+        .map(|x| x.1)
+        .unwrap_or_default();
+    assert!(listing.contains("\r\n127.0.0."), "{out}");
+
+    // One node down: the others answer, and the error names the one that did not.
+    let replica = (0..cluster.nodes.len())
+        .find(|&i| !cluster.nodes[i].is_master)
+        .expect("a replica");
+    let down = cluster.nodes[replica].addr();
+    cluster.kill(replica);
+    for args in [
+        &["MEMORY", "STATS"][..],
+        &["MEMORY", "PURGE"],
+        &["LATENCY", "LATEST"],
+    ] {
+        let err = redis::cmd(args[0])
+            .arg(&args[1..])
+            .query::<redis::Value>(&mut c)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("failed on 1 of 6 nodes"), "{args:?}: {err}");
+        assert!(err.contains(&down), "{args:?}: {down} missing from {err}");
+    }
 }
 
 #[test]

@@ -582,3 +582,73 @@ fn shutdown_timeout_answers_what_is_still_waiting_with_an_error() {
         assert!(closed);
     }
 }
+
+/// `slot_map_version` and `refreshes` from PROXY INFO.
+fn map_version_and_refreshes(c: &mut redis::Connection) -> (u64, u64) {
+    let lines: Vec<String> = proxy_query(c, &["INFO"]).expect("PROXY INFO");
+    let field = |name: &str| -> u64 {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+    };
+    (field("slot_map_version "), field("refreshes "))
+}
+
+#[test]
+fn slot_map_version_moves_only_when_the_map_changes() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(
+        &cluster.seeds(),
+        "refresh_interval = \"50ms\"\nrefresh_min_gap = \"10ms\"",
+        true,
+    );
+    let mut c = proxy.conn();
+    let wait_refreshes = |c: &mut redis::Connection, after: u64| {
+        eventually_ok("refreshes to run", Duration::from_secs(30), || {
+            let (v, r) = map_version_and_refreshes(c);
+            if r >= after {
+                Ok(v)
+            } else {
+                Err(format!("{r} refreshes"))
+            }
+        })
+    };
+    // The map the start-up read; then several timer refreshes of an idle cluster.
+    let (_, r0) = map_version_and_refreshes(&mut c);
+    let before = wait_refreshes(&mut c, r0 + 2);
+    let (_, r1) = map_version_and_refreshes(&mut c);
+    let after = wait_refreshes(&mut c, r1 + 8);
+    assert_eq!(after, before, "the version moved while nothing changed");
+    let slots: Vec<String> = proxy_query(&mut c, &["SLOTS"]).expect("PROXY SLOTS");
+    assert!(
+        slots[0].starts_with(&format!("OK version {before} ")),
+        "{}",
+        slots[0]
+    );
+    proxy.scrape_until("the same version", Duration::from_secs(30), |t| {
+        metric(t, "slotproxy_slot_map_version") == before as f64
+    });
+
+    // A slot changes owner: the version moves.
+    let src = owner_of(&cluster, 0, 0);
+    let dst = owner_of(&cluster, 0, 16383);
+    migrate_slot(&cluster, 0, src, dst);
+    let moved = eventually_ok("the map to change", Duration::from_secs(30), || {
+        let (v, _) = map_version_and_refreshes(&mut c);
+        if v > before {
+            Ok(v)
+        } else {
+            Err(format!("version {v}"))
+        }
+    });
+    assert!(moved > before);
+    let slots: Vec<String> = proxy_query(&mut c, &["SLOTS"]).expect("PROXY SLOTS");
+    let owner = cluster.nodes[dst].addr();
+    assert!(
+        slots
+            .iter()
+            .any(|l| l.starts_with("0-0 ") && l.contains(&owner)),
+        "{slots:?}"
+    );
+}

@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use slotproxy::route::command::{CommandSpec, COMMANDS};
+use slotproxy::route::merge::MergeKind;
 use slotproxy::route::router::{route, FanOut, Route};
 
 /// Example invocations for commands whose minimal synthesized arguments are not valid (the
@@ -74,6 +75,10 @@ fn status(spec: &CommandSpec) -> String {
         Route::AnyNode => "to any master".into(),
         Route::Publish => "to the pub/sub node (where the proxy's subscribers are)".into(),
         Route::FanOut(FanOut::Masters(_)) => "to every master, replies merged".into(),
+        Route::FanOut(FanOut::AllNodes {
+            kind: MergeKind::ByNode,
+            ..
+        }) => "to every node, replies listed by node".into(),
         Route::FanOut(FanOut::AllNodes { .. }) => "to every node, replies merged".into(),
         Route::FanOut(FanOut::Scan(_)) => "every master in turn (cluster cursor)".into(),
         Route::Blocking(_) => "blocking: own connection to the key's slot owner".into(),

@@ -7,6 +7,9 @@
 //! before any split), so a request with one key outside the namespace runs nowhere; commands
 //! that would see keys beyond one namespace (KEYS, SCAN, RANDOMKEY, DBSIZE, FLUSH*) are refused
 //! to users with a namespace. Errors use Redis's texts (`NOAUTH`, `WRONGPASS`, `NOPERM`).
+//! [`acl_guard`] keeps node ACL changes sent through the proxy from locking the proxy out.
+
+pub mod acl_guard;
 
 use crate::route::command::{self, CommandSpec};
 use bytes::Bytes;

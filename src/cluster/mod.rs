@@ -343,6 +343,31 @@ impl SlotMap {
             .all(|s| self.owner(s).map(|n| &n.addr) == other.owner(s).map(|n| &n.addr))
     }
 
+    /// Whether both maps route alike: every slot has the same owner address, the masters are
+    /// the same nodes (address, ID, epoch, failing flag, set of replicas) and the same
+    /// addresses are known. The order in which the reporting node listed its lines does not
+    /// count: nodes list them in different orders, so two readings of an unchanged cluster
+    /// compare equal.
+    pub fn same_routing(&self, other: &SlotMap) -> bool {
+        let sorted = |v: &[Arc<str>]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        self.nodes.len() == other.nodes.len()
+            && self.known == other.known
+            && self.nodes.iter().all(|a| {
+                other.nodes.iter().any(|b| {
+                    a.addr == b.addr
+                        && a.id == b.id
+                        && a.epoch == b.epoch
+                        && a.failing == b.failing
+                        && sorted(&a.replicas) == sorted(&b.replicas)
+                })
+            })
+            && self.same_assignment(other)
+    }
+
     /// A copy of this map in which `slot` is served by `addr` (a MOVED redirect), with
     /// `version`. Other slots keep their owners. `addr` must be one the map
     /// [knows](SlotMap::knows) (a replica promoted by a failover, a master that took the
@@ -393,17 +418,13 @@ pub enum Verdict {
     NeedsConfirmation(String),
 }
 
-/// Decides whether `candidate` may replace `current`. A candidate that serves fewer slots, or
+/// Decides whether `candidate` may replace `current`: [`Verdict::Unchanged`] when they route
+/// alike ([`SlotMap::same_routing`]), so an idle cluster keeps its map and version. A
+/// candidate that serves fewer slots, or
 /// hands a slot to a node with an older config epoch than its current owner's, could come from
 /// a node that has not caught up yet, so it needs a second opinion.
 pub fn judge(current: &SlotMap, candidate: &SlotMap) -> Verdict {
-    let same_nodes = current.nodes.len() == candidate.nodes.len()
-        && current
-            .nodes
-            .iter()
-            .zip(&candidate.nodes)
-            .all(|(a, b)| a == b);
-    if same_nodes && current.slots == candidate.slots && current.known == candidate.known {
+    if current.same_routing(candidate) {
         return Verdict::Unchanged;
     }
     let (cur_cov, new_cov) = (current.coverage(), candidate.coverage());
@@ -513,6 +534,45 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001,host-a myself,mas
             judge(&after, &full),
             Verdict::NeedsConfirmation(_)
         ));
+    }
+
+    #[test]
+    fn the_order_nodes_list_their_lines_in_does_not_change_the_map() {
+        let lines = parse_cluster_nodes(NODES, "127.0.0.1").unwrap();
+        let map = SlotMap::from_nodes(&lines, 1, "a");
+        let mut reordered = lines.clone();
+        reordered.reverse();
+        let again = SlotMap::from_nodes(&reordered, 2, "b");
+        assert_ne!(map.nodes, again.nodes, "listed in another order");
+        assert!(map.same_routing(&again));
+        assert_eq!(judge(&map, &again), Verdict::Unchanged);
+        // A second replica, listed before or after the first: the same set either way.
+        let replica = |id: &str, port: u16| {
+            parse_node_line(
+                &format!("{id} 127.0.0.1:{port}@1{port} slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 0 1 connected"),
+                "",
+            )
+            .unwrap()
+        };
+        let r1 = replica("a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", 30007);
+        let mut one = lines.clone();
+        one.push(r1.clone());
+        let mut other = vec![r1];
+        other.extend(lines.iter().cloned());
+        let (one, other) = (
+            SlotMap::from_nodes(&one, 3, "c"),
+            SlotMap::from_nodes(&other, 4, "d"),
+        );
+        assert!(one.same_routing(&other));
+        assert!(!one.same_routing(&map), "a replica joined");
+        // What routing reads does count: a failing flag, an epoch, an owner.
+        let mut failing = lines.clone();
+        failing[1].flags.push("fail?".into());
+        assert!(!map.same_routing(&SlotMap::from_nodes(&failing, 5, "e")));
+        let mut epoch = lines.clone();
+        epoch[2].config_epoch = 9;
+        assert!(!map.same_routing(&SlotMap::from_nodes(&epoch, 6, "f")));
+        assert!(!map.same_routing(&map.with_moved(7, "127.0.0.1:30002", 7)));
     }
 
     #[test]

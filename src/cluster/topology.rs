@@ -171,7 +171,11 @@ pub async fn refresh_once(shared: &Shared) -> Outcome {
         }
         let current = shared.topology.map.load_full();
         match judge(&current, &candidate) {
-            Verdict::Unchanged => return Outcome::Unchanged,
+            Verdict::Unchanged => {
+                // Confirmed current: the map's age counts from this reading.
+                stamp(shared);
+                return Outcome::Unchanged;
+            }
             Verdict::Accept => return install(shared, candidate),
             Verdict::NeedsConfirmation(reason) => {
                 tracing::debug!(node = %addr, %reason, "slot map needs a second opinion");
@@ -243,9 +247,23 @@ pub fn describe_change(old: &SlotMap, new: &SlotMap) -> String {
     }
 }
 
+/// Records that the map in use was read from the cluster just now (its age starts again).
+fn stamp(shared: &Shared) {
+    shared
+        .topology
+        .map_installed_ms
+        .store(shared.metrics.started.elapsed().as_millis() as u64, Relaxed);
+}
+
+/// Installs `map` with a new version, unless it routes exactly like the map in use: then the
+/// map and its version stay (a version moves only when the map does).
 fn install(shared: &Shared, mut map: SlotMap) -> Outcome {
-    map.version = shared.topology.next_map_version();
     let old = shared.topology.map.load();
+    if old.same_routing(&map) {
+        stamp(shared);
+        return Outcome::Unchanged;
+    }
+    map.version = shared.topology.next_map_version();
     let changed = !old.same_assignment(&map);
     if changed {
         tracing::info!(
@@ -257,10 +275,7 @@ fn install(shared: &Shared, mut map: SlotMap) -> Outcome {
             "slot map changed"
         );
     }
-    shared
-        .topology
-        .map_installed_ms
-        .store(shared.metrics.started.elapsed().as_millis() as u64, Relaxed);
+    stamp(shared);
     // Nodes that left the topology leave the stats and the metrics' labels with it (workers
     // drop their pools when they see the new map).
     shared

@@ -240,7 +240,7 @@ fn render(shared: &Shared, t: &Totals) -> String {
         o,
         "slotproxy_slot_map_age_seconds",
         gauge,
-        "Seconds since the slot map in use was installed.",
+        "Seconds since the slot map in use was installed or confirmed by a refresh.",
         shared.map_age_secs(),
     );
     render_value(

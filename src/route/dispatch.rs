@@ -283,7 +283,7 @@ impl Merge {
             let merged =
                 merge::merge_labeled(self.kind, &self.order, &self.parts.borrow(), &self.labels);
             let merged = if self.resp3.get() {
-                crate::route::resp::resp3_nulls(merged)
+                merge::to_resp3(self.kind, merged)
             } else {
                 merged
             };

@@ -16,16 +16,17 @@
 //! +-----------------------------------+----------------+------------+
 //! ```
 //!
-//! With `M` masters in the scan order, the position says what the next call does
-//! ([`ScanCursor::step`]):
+//! With `M` masters in the scan order, the position says what the next *step* does
+//! ([`ScanCursor::step`]); one client call runs one step or more, until its batch is full
+//! (see [`crate::route::scan_batch`]):
 //!
 //! - `0 <= position < M`, the *main pass*: continue the SCAN of master `position` from
 //!   `node cursor` (its own cursor; 0 = from its start). When that node answers 0 the pass
 //!   moves to the next master; after the last one, to the check.
 //! - `position == M`, the *check*: the proxy asks every master for `CLUSTER NODES` and reads
 //!   each one's own line (`myself`): which slots it owns and which it is importing or
-//!   migrating. The client gets an empty batch and a cursor that says what comes next. Here
-//!   the node-cursor field holds `from`, the first master index the check may still pick.
+//!   migrating. The step adds no keys; its cursor says what comes next. Here the node-cursor
+//!   field holds `from`, the first master index the check may still pick.
 //! - `M < position <= 2M`, a *revisit*: master `position - M - 1`, a migration target, is
 //!   scanned again from its start; when it finishes, the check runs again with `from` past it.
 //!
@@ -80,7 +81,7 @@ pub const MAX_NODE_CURSOR: u64 = (1 << (64 - NODE_SHIFT)) - 1;
 /// `fingerprint < 2^14`, `node_cursor <= MAX_NODE_CURSOR`, so encoding is lossless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScanCursor {
-    /// What the next call does: visit, check or revisit (see the module doc).
+    /// What the next step does: visit, check or revisit (see the module doc).
     pub position: u32,
     /// Fingerprint of the slot assignment the cursor was issued under (0 for a fresh scan).
     pub fingerprint: u16,
@@ -140,7 +141,7 @@ impl ScanCursor {
         *self
     }
 
-    /// What the call with this (resumed) cursor does, with `masters` masters in the order.
+    /// What the step from this (resumed) cursor does, with `masters` masters in the order.
     pub fn step(&self, masters: u32) -> ScanStep {
         if self.position < masters {
             ScanStep::Visit(self.position as usize)
@@ -211,7 +212,7 @@ impl ScanCursor {
     }
 }
 
-/// What one call of a cluster SCAN does (see the module doc).
+/// What one step of a cluster SCAN does (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScanStep {
     /// SCAN the master at this index of the scan order, from the cursor's node cursor.

@@ -6,7 +6,6 @@
 //! command, or an error: the first error one of the parts returned, or, for commands that must
 //! succeed everywhere ([`MergeKind::Unanimous`]), an error naming every node that failed.
 
-use crate::route::fanout::{self, ScanCursor};
 use crate::route::resp;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -18,11 +17,12 @@ pub enum MergeKind {
     Mget,
     /// MSET: `+OK` when every part said OK.
     AllOk,
-    /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE: the sum of the parts' integers.
+    /// DEL, UNLINK, EXISTS, TOUCH, DBSIZE, LATENCY RESET: the sum of the parts' integers.
     Sum,
     /// KEYS: the parts' arrays concatenated.
     Concat,
-    /// FLUSHALL, FLUSHDB, SCRIPT LOAD / FLUSH, CONFIG SET / RESETSTAT: every node must succeed;
+    /// FLUSHALL, FLUSHDB, SCRIPT LOAD / FLUSH, CONFIG SET / RESETSTAT / REWRITE, ACL SETUSER /
+    /// DELUSER / SAVE / LOAD, SAVE, BGSAVE, BGREWRITEAOF: every node must succeed;
     /// the reply is the first part's (`+OK`, a script's SHA1). When every node answered the
     /// same error it is passed on unchanged (Redis's own text, as from a single server);
     /// otherwise the reply is an error naming each node that failed and why.
@@ -40,22 +40,14 @@ pub enum MergeKind {
     /// PUBSUB NUMSUB / SHARDNUMSUB: `[name, count, name, count, ...]` from every node (the
     /// same names in the same order), counts summed.
     SumPairs,
-    /// SCAN on one master: its `[cursor, keys]` reply with the node's cursor replaced by the
-    /// cluster cursor that continues from it (see [`crate::route::fanout`]).
-    Scan {
-        /// The cursor the node was asked with (position and fingerprint).
-        at: ScanCursor,
-        /// Masters in the scan order the cursor was resolved against.
-        masters: u32,
-    },
-    /// The check step of a cluster SCAN: every master's `CLUSTER NODES` (parts in scan
-    /// order, labelled with their addresses) become `[next cursor, []]`.
-    ScanCheck {
-        /// The check's cursor (fingerprint and `from`).
-        at: ScanCursor,
-        /// Masters in the scan order.
-        masters: u32,
-    },
+    /// LASTSAVE: the smallest of the parts' integers (the oldest save among the nodes, so
+    /// it moves past a time only once every node saved after it).
+    Min,
+    /// Per-node reports (LATENCY LATEST / HISTORY / DOCTOR, MEMORY STATS / DOCTOR, ...): each
+    /// node's reply under its address, `[addr, reply, addr, reply, ...]` (a map for RESP3
+    /// clients, see [`to_resp3`]). When a node failed, the error names each failed node, as
+    /// for [`MergeKind::Unanimous`].
+    ByNode,
 }
 
 /// Merges the parts' reply frames. `order[i]` is the part that holds the client's i-th key
@@ -75,6 +67,19 @@ pub fn merge_labeled(
     if kind == MergeKind::Unanimous {
         return unanimous(parts, labels);
     }
+    if kind == MergeKind::ByNode {
+        if parts.iter().any(|p| resp::is_error(p)) {
+            return unanimous(parts, labels);
+        }
+        let mut out = BytesMut::with_capacity(parts.iter().map(|p| p.len() + 32).sum());
+        resp::put_array_header(&mut out, 2 * parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            let label = labels.get(i).map_or(String::new(), |l| l.to_string());
+            resp::put_bulk(&mut out, label.as_bytes());
+            out.extend_from_slice(p);
+        }
+        return out.freeze();
+    }
     if kind == MergeKind::AnyOk {
         return parts
             .iter()
@@ -87,8 +92,21 @@ pub fn merge_labeled(
         return err.clone();
     }
     match kind {
-        MergeKind::Unanimous => unanimous(parts, labels),
+        MergeKind::Unanimous | MergeKind::ByNode => unanimous(parts, labels),
         MergeKind::AnyOk => parts.first().cloned().unwrap_or_default(),
+        MergeKind::Min => {
+            let mut least: Option<i64> = None;
+            for p in parts {
+                match parse_int_reply(p) {
+                    Some(n) => least = Some(least.map_or(n, |l| l.min(n))),
+                    None => return unexpected(p),
+                }
+            }
+            match least {
+                Some(n) => resp::int(n),
+                None => resp::error("ERR slotproxy: no node answered"),
+            }
+        }
         MergeKind::Concat => {
             let mut elements = Vec::with_capacity(parts.len());
             let mut count = 0;
@@ -200,52 +218,6 @@ pub fn merge_labeled(
             .find(|p| &p[..] != resp::NULL_BULK)
             .cloned()
             .unwrap_or_else(|| Bytes::from_static(resp::NULL_BULK)),
-        MergeKind::ScanCheck { at, masters } => {
-            let mut texts = Vec::with_capacity(parts.len());
-            for p in parts {
-                match resp::Value::decode(p) {
-                    Ok(resp::Value::Bulk(Some(t))) => {
-                        texts.push(String::from_utf8_lossy(&t).into_owned())
-                    }
-                    _ => return unexpected(p),
-                }
-            }
-            let report = fanout::check_report(labels, &texts);
-            let next = at.after_check(masters, &report);
-            let mut out = BytesMut::with_capacity(32);
-            resp::put_array_header(&mut out, 2);
-            resp::put_bulk(&mut out, next.to_string().as_bytes());
-            resp::put_array_header(&mut out, 0);
-            out.freeze()
-        }
-        MergeKind::Scan { at, masters } => {
-            let Some(p) = parts.first() else {
-                return resp::error("ERR slotproxy: SCAN got no reply");
-            };
-            let elements = match resp::array_elements(p) {
-                Some(e) if e.len() == 2 && e[1].first() == Some(&b'*') => e,
-                _ => return unexpected(p),
-            };
-            let node_cursor = match resp::Value::decode(&elements[0]) {
-                Ok(resp::Value::Bulk(Some(c))) => std::str::from_utf8(&c)
-                    .ok()
-                    .and_then(|c| c.parse::<u64>().ok()),
-                _ => None,
-            };
-            let Some(node_cursor) = node_cursor else {
-                return unexpected(p);
-            };
-            let Some(next) = at.next(node_cursor, masters) else {
-                return resp::error(&format!(
-                    "ERR slotproxy: a node's SCAN cursor {node_cursor} is too large to carry"
-                ));
-            };
-            let mut out = BytesMut::with_capacity(p.len() + 24);
-            resp::put_array_header(&mut out, 2);
-            resp::put_bulk(&mut out, next.to_string().as_bytes());
-            out.extend_from_slice(&elements[1]);
-            out.freeze()
-        }
         MergeKind::AllOk => resp::simple("OK"),
         MergeKind::Sum => {
             let mut total: i64 = 0;
@@ -276,6 +248,28 @@ pub fn merge_labeled(
             out.freeze()
         }
     }
+}
+
+/// A merged reply for a RESP3 client (the parts came over RESP2): a per-node listing becomes a
+/// map, and null bulks and arrays become RESP3's null.
+pub fn to_resp3(kind: MergeKind, merged: Bytes) -> Bytes {
+    if kind == MergeKind::ByNode && merged.first() == Some(&b'*') {
+        let Some(cr) = merged.iter().position(|&b| b == b'\r') else {
+            return merged;
+        };
+        let pairs = std::str::from_utf8(&merged[1..cr])
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(|n| n / 2);
+        if let Some(pairs) = pairs {
+            let mut out = BytesMut::with_capacity(merged.len() + 4);
+            out.extend_from_slice(format!("%{pairs}").as_bytes());
+            out.extend_from_slice(&merged[cr..]);
+            return out.freeze();
+        }
+        return merged;
+    }
+    resp::resp3_nulls(merged)
 }
 
 /// Every part must have succeeded; otherwise one error naming each failed node.
@@ -436,35 +430,44 @@ mod tests {
     }
 
     #[test]
-    fn scan_reply_gets_the_cluster_cursor() {
-        let at = ScanCursor {
-            position: 1,
-            fingerprint: 5,
-            node_cursor: 0,
-        };
-        let kind = MergeKind::Scan { at, masters: 3 };
-        let got = merge(kind, &[], &[b(b"*2\r\n$2\r\n12\r\n*1\r\n$1\r\nk\r\n")]);
-        let want = ScanCursor {
-            node_cursor: 12,
-            ..at
-        }
-        .encode()
-        .unwrap();
-        let els = resp::array_elements(&got).unwrap();
-        assert_eq!(&els[0][..], &resp::bulk(want.to_string().as_bytes())[..]);
-        assert_eq!(&els[1][..], b"*1\r\n$1\r\nk\r\n");
-        // The last master finished: on to the check (never cursor 0 here).
-        let last = MergeKind::Scan {
-            at: ScanCursor { position: 2, ..at },
-            masters: 3,
-        };
-        let got = merge(last, &[], &[b(b"*2\r\n$1\r\n0\r\n*0\r\n")]);
-        let check = ScanCursor { position: 3, ..at }.encode().unwrap();
+    fn per_node_reports_are_listed_by_address_and_lastsave_is_the_oldest() {
+        let labels: Vec<Arc<str>> = vec![Arc::from("10.0.0.1:7000"), Arc::from("10.0.0.2:7000")];
+        let parts = [b(b"*0\r\n"), b(b"$2\r\nok\r\n")];
+        let got = merge_labeled(MergeKind::ByNode, &[], &parts, &labels);
         assert_eq!(
-            &resp::array_elements(&got).unwrap()[0][..],
-            &resp::bulk(check.to_string().as_bytes())[..]
+            &got[..],
+            b"*4\r\n$13\r\n10.0.0.1:7000\r\n*0\r\n$13\r\n10.0.0.2:7000\r\n$2\r\nok\r\n"
         );
-        assert!(resp::is_error(&merge(last, &[], &[b(b"+OK\r\n")])));
-        assert_eq!(&merge(last, &[], &[b(b"-ERR x\r\n")])[..], b"-ERR x\r\n");
+        assert_eq!(
+            &to_resp3(MergeKind::ByNode, got)[..],
+            b"%2\r\n$13\r\n10.0.0.1:7000\r\n*0\r\n$13\r\n10.0.0.2:7000\r\n$2\r\nok\r\n"
+        );
+        let failed = merge_labeled(
+            MergeKind::ByNode,
+            &[],
+            &[b(b"*0\r\n"), b(b"-ERR down\r\n")],
+            &labels,
+        );
+        assert_eq!(
+            &failed[..],
+            &b"-ERR slotproxy: failed on 1 of 2 nodes (10.0.0.2:7000: ERR down)\r\n"[..]
+        );
+        assert_eq!(
+            &to_resp3(MergeKind::ByNode, failed.clone())[..],
+            &failed[..]
+        );
+        assert_eq!(
+            &merge(MergeKind::Min, &[], &[b(b":170\r\n"), b(b":150\r\n")])[..],
+            b":150\r\n"
+        );
+        assert!(resp::is_error(&merge(
+            MergeKind::Min,
+            &[],
+            &[b(b"+OK\r\n")]
+        )));
+        assert_eq!(
+            &to_resp3(MergeKind::Mget, b(b"*1\r\n$-1\r\n"))[..],
+            b"*1\r\n_\r\n"
+        );
     }
 }

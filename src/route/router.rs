@@ -57,6 +57,8 @@ pub enum Local {
     ClientNoEvict,
     /// CLIENT REPLY ON|OFF|SKIP (run by the session, which owns the reply queue)
     ClientReply,
+    /// ACL WHOAMI (the client's proxy user)
+    AclWhoami,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -334,7 +336,29 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         // receiving node's: it goes where the proxy's subscribers are.
         "publish" => return Route::Publish,
         // The same answer from any one master.
-        "time" | "lastsave" | "config|get" => return Route::AnyNode,
+        "time" | "config|get" => return Route::AnyNode,
+        // Server administration: every node has its own users, persistence and diagnostics,
+        // so changes go to every node and per-node reports come back listed by node.
+        "acl|whoami" => return Route::Local(Local::AclWhoami),
+        "acl|log" if args.len() == 3 && args[2].eq_ignore_ascii_case(b"reset") => {
+            return every_node(MergeKind::Unanimous)
+        }
+        "acl|cat" | "acl|getuser" | "acl|list" | "acl|users" | "acl|log" | "acl|dryrun"
+        | "acl|genpass" => return Route::AnyNode,
+        "acl|setuser" | "acl|deluser" | "acl|save" | "acl|load" | "save" | "bgsave"
+        | "bgrewriteaof" | "config|rewrite" | "memory|purge" => {
+            return every_node(MergeKind::Unanimous)
+        }
+        "lastsave" => return every_node(MergeKind::Min),
+        "latency|reset" => return every_node(MergeKind::Sum),
+        "latency|latest"
+        | "latency|history"
+        | "latency|doctor"
+        | "latency|graph"
+        | "latency|histogram"
+        | "memory|stats"
+        | "memory|doctor"
+        | "memory|malloc-stats" => return every_node(MergeKind::ByNode),
         "config|set" | "config|resetstat" => {
             return Route::FanOut(FanOut::AllNodes {
                 kind: MergeKind::Unanimous,
@@ -404,6 +428,14 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         return Route::Blocking(slot);
     }
     Route::Slot(slot)
+}
+
+/// To every node, masters and replicas, merged by `kind`.
+fn every_node(kind: MergeKind) -> Route {
+    Route::FanOut(FanOut::AllNodes {
+        kind,
+        config_set: false,
+    })
 }
 
 /// Where a command without keys goes (after the commands the proxy answers itself).
@@ -648,8 +680,8 @@ mod tests {
 
     #[test]
     fn refusals_name_the_command() {
-        assert!(err(r(&["CONFIG", "REWRITE"])).contains("'CONFIG REWRITE' yet"));
-        assert!(err(r(&["MEMORY", "STATS"])).contains("'MEMORY STATS' yet"));
+        assert!(err(r(&["SWAPDB", "0", "1"])).contains("'SWAPDB' yet"));
+        assert!(err(r(&["CLIENT", "PAUSE", "10"])).contains("'CLIENT PAUSE' yet"));
         assert!(err(r(&["DEBUG", "SLEEP", "0"])).contains("not available through slotproxy"));
         assert!(err(r(&["CLUSTER", "NODES"])).contains("not available through slotproxy"));
         assert!(err(r(&["READONLY"])).contains("not available"));
@@ -731,6 +763,13 @@ mod tests {
             })
         );
         assert_eq!(r(&["CONFIG", "GET", "maxmemory"]), Route::AnyNode);
+        for args in [&["ACL", "SETUSER", "u", "on"][..], &["ACL", "LOG", "reset"]] {
+            assert_eq!(r(args), every_node(MergeKind::Unanimous));
+        }
+        assert_eq!(r(&["ACL", "LOG", "5"]), Route::AnyNode);
+        assert_eq!(r(&["ACL", "WHOAMI"]), Route::Local(Local::AclWhoami));
+        assert_eq!(r(&["LATENCY", "LATEST"]), every_node(MergeKind::ByNode));
+        assert_eq!(r(&["LASTSAVE"]), every_node(MergeKind::Min));
         assert_eq!(r(&["PUBLISH", "ch", "m"]), Route::Publish);
         assert_eq!(r(&["TIME"]), Route::AnyNode);
         assert_eq!(

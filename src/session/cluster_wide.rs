@@ -1,16 +1,16 @@
-//! Cluster-wide commands (KEYS, DBSIZE, SCAN, FLUSHALL, CONFIG SET, SCRIPT KILL, ...): one
-//! call per node the current map names, merged into the client's one reply.
+//! Cluster-wide commands (KEYS, DBSIZE, FLUSHALL, CONFIG SET, SCRIPT KILL, ACL SETUSER,
+//! LATENCY, ...): one call per node the current map names, merged into the client's one
+//! reply. (SCAN runs its steps in [`super::scan`].)
 
 use super::Session;
 use crate::backend::worker::CLUSTERDOWN_UNSERVED;
 use crate::route::dispatch::{Call, Dest, Merge, Target};
-use crate::route::fanout::{self, ScanStep};
+use crate::route::fanout;
 use crate::route::merge::MergeKind;
 use crate::route::resp;
 use crate::route::router::FanOut;
 use bytes::Bytes;
 use std::rc::Rc;
-use std::sync::Arc;
 
 impl Session {
     /// Sends a cluster-wide command to the nodes the current map names and merges the replies
@@ -44,39 +44,15 @@ impl Session {
                         "ERR slotproxy: CONFIG SET is disabled by the proxy's allow_config_set setting",
                     ));
                 }
+                if args[0].eq_ignore_ascii_case(b"acl") {
+                    let user = &self.worker.shared.settings.config.backend_user;
+                    if let Some(why) = crate::access::acl_guard::lockout(args, user) {
+                        return self.push_ready(resp::error(&why));
+                    }
+                }
                 (fanout::all_nodes(&map), kind, wire)
             }
-            FanOut::Scan(cursor) => {
-                let plan = fanout::scan_plan(&map);
-                if plan.order.is_empty() {
-                    return self.push_ready(resp::error(CLUSTERDOWN_UNSERVED));
-                }
-                if plan.order.len() > fanout::MAX_SCAN_MASTERS {
-                    return self.push_ready(resp::error(&format!(
-                        "ERR slotproxy: SCAN supports at most {} masters",
-                        fanout::MAX_SCAN_MASTERS
-                    )));
-                }
-                let at = cursor.resume(&plan);
-                let masters = plan.order.len() as u32;
-                match at.step(masters) {
-                    ScanStep::Visit(i) => {
-                        let node = Arc::clone(&plan.order[i]);
-                        let mut node_args = args.to_vec();
-                        node_args[1] = Bytes::from(at.node_cursor.to_string());
-                        (
-                            vec![node],
-                            MergeKind::Scan { at, masters },
-                            resp::encode_command(&node_args).freeze(),
-                        )
-                    }
-                    ScanStep::Check { .. } => (
-                        plan.order,
-                        MergeKind::ScanCheck { at, masters },
-                        Bytes::from_static(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nNODES\r\n"),
-                    ),
-                }
-            }
+            FanOut::Scan(cursor) => return self.scan(cursor, args),
         };
         if nodes.is_empty() {
             return self.push_ready(resp::error(CLUSTERDOWN_UNSERVED));

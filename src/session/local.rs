@@ -82,6 +82,15 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
             None => Bytes::from_static(resp::NULL_BULK).into(),
         },
         Local::ClientId => resp::int(client.id as i64).into(),
+        // The proxy's user: the nodes only ever see the proxy's own backend login.
+        Local::AclWhoami => resp::bulk(
+            client
+                .user
+                .as_ref()
+                .map_or("default", |u| &u.name)
+                .as_bytes(),
+        )
+        .into(),
         Local::ClientList => client_list(&args[2..], shared).into(),
         Local::ClientInfo => {
             let now = shared.metrics.started.elapsed().as_millis() as u64;

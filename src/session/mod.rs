@@ -18,6 +18,7 @@ mod login;
 pub mod observe;
 mod pubsub;
 mod reply_mode;
+mod scan;
 pub mod scratch;
 mod tx;
 mod wait;
