@@ -57,6 +57,13 @@ pub enum Local {
     ClientNoEvict,
     /// CLIENT REPLY ON|OFF|SKIP (run by the session, which owns the reply queue)
     ClientReply,
+    /// CLIENT UNBLOCK id [TIMEOUT|ERROR] (run by the session: the outcome comes from the
+    /// blocked client's session)
+    ClientUnblock,
+    /// CLIENT PAUSE timeout [WRITE|ALL] (the proxy's clients, on every worker)
+    ClientPause,
+    /// CLIENT UNPAUSE
+    ClientUnpause,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -290,6 +297,9 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         "client|kill" => return Route::Local(Local::ClientKill),
         "client|no-evict" => return Route::Local(Local::ClientNoEvict),
         "client|reply" => return Route::Local(Local::ClientReply),
+        "client|unblock" => return Route::Local(Local::ClientUnblock),
+        "client|pause" => return Route::Local(Local::ClientPause),
+        "client|unpause" => return Route::Local(Local::ClientUnpause),
         "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
             return Route::Local(Local::Slowlog)
         }
@@ -406,7 +416,7 @@ fn keyless(spec: &CommandSpec) -> Route {
     if container == "client" {
         return unsupported(
             spec,
-            "the proxy answers CLIENT SETNAME, GETNAME, ID, LIST, INFO, KILL, NO-EVICT and REPLY",
+            "the proxy answers CLIENT SETNAME, GETNAME, ID, LIST, INFO, KILL, NO-EVICT, REPLY, UNBLOCK, PAUSE and UNPAUSE",
         );
     }
     if NODE_LEVEL.contains(&container) {
