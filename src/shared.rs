@@ -166,6 +166,8 @@ pub struct Registries {
     pub scripts: crate::route::scripts::Scripts,
     /// Admin engine runs.
     pub jobs: crate::admin::jobs::Jobs,
+    /// CLIENT PAUSE in force over all the proxy's clients.
+    pub pause: crate::session::pause::ClientPause,
 }
 
 /// The proxy's own counters. Workers write only their own padded [`WorkerStats`]; the rest
@@ -173,6 +175,8 @@ pub struct Registries {
 pub struct Counters {
     /// When the proxy started.
     pub started: Instant,
+    /// This run's random ID (INFO's `run_id`: 40 hex digits, fixed for the proxy's life).
+    pub run_id: String,
     /// One entry per worker.
     pub workers: Vec<WorkerStats>,
     /// Connections refused because `max_clients` was reached.
@@ -283,6 +287,10 @@ impl Shared {
         Shared {
             metrics: Counters {
                 started: Instant::now(),
+                run_id: rand::random::<[u8; 20]>()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
                 workers: (0..workers).map(|_| WorkerStats::default()).collect(),
                 rejected_clients: AtomicU64::new(0),
                 tls_handshake_failures: AtomicU64::new(0),

@@ -483,8 +483,8 @@ fn connection_commands_and_info_look_like_redis() {
     );
     for (cmd, text) in [
         (
-            vec!["CLIENT", "PAUSE", "10"],
-            "does not support 'CLIENT PAUSE' yet",
+            vec!["CLIENT", "TRACKING", "on"],
+            "does not support 'CLIENT TRACKING' yet",
         ),
         (
             vec!["MONITOR"],

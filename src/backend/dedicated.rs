@@ -115,6 +115,9 @@ struct Inner {
 pub struct Dedicated {
     inner: Rc<Inner>,
     task: JoinHandle<()>,
+    /// The connection's own `CLIENT ID` on its node, once asked (only connections that run
+    /// blocking commands ask it: CLIENT UNBLOCK names the node's client by it).
+    node_id: std::cell::Cell<Option<i64>>,
 }
 
 impl Drop for Dedicated {
@@ -154,7 +157,22 @@ impl Dedicated {
             inner.push(h, Expect::Handshake { auth: false });
         }
         let task = tokio::task::spawn_local(Rc::clone(&inner).run(dialer, connect_timeout));
-        Dedicated { inner, task }
+        Dedicated {
+            inner,
+            task,
+            node_id: std::cell::Cell::new(None),
+        }
+    }
+
+    /// The connection's `CLIENT ID` on its node, if it was asked and answered.
+    pub fn node_id(&self) -> Option<i64> {
+        self.node_id.get()
+    }
+
+    /// Records the connection's `CLIENT ID` on its node (it stays the same for the
+    /// connection's life).
+    pub fn set_node_id(&self, id: Option<i64>) {
+        self.node_id.set(id);
     }
 
     /// The node this connection goes to.

@@ -319,37 +319,22 @@ fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
     let t = Totals::read(shared);
     let cfg = shared.settings.live.get();
     let mut out = String::new();
-    let uptime = shared.metrics.started.elapsed().as_secs();
     for s in sections {
         match *s {
             "server" => {
-                let _ = write!(
-                    out,
-                    "# Server\r\nredis_version:{}\r\nslotproxy_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nworkers:{}\r\nconfig_file:{}\r\n\r\n",
-                    shared.topology.redis_version(),
-                    env!("CARGO_PKG_VERSION"),
-                    std::env::consts::OS,
-                    std::env::consts::ARCH,
-                    usize::BITS,
-                    std::process::id(),
-                    shared.settings.port,
-                    uptime,
-                    uptime / 86400,
-                    shared.metrics.workers.len(),
-                    shared
-                        .settings.live
-                        .path
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                );
+                out.push_str("# Server\r\n");
+                for (k, v) in server_fields(shared) {
+                    let _ = write!(out, "{k}:{v}\r\n");
+                }
+                out.push_str("\r\n");
             }
             "clients" => {
                 let _ = write!(
                     out,
-                    "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\nslotproxy_pending_reply_bytes:{}\r\nslotproxy_requests_in_flight:{}\r\n\r\n",
+                    "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\nslotproxy_pending_reply_bytes:{}\r\nslotproxy_requests_in_flight:{}\r\n\r\n",
                     t.clients,
                     cfg.max_clients,
+                    shared.registries.clients.blocked(),
                     t.pending_out,
                     t.in_flight(),
                 );
@@ -405,6 +390,106 @@ fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
         out.truncate(out.len() - 2);
     }
     out
+}
+
+/// INFO's `# Server` fields: every field of Redis 7.0's, in its order, with the proxy's own
+/// values where the backends' would mislead (its process, executable, config file, port,
+/// run ID, uptime), then the proxy's own fields. `redis_version` is the backends', which
+/// clients use to pick features.
+fn server_fields(shared: &Shared) -> Vec<(&'static str, String)> {
+    let uptime = shared.metrics.started.elapsed().as_secs();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let multiplexing = if cfg!(target_os = "linux") {
+        "epoll"
+    } else if cfg!(any(target_os = "macos", target_os = "freebsd")) {
+        "kqueue"
+    } else {
+        "poll"
+    };
+    let workers = shared.metrics.workers.len();
+    vec![
+        ("redis_version", shared.topology.redis_version()),
+        ("redis_git_sha1", "00000000".into()),
+        ("redis_git_dirty", "0".into()),
+        ("redis_build_id", build_id()),
+        ("redis_mode", "standalone".into()),
+        ("os", os_name()),
+        ("arch_bits", usize::BITS.to_string()),
+        // Rust's `Instant` reads CLOCK_MONOTONIC.
+        ("monotonic_clock", "POSIX clock_gettime".into()),
+        ("multiplexing_api", multiplexing.into()),
+        ("atomicvar_api", "rust-std-atomics".into()),
+        // Not built by GCC: Redis shows 0.0.0 then.
+        ("gcc_version", "0.0.0".into()),
+        ("process_id", std::process::id().to_string()),
+        ("process_supervised", "no".into()),
+        ("run_id", shared.metrics.run_id.clone()),
+        ("tcp_port", shared.settings.port.to_string()),
+        ("server_time_usec", unix.as_micros().to_string()),
+        ("uptime_in_seconds", uptime.to_string()),
+        ("uptime_in_days", (uptime / 86400).to_string()),
+        // Redis's defaults: the proxy has no cron whose rate these would describe.
+        ("hz", "10".into()),
+        ("configured_hz", "10".into()),
+        // Redis's LRU clock: seconds, in 24 bits.
+        ("lru_clock", (unix.as_secs() & ((1 << 24) - 1)).to_string()),
+        (
+            "executable",
+            std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "config_file",
+            shared
+                .settings
+                .live
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+        // Its workers do client I/O on as many threads.
+        ("io_threads_active", u8::from(workers > 1).to_string()),
+        ("slotproxy_version", env!("CARGO_PKG_VERSION").into()),
+        ("workers", workers.to_string()),
+    ]
+}
+
+/// A fixed hex ID for this build of the proxy (INFO's `redis_build_id`).
+fn build_id() -> String {
+    // FNV-1a over the name and version: stable across runs and machines.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in concat!("slotproxy ", env!("CARGO_PKG_VERSION")).bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:x}")
+}
+
+/// The system's name, release and machine, as Redis shows them (`uname`).
+fn os_name() -> String {
+    // SAFETY: `uname` fills the zeroed struct it is given; its fields are NUL-terminated
+    // strings within their arrays.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return format!("{} {}", std::env::consts::OS, std::env::consts::ARCH);
+    }
+    let field = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    format!(
+        "{} {} {}",
+        field(&u.sysname),
+        field(&u.release),
+        field(&u.machine)
+    )
 }
 
 fn us(v: Option<f64>) -> String {
@@ -524,6 +609,13 @@ mod tests {
 
     use crate::route::resp::test_args as args;
 
+    fn field_text(text: &str, name: &str) -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     #[test]
     fn sections_and_filtering() {
         let shared = Shared::new(Config::default(), 2, 7617);
@@ -539,6 +631,23 @@ mod tests {
             two.starts_with("# Clients") && two.contains("# Cluster") && !two.contains("# Stats")
         );
         assert!(render(&wanted(&args(&["nosuch"])), &shared, &b).is_empty());
+        let run_id = field_text(&server, "run_id");
+        assert!(run_id.len() == 40 && run_id.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(field_text(&server, "tcp_port"), "7617");
+        assert_eq!(
+            field_text(&server, "process_id"),
+            std::process::id().to_string()
+        );
+        assert!(
+            field_text(&server, "os").split(' ').count() >= 3,
+            "{server}"
+        );
+        let again = render(&wanted(&args(&["server"])), &shared, &b);
+        assert_eq!(
+            field_text(&again, "run_id"),
+            run_id,
+            "fixed for the proxy's life"
+        );
         assert_eq!(wanted(&args(&["everything"])).len(), 5);
     }
 }

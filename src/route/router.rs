@@ -59,6 +59,13 @@ pub enum Local {
     ClientReply,
     /// ACL WHOAMI (the client's proxy user)
     AclWhoami,
+    /// CLIENT UNBLOCK id [TIMEOUT|ERROR] (run by the session: the outcome comes from the
+    /// blocked client's session)
+    ClientUnblock,
+    /// CLIENT PAUSE timeout [WRITE|ALL] (the proxy's clients, on every worker)
+    ClientPause,
+    /// CLIENT UNPAUSE
+    ClientUnpause,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -295,6 +302,9 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         "client|kill" => return Route::Local(Local::ClientKill),
         "client|no-evict" => return Route::Local(Local::ClientNoEvict),
         "client|reply" => return Route::Local(Local::ClientReply),
+        "client|unblock" => return Route::Local(Local::ClientUnblock),
+        "client|pause" => return Route::Local(Local::ClientPause),
+        "client|unpause" => return Route::Local(Local::ClientUnpause),
         "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
             return Route::Local(Local::Slowlog)
         }
@@ -444,7 +454,7 @@ fn keyless(spec: &CommandSpec) -> Route {
     if container == "client" {
         return unsupported(
             spec,
-            "the proxy answers CLIENT SETNAME, GETNAME, ID, LIST, INFO, KILL, NO-EVICT and REPLY",
+            "the proxy answers CLIENT SETNAME, GETNAME, ID, LIST, INFO, KILL, NO-EVICT, REPLY, UNBLOCK, PAUSE and UNPAUSE",
         );
     }
     if NODE_LEVEL.contains(&container) {
@@ -681,7 +691,7 @@ mod tests {
     #[test]
     fn refusals_name_the_command() {
         assert!(err(r(&["SWAPDB", "0", "1"])).contains("'SWAPDB' yet"));
-        assert!(err(r(&["CLIENT", "PAUSE", "10"])).contains("'CLIENT PAUSE' yet"));
+        assert!(err(r(&["CLIENT", "TRACKING", "on"])).contains("'CLIENT TRACKING' yet"));
         assert!(err(r(&["DEBUG", "SLEEP", "0"])).contains("not available through slotproxy"));
         assert!(err(r(&["CLUSTER", "NODES"])).contains("not available through slotproxy"));
         assert!(err(r(&["READONLY"])).contains("not available"));

@@ -7,18 +7,42 @@
 //! ASK sends ASKING first, an address the topology does not list waits for a refresh to list
 //! it); the lease is returned only once its reply arrived, and when the client leaves, the
 //! session aborts the task, which drops the lease and closes the connection — the node then
-//! forgets the blocked client.
+//! forgets the blocked client. While it waits, the command counts as blocked for its client
+//! (INFO's `blocked_clients`, CLIENT LIST's `b`) and CLIENT UNBLOCK can end it (see
+//! [`crate::session::unblock`]).
 
-use crate::backend::dedicated::{Expect, Quota};
+use super::Session;
+use crate::backend::dedicated::{Expect, Lease, Quota};
 use crate::backend::worker::{Worker, CLUSTERDOWN_UNSERVED};
 use crate::route::dispatch::{parse_redirect, Redirect, ReplySlot, MAX_REDIRECTS};
 use crate::route::resp;
+use crate::session::unblock::{self, OpGuard};
 use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+const CLIENT_ID: &[u8] = b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n";
+
+impl Session {
+    /// Runs a blocking command on a connection of its own, as a task of this client.
+    pub(super) fn blocking(&mut self, start: Start, wire: Bytes) {
+        let slot_rc = self.new_slot();
+        self.queue.push_back(Rc::clone(&slot_rc));
+        let task = tokio::task::spawn_local(run(
+            Rc::clone(&self.worker),
+            wire,
+            start,
+            self.client.resp3,
+            self.quota.clone(),
+            slot_rc,
+            self.blocked_ops.start(&self.live),
+        ));
+        self.tasks.retain(|t| !t.is_finished());
+        self.tasks.push(task.abort_handle());
+    }
+}
 
 /// Where a blocking command goes first.
 pub enum Start {
@@ -29,7 +53,8 @@ pub enum Start {
 }
 
 /// Runs one blocking command to completion and fills `reply` with its answer; its connection
-/// counts against the client's `quota` while the command runs.
+/// counts against the client's `quota` while the command runs, and `op` counts it as blocked
+/// until the reply is in.
 pub async fn run(
     worker: Rc<Worker>,
     wire: Bytes,
@@ -37,11 +62,19 @@ pub async fn run(
     resp3: bool,
     quota: Quota,
     reply: Rc<ReplySlot>,
+    op: OpGuard,
 ) {
-    reply.fill(answer(&worker, wire, start, resp3, &quota).await);
+    reply.fill(answer(&worker, wire, start, resp3, &quota, &op).await);
 }
 
-async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool, quota: &Quota) -> Bytes {
+async fn answer(
+    worker: &Worker,
+    wire: Bytes,
+    start: Start,
+    resp3: bool,
+    quota: &Quota,
+    op: &OpGuard,
+) -> Bytes {
     let mut addr = match start {
         Start::Node(a) => a,
         Start::Slot(slot) => match worker.shared.topology.map.load().owner(slot) {
@@ -57,10 +90,7 @@ async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool, quota: 
             Ok(l) => l,
             Err(e) => return resp::error(&e.to_string()),
         };
-        if asking {
-            lease.send(Bytes::from_static(ASKING), Expect::Discard);
-        }
-        let frame = lease.request(wire.clone(), None).await;
+        let frame = wait_reply(worker, &lease, wire.clone(), asking, op).await;
         worker.dedicated.give_back(lease);
         tries += 1;
         let redirect = if resp::is_error(&frame) {
@@ -97,5 +127,71 @@ async fn answer(worker: &Worker, wire: Bytes, start: Start, resp3: bool, quota: 
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+}
+
+/// Sends the command on `lease` (after `ASKING` if `asking`) and waits for its reply. A CLIENT
+/// UNBLOCK handed to `op` meanwhile is passed on to the node, which then answers the command.
+async fn wait_reply(
+    worker: &Worker,
+    lease: &Lease,
+    wire: Bytes,
+    asking: bool,
+    op: &OpGuard,
+) -> Bytes {
+    let signal = op.signal();
+    // The connection's id on its node, asked once, before the first command it blocks:
+    // pipelined, so it costs no round trip, and it has arrived by the time the node blocks.
+    let mut id_slot = None;
+    if lease.node_id().is_none() {
+        let s = ReplySlot::new(signal);
+        lease.send(
+            Bytes::from_static(CLIENT_ID),
+            Expect::Reply {
+                slot: Rc::clone(&s),
+                pinned: false,
+                timeout: None,
+            },
+        );
+        id_slot = Some(s);
+    }
+    if asking {
+        lease.send(Bytes::from_static(ASKING), Expect::Discard);
+    }
+    let slot = ReplySlot::new(signal);
+    lease.send(
+        wire,
+        Expect::Reply {
+            slot: Rc::clone(&slot),
+            pinned: false,
+            timeout: None,
+        },
+    );
+    let mut request = None;
+    loop {
+        if let Some(frame) = slot.take() {
+            // An UNBLOCK not passed on yet is dropped: the asker gets 0, as the command is done.
+            return frame;
+        }
+        if let Some(id) = id_slot.as_ref().and_then(|s| s.take()) {
+            let id = id
+                .strip_prefix(b":")
+                .and_then(|b| resp::parse_int(b.strip_suffix(b"\r\n")?));
+            lease.set_node_id(id);
+            id_slot = None;
+        }
+        if request.is_none() {
+            request = op.take_request();
+        }
+        match (request.take(), lease.node_id()) {
+            (Some(r), Some(id)) => unblock::ask_node(worker, lease.addr(), id, r),
+            // The id is on its way (it precedes the command's reply).
+            (Some(r), None) if id_slot.is_some() => request = Some(r),
+            (Some(r), None) => {
+                let _ = r.done.send(Err(unblock::NO_NODE_ID.to_string()));
+            }
+            (None, _) => {}
+        }
+        signal.notified().await;
     }
 }

@@ -10,7 +10,8 @@
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Instant;
@@ -20,13 +21,23 @@ use std::time::Instant;
 pub struct Live {
     /// Milliseconds since the proxy started, at the client's last read.
     pub last_active_ms: AtomicU64,
-    /// Set by CLIENT KILL; the session closes when it sees it.
-    pub killed: AtomicBool,
+    /// What other clients asked of this one ([`KILLED`], [`UNBLOCK`] bits), set from any
+    /// thread; the session looks at it in every wait (one atomic load for both requests).
+    pub attention: AtomicU8,
     /// The session task's waker, registered once when it starts ([`Live::register_waker`]):
-    /// CLIENT KILL, which may run on another worker's thread, wakes it after setting `killed`.
-    /// Registered once rather than at every wait because the session checks `killed` in every
-    /// wait (an atomic load), and a lock per wait would cost every request.
+    /// CLIENT KILL and CLIENT UNBLOCK, which may run on another worker's thread, wake it after
+    /// setting `attention`. Registered once rather than at every wait because the session
+    /// checks `attention` in every wait (an atomic load), and a lock per wait would cost every
+    /// request.
     waker: Mutex<Option<Waker>>,
+    /// This client's commands that are blocked now: blocking commands and WAITs waiting for
+    /// their reply, and a request CLIENT PAUSE holds. Above 0 the client counts in INFO's
+    /// `blocked_clients` and shows flag `b`. Only [`BlockedMark`]s change it, so no exit path
+    /// leaks a count.
+    pub blocked: AtomicU32,
+    /// CLIENT UNBLOCK requests for this client, in arrival order, until its session takes
+    /// them (it is woken with [`UNBLOCK`] set).
+    unblocks: Mutex<Vec<UnblockRequest>>,
     /// Channel subscriptions.
     pub sub: AtomicU64,
     /// Pattern subscriptions.
@@ -46,13 +57,87 @@ impl Live {
         *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker.clone());
     }
 
-    /// Wakes the session (after `killed` was set), from any thread.
+    /// Whether CLIENT KILL ended this client.
+    pub fn killed(&self) -> bool {
+        self.attention.load(Relaxed) & KILLED != 0
+    }
+
+    /// Hands a CLIENT UNBLOCK request to this client's session (on whatever thread it runs)
+    /// and wakes it.
+    pub fn request_unblock(&self, r: UnblockRequest) {
+        self.unblocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r);
+        // Release: the session that sees the bit (Acquire) then finds the request.
+        self.attention.fetch_or(UNBLOCK, Ordering::Release);
+        self.wake();
+    }
+
+    /// The CLIENT UNBLOCK requests that arrived since the last call, oldest first (clears
+    /// [`UNBLOCK`] first, so a request pushed meanwhile sets it again and is not missed).
+    pub fn take_unblocks(&self) -> Vec<UnblockRequest> {
+        self.attention.fetch_and(!UNBLOCK, Ordering::Acquire);
+        std::mem::take(&mut *self.unblocks.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Wakes the session (after `attention` was set), from any thread.
     fn wake(&self) {
         if let Some(w) = &*self.waker.lock().unwrap_or_else(|e| e.into_inner()) {
             w.wake_by_ref();
         }
     }
 }
+
+/// How CLIENT UNBLOCK ends a blocked command: as if its timeout passed, or with Redis's
+/// `-UNBLOCKED` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnblockMode {
+    /// `TIMEOUT` (the default): the command's own timeout reply.
+    Timeout,
+    /// `ERROR`: `-UNBLOCKED client unblocked via CLIENT UNBLOCK`.
+    Error,
+}
+
+/// What CLIENT UNBLOCK's asker is told: whether the client was blocked and got unblocked
+/// (`:1` / `:0`), or an error saying why the proxy could not tell.
+pub type UnblockOutcome = Result<bool, String>;
+
+/// One CLIENT UNBLOCK on its way from the asking client's session to the blocked client's
+/// (they may run on different threads). Dropping it unanswered answers `:0`: the client was
+/// no longer blocked.
+#[derive(Debug)]
+pub struct UnblockRequest {
+    /// How to end the wait.
+    pub mode: UnblockMode,
+    /// Where the outcome goes.
+    pub done: tokio::sync::oneshot::Sender<UnblockOutcome>,
+}
+
+/// Counts one blocked command of a client in [`Live::blocked`] for as long as it exists:
+/// created when the command starts waiting, dropped when its reply is in (or its task is
+/// aborted because the client left or was killed), whichever way it ends.
+#[derive(Debug)]
+pub struct BlockedMark(Arc<Live>);
+
+impl BlockedMark {
+    /// Marks one more blocked command of the client `live` belongs to.
+    pub fn new(live: &Arc<Live>) -> BlockedMark {
+        live.blocked.fetch_add(1, Relaxed);
+        BlockedMark(Arc::clone(live))
+    }
+}
+
+impl Drop for BlockedMark {
+    fn drop(&mut self) {
+        self.0.blocked.fetch_sub(1, Relaxed);
+    }
+}
+
+/// [`Live::attention`] bit: CLIENT KILL ended the client; its session closes.
+pub const KILLED: u8 = 1;
+/// [`Live::attention`] bit: CLIENT UNBLOCK requests wait in [`Live::take_unblocks`].
+pub const UNBLOCK: u8 = 2;
 
 /// One client connection.
 #[derive(Debug, Clone)]
@@ -87,8 +172,10 @@ impl Registry {
     pub fn add(&self, id: u64, addr: String, laddr: String, fd: i64) -> Arc<Live> {
         let live = Arc::new(Live {
             last_active_ms: AtomicU64::new(0),
-            killed: AtomicBool::new(false),
+            attention: AtomicU8::new(0),
             waker: Mutex::new(None),
+            blocked: AtomicU32::new(0),
+            unblocks: Mutex::new(Vec::new()),
             sub: AtomicU64::new(0),
             psub: AtomicU64::new(0),
             ssub: AtomicU64::new(0),
@@ -157,10 +244,31 @@ impl Registry {
             .map(|e| e.live)
             .collect();
         for v in &victims {
-            v.killed.store(true, Relaxed);
+            v.attention.fetch_or(KILLED, Relaxed);
             v.wake();
         }
         victims.len()
+    }
+
+    /// The entry of client `id`, if it is connected.
+    pub fn live(&self, id: u64) -> Option<Arc<Live>> {
+        self.clients
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).map(|e| Arc::clone(&e.live)))
+    }
+
+    /// How many clients are blocked now (INFO's `blocked_clients`); counted over the entries,
+    /// so a client that is gone can never be counted.
+    pub fn blocked(&self) -> usize {
+        self.clients
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|e| e.live.blocked.load(Relaxed) > 0)
+                    .count()
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -175,11 +283,7 @@ pub fn line(e: &Entry, now_ms: u64) -> String {
         l.ssub.load(Relaxed),
     );
     let multi = l.multi.load(Relaxed);
-    let flags = match (sub + psub + ssub > 0, multi) {
-        (true, _) => "P",
-        (false, true) => "x",
-        _ => "N",
-    };
+    let flags = flags(sub + psub + ssub > 0, multi, l.blocked.load(Relaxed) > 0);
     let mut out = String::new();
     let _ = write!(
         out,
@@ -195,6 +299,27 @@ pub fn line(e: &Entry, now_ms: u64) -> String {
         l.resp.load(Relaxed),
     );
     out
+}
+
+/// Redis's reply to a CLIENT subcommand given the wrong number of arguments, naming it as
+/// the client typed it (at most 128 characters), as Redis does.
+pub fn syntax_error(sub: &[u8]) -> String {
+    let sub: String = String::from_utf8_lossy(sub).chars().take(128).collect();
+    format!("ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP.")
+}
+
+/// CLIENT LIST's `flags` field: Redis's letters for the states the proxy has, in Redis's
+/// order (`P` subscribed, `x` in MULTI, `b` blocked), or `N` for none.
+fn flags(subscribed: bool, multi: bool, blocked: bool) -> String {
+    let mut f: String = [(subscribed, 'P'), (multi, 'x'), (blocked, 'b')]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, c)| *c)
+        .collect();
+    if f.is_empty() {
+        f.push('N');
+    }
+    f
 }
 
 /// Which clients CLIENT KILL ends.
@@ -327,7 +452,7 @@ mod tests {
         assert!(!f.matches(&all[1], 2));
         let f = KillFilter::parse(&args(&["LADDR", "127.0.0.1:7617"])).unwrap();
         assert_eq!(r.kill(&f, 1), 1);
-        assert!(live.killed.load(Relaxed));
+        assert!(live.killed());
         let refused = |a: &[&str]| KillFilter::parse(&args(a)).unwrap_err().to_string();
         assert_eq!(
             refused(&["ID", "x"]),
@@ -353,5 +478,17 @@ mod tests {
         assert!(!f.matches(&all[0], 9) && f.matches(&all[1], 9));
         assert!(line(&all[0], 0).contains(" user=app "));
         assert!(line(&all[1], 0).contains(" user=default "));
+        // A blocked client counts and shows `b` after its other letters.
+        assert_eq!(r.blocked(), 0);
+        live.blocked.store(1, Relaxed);
+        assert_eq!(r.blocked(), 1);
+        assert!(line(&r.snapshot()[1], 0).contains(" flags=Pb "));
+        assert_eq!(flags(false, false, false), "N");
+        assert_eq!(flags(false, true, true), "xb");
+        assert!(r.live(2).is_some() && r.live(3).is_none());
+        let mark = BlockedMark::new(&live);
+        assert_eq!(live.blocked.load(Relaxed), 2);
+        drop(mark);
+        assert_eq!(live.blocked.load(Relaxed), 1);
     }
 }

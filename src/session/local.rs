@@ -116,6 +116,18 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
             }
             Err(e) => resp::error(&e.to_string()).into(),
         },
+        Local::ClientPause => match crate::session::pause::parse(&args[1..]) {
+            Ok((ms, mode)) => {
+                let now = shared.metrics.started.elapsed().as_millis() as u64;
+                shared.registries.pause.pause(mode, ms, now);
+                ok().into()
+            }
+            Err(e) => resp::error(&e).into(),
+        },
+        Local::ClientUnpause => {
+            shared.registries.pause.unpause();
+            ok().into()
+        }
         Local::ClientNoEvict => match text_arg(&args[2]).to_ascii_lowercase().as_str() {
             "on" | "off" => ok().into(),
             _ => resp::error("ERR syntax error").into(),
@@ -124,7 +136,7 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         Local::Info => resp::error("ERR slotproxy: INFO must be run by the session").into(),
         Local::Slowlog => crate::metrics::slowlog::answer(args, &shared.metrics.slowlog).into(),
         // Admin commands are asynchronous; the session runs them (see `session`).
-        Local::Proxy | Local::Reset | Local::ClientReply => {
+        Local::Proxy | Local::Reset | Local::ClientReply | Local::ClientUnblock => {
             resp::error("ERR slotproxy: this command must be run by the session").into()
         }
     }

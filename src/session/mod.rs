@@ -8,19 +8,23 @@
 //!
 //! What cannot share a multiplexed connection gets one of its own: blocking commands run as
 //! tasks of this session on leased connections (aborted when the client leaves), transactions
-//! live in `tx`, subscriptions in `pubsub`.
+//! live in `tx`, subscriptions in `pubsub`. A request CLIENT PAUSE holds stops the client's
+//! parsing and reading until the pause lets it go (`hold`).
 
 pub mod blocking;
 pub mod clients;
 mod cluster_wide;
+mod hold;
 pub mod local;
 mod login;
 pub mod observe;
+pub mod pause;
 mod pubsub;
 mod reply_mode;
 mod scan;
 pub mod scratch;
 mod tx;
+pub mod unblock;
 mod wait;
 
 use crate::admin;
@@ -132,6 +136,9 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         touched_resp3: false,
         wait_last: None,
         reply_mode: ReplyMode::default(),
+        blocked_ops: Rc::default(),
+        paused: None,
+        pause_word: 0,
     };
     if s.acl {
         s.client.peer_ip = s.stream.peer_addr().ok().map(|a| a.ip());
@@ -224,12 +231,19 @@ struct Session {
     acl: bool,
     /// Stats, slow log, live limits and shutdown state (see [`crate::session::observe`]).
     obs: crate::session::observe::SessionObs,
+    /// This client's blocking commands and WAITs while they wait, for CLIENT UNBLOCK.
+    blocked_ops: Rc<unblock::Ops>,
+    /// The request CLIENT PAUSE holds, if any: nothing after it is parsed until it goes.
+    paused: Option<Box<hold::Held>>,
+    /// The CLIENT PAUSE word read for the current batch (0: no pause, nothing to check).
+    pause_word: u64,
 }
 
 enum Event {
     Replies,
     Readable(io::Result<()>),
-    Killed,
+    /// Another client asked something of this one ([`clients::Live::attention`]).
+    Attention(u8),
     Writable(io::Result<()>),
 }
 
@@ -239,6 +253,9 @@ impl Session {
             self.reload_settings();
             if self.obs.aborted() {
                 // Shutdown deadline: whatever is still unanswered gets an error saying so.
+                if self.paused.take().is_some() {
+                    self.push_ready(resp::error(crate::session::observe::SHUTDOWN_UNANSWERED));
+                }
                 for slot in &self.queue {
                     slot.fill(resp::error(crate::session::observe::SHUTDOWN_UNANSWERED));
                 }
@@ -249,7 +266,10 @@ impl Session {
                 Box::pin(crate::session::observe::linger(&mut self.stream)).await;
                 return Ok(());
             }
-            if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
+            if (self.unparsed || self.paused.is_some())
+                && !self.closing
+                && self.queue.len() < self.max_pipeline
+            {
                 self.process_buffer();
             }
             if self.subs.is_some() {
@@ -298,13 +318,22 @@ impl Session {
             }
             // Shutting down: read nothing more, finish what was read, then close.
             let draining = self.obs.draining();
-            if draining && !self.unparsed && self.queue.is_empty() && self.out.is_empty() {
+            if draining
+                && !self.unparsed
+                && self.paused.is_none()
+                && self.queue.is_empty()
+                && self.out.is_empty()
+            {
                 // Boxed: only closing clients need its state, and inline it would make every
                 // idle session's task larger.
                 Box::pin(crate::session::observe::linger(&mut self.stream)).await;
                 return Ok(());
             }
-            if self.unparsed && !self.closing && self.queue.len() < self.max_pipeline {
+            if self.unparsed
+                && self.paused.is_none()
+                && !self.closing
+                && self.queue.len() < self.max_pipeline
+            {
                 // Replies drained without a wake-up (the proxy's own replies are ready at once,
                 // and a burst of backend replies wakes the session only once): the requests
                 // held back at the pipeline cap must be parsed now, as nothing else will.
@@ -314,10 +343,11 @@ impl Session {
             let can_read = !self.closing
                 && !draining
                 && !self.unparsed
+                && self.paused.is_none()
                 && self.queue.len() < self.max_pipeline;
             let want_write = !self.out.is_empty() || self.stream.wants_flush();
-            // One poll for everything the session waits on (replies, CLIENT KILL, the
-            // socket): no future is built and dropped per turn.
+            // One poll for everything the session waits on (replies, CLIENT KILL and
+            // UNBLOCK, the socket): no future is built and dropped per turn.
             let event = {
                 let signal = &*self.signal;
                 let stream = &self.stream;
@@ -327,8 +357,9 @@ impl Session {
                     if signal.poll_notified(cx).is_ready() {
                         return Poll::Ready(Event::Replies);
                     }
-                    if live.killed.load(Relaxed) {
-                        return Poll::Ready(Event::Killed);
+                    let attention = live.attention.load(Relaxed);
+                    if attention != 0 {
+                        return Poll::Ready(Event::Attention(attention));
                     }
                     if can_read {
                         if let Poll::Ready(r) = stream.poll_read_ready(cx) {
@@ -346,10 +377,11 @@ impl Session {
             };
             match event {
                 Event::Replies => {}
-                Event::Killed => {
+                Event::Attention(a) if a & clients::KILLED != 0 => {
                     tracing::info!(client = self.client.id, "client killed by CLIENT KILL");
                     return Ok(());
                 }
+                Event::Attention(_) => self.serve_unblocks(),
                 Event::Writable(r) => r?,
                 Event::Readable(r) => {
                     r?;
@@ -433,7 +465,7 @@ impl Session {
     }
 
     /// Parses and dispatches buffered requests until the buffer holds no complete request or
-    /// the pipeline cap is reached.
+    /// the pipeline cap is reached (or CLIENT PAUSE holds one: then nothing after it).
     fn process_buffer(&mut self) {
         scratch::with_request(|req| {
             self.parser.swap_ranges(&mut req.ranges);
@@ -444,6 +476,16 @@ impl Session {
 
     /// [`Session::process_buffer`] with the thread's request vectors.
     fn process_with(&mut self, req: &mut scratch::Request) {
+        // One relaxed load per batch: whether a CLIENT PAUSE is in force at all.
+        self.pause_word = self.worker.shared.registries.pause.word();
+        if let Some(h) = self.paused.take_if(|h| h.released() || self.obs.draining()) {
+            let hold::Held { args, wire, .. } = *h;
+            req.args = args;
+            self.request(req, wire);
+        }
+        if self.paused.is_some() {
+            return;
+        }
         self.unparsed = false;
         while !self.closing {
             if self.queue.len() >= self.max_pipeline {
@@ -455,41 +497,15 @@ impl Session {
                     self.worker.shared.metrics.workers[self.worker.index]
                         .commands
                         .fetch_add(1, Relaxed);
-                    let args = &req.args;
                     let wire = match raw {
                         Some(raw) => raw,
-                        None => resp::encode_command(args).freeze(),
+                        None => resp::encode_command(&req.args).freeze(),
                     };
-                    let router::Routed { route, spec } = router::analyse(args, &mut req.keys);
-                    let before = self.queue.len();
-                    let cmd = self.obs.command(args, spec);
-                    let silent = self.reply_mode.take_turn();
-                    // Redis sends subscription confirmations as pushes (even in RESP2), which
-                    // CLIENT REPLY OFF / SKIP do not silence.
-                    let pushed = matches!(route, Route::Sub(_));
-                    let route = match self.acl {
-                        true => self.authorize(route, spec, args, &mut req.acl_keys),
-                        false => route,
-                    };
-                    self.dispatch(route, wire.clone(), args);
-                    if self.acl {
-                        // AUTH, HELLO AUTH or RESET may have changed it; the next header is
-                        // read under the new state, as in Redis.
-                        self.parser.set_unauthenticated(self.client.user.is_none());
+                    self.request(req, wire);
+                    if self.paused.is_some() {
+                        self.unparsed = !self.rbuf.is_empty();
+                        return;
                     }
-                    if self.queue.len() > before {
-                        if let Some(slot) = self.queue.back() {
-                            self.obs.begin(slot, cmd, wire);
-                        }
-                        if self.reply_mode.own_reply_silent(silent) && !pushed {
-                            for slot in self.queue.range(before..) {
-                                slot.set_discard();
-                            }
-                        }
-                    } else {
-                        self.obs.no_reply(&self.worker);
-                    }
-                    req.args.clear();
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -500,6 +516,51 @@ impl Session {
         }
     }
 
+    /// Routes and dispatches one request, or holds it when the CLIENT PAUSE in force (the
+    /// batch's pause word) says so.
+    fn request(&mut self, req: &mut scratch::Request, wire: Bytes) {
+        let router::Routed { route, spec } = router::analyse(&req.args, &mut req.keys);
+        // Redis sends subscription confirmations as pushes (even in RESP2), which CLIENT
+        // REPLY OFF / SKIP do not silence.
+        let pushed = matches!(route, Route::Sub(_));
+        let route = match self.acl {
+            true => self.authorize(route, spec, &req.args, &mut req.acl_keys),
+            false => route,
+        };
+        if self.pause_word != 0 {
+            if let Some(write) = self.pause_holds(self.pause_word, &route, spec) {
+                // Rare: the held request takes the thread's argument vector with it.
+                return self.hold(write, std::mem::take(&mut req.args), wire);
+            }
+        }
+        let args = &req.args;
+        if self.tx.in_multi() && hold::may_write(spec, &route, false) {
+            self.tx.note_write();
+        }
+        let before = self.queue.len();
+        let cmd = self.obs.command(args, spec);
+        let silent = self.reply_mode.take_turn();
+        self.dispatch(route, wire.clone(), args);
+        if self.acl {
+            // AUTH, HELLO AUTH or RESET may have changed it; the next header is
+            // read under the new state, as in Redis.
+            self.parser.set_unauthenticated(self.client.user.is_none());
+        }
+        if self.queue.len() > before {
+            if let Some(slot) = self.queue.back() {
+                self.obs.begin(slot, cmd, wire);
+            }
+            if self.reply_mode.own_reply_silent(silent) && !pushed {
+                for slot in self.queue.range(before..) {
+                    slot.set_discard();
+                }
+            }
+        } else {
+            self.obs.no_reply(&self.worker);
+        }
+        req.args.clear();
+    }
+
     fn dispatch(&mut self, route: Route, wire: Bytes, args: &[Bytes]) {
         if self.tx.active() || matches!(route, Route::Tx(_)) {
             return self.tx_dispatch(route, wire, args);
@@ -508,23 +569,6 @@ impl Session {
             return self.dispatch_subscribed(route, wire, args);
         }
         self.dispatch_plain(route, wire, args)
-    }
-
-    /// RESP2 subscribed mode: only subscription commands, PING, QUIT and RESET.
-    fn dispatch_subscribed(&mut self, route: Route, wire: Bytes, args: &[Bytes]) {
-        match route {
-            Route::Sub(_) | Route::Local(Local::Quit) | Route::Local(Local::Reset) => {
-                self.dispatch_plain(route, wire, args)
-            }
-            Route::Local(Local::Ping) => self.push_ready(Self::subscribed_ping(args)),
-            Route::Reply(err) => self.push_ready(err),
-            _ => {
-                let name = String::from_utf8_lossy(&args[0]).to_lowercase();
-                self.push_ready(resp::error(&format!(
-                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-                )))
-            }
-        }
     }
 
     /// Routes a request outside transactions and RESP2 subscribed mode.
@@ -624,6 +668,7 @@ impl Session {
                     slot_rc.fill(admin::answer(args, shared).await);
                 });
             }
+            Route::Local(Local::ClientUnblock) => self.client_unblock(args),
             Route::Local(Local::Info) => {
                 let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));
@@ -642,6 +687,10 @@ impl Session {
                 }
                 if matches!(cmd, Local::ClientSetName | Local::Hello | Local::Auth) {
                     self.sync_registry();
+                }
+                if cmd == Local::ClientPause {
+                    // The client's own next requests are held too, even in this batch.
+                    self.pause_word = self.worker.shared.registries.pause.word();
                 }
             }
             Route::Reply(reply) => self.push_ready(reply),
@@ -673,22 +722,6 @@ impl Session {
         let mut c = Call::new(wire, dest, target);
         c.resp3 = self.client.resp3;
         c
-    }
-
-    /// Runs a blocking command on a connection of its own, as a task of this client.
-    fn blocking(&mut self, start: blocking::Start, wire: Bytes) {
-        let slot_rc = self.new_slot();
-        self.queue.push_back(Rc::clone(&slot_rc));
-        let task = tokio::task::spawn_local(blocking::run(
-            Rc::clone(&self.worker),
-            wire,
-            start,
-            self.client.resp3,
-            self.quota.clone(),
-            slot_rc,
-        ));
-        self.tasks.retain(|t| !t.is_finished());
-        self.tasks.push(task.abort_handle());
     }
 
     fn push_ready(&mut self, reply: Bytes) {

@@ -18,7 +18,7 @@ use crate::cluster::slots::key_slot;
 use crate::local_notify::LocalNotify;
 use crate::route::dispatch::ReplySlot;
 use crate::route::resp;
-use crate::route::router::Sub;
+use crate::route::router::{Local, Route, Sub};
 use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -170,6 +170,23 @@ fn ack(out: &mut BytesMut, resp3: bool, kind: &str, name: Option<&[u8]>, count: 
 }
 
 impl Session {
+    /// RESP2 subscribed mode: only subscription commands, PING, QUIT and RESET.
+    pub(super) fn dispatch_subscribed(&mut self, route: Route, wire: Bytes, args: &[Bytes]) {
+        match route {
+            Route::Sub(_) | Route::Local(Local::Quit) | Route::Local(Local::Reset) => {
+                self.dispatch_plain(route, wire, args)
+            }
+            Route::Local(Local::Ping) => self.push_ready(Self::subscribed_ping(args)),
+            Route::Reply(err) => self.push_ready(err),
+            _ => {
+                let name = String::from_utf8_lossy(&args[0]).to_lowercase();
+                self.push_ready(resp::error(&format!(
+                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                )))
+            }
+        }
+    }
+
     fn pubsub(&mut self) -> &mut PubSub {
         let signal = Rc::clone(&self.signal);
         self.subs.get_or_insert_with(|| {

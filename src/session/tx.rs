@@ -34,6 +34,8 @@ pub(super) struct TxState {
     in_multi: bool,
     /// An error at queue time: EXEC discards the transaction.
     aborted: bool,
+    /// A command that may write was queued since MULTI: a WRITE pause holds the EXEC.
+    writes: bool,
     /// Keyless commands queued before the slot was known, sent once it is. They were
     /// answered `+QUEUED` at once (a client may wait for that before sending more); the
     /// node's own `+QUEUED` is dropped, and their results come with EXEC's. Bounded by
@@ -53,6 +55,16 @@ impl TxState {
     /// Between MULTI and EXEC/DISCARD.
     pub(super) fn in_multi(&self) -> bool {
         self.in_multi
+    }
+
+    /// Whether a command that may write was queued since MULTI.
+    pub(super) fn writes(&self) -> bool {
+        self.writes
+    }
+
+    /// Notes a command queued (or refused) inside MULTI that may write.
+    pub(super) fn note_write(&mut self) {
+        self.writes = true;
     }
 }
 
@@ -96,6 +108,7 @@ impl Session {
                     .multi
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.tx.aborted = false;
+                self.tx.writes = false;
                 if self.tx.conn.is_some() {
                     self.tx_send(wire);
                 } else {

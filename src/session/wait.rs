@@ -12,14 +12,17 @@
 //! later, so it under-counts.) A client's WAITs run one after the other, as on Redis, so one
 //! client polls at most once per round however many WAITs it pipelines. The reply is the
 //! smallest count over the nodes, once every node reached `numreplicas` or the client's
-//! timeout passed (0 waits forever), as Redis answers. Invariant: each waiting client has at
-//! most one unsatisfied WAIT on a shared connection at a time.
+//! timeout passed (0 waits forever), as Redis answers. A waiting WAIT counts as blocked for
+//! its client; CLIENT UNBLOCK ends it as Redis does: `TIMEOUT` answers the count of the
+//! round in progress once it is in, `ERROR` Redis's UNBLOCKED error at once. Invariant: each waiting client has
+//! at most one unsatisfied WAIT on a shared connection at a time.
 
 use super::Session;
 use crate::backend::worker::Worker;
-use crate::local_notify::LocalNotify;
 use crate::route::dispatch::ReplySlot;
 use crate::route::resp;
+use crate::session::clients::UnblockMode;
+use crate::session::unblock::{OpGuard, UNBLOCKED};
 use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -136,11 +139,12 @@ impl Session {
         let earlier = self.wait_last.take();
         let worker = Rc::clone(&self.worker);
         let resp3 = self.touched_resp3;
+        let op = self.blocked_ops.start(&self.live);
         let task = tokio::task::spawn_local(async move {
             if let Some(earlier) = earlier {
                 let _ = earlier.await;
             }
-            poll(worker, nodes, num, timeout, resp3, slot).await
+            poll(worker, nodes, num, timeout, resp3, slot, op).await
         });
         self.tasks.retain(|t| !t.is_finished());
         self.tasks.push(task.abort_handle());
@@ -148,8 +152,9 @@ impl Session {
     }
 }
 
-/// Polls until `num` replicas acknowledged or `timeout` passed. The client's writes went on
-/// the RESP2 connections, and also on the RESP3 ones if `resp3`: each is asked.
+/// Polls until `num` replicas acknowledged, `timeout` passed or CLIENT UNBLOCK ended the wait.
+/// The client's writes went on the RESP2 connections, and also on the RESP3 ones if `resp3`:
+/// each is asked.
 async fn poll(
     worker: Rc<Worker>,
     nodes: Vec<Arc<str>>,
@@ -157,42 +162,72 @@ async fn poll(
     timeout: Option<Duration>,
     resp3: bool,
     reply: Rc<ReplySlot>,
+    op: OpGuard,
 ) {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let wire = resp::encode_command(&[&b"WAIT"[..], num.to_string().as_bytes(), b"1"]).freeze();
+    // The round's replies and an UNBLOCK handed over both wake the task on it.
+    let signal = op.signal();
+    let mut unblocked = false;
     loop {
-        let signal = Rc::new(LocalNotify::new());
         let mut slots = Vec::new();
         for node in &nodes {
-            slots.push(worker.send_on_each_conn(node, &wire, &signal, false));
+            slots.push(worker.send_on_each_conn(node, &wire, signal, false));
             if resp3 {
-                slots.push(worker.send_on_each_conn(node, &wire, &signal, true));
+                slots.push(worker.send_on_each_conn(node, &wire, signal, true));
             }
         }
-        let mut acked = i64::MAX;
-        for per_node in slots {
-            let mut node_min = i64::MAX;
-            for s in per_node {
-                let frame = loop {
-                    if let Some(f) = s.take() {
-                        break f;
+        let mut frames: Vec<Vec<Option<Bytes>>> = slots
+            .iter()
+            .map(|per_node| vec![None; per_node.len()])
+            .collect();
+        loop {
+            if let Some(r) = op.take_request() {
+                let _ = r.done.send(Ok(true));
+                match r.mode {
+                    UnblockMode::Error => return reply.fill(resp::error(UNBLOCKED)),
+                    UnblockMode::Timeout => unblocked = true,
+                }
+            }
+            for (got, per_node) in frames.iter_mut().zip(&slots) {
+                for (f, s) in got.iter_mut().zip(per_node) {
+                    if f.is_none() {
+                        *f = s.take();
                     }
-                    signal.notified().await;
-                };
-                let n = frame
-                    .strip_prefix(b":")
-                    .and_then(|b| crate::route::resp::parse_int(b.strip_suffix(b"\r\n")?))
-                    .unwrap_or(0);
-                node_min = node_min.min(n);
+                }
             }
-            acked = acked.min(node_min);
+            if frames.iter().flatten().all(Option::is_some) {
+                break;
+            }
+            signal.notified().await;
         }
+        let acked = frames
+            .iter()
+            .map(|per_node| {
+                per_node
+                    .iter()
+                    .flatten()
+                    .map(|frame| {
+                        frame
+                            .strip_prefix(b":")
+                            .and_then(|b| resp::parse_int(b.strip_suffix(b"\r\n")?))
+                            .unwrap_or(0)
+                    })
+                    .min()
+                    .unwrap_or(i64::MAX)
+            })
+            .min()
+            .unwrap_or(i64::MAX);
         let acked = if acked == i64::MAX { 0 } else { acked };
         let expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
-        if acked >= num || expired {
+        if acked >= num || expired || unblocked {
             return reply.fill(resp::int(acked));
         }
-        tokio::time::sleep(POLL).await;
+        // An UNBLOCK ends the pause between rounds early.
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = signal.notified() => {}
+        }
     }
 }
 
