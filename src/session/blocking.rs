@@ -37,7 +37,7 @@ impl Session {
             self.client.resp3,
             self.quota.clone(),
             slot_rc,
-            self.blocked_ops.start(&self.live),
+            self.start_blocked_op(),
         ));
         self.tasks.retain(|t| !t.is_finished());
         self.tasks.push(task.abort_handle());

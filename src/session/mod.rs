@@ -136,7 +136,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         touched_resp3: false,
         wait_last: None,
         reply_mode: ReplyMode::default(),
-        blocked_ops: Rc::default(),
+        blocked_ops: None,
         paused: None,
         pause_word: 0,
     };
@@ -232,7 +232,7 @@ struct Session {
     /// Stats, slow log, live limits and shutdown state (see [`crate::session::observe`]).
     obs: crate::session::observe::SessionObs,
     /// This client's blocking commands and WAITs while they wait, for CLIENT UNBLOCK.
-    blocked_ops: Rc<unblock::Ops>,
+    blocked_ops: Option<Rc<unblock::Ops>>,
     /// The request CLIENT PAUSE holds, if any: nothing after it is parsed until it goes.
     paused: Option<Box<hold::Held>>,
     /// The CLIENT PAUSE word read for the current batch (0: no pause, nothing to check).

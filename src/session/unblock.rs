@@ -206,10 +206,23 @@ impl Session {
     /// CLIENT PAUSE has none, and the asker gets `:0`, as from Redis.
     pub(super) fn serve_unblocks(&mut self) {
         for r in self.live.take_unblocks() {
-            if let Err(r) = self.blocked_ops.assign(r) {
+            let unassigned = match &self.blocked_ops {
+                Some(ops) => ops.assign(r).err(),
+                None => Some(r),
+            };
+            if let Some(r) = unassigned {
                 let _ = r.done.send(Ok(false));
             }
         }
+    }
+
+    /// Registers a blocking command or WAIT that starts now. The client's list of them is
+    /// made at its first (most clients never block, and an idle connection should hold as
+    /// little as possible).
+    pub(super) fn start_blocked_op(&mut self) -> OpGuard {
+        self.blocked_ops
+            .get_or_insert_with(Rc::default)
+            .start(&self.live)
     }
 }
 

@@ -139,7 +139,7 @@ impl Session {
         let earlier = self.wait_last.take();
         let worker = Rc::clone(&self.worker);
         let resp3 = self.touched_resp3;
-        let op = self.blocked_ops.start(&self.live);
+        let op = self.start_blocked_op();
         let task = tokio::task::spawn_local(async move {
             if let Some(earlier) = earlier {
                 let _ = earlier.await;
