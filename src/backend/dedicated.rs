@@ -706,10 +706,13 @@ impl DedicatedPool {
 /// Whether a frame from a subscribed connection is a message rather than a reply: an array or
 /// RESP3 push whose first element is `message`, `pmessage` or `smessage`.
 pub fn is_message(frame: &[u8]) -> bool {
-    matches!(
-        first_element(frame),
-        Some(b"message") | Some(b"pmessage") | Some(b"smessage")
-    )
+    match first_element(frame) {
+        Some(b"message") | Some(b"pmessage") | Some(b"smessage") => true,
+        // Client-side caching's invalidation push (only the proxy's invalidation
+        // connections turn tracking on).
+        Some(b"invalidate") => frame.first() == Some(&b'>'),
+        _ => false,
+    }
 }
 
 /// The first element of an array or push frame, when it is a bulk string.

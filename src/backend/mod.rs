@@ -9,7 +9,9 @@
 
 pub mod credentials;
 pub mod dedicated;
+pub mod invalidation;
 pub mod node_client;
+pub mod tracking_table;
 pub mod worker;
 
 use crate::local_notify::LocalNotify;

@@ -76,6 +76,8 @@ pub struct Worker {
     cache: RefCell<RouteCache>,
     /// Connections of single clients: blocking commands, transactions, pub/sub.
     pub dedicated: crate::backend::dedicated::DedicatedPool,
+    /// Client-side caching: this worker's tracking clients and invalidation connections.
+    pub tracking: Rc<crate::backend::invalidation::Hub>,
     /// A node's NOAUTH was logged already (once per worker, not once per request).
     noauth_logged: Cell<bool>,
     /// Each live session's wake-up signal, so shutdown can wake sessions parked on a read.
@@ -103,6 +105,7 @@ impl Worker {
             shared.settings.config.max_dedicated_per_worker,
             Arc::clone(&shared),
         );
+        let tracking = crate::backend::invalidation::Hub::new(Arc::clone(&shared));
         Rc::new_cyclic(|me| Worker {
             index,
             shared,
@@ -113,6 +116,7 @@ impl Worker {
                 pools: Vec::new(),
             }),
             dedicated,
+            tracking,
             noauth_logged: Cell::new(false),
             sessions: RefCell::new(HashMap::new()),
             read_buffers: RefCell::new(Vec::new()),

@@ -66,6 +66,9 @@ pub enum Local {
     ClientPause,
     /// CLIENT UNPAUSE
     ClientUnpause,
+    /// CLIENT TRACKING / CACHING / GETREDIR / TRACKINGINFO (client-side caching, run by the
+    /// session, which owns the client's tracking state)
+    ClientTracking,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -305,6 +308,9 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         "client|unblock" => return Route::Local(Local::ClientUnblock),
         "client|pause" => return Route::Local(Local::ClientPause),
         "client|unpause" => return Route::Local(Local::ClientUnpause),
+        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => {
+            return Route::Local(Local::ClientTracking)
+        }
         "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
             return Route::Local(Local::Slowlog)
         }
@@ -454,7 +460,7 @@ fn keyless(spec: &CommandSpec) -> Route {
     if container == "client" {
         return unsupported(
             spec,
-            "the proxy answers CLIENT SETNAME, GETNAME, ID, LIST, INFO, KILL, NO-EVICT, REPLY, UNBLOCK, PAUSE and UNPAUSE",
+            "the proxy answers CLIENT SETNAME, GETNAME, ID, LIST, INFO, KILL, NO-EVICT, REPLY, UNBLOCK, PAUSE, UNPAUSE, TRACKING, CACHING, GETREDIR and TRACKINGINFO",
         );
     }
     if NODE_LEVEL.contains(&container) {
@@ -691,7 +697,6 @@ mod tests {
     #[test]
     fn refusals_name_the_command() {
         assert!(err(r(&["SWAPDB", "0", "1"])).contains("'SWAPDB' yet"));
-        assert!(err(r(&["CLIENT", "TRACKING", "on"])).contains("'CLIENT TRACKING' yet"));
         assert!(err(r(&["DEBUG", "SLEEP", "0"])).contains("not available through slotproxy"));
         assert!(err(r(&["CLUSTER", "NODES"])).contains("not available through slotproxy"));
         assert!(err(r(&["READONLY"])).contains("not available"));

@@ -48,6 +48,20 @@ pub struct Live {
     pub resp: AtomicU8,
     /// Inside MULTI.
     pub multi: AtomicBool,
+    /// Invalidation messages for this client (its own tracking, or clients redirecting to
+    /// it), until its session takes them (it is woken with [`INVALIDATE`] set). Empty and
+    /// unallocated for every client that neither tracks nor receives redirected messages.
+    inbox: Mutex<Vec<Invalidation>>,
+}
+
+/// One client-side-caching message on its way to the session that writes it
+/// ([`crate::session::tracking`] composes the frame in the receiver's protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// These keys changed; `None`: forget everything (a flush).
+    Keys(Option<Vec<Bytes>>),
+    /// The client this one redirects to is gone (Redis's `tracking-redir-broken`).
+    RedirectBroken(u64),
 }
 
 impl Live {
@@ -79,6 +93,26 @@ impl Live {
     pub fn take_unblocks(&self) -> Vec<UnblockRequest> {
         self.attention.fetch_and(!UNBLOCK, Ordering::Acquire);
         std::mem::take(&mut *self.unblocks.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Hands invalidation messages to this client's session (on whatever thread it runs) and
+    /// wakes it.
+    pub fn deliver(&self, msgs: impl IntoIterator<Item = Invalidation>) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(msgs);
+        self.attention.fetch_or(INVALIDATE, Ordering::Release);
+        self.wake();
+    }
+
+    /// The invalidation messages that arrived since the last call, oldest first (clears
+    /// [`INVALIDATE`] first, so a message delivered meanwhile sets it again).
+    pub fn take_invalidations(&self) -> Vec<Invalidation> {
+        if self.attention.fetch_and(!INVALIDATE, Ordering::Acquire) & INVALIDATE == 0 {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Wakes the session (after `attention` was set), from any thread.
@@ -138,6 +172,8 @@ impl Drop for BlockedMark {
 pub const KILLED: u8 = 1;
 /// [`Live::attention`] bit: CLIENT UNBLOCK requests wait in [`Live::take_unblocks`].
 pub const UNBLOCK: u8 = 2;
+/// [`Live::attention`] bit: invalidation messages wait in [`Live::take_invalidations`].
+pub const INVALIDATE: u8 = 4;
 
 /// One client connection.
 #[derive(Debug, Clone)]
@@ -181,6 +217,7 @@ impl Registry {
             ssub: AtomicU64::new(0),
             resp: AtomicU8::new(2),
             multi: AtomicBool::new(false),
+            inbox: Mutex::new(Vec::new()),
         });
         let entry = Entry {
             id,

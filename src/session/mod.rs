@@ -23,6 +23,7 @@ mod pubsub;
 mod reply_mode;
 mod scan;
 pub mod scratch;
+mod tracking;
 mod tx;
 pub mod unblock;
 mod wait;
@@ -139,6 +140,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         blocked_ops: None,
         paused: None,
         pause_word: 0,
+        tracking: None,
     };
     if s.acl {
         s.client.peer_ip = s.stream.peer_addr().ok().map(|a| a.ip());
@@ -163,6 +165,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
     for t in s.tasks.drain(..) {
         t.abort();
     }
+    s.tracking_off();
     worker.unregister_session(id);
     worker.shared.registries.clients.remove(id);
     for slot in s.queue.drain(..) {
@@ -237,6 +240,8 @@ struct Session {
     paused: Option<Box<hold::Held>>,
     /// The CLIENT PAUSE word read for the current batch (0: no pause, nothing to check).
     pause_word: u64,
+    /// CLIENT TRACKING state; `None` for the clients that do not track (one branch each).
+    tracking: Option<Box<tracking::Tracking>>,
 }
 
 enum Event {
@@ -381,7 +386,10 @@ impl Session {
                     tracing::info!(client = self.client.id, "client killed by CLIENT KILL");
                     return Ok(());
                 }
-                Event::Attention(_) => self.serve_unblocks(),
+                Event::Attention(_) => {
+                    self.serve_unblocks();
+                    self.take_invalidations();
+                }
                 Event::Writable(r) => r?,
                 Event::Readable(r) => {
                     r?;
@@ -534,6 +542,9 @@ impl Session {
             }
         }
         let args = &req.args;
+        if self.tracking.is_some() {
+            self.track_request(spec, args);
+        }
         if self.tx.in_multi() && hold::may_write(spec, &route, false) {
             self.tx.note_write();
         }
@@ -656,6 +667,7 @@ impl Session {
                 self.client.name = None;
                 self.client.resp3 = false;
                 self.reply_mode = ReplyMode::default();
+                self.tracking_off();
                 self.sync_registry();
                 self.push_ready(resp::simple("RESET"));
             }
@@ -669,6 +681,7 @@ impl Session {
                 });
             }
             Route::Local(Local::ClientUnblock) => self.client_unblock(args),
+            Route::Local(Local::ClientTracking) => self.tracking_command(args),
             Route::Local(Local::Info) => {
                 let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));
