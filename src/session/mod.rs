@@ -14,6 +14,8 @@
 pub mod blocking;
 pub mod clients;
 mod cluster_wide;
+mod config_cmd;
+mod fence;
 mod hold;
 pub mod local;
 mod login;
@@ -138,6 +140,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         reply_mode: ReplyMode::default(),
         blocked_ops: None,
         paused: None,
+        fenced: None,
         pause_word: 0,
     };
     if s.acl {
@@ -167,6 +170,10 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
     worker.shared.registries.clients.remove(id);
     for slot in s.queue.drain(..) {
         s.obs.dropped(&worker, &slot);
+    }
+    if s.fenced.take().is_some() {
+        // Read but never sent: no longer in flight.
+        s.obs.no_reply(&worker);
     }
     s.obs.end(&worker, s.out_bytes);
     if s.peak_out.max(s.out_bytes + s.held.get()) >= crate::memory::TRIM_AFTER_BYTES {
@@ -235,6 +242,9 @@ struct Session {
     blocked_ops: Option<Rc<unblock::Ops>>,
     /// The request CLIENT PAUSE holds, if any: nothing after it is parsed until it goes.
     paused: Option<Box<hold::Held>>,
+    /// A request held until every earlier one is answered (see [`fence`]): nothing after it
+    /// is parsed until it goes.
+    fenced: Option<Box<fence::Fenced>>,
     /// The CLIENT PAUSE word read for the current batch (0: no pause, nothing to check).
     pause_word: u64,
 }
@@ -253,7 +263,7 @@ impl Session {
             self.reload_settings();
             if self.obs.aborted() {
                 // Shutdown deadline: whatever is still unanswered gets an error saying so.
-                if self.paused.take().is_some() {
+                if self.paused.take().is_some() || self.fenced.take().is_some() {
                     self.push_ready(resp::error(crate::session::observe::SHUTDOWN_UNANSWERED));
                 }
                 for slot in &self.queue {
@@ -266,7 +276,7 @@ impl Session {
                 Box::pin(crate::session::observe::linger(&mut self.stream)).await;
                 return Ok(());
             }
-            if (self.unparsed || self.paused.is_some())
+            if (self.unparsed || self.paused.is_some() || self.fenced.is_some())
                 && !self.closing
                 && self.queue.len() < self.max_pipeline
             {
@@ -321,6 +331,7 @@ impl Session {
             if draining
                 && !self.unparsed
                 && self.paused.is_none()
+                && self.fenced.is_none()
                 && self.queue.is_empty()
                 && self.out.is_empty()
             {
@@ -331,6 +342,7 @@ impl Session {
             }
             if self.unparsed
                 && self.paused.is_none()
+                && self.fenced.is_none()
                 && !self.closing
                 && self.queue.len() < self.max_pipeline
             {
@@ -344,6 +356,7 @@ impl Session {
                 && !draining
                 && !self.unparsed
                 && self.paused.is_none()
+                && self.fenced.is_none()
                 && self.queue.len() < self.max_pipeline;
             let want_write = !self.out.is_empty() || self.stream.wants_flush();
             // One poll for everything the session waits on (replies, CLIENT KILL and
@@ -483,7 +496,13 @@ impl Session {
             req.args = args;
             self.request(req, wire);
         }
-        if self.paused.is_some() {
+        if self.fenced.is_some() && self.all_answered() {
+            if let Some(f) = self.fenced.take() {
+                req.args = f.args;
+                self.request(req, f.wire);
+            }
+        }
+        if self.paused.is_some() || self.fenced.is_some() {
             return;
         }
         self.unparsed = false;
@@ -502,7 +521,7 @@ impl Session {
                         None => resp::encode_command(&req.args).freeze(),
                     };
                     self.request(req, wire);
-                    if self.paused.is_some() {
+                    if self.paused.is_some() || self.fenced.is_some() {
                         self.unparsed = !self.rbuf.is_empty();
                         return;
                     }
@@ -532,6 +551,10 @@ impl Session {
                 // Rare: the held request takes the thread's argument vector with it.
                 return self.hold(write, std::mem::take(&mut req.args), wire);
             }
+        }
+        if (self.tx.active() || matches!(route, Route::Tx(_))) && self.must_fence(&route) {
+            // Rare: the held request takes the thread's argument vector with it.
+            return self.fence(std::mem::take(&mut req.args), wire);
         }
         let args = &req.args;
         if self.tx.in_multi() && hold::may_write(spec, &route, false) {
@@ -597,28 +620,7 @@ impl Session {
                     ));
                 }
             }
-            Route::AnyNode => {
-                let addr: Option<Arc<str>> = {
-                    let map = self.worker.shared.topology.map.load();
-                    let live: Vec<_> = map.nodes.iter().filter(|n| !n.failing).collect();
-                    let pool = if live.is_empty() {
-                        map.nodes.iter().collect()
-                    } else {
-                        live
-                    };
-                    (!pool.is_empty())
-                        .then(|| Arc::clone(&pool[self.client.id as usize % pool.len()].addr))
-                };
-                match addr {
-                    Some(addr) => {
-                        let slot_rc = self.new_slot();
-                        self.queue.push_back(Rc::clone(&slot_rc));
-                        self.worker
-                            .send(self.call(wire, Dest::Node(addr), Target::Whole(slot_rc)));
-                    }
-                    None => self.push_ready(resp::error(CLUSTERDOWN_UNSERVED)),
-                }
-            }
+            Route::AnyNode => self.send_to_any_node(wire),
             Route::Publish => {
                 let addr = {
                     let map = self.worker.shared.topology.map.load();
@@ -669,6 +671,7 @@ impl Session {
                 });
             }
             Route::Local(Local::ClientUnblock) => self.client_unblock(args),
+            Route::Local(Local::ConfigGet) => self.config_get(wire),
             Route::Local(Local::Info) => {
                 let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));
