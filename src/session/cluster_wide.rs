@@ -1,7 +1,8 @@
 //! Cluster-wide commands (KEYS, DBSIZE, FLUSHALL, CONFIG SET, SCRIPT KILL, ACL SETUSER,
 //! LATENCY, ...): one call per node the current map names, merged into the client's one
 //! reply (SCAN runs its steps in [`super::scan`]); and keyless commands whose answer is the
-//! same everywhere (COMMAND, TIME, ...), sent to any one master.
+//! same everywhere (COMMAND, TIME, ...), sent to any one master, and PUBLISH, sent to the
+//! pub/sub node.
 
 use super::Session;
 use crate::backend::worker::CLUSTERDOWN_UNSERVED;
@@ -28,9 +29,10 @@ impl Session {
         (!pool.is_empty()).then(|| Arc::clone(&pool[self.client.id as usize % pool.len()].addr))
     }
 
-    /// Sends a keyless request to [`Session::keyless_node`], in the client's protocol.
-    pub(super) fn send_to_any_node(&mut self, wire: Bytes) {
-        match self.keyless_node() {
+    /// Sends a request whole to `addr` (`None`: no node serves, the client gets CLUSTERDOWN),
+    /// in the client's protocol.
+    pub(super) fn send_to_node(&mut self, addr: Option<Arc<str>>, wire: Bytes) {
+        match addr {
             Some(addr) => {
                 let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));

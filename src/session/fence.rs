@@ -37,6 +37,23 @@ impl Session {
         self.fenced = Some(Box::new(Fenced { args, wire }));
     }
 
+    /// The held request's bytes once every earlier request is answered (its arguments are
+    /// put in `args`), to be routed and dispatched now.
+    pub(super) fn release_fenced(&mut self, args: &mut Vec<Bytes>) -> Option<Bytes> {
+        if self.fenced.is_none() || !self.all_answered() {
+            return None;
+        }
+        let f = self.fenced.take()?;
+        *args = f.args;
+        Some(f.wire)
+    }
+
+    /// Whether a request is held (by CLIENT PAUSE or by this fence): nothing after it is
+    /// parsed, and the client is not read from.
+    pub(super) fn holding(&self) -> bool {
+        self.paused.is_some() || self.fenced.is_some()
+    }
+
     /// Whether every request read so far has its reply (written or waiting its turn).
     pub(super) fn all_answered(&self) -> bool {
         self.queue.iter().all(|s| s.is_filled())

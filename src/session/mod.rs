@@ -31,7 +31,7 @@ mod wait;
 
 use crate::admin;
 use crate::backend::dedicated::{Lease, Quota};
-use crate::backend::worker::{Worker, CLUSTERDOWN_UNSERVED};
+use crate::backend::worker::Worker;
 use crate::local_notify::LocalNotify;
 use crate::net::stream::Stream;
 use crate::route::dispatch::{Call, Dest, Merge, ReplySlot, Target};
@@ -276,7 +276,7 @@ impl Session {
                 Box::pin(crate::session::observe::linger(&mut self.stream)).await;
                 return Ok(());
             }
-            if (self.unparsed || self.paused.is_some() || self.fenced.is_some())
+            if (self.unparsed || self.holding())
                 && !self.closing
                 && self.queue.len() < self.max_pipeline
             {
@@ -330,8 +330,7 @@ impl Session {
             let draining = self.obs.draining();
             if draining
                 && !self.unparsed
-                && self.paused.is_none()
-                && self.fenced.is_none()
+                && !self.holding()
                 && self.queue.is_empty()
                 && self.out.is_empty()
             {
@@ -341,8 +340,7 @@ impl Session {
                 return Ok(());
             }
             if self.unparsed
-                && self.paused.is_none()
-                && self.fenced.is_none()
+                && !self.holding()
                 && !self.closing
                 && self.queue.len() < self.max_pipeline
             {
@@ -355,8 +353,7 @@ impl Session {
             let can_read = !self.closing
                 && !draining
                 && !self.unparsed
-                && self.paused.is_none()
-                && self.fenced.is_none()
+                && !self.holding()
                 && self.queue.len() < self.max_pipeline;
             let want_write = !self.out.is_empty() || self.stream.wants_flush();
             // One poll for everything the session waits on (replies, CLIENT KILL and
@@ -496,13 +493,10 @@ impl Session {
             req.args = args;
             self.request(req, wire);
         }
-        if self.fenced.is_some() && self.all_answered() {
-            if let Some(f) = self.fenced.take() {
-                req.args = f.args;
-                self.request(req, f.wire);
-            }
+        if let Some(wire) = self.release_fenced(&mut req.args) {
+            self.request(req, wire);
         }
-        if self.paused.is_some() || self.fenced.is_some() {
+        if self.holding() {
             return;
         }
         self.unparsed = false;
@@ -521,7 +515,7 @@ impl Session {
                         None => resp::encode_command(&req.args).freeze(),
                     };
                     self.request(req, wire);
-                    if self.paused.is_some() || self.fenced.is_some() {
+                    if self.holding() {
                         self.unparsed = !self.rbuf.is_empty();
                         return;
                     }
@@ -620,21 +614,13 @@ impl Session {
                     ));
                 }
             }
-            Route::AnyNode => self.send_to_any_node(wire),
+            Route::AnyNode => self.send_to_node(self.keyless_node(), wire),
             Route::Publish => {
                 let addr = {
                     let map = self.worker.shared.topology.map.load();
                     map.pubsub_node(None).map(|n| Arc::clone(&n.addr))
                 };
-                match addr {
-                    Some(addr) => {
-                        let slot_rc = self.new_slot();
-                        self.queue.push_back(Rc::clone(&slot_rc));
-                        self.worker
-                            .send(self.call(wire, Dest::Node(addr), Target::Whole(slot_rc)));
-                    }
-                    None => self.push_ready(resp::error(CLUSTERDOWN_UNSERVED)),
-                }
+                self.send_to_node(addr, wire)
             }
             Route::FanOut(f) => self.fan_out(f, wire, args),
             Route::Blocking(slot) => self.blocking(blocking::Start::Slot(slot), wire),
