@@ -60,13 +60,20 @@ pub struct Config {
     /// Whether clients may run CONFIG SET, which the proxy applies to every node of the
     /// cluster (masters and replicas). Off: CONFIG SET is refused; CONFIG GET still works.
     pub allow_config_set: bool,
+    /// Whether CONFIG SET may change the node settings that can cut the proxy or the cluster
+    /// off (`requirepass`, `port`, `bind`, `cluster-*`, `tls-*`, `dir`, ...; see
+    /// [`crate::route::config_refusal`]). Off (the default): such a CONFIG SET is refused
+    /// whole, before any node sees it.
+    pub allow_dangerous_config_set: bool,
     /// Log line format: `text` (human-readable) or `json` (one JSON object per line).
     pub log_format: String,
     /// Address of the Prometheus endpoint (`http://ADDR/metrics`); empty disables metrics.
     pub metrics_listen: String,
-    /// Commands slower than this (from the request's arrival to its reply) enter the slow log.
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
-    pub slowlog_threshold: Duration,
+    /// Commands slower than this (from the request's arrival to its reply) enter the slow log;
+    /// `None` (`"off"` in the file) logs none, as Redis's negative `slowlog-log-slower-than`.
+    /// `CONFIG SET slowlog-log-slower-than` through the proxy changes it too.
+    #[serde(deserialize_with = "de_threshold", serialize_with = "ser_threshold")]
+    pub slowlog_threshold: Option<Duration>,
     /// Entries the slow log keeps (the oldest go first); 0 turns the slow log off.
     pub slowlog_max_len: usize,
     /// On SIGTERM, SIGINT or `PROXY SHUTDOWN`: longest wait for in-flight requests to finish
@@ -152,6 +159,7 @@ pub const SETTINGS: &[Setting] = &[
     live("log_level"),
     restart("log_format"),
     live("allow_config_set"),
+    live("allow_dangerous_config_set"),
     restart("metrics_listen"),
     live("slowlog_threshold"),
     live("slowlog_max_len"),
@@ -199,9 +207,10 @@ impl Default for Config {
             max_query_buffer: 1024 * 1024 * 1024,
             log_level: "info".into(),
             allow_config_set: true,
+            allow_dangerous_config_set: false,
             log_format: "text".into(),
             metrics_listen: "127.0.0.1:9617".into(),
-            slowlog_threshold: Duration::from_millis(10),
+            slowlog_threshold: Some(Duration::from_millis(10)),
             slowlog_max_len: 128,
             shutdown_timeout: Duration::from_secs(10),
             max_dedicated_per_worker: 1024,
@@ -267,7 +276,10 @@ impl Config {
             ("request_timeout", self.request_timeout),
             ("connect_timeout", self.connect_timeout),
             ("reconnect_backoff_max", self.reconnect_backoff_max),
-            ("slowlog_threshold", self.slowlog_threshold),
+            (
+                "slowlog_threshold",
+                self.slowlog_threshold.unwrap_or_default(),
+            ),
             ("shutdown_timeout", self.shutdown_timeout),
         ] {
             if d > MAX_DURATION {
@@ -512,6 +524,26 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// How the file spells a slow log threshold that logs nothing.
+pub const THRESHOLD_OFF: &str = "off";
+
+fn ser_threshold<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_str(THRESHOLD_OFF),
+    }
+}
+
+fn de_threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().eq_ignore_ascii_case(THRESHOLD_OFF) {
+        return Ok(None);
+    }
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -613,6 +645,21 @@ mod tests {
         let mut sorted_keys = keys.clone();
         sorted_keys.sort();
         assert_eq!(sorted_names, sorted_keys);
+    }
+
+    #[test]
+    fn the_slow_log_threshold_can_be_off() {
+        let c = Config::from_toml("slowlog_threshold = \"off\"").unwrap();
+        assert_eq!(c.slowlog_threshold, None);
+        assert_eq!(c.get("slowlog_threshold").unwrap(), "off");
+        let on = c.with("slowlog_threshold", "250us").unwrap();
+        assert_eq!(on.slowlog_threshold, Some(Duration::from_micros(250)));
+        assert_eq!(on.get("slowlog_threshold").unwrap(), "250us");
+        assert_eq!(on.with("slowlog_threshold", "OFF").unwrap(), c);
+        assert!(c.with("slowlog_threshold", "169h").is_err());
+        assert!(c.with("slowlog_threshold", "-1").is_err());
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap(), c);
     }
 
     #[test]

@@ -154,12 +154,29 @@ async fn reload_on_hup(shared: Arc<Shared>) {
     };
     while hup.recv().await.is_some() {
         match shared.settings.live.reload() {
-            Ok((applied, restart)) => {
+            Ok(r) => {
+                let applied = &r.applied;
                 tracing::info!(?applied, "SIGHUP: configuration reloaded");
-                if !restart.is_empty() {
+                shared
+                    .metrics
+                    .slowlog
+                    .trim(shared.settings.live.slowlog_max_len());
+                if !r.needs_restart.is_empty() {
                     tracing::warn!(
-                        settings = ?restart,
+                        settings = ?r.needs_restart,
                         "SIGHUP: these settings changed in the file but need a restart; the running values stay"
+                    );
+                }
+                if !r.replaced.is_empty() {
+                    tracing::warn!(
+                        settings = ?r.replaced,
+                        "SIGHUP: these settings changed in the file; the file's new values replace the values set at run time (CONFIG SET, PROXY CONFIG SET or a flag)"
+                    );
+                }
+                if !r.kept.is_empty() {
+                    tracing::warn!(
+                        settings = ?r.kept,
+                        "SIGHUP: these settings keep the values set at run time, which differ from the file's unchanged lines (PROXY CONFIG REWRITE writes them to the file)"
                     );
                 }
             }

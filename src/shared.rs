@@ -194,6 +194,8 @@ pub struct Counters {
     pub exposition: Arc<crate::metrics::scrape::Exposition>,
     /// Topology refreshes by trigger and result, and their durations.
     pub refresh_stats: crate::metrics::stats::RefreshStats,
+    /// What INFO counts from since the last `CONFIG RESETSTAT` (the counters never reset).
+    pub reset: crate::metrics::totals::ResetPoint,
 }
 
 impl Counters {
@@ -299,6 +301,7 @@ impl Shared {
                 metrics_on: !config.metrics_listen.is_empty(),
                 exposition: Arc::default(),
                 refresh_stats: Default::default(),
+                reset: Default::default(),
             },
             topology: Topology::new(),
             registries: Registries {

@@ -536,9 +536,15 @@ fn config_set_reaches_masters_and_replicas() {
     assert!(err.to_string().contains("allow_config_set"), "{err}");
     let v: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
-        .arg("slowlog-log-slower-than")
+        .arg("maxmemory-policy")
         .query(&mut l)
         .expect("CONFIG GET");
+    assert_eq!(v.len(), 2, "CONFIG GET still answers: {v:?}");
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("slowlog-log-slower-than")
+        .query(&mut node_conn(&cluster, 0))
+        .expect("node CONFIG GET");
     assert_eq!(v[1], "4242", "the refused CONFIG SET changed nothing");
     drop(l);
     drop(locked);

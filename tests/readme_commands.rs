@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use slotproxy::route::command::{CommandSpec, COMMANDS};
 use slotproxy::route::merge::MergeKind;
-use slotproxy::route::router::{route, FanOut, Route};
+use slotproxy::route::router::{route, FanOut, Local, Route};
 
 /// Example invocations for commands whose minimal synthesized arguments are not valid (the
 /// router would only answer a syntax error for those).
@@ -85,6 +85,7 @@ fn status(spec: &CommandSpec) -> String {
         Route::Wait => "replicas of the nodes written to (polled)".into(),
         Route::Tx(_) => "transaction: connection pinned to one slot".into(),
         Route::Sub(_) => "pub/sub: own connection".into(),
+        Route::Local(Local::ConfigGet) => "to any master; the proxy's own settings shown".into(),
         Route::Local(_) => "answered by the proxy".into(),
         Route::Reply(e) => {
             let t = error_text(&e);

@@ -26,34 +26,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Worker counters summed over all workers.
-#[derive(Debug, Default, Clone)]
-pub struct Totals {
-    /// Clients connected now.
-    pub clients: u64,
-    /// Connections accepted since start.
-    pub accepted: u64,
-    /// Requests parsed.
-    pub commands: u64,
-    /// Requests whose reply is queued for the client.
-    pub completed: u64,
-    /// Bytes read from clients.
-    pub bytes_in: u64,
-    /// Bytes written to clients.
-    pub bytes_out: u64,
-    /// Reply bytes waiting to be written.
-    pub pending_out: u64,
-    /// Clients cut for output limits.
-    pub cut_output: u64,
-    /// MOVED redirects followed.
-    pub moved: u64,
-    /// ASK redirects followed.
-    pub ask: u64,
-    /// TRYAGAIN retries.
-    pub tryagain: u64,
-    /// CLUSTERDOWN replies seen.
-    pub clusterdown: u64,
-}
+use crate::metrics::totals::{commands_since, Baseline};
+pub use crate::metrics::totals::{CommandTotals, Totals};
 
 impl Totals {
     /// Sums the workers' counters now.
@@ -76,26 +50,6 @@ impl Totals {
         }
         t
     }
-
-    /// Requests read and not yet answered.
-    pub fn in_flight(&self) -> u64 {
-        self.commands.saturating_sub(self.completed)
-    }
-}
-
-/// One command's counters summed over workers.
-#[derive(Debug, Clone, Default)]
-pub struct CommandTotals {
-    /// Label index.
-    pub index: usize,
-    /// Requests answered.
-    pub calls: u64,
-    /// Error replies.
-    pub errors: u64,
-    /// Whole-request latency.
-    pub total: HistSnap,
-    /// Backend part.
-    pub backend: HistSnap,
 }
 
 /// Every command that was called at least once, summed over workers.
@@ -124,6 +78,24 @@ pub fn command_totals(shared: &Shared) -> Vec<CommandTotals> {
         }
     }
     out
+}
+
+/// `CONFIG RESETSTAT`'s part in the proxy: INFO's counters (`# Stats`, and the per-command
+/// figures) count from now on. The counters themselves, Prometheus and `PROXY INFO` are left
+/// as they are (see [`crate::metrics::totals`]).
+pub fn reset_stats(shared: &Shared) {
+    shared.metrics.reset.set(Baseline {
+        totals: Totals::read(shared),
+        rejected: shared.metrics.rejected_clients.load(Relaxed),
+        trims: shared.trimmer.trims(),
+        commands: command_totals(shared),
+    });
+}
+
+/// [`command_totals`] since the last `CONFIG RESETSTAT`: what INFO's per-command sections
+/// (commandstats, errorstats, latencystats) show.
+pub fn command_totals_since_reset(shared: &Shared) -> Vec<CommandTotals> {
+    commands_since(command_totals(shared), &shared.metrics.reset.get().commands)
 }
 
 /// One node's counters summed over workers.
@@ -316,7 +288,10 @@ pub async fn answer(args: Vec<Bytes>, worker: Rc<Worker>, hide_keyspace: bool) -
 }
 
 fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
-    let t = Totals::read(shared);
+    // Counters since the last CONFIG RESETSTAT, as Redis shows them.
+    let base = shared.metrics.reset.get();
+    let raw = Totals::read(shared);
+    let t = raw.since(&base.totals);
     let cfg = shared.settings.live.get();
     let mut out = String::new();
     for s in sections {
@@ -336,7 +311,7 @@ fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
                     cfg.max_clients,
                     shared.registries.clients.blocked(),
                     t.pending_out,
-                    t.in_flight(),
+                    raw.in_flight(),
                 );
             }
             "stats" => {
@@ -348,7 +323,11 @@ fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
                     shared.metrics.ops_per_sec.load(Relaxed),
                     t.bytes_in,
                     t.bytes_out,
-                    shared.metrics.rejected_clients.load(Relaxed),
+                    shared
+                        .metrics
+                        .rejected_clients
+                        .load(Relaxed)
+                        .saturating_sub(base.rejected),
                     b.hits,
                     b.misses,
                     t.moved,
@@ -356,7 +335,7 @@ fn render(sections: &[&str], shared: &Shared, b: &Backends) -> String {
                     t.tryagain,
                     t.cut_output,
                     shared.metrics.slowlog.len(),
-                    shared.trimmer.trims(),
+                    shared.trimmer.trims().saturating_sub(base.trims),
                 );
             }
             "cluster" => {
@@ -649,5 +628,31 @@ mod tests {
             "fixed for the proxy's life"
         );
         assert_eq!(wanted(&args(&["everything"])).len(), 5);
+    }
+
+    #[test]
+    fn resetstat_restarts_info_s_counters_and_leaves_the_counters_alone() {
+        let shared = Shared::new(Config::default(), 2, 7617);
+        let w = &shared.metrics.workers[1];
+        stats::bump(&w.commands, 40);
+        stats::bump(&w.accepted, 3);
+        stats::bump(&w.m.completed, 39);
+        stats::bump(&w.m.bytes_in, 900);
+        let stats_text = |s: &Shared| render(&["stats", "clients"], s, &Backends::default());
+        assert!(stats_text(&shared).contains("total_commands_processed:40\r\n"));
+        reset_stats(&shared);
+        stats::bump(&w.commands, 2);
+        stats::bump(&w.m.completed, 2);
+        let text = stats_text(&shared);
+        assert!(text.contains("total_commands_processed:2\r\n"), "{text}");
+        assert!(text.contains("total_connections_received:0\r\n"), "{text}");
+        assert!(text.contains("total_net_input_bytes:0\r\n"), "{text}");
+        // In flight is a gauge: the request in flight at the reset still is.
+        assert!(
+            text.contains("slotproxy_requests_in_flight:1\r\n"),
+            "{text}"
+        );
+        // The counters Prometheus and PROXY INFO read are untouched.
+        assert_eq!(Totals::read(&shared).commands, 42);
     }
 }

@@ -195,6 +195,11 @@ impl ReplySlot {
         }
     }
 
+    /// Whether the reply has arrived (and was not taken yet).
+    pub fn is_filled(&self) -> bool {
+        self.value.borrow().is_some()
+    }
+
     /// Takes the reply if it has arrived.
     pub fn take(&self) -> Option<Bytes> {
         let value = self.value.borrow_mut().take();

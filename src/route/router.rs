@@ -69,6 +69,9 @@ pub enum Local {
     /// CLIENT TRACKING / CACHING / GETREDIR / TRACKINGINFO (client-side caching, run by the
     /// session, which owns the client's tracking state)
     ClientTracking,
+    /// CONFIG GET parameter [parameter ...]: asked of any one node, with the settings the
+    /// proxy owns (the slow log's, see [`crate::route::own_settings`]) shown as the proxy's.
+    ConfigGet,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -102,12 +105,22 @@ pub enum FanOut {
     AllNodes {
         /// How the replies merge.
         kind: MergeKind,
-        /// Whether this is CONFIG SET, which the `allow_config_set` setting can refuse.
-        config_set: bool,
+        /// CONFIG SET or RESETSTAT, which concern the proxy too.
+        config: Option<NodeConfig>,
     },
     /// One step of a cluster-wide SCAN from this (decoded) cursor; the request is sent to one
     /// node with argument 1 replaced by that node's own cursor.
     Scan(ScanCursor),
+}
+
+/// The CONFIG subcommands sent to every node that the proxy has a part in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeConfig {
+    /// CONFIG SET: refused by `allow_config_set = false` and for the settings
+    /// [`crate::route::config_refusal`] names; the slow log's settings apply to the proxy too.
+    Set,
+    /// CONFIG RESETSTAT: the proxy's INFO counters start again from zero too.
+    ResetStat,
 }
 
 /// Transaction commands; the session runs them on a connection pinned to one slot's owner.
@@ -352,7 +365,8 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         // receiving node's: it goes where the proxy's subscribers are.
         "publish" => return Route::Publish,
         // The same answer from any one master.
-        "time" | "config|get" => return Route::AnyNode,
+        "time" => return Route::AnyNode,
+        "config|get" => return Route::Local(Local::ConfigGet),
         // Server administration: every node has its own users, persistence and diagnostics,
         // so changes go to every node and per-node reports come back listed by node.
         "acl|whoami" => return Route::Local(Local::AclWhoami),
@@ -375,10 +389,16 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         | "memory|stats"
         | "memory|doctor"
         | "memory|malloc-stats" => return every_node(MergeKind::ByNode),
-        "config|set" | "config|resetstat" => {
+        "config|set" => {
             return Route::FanOut(FanOut::AllNodes {
                 kind: MergeKind::Unanimous,
-                config_set: spec.name == "config|set",
+                config: Some(NodeConfig::Set),
+            })
+        }
+        "config|resetstat" => {
+            return Route::FanOut(FanOut::AllNodes {
+                kind: MergeKind::Unanimous,
+                config: Some(NodeConfig::ResetStat),
             })
         }
         "scan" => {
@@ -399,19 +419,19 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         "pubsub|channels" => {
             return Route::FanOut(FanOut::AllNodes {
                 kind: MergeKind::Union,
-                config_set: false,
+                config: None,
             })
         }
         "pubsub|numsub" => {
             return Route::FanOut(FanOut::AllNodes {
                 kind: MergeKind::SumPairs,
-                config_set: false,
+                config: None,
             })
         }
         "pubsub|numpat" => {
             return Route::FanOut(FanOut::AllNodes {
                 kind: MergeKind::Sum,
-                config_set: false,
+                config: None,
             })
         }
         "pubsub|shardchannels" => return Route::FanOut(FanOut::Masters(MergeKind::Union)),
@@ -448,10 +468,7 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
 
 /// To every node, masters and replicas, merged by `kind`.
 fn every_node(kind: MergeKind) -> Route {
-    Route::FanOut(FanOut::AllNodes {
-        kind,
-        config_set: false,
-    })
+    Route::FanOut(FanOut::AllNodes { kind, config: None })
 }
 
 /// Where a command without keys goes (after the commands the proxy answers itself).
@@ -767,17 +784,20 @@ mod tests {
             r(&["CONFIG", "SET", "maxmemory", "0"]),
             Route::FanOut(FanOut::AllNodes {
                 kind: MergeKind::Unanimous,
-                config_set: true
+                config: Some(NodeConfig::Set)
             })
         );
         assert_eq!(
             r(&["CONFIG", "RESETSTAT"]),
             Route::FanOut(FanOut::AllNodes {
                 kind: MergeKind::Unanimous,
-                config_set: false
+                config: Some(NodeConfig::ResetStat)
             })
         );
-        assert_eq!(r(&["CONFIG", "GET", "maxmemory"]), Route::AnyNode);
+        assert_eq!(
+            r(&["CONFIG", "GET", "maxmemory"]),
+            Route::Local(Local::ConfigGet)
+        );
         for args in [&["ACL", "SETUSER", "u", "on"][..], &["ACL", "LOG", "reset"]] {
             assert_eq!(r(args), every_node(MergeKind::Unanimous));
         }

@@ -1,6 +1,8 @@
 //! Cluster-wide commands (KEYS, DBSIZE, FLUSHALL, CONFIG SET, SCRIPT KILL, ACL SETUSER,
 //! LATENCY, ...): one call per node the current map names, merged into the client's one
-//! reply. (SCAN runs its steps in [`super::scan`].)
+//! reply (SCAN runs its steps in [`super::scan`]); and keyless commands whose answer is the
+//! same everywhere (COMMAND, TIME, ...), sent to any one master, and PUBLISH, sent to the
+//! pub/sub node.
 
 use super::Session;
 use crate::backend::worker::CLUSTERDOWN_UNSERVED;
@@ -11,8 +13,36 @@ use crate::route::resp;
 use crate::route::router::FanOut;
 use bytes::Bytes;
 use std::rc::Rc;
+use std::sync::Arc;
 
 impl Session {
+    /// The master a keyless request goes to: one of the masters not marked failing (all of
+    /// them if every one is), chosen by client, so a client's keyless requests stay on one.
+    pub(super) fn keyless_node(&self) -> Option<Arc<str>> {
+        let map = self.worker.shared.topology.map.load();
+        let live: Vec<_> = map.nodes.iter().filter(|n| !n.failing).collect();
+        let pool = if live.is_empty() {
+            map.nodes.iter().collect()
+        } else {
+            live
+        };
+        (!pool.is_empty()).then(|| Arc::clone(&pool[self.client.id as usize % pool.len()].addr))
+    }
+
+    /// Sends a request whole to `addr` (`None`: no node serves, the client gets CLUSTERDOWN),
+    /// in the client's protocol.
+    pub(super) fn send_to_node(&mut self, addr: Option<Arc<str>>, wire: Bytes) {
+        match addr {
+            Some(addr) => {
+                let slot_rc = self.new_slot();
+                self.queue.push_back(Rc::clone(&slot_rc));
+                self.worker
+                    .send(self.call(wire, Dest::Node(addr), Target::Whole(slot_rc)));
+            }
+            None => self.push_ready(resp::error(CLUSTERDOWN_UNSERVED)),
+        }
+    }
+
     /// Sends a cluster-wide command to the nodes the current map names and merges the replies
     /// into one reply slot. Every call is addressed to a node (`Dest::Node`), so a MOVED is
     /// not expected; an unreachable node fails only its part, and the merge reports it.
@@ -25,6 +55,8 @@ impl Session {
             }
         }
         let map = self.worker.shared.topology.map.load();
+        // Proxy settings a CONFIG SET changes too, applied once every node accepted it.
+        let mut owned = None;
         let (nodes, kind, wire) = match f {
             FanOut::Masters(kind) => {
                 let mut nodes = fanout::masters(&map);
@@ -38,11 +70,10 @@ impl Session {
                 }
                 (nodes, kind, wire)
             }
-            FanOut::AllNodes { kind, config_set } => {
-                if config_set && !self.worker.shared.settings.live.get().allow_config_set {
-                    return self.push_ready(resp::error(
-                        "ERR slotproxy: CONFIG SET is disabled by the proxy's allow_config_set setting",
-                    ));
+            FanOut::AllNodes { kind, config } => {
+                match self.node_config(config, args) {
+                    Ok(pairs) => owned = pairs,
+                    Err(refused) => return self.push_ready(refused),
                 }
                 if args[0].eq_ignore_ascii_case(b"acl") {
                     let user = &self.worker.shared.settings.config.backend_user;
@@ -57,8 +88,11 @@ impl Session {
         if nodes.is_empty() {
             return self.push_ready(resp::error(CLUSTERDOWN_UNSERVED));
         }
-        let slot_rc = self.new_slot();
+        let mut slot_rc = self.new_slot();
         self.queue.push_back(Rc::clone(&slot_rc));
+        if let Some(pairs) = owned {
+            slot_rc = self.apply_after_nodes(slot_rc, pairs);
+        }
         let merge = Merge::fan_out(kind, nodes.clone(), slot_rc);
         if self.client.resp3 {
             merge.set_resp3();

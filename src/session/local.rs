@@ -140,7 +140,8 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         | Local::Reset
         | Local::ClientReply
         | Local::ClientUnblock
-        | Local::ClientTracking => {
+        | Local::ClientTracking
+        | Local::ConfigGet => {
             resp::error("ERR slotproxy: this command must be run by the session").into()
         }
     }

@@ -14,6 +14,8 @@
 pub mod blocking;
 pub mod clients;
 mod cluster_wide;
+mod config_cmd;
+mod fence;
 mod hold;
 pub mod local;
 mod login;
@@ -30,7 +32,7 @@ mod wait;
 
 use crate::admin;
 use crate::backend::dedicated::{Lease, Quota};
-use crate::backend::worker::{Worker, CLUSTERDOWN_UNSERVED};
+use crate::backend::worker::Worker;
 use crate::local_notify::LocalNotify;
 use crate::net::stream::Stream;
 use crate::route::dispatch::{Call, Dest, Merge, ReplySlot, Target};
@@ -139,6 +141,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         reply_mode: ReplyMode::default(),
         blocked_ops: None,
         paused: None,
+        fenced: None,
         pause_word: 0,
         tracking: None,
     };
@@ -170,6 +173,10 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
     worker.shared.registries.clients.remove(id);
     for slot in s.queue.drain(..) {
         s.obs.dropped(&worker, &slot);
+    }
+    if s.fenced.take().is_some() {
+        // Read but never sent: no longer in flight.
+        s.obs.no_reply(&worker);
     }
     s.obs.end(&worker, s.out_bytes);
     if s.peak_out.max(s.out_bytes + s.held.get()) >= crate::memory::TRIM_AFTER_BYTES {
@@ -238,6 +245,9 @@ struct Session {
     blocked_ops: Option<Rc<unblock::Ops>>,
     /// The request CLIENT PAUSE holds, if any: nothing after it is parsed until it goes.
     paused: Option<Box<hold::Held>>,
+    /// A request held until every earlier one is answered (see [`fence`]): nothing after it
+    /// is parsed until it goes.
+    fenced: Option<Box<fence::Fenced>>,
     /// The CLIENT PAUSE word read for the current batch (0: no pause, nothing to check).
     pause_word: u64,
     /// CLIENT TRACKING state; `None` for the clients that do not track (one branch each).
@@ -258,7 +268,7 @@ impl Session {
             self.reload_settings();
             if self.obs.aborted() {
                 // Shutdown deadline: whatever is still unanswered gets an error saying so.
-                if self.paused.take().is_some() {
+                if self.paused.take().is_some() || self.fenced.take().is_some() {
                     self.push_ready(resp::error(crate::session::observe::SHUTDOWN_UNANSWERED));
                 }
                 for slot in &self.queue {
@@ -271,7 +281,7 @@ impl Session {
                 Box::pin(crate::session::observe::linger(&mut self.stream)).await;
                 return Ok(());
             }
-            if (self.unparsed || self.paused.is_some())
+            if (self.unparsed || self.holding())
                 && !self.closing
                 && self.queue.len() < self.max_pipeline
             {
@@ -325,7 +335,7 @@ impl Session {
             let draining = self.obs.draining();
             if draining
                 && !self.unparsed
-                && self.paused.is_none()
+                && !self.holding()
                 && self.queue.is_empty()
                 && self.out.is_empty()
             {
@@ -335,7 +345,7 @@ impl Session {
                 return Ok(());
             }
             if self.unparsed
-                && self.paused.is_none()
+                && !self.holding()
                 && !self.closing
                 && self.queue.len() < self.max_pipeline
             {
@@ -348,7 +358,7 @@ impl Session {
             let can_read = !self.closing
                 && !draining
                 && !self.unparsed
-                && self.paused.is_none()
+                && !self.holding()
                 && self.queue.len() < self.max_pipeline;
             let want_write = !self.out.is_empty() || self.stream.wants_flush();
             // One poll for everything the session waits on (replies, CLIENT KILL and
@@ -491,7 +501,10 @@ impl Session {
             req.args = args;
             self.request(req, wire);
         }
-        if self.paused.is_some() {
+        if let Some(wire) = self.release_fenced(&mut req.args) {
+            self.request(req, wire);
+        }
+        if self.holding() {
             return;
         }
         self.unparsed = false;
@@ -510,7 +523,7 @@ impl Session {
                         None => resp::encode_command(&req.args).freeze(),
                     };
                     self.request(req, wire);
-                    if self.paused.is_some() {
+                    if self.holding() {
                         self.unparsed = !self.rbuf.is_empty();
                         return;
                     }
@@ -540,6 +553,10 @@ impl Session {
                 // Rare: the held request takes the thread's argument vector with it.
                 return self.hold(write, std::mem::take(&mut req.args), wire);
             }
+        }
+        if (self.tx.active() || matches!(route, Route::Tx(_))) && self.must_fence(&route) {
+            // Rare: the held request takes the thread's argument vector with it.
+            return self.fence(std::mem::take(&mut req.args), wire);
         }
         let args = &req.args;
         if self.tracking.is_some() {
@@ -608,42 +625,13 @@ impl Session {
                     ));
                 }
             }
-            Route::AnyNode => {
-                let addr: Option<Arc<str>> = {
-                    let map = self.worker.shared.topology.map.load();
-                    let live: Vec<_> = map.nodes.iter().filter(|n| !n.failing).collect();
-                    let pool = if live.is_empty() {
-                        map.nodes.iter().collect()
-                    } else {
-                        live
-                    };
-                    (!pool.is_empty())
-                        .then(|| Arc::clone(&pool[self.client.id as usize % pool.len()].addr))
-                };
-                match addr {
-                    Some(addr) => {
-                        let slot_rc = self.new_slot();
-                        self.queue.push_back(Rc::clone(&slot_rc));
-                        self.worker
-                            .send(self.call(wire, Dest::Node(addr), Target::Whole(slot_rc)));
-                    }
-                    None => self.push_ready(resp::error(CLUSTERDOWN_UNSERVED)),
-                }
-            }
+            Route::AnyNode => self.send_to_node(self.keyless_node(), wire),
             Route::Publish => {
                 let addr = {
                     let map = self.worker.shared.topology.map.load();
                     map.pubsub_node(None).map(|n| Arc::clone(&n.addr))
                 };
-                match addr {
-                    Some(addr) => {
-                        let slot_rc = self.new_slot();
-                        self.queue.push_back(Rc::clone(&slot_rc));
-                        self.worker
-                            .send(self.call(wire, Dest::Node(addr), Target::Whole(slot_rc)));
-                    }
-                    None => self.push_ready(resp::error(CLUSTERDOWN_UNSERVED)),
-                }
+                self.send_to_node(addr, wire)
             }
             Route::FanOut(f) => self.fan_out(f, wire, args),
             Route::Blocking(slot) => self.blocking(blocking::Start::Slot(slot), wire),
@@ -682,6 +670,7 @@ impl Session {
             }
             Route::Local(Local::ClientUnblock) => self.client_unblock(args),
             Route::Local(Local::ClientTracking) => self.tracking_command(args),
+            Route::Local(Local::ConfigGet) => self.config_get(wire),
             Route::Local(Local::Info) => {
                 let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));

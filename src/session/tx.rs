@@ -9,12 +9,21 @@
 //! because only then is the node known. Until then the proxy holds the queued commands itself,
 //! at most `max_pipeline` of them and `max_pending_reply_bytes` bytes; one more is refused with
 //! an error and EXEC answers `EXECABORT`, like any other error at queue time.
+//!
+//! Order across connections: a transaction's commands travel on its own connection, the
+//! client's other commands on the shared ones, and two connections keep no order between
+//! them. So that a pipelined `WATCH k; FLUSHALL; MULTI; ...; EXEC` (or `MULTI; ...; EXEC; GET
+//! k`) runs in the order a single Redis runs it, a request that changes lanes (to the
+//! transaction's connection from the shared ones, or back) waits until every earlier request
+//! of the client is answered ([`lane`], [`must_wait`]; the session holds it in its
+//! [`super::fence`]). Requests on one lane are not held, and a client without a transaction
+//! or a watch never pays for any of this.
 
 use super::Session;
 use crate::backend::dedicated::{Expect, Lease};
 use crate::route::dispatch::ReplySlot;
 use crate::route::resp;
-use crate::route::router::{Local, Route, Tx, CROSSSLOT};
+use crate::route::router::{FanOut, Local, NodeConfig, Route, Tx, CROSSSLOT};
 use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -43,18 +52,73 @@ pub(super) struct TxState {
     buffered: Vec<Bytes>,
     /// Bytes in `buffered`.
     buffered_bytes: usize,
+    /// The last request that reached a node went on the transaction's connection (it
+    /// outlives the transaction: the request after EXEC waits for EXEC's reply).
+    last_pinned: bool,
+}
+
+/// Which connections a request travels on, for the order between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// The transaction's own connection (or held by the proxy for it).
+    Pinned,
+    /// The shared connections, or any other of the client's.
+    Shared,
+    /// Answered by the proxy without running anything on a node.
+    Neutral,
+}
+
+/// The lane of a request, given whether a transaction is open (`in_multi`) and whether the
+/// connection is pinned (keys watched, or a slot named inside MULTI).
+pub(super) fn lane(route: &Route, in_multi: bool, pinned: bool) -> Lane {
+    match route {
+        Route::Tx(Tx::Multi) if !in_multi && pinned => Lane::Pinned,
+        Route::Tx(Tx::Multi) => Lane::Neutral,
+        Route::Tx(Tx::Watch(_)) if in_multi => Lane::Neutral,
+        Route::Tx(Tx::Watch(_)) => Lane::Pinned,
+        Route::Tx(Tx::Unwatch) if in_multi || pinned => Lane::Pinned,
+        Route::Tx(Tx::Exec | Tx::Discard) if in_multi => Lane::Pinned,
+        Route::Tx(_) => Lane::Neutral,
+        Route::Reply(_) | Route::Local(Local::Quit | Local::Reset) => Lane::Neutral,
+        _ if in_multi => Lane::Pinned,
+        Route::Local(Local::ConfigGet) => Lane::Shared,
+        Route::Local(_) => Lane::Neutral,
+        _ => Lane::Shared,
+    }
+}
+
+/// Whether a request on `lane` must wait for every earlier request's reply: it changes lanes.
+pub(super) fn must_wait(lane: Lane, last_pinned: bool) -> bool {
+    match lane {
+        Lane::Pinned => !last_pinned,
+        Lane::Shared => last_pinned,
+        Lane::Neutral => false,
+    }
+}
+
+/// The queue-time error of a command the proxy cannot put in a transaction.
+fn not_queueable(args: &[Bytes]) -> Bytes {
+    let name = String::from_utf8_lossy(&args[0]).to_uppercase();
+    resp::error(&format!(
+        "ERR slotproxy: '{name}' cannot be queued in a transaction: it does not concern one slot's node"
+    ))
 }
 
 impl TxState {
-    /// Whether requests must go through [`Session::tx_dispatch`]: a transaction is open, or keys
-    /// are watched on the pinned connection.
+    /// Whether requests must go through [`Session::tx_dispatch`]: a transaction is open, keys
+    /// are watched on the pinned connection, or the last request went on that connection.
     pub(super) fn active(&self) -> bool {
-        self.in_multi || self.conn.is_some()
+        self.in_multi || self.conn.is_some() || self.last_pinned
     }
 
     /// Between MULTI and EXEC/DISCARD.
     pub(super) fn in_multi(&self) -> bool {
         self.in_multi
+    }
+
+    /// What [`lane`] and [`must_wait`] read: in MULTI, pinned, last request pinned.
+    pub(super) fn lanes(&self) -> (bool, bool, bool) {
+        (self.in_multi, self.conn.is_some(), self.last_pinned)
     }
 
     /// Whether a command that may write was queued since MULTI.
@@ -70,29 +134,47 @@ impl TxState {
 
 impl Session {
     /// Handles a request while a transaction is open or keys are watched, or a transaction
-    /// command at any time.
+    /// command at any time. The session has made it wait for the earlier replies if it
+    /// changes lanes (see the module's documentation); this notes its lane.
     pub(super) fn tx_dispatch(&mut self, route: Route, wire: Bytes, args: &[Bytes]) {
+        let lane = lane(&route, self.tx.in_multi, self.tx.conn.is_some());
+        self.tx_run(route, wire, args);
+        match lane {
+            Lane::Pinned => self.tx.last_pinned = true,
+            Lane::Shared => self.tx.last_pinned = false,
+            Lane::Neutral => {}
+        }
+    }
+
+    fn tx_run(&mut self, route: Route, wire: Bytes, args: &[Bytes]) {
         let in_multi = self.tx.in_multi;
         match route {
             Route::Tx(t) => self.tx_command(t, wire),
             _ if !in_multi => self.dispatch_plain(route, wire, args),
             Route::Slot(slot) | Route::Blocking(slot) => self.tx_queue(Some(slot), wire),
+            // CONFIG GET queued shows the node's values, the slow log's included.
             Route::AnyNode
             | Route::Publish
             | Route::Local(Local::Ping)
-            | Route::Local(Local::Echo) => self.tx_queue(None, wire),
+            | Route::Local(Local::Echo)
+            | Route::Local(Local::ConfigGet) => self.tx_queue(None, wire),
             Route::Split(_) => self.tx_refuse(resp::error(CROSSSLOT)),
             Route::Reply(err) => self.tx_refuse(err),
+            // A CONFIG SET the proxy refuses anyway gets that refusal.
+            Route::FanOut(FanOut::AllNodes {
+                config: Some(NodeConfig::Set),
+                ..
+            }) => {
+                let refused = self
+                    .config_set_refusal(args)
+                    .unwrap_or_else(|| not_queueable(args));
+                self.tx_refuse(refused)
+            }
             // RESET is run at once inside MULTI too, as in Redis: it ends the transaction.
             Route::Local(Local::Quit) | Route::Local(Local::Reset) => {
                 self.dispatch_plain(route, wire, args)
             }
-            _ => {
-                let name = String::from_utf8_lossy(&args[0]).to_uppercase();
-                self.tx_refuse(resp::error(&format!(
-                    "ERR slotproxy: '{name}' cannot be queued in a transaction: it does not concern one slot's node"
-                )))
-            }
+            _ => self.tx_refuse(not_queueable(args)),
         }
     }
 
@@ -293,6 +375,7 @@ impl Session {
     /// is in; with `clean` the node holds no state for it any more and it may be reused.
     fn tx_end(&mut self, clean: bool) {
         let tx = std::mem::take(&mut self.tx);
+        self.tx.last_pinned = tx.last_pinned;
         self.live
             .multi
             .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -333,5 +416,59 @@ impl Session {
     /// connection clears them there).
     pub(super) fn tx_reset(&mut self) {
         self.tx_end(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::resp::test_args as args;
+    use crate::route::router::route;
+
+    fn r(a: &[&str]) -> Route {
+        route(&args(a), &mut Vec::new())
+    }
+
+    #[test]
+    fn requests_keep_to_their_lane() {
+        use Lane::*;
+        // Outside a transaction, nothing watched.
+        assert_eq!(lane(&r(&["GET", "k"]), false, false), Shared);
+        assert_eq!(lane(&r(&["FLUSHALL"]), false, false), Shared);
+        assert_eq!(lane(&r(&["CONFIG", "GET", "x"]), false, false), Shared);
+        assert_eq!(lane(&r(&["PING"]), false, false), Neutral);
+        assert_eq!(lane(&r(&["NOSUCH"]), false, false), Neutral);
+        assert_eq!(lane(&r(&["MULTI"]), false, false), Neutral);
+        assert_eq!(lane(&r(&["EXEC"]), false, false), Neutral);
+        assert_eq!(lane(&r(&["UNWATCH"]), false, false), Neutral);
+        assert_eq!(lane(&r(&["WATCH", "k"]), false, false), Pinned);
+        // Watching: MULTI and UNWATCH go to the node; other commands stay shared.
+        assert_eq!(lane(&r(&["MULTI"]), false, true), Pinned);
+        assert_eq!(lane(&r(&["UNWATCH"]), false, true), Pinned);
+        assert_eq!(lane(&r(&["SET", "k", "v"]), false, true), Shared);
+        // Inside MULTI everything queued is the transaction's; errors and RESET are the proxy's.
+        for a in [
+            &["SET", "k", "v"][..],
+            &["PING"],
+            &["EXEC"],
+            &["DISCARD"],
+            &["KEYS", "*"],
+        ] {
+            assert_eq!(lane(&r(a), true, false), Pinned, "{a:?}");
+        }
+        assert_eq!(lane(&r(&["NOSUCH"]), true, true), Neutral);
+        assert_eq!(lane(&r(&["WATCH", "k"]), true, true), Neutral);
+        assert_eq!(lane(&r(&["MULTI"]), true, true), Neutral);
+        assert_eq!(lane(&r(&["RESET"]), true, true), Neutral);
+    }
+
+    #[test]
+    fn only_a_change_of_lane_waits() {
+        assert!(must_wait(Lane::Pinned, false));
+        assert!(!must_wait(Lane::Pinned, true));
+        assert!(must_wait(Lane::Shared, true));
+        assert!(!must_wait(Lane::Shared, false));
+        assert!(!must_wait(Lane::Neutral, true));
+        assert!(!must_wait(Lane::Neutral, false));
     }
 }
