@@ -66,6 +66,8 @@ pub enum Local {
     ClientPause,
     /// CLIENT UNPAUSE
     ClientUnpause,
+    /// MONITOR (the proxy's clients, on every worker)
+    Monitor,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -220,7 +222,6 @@ const NODE_LEVEL: &[&str] = &[
     "cluster",
     "readonly",
     "readwrite",
-    "monitor",
     "sync",
     "psync",
     "replconf",
@@ -305,6 +306,7 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         "client|unblock" => return Route::Local(Local::ClientUnblock),
         "client|pause" => return Route::Local(Local::ClientPause),
         "client|unpause" => return Route::Local(Local::ClientUnpause),
+        "monitor" => return Route::Local(Local::Monitor),
         "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
             return Route::Local(Local::Slowlog)
         }
@@ -800,6 +802,7 @@ mod tests {
     #[test]
     fn proxy_answers_connection_commands() {
         assert_eq!(r(&["ping"]), Route::Local(Local::Ping));
+        assert_eq!(r(&["MONITOR"]), Route::Local(Local::Monitor));
         assert_eq!(r(&["PROXY", "SLOTS"]), Route::Local(Local::Proxy));
         assert_eq!(
             r(&["CLIENT", "SETNAME", "x"]),

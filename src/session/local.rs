@@ -136,7 +136,11 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         Local::Info => resp::error("ERR slotproxy: INFO must be run by the session").into(),
         Local::Slowlog => crate::metrics::slowlog::answer(args, &shared.metrics.slowlog).into(),
         // Admin commands are asynchronous; the session runs them (see `session`).
-        Local::Proxy | Local::Reset | Local::ClientReply | Local::ClientUnblock => {
+        Local::Proxy
+        | Local::Reset
+        | Local::ClientReply
+        | Local::ClientUnblock
+        | Local::Monitor => {
             resp::error("ERR slotproxy: this command must be run by the session").into()
         }
     }
