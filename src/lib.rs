@@ -11,7 +11,7 @@
 //!   connections (credentials and TLS), and listening sockets.
 //! - [`session`]: one client connection: its loop, the commands the proxy answers itself,
 //!   cluster-wide commands, blocking commands, pub/sub, transactions, WAIT, logins and access
-//!   checks, what it records, the client registry.
+//!   checks, what it records, the client registry, MONITOR.
 //! - [`route`]: RESP, the request parser, the command table and key specs, the router, calls
 //!   and redirects, fan-out, reply merging, the script cache.
 //! - [`backend`]: the per-node multiplexed connections, dedicated connections, the worker that

@@ -168,6 +168,8 @@ pub struct Registries {
     pub jobs: crate::admin::jobs::Jobs,
     /// CLIENT PAUSE in force over all the proxy's clients.
     pub pause: crate::session::pause::ClientPause,
+    /// The MONITOR clients, fed by every worker's sessions.
+    pub monitors: crate::session::monitor::registry::Monitors,
 }
 
 /// The proxy's own counters. Workers write only their own padded [`WorkerStats`]; the rest

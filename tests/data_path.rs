@@ -487,10 +487,6 @@ fn connection_commands_and_info_look_like_redis() {
             "does not support 'CLIENT TRACKING' yet",
         ),
         (
-            vec!["MONITOR"],
-            "'MONITOR' is not available through slotproxy",
-        ),
-        (
             vec!["DEBUG", "SLEEP", "0"],
             "'DEBUG' is not available through slotproxy",
         ),

@@ -378,8 +378,17 @@ const ADMIN_COMMANDS: &[&str] = &[
     "migrate",
 ];
 
-/// Commands that see keys of the whole keyspace: refused to users with a namespace.
-const KEYSPACE_WIDE: &[&str] = &["keys", "scan", "randomkey", "dbsize", "flushall", "flushdb"];
+/// Commands that see keys of the whole keyspace: refused to users with a namespace (MONITOR
+/// shows every client's keys, so it is refused to read namespaces too).
+const KEYSPACE_WIDE: &[&str] = &[
+    "keys",
+    "scan",
+    "randomkey",
+    "dbsize",
+    "flushall",
+    "flushdb",
+    "monitor",
+];
 
 /// Commands that run or install code: a script reaches any key of its declared keys' slots
 /// (Redis Cluster only checks slots), and Redis's ACL checks what a script runs against the
@@ -547,7 +556,7 @@ impl User {
             return Err(Denied::Script(shown));
         }
         let prefixes = self.prefixes(need);
-        if !prefixes.is_empty() && KEYSPACE_WIDE.contains(&spec.name) {
+        if (!prefixes.is_empty() || spec.name == "monitor") && KEYSPACE_WIDE.contains(&spec.name) {
             return Err(Denied::KeyspaceWide(shown));
         }
         let also_read = need >= Level::Write && !self.read_prefixes.is_empty();

@@ -311,3 +311,20 @@ fn namespaced_channels_and_patterns() {
     assert!(check(&glob, &["SUBSCRIBE", "a*b"]).is_ok());
     assert!(check(&glob, &["PSUBSCRIBE", "a*b"]).is_err());
 }
+
+#[test]
+fn monitor_is_admin_and_refused_to_every_namespace() {
+    let admin = user("name = \"adm\"\npassword = \"p\"\nlevel = \"admin\"");
+    assert_eq!(check(&admin, &["MONITOR"]), Ok(()));
+    let writer = user("name = \"w\"\npassword = \"p\"\nlevel = \"write\"");
+    assert_eq!(
+        check(&writer, &["MONITOR"]),
+        Err("NOPERM this user has no permissions to run the 'monitor' command".into())
+    );
+    // It would show keys outside the user's prefixes: refused even to a read namespace.
+    let reads_a =
+        user("name = \"r\"\npassword = \"p\"\nlevel = \"admin\"\nread_prefixes = [\"a\"]");
+    assert!(check(&reads_a, &["MONITOR"])
+        .unwrap_err()
+        .contains("outside the user's key prefixes"));
+}

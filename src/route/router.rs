@@ -72,6 +72,8 @@ pub enum Local {
     /// CONFIG GET parameter [parameter ...]: asked of any one node, with the settings the
     /// proxy owns (the slow log's, see [`crate::route::own_settings`]) shown as the proxy's.
     ConfigGet,
+    /// MONITOR (the proxy's clients, on every worker)
+    Monitor,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -236,7 +238,6 @@ const NODE_LEVEL: &[&str] = &[
     "cluster",
     "readonly",
     "readwrite",
-    "monitor",
     "sync",
     "psync",
     "replconf",
@@ -324,6 +325,7 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => {
             return Route::Local(Local::ClientTracking)
         }
+        "monitor" => return Route::Local(Local::Monitor),
         "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
             return Route::Local(Local::Slowlog)
         }
@@ -825,6 +827,7 @@ mod tests {
     #[test]
     fn proxy_answers_connection_commands() {
         assert_eq!(r(&["ping"]), Route::Local(Local::Ping));
+        assert_eq!(r(&["MONITOR"]), Route::Local(Local::Monitor));
         assert_eq!(r(&["PROXY", "SLOTS"]), Route::Local(Local::Proxy));
         assert_eq!(
             r(&["CLIENT", "SETNAME", "x"]),

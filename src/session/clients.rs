@@ -21,8 +21,8 @@ use std::time::Instant;
 pub struct Live {
     /// Milliseconds since the proxy started, at the client's last read.
     pub last_active_ms: AtomicU64,
-    /// What other clients asked of this one ([`KILLED`], [`UNBLOCK`] bits), set from any
-    /// thread; the session looks at it in every wait (one atomic load for both requests).
+    /// What other clients asked of this one ([`KILLED`], [`UNBLOCK`], [`MONITOR`] bits), set
+    /// from any thread; the session looks at it in every wait (one atomic load for all).
     pub attention: AtomicU8,
     /// The session task's waker, registered once when it starts ([`Live::register_waker`]):
     /// CLIENT KILL and CLIENT UNBLOCK, which may run on another worker's thread, wake it after
@@ -52,6 +52,8 @@ pub struct Live {
     /// it), until its session takes them (it is woken with [`INVALIDATE`] set). Empty and
     /// unallocated for every client that neither tracks nor receives redirected messages.
     inbox: Mutex<Vec<Invalidation>>,
+    /// A MONITOR client (CLIENT LIST's `O`).
+    pub monitor: AtomicBool,
 }
 
 /// One client-side-caching message on its way to the session that writes it
@@ -115,6 +117,15 @@ impl Live {
         std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Sets `bit` in `attention` and wakes the session, from any thread; when the bit was set
+    /// already, the session is due to look anyway and is not woken again.
+    pub fn alert(&self, bit: u8) {
+        // Release: the session that sees the bit (Acquire) then finds what it is about.
+        if self.attention.fetch_or(bit, Ordering::Release) & bit == 0 {
+            self.wake();
+        }
+    }
+
     /// Wakes the session (after `attention` was set), from any thread.
     fn wake(&self) {
         if let Some(w) = &*self.waker.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -174,6 +185,8 @@ pub const KILLED: u8 = 1;
 pub const UNBLOCK: u8 = 2;
 /// [`Live::attention`] bit: invalidation messages wait in [`Live::take_invalidations`].
 pub const INVALIDATE: u8 = 4;
+/// [`Live::attention`] bit: lines wait in the client's MONITOR queue.
+pub const MONITOR: u8 = 8;
 
 /// One client connection.
 #[derive(Debug, Clone)]
@@ -218,6 +231,7 @@ impl Registry {
             resp: AtomicU8::new(2),
             multi: AtomicBool::new(false),
             inbox: Mutex::new(Vec::new()),
+            monitor: AtomicBool::new(false),
         });
         let entry = Entry {
             id,
@@ -320,7 +334,12 @@ pub fn line(e: &Entry, now_ms: u64) -> String {
         l.ssub.load(Relaxed),
     );
     let multi = l.multi.load(Relaxed);
-    let flags = flags(sub + psub + ssub > 0, multi, l.blocked.load(Relaxed) > 0);
+    let flags = flags(
+        l.monitor.load(Relaxed),
+        sub + psub + ssub > 0,
+        multi,
+        l.blocked.load(Relaxed) > 0,
+    );
     let mut out = String::new();
     let _ = write!(
         out,
@@ -346,13 +365,18 @@ pub fn syntax_error(sub: &[u8]) -> String {
 }
 
 /// CLIENT LIST's `flags` field: Redis's letters for the states the proxy has, in Redis's
-/// order (`P` subscribed, `x` in MULTI, `b` blocked), or `N` for none.
-fn flags(subscribed: bool, multi: bool, blocked: bool) -> String {
-    let mut f: String = [(subscribed, 'P'), (multi, 'x'), (blocked, 'b')]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, c)| *c)
-        .collect();
+/// order (`O` monitor, `P` subscribed, `x` in MULTI, `b` blocked), or `N` for none.
+fn flags(monitor: bool, subscribed: bool, multi: bool, blocked: bool) -> String {
+    let mut f: String = [
+        (monitor, 'O'),
+        (subscribed, 'P'),
+        (multi, 'x'),
+        (blocked, 'b'),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, c)| *c)
+    .collect();
     if f.is_empty() {
         f.push('N');
     }
@@ -520,8 +544,9 @@ mod tests {
         live.blocked.store(1, Relaxed);
         assert_eq!(r.blocked(), 1);
         assert!(line(&r.snapshot()[1], 0).contains(" flags=Pb "));
-        assert_eq!(flags(false, false, false), "N");
-        assert_eq!(flags(false, true, true), "xb");
+        assert_eq!(flags(false, false, false, false), "N");
+        assert_eq!(flags(false, false, true, true), "xb");
+        assert_eq!(flags(true, true, false, false), "OP");
         assert!(r.live(2).is_some() && r.live(3).is_none());
         let mark = BlockedMark::new(&live);
         assert_eq!(live.blocked.load(Relaxed), 2);

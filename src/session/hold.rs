@@ -53,8 +53,8 @@ impl Held {
 impl Session {
     /// Whether the pause in force (`word`, read for this batch) holds a request routed to
     /// `route`; `Some(write)` when it does, saying whether the request may write. Requests
-    /// answered with an error at once (unknown, refused, not logged in) and PROXY commands
-    /// are never held, nor anything while the proxy shuts down.
+    /// answered with an error at once (unknown, refused, not logged in), PROXY commands and
+    /// monitors' requests are never held, nor anything while the proxy shuts down.
     pub(super) fn pause_holds(
         &self,
         word: u64,
@@ -63,7 +63,11 @@ impl Session {
     ) -> Option<bool> {
         let now = self.worker.shared.metrics.started.elapsed().as_millis() as u64;
         let (mode, _) = ClientPause::in_force(word, now)?;
-        if matches!(route, Route::Reply(_) | Route::Local(Local::Proxy)) || self.obs.draining() {
+        // A monitor is never held, as Redis never pauses its replicas and monitors.
+        if matches!(route, Route::Reply(_) | Route::Local(Local::Proxy))
+            || self.obs.draining()
+            || self.is_monitor()
+        {
             return None;
         }
         let write = may_write(spec, route, self.tx.writes());

@@ -141,7 +141,8 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         | Local::ClientReply
         | Local::ClientUnblock
         | Local::ClientTracking
-        | Local::ConfigGet => {
+        | Local::ConfigGet
+        | Local::Monitor => {
             resp::error("ERR slotproxy: this command must be run by the session").into()
         }
     }

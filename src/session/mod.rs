@@ -19,6 +19,7 @@ mod fence;
 mod hold;
 pub mod local;
 mod login;
+pub mod monitor;
 pub mod observe;
 pub mod pause;
 mod pubsub;
@@ -144,6 +145,8 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         fenced: None,
         pause_word: 0,
         tracking: None,
+        monitored: false,
+        monitor: None,
     };
     if s.acl {
         s.client.peer_ip = s.stream.peer_addr().ok().map(|a| a.ip());
@@ -252,6 +255,10 @@ struct Session {
     pause_word: u64,
     /// CLIENT TRACKING state; `None` for the clients that do not track (one branch each).
     tracking: Option<Box<tracking::Tracking>>,
+    /// Whether monitors existed when the current batch began (see [`monitor`]).
+    monitored: bool,
+    /// This client's MONITOR state, once it needed one.
+    monitor: Option<Box<monitor::Side>>,
 }
 
 enum Event {
@@ -312,7 +319,7 @@ impl Session {
                 );
                 return Ok(());
             }
-            if self.subs.is_some()
+            if (self.subs.is_some() || self.is_monitor())
                 && pending > self.worker.shared.settings.config.max_pubsub_reply_bytes
             {
                 self.obs.cut(
@@ -396,8 +403,11 @@ impl Session {
                     tracing::info!(client = self.client.id, "client killed by CLIENT KILL");
                     return Ok(());
                 }
-                Event::Attention(_) => {
-                    self.serve_unblocks();
+                Event::Attention(a) if !self.monitor_attention(a) => return Ok(()),
+                Event::Attention(a) => {
+                    if a & clients::UNBLOCK != 0 {
+                        self.serve_unblocks();
+                    }
                     self.take_invalidations();
                 }
                 Event::Writable(r) => r?,
@@ -494,8 +504,10 @@ impl Session {
 
     /// [`Session::process_buffer`] with the thread's request vectors.
     fn process_with(&mut self, req: &mut scratch::Request) {
-        // One relaxed load per batch: whether a CLIENT PAUSE is in force at all.
+        // One relaxed load per batch each: whether a CLIENT PAUSE is in force at all, and
+        // whether anyone monitors.
         self.pause_word = self.worker.shared.registries.pause.word();
+        self.monitored = self.worker.shared.registries.monitors.active();
         if let Some(h) = self.paused.take_if(|h| h.released() || self.obs.draining()) {
             let hold::Held { args, wire, .. } = *h;
             req.args = args;
@@ -544,10 +556,13 @@ impl Session {
         // Redis sends subscription confirmations as pushes (even in RESP2), which CLIENT
         // REPLY OFF / SKIP do not silence.
         let pushed = matches!(route, Route::Sub(_));
-        let route = match self.acl {
+        let mut route = match self.acl {
             true => self.authorize(route, spec, &req.args, &mut req.acl_keys),
             false => route,
         };
+        if self.monitored {
+            route = self.monitor_gate(route, spec);
+        }
         if self.pause_word != 0 {
             if let Some(write) = self.pause_holds(self.pause_word, &route, spec) {
                 // Rare: the held request takes the thread's argument vector with it.
@@ -568,6 +583,9 @@ impl Session {
         let before = self.queue.len();
         let cmd = self.obs.command(args, spec);
         let silent = self.reply_mode.take_turn();
+        if self.monitored {
+            self.monitor_feed(&route, spec, args);
+        }
         self.dispatch(route, wire.clone(), args);
         if self.acl {
             // AUTH, HELLO AUTH or RESET may have changed it; the next header is
@@ -652,6 +670,7 @@ impl Session {
                 self.tx_reset();
                 self.sub_reset();
                 self.reset_login();
+                self.monitor_stop();
                 self.client.name = None;
                 self.client.resp3 = false;
                 self.reply_mode = ReplyMode::default();
@@ -671,6 +690,7 @@ impl Session {
             Route::Local(Local::ClientUnblock) => self.client_unblock(args),
             Route::Local(Local::ClientTracking) => self.tracking_command(args),
             Route::Local(Local::ConfigGet) => self.config_get(wire),
+            Route::Local(Local::Monitor) => self.monitor_start(),
             Route::Local(Local::Info) => {
                 let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));

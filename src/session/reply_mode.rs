@@ -26,6 +26,11 @@ impl ReplyMode {
         self.own.take().unwrap_or(silent)
     }
 
+    /// Whether CLIENT REPLY OFF is in force (it silences MONITOR lines too, as in Redis).
+    pub(super) fn off(&self) -> bool {
+        self.off
+    }
+
     /// Applies `CLIENT REPLY ON|OFF|SKIP`; false for any other argument.
     pub(super) fn set(&mut self, arg: &[u8]) -> bool {
         if arg.eq_ignore_ascii_case(b"on") {
