@@ -62,7 +62,8 @@ pub struct Config {
     pub allow_config_set: bool,
     /// Whether CONFIG SET may change the node settings that can cut the proxy or the cluster
     /// off (`requirepass`, `port`, `bind`, `cluster-*`, `tls-*`, `dir`, ...; see
-    /// [`crate::route::config_refusal`]). Off (the default): such a CONFIG SET is refused
+    /// [`crate::route::config_refusal`]), and ACL SETUSER / DELUSER the user the proxy logs in
+    /// as (see [`crate::access::acl_guard`]). Off (the default): such a command is refused
     /// whole, before any node sees it.
     pub allow_dangerous_config_set: bool,
     /// Log line format: `text` (human-readable) or `json` (one JSON object per line).

@@ -280,3 +280,37 @@ fn acl_whoami_names_the_proxy_user_and_admin_rules_apply() {
         "{e}"
     );
 }
+
+/// `allow_dangerous_config_set` also lets ACL changes of the proxy's own login through (the
+/// operator says they know what they are doing).
+#[test]
+fn the_dangerous_settings_switch_lets_backend_user_changes_through() {
+    let cluster = cluster(3, 1, 0);
+    for i in 0..cluster.nodes.len() {
+        let _: () = redis::cmd("ACL")
+            .arg(&["SETUSER", "proxy", "on", ">pw", "~*", "&*", "+@all"])
+            .query(&mut node_conn(&cluster, i))
+            .expect("node ACL SETUSER");
+    }
+    let proxy = Proxy::start_with(
+        &cluster.seeds(),
+        "backend_user = \"proxy\"\nbackend_password = \"pw\"\nallow_dangerous_config_set = true",
+        true,
+    );
+    let mut c = proxy.conn();
+    // A harmless change the guard would refuse: a second password for the proxy's user.
+    let ok: String = redis::cmd("ACL")
+        .arg(&["SETUSER", "proxy", ">second"])
+        .query(&mut c)
+        .expect("SETUSER proxy");
+    assert_eq!(ok, "OK");
+    for i in 0..cluster.nodes.len() {
+        let mut n = node_conn(&cluster, i);
+        let ok: String = redis::cmd("AUTH")
+            .arg("proxy")
+            .arg("second")
+            .query(&mut n)
+            .expect("the new password works on every node");
+        assert_eq!(ok, "OK", "node {i}");
+    }
+}

@@ -75,7 +75,17 @@ impl Session {
                     Ok(pairs) => owned = pairs,
                     Err(refused) => return self.push_ready(refused),
                 }
-                if args[0].eq_ignore_ascii_case(b"acl") {
+                // The switch that lets CONFIG SET through to settings that could cut the proxy
+                // off covers the ACL changes that could too.
+                if args[0].eq_ignore_ascii_case(b"acl")
+                    && !self
+                        .worker
+                        .shared
+                        .settings
+                        .live
+                        .get()
+                        .allow_dangerous_config_set
+                {
                     let user = &self.worker.shared.settings.config.backend_user;
                     if let Some(why) = crate::access::acl_guard::lockout(args, user) {
                         return self.push_ready(resp::error(&why));
