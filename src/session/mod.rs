@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod observe;
 pub mod pause;
 mod pubsub;
+mod replies;
 mod reply_mode;
 mod scan;
 pub mod scratch;
@@ -41,7 +42,7 @@ use crate::route::protocol::RequestParser;
 use crate::route::resp;
 use crate::route::router::{self, Local, Route};
 use crate::shared::ClientSeat;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use local::ClientState;
 use reply_mode::ReplyMode;
 use std::collections::VecDeque;
@@ -51,7 +52,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 const READ_CHUNK: usize = 16 * 1024;
-const MAX_IOV: usize = 256;
 
 /// Completes the TLS handshake of a client from the TLS listener (within
 /// `HANDSHAKE_TIMEOUT`, or `connect_timeout` if longer), then serves it like any other. A failed handshake (a plain client on the TLS port, a
@@ -746,17 +746,6 @@ impl Session {
         c
     }
 
-    fn push_ready(&mut self, reply: Bytes) {
-        self.queue
-            .push_back(ReplySlot::ready_counted(&self.signal, reply, &self.held));
-    }
-
-    /// A reply slot for this client's queue; its reply counts toward the output limits from
-    /// the moment it arrives, even while it waits behind an unanswered request.
-    fn new_slot(&mut self) -> Rc<ReplySlot> {
-        scratch::slot(&self.signal, &self.held)
-    }
-
     /// How many dedicated connections this client may hold now (`max_dedicated_per_client`,
     /// live).
     fn dedicated_cap(&self) -> usize {
@@ -766,68 +755,5 @@ impl Session {
             .live
             .get()
             .max_dedicated_per_client
-    }
-
-    /// Keeps a slot whose reply went out for a later request (see [`scratch::reuse`]).
-    fn reuse(&mut self, slot: Rc<ReplySlot>) {
-        scratch::reuse(slot);
-    }
-
-    /// Moves the filled replies at the head of the queue to the output.
-    fn collect_ready(&mut self) {
-        while let Some(head) = self.queue.front() {
-            match head.take() {
-                Some(_) if head.discarded() => {
-                    self.obs.dropped(&self.worker, head);
-                    if let Some(slot) = self.queue.pop_front() {
-                        self.reuse(slot);
-                    }
-                }
-                Some(reply) => {
-                    self.obs
-                        .done(&self.worker, head, &reply, &self.client, &self.stream);
-                    self.out_bytes += reply.len();
-                    self.out.push_back(reply);
-                    if let Some(slot) = self.queue.pop_front() {
-                        self.reuse(slot);
-                    }
-                }
-                None => break,
-            }
-        }
-    }
-
-    /// Writes as much output as the socket takes without blocking.
-    fn flush(&mut self) -> io::Result<()> {
-        if self.out.is_empty() {
-            // TLS records encrypted earlier may still wait for the socket.
-            self.stream.try_flush()?;
-        }
-        while !self.out.is_empty() {
-            let result = {
-                self.stream
-                    .try_write_vectored(&crate::net::stream::io_slices(&self.out, MAX_IOV))
-            };
-            let mut n = match result {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            self.obs.wrote(&self.worker, n);
-            self.out_bytes -= n;
-            while n > 0 {
-                let Some(front) = self.out.front_mut() else {
-                    break;
-                };
-                if n >= front.len() {
-                    n -= front.len();
-                    self.out.pop_front();
-                } else {
-                    front.advance(n);
-                    n = 0;
-                }
-            }
-        }
-        Ok(())
     }
 }

@@ -1,0 +1,231 @@
+//! The router's decisions, driven without sockets.
+use super::*;
+
+fn r(args: &[&str]) -> Route {
+    let args: Vec<Bytes> = args
+        .iter()
+        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+        .collect();
+    route(&args, &mut Vec::new())
+}
+
+fn err(route: Route) -> String {
+    match route {
+        Route::Reply(b) => String::from_utf8_lossy(&b)
+            .trim_end_matches("\r\n")
+            .to_string(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn single_key_commands_go_to_their_slot() {
+    assert_eq!(r(&["GET", "foo"]), Route::Slot(12182));
+    assert_eq!(r(&["set", "{foo}x", "1"]), Route::Slot(12182));
+    assert_eq!(r(&["OBJECT", "ENCODING", "foo"]), Route::Slot(12182));
+    assert_eq!(
+        r(&["XREAD", "COUNT", "1", "STREAMS", "foo", "0"]),
+        Route::Slot(12182)
+    );
+}
+
+#[test]
+fn split_commands() {
+    assert_eq!(r(&["MGET", "{a}1", "{a}2"]), Route::Slot(key_slot(b"a")));
+    let Route::Split(s) = r(&["MSET", "foo", "1", "bar", "2", "{foo}z", "3"]) else {
+        panic!("not split")
+    };
+    assert_eq!(s.kind, MergeKind::AllOk);
+    assert_eq!(s.order, vec![0, 1, 0]);
+    assert_eq!(s.parts[0].slot, 12182);
+    assert_eq!(
+        &s.parts[0].wire[..],
+        b"*5\r\n$4\r\nMSET\r\n$3\r\nfoo\r\n$1\r\n1\r\n$6\r\n{foo}z\r\n$1\r\n3\r\n"
+    );
+    assert_eq!(
+        &s.parts[1].wire[..],
+        b"*3\r\n$4\r\nMSET\r\n$3\r\nbar\r\n$1\r\n2\r\n"
+    );
+    assert!(err(r(&["MSET", "a", "1", "b"])).contains("wrong number of arguments for 'mset'"));
+}
+
+#[test]
+fn every_key_of_a_big_split_goes_to_its_slot_s_part_in_client_order() {
+    // 300 keys (more than the inline arrays hold) over far more than 16 slots (the
+    // indexed search), each part's request decoded back.
+    let mut args = vec![Bytes::from_static(b"MSET")];
+    for i in 0..300 {
+        args.push(Bytes::from(format!("key:{}", i % 97)));
+        args.push(Bytes::from(format!("v{i}")));
+    }
+    let Route::Split(s) = route(&args, &mut Vec::new()) else {
+        panic!("not split")
+    };
+    assert!(s.parts.len() > 16);
+    assert_eq!(s.order.len(), 300);
+    let mut seen = vec![Vec::new(); s.parts.len()];
+    for (k, &p) in s.order.iter().enumerate() {
+        seen[p as usize].push(k);
+    }
+    for (p, part) in s.parts.iter().enumerate() {
+        let Ok(resp::Value::Array(Some(items))) = resp::Value::decode(&part.wire) else {
+            panic!("part {p} is not a multibulk")
+        };
+        let words: Vec<Vec<u8>> = items
+            .into_iter()
+            .map(|v| match v {
+                resp::Value::Bulk(Some(b)) => b.to_vec(),
+                other => panic!("not a bulk: {other:?}"),
+            })
+            .collect();
+        let mut want = vec![b"MSET".to_vec()];
+        for &k in &seen[p] {
+            assert_eq!(key_slot(&args[1 + 2 * k]), part.slot);
+            want.push(args[1 + 2 * k].to_vec());
+            want.push(args[2 + 2 * k].to_vec());
+        }
+        assert_eq!(words, want, "part {p}");
+    }
+}
+
+#[test]
+fn errors_match_redis() {
+    assert_eq!(
+        err(r(&["FOO", "a", "b"])),
+        "-ERR unknown command 'FOO', with args beginning with: 'a' 'b' "
+    );
+    assert_eq!(
+        err(r(&["GET"])),
+        "-ERR wrong number of arguments for 'get' command"
+    );
+    assert_eq!(err(r(&["RENAME", "foo", "bar"])), format!("-{CROSSSLOT}"));
+    assert_eq!(
+        err(r(&["CLIENT", "NOPE"])),
+        "-ERR unknown subcommand 'NOPE'. Try CLIENT HELP."
+    );
+}
+
+#[test]
+fn refusals_name_the_command() {
+    assert!(err(r(&["SWAPDB", "0", "1"])).contains("'SWAPDB' yet"));
+    assert!(err(r(&["DEBUG", "SLEEP", "0"])).contains("not available through slotproxy"));
+    assert!(err(r(&["CLUSTER", "NODES"])).contains("not available through slotproxy"));
+    assert!(err(r(&["READONLY"])).contains("not available"));
+}
+
+#[test]
+fn connection_state_commands_get_their_own_routes() {
+    let s = key_slot(b"a");
+    assert_eq!(r(&["BLPOP", "a", "0"]), Route::Blocking(s));
+    assert_eq!(
+        r(&["XREAD", "BLOCK", "0", "STREAMS", "a", "$"]),
+        Route::Blocking(s)
+    );
+    // A group or consumer name is not a keyword.
+    assert_eq!(
+        r(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "streams",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "a",
+            ">"
+        ]),
+        Route::Blocking(s)
+    );
+    assert_eq!(
+        r(&["XREADGROUP", "GROUP", "block", "c", "STREAMS", "a", ">"]),
+        Route::Slot(s)
+    );
+    assert_eq!(
+        r(&["BLPOP", "{a}1", "{a}2", "0"]),
+        Route::Blocking(key_slot(b"a"))
+    );
+    assert_eq!(err(r(&["BLPOP", "a", "b", "0"])), format!("-{CROSSSLOT}"));
+    assert_eq!(r(&["MULTI"]), Route::Tx(Tx::Multi));
+    assert_eq!(r(&["WATCH", "a"]), Route::Tx(Tx::Watch(s)));
+    assert_eq!(err(r(&["WATCH", "a", "b"])), format!("-{CROSSSLOT}"));
+    assert_eq!(r(&["SUBSCRIBE", "c"]), Route::Sub(Sub::Subscribe));
+    assert_eq!(r(&["SSUBSCRIBE", "a"]), Route::Sub(Sub::Ssubscribe(s)));
+    assert_eq!(err(r(&["SSUBSCRIBE", "a", "b"])), format!("-{CROSSSLOT}"));
+    assert_eq!(r(&["SPUBLISH", "a", "m"]), Route::Slot(s));
+    assert_eq!(r(&["WAIT", "1", "0"]), Route::Wait);
+    assert_eq!(r(&["RESET"]), Route::Local(Local::Reset));
+}
+
+#[test]
+fn cluster_wide_commands_fan_out() {
+    assert_eq!(
+        r(&["KEYS", "*"]),
+        Route::FanOut(FanOut::Masters(MergeKind::Concat))
+    );
+    assert_eq!(
+        r(&["dbsize"]),
+        Route::FanOut(FanOut::Masters(MergeKind::Sum))
+    );
+    assert_eq!(
+        r(&["FLUSHALL", "ASYNC"]),
+        Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
+    );
+    assert_eq!(
+        r(&["SCRIPT", "EXISTS", "a", "b"]),
+        Route::FanOut(FanOut::Masters(MergeKind::AndPositions))
+    );
+    assert_eq!(
+        r(&["CONFIG", "SET", "maxmemory", "0"]),
+        Route::FanOut(FanOut::AllNodes {
+            kind: MergeKind::Unanimous,
+            config: Some(NodeConfig::Set)
+        })
+    );
+    assert_eq!(
+        r(&["CONFIG", "RESETSTAT"]),
+        Route::FanOut(FanOut::AllNodes {
+            kind: MergeKind::Unanimous,
+            config: Some(NodeConfig::ResetStat)
+        })
+    );
+    assert_eq!(
+        r(&["CONFIG", "GET", "maxmemory"]),
+        Route::Local(Local::ConfigGet)
+    );
+    for args in [&["ACL", "SETUSER", "u", "on"][..], &["ACL", "LOG", "reset"]] {
+        assert_eq!(r(args), every_node(MergeKind::Unanimous));
+    }
+    assert_eq!(r(&["ACL", "LOG", "5"]), Route::AnyNode);
+    assert_eq!(r(&["ACL", "WHOAMI"]), Route::Local(Local::AclWhoami));
+    assert_eq!(r(&["LATENCY", "LATEST"]), every_node(MergeKind::ByNode));
+    assert_eq!(r(&["LASTSAVE"]), every_node(MergeKind::Min));
+    assert_eq!(r(&["PUBLISH", "ch", "m"]), Route::Publish);
+    assert_eq!(r(&["TIME"]), Route::AnyNode);
+    assert_eq!(
+        r(&["SCAN", "0", "COUNT", "10"]),
+        Route::FanOut(FanOut::Scan(ScanCursor::START))
+    );
+    let c = ScanCursor {
+        position: 2,
+        fingerprint: 99,
+        node_cursor: 1234,
+    };
+    let text = c.encode().unwrap().to_string();
+    assert_eq!(r(&["SCAN", &text]), Route::FanOut(FanOut::Scan(c)));
+    assert_eq!(err(r(&["SCAN", "x1"])), "-ERR invalid cursor");
+    assert_eq!(err(r(&["SCAN", "-1"])), "-ERR invalid cursor");
+}
+
+#[test]
+fn proxy_answers_connection_commands() {
+    assert_eq!(r(&["ping"]), Route::Local(Local::Ping));
+    assert_eq!(r(&["MONITOR"]), Route::Local(Local::Monitor));
+    assert_eq!(r(&["PROXY", "SLOTS"]), Route::Local(Local::Proxy));
+    assert_eq!(
+        r(&["CLIENT", "SETNAME", "x"]),
+        Route::Local(Local::ClientSetName)
+    );
+    assert_eq!(r(&["COMMAND", "COUNT"]), Route::AnyNode);
+    assert_eq!(r(&["EVAL", "return 1", "0"]), Route::AnyNode);
+    assert_eq!(r(&["EVAL", "return 1", "1", "foo"]), Route::Slot(12182));
+}
