@@ -482,10 +482,7 @@ fn connection_commands_and_info_look_like_redis() {
         "{err}"
     );
     for (cmd, text) in [
-        (
-            vec!["CLIENT", "TRACKING", "on"],
-            "does not support 'CLIENT TRACKING' yet",
-        ),
+        (vec!["SWAPDB", "0", "1"], "does not support 'SWAPDB' yet"),
         (
             vec!["DEBUG", "SLEEP", "0"],
             "'DEBUG' is not available through slotproxy",
