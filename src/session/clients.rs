@@ -35,9 +35,10 @@ pub struct Live {
     /// `blocked_clients` and shows flag `b`. Only [`BlockedMark`]s change it, so no exit path
     /// leaks a count.
     pub blocked: AtomicU32,
-    /// CLIENT UNBLOCK requests for this client, in arrival order, until its session takes
-    /// them (it is woken with [`UNBLOCK`] set).
-    unblocks: Mutex<Vec<UnblockRequest>>,
+    /// What other clients hand this one (CLIENT UNBLOCK requests, invalidation messages),
+    /// until its session takes it; allocated only once something was handed over, so most
+    /// connections carry 8 bytes for it.
+    mail: Mutex<Option<Box<Mail>>>,
     /// Channel subscriptions.
     pub sub: AtomicU64,
     /// Pattern subscriptions.
@@ -48,12 +49,18 @@ pub struct Live {
     pub resp: AtomicU8,
     /// Inside MULTI.
     pub multi: AtomicBool,
-    /// Invalidation messages for this client (its own tracking, or clients redirecting to
-    /// it), until its session takes them (it is woken with [`INVALIDATE`] set). Empty and
-    /// unallocated for every client that neither tracks nor receives redirected messages.
-    inbox: Mutex<Vec<Invalidation>>,
     /// A MONITOR client (CLIENT LIST's `O`).
     pub monitor: AtomicBool,
+}
+
+/// What other clients handed a client (see [`Live::request_unblock`], [`Live::deliver`]).
+#[derive(Debug, Default)]
+struct Mail {
+    /// CLIENT UNBLOCK requests, in arrival order (the session is woken with [`UNBLOCK`] set).
+    unblocks: Vec<UnblockRequest>,
+    /// Invalidation messages (its own tracking, or clients redirecting to it; the session is
+    /// woken with [`INVALIDATE`] set).
+    inbox: Vec<Invalidation>,
 }
 
 /// One client-side-caching message on its way to the session that writes it
@@ -81,10 +88,7 @@ impl Live {
     /// Hands a CLIENT UNBLOCK request to this client's session (on whatever thread it runs)
     /// and wakes it.
     pub fn request_unblock(&self, r: UnblockRequest) {
-        self.unblocks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(r);
+        self.with_mail(|m| m.unblocks.push(r));
         // Release: the session that sees the bit (Acquire) then finds the request.
         self.attention.fetch_or(UNBLOCK, Ordering::Release);
         self.wake();
@@ -94,16 +98,13 @@ impl Live {
     /// [`UNBLOCK`] first, so a request pushed meanwhile sets it again and is not missed).
     pub fn take_unblocks(&self) -> Vec<UnblockRequest> {
         self.attention.fetch_and(!UNBLOCK, Ordering::Acquire);
-        std::mem::take(&mut *self.unblocks.lock().unwrap_or_else(|e| e.into_inner()))
+        self.take_mail(|m| std::mem::take(&mut m.unblocks))
     }
 
     /// Hands invalidation messages to this client's session (on whatever thread it runs) and
     /// wakes it.
     pub fn deliver(&self, msgs: impl IntoIterator<Item = Invalidation>) {
-        self.inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(msgs);
+        self.with_mail(|m| m.inbox.extend(msgs));
         self.attention.fetch_or(INVALIDATE, Ordering::Release);
         self.wake();
     }
@@ -114,7 +115,26 @@ impl Live {
         if self.attention.fetch_and(!INVALIDATE, Ordering::Acquire) & INVALIDATE == 0 {
             return Vec::new();
         }
-        std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()))
+        self.take_mail(|m| std::mem::take(&mut m.inbox))
+    }
+
+    /// Adds to this client's mail, allocating it on first use.
+    fn with_mail(&self, f: impl FnOnce(&mut Mail)) {
+        let mut mail = self.mail.lock().unwrap_or_else(|e| e.into_inner());
+        f(mail.get_or_insert_with(Box::default));
+    }
+
+    /// Takes part of this client's mail; the mail itself goes once nothing is left in it.
+    fn take_mail<T: Default>(&self, f: impl FnOnce(&mut Mail) -> T) -> T {
+        let mut mail = self.mail.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = mail.as_mut() else {
+            return T::default();
+        };
+        let taken = f(m);
+        if m.unblocks.is_empty() && m.inbox.is_empty() {
+            *mail = None;
+        }
+        taken
     }
 
     /// Sets `bit` in `attention` and wakes the session, from any thread; when the bit was set
@@ -224,13 +244,12 @@ impl Registry {
             attention: AtomicU8::new(0),
             waker: Mutex::new(None),
             blocked: AtomicU32::new(0),
-            unblocks: Mutex::new(Vec::new()),
+            mail: Mutex::new(None),
             sub: AtomicU64::new(0),
             psub: AtomicU64::new(0),
             ssub: AtomicU64::new(0),
             resp: AtomicU8::new(2),
             multi: AtomicBool::new(false),
-            inbox: Mutex::new(Vec::new()),
             monitor: AtomicBool::new(false),
         });
         let entry = Entry {
