@@ -128,7 +128,9 @@ impl Sink for HubSink {
     fn refused(&self, _addr: &Arc<str>, _slot: &Rc<ReplySlot>) {}
 }
 
-/// The keys of an `invalidate` push: `Some(None)` for a flush, `None` for another frame.
+/// The keys of an `invalidate` push: `Some(None)` for a flush, `None` for another frame. An
+/// `invalidate` push whose keys cannot be read is taken as a flush: a reply is input, and a
+/// client must never keep a cached value because the proxy could not read which keys changed.
 pub fn parse_invalidate(frame: &Bytes) -> Option<Option<Vec<Bytes>>> {
     if frame.first() != Some(&b'>') {
         return None;
@@ -143,15 +145,45 @@ pub fn parse_invalidate(frame: &Bytes) -> Option<Option<Vec<Bytes>>> {
     if keys.starts_with(b"_") || keys.starts_with(b"$-1") || keys.starts_with(b"*-1") {
         return Some(None);
     }
-    let items = resp::array_elements(keys)?;
+    let Some(items) = resp::array_elements(keys) else {
+        return Some(None);
+    };
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         match resp::Value::decode(&item) {
             Ok(resp::Value::Bulk(Some(k))) => out.push(k),
-            _ => return None,
+            _ => return Some(None),
         }
     }
     Some(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_invalidate;
+    use bytes::Bytes;
+
+    fn parse(frame: &str) -> Option<Option<Vec<Bytes>>> {
+        parse_invalidate(&Bytes::copy_from_slice(frame.as_bytes()))
+    }
+
+    #[test]
+    fn invalidations_are_read_and_anything_unreadable_is_a_flush() {
+        assert_eq!(
+            parse(">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
+            Some(Some(vec![
+                Bytes::from_static(b"a"),
+                Bytes::from_static(b"b")
+            ]))
+        );
+        assert_eq!(parse(">2\r\n$10\r\ninvalidate\r\n_\r\n"), Some(None));
+        // Keys that are not bulk strings, or a keys part that is not an array: a flush.
+        assert_eq!(parse(">2\r\n$10\r\ninvalidate\r\n*1\r\n:5\r\n"), Some(None));
+        assert_eq!(parse(">2\r\n$10\r\ninvalidate\r\n+x\r\n"), Some(None));
+        // Not an invalidation at all.
+        assert_eq!(parse(">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"), None);
+        assert_eq!(parse("+OK\r\n"), None);
+    }
 }
 
 /// The masters that own at least one slot in `map`.
