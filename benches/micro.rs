@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the pure hot-path pieces: request parsing, key hashing, routing (with
-//! the split commands' encoding), reply-frame scanning and the per-reply wake-up. No sockets,
+//! the split commands' encoding), reply-frame scanning, the per-reply wake-up and the reply
+//! slots and queues a request borrows from its worker thread. No sockets,
 //! no cluster. Run with `cargo bench --bench micro`.
 //!
 //! Every benchmark builds its input once outside the timed loop; where the function under test
@@ -216,8 +217,91 @@ fn bench_reply_scanner(c: &mut Criterion) {
     g.finish();
 }
 
+/// A request's reply slot and reply queue: what one unpipelined request takes from the worker
+/// thread's pools and gives back (`session::scratch`), beside a fresh slot allocated per
+/// request as before the pools.
+fn bench_scratch(c: &mut Criterion) {
+    use slotproxy::local_notify::LocalNotify;
+    use slotproxy::route::dispatch::ReplySlot;
+    use slotproxy::session::scratch;
+    use std::cell::Cell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+    let mut g = c.benchmark_group("scratch");
+    g.throughput(Throughput::Elements(1));
+    let signal = Rc::new(LocalNotify::new());
+    let tally = Rc::new(Cell::new(0usize));
+    let reply = Bytes::from_static(b"$3\r\nbar\r\n");
+
+    g.bench_function("pooled_slot_and_parked_queue", |b| {
+        let (mut queue, mut out) = (VecDeque::new(), VecDeque::new());
+        b.iter(|| {
+            scratch::unpark(&mut queue, &mut out);
+            let slot = scratch::slot(&signal, &tally);
+            queue.push_back(Rc::clone(&slot));
+            drop(slot);
+            if let Some(head) = queue.front() {
+                head.fill(reply.clone());
+                if let Some(r) = head.take() {
+                    out.push_back(black_box(r));
+                }
+            }
+            if let Some(head) = queue.pop_front() {
+                scratch::reuse(head);
+            }
+            out.clear();
+            scratch::park(std::mem::take(&mut queue), std::mem::take(&mut out));
+        })
+    });
+
+    // The design before the pools: each session kept its own spare slots and its queues.
+    g.bench_function("session_kept_slot_and_queue", |b| {
+        let (mut queue, mut out) = (VecDeque::new(), VecDeque::new());
+        let mut spare: Vec<Rc<ReplySlot>> = Vec::new();
+        b.iter(|| {
+            let slot = spare
+                .pop()
+                .unwrap_or_else(|| ReplySlot::counted(&signal, &tally));
+            queue.push_back(Rc::clone(&slot));
+            drop(slot);
+            if let Some(head) = queue.front() {
+                head.fill(reply.clone());
+                if let Some(r) = head.take() {
+                    out.push_back(black_box(r));
+                }
+            }
+            if let Some(head) = queue.pop_front() {
+                if ReplySlot::recycle(&head) {
+                    spare.push(head);
+                }
+            }
+            out.clear();
+        })
+    });
+
+    g.bench_function("fresh_slot_per_request", |b| {
+        let (mut queue, mut out) = (VecDeque::new(), VecDeque::new());
+        b.iter(|| {
+            let slot = ReplySlot::counted(&signal, &tally);
+            queue.push_back(Rc::clone(&slot));
+            drop(slot);
+            if let Some(head) = queue.front() {
+                head.fill(reply.clone());
+                if let Some(r) = head.take() {
+                    out.push_back(black_box(r));
+                }
+            }
+            queue.pop_front();
+            out.clear();
+        })
+    });
+
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_scratch,
     bench_parse,
     bench_key_slot,
     bench_route,
