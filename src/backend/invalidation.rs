@@ -158,34 +158,6 @@ pub fn parse_invalidate(frame: &Bytes) -> Option<Option<Vec<Bytes>>> {
     Some(Some(out))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_invalidate;
-    use bytes::Bytes;
-
-    fn parse(frame: &str) -> Option<Option<Vec<Bytes>>> {
-        parse_invalidate(&Bytes::copy_from_slice(frame.as_bytes()))
-    }
-
-    #[test]
-    fn invalidations_are_read_and_anything_unreadable_is_a_flush() {
-        assert_eq!(
-            parse(">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
-            Some(Some(vec![
-                Bytes::from_static(b"a"),
-                Bytes::from_static(b"b")
-            ]))
-        );
-        assert_eq!(parse(">2\r\n$10\r\ninvalidate\r\n_\r\n"), Some(None));
-        // Keys that are not bulk strings, or a keys part that is not an array: a flush.
-        assert_eq!(parse(">2\r\n$10\r\ninvalidate\r\n*1\r\n:5\r\n"), Some(None));
-        assert_eq!(parse(">2\r\n$10\r\ninvalidate\r\n+x\r\n"), Some(None));
-        // Not an invalidation at all.
-        assert_eq!(parse(">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"), None);
-        assert_eq!(parse("+OK\r\n"), None);
-    }
-}
-
 /// The masters that own at least one slot in `map`.
 fn owners(map: &SlotMap) -> Vec<Arc<str>> {
     let mut out: Vec<Arc<str>> = Vec::new();
@@ -461,5 +433,33 @@ impl Hub {
         for w in answer {
             w.fill(resp::simple("OK"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_invalidate;
+    use bytes::Bytes;
+
+    fn parse(frame: &str) -> Option<Option<Vec<Bytes>>> {
+        parse_invalidate(&Bytes::copy_from_slice(frame.as_bytes()))
+    }
+
+    #[test]
+    fn invalidations_are_read_and_anything_unreadable_is_a_flush() {
+        assert_eq!(
+            parse(">2\r\n$10\r\ninvalidate\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
+            Some(Some(vec![
+                Bytes::from_static(b"a"),
+                Bytes::from_static(b"b")
+            ]))
+        );
+        assert_eq!(parse(">2\r\n$10\r\ninvalidate\r\n_\r\n"), Some(None));
+        // Keys that are not bulk strings, or a keys part that is not an array: a flush.
+        assert_eq!(parse(">2\r\n$10\r\ninvalidate\r\n*1\r\n:5\r\n"), Some(None));
+        assert_eq!(parse(">2\r\n$10\r\ninvalidate\r\n+x\r\n"), Some(None));
+        // Not an invalidation at all.
+        assert_eq!(parse(">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"), None);
+        assert_eq!(parse("+OK\r\n"), None);
     }
 }
