@@ -158,8 +158,9 @@ fn acl_reads_come_from_a_master_and_changes_reach_every_node() {
     }
 }
 
-#[test]
-fn the_backend_user_cannot_be_changed_or_deleted_through_the_proxy() {
+/// A 3-master cluster whose nodes have user `proxy` (password `pw`), and a proxy that logs in
+/// as it, with `extra` settings.
+fn with_backend_user(extra: &str) -> (slotproxy::admin::localcluster::LocalCluster, Proxy) {
     let cluster = cluster(3, 1, 0);
     for i in 0..cluster.nodes.len() {
         let _: () = redis::cmd("ACL")
@@ -169,9 +170,15 @@ fn the_backend_user_cannot_be_changed_or_deleted_through_the_proxy() {
     }
     let proxy = Proxy::start_with(
         &cluster.seeds(),
-        "backend_user = \"proxy\"\nbackend_password = \"pw\"",
+        &format!("backend_user = \"proxy\"\nbackend_password = \"pw\"\n{extra}"),
         true,
     );
+    (cluster, proxy)
+}
+
+#[test]
+fn the_backend_user_cannot_be_changed_or_deleted_through_the_proxy() {
+    let (cluster, proxy) = with_backend_user("");
     let mut c = proxy.conn();
     for args in [
         &["SETUSER", "proxy", "off"][..],
@@ -285,18 +292,7 @@ fn acl_whoami_names_the_proxy_user_and_admin_rules_apply() {
 /// operator says they know what they are doing).
 #[test]
 fn the_dangerous_settings_switch_lets_backend_user_changes_through() {
-    let cluster = cluster(3, 1, 0);
-    for i in 0..cluster.nodes.len() {
-        let _: () = redis::cmd("ACL")
-            .arg(&["SETUSER", "proxy", "on", ">pw", "~*", "&*", "+@all"])
-            .query(&mut node_conn(&cluster, i))
-            .expect("node ACL SETUSER");
-    }
-    let proxy = Proxy::start_with(
-        &cluster.seeds(),
-        "backend_user = \"proxy\"\nbackend_password = \"pw\"\nallow_dangerous_config_set = true",
-        true,
-    );
+    let (cluster, proxy) = with_backend_user("allow_dangerous_config_set = true");
     let mut c = proxy.conn();
     // A harmless change the guard would refuse: a second password for the proxy's user.
     let ok: String = redis::cmd("ACL")
