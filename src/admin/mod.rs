@@ -10,6 +10,7 @@ pub mod create;
 pub mod flow;
 pub mod islands;
 pub mod jobs;
+pub mod lease;
 pub mod localcluster;
 pub mod options;
 pub mod placement;

@@ -2,11 +2,11 @@
 //! node shows the new roles and the demoted master has re-synced, renewing the lease, and
 //! re-planning from live state after each move.
 
-use super::lease::Lease;
 use super::model::{Move, Plan};
 use super::plan::plan;
 use super::{node_timeout, read_topology, Live, Options};
 use crate::admin::jobs::Job;
+use crate::admin::lease::Lease;
 use crate::admin::report::Report;
 use crate::backend::node_client::NodeClient;
 use crate::cluster::{parse_cluster_nodes, NodeLine};

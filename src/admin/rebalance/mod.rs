@@ -32,13 +32,12 @@
 //! The public items are re-exported here, so their paths are `admin::rebalance::*`.
 
 mod execute;
-mod lease;
 mod model;
 mod plan;
 #[cfg(test)]
 mod tests;
 
-pub use lease::Lease;
+pub use crate::admin::lease::{Lease, LEASE_KEY, LEASE_TTL};
 pub use model::{Island, Move, Plan, TopoNode, Topology};
 pub use plan::plan;
 
@@ -57,12 +56,6 @@ use std::time::Duration;
 
 /// The job engine name (`PROXY JOBS`); one non-dry run at a time per proxy.
 pub const ENGINE: &str = "rebalance-masters";
-
-/// The cluster key that serialises rebalances across proxies (design decision 11).
-pub const LEASE_KEY: &str = "slotproxy:lease:rebalance";
-
-/// How long the lease lives without renewal; the engine renews it every third of this.
-pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// Default deadline for one failover to be visible on every node and re-synced.
 pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,7 +1,7 @@
-//! The cluster-wide rebalance lease ([`Lease`]): one rebalance at a time across every proxy
-//! and client, held in a key of the cluster itself.
+//! The cluster-wide admin lease ([`Lease`]): one topology-changing engine run (master
+//! rebalance, slot moves, adding or removing nodes) at a time across every proxy and client,
+//! held in a key of the cluster itself.
 
-use super::{LEASE_KEY, LEASE_TTL};
 use crate::admin::jobs::Job;
 use crate::backend::node_client::NodeClient;
 use crate::cluster::NodeLine;
@@ -10,6 +10,14 @@ use crate::route::resp::Value;
 use anyhow::{anyhow, bail, Context};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The cluster key that serialises topology-changing engine runs across proxies (design
+/// decision 11). Its name predates the engines other than REBALANCE MASTERS and is kept so that
+/// proxies of different versions still exclude each other.
+pub const LEASE_KEY: &str = "slotproxy:lease:rebalance";
+
+/// How long the lease lives without renewal; engines renew it every third of this.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// Renews the lease only if this proxy's job still holds it.
 const RENEW_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
@@ -54,7 +62,7 @@ impl Lease {
 
     /// Takes the lease, or fails naming who holds it; `dialer` is how every call on it
     /// connects.
-    pub(super) async fn acquire(
+    pub async fn acquire(
         dialer: Arc<Dialer>,
         lines: &[NodeLine],
         holder: String,
@@ -105,7 +113,7 @@ impl Lease {
     /// Renews the lease when a third of its life has passed. A failed attempt is retried a
     /// second later; it is an error only once the lease may have expired, or if another job
     /// holds it.
-    pub(super) async fn renew_if_due(&mut self, job: &Job) -> anyhow::Result<()> {
+    pub async fn renew_if_due(&mut self, job: &Job) -> anyhow::Result<()> {
         if Instant::now() < self.next_try {
             return Ok(());
         }
@@ -134,7 +142,7 @@ impl Lease {
     }
 
     /// Deletes the lease if this job still holds it.
-    pub(super) async fn release(&mut self) -> anyhow::Result<()> {
+    pub async fn release(&mut self) -> anyhow::Result<()> {
         let holder = self.holder.clone();
         match self
             .call(&["EVAL", RELEASE_SCRIPT, "1", LEASE_KEY, &holder])
