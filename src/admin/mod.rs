@@ -17,6 +17,7 @@ pub mod placement;
 pub mod rebalance;
 pub mod render;
 pub mod report;
+pub mod slots;
 pub mod survey;
 
 use crate::route::resp;

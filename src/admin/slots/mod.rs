@@ -1,0 +1,3 @@
+//! Slot moves (work in progress).
+
+pub mod plan;
