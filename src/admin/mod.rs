@@ -47,6 +47,10 @@ const HELP: &[&str] = &[
     "    Admin engine runs, with progress, log and report.",
     "REBALANCE MASTERS [DRYRUN] [TOLERANCE n] [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT s] [HOST <addr> <label>]...",
     "    Spread masters evenly over hosts with the fewest CLUSTER FAILOVERs.",
+    "REBALANCE SLOTS [WEIGHT <node> <w> ...] [THRESHOLD pct] [MAXSLOTS n] [BATCH n] [PIPELINE n] [MIGRATE-TIMEOUT ms] [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "    Move slots so each master owns a share proportional to its weight (0 drains it).",
+    "FIX [DRYRUN] [ASYNC] [TIMEOUT s] [BATCH n] [PIPELINE n] [MIGRATE-TIMEOUT ms]",
+    "    Finish or close slots an interrupted move left open; assign uncovered slots.",
     "HELP",
     "    Print this help.",
 ];
@@ -64,6 +68,7 @@ pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>) -> Bytes {
         "CHECK" => check::answer(&args[1..], &shared).await,
         "CREATE" => create::answer(&args[1..], &shared).await,
         "REBALANCE" => rebalance::answer(&args[1..], &shared).await,
+        "FIX" => slots::answer_fix(&args[1..], &shared).await,
         _ => answer_now(&args, &shared),
     }
 }

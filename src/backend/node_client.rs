@@ -44,6 +44,13 @@ impl NodeClient {
         Ok(client)
     }
 
+    /// The same connection with another deadline for its later calls (a MIGRATE of big keys
+    /// may take far longer than an admin command).
+    pub fn with_timeout(mut self, timeout: Duration) -> NodeClient {
+        self.timeout = timeout;
+        self
+    }
+
     /// The address this client talks to.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -71,6 +78,43 @@ impl NodeClient {
     pub async fn call_text<A: AsRef<[u8]>>(&mut self, args: &[A]) -> anyhow::Result<String> {
         let v = self.call(args).await?;
         v.text().map_err(|e| anyhow!("{} replied: {e}", self.addr))
+    }
+
+    /// Sends several commands in one write and returns their replies in order (a pipeline),
+    /// all within the client's deadline. Error replies are `Ok(Value::Error)` entries.
+    pub async fn call_many<A: AsRef<[u8]>>(
+        &mut self,
+        commands: &[Vec<A>],
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut wire = BytesMut::new();
+        for c in commands {
+            wire.extend_from_slice(&resp::encode_command(c));
+        }
+        let n = commands.len();
+        let addr = self.addr.clone();
+        tokio::time::timeout(self.timeout, async {
+            self.stream.write_all(&wire).await?;
+            let mut scanner = ReplyScanner::default();
+            let mut out = Vec::with_capacity(n);
+            while out.len() < n {
+                if let Some(frame) = scanner.next_frame(&mut self.buf)? {
+                    out.push(Value::decode(&frame)?);
+                    continue;
+                }
+                if self.stream.read_some(&mut self.buf).await? == 0 {
+                    bail!("connection closed");
+                }
+            }
+            anyhow::Ok(out)
+        })
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "{n} pipelined commands to {addr}: no reply within {:?}",
+                self.timeout
+            )
+        })?
+        .with_context(|| format!("pipeline to {addr}"))
     }
 
     async fn roundtrip<A: AsRef<[u8]>>(&mut self, args: &[A]) -> anyhow::Result<Value> {

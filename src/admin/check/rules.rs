@@ -440,7 +440,7 @@ fn rule_uncovered(c: &Context) -> Vec<Finding> {
             Error,
             "uncovered",
             format!(
-                "{} slot(s) have no master: {}",
+                "{} slot(s) have no master: {}; hint: PROXY FIX",
                 uncovered.len(),
                 ranges_text(&uncovered)
             ),
@@ -462,7 +462,7 @@ fn rule_open_slots(c: &Context) -> Vec<Finding> {
                 Error,
                 "open-slot",
                 format!(
-                    "{} has slot {slot} open: migrating to {}",
+                    "{} has slot {slot} open: migrating to {}; hint: PROXY FIX",
                     n.addr,
                     topo.addr_of(dst)
                 ),
@@ -474,7 +474,7 @@ fn rule_open_slots(c: &Context) -> Vec<Finding> {
                 Error,
                 "open-slot",
                 format!(
-                    "{} has slot {slot} open: importing from {}",
+                    "{} has slot {slot} open: importing from {}; hint: PROXY FIX",
                     n.addr,
                     topo.addr_of(src)
                 ),

@@ -251,7 +251,8 @@ fn delslots_is_uncovered_and_differs() {
     let f = run(&s);
     let u = f.iter().find(|x| x.code == "uncovered").expect("uncovered");
     assert!(
-        u.message.contains("100 slot(s) have no master: 0-99"),
+        u.message
+            .contains("100 slot(s) have no master: 0-99; hint: PROXY FIX"),
         "{u:?}"
     );
     let d = f
@@ -289,8 +290,10 @@ fn open_slots() {
     assert_eq!(o.len(), 2);
     assert!(o[0]
         .message
-        .contains("127.0.0.2:7000 has slot 42 open: migrating to 127.0.0.3:7000"));
-    assert!(o[1].message.contains("importing from 127.0.0.2:7000"));
+        .contains("127.0.0.2:7000 has slot 42 open: migrating to 127.0.0.3:7000; hint: PROXY FIX"));
+    assert!(o[1]
+        .message
+        .contains("importing from 127.0.0.2:7000; hint: PROXY FIX"));
 }
 
 #[test]
