@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 /// proxies of different versions still exclude each other.
 pub const LEASE_KEY: &str = "slotproxy:lease:rebalance";
 
+/// The move note: the slot range a slot-moving job is moving now (`<from-id> <to-id> <first>
+/// <last>`), kept while the job runs and deleted when it ends well, so a run that was killed
+/// can tell the slots it left open from those another tool left. Its hash tag puts it in the
+/// lease key's slot, on the same node.
+pub const MOVE_NOTE_KEY: &str = "{slotproxy:lease:rebalance}:moving";
+
 /// How long the lease lives without renewal; engines renew it every third of this.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
@@ -99,24 +105,7 @@ impl Lease {
         holder: String,
         timeout: Duration,
     ) -> anyhow::Result<Lease> {
-        let slot = crate::cluster::slots::key_slot(LEASE_KEY.as_bytes());
-        let owner = lines
-            .iter()
-            .find(|l| l.is_master() && l.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
-            .ok_or_else(|| anyhow!("no master owns slot {slot} of the lease key {LEASE_KEY}"))?;
-        let mut lease = Lease {
-            holder,
-            addr: owner.addr(),
-            dialer,
-            timeout,
-            renewed: Instant::now(),
-            next_try: Instant::now(),
-            known: lines
-                .iter()
-                .filter(|l| l.is_usable())
-                .map(NodeLine::addr)
-                .collect(),
-        };
+        let mut lease = Lease::unheld(dialer, lines, holder, timeout)?;
         let ttl = LEASE_TTL.as_millis().to_string();
         let holder = lease.holder.clone();
         let v = lease
@@ -143,6 +132,66 @@ impl Lease {
                 bail!("another rebalance holds the lease {LEASE_KEY}: {who:?}{left}")
             }
             other => bail!("taking the lease {LEASE_KEY}: unexpected reply {other:?}"),
+        }
+    }
+
+    /// A handle on the lease key's node that does not hold the lease (yet).
+    fn unheld(
+        dialer: Arc<Dialer>,
+        lines: &[NodeLine],
+        holder: String,
+        timeout: Duration,
+    ) -> anyhow::Result<Lease> {
+        let slot = crate::cluster::slots::key_slot(LEASE_KEY.as_bytes());
+        let owner = lines
+            .iter()
+            .find(|l| l.is_master() && l.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .ok_or_else(|| anyhow!("no master owns slot {slot} of the lease key {LEASE_KEY}"))?;
+        Ok(Lease {
+            holder,
+            addr: owner.addr(),
+            dialer,
+            timeout,
+            renewed: Instant::now(),
+            next_try: Instant::now(),
+            known: lines
+                .iter()
+                .filter(|l| l.is_usable())
+                .map(NodeLine::addr)
+                .collect(),
+        })
+    }
+
+    /// Reads the move note ([`MOVE_NOTE_KEY`]) without taking the lease (for a `DRYRUN`, and
+    /// to decide whether open slots are an interrupted run's before taking it).
+    pub async fn peek_note(
+        dialer: Arc<Dialer>,
+        lines: &[NodeLine],
+        timeout: Duration,
+    ) -> anyhow::Result<Option<String>> {
+        Lease::unheld(dialer, lines, String::new(), timeout)?
+            .read_note()
+            .await
+    }
+
+    /// The move note: what a slot-moving job is moving now (`None` when no note is kept).
+    pub async fn read_note(&mut self) -> anyhow::Result<Option<String>> {
+        match self.call(&["GET", MOVE_NOTE_KEY]).await? {
+            Value::Bulk(Some(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            Value::Bulk(None) => Ok(None),
+            other => bail!("GET {MOVE_NOTE_KEY}: unexpected reply {other:?}"),
+        }
+    }
+
+    /// Keeps `note` as the move note, or deletes it (`None`).
+    pub async fn set_note(&mut self, note: Option<&str>) -> anyhow::Result<()> {
+        let v = match note {
+            Some(n) => self.call(&["SET", MOVE_NOTE_KEY, n]).await?,
+            None => self.call(&["DEL", MOVE_NOTE_KEY]).await?,
+        };
+        match v {
+            Value::Error(e) => bail!("writing {MOVE_NOTE_KEY}: {e}"),
+            _ => Ok(()),
         }
     }
 
@@ -198,6 +247,15 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::redirect;
+
+    #[test]
+    fn the_note_lives_beside_the_lease() {
+        use crate::cluster::slots::key_slot;
+        assert_eq!(
+            key_slot(super::MOVE_NOTE_KEY.as_bytes()),
+            key_slot(super::LEASE_KEY.as_bytes())
+        );
+    }
 
     #[test]
     fn redirects_are_read_exactly() {

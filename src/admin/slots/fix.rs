@@ -422,6 +422,10 @@ pub(super) async fn run(shared: Arc<Shared>, a: FixArgs, job: Arc<Job>) -> anyho
             wait_ok(&mut mover, &st, &job, within).await?;
         }
         lines.extend(apply(&shared, &mut mover, &st, &keys, &fp.repair, &mut ctx).await?);
+        // Whatever an interrupted run noted as moving is closed now.
+        if let Some(l) = ctx.lease.as_deref_mut() {
+            l.set_note(None).await?;
+        }
         Ok((fp, lines))
     }
     .await;

@@ -284,6 +284,9 @@ pub struct Mover {
     pub settings: MoveSettings,
     conns: HashMap<String, NodeClient>,
     migrate_conns: HashMap<String, NodeClient>,
+    /// Nodes that answered they are no longer masters (Redis turns a master that gave away
+    /// its last slot into a replica of the node that took it): not told again.
+    demoted: std::collections::HashSet<String>,
 }
 
 impl Mover {
@@ -295,6 +298,7 @@ impl Mover {
             settings,
             conns: HashMap::new(),
             migrate_conns: HashMap::new(),
+            demoted: Default::default(),
         }
     }
 
@@ -509,14 +513,14 @@ impl Mover {
                 .map(|c| self.migrate_cmd(to, c, replace))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let replies = self.send_migrates(&from.addr, &cmds).await?;
-            replace = false;
+            let replaced = std::mem::take(&mut replace);
             let (mut moved, mut busy) = (0u64, false);
             let mut failed: Vec<&[Bytes]> = Vec::new();
             for (chunk, reply) in chunks.iter().zip(&replies) {
                 match reply {
                     Value::Simple(s) if s == "OK" => moved += chunk.len() as u64,
                     Value::Simple(s) if s == "NOKEY" => {}
-                    Value::Error(e) if e.starts_with("BUSYKEY") => busy = true,
+                    Value::Error(e) if e.contains("BUSYKEY") => busy = true,
                     Value::Error(e) if e.starts_with("IOERR") => failed.push(chunk),
                     Value::Error(e) => {
                         return Err(MoveError::Node(anyhow!(
@@ -535,7 +539,7 @@ impl Mover {
                 }
             }
             for chunk in failed {
-                let (ok, b) = self.one_by_one(from, to, slot, chunk).await?;
+                let (ok, b) = self.one_by_one(from, to, slot, chunk, replaced).await?;
                 moved += ok;
                 busy |= b;
             }
@@ -572,23 +576,24 @@ impl Mover {
         }
     }
 
-    /// Retries a failed batch key by key to find the one MIGRATE cannot move; returns the keys
-    /// moved and whether one was busy on the target.
+    /// Retries a failed batch key by key (with `REPLACE` if the batch had it) to find the one
+    /// MIGRATE cannot move; returns the keys moved and whether one was busy on the target.
     async fn one_by_one(
         &mut self,
         from: &NodeRef,
         to: &NodeRef,
         slot: u16,
         keys: &[Bytes],
+        replace: bool,
     ) -> Result<(u64, bool), MoveError> {
         let (mut moved, mut busy) = (0u64, false);
         for key in keys {
-            let cmd = self.migrate_cmd(to, std::slice::from_ref(key), false)?;
+            let cmd = self.migrate_cmd(to, std::slice::from_ref(key), replace)?;
             let reply = self.send_migrates(&from.addr, &[cmd]).await?;
             match reply.first() {
                 Some(Value::Simple(s)) if s == "OK" => moved += 1,
                 Some(Value::Simple(s)) if s == "NOKEY" => {}
-                Some(Value::Error(e)) if e.starts_with("BUSYKEY") => busy = true,
+                Some(Value::Error(e)) if e.contains("BUSYKEY") => busy = true,
                 Some(Value::Error(e)) if e.starts_with("IOERR") => {
                     let bytes = match self
                         .call(&from.addr, &[&b"MEMORY"[..], b"USAGE", key])
@@ -689,7 +694,14 @@ impl Mover {
             expect_ok(v, &what, &from.addr)?;
         }
         for o in others.iter().filter(|o| o.id != from.id && o.id != to.id) {
+            if self.demoted.contains(&o.id) {
+                continue;
+            }
             let r = self.setslot(&o.addr, slot, &["NODE", &to.id]).await;
+            if matches!(&r, Ok(v) if is_err(v, "only with masters")) {
+                self.demoted.insert(o.id.clone());
+                continue;
+            }
             let r = r.and_then(|v| expect_ok(v, &what, &o.addr));
             if let Err(e) = r {
                 // The cluster bus carries the new owner there too (the target bumped its epoch).

@@ -244,16 +244,16 @@ fn resolve(st: &SlotState, weights: &[(String, u32)]) -> anyhow::Result<Vec<(Str
         .collect()
 }
 
-/// Moves the plan's slots, range by range; returns the keys moved. Each slot counts in the
-/// job's steps, in `slotproxy_admin_slots_moved_total` and in the progress line.
-async fn execute(
-    shared: &Shared,
-    job: &Job,
-    lease: Option<&mut Lease>,
-    st: &SlotState,
-    plan: &Plan,
-    settings: MoveSettings,
-) -> anyhow::Result<u64> {
+/// One slot to move, with its masters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Step {
+    slot: u16,
+    from: NodeRef,
+    to: NodeRef,
+}
+
+/// The plan's moves as steps (masters looked up in the survey).
+fn steps(st: &SlotState, plan: &Plan) -> anyhow::Result<Vec<Step>> {
     let masters = refs(st);
     let by_id = |id: &str| {
         masters
@@ -262,6 +262,30 @@ async fn execute(
             .cloned()
             .ok_or_else(|| anyhow!("master {id} is not in the survey"))
     };
+    plan.moves
+        .iter()
+        .map(|m| {
+            Ok(Step {
+                slot: m.slot,
+                from: by_id(&plan.masters[m.from].id)?,
+                to: by_id(&plan.masters[m.to].id)?,
+            })
+        })
+        .collect()
+}
+
+/// Moves the slots, run by run of consecutive slots between one pair; returns the keys
+/// moved. Before each run the lease's move note names it (so a killed run's open slot can be
+/// told from another tool's); the note is deleted at the end. Each slot counts in the job's
+/// steps, in `slotproxy_admin_slots_moved_total` and in the progress line.
+async fn execute(
+    shared: &Shared,
+    job: &Job,
+    lease: &mut Lease,
+    masters: &[NodeRef],
+    steps: &[Step],
+    settings: MoveSettings,
+) -> anyhow::Result<u64> {
     let mut mover = Mover::new(
         Arc::clone(&shared.settings.dialer),
         check::node_timeout(shared),
@@ -269,24 +293,42 @@ async fn execute(
     );
     let mut ctx = Ctx {
         job,
-        lease,
-        progress: Progress::new(plan.moves.len()),
+        lease: Some(lease),
+        progress: Progress::new(steps.len()),
     };
-    job.set_total(plan.moves.len());
+    job.set_total(job.snapshot().1 + steps.len());
     job.set_detail(ctx.progress.line());
-    for r in plan.ranges() {
-        let from = by_id(&plan.masters[r.from].id)?;
-        let to = by_id(&plan.masters[r.to].id)?;
+    let mut i = 0;
+    while i < steps.len() {
+        let first = &steps[i];
+        let mut j = i + 1;
+        while j < steps.len()
+            && steps[j].from == first.from
+            && steps[j].to == first.to
+            && steps[j].slot == steps[j - 1].slot + 1
+        {
+            j += 1;
+        }
+        let last = steps[j - 1].slot;
+        let note = state::Note {
+            from: first.from.id.clone(),
+            to: first.to.id.clone(),
+            first: first.slot,
+            last,
+        };
+        if let Some(l) = ctx.lease.as_deref_mut() {
+            l.set_note(Some(&note.text())).await?;
+        }
         let keys_before = ctx.progress.keys;
-        for slot in r.first..=r.last {
+        for step in &steps[i..j] {
             let done = ctx.progress.slots_done;
             mover
-                .move_slot(&from, &to, &masters, slot, &mut ctx)
+                .move_slot(&step.from, &step.to, masters, step.slot, &mut ctx)
                 .await
                 .map_err(|e| {
                     anyhow!(
                         "{e} ({done} of {} planned slots were moved before it)",
-                        plan.moves.len()
+                        steps.len()
                     )
                 })?;
             ctx.progress.slots_done += 1;
@@ -296,15 +338,41 @@ async fn execute(
         }
         job.log(format!(
             "moved {} {} -> {} ({} slots, {} keys)",
-            range_text(r.first, r.last),
-            from.addr,
-            to.addr,
-            r.len(),
+            range_text(first.slot, last),
+            first.from.addr,
+            first.to.addr,
+            j - i,
             ctx.progress.keys - keys_before
         ));
+        i = j;
+    }
+    if let Some(l) = ctx.lease.as_deref_mut() {
+        l.set_note(None).await?;
     }
     shared.topology.trigger_refresh();
     Ok(ctx.progress.keys)
+}
+
+/// The open slots an interrupted run left (per the move note), or the refusal: the first
+/// problem that is not such a slot.
+fn check_state(st: &SlotState, note: Option<&str>) -> anyhow::Result<Vec<(u16, usize, usize)>> {
+    if let Some(p) = st.blocking() {
+        bail!("{p}");
+    }
+    let note = note.and_then(state::Note::parse);
+    st.resumable(note.as_ref()).map_err(|p| anyhow!("{p}"))
+}
+
+/// The steps that finish the slots an interrupted run left open.
+fn resume_steps(st: &SlotState, open: &[(u16, usize, usize)]) -> Vec<Step> {
+    let masters = refs(st);
+    open.iter()
+        .map(|&(slot, a, b)| Step {
+            slot,
+            from: masters[a].clone(),
+            to: masters[b].clone(),
+        })
+        .collect()
 }
 
 fn range_text(a: u16, b: u16) -> String {
@@ -361,9 +429,22 @@ async fn run_rebalance(
     job: Arc<Job>,
 ) -> anyhow::Result<Report> {
     let (s, st) = read_cluster(&shared).await.context("reading the cluster")?;
-    if let Some(p) = st.refusal() {
+    if let Some(p) = st.blocking() {
         bail!("{p}");
     }
+    let note = if st.refusal().is_some() {
+        // Open slots: an interrupted run of ours resumes them, anything else is FIX's.
+        Lease::peek_note(
+            Arc::clone(&shared.settings.dialer),
+            &lease_lines(&s),
+            check::node_timeout(&shared),
+        )
+        .await
+        .context("reading the move note")?
+    } else {
+        None
+    };
+    let resume = check_state(&st, note.as_deref())?;
     let weights = resolve(&st, &a.weights)?;
     let opts = PlanOptions {
         threshold_pct: a.threshold_pct,
@@ -372,13 +453,23 @@ async fn run_rebalance(
     };
     let first = plan::plan(&inputs(&st, &weights), &opts)?;
     job.log(format!(
-        "surveyed {} nodes, {} masters; planned {} slot moves in {} ranges",
+        "surveyed {} nodes, {} masters; {} slot(s) to resume; planned {} slot moves in {} ranges",
         s.nodes.len(),
         st.masters.len(),
+        resume.len(),
         first.moves.len(),
         first.ranges().len()
     ));
-    if first.moves.is_empty() {
+    let resume_lines: Vec<String> = resume_steps(&st, &resume)
+        .iter()
+        .map(|x| {
+            format!(
+                "resume {} {} -> {} (left open by an interrupted run)",
+                x.slot, x.from.addr, x.to.addr
+            )
+        })
+        .collect();
+    if first.moves.is_empty() && resume.is_empty() {
         let why = first
             .skipped
             .clone()
@@ -390,11 +481,12 @@ async fn run_rebalance(
     if a.dry_run {
         let mut lines = vec![format!(
             "DRYRUN moves {} slots in {} ranges, off target {} -> {}",
-            first.moves.len(),
+            first.moves.len() + resume.len(),
             first.ranges().len(),
             first.off_target_before(),
             first.off_target_after()
         )];
+        lines.extend(resume_lines);
         lines.extend(plan_lines(&first));
         lines.extend(master_lines(&first));
         return Ok(Report::lines(lines));
@@ -402,17 +494,40 @@ async fn run_rebalance(
     let mut lease = take_lease(&shared, &s, &job).await?;
     let settings = settings(&shared, &a.knobs);
     let result = async {
-        // Another holder may have changed the cluster before we took the lease: plan from
-        // what is there now.
-        let (_, st) = read_cluster(&shared)
+        // Another holder may have changed the cluster before we took the lease: judge and plan
+        // from what is there now.
+        let (_, mut st) = read_cluster(&shared)
             .await
             .context("re-reading the cluster")?;
-        if let Some(p) = st.refusal() {
-            bail!("{p}");
+        let note = lease.read_note().await?;
+        let resume = check_state(&st, note.as_deref())?;
+        let mut keys = 0;
+        if !resume.is_empty() {
+            let steps = resume_steps(&st, &resume);
+            job.log(format!(
+                "resuming {} slot(s) an interrupted run left open",
+                steps.len()
+            ));
+            keys += execute(
+                &shared,
+                &job,
+                &mut lease,
+                &refs(&st),
+                &steps,
+                settings.clone(),
+            )
+            .await?;
+            (_, st) = read_cluster(&shared)
+                .await
+                .context("re-reading the cluster")?;
+            if let Some(p) = st.refusal() {
+                bail!("{p}");
+            }
         }
         let now = plan::plan(&inputs(&st, &weights), &opts)?;
-        let keys = execute(&shared, &job, Some(&mut lease), &st, &now, settings).await?;
-        Ok((now, keys))
+        let steps = steps(&st, &now)?;
+        keys += execute(&shared, &job, &mut lease, &refs(&st), &steps, settings).await?;
+        Ok((now, resume.len(), keys))
     }
     .await;
     if let Err(e) = lease.release().await {
@@ -420,7 +535,7 @@ async fn run_rebalance(
             "could not release the lease (it expires by itself): {e:#}"
         ));
     }
-    let (done, keys) = result?;
+    let (done, resumed, keys) = result?;
     // Read back what the cluster says now.
     let (_, after) = read_cluster(&shared)
         .await
@@ -431,11 +546,16 @@ async fn run_rebalance(
     }
     let mut lines = vec![format!(
         "OK moved {} slots in {} ranges, keys {keys}, off target {} -> {}",
-        done.moves.len(),
+        done.moves.len() + resumed,
         done.ranges().len(),
         shown.off_target_before(),
         shown.off_target_after()
     )];
+    if resumed > 0 {
+        lines.push(format!(
+            "resumed {resumed} slot(s) an interrupted run left open"
+        ));
+    }
     lines.extend(plan_lines(&shown));
     lines.extend(master_lines(&shown));
     if let Some(p) = after.refusal() {
@@ -458,7 +578,8 @@ pub struct Drained {
 /// the caller holds the cluster `lease` (renewed here between rounds) and runs this as part of
 /// its `job` (steps, log and progress line are this drain's while it runs). Refuses, changing
 /// nothing, when a move would not be safe (see [`state::Problem`]) or an ID is not a master.
-/// Safe to re-run: a drain cut short is finished by the next call. Uses the default mover
+/// Safe to re-run: a drain cut short is finished by the next call (slots it left open are
+/// finished first, as REBALANCE SLOTS does). Uses the default mover
 /// knobs and the proxy's backend login.
 pub async fn drain(
     shared: &Arc<Shared>,
@@ -467,8 +588,27 @@ pub async fn drain(
     ids: &[String],
 ) -> anyhow::Result<Drained> {
     let (_, st) = read_cluster(shared).await.context("reading the cluster")?;
-    if let Some(p) = st.refusal() {
-        bail!("{p}");
+    let note = lease.read_note().await?;
+    let resume = check_state(&st, note.as_deref())?;
+    let mut keys = 0;
+    let mut st = st;
+    if !resume.is_empty() {
+        let steps = resume_steps(&st, &resume);
+        keys += execute(
+            shared,
+            job,
+            lease,
+            &refs(&st),
+            &steps,
+            settings(shared, &Knobs::default()),
+        )
+        .await?;
+        (_, st) = read_cluster(shared)
+            .await
+            .context("re-reading the cluster")?;
+        if let Some(p) = st.refusal() {
+            bail!("{p}");
+        }
     }
     for id in ids {
         if st.by_id(id).is_none() {
@@ -487,10 +627,18 @@ pub async fn drain(
         p.moves.len(),
         ids.len()
     ));
-    let settings = settings(shared, &Knobs::default());
-    let keys = execute(shared, job, Some(lease), &st, &p, settings).await?;
+    let steps = steps(&st, &p)?;
+    keys += execute(
+        shared,
+        job,
+        lease,
+        &refs(&st),
+        &steps,
+        settings(shared, &Knobs::default()),
+    )
+    .await?;
     Ok(Drained {
-        slots: p.moves.len(),
+        slots: p.moves.len() + resume.len(),
         keys,
     })
 }

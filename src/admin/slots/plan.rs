@@ -19,7 +19,8 @@
 //!    slot, masters that own none placed at the boundaries where the neighbouring donors give
 //!    up the most (so a new master lands between two donors and takes the tail of one and the
 //!    head of the other). Donors keep the own slots nearest their ideal interval (so they give
-//!    from the edges of their ranges); receivers take the released slots inside their ideal
+//!    from the edges of their ranges). Receivers first take the ends of released runs that
+//!    touch their own slots (growing their ranges), then the released slots inside their ideal
 //!    interval, then the rest next to slots they already have.
 //!
 //! With an *only donors* set (a drain), only those masters give; the others receive the
@@ -401,10 +402,45 @@ pub fn plan(masters: &[MasterIn], opts: &PlanOptions) -> Result<Plan, PlanError>
     }
     released.sort_unstable();
 
-    // Receivers: released positions inside their ideal interval first.
+    // Receivers: first the ends of each run of released positions that touch a receiver's
+    // own slots (the receiver grows its range), then released positions inside their ideal
+    // interval, then the rest next to what they have.
     let mut need: Vec<usize> = (0..n).map(|i| tgt[i].saturating_sub(cur[i])).collect();
+    let mut k = 0;
+    while k < released.len() {
+        let mut e = k;
+        while e + 1 < released.len() && released[e + 1] == released[e] + 1 {
+            e += 1;
+        }
+        let (lo, hi) = (released[k], released[e]);
+        if let Some(y) = lo.checked_sub(1).map(|q| fin[q]) {
+            let mut p = lo;
+            while y != usize::MAX && need[y] > 0 && p <= hi {
+                fin[p] = y;
+                need[y] -= 1;
+                p += 1;
+            }
+        }
+        if let Some(&y) = fin.get(hi + 1) {
+            let mut p = hi;
+            while y != usize::MAX && need[y] > 0 && p >= lo && fin[p] == usize::MAX {
+                fin[p] = y;
+                need[y] -= 1;
+                if p == 0 {
+                    break;
+                }
+                p -= 1;
+            }
+        }
+        k = e + 1;
+    }
     let mut left: Vec<usize> = Vec::new();
-    for &p in &released {
+    let open: Vec<usize> = released
+        .iter()
+        .copied()
+        .filter(|&p| fin[p] == usize::MAX)
+        .collect();
+    for p in open {
         let y = ideal.get(p).copied().unwrap_or(usize::MAX);
         if y != usize::MAX && need[y] > 0 {
             fin[p] = y;

@@ -144,6 +144,14 @@ fn weight_zero_drains_to_the_neighbours() {
     assert!(slots[1].is_empty());
     assert_eq!(ranges(&slots[0]), 1);
     assert_eq!(ranges(&slots[2]), 1);
+    // Draining the first master: the neighbour grows its range, the other takes the rest.
+    let mut ms = three();
+    ms[0].weight = 0;
+    let p = plan(&ms, &PlanOptions::default()).expect("plan");
+    check_invariants(&ms, &p);
+    let slots = after(&ms, &p);
+    assert_eq!(ranges(&slots[1]), 1, "the neighbour stays contiguous");
+    assert_eq!(ranges(&slots[2]), 2);
     // The drain of an empty master is nothing to do.
     let mut ms2 = three();
     ms2.push(master(4, 0, &[]));

@@ -114,6 +114,46 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// The slot range a slot-moving run was moving when it stopped (the lease's move note).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Giving master's ID.
+    pub from: String,
+    /// Receiving master's ID.
+    pub to: String,
+    /// First slot of the range.
+    pub first: u16,
+    /// Last slot (inclusive).
+    pub last: u16,
+}
+
+impl Note {
+    /// Reads `<from-id> <to-id> <first> <last>`; anything else is no note.
+    pub fn parse(text: &str) -> Option<Note> {
+        let w: Vec<&str> = text.split_whitespace().collect();
+        let [from, to, first, last] = w.as_slice() else {
+            return None;
+        };
+        let slot = |x: &str| {
+            x.parse::<u16>()
+                .ok()
+                .filter(|&s| (s as usize) < crate::cluster::slots::SLOT_COUNT)
+        };
+        let (first, last) = (slot(first)?, slot(last)?);
+        (first <= last && from != to).then(|| Note {
+            from: from.to_string(),
+            to: to.to_string(),
+            first,
+            last,
+        })
+    }
+
+    /// The note's text.
+    pub fn text(&self) -> String {
+        format!("{} {} {} {}", self.from, self.to, self.first, self.last)
+    }
+}
+
 /// The masters and the problems of a surveyed cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SlotState {
@@ -240,6 +280,74 @@ impl SlotState {
     /// The first problem that forbids moving slots, if any.
     pub fn refusal(&self) -> Option<&Problem> {
         self.problems.first()
+    }
+
+    /// The first problem other than an open slot, if any (open slots are judged with
+    /// [`SlotState::resumable`]).
+    pub fn blocking(&self) -> Option<&Problem> {
+        self.problems
+            .iter()
+            .find(|p| !matches!(p, Problem::Open { .. }))
+    }
+
+    /// The open slots an interrupted run left, per its `note`: (slot, giving master index,
+    /// receiving master index), in slot order. A slot counts as the run's when the note's
+    /// range covers it and the only open states on it are the giver migrating it to the
+    /// receiver and the receiver importing it from the giver. Any other open slot is the
+    /// error: FIX's job, not a re-run's.
+    pub fn resumable(&self, note: Option<&Note>) -> Result<Vec<(u16, usize, usize)>, Problem> {
+        let idx = |id: &str| self.masters.iter().position(|m| m.id == id);
+        let mut open: Vec<u16> = Vec::new();
+        for m in &self.masters {
+            open.extend(m.migrating.iter().map(|x| x.0));
+            open.extend(m.importing.iter().map(|x| x.0));
+        }
+        open.sort_unstable();
+        open.dedup();
+        let mut out = Vec::new();
+        for slot in open {
+            let ours = note
+                .filter(|n| n.first <= slot && slot <= n.last)
+                .and_then(|n| Some((n, idx(&n.from)?, idx(&n.to)?)))
+                .filter(|(n, a, b)| {
+                    self.masters.iter().enumerate().all(|(i, m)| {
+                        let mig: Vec<&String> = m
+                            .migrating
+                            .iter()
+                            .filter(|x| x.0 == slot)
+                            .map(|x| &x.1)
+                            .collect();
+                        let imp: Vec<&String> = m
+                            .importing
+                            .iter()
+                            .filter(|x| x.0 == slot)
+                            .map(|x| &x.1)
+                            .collect();
+                        match (mig.as_slice(), imp.as_slice()) {
+                            ([], []) => true,
+                            ([to], []) => i == *a && **to == n.to,
+                            ([], [from]) => i == *b && **from == n.from,
+                            _ => false,
+                        }
+                    })
+                });
+            match ours {
+                Some((_, a, b)) => out.push((slot, a, b)),
+                None => {
+                    let p = self
+                        .problems
+                        .iter()
+                        .find(|p| matches!(p, Problem::Open { slot: s, .. } if *s == slot))
+                        .cloned()
+                        .unwrap_or(Problem::Open {
+                            slot,
+                            what: "open".into(),
+                        });
+                    return Err(p);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The first problem FIX cannot repair, if any.
@@ -406,6 +514,38 @@ mod tests {
         let st = SlotState::from_survey(&survey(&nodes[..2], &[], "fail"));
         assert!(st.refusal().is_some());
         assert_eq!(st.fix_refusal(), None);
+    }
+
+    #[test]
+    fn an_interrupted_runs_open_slot_is_resumable() {
+        let one = format!("0-8191 [100->-{}]", id(2));
+        let two = format!("8192-16383 [100-<-{}]", id(1));
+        let nodes = [
+            (1, "master", one.as_str()),
+            (2, "master", two.as_str()),
+            (3, "master", ""),
+        ];
+        let st = SlotState::from_survey(&survey(&nodes, &[], "ok"));
+        assert!(st.blocking().is_none());
+        assert!(st.refusal().is_some());
+        let note = Note::parse(&format!("{} {} 0 200", id(1), id(2))).expect("note");
+        assert_eq!(Note::parse(&note.text()), Some(note.clone()));
+        assert_eq!(st.resumable(Some(&note)), Ok(vec![(100, 0, 1)]));
+        // Without a note, or with one for another range or pair, it is FIX's.
+        assert!(st.resumable(None).is_err());
+        let other = Note::parse(&format!("{} {} 101 200", id(1), id(2))).expect("note");
+        assert!(st.resumable(Some(&other)).is_err());
+        let reversed = Note::parse(&format!("{} {} 0 200", id(2), id(1))).expect("note");
+        assert!(matches!(
+            st.resumable(Some(&reversed)),
+            Err(Problem::Open { slot: 100, .. })
+        ));
+        // Nothing open: nothing to resume.
+        let calm = SlotState::from_survey(&survey(&[(1, "master", "0-16383")], &[], "ok"));
+        assert_eq!(calm.resumable(None), Ok(vec![]));
+        for bad in ["", "a b 1", "a a 1 2", "a b 5 4", "a b 0 16384"] {
+            assert_eq!(Note::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
