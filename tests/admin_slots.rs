@@ -151,6 +151,9 @@ fn verify(c: &mut redis::Connection, reference: &[(String, Vec<u8>)]) {
     }
 }
 
+/// Keys and their expected values.
+type Reference = Vec<(String, Vec<u8>)>;
+
 /// Client threads writing and reading through the proxy, each with its own keys and a
 /// reference of what it wrote, and reading the preloaded keys; every error or mismatch is
 /// recorded.
@@ -233,7 +236,7 @@ impl Load {
     }
 
     /// Stops the threads: (operations, errors, what they wrote last).
-    fn finish(self) -> (u64, Vec<String>, Vec<(String, Vec<u8>)>) {
+    fn finish(self) -> (u64, Vec<String>, Reference) {
         self.stop.store(true, Ordering::Relaxed);
         let mut written = Vec::new();
         for t in self.threads {
@@ -715,4 +718,39 @@ fn a_key_too_big_for_migrate_timeout_is_named_and_the_slot_stays_served() {
     let got: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut c).expect("GET big");
     assert!(got == big, "the big key reads back whole after the move");
     check_ok(&mut c);
+}
+
+#[test]
+fn keys_move_with_the_proxys_acl_login() {
+    let cluster = cluster(4, 1, 0);
+    // Nodes that accept only the ACL user `proxy`: every MIGRATE must log in with AUTH2.
+    for i in 0..cluster.nodes.len() {
+        cluster
+            .command(
+                i,
+                &["ACL", "SETUSER", "proxy", "on", ">pw", "~*", "&*", "+@all"],
+            )
+            .expect("ACL SETUSER proxy");
+        cluster
+            .command(i, &["ACL", "SETUSER", "default", "off"])
+            .expect("ACL SETUSER default off");
+    }
+    let proxy = Proxy::start_with(
+        &cluster.seeds(),
+        "backend_user = \"proxy\"\nbackend_password = \"pw\"",
+        true,
+    );
+    let mut c = proxy.conn();
+    let reference = preload(&mut c, 1000, "acl");
+    let drained = cluster.nodes[0].addr();
+    let r = proxy_lines(&mut c, &["REBALANCE", "SLOTS", "WEIGHT", &drained, "0"])
+        .expect("REBALANCE SLOTS");
+    assert!(r[0].starts_with("OK moved "), "{r:?}");
+    assert!(
+        r.iter().any(
+            |l| l.starts_with(&format!("master {drained} weight 0 slots ")) && l.contains("-> 0 ")
+        ),
+        "{r:?}"
+    );
+    verify(&mut c, &reference);
 }
