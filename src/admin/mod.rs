@@ -12,6 +12,7 @@ pub mod islands;
 pub mod jobs;
 pub mod lease;
 pub mod localcluster;
+pub mod membership;
 pub mod options;
 pub mod placement;
 pub mod rebalance;
@@ -44,6 +45,10 @@ const HELP: &[&str] = &[
     "    Report consistency and placement problems; changes nothing.",
     "JOBS | JOB <id>",
     "    Admin engine runs, with progress, log and report.",
+    "ADD REPLICAS <r> | REPLICAS-OF <master|ANY> NODES <host:port> [HOST <label>] ... [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "    Join empty nodes as new shards (their masters own no slots yet) or as replicas of masters.",
+    "REMOVE NODES <host:port|id> ... [FORCE] [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "    Remove replicas and masters without slots: every node forgets them, then they are reset.",
     "REBALANCE MASTERS [DRYRUN] [TOLERANCE n] [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT s] [HOST <addr> <label>]...",
     "    Spread masters evenly over hosts with the fewest CLUSTER FAILOVERs.",
     "HELP",
@@ -60,9 +65,11 @@ pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>) -> Bytes {
         .unwrap_or_default();
     match sub.as_str() {
         // Engines are added here, one arm each: "CREATE" => create::answer(&args[1..], &shared).await,
+        "ADD" => membership::answer_add(&args[1..], &shared).await,
         "CHECK" => check::answer(&args[1..], &shared).await,
         "CREATE" => create::answer(&args[1..], &shared).await,
         "REBALANCE" => rebalance::answer(&args[1..], &shared).await,
+        "REMOVE" => membership::answer_remove(&args[1..], &shared).await,
         _ => answer_now(&args, &shared),
     }
 }

@@ -523,5 +523,8 @@ fn empty_masters_and_outsiders_are_warnings() {
         .remove(0),
     );
     let c = codes(&run(&fresh));
-    assert!(!c.contains(&"outsider") && !c.contains(&"empty-master"), "{c:?}");
+    assert!(
+        !c.contains(&"outsider") && !c.contains(&"empty-master"),
+        "{c:?}"
+    );
 }
