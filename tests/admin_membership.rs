@@ -329,3 +329,103 @@ fn add_shards_and_a_replica_then_remove_nodes() {
     assert!(again[0].starts_with("NOTHING TO DO"), "{again:?}");
     data.round(&mut c, "end");
 }
+
+#[test]
+fn add_finishes_an_interrupted_add_refuses_other_clusters_and_places_any() {
+    let orig = empty(&[(1, 2), (2, 2), (3, 2)]);
+    let p = Proxy::start_with(&orig.seeds(), "", false);
+    let mut c = p.conn();
+    let out = with_nodes(&mut c, &["CREATE", "REPLICAS", "1"], &orig.seeds(), &[]).expect("create");
+    assert!(out[0].starts_with("OK created"), "{out:?}");
+    eventually("the proxy serves every slot", LIVENESS, || {
+        serves_all_slots(&mut c)
+    });
+    let mut data = Data {
+        written: BTreeMap::new(),
+    };
+    data.round(&mut c, "created");
+    let seed = orig.seeds()[0].clone();
+    let (seed_ip, seed_port) = seed.rsplit_once(':').expect("addr");
+
+    // An ADD killed right after its MEETs: the nodes are in the cluster, nobody replicates.
+    let new = empty(&[(4, 1), (5, 1)]);
+    for i in 0..2 {
+        new.command(i, &["CLUSTER", "MEET", seed_ip, seed_port])
+            .expect("MEET");
+    }
+    eventually("the cluster to know the new nodes", LIVENESS, || {
+        view_at(&seed)
+            .iter()
+            .filter(|l| !l.has("handshake"))
+            .count()
+            == 8
+    });
+    let out = with_nodes(&mut c, &["ADD", "REPLICAS", "1"], &new.seeds(), &[]).expect("finish");
+    assert!(
+        out[0].starts_with("OK added 1 master(s), 1 replica(s)"),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter().any(|l| l.starts_with("step CLUSTER MEET")),
+        "{out:?}"
+    );
+    assert!(
+        out.iter().any(|l| l.starts_with("step CLUSTER REPLICATE")),
+        "{out:?}"
+    );
+    assert_placement(&seed);
+    data.round(&mut c, "finished");
+
+    // Nodes that already form a cluster of their own are refused; nothing changes.
+    let other = empty(&[(6, 1), (7, 1)]);
+    let (oip, oport) = other.seeds()[1]
+        .rsplit_once(':')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .expect("addr");
+    other
+        .command(0, &["CLUSTER", "MEET", &oip, &oport])
+        .expect("MEET");
+    eventually("the two other nodes to know each other", LIVENESS, || {
+        view_at(&other.seeds()[0])
+            .iter()
+            .filter(|l| !l.has("handshake"))
+            .count()
+            == 2
+    });
+    let e = with_nodes(
+        &mut c,
+        &["ADD", "REPLICAS-OF", "ANY"],
+        &other.seeds()[..1],
+        &[],
+    )
+    .expect_err("another cluster");
+    assert!(
+        e.contains(&format!(
+            "node {} belongs to another cluster: it knows node {}",
+            other.seeds()[0],
+            other.seeds()[1]
+        )),
+        "{e}"
+    );
+    assert_eq!(view_at(&seed).len(), 8);
+
+    // ANY: a node on host 2 replicates a master that owns slots, not on host 2.
+    let more = empty(&[(2, 1)]);
+    let out = with_nodes(&mut c, &["ADD", "REPLICAS-OF", "ANY"], &more.seeds(), &[]).expect("any");
+    assert!(out[0].starts_with("OK added 1 replica(s)"), "{out:?}");
+    let lines = view_at(&seed);
+    let me = lines
+        .iter()
+        .find(|l| l.addr() == more.seeds()[0])
+        .expect("the new replica");
+    let master = lines
+        .iter()
+        .find(|l| Some(&l.id) == me.master_id.as_ref())
+        .expect("its master");
+    assert!(
+        !master.slots.is_empty() && master.ip != "127.0.0.2",
+        "{master:?}"
+    );
+    assert_placement(&seed);
+    data.round(&mut c, "any");
+}
