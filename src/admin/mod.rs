@@ -17,6 +17,7 @@ pub mod placement;
 pub mod rebalance;
 pub mod render;
 pub mod report;
+pub mod resize;
 pub mod survey;
 
 use crate::route::resp;
@@ -46,6 +47,8 @@ const HELP: &[&str] = &[
     "    Admin engine runs, with progress, log and report.",
     "REBALANCE MASTERS [DRYRUN] [TOLERANCE n] [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT s] [HOST <addr> <label>]...",
     "    Spread masters evenly over hosts with the fewest CLUSTER FAILOVERs.",
+    "RESIZE MAXMEMORY <bytes|size like 2gb|percent like 50%> [FORCE] [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "    Set and persist maxmemory on every node (masters and replicas alike).",
     "HELP",
     "    Print this help.",
 ];
@@ -63,6 +66,7 @@ pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>) -> Bytes {
         "CHECK" => check::answer(&args[1..], &shared).await,
         "CREATE" => create::answer(&args[1..], &shared).await,
         "REBALANCE" => rebalance::answer(&args[1..], &shared).await,
+        "RESIZE" => resize::answer(&args[1..], &shared).await,
         _ => answer_now(&args, &shared),
     }
 }
