@@ -18,6 +18,7 @@ pub mod placement;
 pub mod rebalance;
 pub mod render;
 pub mod report;
+pub mod resize;
 pub mod survey;
 
 use crate::route::resp;
@@ -51,6 +52,8 @@ const HELP: &[&str] = &[
     "    Remove replicas and masters without slots: every node forgets them, then they are reset.",
     "REBALANCE MASTERS [DRYRUN] [TOLERANCE n] [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT s] [HOST <addr> <label>]...",
     "    Spread masters evenly over hosts with the fewest CLUSTER FAILOVERs.",
+    "RESIZE MAXMEMORY <bytes|size like 2gb|percent like 50%> [FORCE] [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "    Set and persist maxmemory on every node (masters and replicas alike).",
     "HELP",
     "    Print this help.",
 ];
@@ -70,6 +73,7 @@ pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>) -> Bytes {
         "CREATE" => create::answer(&args[1..], &shared).await,
         "REBALANCE" => rebalance::answer(&args[1..], &shared).await,
         "REMOVE" => membership::answer_remove(&args[1..], &shared).await,
+        "RESIZE" => resize::answer(&args[1..], &shared).await,
         _ => answer_now(&args, &shared),
     }
 }
