@@ -29,7 +29,8 @@ pub struct Member {
     pub keys: u64,
     /// Whether it answered the survey.
     pub reachable: bool,
-    /// Whether a slot owner flags it `fail`, `fail?` or `noaddr`.
+    /// Whether a slot owner flags it `fail` or `noaddr` (not `fail?`: one node's passing doubt
+    /// is no reason to refuse, and the waits see it clear).
     pub flagged: bool,
 }
 
@@ -68,7 +69,7 @@ impl Members {
         let mut list: Vec<Member> = Vec::new();
         for a in &anchors {
             for l in a.view.iter().filter(|l| !l.has("handshake")) {
-                let flagged = l.is_failing() || l.has("noaddr");
+                let flagged = l.has("fail") || l.has("noaddr");
                 if let Some(m) = list.iter_mut().find(|m| m.id == l.id) {
                     m.flagged |= flagged;
                     continue;

@@ -537,3 +537,23 @@ fn arguments() {
     assert!(err("NODES 10.0.0.1:x").starts_with("bad node"));
     assert!(err("NODES 10.0.0.1:7000 NOW").starts_with("unexpected 'NOW'"));
 }
+
+#[test]
+fn a_passing_doubt_is_no_failure() {
+    let fresh = new_four();
+    let flag = |s: &mut Survey, flag: &str| {
+        for l in s.nodes[0].view.iter_mut().filter(|l| l.id == id(5)) {
+            l.flags = vec!["slave".into(), flag.into()];
+        }
+    };
+    let mut s = survey(&base(), &fresh);
+    flag(&mut s, "fail?");
+    assert!(decide_add(&Shape::Shards(1), &specs(&fresh), &s).is_ok());
+    flag(&mut s, "fail");
+    let e = decide_add(&Shape::Shards(1), &specs(&fresh), &s).expect_err("failing member");
+    assert!(
+        e.to_string()
+            .contains("node 127.0.0.3:7001 of the cluster is flagged failing"),
+        "{e}"
+    );
+}
