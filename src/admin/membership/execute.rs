@@ -22,6 +22,45 @@ pub const PARALLEL: usize = 16;
 /// How often a poll reads the nodes.
 const POLL: Duration = Duration::from_millis(200);
 
+/// How long a new node may go without knowing the node it was to meet before MEET is sent
+/// again: Redis drops a handshake that has not finished within the node timeout (a loaded
+/// host can take that long) and never retries it.
+const AGAIN: Duration = Duration::from_secs(3);
+
+/// MEETs to send again: those of `meets` whose node neither knows its seed nor is shaking
+/// hands with it.
+pub fn meets_again(states: &[NodeState], meets: &[Step]) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for step in meets {
+        let Step::Meet {
+            node,
+            ip,
+            port,
+            cport,
+        } = step
+        else {
+            continue;
+        };
+        let seed = format!("{ip}:{port}");
+        let Some(n) = states.iter().find(|n| n.addr == *node && n.reachable()) else {
+            continue;
+        };
+        if !n.view.iter().any(|l| !l.has("myself") && l.addr() == seed) {
+            out.push((
+                node.clone(),
+                vec![
+                    "CLUSTER".into(),
+                    "MEET".into(),
+                    ip.clone(),
+                    port.to_string(),
+                    cport.to_string(),
+                ],
+            ));
+        }
+    }
+    out
+}
+
 /// How long FORGET is left to spread before it is sent again to every node that stays (each
 /// send also restarts that node's 60 s ban of the forgotten ID).
 const FORGET_AGAIN: Duration = Duration::from_secs(2);
@@ -100,21 +139,35 @@ fn words(w: &[&str]) -> Vec<String> {
 }
 
 /// Polls until `problems` of a fresh survey of `addrs` is empty, or the deadline passes; the
-/// error then lists what is still wrong.
+/// error then lists what is still wrong. Every [`AGAIN`], the commands `again` derives from
+/// the survey are sent (errors only logged: the next poll judges).
 async fn wait_until(
     x: &mut Exec<'_>,
     what: &str,
     addrs: &[String],
     problems: impl Fn(&[NodeState]) -> Vec<String>,
+    again: impl Fn(&[NodeState]) -> Vec<(String, Vec<String>)>,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + x.wait;
     let mut last_log = Instant::now();
+    let mut last_again = Instant::now();
     loop {
         x.lease.renew_if_due(x.job).await?;
         let s = survey::survey(x.dialer, addrs, x.timeout).await;
         let p = problems(&s.nodes);
         if p.is_empty() {
             return Ok(());
+        }
+        if last_again.elapsed() >= AGAIN {
+            let cmds = again(&s.nodes);
+            if !cmds.is_empty() {
+                x.job
+                    .log(format!("{what}: sending again: {}", cmds[0].1.join(" ")));
+                if let Err(e) = run_all(x.dialer, cmds, x.timeout, strict).await {
+                    x.job.log(format!("{what}: {e:#}"));
+                }
+            }
+            last_again = Instant::now();
         }
         if Instant::now() >= deadline {
             bail!(
@@ -297,10 +350,19 @@ pub async fn execute(x: &mut Exec<'_>, work: &Work) -> anyhow::Result<()> {
                     reset.push(node.clone());
                 }
                 Step::WaitJoined => {
-                    wait_until(x, "cluster joined", &addrs, |s| join_problems(s, &ids)).await?
+                    let meets: Vec<Step> = work
+                        .steps
+                        .iter()
+                        .filter(|s| matches!(s, Step::Meet { .. }))
+                        .cloned()
+                        .collect();
+                    let problems = |s: &[NodeState]| join_problems(s, &ids);
+                    let again = |s: &[NodeState]| meets_again(s, &meets);
+                    wait_until(x, "cluster joined", &addrs, problems, again).await?
                 }
                 Step::WaitLinks => {
-                    wait_until(x, "replication links up", &addrs, link_problems).await?
+                    let none = |_: &[NodeState]| Vec::new();
+                    wait_until(x, "replication links up", &addrs, link_problems, none).await?
                 }
                 Step::Drain { node } => drain(x, node).await?,
                 Step::Forget { removed } => forget_everywhere(x, &addrs, removed).await?,

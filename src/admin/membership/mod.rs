@@ -37,7 +37,7 @@ mod tests;
 
 pub use args::{parse_add, parse_remove, AddRequest, ArgError, MasterName, RemoveRequest, Shape};
 pub use cluster::{Member, Members};
-pub use execute::remembered;
+pub use execute::{meets_again, remembered};
 pub use plan::{decide_add, Step, Work};
 pub use refusal::Refusal;
 pub use remove::{decide_remove, DRAIN_READY};

@@ -557,3 +557,36 @@ fn a_passing_doubt_is_no_failure() {
         "{e}"
     );
 }
+
+#[test]
+fn a_meet_is_sent_again_only_when_the_handshake_was_dropped() {
+    let fresh = new_four();
+    let s = survey(&base(), &fresh);
+    let w = decide_add(&Shape::Shards(1), &specs(&fresh), &s).expect("plan");
+    let meets: Vec<Step> = w
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Meet { .. }))
+        .cloned()
+        .collect();
+    // Alone (the handshake was dropped): all four again.
+    let again = meets_again(&s.nodes, &meets);
+    assert_eq!(again.len(), 4);
+    assert_eq!(again[0].0, "127.0.0.4:7000");
+    assert_eq!(
+        again[0].1,
+        ["CLUSTER", "MEET", "127.0.0.1", "7000", "17000"].map(String::from)
+    );
+    // Shaking hands with the seed, or knowing it: not again.
+    let mut s = s;
+    let shaking = parse_cluster_nodes(
+        "ffffffffffffffffffffffffffffffffffffffff 127.0.0.1:7000@17000 handshake - 0 0 0 connected\n",
+        "",
+    )
+    .expect("line");
+    s.nodes[6].view.extend(shaking);
+    s.nodes[7] = state(&fresh[1], &base(), 0);
+    let again = meets_again(&s.nodes, &meets);
+    let who: Vec<&str> = again.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(who, vec!["127.0.0.5:7000", "127.0.0.5:7001"]);
+}
