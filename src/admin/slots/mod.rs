@@ -573,19 +573,21 @@ pub struct Drained {
     pub keys: u64,
 }
 
-/// Moves every slot off the masters named by `ids` (node IDs) to the other masters, where they
-/// are furthest below an even share; the other masters give nothing. For `PROXY REMOVE NODES`:
-/// the caller holds the cluster `lease` (renewed here between rounds) and runs this as part of
-/// its `job` (steps, log and progress line are this drain's while it runs). Refuses, changing
-/// nothing, when a move would not be safe (see [`state::Problem`]) or an ID is not a master.
-/// Safe to re-run: a drain cut short is finished by the next call (slots it left open are
-/// finished first, as REBALANCE SLOTS does). Uses the default mover
-/// knobs and the proxy's backend login.
+/// Moves every slot off the named masters (`ip:port` or node ID) to the other masters, where
+/// they are furthest below an even share; the other masters give nothing. For `PROXY REMOVE
+/// NODES` (its `execute::drain` hook): the caller holds the cluster `lease` (renewed here
+/// between rounds, and carrying the move note) and runs this as part of its `job` (steps, log
+/// and progress line are this drain's while it runs). Refuses, changing nothing, when a move
+/// would not be safe (see [`state::Problem`]) or a name is not a reachable master. Safe to
+/// re-run: a drain cut short is finished by the next call (slots it left open are finished
+/// first, as REBALANCE SLOTS does). Uses the default mover knobs and the proxy's backend login.
+/// Redis 7 then turns each drained master into a replica of the master that took its last
+/// slot (`cluster-allow-replica-migration`, on by default).
 pub async fn drain(
-    shared: &Arc<Shared>,
+    shared: &Shared,
     job: &Job,
     lease: &mut Lease,
-    ids: &[String],
+    masters: &[String],
 ) -> anyhow::Result<Drained> {
     let (_, st) = read_cluster(shared).await.context("reading the cluster")?;
     let note = lease.read_note().await?;
@@ -610,11 +612,14 @@ pub async fn drain(
             bail!("{p}");
         }
     }
-    for id in ids {
-        if st.by_id(id).is_none() {
-            bail!("{id} is not a reachable master");
-        }
-    }
+    let ids: Vec<String> = masters
+        .iter()
+        .map(|name| {
+            st.find(name)
+                .map(|m| m.id.clone())
+                .map_err(|e| anyhow!("drain: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let weights: Vec<(String, u32)> = ids.iter().map(|id| (id.clone(), 0)).collect();
     let opts = PlanOptions {
         threshold_pct: 0.0,
