@@ -754,3 +754,36 @@ fn keys_move_with_the_proxys_acl_login() {
     );
     verify(&mut c, &reference);
 }
+
+#[test]
+fn remove_nodes_drains_a_master_that_owns_slots() {
+    let cluster = cluster(4, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let reference = preload(&mut c, 1000, "remove");
+    let gone = cluster.nodes[0].addr();
+    let owned = slot_counts(&gone)[&gone];
+    let dry = proxy_lines(&mut c, &["REMOVE", "NODES", &gone, "DRYRUN"]).expect("DRYRUN");
+    assert!(
+        dry.iter()
+            .any(|l| l == &format!("step drain every slot off {gone}")),
+        "{dry:?}"
+    );
+    let r = proxy_lines(&mut c, &["REMOVE", "NODES", &gone]).expect("REMOVE NODES");
+    assert!(r[0].starts_with("OK removed 1 node(s)"), "{r:?}");
+    let staying: Vec<String> = cluster.seeds()[1..].to_vec();
+    let counts = slot_counts(&staying[0]);
+    assert!(!counts.contains_key(&gone), "{counts:?}");
+    let rest: Vec<usize> = counts.values().copied().collect();
+    assert_eq!(rest.len(), 3, "{counts:?}");
+    assert_eq!(rest.iter().sum::<usize>(), 16384);
+    assert!(
+        rest.iter().max().unwrap() - rest.iter().min().unwrap() <= 1,
+        "{counts:?}"
+    );
+    assert!(open_slots(&staying).is_empty());
+    verify(&mut c, &reference);
+    proxy.scrape_until("the slots moved", LIVENESS, |t| {
+        metric(t, "slotproxy_admin_slots_moved_total") >= owned as f64
+    });
+}

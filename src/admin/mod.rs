@@ -50,7 +50,7 @@ const HELP: &[&str] = &[
     "ADD REPLICAS <r> | REPLICAS-OF <master|ANY> NODES <host:port> [HOST <label>] ... [DRYRUN] [ASYNC] [TIMEOUT s]",
     "    Join empty nodes as new shards (their masters own no slots yet) or as replicas of masters.",
     "REMOVE NODES <host:port|id> ... [FORCE] [DRYRUN] [ASYNC] [TIMEOUT s]",
-    "    Remove replicas and masters without slots: every node forgets them, then they are reset.",
+    "    Remove replicas and masters (slots drained first): every node forgets them, then they are reset.",
     "REBALANCE MASTERS [DRYRUN] [TOLERANCE n] [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT s] [HOST <addr> <label>]...",
     "    Spread masters evenly over hosts with the fewest CLUSTER FAILOVERs.",
     "REBALANCE SLOTS [WEIGHT <node> <w> ...] [THRESHOLD pct] [MAXSLOTS n] [BATCH n] [PIPELINE n] [MIGRATE-TIMEOUT ms] [DRYRUN] [ASYNC] [TIMEOUT s]",

@@ -67,6 +67,8 @@ const FORGET_AGAIN: Duration = Duration::from_secs(2);
 
 /// Everything a run needs to reach the nodes.
 pub struct Exec<'a> {
+    /// The proxy (for the slot mover's drain).
+    pub shared: &'a crate::shared::Shared,
     /// The job (log and progress).
     pub job: &'a Job,
     /// How the proxy reaches nodes.
@@ -275,10 +277,17 @@ async fn wait_forgotten(
     }
 }
 
-/// DRAIN HOOK (issue 15): moves every slot off `node` before it is forgotten. Reached only
-/// when [`super::remove::DRAIN_READY`] is set; plug the slot mover's drain (weight 0) in here.
-async fn drain(_x: &mut Exec<'_>, node: &str) -> anyhow::Result<()> {
-    bail!("draining {node} needs the slot mover (PROXY REBALANCE SLOTS), which is not merged yet")
+/// Moves every slot off `nodes` (masters to be removed, all at once, so no slot lands on
+/// another of them) with the slot mover, under this run's lease.
+async fn drain(x: &mut Exec<'_>, nodes: &[String]) -> anyhow::Result<()> {
+    let done = crate::admin::slots::drain(x.shared, x.job, x.lease, nodes).await?;
+    x.job.log(format!(
+        "drained {}: {} slot(s), {} key(s) moved",
+        nodes.join(", "),
+        done.slots,
+        done.keys
+    ));
+    Ok(())
 }
 
 /// Checks that every reset node now knows no other node.
@@ -322,6 +331,7 @@ pub async fn execute(x: &mut Exec<'_>, work: &Work) -> anyhow::Result<()> {
         let batch = &work.steps[i..j];
         let mut cmds: Vec<(String, Vec<String>)> = Vec::new();
         let mut reset: Vec<String> = Vec::new();
+        let mut drained = false;
         for step in batch {
             match step {
                 Step::Meet {
@@ -364,7 +374,20 @@ pub async fn execute(x: &mut Exec<'_>, work: &Work) -> anyhow::Result<()> {
                     let none = |_: &[NodeState]| Vec::new();
                     wait_until(x, "replication links up", &addrs, link_problems, none).await?
                 }
-                Step::Drain { node } => drain(x, node).await?,
+                Step::Drain { .. } => {
+                    // The batch's drains run as one.
+                    if !drained {
+                        let nodes: Vec<String> = batch
+                            .iter()
+                            .filter_map(|s| match s {
+                                Step::Drain { node } => Some(node.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        drain(x, &nodes).await?;
+                        drained = true;
+                    }
+                }
                 Step::Forget { removed } => forget_everywhere(x, &addrs, removed).await?,
                 Step::WaitForgotten => wait_forgotten(x, &addrs, &removed).await?,
             }

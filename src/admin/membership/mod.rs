@@ -62,6 +62,8 @@ pub const REMOVE_ENGINE: &str = "remove-nodes";
 
 /// What a run needs from the proxy, taken before the job starts.
 struct Env {
+    /// The proxy (the slot mover's drain needs its settings and counters).
+    shared: Arc<Shared>,
     dialer: Arc<Dialer>,
     /// Where the survey starts: the proxy's masters, replicas and seeds.
     start: Vec<String>,
@@ -72,8 +74,9 @@ struct Env {
 }
 
 impl Env {
-    fn of(shared: &Shared) -> Env {
+    fn of(shared: &Arc<Shared>) -> Env {
         Env {
+            shared: Arc::clone(shared),
             dialer: Arc::clone(&shared.settings.dialer),
             start: check::start_nodes(shared),
             timeout: check::node_timeout(shared),
@@ -242,6 +245,7 @@ async fn run_locked(
     }
     job.set_total(work.steps.len());
     let mut x = execute::Exec {
+        shared: &env.shared,
         job,
         dialer: &env.dialer,
         lease,

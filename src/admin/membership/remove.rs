@@ -13,10 +13,9 @@ use super::refusal::Refusal;
 use crate::admin::survey::Survey;
 use std::collections::BTreeSet;
 
-/// DRAIN HOOK (issue 15): whether REMOVE may drain a master that owns slots (a
-/// [`Step::Drain`] before it is forgotten) instead of refusing it. False until the slot mover
-/// (branch i15-slots) is merged; then set it and fill in `execute::drain`.
-pub const DRAIN_READY: bool = false;
+/// Whether REMOVE drains a master that owns slots (a [`Step::Drain`] before it is forgotten,
+/// run by [`crate::admin::slots::drain`]) instead of refusing it.
+pub const DRAIN_READY: bool = true;
 
 fn role(m: &Member, members: &Members) -> String {
     if m.master {

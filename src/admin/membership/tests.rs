@@ -403,11 +403,24 @@ fn remove_decisions() {
             .expect_err("refused")
             .to_string()
     };
-    assert_eq!(
-        refused(&["127.0.0.2:7000"], false),
-        "master 127.0.0.2:7000 owns 5462 slots; drain it first with PROXY REBALANCE SLOTS \
-         WEIGHT 127.0.0.2:7000 0"
+    let e = refused(&["127.0.0.2:7000"], false);
+    assert!(
+        e.contains("master 127.0.0.2:7000 has replica(s) 127.0.0.3:7001 that are not listed"),
+        "{e}"
     );
+    // A master that owns slots, listed with its replica, is drained first.
+    let w = decide_remove(&names(&["127.0.0.2:7000", "127.0.0.3:7001"]), false, &s).expect("drain");
+    assert_eq!(
+        w.lines[0],
+        "remove 127.0.0.2:7000 (master owning 5462 slot(s))"
+    );
+    assert_eq!(
+        w.steps[0],
+        Step::Drain {
+            node: "127.0.0.2:7000".into()
+        }
+    );
+    assert!(matches!(&w.steps[1], Step::Forget { removed } if removed.len() == 2));
     let e = refused(&["127.0.0.4:7000"], false);
     assert!(
         e.contains("master 127.0.0.4:7000 has replica(s) 127.0.0.5:7000 that are not listed"),
