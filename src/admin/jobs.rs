@@ -265,6 +265,23 @@ impl Jobs {
         self.slots_moved.load(Relaxed)
     }
 
+    /// A running job of one of `engines` that changes the cluster (its command line has no
+    /// DRYRUN word): engines that change a cluster run one at a time per proxy, while dry runs
+    /// may overlap anything.
+    pub fn changing(&self, engines: &[&str]) -> Option<Arc<Job>> {
+        self.lock()
+            .values()
+            .find(|j| {
+                engines.contains(&j.engine.as_str())
+                    && j.running()
+                    && !j
+                        .command
+                        .split_whitespace()
+                        .any(|w| w.eq_ignore_ascii_case("DRYRUN"))
+            })
+            .cloned()
+    }
+
     /// Whether a job of `engine` is running (engines that change a cluster run one at a time).
     pub fn running(&self, engine: &str) -> Option<Arc<Job>> {
         self.lock()
@@ -317,6 +334,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_running_changes_of_the_named_engines_hold_others_off() {
+        let jobs = Jobs::default();
+        let dry = jobs.start("fix", "FIX dryrun");
+        assert!(jobs.changing(&["fix"]).is_none());
+        let real = jobs.start("fix", "FIX");
+        assert!(jobs.changing(&["rebalance-slots"]).is_none());
+        assert_eq!(
+            jobs.changing(&["rebalance-slots", "fix"]).map(|j| j.id),
+            Some(real.id)
+        );
+        real.finish(&Ok(vec!["OK".into()]));
+        dry.finish(&Ok(vec!["OK".into()]));
+        assert!(jobs.changing(&["fix"]).is_none());
+    }
 
     #[test]
     fn registry_and_progress() {

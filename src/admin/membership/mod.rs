@@ -124,11 +124,10 @@ impl Env {
 /// Refuses a second ADD or REMOVE while one changes the cluster from this proxy (the lease
 /// keeps other proxies out).
 fn busy(shared: &Shared) -> Option<Bytes> {
-    let job = shared.registries.jobs.list().into_iter().find(|j| {
-        (j.engine == ADD_ENGINE || j.engine == REMOVE_ENGINE)
-            && j.running()
-            && !j.command.to_ascii_uppercase().contains("DRYRUN")
-    })?;
+    let job = shared
+        .registries
+        .jobs
+        .changing(&[ADD_ENGINE, REMOVE_ENGINE])?;
     Some(resp::error(&format!(
         "ERR job {} is already changing the cluster's nodes ({}); see PROXY JOB {}",
         job.id, job.command, job.id

@@ -193,12 +193,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         Err(e) => return resp::error(&format!("ERR {e}")),
     };
     if !opts.dry_run {
-        let busy = shared
-            .registries
-            .jobs
-            .list()
-            .into_iter()
-            .find(|j| j.engine == ENGINE && j.running() && !j.command.contains("DRYRUN"));
+        let busy = shared.registries.jobs.changing(&[ENGINE]);
         if let Some(job) = busy {
             return resp::error(&format!(
                 "ERR a resize is already running here as job {}; PROXY JOB {} shows it",

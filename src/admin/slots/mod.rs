@@ -53,11 +53,10 @@ const RANGES_SHOWN: usize = 64;
 /// An error reply if this proxy already runs a slot-moving job (one at a time per proxy; the
 /// lease keeps proxies apart).
 fn busy(shared: &Shared) -> Option<Bytes> {
-    let job = shared.registries.jobs.list().into_iter().find(|j| {
-        (j.engine == REBALANCE_ENGINE || j.engine == FIX_ENGINE)
-            && j.running()
-            && !j.command.contains("DRYRUN")
-    })?;
+    let job = shared
+        .registries
+        .jobs
+        .changing(&[REBALANCE_ENGINE, FIX_ENGINE])?;
     Some(resp::error(&format!(
         "ERR a slot move is already running here as job {}; PROXY JOB {} shows it",
         job.id, job.id
