@@ -73,6 +73,46 @@ impl NodeClient {
         v.text().map_err(|e| anyhow!("{} replied: {e}", self.addr))
     }
 
+    /// Sends every command in one write and returns their replies in order (an error reply is
+    /// `Ok(Value::Error)` in its place). One deadline covers the whole batch: a node answers a
+    /// pipeline of cheap commands (the admin engines' CLUSTER MEETs, a poll's three reads) in
+    /// about the time of one, while a round trip each costs a scheduling delay each on a busy
+    /// host.
+    pub async fn pipeline<A: AsRef<[u8]>>(
+        &mut self,
+        cmds: &[Vec<A>],
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut wire = BytesMut::new();
+        for c in cmds {
+            wire.extend_from_slice(&resp::encode_command(c));
+        }
+        let addr = self.addr.clone();
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, async {
+            self.stream.write_all(&wire).await?;
+            let mut scanner = ReplyScanner::default();
+            let mut out = Vec::with_capacity(cmds.len());
+            while out.len() < cmds.len() {
+                if let Some(frame) = scanner.next_frame(&mut self.buf)? {
+                    out.push(Value::decode(&frame)?);
+                    continue;
+                }
+                if self.stream.read_some(&mut self.buf).await? == 0 {
+                    bail!("connection closed");
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "{} command(s) to {addr}: no reply within {timeout:?}",
+                cmds.len()
+            )
+        })?
+        .with_context(|| format!("pipeline of {} command(s) to {addr}", cmds.len()))
+    }
+
     async fn roundtrip<A: AsRef<[u8]>>(&mut self, args: &[A]) -> anyhow::Result<Value> {
         self.roundtrip_raw(&resp::encode_command(args)).await
     }
