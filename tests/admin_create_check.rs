@@ -250,7 +250,7 @@ fn create_six_hosts_then_check_findings() {
     let r = check_until(&mut c, "ERROR uncovered");
     assert!(
         r.iter()
-            .any(|l| l == "ERROR uncovered 1 slot(s) have no master: 5"),
+            .any(|l| l == "ERROR uncovered 1 slot(s) have no master: 5; hint: PROXY FIX"),
         "{r:?}"
     );
     assert!(has(&r, "ERROR state-not-ok"), "{r:?}");

@@ -40,6 +40,8 @@ pub struct Progress {
     pub log: Vec<String>,
     /// The full report of a finished job.
     pub report: Vec<String>,
+    /// The engine's latest progress figures (slot moves: slots, keys, keys/s, ETA), if any.
+    pub detail: String,
 }
 
 /// One engine run.
@@ -90,6 +92,17 @@ impl Job {
     pub fn step_done(&self, line: impl Into<String>) {
         self.lock().steps_done += 1;
         self.log(line);
+    }
+
+    /// Records `n` finished steps without a log line (engines with thousands of small steps
+    /// log groups of them).
+    pub fn advance(&self, n: usize) {
+        self.lock().steps_done += n;
+    }
+
+    /// Replaces the progress figures shown by `PROXY JOB`.
+    pub fn set_detail(&self, detail: impl Into<String>) {
+        self.lock().detail = detail.into();
     }
 
     /// Whether the job is still running.
@@ -151,10 +164,14 @@ impl Job {
     /// The lines of `PROXY JOB <id>`.
     pub fn details(&self) -> Vec<String> {
         let (_, _, _, log, report) = self.snapshot();
+        let detail = self.lock().detail.clone();
         let mut out = vec![
             self.summary(),
             format!("started_unix {}", self.started_unix),
         ];
+        if !detail.is_empty() {
+            out.push(format!("progress {detail}"));
+        }
         out.extend(log.into_iter().map(|l| format!("log {l}")));
         out.extend(report.into_iter().map(|l| format!("report {l}")));
         out
@@ -167,6 +184,8 @@ pub struct Jobs {
     next: AtomicU64,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
     tally: Arc<Tally>,
+    /// Slots the admin engines moved since start (`slotproxy_admin_slots_moved_total`).
+    slots_moved: AtomicU64,
 }
 
 impl Jobs {
@@ -192,6 +211,7 @@ impl Jobs {
                 steps_total: 0,
                 log: Vec::new(),
                 report: Vec::new(),
+                detail: String::new(),
             }),
             tally: Arc::clone(&self.tally),
         });
@@ -233,6 +253,16 @@ impl Jobs {
             .iter()
             .map(|((engine, result), n)| (engine.clone(), *result, *n))
             .collect()
+    }
+
+    /// Counts one slot moved by an engine (REBALANCE SLOTS, FIX, a drain).
+    pub fn count_slot_moved(&self) {
+        self.slots_moved.fetch_add(1, Relaxed);
+    }
+
+    /// Slots moved by the engines since start: the value of `slotproxy_admin_slots_moved_total`.
+    pub fn slots_moved(&self) -> u64 {
+        self.slots_moved.load(Relaxed)
     }
 
     /// Whether a job of `engine` is running (engines that change a cluster run one at a time).
@@ -292,8 +322,13 @@ mod tests {
     fn registry_and_progress() {
         let jobs = Jobs::default();
         let a = jobs.start("check", "PROXY CHECK");
-        a.set_total(2);
+        a.set_total(3);
         a.step_done("read nodes");
+        a.advance(1);
+        a.set_detail("slots 2/3");
+        assert!(a.details().iter().any(|l| l == "progress slots 2/3"));
+        a.set_total(2);
+        a.lock().steps_done = 1;
         assert!(jobs.running("check").is_some());
         a.finish(&Ok(vec!["OK".into()]));
         assert!(jobs.running("check").is_none());

@@ -12,11 +12,14 @@ pub mod islands;
 pub mod jobs;
 pub mod lease;
 pub mod localcluster;
+pub mod membership;
 pub mod options;
 pub mod placement;
 pub mod rebalance;
 pub mod render;
 pub mod report;
+pub mod resize;
+pub mod slots;
 pub mod survey;
 
 use crate::route::resp;
@@ -44,8 +47,18 @@ const HELP: &[&str] = &[
     "    Report consistency and placement problems; changes nothing.",
     "JOBS | JOB <id>",
     "    Admin engine runs, with progress, log and report.",
+    "ADD REPLICAS <r> | REPLICAS-OF <master|ANY> NODES <host:port> [HOST <label>] ... [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "    Join empty nodes as new shards (their masters own no slots yet) or as replicas of masters.",
+    "REMOVE NODES <host:port|id> ... [FORCE] [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "    Remove replicas and masters (slots drained first): every node forgets them, then they are reset.",
     "REBALANCE MASTERS [DRYRUN] [TOLERANCE n] [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT s] [HOST <addr> <label>]...",
     "    Spread masters evenly over hosts with the fewest CLUSTER FAILOVERs.",
+    "REBALANCE SLOTS [WEIGHT <node> <w> ...] [THRESHOLD pct] [MAXSLOTS n] [BATCH n] [PIPELINE n] [MIGRATE-TIMEOUT ms] [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "    Move slots so each master owns a share proportional to its weight (0 drains it).",
+    "FIX [DRYRUN] [ASYNC] [TIMEOUT s] [BATCH n] [PIPELINE n] [MIGRATE-TIMEOUT ms]",
+    "    Finish or close slots an interrupted move left open; assign uncovered slots.",
+    "RESIZE MAXMEMORY <bytes|size like 2gb|percent like 50%> [FORCE] [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "    Set and persist maxmemory on every node (masters and replicas alike).",
     "HELP",
     "    Print this help.",
 ];
@@ -60,9 +73,13 @@ pub async fn answer(args: Vec<Bytes>, shared: Arc<Shared>) -> Bytes {
         .unwrap_or_default();
     match sub.as_str() {
         // Engines are added here, one arm each: "CREATE" => create::answer(&args[1..], &shared).await,
+        "ADD" => membership::answer_add(&args[1..], &shared).await,
         "CHECK" => check::answer(&args[1..], &shared).await,
         "CREATE" => create::answer(&args[1..], &shared).await,
         "REBALANCE" => rebalance::answer(&args[1..], &shared).await,
+        "FIX" => slots::answer_fix(&args[1..], &shared).await,
+        "REMOVE" => membership::answer_remove(&args[1..], &shared).await,
+        "RESIZE" => resize::answer(&args[1..], &shared).await,
         _ => answer_now(&args, &shared),
     }
 }

@@ -262,17 +262,14 @@ impl Hub {
 
     /// Every tracking client must forget everything.
     fn flush(&self) {
-        let ids = {
-            let mut st = self.state.borrow_mut();
-            st.table.clear_keys();
-            st.table.clients()
-        };
-        self.send(ids.into_iter().map(|i| (i, None)));
+        let msgs = self.state.borrow_mut().table.flush(None);
+        self.send(msgs.into_iter());
     }
 
     /// Clients `ids` must forget everything (the others keep their keys tracked).
     fn flush_some(&self, ids: Vec<u64>) {
-        self.send(ids.into_iter().map(|i| (i, None)));
+        let msgs = self.state.borrow_mut().table.flush(Some(&ids));
+        self.send(msgs.into_iter());
     }
 
     fn deliver(&self, d: impl IntoIterator<Item = (u64, Vec<Bytes>)>) {

@@ -44,6 +44,13 @@ impl NodeClient {
         Ok(client)
     }
 
+    /// The same connection with another deadline for its later calls (a MIGRATE of big keys
+    /// may take far longer than an admin command).
+    pub fn with_timeout(mut self, timeout: Duration) -> NodeClient {
+        self.timeout = timeout;
+        self
+    }
+
     /// The address this client talks to.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -73,26 +80,23 @@ impl NodeClient {
         v.text().map_err(|e| anyhow!("{} replied: {e}", self.addr))
     }
 
-    /// Sends every command in one write and returns their replies in order (an error reply is
-    /// `Ok(Value::Error)` in its place). One deadline covers the whole batch: a node answers a
-    /// pipeline of cheap commands (the admin engines' CLUSTER MEETs, a poll's three reads) in
-    /// about the time of one, while a round trip each costs a scheduling delay each on a busy
-    /// host.
-    pub async fn pipeline<A: AsRef<[u8]>>(
+    /// Sends several commands in one write and returns their replies in order (a pipeline),
+    /// all within the client's deadline. Error replies are `Ok(Value::Error)` entries.
+    pub async fn call_many<A: AsRef<[u8]>>(
         &mut self,
-        cmds: &[Vec<A>],
+        commands: &[Vec<A>],
     ) -> anyhow::Result<Vec<Value>> {
         let mut wire = BytesMut::new();
-        for c in cmds {
+        for c in commands {
             wire.extend_from_slice(&resp::encode_command(c));
         }
+        let n = commands.len();
         let addr = self.addr.clone();
-        let timeout = self.timeout;
-        tokio::time::timeout(timeout, async {
+        tokio::time::timeout(self.timeout, async {
             self.stream.write_all(&wire).await?;
             let mut scanner = ReplyScanner::default();
-            let mut out = Vec::with_capacity(cmds.len());
-            while out.len() < cmds.len() {
+            let mut out = Vec::with_capacity(n);
+            while out.len() < n {
                 if let Some(frame) = scanner.next_frame(&mut self.buf)? {
                     out.push(Value::decode(&frame)?);
                     continue;
@@ -101,16 +105,16 @@ impl NodeClient {
                     bail!("connection closed");
                 }
             }
-            Ok(out)
+            anyhow::Ok(out)
         })
         .await
         .map_err(|_| {
             anyhow!(
-                "{} command(s) to {addr}: no reply within {timeout:?}",
-                cmds.len()
+                "{n} pipelined commands to {addr}: no reply within {:?}",
+                self.timeout
             )
         })?
-        .with_context(|| format!("pipeline of {} command(s) to {addr}", cmds.len()))
+        .with_context(|| format!("pipeline to {addr}"))
     }
 
     async fn roundtrip<A: AsRef<[u8]>>(&mut self, args: &[A]) -> anyhow::Result<Value> {

@@ -31,8 +31,11 @@ pub struct Table {
     max_keys: usize,
 }
 
-/// Per client, the keys it must be told about, in the order they changed.
-pub type Deliveries = BTreeMap<u64, Vec<Bytes>>;
+/// The messages to send: a client and the keys of one message, in the order they changed. A
+/// default-mode client gets one message per key and a BCAST client one message per batch, as
+/// from Redis (client libraries' caches rely on the first: redis-rs reads only the first key
+/// of a message).
+pub type Deliveries = Vec<(u64, Vec<Bytes>)>;
 
 impl Table {
     /// An empty table holding at most `max_keys` keys (at least 1).
@@ -57,11 +60,6 @@ impl Table {
     /// Whether any client tracks on this worker.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
-    }
-
-    /// Every tracking client (for a flush).
-    pub fn clients(&self) -> Vec<u64> {
-        self.clients.keys().copied().collect()
     }
 
     /// How many keys are tracked.
@@ -110,11 +108,12 @@ impl Table {
     /// `keys` changed: who must be told which. Default-mode entries of those keys end.
     pub fn invalidate(&mut self, keys: &[Bytes]) -> Deliveries {
         let mut out = Deliveries::new();
+        let mut batches: BTreeMap<u64, Vec<Bytes>> = BTreeMap::new();
         for key in keys {
             if let Some(ids) = self.keys.remove(key) {
                 for id in ids {
                     if self.clients.get(&id).is_some_and(|m| !m.bcast) {
-                        push_once(out.entry(id).or_default(), key);
+                        out.push((id, vec![key.clone()]));
                     }
                 }
             }
@@ -123,16 +122,45 @@ impl Table {
                     && (mode.prefixes.is_empty()
                         || mode.prefixes.iter().any(|p| key.starts_with(p)))
                 {
-                    push_once(out.entry(*id).or_default(), key);
+                    push_once(batches.entry(*id).or_default(), key);
                 }
             }
         }
+        out.extend(batches);
         out
     }
 
-    /// Forgets every key (after a flush was sent to every client).
-    pub fn clear_keys(&mut self) {
-        self.keys = HashMap::new();
+    /// For a flush (the proxy may have missed writes): the messages that make each client in
+    /// `scope` (every client when `None`) forget what it may have cached. A default-mode client
+    /// that read keys gets one message per key, and those entries end as an invalidation ends
+    /// them; a BCAST client, or one that read nothing, gets a null (forget everything). Naming
+    /// the keys is what Redis's null means for these clients, and some client libraries ignore
+    /// a null (redis-rs 0.32's cache does), so they would keep values changed behind a failover.
+    pub fn flush(&mut self, scope: Option<&[u64]>) -> Vec<(u64, Option<Vec<Bytes>>)> {
+        let in_scope = |id: &u64| scope.is_none_or(|s| s.contains(id));
+        let mut read: BTreeMap<u64, Vec<Bytes>> = BTreeMap::new();
+        let clients = &self.clients;
+        self.keys.retain(|key, ids| {
+            ids.retain(|id| {
+                let Some(mode) = clients.get(id) else {
+                    return false;
+                };
+                if in_scope(id) && !mode.bcast {
+                    read.entry(*id).or_default().push(key.clone());
+                    return false;
+                }
+                true
+            });
+            !ids.is_empty()
+        });
+        let mut out = Vec::new();
+        for &id in self.clients.keys().filter(|id| in_scope(id)) {
+            match read.remove(&id) {
+                Some(keys) => out.extend(keys.into_iter().map(|k| (id, Some(vec![k])))),
+                None => out.push((id, None)),
+            }
+        }
+        out
     }
 }
 
@@ -183,8 +211,7 @@ mod tests {
         t.record(1, &b("k"));
         t.record(2, &b("j"));
         let d = t.invalidate(&[b("k"), b("x")]);
-        assert_eq!(d.get(&1), Some(&vec![b("k")]));
-        assert_eq!(d.get(&2), None);
+        assert_eq!(d, vec![(1, vec![b("k")])]);
         // The entry ended with the invalidation: a second write tells nobody.
         assert!(t.invalidate(&[b("k")]).is_empty());
         assert_eq!(t.key_count(), 1);
@@ -208,8 +235,76 @@ mod tests {
             },
         );
         let d = t.invalidate(&[b("user:1"), b("order:1")]);
-        assert_eq!(d.get(&7), Some(&vec![b("user:1")]));
-        assert_eq!(d.get(&8), Some(&vec![b("user:1"), b("order:1")]));
+        assert_eq!(
+            d,
+            vec![(7, vec![b("user:1")]), (8, vec![b("user:1"), b("order:1")])]
+        );
+    }
+
+    #[test]
+    fn a_flush_names_the_keys_a_default_mode_client_read_and_is_null_for_the_others() {
+        let mut t = Table::new(10);
+        t.enable(1, Mode::default());
+        t.enable(2, Mode::default());
+        t.enable(
+            3,
+            Mode {
+                bcast: true,
+                prefixes: vec![],
+            },
+        );
+        t.enable(4, Mode::default());
+        t.record(1, &b("a"));
+        t.record(4, &b("a"));
+        t.record(4, &b("b"));
+        // Only 1 and 2 are flushed: 4 keeps its keys tracked.
+        let d = t.flush(Some(&[1, 2]));
+        assert_eq!(d, vec![(1, Some(vec![b("a")])), (2, None)]);
+        assert_eq!(t.key_count(), 2);
+        let mut d = t.flush(None);
+        d[3..].sort();
+        assert_eq!(
+            d,
+            vec![
+                (1, None),
+                (2, None),
+                (3, None),
+                (4, Some(vec![b("a")])),
+                (4, Some(vec![b("b")])),
+            ]
+        );
+        assert_eq!(t.key_count(), 0);
+        // Default-mode entries ended: a write tells only the BCAST client.
+        assert_eq!(
+            t.invalidate(&[b("a"), b("b")]),
+            vec![(3, vec![b("a"), b("b")])]
+        );
+    }
+
+    #[test]
+    fn a_default_mode_client_gets_one_message_per_key_a_bcast_client_one_per_batch() {
+        let mut t = Table::new(10);
+        t.enable(1, Mode::default());
+        t.enable(
+            2,
+            Mode {
+                bcast: true,
+                prefixes: vec![],
+            },
+        );
+        for k in ["a", "b", "c"] {
+            t.record(1, &b(k));
+        }
+        let d = t.invalidate(&[b("a"), b("b"), b("c"), b("a")]);
+        assert_eq!(
+            d,
+            vec![
+                (1, vec![b("a")]),
+                (1, vec![b("b")]),
+                (1, vec![b("c")]),
+                (2, vec![b("a"), b("b"), b("c")]),
+            ]
+        );
     }
 
     #[test]
@@ -237,7 +332,7 @@ mod tests {
         assert!(k == b("a") || k == b("b"));
         assert_eq!(ids, vec![1]);
         assert_eq!(t.key_count(), 2);
-        t.clear_keys();
+        assert_eq!(t.flush(None).len(), 2);
         assert_eq!(t.key_count(), 0);
     }
 

@@ -266,6 +266,13 @@ fn render(shared: &Shared, t: &Totals) -> String {
     );
     render_value(
         o,
+        "slotproxy_admin_slots_moved_total",
+        counter,
+        "Slots moved by the admin engines (REBALANCE SLOTS, FIX, drains of REMOVE NODES).",
+        shared.registries.jobs.slots_moved(),
+    );
+    render_value(
+        o,
         "slotproxy_slowlog_entries",
         gauge,
         "Entries in the slow log.",

@@ -176,10 +176,20 @@ fn masters_per_host(c: &Context) -> BTreeMap<String, usize> {
 }
 
 /// Judges a survey. Findings come grouped by code in a fixed order, each list sorted, so the
-/// same cluster state always prints the same report.
+/// same cluster state always prints the same report. Outsiders (see [`outsiders`]) are
+/// reported as such and left out of every other rule.
 pub fn findings(s: &Survey, hosts: &HostLabels) -> Vec<Finding> {
-    let c = Context::new(s, hosts);
-    let rules: [fn(&Context) -> Vec<Finding>; 16] = [
+    let outside = outsiders(s);
+    let inside = Survey {
+        nodes: s
+            .nodes
+            .iter()
+            .filter(|n| !outside.contains(&n.addr))
+            .cloned()
+            .collect(),
+    };
+    let c = Context::new(&inside, hosts);
+    let rules: [fn(&Context) -> Vec<Finding>; 17] = [
         rule_reachability,
         rule_membership,
         rule_flags,
@@ -192,12 +202,54 @@ pub fn findings(s: &Survey, hosts: &HostLabels) -> Vec<Finding> {
         rule_epoch_duplicate,
         rule_replication,
         rule_master_without_replicas,
+        rule_empty_masters,
         rule_colocated_replicas,
         rule_host_majority,
         rule_uneven_masters,
         rule_settings_differ,
     ];
-    rules.iter().flat_map(|rule| rule(&c)).collect()
+    let mut out: Vec<Finding> = rules.iter().flat_map(|rule| rule(&c)).collect();
+    out.extend(outside.into_iter().map(|addr| {
+        finding(
+            Warn,
+            "outsider",
+            format!(
+                "{addr} answers but is not part of the cluster (it knows no other node and no \
+                 node knows it); PROXY ADD joins it, or drop it from the proxy's seeds"
+            ),
+            vec![addr],
+        )
+    }));
+    out
+}
+
+/// Surveyed nodes that stand outside the cluster: reachable, cluster-enabled, alone (their view
+/// holds only themselves, handshakes aside), owning no slots, and unknown to every other node,
+/// while some other node does belong to a cluster. A seed of the proxy that was never added, or
+/// a node PROXY REMOVE NODES reset, looks like this; judged as members they would read as
+/// membership errors of a healthy cluster.
+fn outsiders(s: &Survey) -> Vec<String> {
+    let joined = |n: &NodeState| {
+        n.view
+            .iter()
+            .filter(|l| !l.has("handshake") && !l.has("myself"))
+            .count()
+            > 0
+    };
+    if !s.reachable().any(joined) {
+        return Vec::new();
+    }
+    s.reachable()
+        .filter(|n| n.cluster_enabled && !joined(n))
+        .filter(|n| n.myself().is_some_and(|m| m.slots.is_empty()))
+        .filter(|n| {
+            let id = n.id().unwrap_or_default();
+            !s.reachable().any(|o| {
+                o.addr != n.addr && o.view.iter().any(|l| l.id == id && !l.has("handshake"))
+            })
+        })
+        .map(|n| n.addr.clone())
+        .collect()
 }
 
 /// `unreachable` and `cluster-disabled`: nodes that did not answer, or run without cluster mode.
@@ -440,7 +492,7 @@ fn rule_uncovered(c: &Context) -> Vec<Finding> {
             Error,
             "uncovered",
             format!(
-                "{} slot(s) have no master: {}",
+                "{} slot(s) have no master: {}; hint: PROXY FIX",
                 uncovered.len(),
                 ranges_text(&uncovered)
             ),
@@ -462,7 +514,7 @@ fn rule_open_slots(c: &Context) -> Vec<Finding> {
                 Error,
                 "open-slot",
                 format!(
-                    "{} has slot {slot} open: migrating to {}",
+                    "{} has slot {slot} open: migrating to {}; hint: PROXY FIX",
                     n.addr,
                     topo.addr_of(dst)
                 ),
@@ -474,7 +526,7 @@ fn rule_open_slots(c: &Context) -> Vec<Finding> {
                 Error,
                 "open-slot",
                 format!(
-                    "{} has slot {slot} open: importing from {}",
+                    "{} has slot {slot} open: importing from {}; hint: PROXY FIX",
                     n.addr,
                     topo.addr_of(src)
                 ),
@@ -640,6 +692,32 @@ fn rule_master_without_replicas(c: &Context) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// `empty-master`: a master that owns no slots while others do (a shard just added by PROXY
+/// ADD, or one drained for removal). A warning, not an error: the cluster is healthy, the
+/// master just serves no data yet. (`redis-cli --cluster check` says nothing about it.)
+fn rule_empty_masters(c: &Context) -> Vec<Finding> {
+    let topo = &c.topo;
+    if topo.masters().next().is_none() {
+        return Vec::new();
+    }
+    topo.nodes
+        .iter()
+        .filter(|t| t.master && t.slots.is_empty())
+        .map(|t| {
+            finding(
+                Warn,
+                "empty-master",
+                format!(
+                    "master {} owns no slots, so it serves no data; PROXY REBALANCE SLOTS \
+                     gives it a share, PROXY REMOVE NODES removes it",
+                    t.addr
+                ),
+                vec![t.addr.clone()],
+            )
+        })
+        .collect()
 }
 
 /// `colocated-replica`: a replica on its master's host.

@@ -251,7 +251,8 @@ fn delslots_is_uncovered_and_differs() {
     let f = run(&s);
     let u = f.iter().find(|x| x.code == "uncovered").expect("uncovered");
     assert!(
-        u.message.contains("100 slot(s) have no master: 0-99"),
+        u.message
+            .contains("100 slot(s) have no master: 0-99; hint: PROXY FIX"),
         "{u:?}"
     );
     let d = f
@@ -289,8 +290,10 @@ fn open_slots() {
     assert_eq!(o.len(), 2);
     assert!(o[0]
         .message
-        .contains("127.0.0.2:7000 has slot 42 open: migrating to 127.0.0.3:7000"));
-    assert!(o[1].message.contains("importing from 127.0.0.2:7000"));
+        .contains("127.0.0.2:7000 has slot 42 open: migrating to 127.0.0.3:7000; hint: PROXY FIX"));
+    assert!(o[1]
+        .message
+        .contains("importing from 127.0.0.2:7000; hint: PROXY FIX"));
 }
 
 #[test]
@@ -452,4 +455,79 @@ fn json_and_text_forms() {
         .any(|l| l.starts_with("ERROR unreachable 127.0.0.4:7000")));
     assert_eq!(json_str("a\u{1}"), "\"a\\u0001\"");
     assert_eq!(ranges_text(&[1, 2, 3, 7, 9, 10]), "1-3,7,9-10");
+}
+
+#[test]
+fn empty_masters_and_outsiders_are_warnings() {
+    // A shard just added: a master without slots and its replica, on two new hosts.
+    let mut lines = layout();
+    lines.push(L {
+        i: 7,
+        ip: "127.0.0.5",
+        port: 7000,
+        flags: "master",
+        master: None,
+        epoch: 7,
+        slots: "",
+    });
+    lines.push(L {
+        i: 8,
+        ip: "127.0.0.6",
+        port: 7000,
+        flags: "slave",
+        master: Some(7),
+        epoch: 7,
+        slots: "",
+    });
+    let mut s = survey_of(&lines);
+    let f = run(&s);
+    assert_eq!(codes(&f), vec!["empty-master"], "{f:?}");
+    assert_eq!(f[0].severity, Severity::Warn);
+    assert_eq!(f[0].nodes, vec!["127.0.0.5:7000"]);
+    assert_eq!(verdict(&f), "ERRORS 0 WARNINGS 1");
+
+    // A node that answers but knows nobody (a seed never added, or a removed node after its
+    // reset) is an outsider, not a membership problem of the others.
+    let alone = survey_of(&[L {
+        i: 9,
+        ip: "127.0.0.9",
+        port: 7000,
+        flags: "master",
+        master: None,
+        epoch: 0,
+        slots: "",
+    }]);
+    s.nodes.extend(alone.nodes.clone());
+    let f = run(&s);
+    assert_eq!(codes(&f), vec!["empty-master", "outsider"], "{f:?}");
+    let o = f.iter().find(|x| x.code == "outsider").expect("outsider");
+    assert_eq!(o.nodes, vec!["127.0.0.9:7000"]);
+    assert_eq!(o.severity, Severity::Warn);
+    // Once a member knows it, it is judged as a member again.
+    let nine = alone.nodes[0].view[0].clone();
+    s.nodes[0].view.push(NodeLine {
+        flags: vec!["master".into()],
+        ..nine
+    });
+    assert!(codes(&run(&s)).contains(&"membership"));
+    // Nodes that are all alone (before CREATE) are no outsiders and no empty masters.
+    let mut fresh = alone.clone();
+    fresh.nodes.push(
+        survey_of(&[L {
+            i: 10,
+            ip: "127.0.0.10",
+            port: 7000,
+            flags: "master",
+            master: None,
+            epoch: 0,
+            slots: "",
+        }])
+        .nodes
+        .remove(0),
+    );
+    let c = codes(&run(&fresh));
+    assert!(
+        !c.contains(&"outsider") && !c.contains(&"empty-master"),
+        "{c:?}"
+    );
 }

@@ -64,7 +64,7 @@ impl Pool {
                         Err(e) => return (k, i, None, Err(e)),
                     },
                 };
-                match client.pipeline(&cmds).await {
+                match client.call_many(&cmds).await {
                     Ok(v) => (k, i, Some(client), Ok(v)),
                     Err(e) => (k, i, None, Err(e)),
                 }

@@ -58,6 +58,8 @@
 //! exact algorithm runs on those; members of one shard stay on distinct hosts wherever the
 //! split leaves that possible, and a warning names the host and the shards that share it.
 
+pub mod extend;
+
 use crate::admin::flow::{EdgeId, FlowNetwork};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -288,20 +290,7 @@ pub fn plan(nodes: &[NodeSpec], opts: &PlanOptions) -> Result<Plan, PlanError> {
     if n == 0 {
         return Err(PlanError::NoNodes);
     }
-    let mut seen: HashMap<(&str, u16), usize> = HashMap::new();
-    for (i, node) in nodes.iter().enumerate() {
-        if node.port > u16::MAX - 10000 {
-            return Err(PlanError::BusPortOverflow { addr: node.addr() });
-        }
-        if let Some(&first) = seen.get(&(node.ip.as_str(), node.port)) {
-            return Err(PlanError::DuplicateAddress {
-                addr: node.addr(),
-                first,
-                second: i,
-            });
-        }
-        seen.insert((node.ip.as_str(), node.port), i);
-    }
+    check_addresses(nodes)?;
     let r = opts.replicas;
     if !n.is_multiple_of(r + 1) {
         return Err(PlanError::NotDivisible {
@@ -321,59 +310,11 @@ pub fn plan(nodes: &[NodeSpec], opts: &PlanOptions) -> Result<Plan, PlanError> {
         return Err(PlanError::TooManyShards { shards });
     }
 
-    // Hosts in order of first appearance; each with its nodes in input order.
-    let mut host_index: HashMap<&str, usize> = HashMap::new();
-    let mut host_names: Vec<String> = Vec::new();
-    let mut host_nodes: Vec<Vec<usize>> = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        let h = *host_index.entry(node.host.as_str()).or_insert_with(|| {
-            host_names.push(node.host.clone());
-            host_nodes.push(Vec::new());
-            host_names.len() - 1
-        });
-        host_nodes[h].push(i);
-    }
-
+    let hosts = Hosts::of(nodes);
+    let host_names = &hosts.names;
+    let host_index = &hosts.index;
     let mut warnings = Vec::new();
-    let overloaded: Vec<usize> = (0..host_nodes.len())
-        .filter(|&h| host_nodes[h].len() > shards)
-        .collect();
-    let groups: Vec<Vec<usize>> = if overloaded.is_empty() {
-        host_nodes.clone()
-    } else if !opts.allow_colocated {
-        if host_names.len() < r + 1 {
-            return Err(PlanError::TooFewHosts {
-                hosts: host_names,
-                needed: r + 1,
-            });
-        }
-        // Name the worst offender; ties go to the first host listed.
-        let worst = overloaded
-            .iter()
-            .copied()
-            .max_by_key(|&h| (host_nodes[h].len(), std::cmp::Reverse(h)))
-            .unwrap_or(overloaded[0]);
-        return Err(PlanError::HostOverloaded {
-            host: host_names[worst].clone(),
-            nodes: host_nodes[worst].len(),
-            shards,
-        });
-    } else {
-        // Split each overloaded host into the fewest near-equal parts of at most `shards` nodes.
-        let mut groups = Vec::new();
-        for members in &host_nodes {
-            let parts = members.len().div_ceil(shards);
-            let base = members.len() / parts;
-            let extra = members.len() % parts;
-            let mut start = 0;
-            for p in 0..parts {
-                let len = base + usize::from(p < extra);
-                groups.push(members[start..start + len].to_vec());
-                start += len;
-            }
-        }
-        groups
-    };
+    let (groups, overloaded) = hosts.groups(shards, r, opts.allow_colocated)?;
 
     let caps: Vec<usize> = groups.iter().map(Vec::len).collect();
     let masters_per_group = choose_master_counts(&caps, r, shards);
@@ -445,6 +386,103 @@ pub fn plan(nodes: &[NodeSpec], opts: &PlanOptions) -> Result<Plan, PlanError> {
     })
 }
 
+/// Refuses a bus port beyond 65535 and an `ip:port` listed twice.
+fn check_addresses(nodes: &[NodeSpec]) -> Result<(), PlanError> {
+    let mut seen: HashMap<(&str, u16), usize> = HashMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        if node.port > u16::MAX - 10000 {
+            return Err(PlanError::BusPortOverflow { addr: node.addr() });
+        }
+        if let Some(&first) = seen.get(&(node.ip.as_str(), node.port)) {
+            return Err(PlanError::DuplicateAddress {
+                addr: node.addr(),
+                first,
+                second: i,
+            });
+        }
+        seen.insert((node.ip.as_str(), node.port), i);
+    }
+    Ok(())
+}
+
+/// The nodes' hosts in order of first appearance, each with its nodes in input order.
+struct Hosts<'a> {
+    /// Host labels.
+    names: Vec<String>,
+    /// Node indices per host.
+    nodes: Vec<Vec<usize>>,
+    /// Label -> host index.
+    index: HashMap<&'a str, usize>,
+}
+
+impl<'a> Hosts<'a> {
+    fn of(nodes: &'a [NodeSpec]) -> Hosts<'a> {
+        let mut hosts = Hosts {
+            names: Vec::new(),
+            nodes: Vec::new(),
+            index: HashMap::new(),
+        };
+        for (i, node) in nodes.iter().enumerate() {
+            let h = *hosts.index.entry(node.host.as_str()).or_insert_with(|| {
+                hosts.names.push(node.host.clone());
+                hosts.nodes.push(Vec::new());
+                hosts.names.len() - 1
+            });
+            hosts.nodes[h].push(i);
+        }
+        hosts
+    }
+
+    /// The groups the exact algorithm places (host by host) and the hosts with more nodes than
+    /// `shards`. Such a host is refused, unless `allow_colocated`: then it is split into the
+    /// fewest near-equal parts of at most `shards` nodes, each part a group of its own.
+    fn groups(
+        &self,
+        shards: usize,
+        r: usize,
+        allow_colocated: bool,
+    ) -> Result<(Vec<Vec<usize>>, Vec<usize>), PlanError> {
+        let overloaded: Vec<usize> = (0..self.nodes.len())
+            .filter(|&h| self.nodes[h].len() > shards)
+            .collect();
+        if overloaded.is_empty() {
+            return Ok((self.nodes.clone(), overloaded));
+        }
+        if !allow_colocated {
+            if self.names.len() < r + 1 {
+                return Err(PlanError::TooFewHosts {
+                    hosts: self.names.clone(),
+                    needed: r + 1,
+                });
+            }
+            // Name the worst offender; ties go to the first host listed.
+            let worst = overloaded
+                .iter()
+                .copied()
+                .max_by_key(|&h| (self.nodes[h].len(), std::cmp::Reverse(h)))
+                .unwrap_or(overloaded[0]);
+            return Err(PlanError::HostOverloaded {
+                host: self.names[worst].clone(),
+                nodes: self.nodes[worst].len(),
+                shards,
+            });
+        }
+        let mut groups = Vec::new();
+        for members in &self.nodes {
+            let parts = members.len().div_ceil(shards);
+            let base = members.len() / parts;
+            let extra = members.len() % parts;
+            let mut start = 0;
+            for p in 0..parts {
+                let len = base + usize::from(p < extra);
+                groups.push(members[start..start + len].to_vec());
+                start += len;
+            }
+        }
+        Ok((groups, overloaded))
+    }
+}
+
 /// Contiguous slot ranges over `0..SLOTS`, sizes differing by at most one (larger ones first).
 pub fn slot_ranges(shards: usize) -> Vec<(u16, u16)> {
     if shards == 0 {
@@ -476,22 +514,35 @@ fn choose_master_counts(caps: &[usize], r: usize, shards: usize) -> Vec<usize> {
 /// Local search from feasible counts `m`: moves one master at a time from a host with at least two
 /// more masters than another to that host, largest improvement of the sum of squares first, each
 /// move kept only if the flow says it is still feasible; stops when no move helps.
-fn improve_counts(caps: &[usize], r: usize, mut m: Vec<usize>) -> Vec<usize> {
+fn improve_counts(caps: &[usize], r: usize, m: Vec<usize>) -> Vec<usize> {
+    improve_counts_over(caps, &vec![0; caps.len()], r, m)
+}
+
+/// [`improve_counts`] when host `h` already runs `before[h]` masters that stay where they are
+/// (a cluster being extended): a host's load is `before[h] + m[h]`, and only the new masters
+/// (`m`) move.
+fn improve_counts_over(
+    caps: &[usize],
+    before: &[usize],
+    r: usize,
+    mut m: Vec<usize>,
+) -> Vec<usize> {
     let h = caps.len();
+    let load = |m: &[usize], x: usize| before[x] + m[x];
     loop {
         // Candidate moves a -> b, best improvement of the sum of squares first; ties broken by
         // preferring to take from bigger-count hosts and to give to larger hosts, then by index.
         let mut moves: Vec<(usize, usize)> = Vec::new();
         for a in 0..h {
             for b in 0..h {
-                if a != b && m[a] >= m[b] + 2 && m[b] < caps[b] {
+                if a != b && m[a] > 0 && load(&m, a) >= load(&m, b) + 2 && m[b] < caps[b] {
                     moves.push((a, b));
                 }
             }
         }
         moves.sort_by_key(|&(a, b)| {
             (
-                std::cmp::Reverse(m[a] - m[b]),
+                std::cmp::Reverse(load(&m, a) - load(&m, b)),
                 std::cmp::Reverse(caps[b] - m[b]),
                 a,
                 b,

@@ -100,9 +100,7 @@ impl Default for Options {
 /// `ERR ` (every REBALANCE usage error, in one place).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ArgError {
-    /// `REBALANCE SLOTS`, which no engine does yet.
-    Slots,
-    /// Neither `MASTERS` nor `SLOTS`.
+    /// Not `MASTERS` (`SLOTS` is answered by [`crate::admin::slots`] before this parser).
     Usage,
     /// `HOST` without its address and label.
     Host,
@@ -119,14 +117,10 @@ pub enum ArgError {
 impl std::fmt::Display for ArgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ArgError::Slots => f.write_str(
-                "PROXY REBALANCE SLOTS is not implemented yet; \
-                 see the README's list of what is finished",
-            ),
             ArgError::Usage => f.write_str(
                 "usage: PROXY REBALANCE MASTERS [DRYRUN] [TOLERANCE n] \
                  [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT seconds] \
-                 [HOST <ip|ip:port> <label>]...",
+                 [HOST <ip|ip:port> <label>]... | PROXY REBALANCE SLOTS ... (PROXY HELP)",
             ),
             ArgError::Host => f.write_str("HOST needs an address (ip or ip:port) and a label"),
             ArgError::TimeoutTooShort => f.write_str("TIMEOUT must be at least 1 second"),
@@ -153,7 +147,6 @@ impl Options {
         let words = options::words(args);
         match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
             Some("MASTERS") => {}
-            Some("SLOTS") => return Err(ArgError::Slots),
             _ => return Err(ArgError::Usage),
         }
         const ACCEPTS: Accepts = Accepts {
@@ -214,8 +207,15 @@ impl Options {
     }
 }
 
-/// Answers `PROXY REBALANCE ...`; `args` starts after `REBALANCE`.
+/// Answers `PROXY REBALANCE ...`; `args` starts after `REBALANCE`. `SLOTS` goes to the slot
+/// engine ([`crate::admin::slots`]).
 pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
+    if args
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"SLOTS"))
+    {
+        return crate::admin::slots::answer_rebalance(&args[1..], shared).await;
+    }
     let opts = match Options::parse(args) {
         Ok(o) => o,
         Err(e) => return resp::error(&format!("ERR {e}")),

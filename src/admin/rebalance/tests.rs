@@ -498,7 +498,7 @@ fn parses_options() {
         .unwrap_err()
         .to_string()
     };
-    assert!(bad(&["SLOTS"]).contains("not implemented"));
+    assert!(bad(&["SLOTS"]).contains("usage"));
     assert!(bad(&["MASTERS", "TOLERANCE"]).contains("TOLERANCE"));
     assert!(bad(&["MASTERS", "BOGUS"]).contains("BOGUS"));
     assert!(bad(&[]).contains("usage"));

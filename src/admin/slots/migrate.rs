@@ -1,0 +1,875 @@
+//! Moving one slot between masters, the way that keeps clients correct at every instant, and
+//! resumable from any state a previous run (ours or redis-cli's) was cut off in.
+//!
+//! A move of slot `s` from A to B:
+//! 1. `CLUSTER SETSLOT s IMPORTING A` on B (B now accepts `ASKING` requests for `s`), then
+//!    `CLUSTER SETSLOT s MIGRATING B` on A (A now answers `ASK B` for keys it no longer has and
+//!    refuses new ones). Both are idempotent; B answering that it already owns `s` means an
+//!    earlier run got past step 3's first command, so the move resumes there.
+//! 2. `CLUSTER GETKEYSINSLOT s n` on A and pipelined `MIGRATE B-host B-port "" 0 timeout
+//!    [REPLACE] [AUTH pw | AUTH2 user pw] KEYS ...` until A has no key of `s` left. Every key
+//!    the node lists is checked to hash to `s` before it is named in a MIGRATE.
+//! 3. `CLUSTER SETSLOT s NODE B` on B first (B owns `s` and bumps its epoch), then on A, then
+//!    on every other master, so no node ever points clients at a node that would bounce them
+//!    back.
+//!
+//! Errors a move meets on the way, and what happens:
+//! - `BUSYKEY` (B already has a key A is sending): the copy on B came from an interrupted
+//!   MIGRATE (while `s` is migrating, A keeps serving every key it still has, so A's copy is the
+//!   live one). The round is re-sent with `REPLACE`, but only after checking that B is importing
+//!   `s` from A; otherwise the move stops and names the slot ([`MoveError::Conflict`]).
+//! - `IOERR` (MIGRATE could not write or read within its timeout): the keys of the failed batch
+//!   are retried one by one; a key that fails alone is reported by name and size
+//!   ([`MoveError::BigKey`]) and the move stops with the slot still open (clients are served
+//!   through ASK) and a message saying what to do.
+//! - The slot's deadline: the move stops with the slot open ([`MoveError::Timeout`]).
+
+use super::progress::Progress;
+use crate::admin::jobs::Job;
+use crate::admin::lease::Lease;
+use crate::backend::node_client::NodeClient;
+use crate::cluster::slots::key_slot;
+use crate::net::dialer::Dialer;
+use crate::route::resp::Value;
+use anyhow::anyhow;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Default keys per `MIGRATE`.
+pub const DEFAULT_BATCH: usize = 100;
+/// Default `MIGRATE` commands in flight on the source.
+pub const DEFAULT_PIPELINE: usize = 4;
+/// Default `MIGRATE` timeout (ms): the node's own I/O timeout for each step of the transfer.
+pub const DEFAULT_MIGRATE_TIMEOUT_MS: u64 = 10_000;
+/// Default deadline for one slot's move.
+pub const DEFAULT_SLOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A master by ID and address (both from the survey, never from a reply).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRef {
+    /// Node ID.
+    pub id: String,
+    /// `ip:port`.
+    pub addr: String,
+}
+
+/// The credentials `MIGRATE` passes on to the target: the proxy's own backend login.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MigrateAuth {
+    /// No password configured.
+    None,
+    /// `AUTH <password>` (no `backend_user`).
+    Password(String),
+    /// `AUTH2 <user> <password>`.
+    User(String, String),
+}
+
+impl std::fmt::Debug for MigrateAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        match self {
+            MigrateAuth::None => f.write_str("None"),
+            MigrateAuth::Password(_) => f.write_str("Password(..)"),
+            MigrateAuth::User(u, _) => write!(f, "User({u:?}, ..)"),
+        }
+    }
+}
+
+impl MigrateAuth {
+    /// From the settings `backend_user` / `backend_password`.
+    pub fn from_settings(user: &str, password: &str) -> MigrateAuth {
+        match (user.is_empty(), password.is_empty()) {
+            (_, true) => MigrateAuth::None,
+            (true, false) => MigrateAuth::Password(password.to_string()),
+            (false, false) => MigrateAuth::User(user.to_string(), password.to_string()),
+        }
+    }
+
+    fn args(&self) -> Vec<Bytes> {
+        match self {
+            MigrateAuth::None => Vec::new(),
+            MigrateAuth::Password(p) => vec![Bytes::from_static(b"AUTH"), Bytes::from(p.clone())],
+            MigrateAuth::User(u, p) => vec![
+                Bytes::from_static(b"AUTH2"),
+                Bytes::from(u.clone()),
+                Bytes::from(p.clone()),
+            ],
+        }
+    }
+}
+
+/// How keys are moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveSettings {
+    /// Keys per `MIGRATE`.
+    pub batch: usize,
+    /// `MIGRATE` commands sent at once.
+    pub pipeline: usize,
+    /// `MIGRATE`'s timeout argument (ms).
+    pub migrate_timeout_ms: u64,
+    /// Deadline of one slot's move.
+    pub slot_timeout: Duration,
+    /// Credentials for the target.
+    pub auth: MigrateAuth,
+}
+
+impl Default for MoveSettings {
+    fn default() -> Self {
+        MoveSettings {
+            batch: DEFAULT_BATCH,
+            pipeline: DEFAULT_PIPELINE,
+            migrate_timeout_ms: DEFAULT_MIGRATE_TIMEOUT_MS,
+            slot_timeout: DEFAULT_SLOT_TIMEOUT,
+            auth: MigrateAuth::None,
+        }
+    }
+}
+
+/// Why a move stopped. `Display` says what state the slot is in and what to do.
+#[derive(Debug)]
+pub enum MoveError {
+    /// The cluster is not as planned (the slot has another owner now).
+    Stale {
+        /// The slot.
+        slot: u16,
+        /// What was found.
+        why: String,
+    },
+    /// A key MIGRATE could not move within its timeout, alone.
+    BigKey {
+        /// The slot.
+        slot: u16,
+        /// The key, printable.
+        key: String,
+        /// Its size per `MEMORY USAGE`, if known.
+        bytes: Option<u64>,
+        /// Source address.
+        from: String,
+        /// Target address.
+        to: String,
+        /// MIGRATE's timeout (ms).
+        timeout_ms: u64,
+        /// The node's error.
+        reply: String,
+    },
+    /// The target holds a key the source still has, and replacing it is not known to be safe.
+    Conflict {
+        /// The slot.
+        slot: u16,
+        /// Source address.
+        from: String,
+        /// Target address.
+        to: String,
+    },
+    /// The slot's deadline passed with keys left.
+    Timeout {
+        /// The slot.
+        slot: u16,
+        /// The deadline.
+        after: Duration,
+    },
+    /// A node failed or answered something unexpected.
+    Node(anyhow::Error),
+}
+
+impl std::fmt::Display for MoveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MoveError::Stale { slot, why } => write!(
+                f,
+                "slot {slot}: {why}; the cluster changed under the plan: re-run to plan again"
+            ),
+            MoveError::BigKey {
+                slot,
+                key,
+                bytes,
+                from,
+                to,
+                timeout_ms,
+                reply,
+            } => write!(
+                f,
+                "slot {slot}: key '{key}'{} could not be moved from {from} to {to} within \
+                 MIGRATE-TIMEOUT {timeout_ms} ms ({reply}). The slot is left migrating on {from} \
+                 and importing on {to}, and clients are still served (through ASK). Re-run with \
+                 a larger MIGRATE-TIMEOUT, or move the key by hand (MIGRATE on {from} with a \
+                 longer timeout), then re-run or run PROXY FIX",
+                bytes.map(|b| format!(" ({b} bytes)")).unwrap_or_default()
+            ),
+            MoveError::Conflict { slot, from, to } => write!(
+                f,
+                "slot {slot}: {to} already holds keys that {from} still has, and {to} is not \
+                 importing the slot from {from}, so they are not replaced; compare the copies, \
+                 delete the wrong one, then run PROXY FIX"
+            ),
+            MoveError::Timeout { slot, after } => write!(
+                f,
+                "slot {slot}: keys still left after {after:?}; the slot is left open (clients are \
+                 still served through ASK); re-run (with a larger TIMEOUT) to finish it"
+            ),
+            MoveError::Node(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for MoveError {}
+
+impl From<anyhow::Error> for MoveError {
+    fn from(e: anyhow::Error) -> Self {
+        MoveError::Node(e)
+    }
+}
+
+/// What a move may do between rounds: renew the lease, show progress.
+pub struct Ctx<'a> {
+    /// The job, for its log and progress line.
+    pub job: &'a Job,
+    /// The cluster lease, renewed between rounds (`None` when the caller holds none).
+    pub lease: Option<&'a mut Lease>,
+    /// The run's counters.
+    pub progress: Progress,
+}
+
+impl Ctx<'_> {
+    async fn tick(&mut self) -> anyhow::Result<()> {
+        if let Some(lease) = self.lease.as_deref_mut() {
+            lease.renew_if_due(self.job).await?;
+        }
+        Ok(())
+    }
+
+    fn moved_keys(&mut self, n: u64) {
+        self.progress.keys += n;
+        self.job.set_detail(self.progress.line());
+    }
+}
+
+/// A key as text for a report: printable ASCII as is, other bytes as `\xNN`, at most 128 bytes.
+pub fn printable(key: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in key.iter().take(128) {
+        if (0x20..0x7f).contains(&b) && b != b'\'' && b != b'\\' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if key.len() > 128 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Whether a reply is the error `needle` appears in.
+fn is_err(v: &Value, needle: &str) -> bool {
+    matches!(v, Value::Error(e) if e.contains(needle))
+}
+
+fn expect_ok(v: Value, what: &str, addr: &str) -> anyhow::Result<()> {
+    match v {
+        Value::Simple(s) if s == "OK" => Ok(()),
+        Value::Error(e) => Err(anyhow!("{what} on {addr}: {e}")),
+        other => Err(anyhow!("{what} on {addr}: unexpected reply {other:?}")),
+    }
+}
+
+/// Moves slots between masters over connections it keeps open (one for commands, one per
+/// source for MIGRATE, whose deadline is the slot's).
+pub struct Mover {
+    dialer: Arc<Dialer>,
+    timeout: Duration,
+    /// How keys move.
+    pub settings: MoveSettings,
+    conns: HashMap<String, NodeClient>,
+    migrate_conns: HashMap<String, NodeClient>,
+    /// Nodes that answered they are no longer masters (Redis turns a master that gave away
+    /// its last slot into a replica of the node that took it): not told again.
+    demoted: std::collections::HashSet<String>,
+}
+
+impl Mover {
+    /// A mover whose short commands have `timeout`.
+    pub fn new(dialer: Arc<Dialer>, timeout: Duration, settings: MoveSettings) -> Mover {
+        Mover {
+            dialer,
+            timeout,
+            settings,
+            conns: HashMap::new(),
+            migrate_conns: HashMap::new(),
+            demoted: Default::default(),
+        }
+    }
+
+    /// One command on the node's kept connection; a broken connection is replaced once.
+    pub async fn call<A: AsRef<[u8]>>(&mut self, addr: &str, args: &[A]) -> anyhow::Result<Value> {
+        for attempt in 0..2 {
+            if !self.conns.contains_key(addr) {
+                let c = NodeClient::connect(&self.dialer, addr, self.timeout).await?;
+                self.conns.insert(addr.to_string(), c);
+            }
+            let Some(c) = self.conns.get_mut(addr) else {
+                continue;
+            };
+            match c.call(args).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    self.conns.remove(addr);
+                    if attempt == 1 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Err(anyhow!("no connection to {addr}"))
+    }
+
+    /// `CLUSTER SETSLOT <slot> <args...>` on `addr`.
+    async fn setslot(&mut self, addr: &str, slot: u16, args: &[&str]) -> anyhow::Result<Value> {
+        let s = slot.to_string();
+        let mut all = vec!["CLUSTER", "SETSLOT", s.as_str()];
+        all.extend_from_slice(args);
+        self.call(addr, &all).await
+    }
+
+    /// `CLUSTER COUNTKEYSINSLOT` for each of `slots` on `addr`, pipelined.
+    pub async fn count_keys(&mut self, addr: &str, slots: &[u16]) -> anyhow::Result<Vec<u64>> {
+        let mut out = Vec::with_capacity(slots.len());
+        for chunk in slots.chunks(256) {
+            let cmds: Vec<Vec<String>> = chunk
+                .iter()
+                .map(|s| {
+                    vec![
+                        "CLUSTER".to_string(),
+                        "COUNTKEYSINSLOT".to_string(),
+                        s.to_string(),
+                    ]
+                })
+                .collect();
+            if !self.conns.contains_key(addr) {
+                let c = NodeClient::connect(&self.dialer, addr, self.timeout).await?;
+                self.conns.insert(addr.to_string(), c);
+            }
+            let Some(c) = self.conns.get_mut(addr) else {
+                return Err(anyhow!("no connection to {addr}"));
+            };
+            let replies = match c.call_many(&cmds).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.conns.remove(addr);
+                    return Err(e);
+                }
+            };
+            for (s, v) in chunk.iter().zip(replies) {
+                match v {
+                    Value::Int(n) if n >= 0 => out.push(n as u64),
+                    other => {
+                        return Err(anyhow!(
+                            "CLUSTER COUNTKEYSINSLOT {s} on {addr}: unexpected reply {other:?}"
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `count` keys of `slot` on `addr`, each checked to belong to `slot`.
+    async fn keys_in_slot(
+        &mut self,
+        addr: &str,
+        slot: u16,
+        count: usize,
+    ) -> anyhow::Result<Vec<Bytes>> {
+        let (s, n) = (slot.to_string(), count.to_string());
+        match self
+            .call(addr, &["CLUSTER", "GETKEYSINSLOT", &s, &n])
+            .await?
+        {
+            Value::Array(Some(items)) if items.len() <= count => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Bulk(Some(k)) if key_slot(&k) == slot => Ok(k),
+                    Value::Bulk(Some(k)) => Err(anyhow!(
+                        "CLUSTER GETKEYSINSLOT {slot} on {addr} listed key '{}' of slot {}",
+                        printable(&k),
+                        key_slot(&k)
+                    )),
+                    other => Err(anyhow!(
+                        "CLUSTER GETKEYSINSLOT {slot} on {addr}: unexpected item {other:?}"
+                    )),
+                })
+                .collect(),
+            Value::Error(e) => Err(anyhow!("CLUSTER GETKEYSINSLOT {slot} on {addr}: {e}")),
+            other => Err(anyhow!(
+                "CLUSTER GETKEYSINSLOT {slot} on {addr}: unexpected reply {other:?}"
+            )),
+        }
+    }
+
+    fn migrate_cmd(
+        &self,
+        to: &NodeRef,
+        keys: &[Bytes],
+        replace: bool,
+    ) -> anyhow::Result<Vec<Bytes>> {
+        let (host, port) = to
+            .addr
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow!("bad target address {}", to.addr))?;
+        let mut cmd: Vec<Bytes> = vec![
+            Bytes::from_static(b"MIGRATE"),
+            Bytes::from(host.to_string()),
+            Bytes::from(port.to_string()),
+            Bytes::new(),
+            Bytes::from_static(b"0"),
+            Bytes::from(self.settings.migrate_timeout_ms.to_string()),
+        ];
+        if replace {
+            cmd.push(Bytes::from_static(b"REPLACE"));
+        }
+        cmd.extend(self.settings.auth.args());
+        cmd.push(Bytes::from_static(b"KEYS"));
+        cmd.extend(keys.iter().cloned());
+        Ok(cmd)
+    }
+
+    /// Sends MIGRATE commands pipelined on the source's MIGRATE connection.
+    async fn send_migrates(
+        &mut self,
+        from: &str,
+        cmds: &[Vec<Bytes>],
+    ) -> anyhow::Result<Vec<Value>> {
+        if !self.migrate_conns.contains_key(from) {
+            // The transfer of a batch of big keys takes many MIGRATE timeouts; the slot's own
+            // deadline bounds the wait.
+            let wait = self.settings.slot_timeout.max(self.timeout);
+            let mut c = NodeClient::connect(&self.dialer, from, self.timeout).await?;
+            c = c.with_timeout(wait);
+            self.migrate_conns.insert(from.to_string(), c);
+        }
+        let Some(c) = self.migrate_conns.get_mut(from) else {
+            return Err(anyhow!("no connection to {from}"));
+        };
+        match c.call_many(cmds).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.migrate_conns.remove(from);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether `to` says it is importing `slot` from `from_id`.
+    async fn importing_from(&mut self, to: &str, slot: u16, from_id: &str) -> anyhow::Result<bool> {
+        let text = match self.call(to, &["CLUSTER", "NODES"]).await? {
+            Value::Error(e) => return Err(anyhow!("CLUSTER NODES on {to}: {e}")),
+            v => v
+                .text()
+                .map_err(|e| anyhow!("CLUSTER NODES on {to}: {e}"))?,
+        };
+        let ip = crate::admin::survey::ip_of(to);
+        let lines = crate::cluster::parse_cluster_nodes(&text, ip)
+            .map_err(|e| anyhow!("CLUSTER NODES on {to}: {e}"))?;
+        Ok(lines.iter().find(|l| l.has("myself")).is_some_and(|me| {
+            me.importing
+                .iter()
+                .any(|(s, id)| *s == slot && id == from_id)
+        }))
+    }
+
+    /// Moves every key of `slot` from `from` to `to`; `REPLACE` on `BUSYKEY` only when
+    /// `may_replace` and `to` is importing the slot from `from`. Returns the keys moved.
+    pub async fn move_keys(
+        &mut self,
+        from: &NodeRef,
+        to: &NodeRef,
+        slot: u16,
+        may_replace: bool,
+        ctx: &mut Ctx<'_>,
+        deadline: Instant,
+    ) -> Result<u64, MoveError> {
+        let batch = self.settings.batch.max(1);
+        let count = batch * self.settings.pipeline.max(1);
+        let mut replace = false;
+        let mut idle_rounds = 0;
+        let mut moved_total = 0u64;
+        loop {
+            ctx.tick().await?;
+            if Instant::now() >= deadline {
+                return Err(MoveError::Timeout {
+                    slot,
+                    after: self.settings.slot_timeout,
+                });
+            }
+            let keys = self.keys_in_slot(&from.addr, slot, count).await?;
+            if keys.is_empty() {
+                return Ok(moved_total);
+            }
+            let chunks: Vec<&[Bytes]> = keys.chunks(batch).collect();
+            let cmds = chunks
+                .iter()
+                .map(|c| self.migrate_cmd(to, c, replace))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let replies = self.send_migrates(&from.addr, &cmds).await?;
+            let replaced = std::mem::take(&mut replace);
+            let (mut moved, mut busy) = (0u64, false);
+            let mut failed: Vec<&[Bytes]> = Vec::new();
+            for (chunk, reply) in chunks.iter().zip(&replies) {
+                match reply {
+                    Value::Simple(s) if s == "OK" => moved += chunk.len() as u64,
+                    Value::Simple(s) if s == "NOKEY" => {}
+                    Value::Error(e) if e.contains("BUSYKEY") => busy = true,
+                    Value::Error(e) if e.starts_with("IOERR") => failed.push(chunk),
+                    Value::Error(e) => {
+                        return Err(MoveError::Node(anyhow!(
+                            "MIGRATE of slot {slot} from {} to {}: {e}; the slot is left open \
+                             (clients are still served through ASK); fix the cause and re-run",
+                            from.addr,
+                            to.addr
+                        )))
+                    }
+                    other => {
+                        return Err(MoveError::Node(anyhow!(
+                            "MIGRATE on {}: unexpected reply {other:?}",
+                            from.addr
+                        )))
+                    }
+                }
+            }
+            for chunk in failed {
+                let (ok, b) = self.one_by_one(from, to, slot, chunk, replaced).await?;
+                moved += ok;
+                busy |= b;
+            }
+            if busy {
+                if !(may_replace && self.importing_from(&to.addr, slot, &from.id).await?) {
+                    return Err(MoveError::Conflict {
+                        slot,
+                        from: from.addr.clone(),
+                        to: to.addr.clone(),
+                    });
+                }
+                ctx.job.log(format!(
+                    "slot {slot}: {} already had keys from an interrupted MIGRATE; sending them \
+                     again with REPLACE",
+                    to.addr
+                ));
+                replace = true;
+            }
+            moved_total += moved;
+            ctx.moved_keys(moved);
+            if moved == 0 && !busy {
+                // Keys that expire between the listing and the MIGRATE answer NOKEY and are
+                // not listed again; a node that lists the same keys forever is not moving.
+                idle_rounds += 1;
+                if idle_rounds >= 5 {
+                    return Err(MoveError::Node(anyhow!(
+                        "slot {slot}: {} keeps listing keys that MIGRATE does not move",
+                        from.addr
+                    )));
+                }
+            } else {
+                idle_rounds = 0;
+            }
+        }
+    }
+
+    /// Retries a failed batch key by key (with `REPLACE` if the batch had it) to find the one
+    /// MIGRATE cannot move; returns the keys moved and whether one was busy on the target.
+    async fn one_by_one(
+        &mut self,
+        from: &NodeRef,
+        to: &NodeRef,
+        slot: u16,
+        keys: &[Bytes],
+        replace: bool,
+    ) -> Result<(u64, bool), MoveError> {
+        let (mut moved, mut busy) = (0u64, false);
+        for key in keys {
+            let cmd = self.migrate_cmd(to, std::slice::from_ref(key), replace)?;
+            let reply = self.send_migrates(&from.addr, &[cmd]).await?;
+            match reply.first() {
+                Some(Value::Simple(s)) if s == "OK" => moved += 1,
+                Some(Value::Simple(s)) if s == "NOKEY" => {}
+                Some(Value::Error(e)) if e.contains("BUSYKEY") => busy = true,
+                Some(Value::Error(e)) if e.starts_with("IOERR") => {
+                    let bytes = match self
+                        .call(&from.addr, &[&b"MEMORY"[..], b"USAGE", key])
+                        .await
+                    {
+                        Ok(Value::Int(n)) if n >= 0 => Some(n as u64),
+                        _ => None,
+                    };
+                    return Err(MoveError::BigKey {
+                        slot,
+                        key: printable(key),
+                        bytes,
+                        from: from.addr.clone(),
+                        to: to.addr.clone(),
+                        timeout_ms: self.settings.migrate_timeout_ms,
+                        reply: e.clone(),
+                    });
+                }
+                Some(Value::Error(e)) => {
+                    return Err(MoveError::Node(anyhow!(
+                        "MIGRATE of key '{}' (slot {slot}) from {} to {}: {e}",
+                        printable(key),
+                        from.addr,
+                        to.addr
+                    )))
+                }
+                other => {
+                    return Err(MoveError::Node(anyhow!(
+                        "MIGRATE on {}: unexpected reply {other:?}",
+                        from.addr
+                    )))
+                }
+            }
+        }
+        Ok((moved, busy))
+    }
+
+    /// Moves `slot` from `from` to `to` and tells every master in `others`; resumes a move
+    /// an earlier run left at any step. Returns the keys moved.
+    pub async fn move_slot(
+        &mut self,
+        from: &NodeRef,
+        to: &NodeRef,
+        others: &[NodeRef],
+        slot: u16,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<u64, MoveError> {
+        let deadline = Instant::now() + self.settings.slot_timeout;
+        let v = self
+            .setslot(&to.addr, slot, &["IMPORTING", &from.id])
+            .await?;
+        if is_err(&v, "already the owner") {
+            // An earlier run got as far as SETSLOT NODE on the target.
+            return self.finalize(from, to, others, slot, ctx, deadline).await;
+        }
+        expect_ok(v, &format!("CLUSTER SETSLOT {slot} IMPORTING"), &to.addr)?;
+        let v = self
+            .setslot(&from.addr, slot, &["MIGRATING", &to.id])
+            .await?;
+        if is_err(&v, "not the owner") {
+            // Undo our IMPORTING if nothing arrived under it, so the slot is not left open.
+            if self.count_keys(&to.addr, &[slot]).await?.first() == Some(&0) {
+                let v = self.setslot(&to.addr, slot, &["STABLE"]).await?;
+                expect_ok(v, &format!("CLUSTER SETSLOT {slot} STABLE"), &to.addr)?;
+            }
+            return Err(MoveError::Stale {
+                slot,
+                why: format!("{} no longer owns it", from.addr),
+            });
+        }
+        expect_ok(v, &format!("CLUSTER SETSLOT {slot} MIGRATING"), &from.addr)?;
+        let keys = self.move_keys(from, to, slot, true, ctx, deadline).await?;
+        Ok(keys + self.finalize(from, to, others, slot, ctx, deadline).await?)
+    }
+
+    /// Step 3: `SETSLOT NODE` on the target, the source, then every other master.
+    async fn finalize(
+        &mut self,
+        from: &NodeRef,
+        to: &NodeRef,
+        others: &[NodeRef],
+        slot: u16,
+        ctx: &mut Ctx<'_>,
+        deadline: Instant,
+    ) -> Result<u64, MoveError> {
+        let what = format!("CLUSTER SETSLOT {slot} NODE");
+        let v = self.setslot(&to.addr, slot, &["NODE", &to.id]).await?;
+        expect_ok(v, &what, &to.addr)?;
+        let mut keys = 0;
+        let v = self.setslot(&from.addr, slot, &["NODE", &to.id]).await?;
+        if is_err(&v, "still hold keys") {
+            // Keys left on the source (an earlier tool's run ended between the last MIGRATE
+            // and here): move them, then tell the source again.
+            keys = self.move_keys(from, to, slot, true, ctx, deadline).await?;
+            let v = self.setslot(&from.addr, slot, &["NODE", &to.id]).await?;
+            expect_ok(v, &what, &from.addr)?;
+        } else {
+            expect_ok(v, &what, &from.addr)?;
+        }
+        for o in others.iter().filter(|o| o.id != from.id && o.id != to.id) {
+            if self.demoted.contains(&o.id) {
+                continue;
+            }
+            let r = self.setslot(&o.addr, slot, &["NODE", &to.id]).await;
+            if matches!(&r, Ok(v) if is_err(v, "only with masters")) {
+                self.demoted.insert(o.id.clone());
+                continue;
+            }
+            let r = r.and_then(|v| expect_ok(v, &what, &o.addr));
+            if let Err(e) = r {
+                // The cluster bus carries the new owner there too (the target bumped its epoch).
+                ctx.job.log(format!(
+                    "{e:#}; it will learn the owner from the cluster bus"
+                ));
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Moves the keys of `slot` held by `from`, a master that does not own it, to its owner
+    /// `to`, then closes the slot on `from`. A key both hold is never replaced (the owner's copy
+    /// is the one clients used): the run stops with [`MoveError::Conflict`].
+    pub async fn evacuate(
+        &mut self,
+        from: &NodeRef,
+        to: &NodeRef,
+        slot: u16,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<u64, MoveError> {
+        let deadline = Instant::now() + self.settings.slot_timeout;
+        // IMPORTING lets a node that does not own the slot run MIGRATE on its keys.
+        let v = self
+            .setslot(&from.addr, slot, &["IMPORTING", &to.id])
+            .await?;
+        if is_err(&v, "already the owner") {
+            return Err(MoveError::Stale {
+                slot,
+                why: format!("{} owns it now", from.addr),
+            });
+        }
+        expect_ok(v, &format!("CLUSTER SETSLOT {slot} IMPORTING"), &from.addr)?;
+        let keys = self.move_keys(from, to, slot, false, ctx, deadline).await?;
+        self.close(&from.addr, slot).await?;
+        Ok(keys)
+    }
+
+    /// `CLUSTER SETSLOT <slot> STABLE` on `addr`.
+    pub async fn close(&mut self, addr: &str, slot: u16) -> anyhow::Result<()> {
+        let v = self.setslot(addr, slot, &["STABLE"]).await?;
+        expect_ok(v, &format!("CLUSTER SETSLOT {slot} STABLE"), addr)
+    }
+
+    /// Gives an uncovered `slot` to `to` (`ADDSLOTS`, or `SETSLOT NODE` where the node still
+    /// remembers a former owner) and tells every master in `others`.
+    pub async fn assign(
+        &mut self,
+        to: &NodeRef,
+        others: &[NodeRef],
+        slot: u16,
+        job: &Job,
+    ) -> anyhow::Result<()> {
+        let s = slot.to_string();
+        let v = self.call(&to.addr, &["CLUSTER", "ADDSLOTS", &s]).await?;
+        if is_err(&v, "busy") {
+            let v = self.setslot(&to.addr, slot, &["NODE", &to.id]).await?;
+            expect_ok(v, &format!("CLUSTER SETSLOT {slot} NODE"), &to.addr)?;
+        } else {
+            expect_ok(v, &format!("CLUSTER ADDSLOTS {slot}"), &to.addr)?;
+        }
+        for o in others.iter().filter(|o| o.id != to.id) {
+            let what = format!("CLUSTER SETSLOT {slot} NODE");
+            let r = self.setslot(&o.addr, slot, &["NODE", &to.id]).await;
+            if let Err(e) = r.and_then(|v| expect_ok(v, &what, &o.addr)) {
+                job.log(format!(
+                    "{e:#}; it will learn the owner from the cluster bus"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_words_and_printing() {
+        assert!(MigrateAuth::from_settings("", "").args().is_empty());
+        assert_eq!(
+            MigrateAuth::from_settings("", "pw").args(),
+            vec![Bytes::from("AUTH"), Bytes::from("pw")]
+        );
+        assert_eq!(
+            MigrateAuth::from_settings("proxy", "pw").args(),
+            vec![
+                Bytes::from("AUTH2"),
+                Bytes::from("proxy"),
+                Bytes::from("pw")
+            ]
+        );
+        assert!(
+            !format!("{:?}", MigrateAuth::User("u".into(), "secret".into())).contains("secret")
+        );
+        assert_eq!(printable(b"a b\x00'"), "a b\\x00\\x27");
+        assert!(printable(&[b'x'; 200]).ends_with("..."));
+    }
+
+    #[test]
+    fn migrate_command_shape() {
+        let mut m = Mover::new(
+            Arc::new(Dialer::plain()),
+            Duration::from_secs(1),
+            MoveSettings {
+                migrate_timeout_ms: 1234,
+                auth: MigrateAuth::User("u".into(), "p".into()),
+                ..MoveSettings::default()
+            },
+        );
+        let to = NodeRef {
+            id: "b".into(),
+            addr: "127.0.0.2:7001".into(),
+        };
+        let cmd = m
+            .migrate_cmd(&to, &[Bytes::from("k1"), Bytes::from("k2")], true)
+            .expect("cmd");
+        let words: Vec<String> = cmd
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        assert_eq!(
+            words,
+            [
+                "MIGRATE",
+                "127.0.0.2",
+                "7001",
+                "",
+                "0",
+                "1234",
+                "REPLACE",
+                "AUTH2",
+                "u",
+                "p",
+                "KEYS",
+                "k1",
+                "k2"
+            ]
+        );
+        m.settings.auth = MigrateAuth::None;
+        let cmd = m.migrate_cmd(&to, &[Bytes::from("k")], false).expect("cmd");
+        assert_eq!(cmd.len(), 8);
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let e = MoveError::BigKey {
+            slot: 7,
+            key: "big".into(),
+            bytes: Some(50_000_000),
+            from: "a:1".into(),
+            to: "b:2".into(),
+            timeout_ms: 1,
+            reply: "IOERR error or timeout writing to target instance".into(),
+        };
+        let t = e.to_string();
+        assert!(t.contains("key 'big' (50000000 bytes)"), "{t}");
+        assert!(
+            t.contains("larger MIGRATE-TIMEOUT") && t.contains("PROXY FIX"),
+            "{t}"
+        );
+        assert!(t.contains("migrating on a:1 and importing on b:2"), "{t}");
+        let t = MoveError::Timeout {
+            slot: 1,
+            after: Duration::from_secs(3),
+        }
+        .to_string();
+        assert!(t.contains("re-run"), "{t}");
+    }
+}

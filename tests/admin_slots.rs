@@ -1,0 +1,789 @@
+//! `PROXY REBALANCE SLOTS` and `PROXY FIX` against real redis-server clusters on 127.0.0.x
+//! "hosts", driven through the real proxy binary with the `redis` crate: a rebalance onto new
+//! empty masters under client load, a drain, FIX after a killed `redis-cli --cluster reshard`,
+//! a run resumed after the proxy was SIGKILLed, and a key MIGRATE cannot move in time.
+
+mod common;
+
+use common::*;
+use slotproxy::admin::localcluster::LocalCluster;
+use slotproxy::cluster::parse_cluster_nodes;
+use slotproxy::cluster::slots::key_slot;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const LIVENESS: Duration = Duration::from_secs(60);
+
+fn redis_server() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+fn node(addr: &str) -> redis::Connection {
+    redis::Client::open(format!("redis://{addr}/"))
+        .and_then(|c| c.get_connection())
+        .expect("connecting to a node")
+}
+
+fn nodes_text(addr: &str) -> String {
+    redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut node(addr))
+        .expect("CLUSTER NODES")
+}
+
+/// Empty cluster-enabled masters on the new hosts `ips`, joined with `CLUSTER MEET` and nothing
+/// else; returns once every node knows every other (no handshake) and all report ok.
+fn join_empty(cluster: &LocalCluster, ips: &[&str]) -> LocalCluster {
+    let hosts: Vec<(String, usize)> = ips.iter().map(|ip| (ip.to_string(), 1)).collect();
+    let extra =
+        LocalCluster::start_empty(&hosts, 1000, &redis_server()).expect("starting empty nodes");
+    for n in &extra.nodes {
+        cluster
+            .command(0, &["CLUSTER", "MEET", &n.ip, &n.port.to_string()])
+            .expect("CLUSTER MEET");
+    }
+    let all = all_addrs(cluster, &extra);
+    eventually("the new masters to join", LIVENESS, || {
+        all.iter().all(|a| {
+            let text = nodes_text(a);
+            let lines = parse_cluster_nodes(&text, "").unwrap_or_default();
+            lines.len() == all.len()
+                && lines
+                    .iter()
+                    .all(|l| !l.has("handshake") && !l.has("noaddr"))
+                && redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query::<String>(&mut node(a))
+                    .is_ok_and(|t| t.contains("cluster_state:ok"))
+        })
+    });
+    extra
+}
+
+fn all_addrs(cluster: &LocalCluster, extra: &LocalCluster) -> Vec<String> {
+    cluster.seeds().into_iter().chain(extra.seeds()).collect()
+}
+
+/// Slots per master address, as node `addr` sees them (masters without slots included).
+fn slot_counts(addr: &str) -> BTreeMap<String, usize> {
+    parse_cluster_nodes(&nodes_text(addr), "")
+        .expect("CLUSTER NODES")
+        .into_iter()
+        .filter(|l| l.is_master())
+        .map(|l| {
+            let n = l.slots.iter().map(|&(a, b)| (b - a) as usize + 1).sum();
+            (l.addr(), n)
+        })
+        .collect()
+}
+
+/// The `[...]` open-slot markers on every node's own line.
+fn open_slots(addrs: &[String]) -> Vec<String> {
+    addrs
+        .iter()
+        .flat_map(|a| {
+            let text = nodes_text(a);
+            text.lines()
+                .filter(|l| l.contains("myself"))
+                .flat_map(|l| {
+                    l.split_whitespace()
+                        .filter(|w| w.starts_with('['))
+                        .map(|w| format!("{a} {w}"))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn check_ok(c: &mut redis::Connection) {
+    eventually_ok("CHECK to say OK", LIVENESS, || {
+        let r = proxy_lines(c, &["CHECK"]).map_err(|e| e.to_string())?;
+        if r.first().map(String::as_str) == Some("OK") {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+}
+
+/// Key `i`'s value: mostly small, some 10 KB, a few 100 KB.
+fn value(prefix: &str, i: usize) -> Vec<u8> {
+    let size = match i % 50 {
+        0 => 100_000,
+        1..=5 => 10_000,
+        _ => 100 + (i % 7) * 100,
+    };
+    format!("{prefix}{i}:").bytes().cycle().take(size).collect()
+}
+
+/// Writes `n` keys through the proxy; the reference map.
+fn preload(c: &mut redis::Connection, n: usize, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let reference: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| (format!("{prefix}:{i}"), value(prefix, i)))
+        .collect();
+    for chunk in reference.chunks(100) {
+        let mut p = redis::pipe();
+        for (k, v) in chunk {
+            p.cmd("SET").arg(k).arg(v.as_slice()).ignore();
+        }
+        let () = p.query(c).expect("preloading");
+    }
+    reference
+}
+
+/// Reads every key back through the proxy and compares.
+fn verify(c: &mut redis::Connection, reference: &[(String, Vec<u8>)]) {
+    for chunk in reference.chunks(100) {
+        let mut p = redis::pipe();
+        for (k, _) in chunk {
+            p.cmd("GET").arg(k);
+        }
+        let got: Vec<Option<Vec<u8>>> = p.query(c).expect("reading back");
+        for ((k, v), g) in chunk.iter().zip(got) {
+            assert!(
+                g.as_deref() == Some(v.as_slice()),
+                "key {k} lost or changed"
+            );
+        }
+    }
+}
+
+/// Keys and their expected values.
+type Reference = Vec<(String, Vec<u8>)>;
+
+/// Client threads writing and reading through the proxy, each with its own keys and a
+/// reference of what it wrote, and reading the preloaded keys; every error or mismatch is
+/// recorded.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<HashMap<String, Vec<u8>>>>,
+}
+
+impl Load {
+    fn start(proxy: &Proxy, n: usize, pre: Arc<Vec<(String, Vec<u8>)>>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..n)
+            .map(|t| {
+                let (stop, ops, errors, pre) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&ops),
+                    Arc::clone(&errors),
+                    Arc::clone(&pre),
+                );
+                let mut c = proxy.conn();
+                std::thread::spawn(move || {
+                    let mut mine: HashMap<String, Vec<u8>> = HashMap::new();
+                    let fail = |e: String| {
+                        let mut v = errors.lock().unwrap_or_else(|e| e.into_inner());
+                        if v.len() < 20 {
+                            v.push(e);
+                        }
+                    };
+                    let started = Instant::now();
+                    let mut i: usize = 0;
+                    // Bounded in time even if the test never says stop.
+                    while !stop.load(Ordering::Relaxed)
+                        && started.elapsed() < Duration::from_secs(600)
+                    {
+                        let key = format!("load{t}:{}", i % 100);
+                        let val = format!("t{t}-i{i}-").repeat(20).into_bytes();
+                        match redis::cmd("SET")
+                            .arg(&key)
+                            .arg(val.as_slice())
+                            .query::<()>(&mut c)
+                        {
+                            Ok(()) => {
+                                mine.insert(key, val);
+                            }
+                            Err(e) => fail(format!("SET {key}: {e}")),
+                        }
+                        let other = format!("load{t}:{}", (i * 7) % 100);
+                        match redis::cmd("GET")
+                            .arg(&other)
+                            .query::<Option<Vec<u8>>>(&mut c)
+                        {
+                            Ok(got) if got.as_ref() == mine.get(&other) => {}
+                            Ok(_) => fail(format!("GET {other}: not what was written")),
+                            Err(e) => fail(format!("GET {other}: {e}")),
+                        }
+                        let (k, v) = &pre[(i * 13 + t) % pre.len()];
+                        match redis::cmd("GET").arg(k).query::<Option<Vec<u8>>>(&mut c) {
+                            Ok(Some(got)) if got == *v => {}
+                            Ok(_) => fail(format!("GET {k}: lost or changed")),
+                            Err(e) => fail(format!("GET {k}: {e}")),
+                        }
+                        ops.fetch_add(3, Ordering::Relaxed);
+                        i += 1;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ops,
+            errors,
+            threads,
+        }
+    }
+
+    /// Stops the threads: (operations, errors, what they wrote last).
+    fn finish(self) -> (u64, Vec<String>, Reference) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut written = Vec::new();
+        for t in self.threads {
+            written.extend(t.join().expect("load thread"));
+        }
+        let errors = self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (self.ops.load(Ordering::Relaxed), errors, written)
+    }
+}
+
+fn spread_ok(counts: &BTreeMap<String, usize>) -> bool {
+    let with: Vec<usize> = counts.values().copied().collect();
+    let max = with.iter().max().copied().unwrap_or(0);
+    let min = with.iter().min().copied().unwrap_or(0);
+    let avg = 16384 / with.len().max(1);
+    (max - min) * 100 <= avg
+}
+
+#[test]
+fn rebalance_onto_two_new_masters_under_load() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let reference = Arc::new(preload(&mut c, 3000, "pre"));
+    let extra = join_empty(&cluster, &["127.0.0.4", "127.0.0.5"]);
+    let all = all_addrs(&cluster, &extra);
+    assert_eq!(
+        slot_counts(&all[0]).values().filter(|&&n| n == 0).count(),
+        2
+    );
+
+    let dry = proxy_lines(&mut c, &["REBALANCE", "SLOTS", "DRYRUN"]).expect("DRYRUN");
+    assert!(
+        dry[0].starts_with("DRYRUN moves 6553 slots in 4 ranges"),
+        "{dry:?}"
+    );
+    assert!(open_slots(&all).is_empty());
+
+    let load = Load::start(&proxy, 10, Arc::clone(&reference));
+    let r = proxy_lines(&mut c, &["REBALANCE", "SLOTS"]).expect("REBALANCE SLOTS");
+    let (ops, errors, written) = load.finish();
+    assert!(r[0].starts_with("OK moved 6553 slots"), "{r:?}");
+    assert!(errors.is_empty(), "client-visible errors: {errors:?}");
+    assert!(ops > 0);
+
+    let counts = slot_counts(&all[0]);
+    assert_eq!(counts.len(), 5);
+    assert!(spread_ok(&counts), "{counts:?}");
+    assert!(open_slots(&all).is_empty());
+    verify(&mut c, &reference);
+    let written: Vec<(String, Vec<u8>)> = written.into_iter().collect();
+    verify(&mut c, &written);
+    check_ok(&mut c);
+    let again = proxy_lines(&mut c, &["REBALANCE", "SLOTS"]).expect("again");
+    assert!(again[0].starts_with("NOTHING TO DO"), "{again:?}");
+}
+
+/// CHECK's findings other than the ones about replicas and master placement (a drained master
+/// becomes a replica, and fewer masters may not spread over the hosts).
+fn slot_findings(c: &mut redis::Connection) -> Vec<String> {
+    proxy_lines(c, &["CHECK"])
+        .expect("CHECK")
+        .into_iter()
+        .skip(2)
+        .filter(|l| !l.contains("replica") && !l.contains("host-majority"))
+        .collect()
+}
+
+#[test]
+fn weight_zero_drains_a_master() {
+    let cluster = cluster(4, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let reference = preload(&mut c, 1000, "drain");
+    let drained = cluster.nodes[0].addr();
+    let before = slot_counts(&drained);
+    let owned = before[&drained];
+
+    let dry = proxy_lines(
+        &mut c,
+        &["REBALANCE", "SLOTS", "WEIGHT", &drained, "0", "DRYRUN"],
+    )
+    .expect("DRYRUN");
+    assert!(
+        dry[0].starts_with(&format!("DRYRUN moves {owned} slots")),
+        "{dry:?}"
+    );
+    assert_eq!(slot_counts(&drained), before, "DRYRUN changed nothing");
+
+    let r = proxy_lines(
+        &mut c,
+        &[
+            "REBALANCE",
+            "SLOTS",
+            "WEIGHT",
+            &drained,
+            "0",
+            "BATCH",
+            "7",
+            "PIPELINE",
+            "2",
+        ],
+    )
+    .expect("REBALANCE SLOTS");
+    assert!(
+        r[0].starts_with(&format!("OK moved {owned} slots")),
+        "{r:?}"
+    );
+    assert!(
+        r.iter()
+            .any(|l| l.starts_with(&format!("master {drained} weight 0 slots {owned} -> 0"))),
+        "{r:?}"
+    );
+    // Redis 7 makes a master that gave away its last slot a replica of the node that took it.
+    let counts = slot_counts(&cluster.nodes[1].addr());
+    assert_eq!(counts.get(&drained).copied().unwrap_or(0), 0, "{counts:?}");
+    let rest: Vec<usize> = counts.values().copied().filter(|&n| n > 0).collect();
+    assert_eq!(rest.len(), 3, "{counts:?}");
+    assert_eq!(rest.iter().sum::<usize>(), 16384);
+    assert!(
+        rest.iter().max().unwrap() - rest.iter().min().unwrap() <= 1,
+        "{counts:?}"
+    );
+    assert!(open_slots(&cluster.seeds()).is_empty());
+    verify(&mut c, &reference);
+    eventually_ok("CHECK to find nothing about slots", LIVENESS, || {
+        let f = slot_findings(&mut c);
+        if f.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{f:?}"))
+        }
+    });
+
+    // Progress and the metric.
+    let jobs = proxy_lines(&mut c, &["JOBS"]).expect("JOBS");
+    let id = jobs
+        .iter()
+        .rev()
+        .find(|l| l.contains("rebalance-slots") && !l.contains("DRYRUN"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the job")
+        .to_string();
+    let job = proxy_lines(&mut c, &["JOB", &id]).expect("JOB");
+    assert!(
+        job.iter()
+            .any(|l| l.starts_with(&format!("progress slots {owned}/{owned} keys "))),
+        "{job:?}"
+    );
+    proxy.scrape_until("the slots moved", LIVENESS, |t| {
+        metric(t, "slotproxy_admin_slots_moved_total") >= owned as f64
+    });
+    // Refusals name what is wrong and change nothing.
+    let e = proxy_lines(&mut c, &["REBALANCE", "SLOTS", "WEIGHT", "10.9.9.9:1", "1"])
+        .expect_err("unknown node");
+    assert!(e.to_string().contains("names no master"), "{e}");
+    let e = proxy_lines(&mut c, &["REBALANCE", "SLOTS", "THRESHOLD", "x"]).expect_err("bad");
+    assert!(e.to_string().contains("THRESHOLD needs"), "{e}");
+}
+
+/// A tag whose slot is `slot`.
+fn tag_for(slot: u16) -> String {
+    (0u64..)
+        .map(|n| format!("t{n}"))
+        .find(|t| key_slot(t.as_bytes()) == slot)
+        .expect("a tag")
+}
+
+/// (slot, migrating node, importing node) of the first open slot on `a`'s own line.
+fn migrating_on(addr: &str) -> Option<u16> {
+    let text = nodes_text(addr);
+    let me = parse_cluster_nodes(&text, "")
+        .ok()?
+        .into_iter()
+        .find(|l| l.has("myself"))?;
+    me.migrating.first().map(|m| m.0)
+}
+
+fn count_in(addr: &str, slot: u16) -> i64 {
+    redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query(&mut node(addr))
+        .unwrap_or(0)
+}
+
+#[test]
+fn fix_finishes_a_killed_redis_cli_reshard() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let src = owner_of(&cluster, 0, 0);
+    let dst = (src + 1) % 3;
+    let (a, b) = (cluster.nodes[src].addr(), cluster.nodes[dst].addr());
+    // 40 keys in each of the source's first 64 slots.
+    let mut reference = Vec::new();
+    for slot in 0..64u16 {
+        let tag = tag_for(slot);
+        for k in 0..40 {
+            reference.push((
+                format!("{{{tag}}}:{k}"),
+                format!("v{slot}:{k}").into_bytes(),
+            ));
+        }
+    }
+    for chunk in reference.chunks(200) {
+        let mut p = redis::pipe();
+        for (k, v) in chunk {
+            p.cmd("SET").arg(k).arg(v.as_slice()).ignore();
+        }
+        let () = p.query(&mut c).expect("writing");
+    }
+
+    // A reshard of those slots, one key per MIGRATE, killed by PID while a slot has keys on
+    // both sides.
+    let mut cli = std::process::Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "reshard",
+            &a,
+            "--cluster-from",
+            &cluster.nodes[src].node_id,
+            "--cluster-to",
+            &cluster.nodes[dst].node_id,
+            "--cluster-slots",
+            "64",
+            "--cluster-yes",
+            "--cluster-pipeline",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-cli");
+    let deadline = Instant::now() + LIVENESS;
+    let mut killed_mid_slot = false;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = cli.try_wait() {
+            break;
+        }
+        if let Some(s) = migrating_on(&a) {
+            if count_in(&a, s) > 0 && count_in(&b, s) > 0 {
+                let _ = cli.kill();
+                killed_mid_slot = true;
+                break;
+            }
+        }
+    }
+    let _ = cli.kill();
+    let _ = cli.wait();
+    // The kill may land just after the slot's last key moved; then open one by hand in the
+    // same state (importing, migrating, half the keys moved).
+    let open = migrating_on(&a).filter(|&s| count_in(&a, s) > 0 && count_in(&b, s) > 0);
+    if open.is_none() {
+        eprintln!("redis-cli was not caught mid-slot (killed: {killed_mid_slot}); opening slot 63 by hand");
+        let slot = 63u16;
+        let owner = owner_of(&cluster, src, slot);
+        assert_eq!(owner, src, "slot 63 is still the source's");
+        let s = slot.to_string();
+        cluster
+            .command(
+                dst,
+                &[
+                    "CLUSTER",
+                    "SETSLOT",
+                    &s,
+                    "IMPORTING",
+                    &cluster.nodes[src].node_id,
+                ],
+            )
+            .expect("IMPORTING");
+        cluster
+            .command(
+                src,
+                &[
+                    "CLUSTER",
+                    "SETSLOT",
+                    &s,
+                    "MIGRATING",
+                    &cluster.nodes[dst].node_id,
+                ],
+            )
+            .expect("MIGRATING");
+        let keys: Vec<String> = (0..20)
+            .map(|k| format!("{{{}}}:{k}", tag_for(slot)))
+            .collect();
+        let port = cluster.nodes[dst].port.to_string();
+        let mut args = vec![
+            "MIGRATE",
+            cluster.nodes[dst].ip.as_str(),
+            &port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+        ];
+        args.extend(keys.iter().map(String::as_str));
+        cluster.command(src, &args).expect("MIGRATE");
+    }
+    let open = migrating_on(&a).expect("a slot left migrating");
+    assert!(count_in(&a, open) > 0 && count_in(&b, open) > 0);
+    let check = proxy_lines(&mut c, &["CHECK"]).expect("CHECK");
+    assert!(
+        check
+            .iter()
+            .any(|l| l.starts_with("ERROR open-slot") && l.ends_with("hint: PROXY FIX")),
+        "{check:?}"
+    );
+    // REBALANCE SLOTS refuses, changing nothing, and points to FIX.
+    let e = proxy_lines(&mut c, &["REBALANCE", "SLOTS"]).expect_err("refused");
+    assert!(e.to_string().contains("run PROXY FIX first"), "{e}");
+
+    let dry = proxy_lines(&mut c, &["FIX", "DRYRUN"]).expect("FIX DRYRUN");
+    assert!(dry[0].starts_with("DRYRUN fixes 1 slot(s)"), "{dry:?}");
+    assert!(
+        dry.iter()
+            .any(|l| l.starts_with(&format!("finish {open} {a} -> {b}"))),
+        "{dry:?}"
+    );
+    assert_eq!(migrating_on(&a), Some(open), "DRYRUN changed nothing");
+
+    let r = proxy_lines(&mut c, &["FIX"]).expect("FIX");
+    assert!(r[0].starts_with("OK fixed 1 slot(s)"), "{r:?}");
+    let all = cluster.seeds();
+    assert!(open_slots(&all).is_empty(), "{:?}", open_slots(&all));
+    assert_eq!(count_in(&a, open), 0);
+    check_ok(&mut c);
+    verify(&mut c, &reference);
+    let again = proxy_lines(&mut c, &["FIX"]).expect("FIX again");
+    assert_eq!(again[0], "NOTHING TO DO no open or uncovered slot");
+}
+
+/// The first planned range of a `DRYRUN`: (first slot, last slot, from, to).
+fn first_range(dry: &[String]) -> (u16, u16, String, String) {
+    let line = dry
+        .iter()
+        .find_map(|l| l.strip_prefix("move "))
+        .expect("a planned range");
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let (a, b) = w[0].split_once('-').unwrap_or((w[0], w[0]));
+    (
+        a.parse().expect("slot"),
+        b.parse().expect("slot"),
+        w[1].to_string(),
+        w[3].to_string(),
+    )
+}
+
+#[test]
+fn a_run_killed_with_the_proxy_is_finished_by_running_it_again() {
+    let cluster = cluster(3, 1, 0);
+    let mut first = Proxy::start(&cluster);
+    let mut c = first.conn();
+    let mut reference = preload(&mut c, 2000, "resume");
+    let extra = join_empty(&cluster, &["127.0.0.4", "127.0.0.5"]);
+    let all = all_addrs(&cluster, &extra);
+    // A slot of the first planned range gets 3000 keys, so that moving it one key per MIGRATE
+    // takes long enough to kill the proxy in the middle of it.
+    let dry = proxy_lines(&mut c, &["REBALANCE", "SLOTS", "DRYRUN"]).expect("DRYRUN");
+    let (lo, hi, from, to) = first_range(&dry);
+    assert!(hi - lo > 60, "{dry:?}");
+    let heavy = lo + 50;
+    let tag = tag_for(heavy);
+    let mut heavy_keys: Vec<(String, Vec<u8>)> = (0..3000)
+        .map(|k| (format!("{{{tag}}}:{k}"), format!("h{k}").into_bytes()))
+        .collect();
+    for chunk in heavy_keys.chunks(500) {
+        let mut p = redis::pipe();
+        for (k, v) in chunk {
+            p.cmd("SET").arg(k).arg(v.as_slice()).ignore();
+        }
+        let () = p.query(&mut c).expect("writing");
+    }
+    reference.append(&mut heavy_keys);
+
+    let r = proxy_lines(
+        &mut c,
+        &["REBALANCE", "SLOTS", "ASYNC", "BATCH", "1", "PIPELINE", "1"],
+    )
+    .expect("ASYNC");
+    assert!(r[0].starts_with("OK job "), "{r:?}");
+    eventually("the heavy slot to be half moved", LIVENESS, || {
+        migrating_on(&from) == Some(heavy) && count_in(&to, heavy) > 0
+    });
+    first.signal("KILL");
+    assert!(first.wait_exit(LIVENESS).is_some());
+    drop(first);
+    assert!(count_in(&from, heavy) > 0 && count_in(&to, heavy) > 0);
+    assert_eq!(open_slots(&all).len(), 2, "{:?}", open_slots(&all));
+
+    let second = Proxy::start(&cluster);
+    let mut c = second.conn();
+    // The killed run's lease expires within its TTL; until then a new run is told who holds
+    // it.
+    let r = eventually_ok(
+        "the lease to expire and the run to finish",
+        Duration::from_secs(120),
+        || match proxy_lines(&mut c, &["REBALANCE", "SLOTS"]) {
+            Ok(r) => Ok(r),
+            Err(e) if e.to_string().contains("holds the lease") => Err(e.to_string()),
+            Err(e) => panic!("re-run failed: {e}"),
+        },
+    );
+    assert!(r[0].starts_with("OK moved "), "{r:?}");
+    assert!(
+        r.iter()
+            .any(|l| l == "resumed 1 slot(s) an interrupted run left open"),
+        "{r:?}"
+    );
+    assert!(open_slots(&all).is_empty(), "{:?}", open_slots(&all));
+    assert_eq!(count_in(&to, heavy), 3000);
+    let counts = slot_counts(&all[0]);
+    assert!(spread_ok(&counts), "{counts:?}");
+    verify(&mut c, &reference);
+    check_ok(&mut c);
+}
+
+#[test]
+fn a_key_too_big_for_migrate_timeout_is_named_and_the_slot_stays_served() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let extra = join_empty(&cluster, &["127.0.0.4"]);
+    let all = all_addrs(&cluster, &extra);
+    // The plan's first slot gets the only key: 50 MB.
+    let dry = proxy_lines(&mut c, &["REBALANCE", "SLOTS", "DRYRUN"]).expect("DRYRUN");
+    let (first, _, _, _) = first_range(&dry);
+    let key = format!("{{{}}}:big", tag_for(first));
+    let big: Vec<u8> = (0..50_000_000u32).map(|i| (i % 251) as u8).collect();
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(big.as_slice())
+        .query(&mut c)
+        .expect("SET big");
+
+    let e = proxy_lines(&mut c, &["REBALANCE", "SLOTS", "MIGRATE-TIMEOUT", "1"])
+        .expect_err("the big key stops the run");
+    let text = e.to_string();
+    assert!(text.contains(&format!("key '{key}'")), "{text}");
+    assert!(text.contains("MIGRATE-TIMEOUT 1 ms"), "{text}");
+    assert!(text.contains("clients are still served"), "{text}");
+    let open = open_slots(&all);
+    assert_eq!(
+        open.len(),
+        2,
+        "migrating on one side, importing on the other: {open:?}"
+    );
+    assert!(
+        open.iter().all(|o| o.contains(&format!("[{first}-"))),
+        "{open:?}"
+    );
+    // Clients still read it.
+    let got: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut c).expect("GET big");
+    assert!(got == big, "the big key reads back whole");
+
+    // Running again with the default timeout finishes (the copy the timed-out MIGRATE left
+    // on the target is replaced from the source).
+    let r = proxy_lines(&mut c, &["REBALANCE", "SLOTS"]).expect("re-run");
+    assert!(r[0].starts_with("OK moved "), "{r:?}");
+    assert!(r.iter().any(|l| l.starts_with("resumed 1 slot")), "{r:?}");
+    // The timed-out MIGRATE left a copy on the target: BUSYKEY, then REPLACE from the source.
+    let jobs = proxy_lines(&mut c, &["JOBS"]).expect("JOBS");
+    let id = jobs
+        .last()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the job")
+        .to_string();
+    let job = proxy_lines(&mut c, &["JOB", &id]).expect("JOB");
+    assert!(
+        job.iter()
+            .any(|l| l.contains("sending them again with REPLACE")),
+        "{job:?}"
+    );
+    assert!(open_slots(&all).is_empty());
+    let got: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut c).expect("GET big");
+    assert!(got == big, "the big key reads back whole after the move");
+    check_ok(&mut c);
+}
+
+#[test]
+fn keys_move_with_the_proxys_acl_login() {
+    let cluster = cluster(4, 1, 0);
+    // Nodes that accept only the ACL user `proxy`: every MIGRATE must log in with AUTH2.
+    for i in 0..cluster.nodes.len() {
+        cluster
+            .command(
+                i,
+                &["ACL", "SETUSER", "proxy", "on", ">pw", "~*", "&*", "+@all"],
+            )
+            .expect("ACL SETUSER proxy");
+        cluster
+            .command(i, &["ACL", "SETUSER", "default", "off"])
+            .expect("ACL SETUSER default off");
+    }
+    let proxy = Proxy::start_with(
+        &cluster.seeds(),
+        "backend_user = \"proxy\"\nbackend_password = \"pw\"",
+        true,
+    );
+    let mut c = proxy.conn();
+    let reference = preload(&mut c, 1000, "acl");
+    let drained = cluster.nodes[0].addr();
+    let r = proxy_lines(&mut c, &["REBALANCE", "SLOTS", "WEIGHT", &drained, "0"])
+        .expect("REBALANCE SLOTS");
+    assert!(r[0].starts_with("OK moved "), "{r:?}");
+    assert!(
+        r.iter().any(
+            |l| l.starts_with(&format!("master {drained} weight 0 slots ")) && l.contains("-> 0 ")
+        ),
+        "{r:?}"
+    );
+    verify(&mut c, &reference);
+}
+
+#[test]
+fn remove_nodes_drains_a_master_that_owns_slots() {
+    let cluster = cluster(4, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let reference = preload(&mut c, 1000, "remove");
+    let gone = cluster.nodes[0].addr();
+    let owned = slot_counts(&gone)[&gone];
+    let dry = proxy_lines(&mut c, &["REMOVE", "NODES", &gone, "DRYRUN"]).expect("DRYRUN");
+    assert!(
+        dry.iter()
+            .any(|l| l == &format!("step drain every slot off {gone}")),
+        "{dry:?}"
+    );
+    let r = proxy_lines(&mut c, &["REMOVE", "NODES", &gone]).expect("REMOVE NODES");
+    assert!(r[0].starts_with("OK removed 1 node(s)"), "{r:?}");
+    let staying: Vec<String> = cluster.seeds()[1..].to_vec();
+    let counts = slot_counts(&staying[0]);
+    assert!(!counts.contains_key(&gone), "{counts:?}");
+    let rest: Vec<usize> = counts.values().copied().collect();
+    assert_eq!(rest.len(), 3, "{counts:?}");
+    assert_eq!(rest.iter().sum::<usize>(), 16384);
+    assert!(
+        rest.iter().max().unwrap() - rest.iter().min().unwrap() <= 1,
+        "{counts:?}"
+    );
+    assert!(open_slots(&staying).is_empty());
+    verify(&mut c, &reference);
+    proxy.scrape_until("the slots moved", LIVENESS, |t| {
+        metric(t, "slotproxy_admin_slots_moved_total") >= owned as f64
+    });
+}
