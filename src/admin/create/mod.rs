@@ -16,9 +16,10 @@
 //! Three situations, recognised from live state:
 //! - **Fresh**: every node is empty and alone. Plan, then `CLUSTER SET-CONFIG-EPOCH` (masters get
 //!   unique epochs `1..M`, replicas-to-be `M+1..N`, so Redis never has to resolve a collision)
-//!   and `ADDSLOTSRANGE` on every node before any MEET, then the `MEET`s of a full mesh (every
-//!   handshake starts at once instead of waiting for gossip to spread the nodes from one seed;
-//!   see [`meet_sender`] for who meets whom), `CLUSTER REPLICATE` on each replica as soon as it
+//!   and `ADDSLOTSRANGE` on every node before any MEET, then the `MEET`s of a full mesh (the
+//!   handshakes start as fast as the nodes take them, [`MEET_WINDOW`] at a time, instead of
+//!   waiting for gossip to spread the nodes from one seed; see [`meet_sender`] for who meets
+//!   whom), `CLUSTER REPLICATE` on each replica as soon as it
 //!   knows its master, and one wait until every node sees every other, all agree on the slot
 //!   map and the roles, every node is `cluster_state:ok` and every `master_link_status` is up.
 //! - **Resume**: the nodes are part way through exactly that plan (a create interrupted after any
