@@ -176,7 +176,7 @@ pub fn handshake_problems(listed: &[NodeState]) -> Vec<String> {
     out
 }
 
-/// How [`super::execute`] groups consecutive steps: one pipeline per node for the setup and
+/// How the executor (`execute.rs`) groups consecutive steps: one pipeline per node for the setup and
 /// for the MEETs, a retrying task per replica, one wait loop for the waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
