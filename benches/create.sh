@@ -6,9 +6,9 @@
 # redis-server processes spread round-robin over 6 loopback "hosts" 127.0.0.2-7, and measures
 # the time until every node reports cluster_state:ok:
 #
-#   online     N empty cluster-enabled nodes are started (not timed), then `slotproxy --seeds
-#              <one node>` (not timed), then timed: `redis-cli -p <proxy> PROXY CREATE REPLICAS 1
-#              NODES ...` until it returns, plus the wait until every node says cluster_state:ok
+#   online     `slotproxy --seeds <one node>` and N empty cluster-enabled nodes are started (not
+#              timed), then timed: `redis-cli -p <proxy> PROXY CREATE REPLICAS 1 NODES ...`
+#              until it returns, plus the wait until every node says cluster_state:ok
 #              (the engine waits for that itself, and also for every replication link to be up;
 #              the script verifies and reports how many nodes were not ok when it returned).
 #   render     timed from `slotproxy render --replicas 1 --out DIR <nodes>` through starting
@@ -28,12 +28,22 @@
 # save "") plus what src/admin/localcluster.rs appends (dir, logfile, pidfile, daemonize no,
 # repl-diskless-sync-delay 0, protected-mode no: Redis 7 counts only 127.0.0.1 as loopback).
 #
-# Readiness is polled with redis-cli CLUSTER INFO, re-asking only nodes not yet ok (a node that
-# reached ok is checked once more at the end), every 50 ms: at 96 nodes one polling round costs
-# up to ~0.3 s on 2 cores, which bounds the resolution of the small numbers.
+# Readiness is polled with CLUSTER INFO sent over bash's /dev/tcp (no process per question: a
+# redis-cli per node and round cost up to 20 ms each on a busy 2-core machine, so at 96 nodes
+# the polling itself added seconds to every column), re-asking only nodes not yet ok (a node
+# that reached ok is checked once more at the end), every 20 ms. One round over 96 nodes takes
+# a few tens of ms.
+#
+# The nodes are fresh in every run: Redis keeps a master's cluster_state at fail for its first
+# 2 s (CLUSTER_WRITABLE_DELAY in src/cluster.c), which bounds the small numbers from below; and
+# a master that was idle and empty for longer than that turns ok only min(cluster-node-timeout,
+# 5 s) after it got its slots (the rejoin delay). BENCH_IDLE shows the second case.
 #
 # Environment:
-#   BENCH_SIZES      node counts, each divisible by 2 and >= 6 (default "12 48 96")
+#   BENCH_SIZES      node counts, each divisible by 2 and >= 6 (default "12 48 96"; 192 needs
+#                    more than 2 cores: see the README's Benchmarks)
+#   BENCH_IDLE       seconds the empty nodes idle after answering PING before the online and
+#                    redis-cli runs are timed (default 0)
 #   BENCH_PORT_BASE  first client port on each host; bus ports are +10000 (default 6400).
 #                    Below the kernel's ephemeral range and the test harness's 20000-55000.
 #   BENCH_PROXY_PORT the proxy's port on 127.0.0.1 (default 7721)
@@ -43,13 +53,14 @@
 set -euo pipefail
 
 SIZES=${BENCH_SIZES:-"12 48 96"}
+IDLE=${BENCH_IDLE:-0}
 PORT_BASE=${BENCH_PORT_BASE:-6400}
 PROXY_PORT=${BENCH_PROXY_PORT:-7721}
 TIMEOUT=${BENCH_TIMEOUT:-300}
 HOSTS=(127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5 127.0.0.6 127.0.0.7)
 NODE_TIMEOUT_MS=5000
 
-for tool in redis-server redis-cli timeout awk; do
+for tool in redis-server redis-cli timeout awk sleep; do
     command -v "$tool" >/dev/null || { echo "create.sh: $tool is not on PATH" >&2; exit 1; }
 done
 
@@ -170,6 +181,34 @@ start_empty() {
     done
 }
 
+# ask ADDR COMMAND: sends an inline command over bash's /dev/tcp (no process is spawned) and
+# sets REPLY_TEXT to the reply: a bulk string's body, or the status or error line. Fails if
+# the node refuses the connection or does not answer within 2 s.
+ask() {
+    local ip=${1%:*} port=${1##*:} fd line len
+    REPLY_TEXT=
+    { exec {fd}<>"/dev/tcp/$ip/$port"; } 2>/dev/null || return 1
+    printf '%s\r\n' "$2" >&"$fd"
+    if IFS= read -r -t 2 line <&"$fd"; then
+        line=${line%$'\r'}
+        case $line in
+        \$-1) ;;
+        \$*)
+            len=${line#\$}
+            if ! IFS= read -r -t 2 -N "$((len + 2))" REPLY_TEXT <&"$fd"; then
+                exec {fd}>&-
+                return 1
+            fi
+            ;;
+        *) REPLY_TEXT=$line ;;
+        esac
+        exec {fd}>&-
+        return 0
+    fi
+    exec {fd}>&-
+    return 1
+}
+
 # Waits until every node answers PING (or dies trying).
 wait_ping() {
     local deadline=$((SECONDS + 30)) addr pending
@@ -177,7 +216,7 @@ wait_ping() {
     while ((${#rest[@]} > 0)); do
         pending=()
         for addr in "${rest[@]}"; do
-            if [[ $(redis-cli -h "${addr%:*}" -p "${addr##*:}" PING 2>/dev/null) != PONG ]]; then
+            if ! ask "$addr" PING || [[ $REPLY_TEXT != +PONG ]]; then
                 pending+=("$addr")
             fi
         done
@@ -189,22 +228,14 @@ wait_ping() {
 }
 
 is_ok() {
-    redis-cli -h "${1%:*}" -p "${1##*:}" CLUSTER INFO 2>/dev/null | grep -q '^cluster_state:ok'
-}
-
-# Prints how many of the nodes are not cluster_state:ok right now.
-count_not_ok() {
-    local addr bad=0
-    for addr in "$@"; do
-        is_ok "$addr" || bad=$((bad + 1))
-    done
-    echo "$bad"
+    ask "$1" "CLUSTER INFO" && [[ $REPLY_TEXT == *cluster_state:ok* ]]
 }
 
 # Waits until every node reports cluster_state:ok, asking only nodes not yet ok; then checks
-# every node once more (a node that fell back restarts the wait for it).
+# every node once more (a node that fell back restarts the wait for it). Sets NOT_OK_FIRST to
+# how many nodes were not ok in the first round.
 wait_all_ok() {
-    local deadline=$((SECONDS + TIMEOUT)) addr pending
+    local deadline=$((SECONDS + TIMEOUT)) addr pending first=1
     local -a rest=("$@")
     while true; do
         while ((${#rest[@]} > 0)); do
@@ -213,9 +244,13 @@ wait_all_ok() {
                 is_ok "$addr" || pending+=("$addr")
             done
             rest=("${pending[@]}")
+            if ((first)); then
+                NOT_OK_FIRST=${#rest[@]}
+                first=0
+            fi
             ((${#rest[@]} == 0)) && break
             ((SECONDS < deadline)) || die "not cluster_state:ok within ${TIMEOUT}s: ${rest[*]}"
-            sleep 0.05
+            sleep 0.02
         done
         for addr in "$@"; do
             is_ok "$addr" || rest+=("$addr")
@@ -226,9 +261,8 @@ wait_all_ok() {
 
 # A master, or a replica whose replication link is up.
 is_linked() {
-    local info
-    info=$(redis-cli -h "${1%:*}" -p "${1##*:}" INFO replication 2>/dev/null) || return 1
-    [[ $info != *role:slave* || $info == *master_link_status:up* ]]
+    ask "$1" "INFO replication" || return 1
+    [[ $REPLY_TEXT != *role:slave* || $REPLY_TEXT == *master_link_status:up* ]]
 }
 
 # Waits until every replica's link to its master is up.
@@ -243,7 +277,7 @@ wait_all_linked() {
         rest=("${pending[@]}")
         ((${#rest[@]} == 0)) && return 0
         ((SECONDS < deadline)) || die "replication links not up within ${TIMEOUT}s: ${rest[*]}"
-        sleep 0.05
+        sleep 0.02
     done
 }
 
@@ -262,22 +296,25 @@ run_online() {
     local -a nodes
     mapfile -t nodes < <(layout "$1")
     check_ports_free "${nodes[@]}"
+    # The proxy starts first (it waits for its seed), so the nodes idle as long before the
+    # timed part as in the redis-cli run: a master's state depends on its age (see above).
+    "$bin" --listen "127.0.0.1:$PROXY_PORT" --seeds "${nodes[0]}" --log-level warn \
+        --metrics-listen "" >"$work/proxy.log" 2>&1 &
+    proxy_pid=$!
+    wait_proxy
     t0=$(now)
     start_empty "$base" "${nodes[@]}"
     wait_ping "${nodes[@]}"
     t1=$(now)
     START_S=$(elapsed "$t0" "$t1")
-    "$bin" --listen "127.0.0.1:$PROXY_PORT" --seeds "${nodes[0]}" --log-level warn \
-        >"$work/proxy.log" 2>&1 &
-    proxy_pid=$!
-    wait_proxy
+    sleep "$IDLE"
     out=$base/create.out
     t1=$(now)
     timeout "$TIMEOUT" redis-cli -p "$PROXY_PORT" PROXY CREATE REPLICAS 1 NODES "${nodes[@]}" \
         TIMEOUT "$TIMEOUT" >"$out" 2>&1 || die "PROXY CREATE failed: $(head -5 "$out")"
-    ONLINE_NOT_OK=$(count_not_ok "${nodes[@]}")
     wait_all_ok "${nodes[@]}"
     t2=$(now)
+    ONLINE_NOT_OK=$NOT_OK_FIRST
     ONLINE_UNLINKED=0
     for addr in "${nodes[@]}"; do
         is_linked "$addr" || ONLINE_UNLINKED=$((ONLINE_UNLINKED + 1))
@@ -326,6 +363,8 @@ run_redis_cli() {
     wait_ping "${nodes[@]}"
     t1=$(now)
     CLI_START_S=$(elapsed "$t0" "$t1")
+    sleep "$IDLE"
+    t1=$(now)
     out=$base/create.out
     timeout "$TIMEOUT" redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 \
         --cluster-yes >"$out" 2>&1 || die "redis-cli --cluster create failed: $(tail -5 "$out")"

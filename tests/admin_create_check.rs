@@ -339,6 +339,28 @@ fn create_uneven_hosts_and_two_replicas() {
         jobs.iter().filter(|l| l.contains(" create ")).count() >= 2,
         "{jobs:?}"
     );
+    // A job's log says how long each phase took (the operator's view of a slow create).
+    let id = jobs
+        .iter()
+        .find(|l| l.contains(" create "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("a create job")
+        .to_string();
+    let log = proxy_lines(&mut c, &["JOB", &id]).expect("JOB");
+    for phase in [
+        "surveyed 12 node(s) in ",
+        "epochs and slots: ",
+        "meet: ",
+        "replicate: 6 replica(s) attached, the last ",
+        "converged ",
+        "check: OK in ",
+    ] {
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("log +") && l.contains(phase)),
+            "no {phase:?} in {log:?}"
+        );
+    }
 }
 
 /// What must not change when CREATE refuses: membership, roles, slots, epochs and keys of the

@@ -1,59 +1,43 @@
-//! CREATE's side effects: sending the steps to the nodes (at most [`PARALLEL`] calls in flight
-//! per kind of step, a timeout per call) and waiting, with a deadline, until the cluster has
-//! converged.
+//! CREATE's side effects: sending the steps to the nodes, phase by phase, each phase's
+//! duration in the job's log (an operator sees where a slow create spends its time).
+//!
+//! Every node is driven over one kept connection (`pool.rs`), each node's commands of a phase
+//! go in one pipeline, and nodes are served concurrently. The setup (epochs, slots) finishes on
+//! every node before the first MEET (a node that knows another refuses `SET-CONFIG-EPOCH`);
+//! the MEETs of the full mesh go out as a sliding window ([`MEET_WINDOW`] handshakes under
+//! way); each replica-to-be is sent `CLUSTER REPLICATE` as soon as it knows its master (a
+//! retrying task per replica, while the others still shake hands); and one loop (`wait.rs`)
+//! polls every node until the cluster has joined and every link is up.
 
+use super::converge::{MeetQueue, Phase, MEET_WINDOW};
 use super::plan::{step_line, Step, Work};
-use super::{join_problems, link_problems, PARALLEL};
+use super::pool::{meet_cmd, per_node, s, Cmd, Pool};
+use super::wait::Waiter;
 use crate::admin::jobs::Job;
 use crate::admin::placement::NodeSpec;
-use crate::admin::survey::{self, NodeState, Survey};
+use crate::admin::survey::{self, Survey};
 use crate::backend::node_client::NodeClient;
 use crate::net::dialer::Dialer;
 use crate::route::resp::Value;
 use anyhow::{anyhow, bail, Context};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
-/// Sends one command; an error reply is an error naming the node and the command.
-async fn call(
-    dialer: &Dialer,
-    addr: &str,
-    args: &[String],
-    timeout: Duration,
-) -> anyhow::Result<Value> {
-    let mut c = NodeClient::connect(dialer, addr, timeout).await?;
-    match c.call(args).await? {
-        Value::Error(e) => bail!("{} on {addr} failed: {e}", args.join(" ")),
-        v => Ok(v),
-    }
-}
+/// First pause between two `CLUSTER REPLICATE` attempts of a replica that does not know its
+/// master yet (a handshake takes one or two cluster cron ticks of 100 ms); it grows by half
+/// after each attempt up to [`REPLICATE_RETRY_MAX`], so hundreds of waiting replicas do not
+/// keep busy nodes busier.
+const REPLICATE_RETRY: Duration = Duration::from_millis(10);
 
-/// Runs commands `(addr, args)` with at most [`PARALLEL`] in flight; the first error wins.
-async fn run_all(
-    dialer: &Arc<Dialer>,
-    cmds: Vec<(String, Vec<String>)>,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let sem = Arc::new(Semaphore::new(PARALLEL));
-    let mut set = tokio::task::JoinSet::new();
-    for (addr, args) in cmds {
-        let sem = Arc::clone(&sem);
-        let dialer = Arc::clone(dialer);
-        set.spawn(async move {
-            let _permit = sem.acquire().await;
-            call(&dialer, &addr, &args, timeout).await.map(|_| ())
-        });
-    }
-    let mut first: Option<anyhow::Error> = None;
-    while let Some(res) = set.join_next().await {
-        let r = res.map_err(|e| anyhow!("task failed: {e}")).and_then(|r| r);
-        if let Err(e) = r {
-            first.get_or_insert(e);
-        }
-    }
-    first.map_or(Ok(()), Err)
-}
+/// Longest pause between two `CLUSTER REPLICATE` attempts.
+const REPLICATE_RETRY_MAX: Duration = Duration::from_millis(100);
+
+/// The least time a node gets to answer one call or pipeline during a create. While hundreds
+/// of handshakes start at once, nodes sharing a small host's cores answer late, and a create is
+/// no latency-sensitive path: a node that does not answer at all still fails the create, just
+/// a few seconds later.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) fn addrs(nodes: &[NodeSpec]) -> Vec<String> {
     nodes.iter().map(NodeSpec::addr).collect()
@@ -86,138 +70,201 @@ pub(super) async fn survey_listed(
     s
 }
 
-/// Polls until `problems` of a fresh survey is empty, or the deadline passes; then the error
-/// lists what is still wrong with hints.
-async fn wait_until(
-    job: &Job,
-    dialer: &Arc<Dialer>,
-    what: &str,
-    nodes: &[NodeSpec],
-    timeout: Duration,
-    wait: Duration,
-    problems: impl Fn(&[NodeState]) -> Vec<String>,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + wait;
-    let mut last_log = Instant::now();
-    loop {
-        let s = survey::survey(dialer, &addrs(nodes), timeout).await;
-        let p = problems(&s.nodes);
-        if p.is_empty() {
-            return Ok(());
+/// The command of a step that is one command on one node (not MEET, REPLICATE or a wait).
+fn single_command(step: &Step) -> Option<(usize, Cmd)> {
+    match step {
+        Step::SetEpoch { node, epoch } => Some((
+            *node,
+            vec![s("CLUSTER"), s("SET-CONFIG-EPOCH"), epoch.to_string()],
+        )),
+        Step::AddSlots { node, slots } => Some((
+            *node,
+            vec![
+                s("CLUSTER"),
+                s("ADDSLOTSRANGE"),
+                slots.0.to_string(),
+                slots.1.to_string(),
+            ],
+        )),
+        Step::Takeover { node, .. } => {
+            Some((*node, vec![s("CLUSTER"), s("FAILOVER"), s("TAKEOVER")]))
         }
-        if Instant::now() >= deadline {
-            const SHOWN: usize = 20;
-            let mut msg = format!(
-                "{what}: not reached within {wait:?}; {} problem(s): {}",
-                p.len(),
-                p.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ")
-            );
-            if p.len() > SHOWN {
-                msg.push_str(&format!("; and {} more", p.len() - SHOWN));
-            }
-            msg.push_str(
-                ". Hints: is each node's cluster bus port (port + 10000 unless cluster-port is \
-                 set) reachable from every other node (firewall)? Do nodes announce the \
-                 address they are listed under (cluster-announce-ip, bind-source-addr on \
-                 hosts with several addresses)? Re-running PROXY CREATE continues from here.",
-            );
-            bail!(msg);
-        }
-        if last_log.elapsed() >= Duration::from_secs(5) {
-            job.log(format!(
-                "{what}: still waiting ({} problem(s), e.g. {})",
-                p.len(),
-                p[0]
-            ));
-            last_log = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        _ => None,
     }
 }
 
-/// Executes the steps in order; consecutive steps of one kind run in parallel.
+/// Milliseconds, for the job's log.
+pub(super) fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// What a replica's task reports: its step's index, and how long it took to attach.
+pub(super) type Attached = (usize, anyhow::Result<Duration>);
+
+/// Sends `CLUSTER REPLICATE <master id>` to `addr` until it is accepted. "Unknown node" means
+/// the replica's handshake with its master has not finished yet: try again shortly, until the
+/// deadline. Any other refusal is final.
+async fn attach(
+    dialer: Arc<Dialer>,
+    addr: String,
+    master: String,
+    master_id: String,
+    timeout: Duration,
+    deadline: Instant,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut c = NodeClient::connect(&dialer, &addr, timeout).await?;
+    let mut pause = REPLICATE_RETRY;
+    loop {
+        match c.call(&["CLUSTER", "REPLICATE", &master_id]).await? {
+            Value::Error(e) if e.contains("Unknown node") && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 3 / 2).min(REPLICATE_RETRY_MAX);
+            }
+            Value::Error(e) if e.contains("Unknown node") => bail!(
+                "{addr} still does not know its master {master} ({master_id}): {e}. Hints: is \
+                 {master}'s cluster bus port reachable from {addr}? Re-running PROXY CREATE \
+                 continues from here."
+            ),
+            Value::Error(e) => bail!("CLUSTER REPLICATE {master_id} on {addr} failed: {e}"),
+            _ => return Ok(start.elapsed()),
+        }
+    }
+}
+
+/// Executes the steps in order (see the module comment for how phases overlap).
 pub(super) async fn execute(
-    job: &Job,
+    job: &Arc<Job>,
     dialer: &Arc<Dialer>,
     work: &Work,
     nodes: &[NodeSpec],
-    seed_cport: impl Fn(usize) -> u16,
+    cport: impl Fn(usize) -> u16,
     timeout: Duration,
     wait: Duration,
 ) -> anyhow::Result<()> {
+    let timeout = timeout.max(BUSY_TIMEOUT);
     let ids = &work.ids;
+    let steps = &work.steps;
+    let line = |st: &Step| step_line(st, nodes, ids);
+    let mut pool = Pool::new(dialer, nodes, timeout);
+    let mut attaching: JoinSet<Attached> = JoinSet::new();
+    let mut meets = MeetQueue::default();
     let mut i = 0;
-    while i < work.steps.len() {
-        let kind = std::mem::discriminant(&work.steps[i]);
+    while i < steps.len() {
+        let phase = Phase::of(&steps[i]);
         let mut j = i;
-        while j < work.steps.len() && std::mem::discriminant(&work.steps[j]) == kind {
+        while j < steps.len() && Phase::of(&steps[j]) == phase {
             j += 1;
         }
-        let batch = &work.steps[i..j];
-        let mut cmds = Vec::new();
-        for step in batch {
-            let s = |x: &str| x.to_string();
-            match step {
-                Step::SetEpoch { node, epoch } => cmds.push((
-                    nodes[*node].addr(),
-                    vec![s("CLUSTER"), s("SET-CONFIG-EPOCH"), epoch.to_string()],
-                )),
-                Step::AddSlots { node, slots } => cmds.push((
-                    nodes[*node].addr(),
-                    vec![
-                        s("CLUSTER"),
-                        s("ADDSLOTSRANGE"),
-                        slots.0.to_string(),
-                        slots.1.to_string(),
-                    ],
-                )),
-                Step::Meet { node, seed } => cmds.push((
-                    nodes[*node].addr(),
-                    vec![
-                        s("CLUSTER"),
-                        s("MEET"),
-                        nodes[*seed].ip.clone(),
-                        nodes[*seed].port.to_string(),
-                        seed_cport(*seed).to_string(),
-                    ],
-                )),
-                Step::Replicate { node, master } => cmds.push((
-                    nodes[*node].addr(),
-                    vec![s("CLUSTER"), s("REPLICATE"), ids[*master].clone()],
-                )),
-                Step::Takeover { node, .. } => cmds.push((
-                    nodes[*node].addr(),
-                    vec![s("CLUSTER"), s("FAILOVER"), s("TAKEOVER")],
-                )),
-                Step::WaitJoined => {
-                    wait_until(job, dialer, "cluster joined", nodes, timeout, wait, |l| {
-                        join_problems(l, ids)
-                    })
-                    .await?
+        let batch = &steps[i..j];
+        let t = Instant::now();
+        match phase {
+            Phase::Setup | Phase::Takeover => {
+                let cmds = per_node(batch.iter().filter_map(single_command));
+                let touched = cmds.len();
+                pool.run_checked(cmds)
+                    .await
+                    .with_context(|| format!("while running: {}", line(&batch[0])))?;
+                for st in batch {
+                    job.step_done(line(st));
                 }
-                Step::WaitLinks => {
-                    wait_until(
-                        job,
-                        dialer,
-                        "replication links up",
-                        nodes,
-                        timeout,
-                        wait,
-                        link_problems,
-                    )
-                    .await?
+                job.log(format!(
+                    "{}: {} command(s) on {touched} node(s) in {} ms",
+                    if phase == Phase::Setup {
+                        "epochs and slots"
+                    } else {
+                        "takeover"
+                    },
+                    batch.len(),
+                    ms(t.elapsed())
+                ));
+            }
+            Phase::Meet => {
+                let mut queue = MeetQueue::new((i..j).map(|k| (k, &steps[k])));
+                let total = queue.len();
+                // The plan skipped pairs that knew each other at the survey.
+                let (pairs, done) = queue.take(MEET_WINDOW, |_, _| false);
+                send_meets(&mut pool, nodes, &pairs, &cport).await?;
+                for k in done {
+                    job.step_done(line(&steps[k]));
+                }
+                let next = steps.get(j).map(Phase::of);
+                if matches!(next, Some(Phase::Replicate | Phase::Wait)) {
+                    job.log(format!(
+                        "meet: {} of {total} CLUSTER MEET(s) sent in {} ms, the rest as \
+                         handshakes finish (at most {MEET_WINDOW} under way)",
+                        pairs.len(),
+                        ms(t.elapsed())
+                    ));
+                    meets = queue;
+                } else {
+                    // Nothing to overlap with (adopt mode meets a few nodes): send the rest.
+                    while !queue.is_empty() {
+                        let (pairs, done) = queue.take(MEET_WINDOW, |_, _| false);
+                        send_meets(&mut pool, nodes, &pairs, &cport).await?;
+                        for k in done {
+                            job.step_done(line(&steps[k]));
+                        }
+                    }
+                    job.log(format!(
+                        "meet: {total} CLUSTER MEET(s) in {} ms",
+                        ms(t.elapsed())
+                    ));
                 }
             }
-        }
-        if !cmds.is_empty() {
-            run_all(dialer, cmds, timeout)
-                .await
-                .with_context(|| format!("while running: {}", step_line(&batch[0], nodes, ids)))?;
-        }
-        for step in batch {
-            job.step_done(step_line(step, nodes, ids));
+            Phase::Replicate => {
+                let deadline = Instant::now() + wait;
+                for (k, st) in batch.iter().enumerate() {
+                    if let Step::Replicate { node, master } = st {
+                        let task = attach(
+                            Arc::clone(dialer),
+                            nodes[*node].addr(),
+                            nodes[*master].addr(),
+                            ids[*master].clone(),
+                            timeout,
+                            deadline,
+                        );
+                        let index = i + k;
+                        attaching.spawn(async move { (index, task.await) });
+                    }
+                }
+            }
+            Phase::Wait => {
+                let mut w = Waiter {
+                    job,
+                    nodes,
+                    ids,
+                    attaching: &mut attaching,
+                    meets: &mut meets,
+                    steps,
+                };
+                w.converge(&mut pool, batch, wait).await?;
+            }
         }
         i = j;
     }
+    // Replicas whose wait was not in the plan (never the case for plans of `decide`).
+    while let Some(res) = attaching.join_next().await {
+        let (k, r) = res.map_err(|e| anyhow!("task failed: {e}"))?;
+        r?;
+        job.step_done(line(&steps[k]));
+    }
     Ok(())
+}
+
+/// Sends MEETs `(from, to)`, one pipeline per sending node; a refused MEET fails the create.
+pub(super) async fn send_meets(
+    pool: &mut Pool,
+    nodes: &[NodeSpec],
+    pairs: &[(usize, usize)],
+    cport: &impl Fn(usize) -> u16,
+) -> anyhow::Result<()> {
+    let cmds = per_node(
+        pairs
+            .iter()
+            .map(|&(from, to)| (from, meet_cmd(&nodes[to], cport(to)))),
+    );
+    pool.run_checked(cmds)
+        .await
+        .context("while sending CLUSTER MEETs")
 }

@@ -15,11 +15,13 @@
 //!
 //! Three situations, recognised from live state:
 //! - **Fresh**: every node is empty and alone. Plan, then `CLUSTER SET-CONFIG-EPOCH` (masters get
-//!   unique epochs `1..M`, replicas-to-be `M+1..N`, so Redis never has to resolve a collision),
-//!   `ADDSLOTSRANGE`, `MEET`
-//!   every node to one seed (gossip spreads the rest; O(N) handshakes started by us, not
-//!   O(N^2)), wait until every node sees every other healthy and all agree on the slot map,
-//!   `CLUSTER REPLICATE`, wait for `master_link_status:up`.
+//!   unique epochs `1..M`, replicas-to-be `M+1..N`, so Redis never has to resolve a collision)
+//!   and `ADDSLOTSRANGE` on every node before any MEET, then the `MEET`s of a full mesh (the
+//!   handshakes start as fast as the nodes take them, [`MEET_WINDOW`] at a time, instead of
+//!   waiting for gossip to spread the nodes from one seed; see [`meet_sender`] for who meets
+//!   whom), `CLUSTER REPLICATE` on each replica as soon as it
+//!   knows its master, and one wait until every node sees every other, all agree on the slot
+//!   map and the roles, every node is `cluster_state:ok` and every `master_link_status` is up.
 //! - **Resume**: the nodes are part way through exactly that plan (a create interrupted after any
 //!   step). The same steps, minus what is already done.
 //! - **Adopt**: the nodes already form a cluster that is not the fresh plan (for instance one
@@ -29,16 +31,23 @@
 //!
 //! The files: this one has the command (arguments, the run from survey to check) and what a
 //! converged cluster is ([`join_problems`], [`link_problems`]); `plan.rs` the pure [`decide`]
-//! and the step and plan lines; `refusal.rs` every refusal's text; `execute.rs` runs the steps and waits; `tests.rs` the unit
-//! tests. The public items are re-exported here, so their paths are `admin::create::*`.
+//! and the step and plan lines; `refusal.rs` every refusal's text; `converge.rs` the pure
+//! decisions of the wait (MEET pacing, which nodes to nudge); `execute.rs` runs the steps,
+//! `pool.rs` holds the connections to the nodes, `wait.rs` polls until converged; `tests.rs`
+//! the unit tests. The public items are re-exported here, so their paths are
+//! `admin::create::*`.
 
+mod converge;
 mod execute;
 mod plan;
+mod pool;
 mod refusal;
 #[cfg(test)]
 mod tests;
+mod wait;
 
-pub use plan::{decide, plan_lines, step_line, Mode, Step, Work};
+pub use converge::{handshake_problems, handshakes, knows, nudges, MeetQueue, Phase, MEET_WINDOW};
+pub use plan::{decide, meet_sender, plan_lines, step_line, Mode, Step, Work};
 pub use refusal::{Mismatch, NotResumable, Refusal};
 
 use super::check;
@@ -55,9 +64,6 @@ use bytes::Bytes;
 use execute::{addrs, execute, labels, survey_listed};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Calls to nodes in flight at once while executing one kind of step.
-pub const PARALLEL: usize = 16;
 
 /// A parsed `PROXY CREATE` command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -304,8 +310,13 @@ pub async fn run(
     req: Request,
     timeout: Duration,
 ) -> anyhow::Result<Report> {
+    let t = std::time::Instant::now();
     let s = survey_listed(&dialer, &req.nodes, timeout).await;
-    job.log(format!("surveyed {} node(s)", s.nodes.len()));
+    job.log(format!(
+        "surveyed {} node(s) in {} ms",
+        s.nodes.len(),
+        t.elapsed().as_millis()
+    ));
     let work = decide(&req.nodes, req.replicas, &s).map_err(|e| anyhow!("refused: {e}"))?;
     let mut lines = Vec::new();
     if let Some(plan) = &work.plan {
@@ -367,8 +378,13 @@ pub async fn run(
         req.wait,
     )
     .await?;
+    let t = std::time::Instant::now();
     let (cs, f) = check::run_check(&dialer, &addrs(&req.nodes), timeout, &labels(&req.nodes)).await;
     let verdict = check::verdict(&f);
+    job.log(format!(
+        "check: {verdict} in {} ms",
+        t.elapsed().as_millis()
+    ));
     let what = match &work.plan {
         Some(p) => format!(
             "{} masters, {} replicas",

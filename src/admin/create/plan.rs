@@ -27,12 +27,13 @@ pub enum Step {
         /// Inclusive range.
         slots: (u16, u16),
     },
-    /// `CLUSTER MEET <seed ip> <seed port> <seed bus port>` sent to `node`.
+    /// `CLUSTER MEET <ip> <port> <bus port>` of each of `others`, sent to `node` (in one
+    /// pipeline).
     Meet {
-        /// Node index.
+        /// Node index of the node that starts the handshakes.
         node: usize,
-        /// The seed node's index.
-        seed: usize,
+        /// The nodes it meets, in the order sent.
+        others: Vec<usize>,
     },
     /// Wait until every listed node sees every other healthy and all agree on the slot map.
     WaitJoined,
@@ -333,13 +334,7 @@ fn plan_steps(plan: &Plan, listed: &[NodeState], ids: &[String]) -> Vec<Step> {
             });
         }
     }
-    let seed = plan.shards.first().map_or(0, |s| s.master);
-    for i in 0..listed.len() {
-        if i != seed && !knows(seed, i) && !knows(i, seed) {
-            steps.push(Step::Meet { node: i, seed });
-        }
-    }
-    steps.push(Step::WaitJoined);
+    steps.extend(mesh_meets(plan, listed.len(), knows));
     let mut any_replica = false;
     for shard in &plan.shards {
         for &r in &shard.replicas {
@@ -355,8 +350,84 @@ fn plan_steps(plan: &Plan, listed: &[NodeState], ids: &[String]) -> Vec<Step> {
             }
         }
     }
+    steps.push(Step::WaitJoined);
     if any_replica {
         steps.push(Step::WaitLinks);
+    }
+    steps
+}
+
+/// Which node of the pair `(a, b)` sends the `CLUSTER MEET` in a full mesh. `role[i]` is
+/// `Some(master index)` for a replica-to-be, `None` for a master.
+///
+/// Why it matters: the node that sends the MEET learns the other's slots and role within one
+/// cluster cron tick (the other's first PING reaches it after its handshake is complete), while
+/// the receiver completes its handshake on a PONG, which Redis does not read for configuration,
+/// and learns the sender's slots only from the sender's next message (up to half the
+/// cluster-node-timeout later; the engine nudges it sooner). So a replica-to-be meets its own
+/// master (it can replicate as soon as the handshake ends) and every master (its slot map, and
+/// with it its `cluster_state`, is complete at once); masters among themselves and replicas
+/// among themselves alternate around the ring so each node starts about half of its handshakes.
+pub fn meet_sender(a: usize, b: usize, role: &[Option<usize>]) -> usize {
+    let kind = |i: usize| role.get(i).copied().flatten().is_some();
+    match (kind(a), kind(b)) {
+        (true, false) => a,
+        (false, true) => b,
+        (k, _) => {
+            // Positions on the ring of the nodes of this kind.
+            let rank = |i: usize| (0..i).filter(|&j| kind(j) == k).count();
+            let size = (0..role.len()).filter(|&j| kind(j) == k).count().max(1);
+            let (ra, rb) = (rank(a), rank(b));
+            let d = (rb + size - ra % size) % size;
+            if 2 * d < size || (2 * d == size && ra < rb) {
+                a
+            } else {
+                b
+            }
+        }
+    }
+}
+
+/// The MEETs of a full mesh between the plan's nodes, leaving out pairs where one side already
+/// knows the other (`knows(i, j)`: node `i` knows node `j` or is shaking hands with it). One
+/// step per sending node; a replica-to-be meets its own master first.
+///
+/// A full mesh instead of one seed: with one seed, every other pair has to discover each other
+/// through gossip, a few nodes per PING and one PING per node per second, which took seconds at
+/// 12 nodes and grows with N; with the mesh every handshake can start as soon as the nodes can
+/// take it (the executor paces them, see [`crate::admin::create::MEET_WINDOW`]). The cost is
+/// N(N-1)/2 MEET commands (pipelined per node) and no extra cluster-bus links: a converged
+/// cluster holds a link between every pair anyway.
+fn mesh_meets(plan: &Plan, n: usize, knows: impl Fn(usize, usize) -> bool) -> Vec<Step> {
+    let mut role: Vec<Option<usize>> = vec![None; n];
+    for shard in &plan.shards {
+        for &r in &shard.replicas {
+            if let Some(x) = role.get_mut(r) {
+                *x = Some(shard.master);
+            }
+        }
+    }
+    let members: Vec<usize> = plan
+        .shards
+        .iter()
+        .flat_map(|s| std::iter::once(s.master).chain(s.replicas.iter().copied()))
+        .filter(|&i| i < n)
+        .collect();
+    let mut steps = Vec::new();
+    for i in 0..n {
+        if !members.contains(&i) {
+            continue;
+        }
+        let mut others: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&j| j != i && meet_sender(i, j, &role) == i)
+            .filter(|&j| !knows(i, j) && !knows(j, i))
+            .collect();
+        others.sort_by_key(|&j| (role[i] != Some(j), j));
+        if !others.is_empty() {
+            steps.push(Step::Meet { node: i, others });
+        }
     }
     steps
 }
@@ -446,7 +517,13 @@ fn adopt(
     let knows = |i: usize, j: usize| knows_node(listed, ids, i, j);
     for i in 0..listed.len() {
         if i != seed && !knows(seed, i) && !knows(i, seed) {
-            steps.insert(0, Step::Meet { node: i, seed });
+            steps.insert(
+                0,
+                Step::Meet {
+                    node: i,
+                    others: vec![seed],
+                },
+            );
         }
     }
     for g in ghosts
@@ -512,7 +589,15 @@ pub fn step_line(step: &Step, nodes: &[NodeSpec], ids: &[String]) -> String {
             slots.1,
             a(*node)
         ),
-        Step::Meet { node, seed } => format!("step CLUSTER MEET {} from {}", a(*seed), a(*node)),
+        Step::Meet { node, others } => {
+            // A full mesh is N-1 addresses per node at most; a line lists a few.
+            const LISTED: usize = 8;
+            let mut list: Vec<String> = others.iter().take(LISTED).map(|&j| a(j)).collect();
+            if others.len() > LISTED {
+                list.push(format!("and {} more", others.len() - LISTED));
+            }
+            format!("step CLUSTER MEET {} from {}", list.join(", "), a(*node))
+        }
         Step::WaitJoined => {
             "step wait until every node sees every other and the slot maps agree".to_string()
         }

@@ -118,15 +118,43 @@ fn fresh_create_steps() {
     let count = |f: fn(&Step) -> bool| w.steps.iter().filter(|s| f(s)).count();
     assert_eq!(count(|s| matches!(s, Step::SetEpoch { .. })), 6);
     assert_eq!(count(|s| matches!(s, Step::AddSlots { .. })), 3);
-    assert_eq!(count(|s| matches!(s, Step::Meet { .. })), 5);
     assert_eq!(count(|s| matches!(s, Step::Replicate { .. })), 3);
     assert_eq!(w.steps.last(), Some(&Step::WaitLinks));
-    // Meets all go to one seed, a master.
-    let seed = plan.shards[0].master;
-    assert!(w.steps.iter().all(|s| match s {
-        Step::Meet { seed: x, .. } => *x == seed,
-        _ => true,
-    }));
+    // A full mesh: every pair is met exactly once, a replica meets its own master (listed
+    // first) and every master, and every MEET comes before the first REPLICATE.
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for st in &w.steps {
+        if let Step::Meet { node, others } = st {
+            pairs.extend(others.iter().map(|&o| (*node.min(&o), *node.max(&o))));
+        }
+    }
+    pairs.sort_unstable();
+    let n = nodes.len();
+    let all: Vec<(usize, usize)> = (0..n)
+        .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+        .collect();
+    assert_eq!(pairs, all);
+    for shard in &plan.shards {
+        for &r in &shard.replicas {
+            let Some(Step::Meet { others, .. }) = w
+                .steps
+                .iter()
+                .find(|s| matches!(s, Step::Meet { node, .. } if *node == r))
+            else {
+                panic!("replica {r} sends no MEET: {:?}", w.steps);
+            };
+            assert_eq!(others[0], shard.master, "own master first");
+            for m in plan.shards.iter().map(|s| s.master) {
+                assert!(others.contains(&m), "replica {r} meets master {m}");
+            }
+        }
+    }
+    let last_meet = w.steps.iter().rposition(|s| matches!(s, Step::Meet { .. }));
+    let first_rep = w
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::Replicate { .. }));
+    assert!(last_meet < first_rep, "{:?}", w.steps);
     // A finished cluster has nothing left.
     let done = decide(&nodes, 1, &finished(&nodes, &plan)).expect("decide");
     assert_eq!(done.mode, Mode::Resume);
@@ -327,4 +355,203 @@ fn convergence_problems() {
         .replication
         .insert("master_link_status".into(), "down".into());
     assert!(!link_problems(&s.nodes).is_empty());
+}
+
+#[test]
+fn meet_sender_is_consistent_and_balanced() {
+    // 4 masters, 4 replicas (replica 4+k of master k).
+    let role: Vec<Option<usize>> = (0..8).map(|i| (i >= 4).then(|| i - 4)).collect();
+    let mut sent = [0usize; 8];
+    for a in 0..8 {
+        for b in 0..8 {
+            if a == b {
+                continue;
+            }
+            let s = meet_sender(a, b, &role);
+            assert_eq!(
+                s,
+                meet_sender(b, a, &role),
+                "one sender per pair ({a}, {b})"
+            );
+            assert!(s == a || s == b);
+            if a < b {
+                sent[s] += 1;
+            }
+        }
+    }
+    // Replicas send to every master; masters and replicas split their own kind evenly.
+    assert_eq!(meet_sender(5, 1, &role), 5);
+    assert_eq!(meet_sender(0, 6, &role), 6);
+    assert_eq!(sent.iter().sum::<usize>(), 28);
+    for (i, &k) in sent.iter().enumerate() {
+        let expected = if i < 4 { 1..=2 } else { 5..=6 };
+        assert!(expected.contains(&k), "node {i} sends {k}: {sent:?}");
+    }
+}
+
+#[test]
+fn meet_queue_is_round_robin_and_skips_known_pairs() {
+    let steps = [
+        Step::SetEpoch { node: 0, epoch: 1 },
+        Step::Meet {
+            node: 3,
+            others: vec![0, 1, 2],
+        },
+        Step::Meet {
+            node: 4,
+            others: vec![1],
+        },
+    ];
+    let mut q = MeetQueue::new(steps.iter().enumerate());
+    assert_eq!(q.len(), 4);
+    // Each sender's first peer first.
+    let (first, done) = q.take(2, |_, _| false);
+    assert_eq!(first, vec![(3, 0), (4, 1)]);
+    assert_eq!(done, vec![2], "step 2 has no MEET left");
+    // A pair that already knows each other is skipped but counted as done.
+    let (rest, done) = q.take(5, |a, b| (a, b) == (3, 1));
+    assert_eq!(rest, vec![(3, 2)]);
+    assert_eq!(done, vec![1]);
+    assert!(q.is_empty());
+}
+
+/// Node `i`'s view: itself plus the given lines (`id(j) flags master slots`).
+fn state(nodes: &[NodeSpec], i: usize, me: &str, others: &[String]) -> NodeState {
+    let n = &nodes[i];
+    let mut text = format!(
+        "{} {}:{}@{} myself,{me}\n",
+        id(i),
+        n.ip,
+        n.port,
+        n.port + 10000
+    );
+    for l in others {
+        text.push_str(l);
+        text.push('\n');
+    }
+    NodeState {
+        addr: n.addr(),
+        cluster_enabled: true,
+        view: parse_cluster_nodes(&text, &n.ip).expect("parse"),
+        ..Default::default()
+    }
+}
+
+fn line(nodes: &[NodeSpec], j: usize, rest: &str) -> String {
+    let n = &nodes[j];
+    format!("{} {}:{}@{} {rest}", id(j), n.ip, n.port, n.port + 10000)
+}
+
+#[test]
+fn nudges_go_to_nodes_whose_news_is_late() {
+    let nodes = specs(3, 1);
+    let ids: Vec<String> = (0..3).map(id).collect();
+    // 0 is a master with slots, 1 a replica of 0, 2 a master; 2 sees 0 without its slots and
+    // 1 as a master, and does not know... everything else is current.
+    let listed = vec![
+        state(
+            &nodes,
+            0,
+            "master - 0 0 1 connected 0-16383",
+            &[
+                line(
+                    &nodes,
+                    1,
+                    "slave 0000000000000000000000000000000000000001 0 0 1 connected",
+                ),
+                line(&nodes, 2, "master - 0 0 2 connected"),
+            ],
+        ),
+        state(
+            &nodes,
+            1,
+            "slave 0000000000000000000000000000000000000001 0 0 1 connected",
+            &[
+                line(&nodes, 0, "master - 0 0 1 connected 0-16383"),
+                line(&nodes, 2, "master - 0 0 2 connected"),
+            ],
+        ),
+        state(
+            &nodes,
+            2,
+            "master - 0 0 2 connected",
+            &[
+                line(&nodes, 0, "master - 0 0 1 connected"),
+                line(&nodes, 1, "master - 0 0 3 connected"),
+            ],
+        ),
+    ];
+    let mut got = nudges(&listed, &ids);
+    got.sort_unstable();
+    assert_eq!(got, vec![(0, 2), (1, 2)]);
+    // A node that does not know another gets a nudge, unless a handshake is under way.
+    let mut missing = listed.clone();
+    missing[2].view.retain(|l| l.id != ids[1]);
+    let mut got = nudges(&missing, &ids);
+    got.sort_unstable();
+    assert_eq!(got, vec![(0, 2), (1, 2)]);
+    missing[1].view.extend(
+        parse_cluster_nodes(
+            &format!(
+                "ffffffffffffffffffffffffffffffffffffffff {}:{}@{} handshake - 0 0 0 connected",
+                nodes[2].ip,
+                nodes[2].port,
+                nodes[2].port + 10000
+            ),
+            "",
+        )
+        .expect("line"),
+    );
+    assert_eq!(nudges(&missing, &ids), vec![(0, 2)]);
+    assert!(knows(&missing, &ids, 1, 2), "a handshake counts as knowing");
+    assert!(!knows(&missing, &ids, 2, 1));
+    assert_eq!(handshakes(&missing), 1);
+    assert_eq!(
+        handshake_problems(&missing),
+        vec![format!(
+            "{} is still shaking hands with {}",
+            nodes[1].addr(),
+            nodes[2].addr()
+        )]
+    );
+}
+
+#[test]
+fn phases_group_steps() {
+    assert_eq!(
+        Phase::of(&Step::SetEpoch { node: 0, epoch: 1 }),
+        Phase::Setup
+    );
+    assert_eq!(
+        Phase::of(&Step::AddSlots {
+            node: 0,
+            slots: (0, 1)
+        }),
+        Phase::Setup
+    );
+    assert_eq!(
+        Phase::of(&Step::Meet {
+            node: 0,
+            others: vec![1]
+        }),
+        Phase::Meet
+    );
+    assert_eq!(Phase::of(&Step::WaitJoined), Phase::Wait);
+    assert_eq!(Phase::of(&Step::WaitLinks), Phase::Wait);
+}
+
+#[test]
+fn meet_step_lines_stay_short() {
+    let nodes = specs(6, 2);
+    let ids: Vec<String> = (0..nodes.len()).map(id).collect();
+    let st = Step::Meet {
+        node: 0,
+        others: (1..12).collect(),
+    };
+    let l = step_line(&st, &nodes, &ids);
+    assert!(
+        l.starts_with("step CLUSTER MEET 127.0.0.2:7001, 127.0.0.3:7000"),
+        "{l}"
+    );
+    assert!(l.ends_with("and 3 more from 127.0.0.2:7000"), "{l}");
 }
