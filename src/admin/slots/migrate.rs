@@ -24,7 +24,12 @@
 //!   through ASK) and a message saying what to do.
 //! - The slot's deadline: the move stops with the slot open ([`MoveError::Timeout`]).
 
+pub use super::error::{printable, MoveError};
 use super::progress::Progress;
+pub use super::settings::{
+    MigrateAuth, MoveSettings, NodeRef, DEFAULT_BATCH, DEFAULT_MIGRATE_TIMEOUT_MS,
+    DEFAULT_PIPELINE, DEFAULT_SLOT_TIMEOUT,
+};
 use crate::admin::jobs::Job;
 use crate::admin::lease::Lease;
 use crate::backend::node_client::NodeClient;
@@ -36,191 +41,6 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Default keys per `MIGRATE`.
-pub const DEFAULT_BATCH: usize = 100;
-/// Default `MIGRATE` commands in flight on the source.
-pub const DEFAULT_PIPELINE: usize = 4;
-/// Default `MIGRATE` timeout (ms): the node's own I/O timeout for each step of the transfer.
-pub const DEFAULT_MIGRATE_TIMEOUT_MS: u64 = 10_000;
-/// Default deadline for one slot's move.
-pub const DEFAULT_SLOT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// A master by ID and address (both from the survey, never from a reply).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeRef {
-    /// Node ID.
-    pub id: String,
-    /// `ip:port`.
-    pub addr: String,
-}
-
-/// The credentials `MIGRATE` passes on to the target: the proxy's own backend login.
-#[derive(Clone, PartialEq, Eq)]
-pub enum MigrateAuth {
-    /// No password configured.
-    None,
-    /// `AUTH <password>` (no `backend_user`).
-    Password(String),
-    /// `AUTH2 <user> <password>`.
-    User(String, String),
-}
-
-impl std::fmt::Debug for MigrateAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the password.
-        match self {
-            MigrateAuth::None => f.write_str("None"),
-            MigrateAuth::Password(_) => f.write_str("Password(..)"),
-            MigrateAuth::User(u, _) => write!(f, "User({u:?}, ..)"),
-        }
-    }
-}
-
-impl MigrateAuth {
-    /// From the settings `backend_user` / `backend_password`.
-    pub fn from_settings(user: &str, password: &str) -> MigrateAuth {
-        match (user.is_empty(), password.is_empty()) {
-            (_, true) => MigrateAuth::None,
-            (true, false) => MigrateAuth::Password(password.to_string()),
-            (false, false) => MigrateAuth::User(user.to_string(), password.to_string()),
-        }
-    }
-
-    fn args(&self) -> Vec<Bytes> {
-        match self {
-            MigrateAuth::None => Vec::new(),
-            MigrateAuth::Password(p) => vec![Bytes::from_static(b"AUTH"), Bytes::from(p.clone())],
-            MigrateAuth::User(u, p) => vec![
-                Bytes::from_static(b"AUTH2"),
-                Bytes::from(u.clone()),
-                Bytes::from(p.clone()),
-            ],
-        }
-    }
-}
-
-/// How keys are moved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MoveSettings {
-    /// Keys per `MIGRATE`.
-    pub batch: usize,
-    /// `MIGRATE` commands sent at once.
-    pub pipeline: usize,
-    /// `MIGRATE`'s timeout argument (ms).
-    pub migrate_timeout_ms: u64,
-    /// Deadline of one slot's move.
-    pub slot_timeout: Duration,
-    /// Credentials for the target.
-    pub auth: MigrateAuth,
-}
-
-impl Default for MoveSettings {
-    fn default() -> Self {
-        MoveSettings {
-            batch: DEFAULT_BATCH,
-            pipeline: DEFAULT_PIPELINE,
-            migrate_timeout_ms: DEFAULT_MIGRATE_TIMEOUT_MS,
-            slot_timeout: DEFAULT_SLOT_TIMEOUT,
-            auth: MigrateAuth::None,
-        }
-    }
-}
-
-/// Why a move stopped. `Display` says what state the slot is in and what to do.
-#[derive(Debug)]
-pub enum MoveError {
-    /// The cluster is not as planned (the slot has another owner now).
-    Stale {
-        /// The slot.
-        slot: u16,
-        /// What was found.
-        why: String,
-    },
-    /// A key MIGRATE could not move within its timeout, alone.
-    BigKey {
-        /// The slot.
-        slot: u16,
-        /// The key, printable.
-        key: String,
-        /// Its size per `MEMORY USAGE`, if known.
-        bytes: Option<u64>,
-        /// Source address.
-        from: String,
-        /// Target address.
-        to: String,
-        /// MIGRATE's timeout (ms).
-        timeout_ms: u64,
-        /// The node's error.
-        reply: String,
-    },
-    /// The target holds a key the source still has, and replacing it is not known to be safe.
-    Conflict {
-        /// The slot.
-        slot: u16,
-        /// Source address.
-        from: String,
-        /// Target address.
-        to: String,
-    },
-    /// The slot's deadline passed with keys left.
-    Timeout {
-        /// The slot.
-        slot: u16,
-        /// The deadline.
-        after: Duration,
-    },
-    /// A node failed or answered something unexpected.
-    Node(anyhow::Error),
-}
-
-impl std::fmt::Display for MoveError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MoveError::Stale { slot, why } => write!(
-                f,
-                "slot {slot}: {why}; the cluster changed under the plan: re-run to plan again"
-            ),
-            MoveError::BigKey {
-                slot,
-                key,
-                bytes,
-                from,
-                to,
-                timeout_ms,
-                reply,
-            } => write!(
-                f,
-                "slot {slot}: key '{key}'{} could not be moved from {from} to {to} within \
-                 MIGRATE-TIMEOUT {timeout_ms} ms ({reply}). The slot is left migrating on {from} \
-                 and importing on {to}, and clients are still served (through ASK). Re-run with \
-                 a larger MIGRATE-TIMEOUT, or move the key by hand (MIGRATE on {from} with a \
-                 longer timeout), then re-run or run PROXY FIX",
-                bytes.map(|b| format!(" ({b} bytes)")).unwrap_or_default()
-            ),
-            MoveError::Conflict { slot, from, to } => write!(
-                f,
-                "slot {slot}: {to} already holds keys that {from} still has, and {to} is not \
-                 importing the slot from {from}, so they are not replaced; compare the copies, \
-                 delete the wrong one, then run PROXY FIX"
-            ),
-            MoveError::Timeout { slot, after } => write!(
-                f,
-                "slot {slot}: keys still left after {after:?}; the slot is left open (clients are \
-                 still served through ASK); re-run (with a larger TIMEOUT) to finish it"
-            ),
-            MoveError::Node(e) => write!(f, "{e:#}"),
-        }
-    }
-}
-
-impl std::error::Error for MoveError {}
-
-impl From<anyhow::Error> for MoveError {
-    fn from(e: anyhow::Error) -> Self {
-        MoveError::Node(e)
-    }
-}
 
 /// What a move may do between rounds: renew the lease, show progress.
 pub struct Ctx<'a> {
@@ -244,22 +64,6 @@ impl Ctx<'_> {
         self.progress.keys += n;
         self.job.set_detail(self.progress.line());
     }
-}
-
-/// A key as text for a report: printable ASCII as is, other bytes as `\xNN`, at most 128 bytes.
-pub fn printable(key: &[u8]) -> String {
-    let mut out = String::new();
-    for &b in key.iter().take(128) {
-        if (0x20..0x7f).contains(&b) && b != b'\'' && b != b'\\' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    if key.len() > 128 {
-        out.push_str("...");
-    }
-    out
 }
 
 /// Whether a reply is the error `needle` appears in.
@@ -690,6 +494,15 @@ impl Mover {
             keys = self.move_keys(from, to, slot, true, ctx, deadline).await?;
             let v = self.setslot(&from.addr, slot, &["NODE", &to.id]).await?;
             expect_ok(v, &what, &from.addr)?;
+        } else if is_err(&v, "only with masters") {
+            // The source gave away its last slot and heard of it on the cluster bus before
+            // this command came: Redis made it a replica of the target, which it only does
+            // once it takes the target for the slot's owner.
+            self.demoted.insert(from.id.clone());
+            ctx.job.log(format!(
+                "{} became a replica after giving away its last slot {slot}",
+                from.addr
+            ));
         } else {
             expect_ok(v, &what, &from.addr)?;
         }
@@ -781,28 +594,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auth_words_and_printing() {
-        assert!(MigrateAuth::from_settings("", "").args().is_empty());
-        assert_eq!(
-            MigrateAuth::from_settings("", "pw").args(),
-            vec![Bytes::from("AUTH"), Bytes::from("pw")]
-        );
-        assert_eq!(
-            MigrateAuth::from_settings("proxy", "pw").args(),
-            vec![
-                Bytes::from("AUTH2"),
-                Bytes::from("proxy"),
-                Bytes::from("pw")
-            ]
-        );
-        assert!(
-            !format!("{:?}", MigrateAuth::User("u".into(), "secret".into())).contains("secret")
-        );
-        assert_eq!(printable(b"a b\x00'"), "a b\\x00\\x27");
-        assert!(printable(&[b'x'; 200]).ends_with("..."));
-    }
-
-    #[test]
     fn migrate_command_shape() {
         let mut m = Mover::new(
             Arc::new(Dialer::plain()),
@@ -845,31 +636,5 @@ mod tests {
         m.settings.auth = MigrateAuth::None;
         let cmd = m.migrate_cmd(&to, &[Bytes::from("k")], false).expect("cmd");
         assert_eq!(cmd.len(), 8);
-    }
-
-    #[test]
-    fn errors_say_what_to_do() {
-        let e = MoveError::BigKey {
-            slot: 7,
-            key: "big".into(),
-            bytes: Some(50_000_000),
-            from: "a:1".into(),
-            to: "b:2".into(),
-            timeout_ms: 1,
-            reply: "IOERR error or timeout writing to target instance".into(),
-        };
-        let t = e.to_string();
-        assert!(t.contains("key 'big' (50000000 bytes)"), "{t}");
-        assert!(
-            t.contains("larger MIGRATE-TIMEOUT") && t.contains("PROXY FIX"),
-            "{t}"
-        );
-        assert!(t.contains("migrating on a:1 and importing on b:2"), "{t}");
-        let t = MoveError::Timeout {
-            slot: 1,
-            after: Duration::from_secs(3),
-        }
-        .to_string();
-        assert!(t.contains("re-run"), "{t}");
     }
 }
