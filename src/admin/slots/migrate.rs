@@ -4,14 +4,17 @@
 //! A move of slot `s` from A to B:
 //! 1. `CLUSTER SETSLOT s IMPORTING A` on B (B now accepts `ASKING` requests for `s`), then
 //!    `CLUSTER SETSLOT s MIGRATING B` on A (A now answers `ASK B` for keys it no longer has and
-//!    refuses new ones). Both are idempotent; B answering that it already owns `s` means an
-//!    earlier run got past step 3's first command, so the move resumes there.
+//!    takes no new key of `s`), sent with step 2's first listing in one round trip. Both are
+//!    idempotent; B answering that it already owns `s` means an earlier run got past step 3's
+//!    first command, so the move resumes there.
 //! 2. `CLUSTER GETKEYSINSLOT s n` on A and pipelined `MIGRATE B-host B-port "" 0 timeout
-//!    [REPLACE] [AUTH pw | AUTH2 user pw] KEYS ...` until A has no key of `s` left. Every key
-//!    the node lists is checked to hash to `s` before it is named in a MIGRATE.
-//! 3. `CLUSTER SETSLOT s NODE B` on B first (B owns `s` and bumps its epoch), then on A, then
-//!    on every other master, so no node ever points clients at a node that would bounce them
-//!    back.
+//!    [REPLACE] [AUTH pw | AUTH2 user pw] KEYS ...`, until a listing comes back empty, or
+//!    shorter than `n` with every key of it moved (A takes no new key while migrating). Every
+//!    key the node lists is checked to hash to `s` before it is named in a MIGRATE.
+//! 3. `CLUSTER SETSLOT s NODE B` on B first (B owns `s` and bumps its epoch), then on A and
+//!    every other master at once, so no node ever points clients at a node that would bounce
+//!    them back. If A still holds keys then (an earlier tool stopped between its MIGRATEs and
+//!    here), they are moved and A is told again.
 //!
 //! Errors a move meets on the way, and what happens:
 //! - `BUSYKEY` (B already has a key A is sending): the copy on B came from an interrupted
@@ -79,6 +82,31 @@ fn expect_ok(v: Value, what: &str, addr: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The keys of a `GETKEYSINSLOT <slot> <count>` reply from `addr`, each checked to belong to
+/// `slot` (a key the node lists is named in a MIGRATE only if it does).
+fn listed_keys(v: Value, addr: &str, slot: u16, count: usize) -> anyhow::Result<Vec<Bytes>> {
+    match v {
+        Value::Array(Some(items)) if items.len() <= count => items
+            .into_iter()
+            .map(|v| match v {
+                Value::Bulk(Some(k)) if key_slot(&k) == slot => Ok(k),
+                Value::Bulk(Some(k)) => Err(anyhow!(
+                    "CLUSTER GETKEYSINSLOT {slot} on {addr} listed key '{}' of slot {}",
+                    printable(&k),
+                    key_slot(&k)
+                )),
+                other => Err(anyhow!(
+                    "CLUSTER GETKEYSINSLOT {slot} on {addr}: unexpected item {other:?}"
+                )),
+            })
+            .collect(),
+        Value::Error(e) => Err(anyhow!("CLUSTER GETKEYSINSLOT {slot} on {addr}: {e}")),
+        other => Err(anyhow!(
+            "CLUSTER GETKEYSINSLOT {slot} on {addr}: unexpected reply {other:?}"
+        )),
+    }
+}
+
 /// Moves slots between masters over connections it keeps open (one for commands, one per
 /// source for MIGRATE, whose deadline is the slot's).
 pub struct Mover {
@@ -127,6 +155,11 @@ impl Mover {
             }
         }
         Err(anyhow!("no connection to {addr}"))
+    }
+
+    /// Keys listed per `GETKEYSINSLOT`: one round of pipelined MIGRATEs.
+    fn listing_size(&self) -> usize {
+        self.settings.batch.max(1) * self.settings.pipeline.max(1)
     }
 
     /// `CLUSTER SETSLOT <slot> <args...>` on `addr`.
@@ -187,29 +220,93 @@ impl Mover {
         count: usize,
     ) -> anyhow::Result<Vec<Bytes>> {
         let (s, n) = (slot.to_string(), count.to_string());
-        match self
+        let v = self
             .call(addr, &["CLUSTER", "GETKEYSINSLOT", &s, &n])
-            .await?
-        {
-            Value::Array(Some(items)) if items.len() <= count => items
-                .into_iter()
-                .map(|v| match v {
-                    Value::Bulk(Some(k)) if key_slot(&k) == slot => Ok(k),
-                    Value::Bulk(Some(k)) => Err(anyhow!(
-                        "CLUSTER GETKEYSINSLOT {slot} on {addr} listed key '{}' of slot {}",
-                        printable(&k),
-                        key_slot(&k)
-                    )),
-                    other => Err(anyhow!(
-                        "CLUSTER GETKEYSINSLOT {slot} on {addr}: unexpected item {other:?}"
-                    )),
-                })
-                .collect(),
-            Value::Error(e) => Err(anyhow!("CLUSTER GETKEYSINSLOT {slot} on {addr}: {e}")),
-            other => Err(anyhow!(
-                "CLUSTER GETKEYSINSLOT {slot} on {addr}: unexpected reply {other:?}"
-            )),
+            .await?;
+        listed_keys(v, addr, slot, count)
+    }
+
+    /// `MIGRATING` and the first `GETKEYSINSLOT` in one round trip to the source (the node
+    /// runs them in order, so the listing sees the slot open).
+    async fn open_source(
+        &mut self,
+        from: &NodeRef,
+        to: &NodeRef,
+        slot: u16,
+        count: usize,
+    ) -> anyhow::Result<(Value, anyhow::Result<Vec<Bytes>>)> {
+        let s = slot.to_string();
+        let n = count.to_string();
+        let cmds: Vec<Vec<&str>> = vec![
+            vec!["CLUSTER", "SETSLOT", &s, "MIGRATING", &to.id],
+            vec!["CLUSTER", "GETKEYSINSLOT", &s, &n],
+        ];
+        let addr = from.addr.as_str();
+        if !self.conns.contains_key(addr) {
+            let c = NodeClient::connect(&self.dialer, addr, self.timeout).await?;
+            self.conns.insert(addr.to_string(), c);
         }
+        let Some(c) = self.conns.get_mut(addr) else {
+            return Err(anyhow!("no connection to {addr}"));
+        };
+        let mut replies = match c.call_many(&cmds).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.conns.remove(addr);
+                return Err(e);
+            }
+        };
+        let listing = replies
+            .pop()
+            .ok_or_else(|| anyhow!("no reply from {addr}"))?;
+        let migrating = replies
+            .pop()
+            .ok_or_else(|| anyhow!("no reply from {addr}"))?;
+        Ok((migrating, listed_keys(listing, addr, slot, count)))
+    }
+
+    /// Sends one command to each of several nodes at once (on their kept connections, a new
+    /// one where none is kept); the replies by address, in the given order.
+    async fn call_each(
+        &mut self,
+        calls: Vec<(String, Vec<String>)>,
+    ) -> Vec<(String, anyhow::Result<Value>)> {
+        let n = calls.len();
+        let addrs: Vec<String> = calls.iter().map(|c| c.0.clone()).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (addr, args)) in calls.into_iter().enumerate() {
+            let kept = self.conns.remove(&addr);
+            let (dialer, timeout) = (Arc::clone(&self.dialer), self.timeout);
+            set.spawn(async move {
+                let mut c = match kept {
+                    Some(c) => c,
+                    None => match NodeClient::connect(&dialer, &addr, timeout).await {
+                        Ok(c) => c,
+                        Err(e) => return (i, None, Err(e)),
+                    },
+                };
+                let r = c.call(&args).await;
+                let keep = r.is_ok().then_some(c);
+                (i, keep, r)
+            });
+        }
+        let mut out: Vec<Option<anyhow::Result<Value>>> = (0..n).map(|_| None).collect();
+        while let Some(done) = set.join_next().await {
+            if let Ok((i, keep, r)) = done {
+                if let Some(c) = keep {
+                    self.conns.insert(addrs[i].clone(), c);
+                }
+                out[i] = Some(r);
+            }
+        }
+        addrs
+            .into_iter()
+            .zip(out)
+            .map(|(a, r)| {
+                let r = r.unwrap_or_else(|| Err(anyhow!("the call to {a} did not finish")));
+                (a, r)
+            })
+            .collect()
     }
 
     fn migrate_cmd(
@@ -285,6 +382,7 @@ impl Mover {
 
     /// Moves every key of `slot` from `from` to `to`; `REPLACE` on `BUSYKEY` only when
     /// `may_replace` and `to` is importing the slot from `from`. Returns the keys moved.
+    #[allow(clippy::too_many_arguments)]
     pub async fn move_keys(
         &mut self,
         from: &NodeRef,
@@ -293,12 +391,14 @@ impl Mover {
         may_replace: bool,
         ctx: &mut Ctx<'_>,
         deadline: Instant,
+        first: Option<Vec<Bytes>>,
     ) -> Result<u64, MoveError> {
         let batch = self.settings.batch.max(1);
-        let count = batch * self.settings.pipeline.max(1);
+        let count = self.listing_size();
         let mut replace = false;
         let mut idle_rounds = 0;
         let mut moved_total = 0u64;
+        let mut first = first;
         loop {
             ctx.tick().await?;
             if Instant::now() >= deadline {
@@ -307,7 +407,10 @@ impl Mover {
                     after: self.settings.slot_timeout,
                 });
             }
-            let keys = self.keys_in_slot(&from.addr, slot, count).await?;
+            let keys = match first.take() {
+                Some(k) => k,
+                None => self.keys_in_slot(&from.addr, slot, count).await?,
+            };
             if keys.is_empty() {
                 return Ok(moved_total);
             }
@@ -318,12 +421,12 @@ impl Mover {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let replies = self.send_migrates(&from.addr, &cmds).await?;
             let replaced = std::mem::take(&mut replace);
-            let (mut moved, mut busy) = (0u64, false);
+            let (mut moved, mut busy, mut had_nokey) = (0u64, false, false);
             let mut failed: Vec<&[Bytes]> = Vec::new();
             for (chunk, reply) in chunks.iter().zip(&replies) {
                 match reply {
                     Value::Simple(s) if s == "OK" => moved += chunk.len() as u64,
-                    Value::Simple(s) if s == "NOKEY" => {}
+                    Value::Simple(s) if s == "NOKEY" => had_nokey = true,
                     Value::Error(e) if e.contains("BUSYKEY") => busy = true,
                     Value::Error(e) if e.starts_with("IOERR") => failed.push(chunk),
                     Value::Error(e) => {
@@ -342,6 +445,7 @@ impl Mover {
                     }
                 }
             }
+            let had_failures = !failed.is_empty();
             for chunk in failed {
                 let (ok, b) = self.one_by_one(from, to, slot, chunk, replaced).await?;
                 moved += ok;
@@ -364,6 +468,11 @@ impl Mover {
             }
             moved_total += moved;
             ctx.moved_keys(moved);
+            if keys.len() < count && !busy && !had_failures && !had_nokey {
+                // The listing held every key of the slot and each one moved; the source
+                // takes no new key of a migrating slot (it answers ASK), so none is left.
+                return Ok(moved_total);
+            }
             if moved == 0 && !busy {
                 // Keys that expire between the listing and the MIGRATE answer NOKEY and are
                 // not listed again; a node that lists the same keys forever is not moving.
@@ -454,9 +563,8 @@ impl Mover {
             return self.finalize(from, to, others, slot, ctx, deadline).await;
         }
         expect_ok(v, &format!("CLUSTER SETSLOT {slot} IMPORTING"), &to.addr)?;
-        let v = self
-            .setslot(&from.addr, slot, &["MIGRATING", &to.id])
-            .await?;
+        let count = self.listing_size();
+        let (v, listing) = self.open_source(from, to, slot, count).await?;
         if is_err(&v, "not the owner") {
             // Undo our IMPORTING if nothing arrived under it, so the slot is not left open.
             if self.count_keys(&to.addr, &[slot]).await?.first() == Some(&0) {
@@ -469,11 +577,14 @@ impl Mover {
             });
         }
         expect_ok(v, &format!("CLUSTER SETSLOT {slot} MIGRATING"), &from.addr)?;
-        let keys = self.move_keys(from, to, slot, true, ctx, deadline).await?;
+        let keys = self
+            .move_keys(from, to, slot, true, ctx, deadline, Some(listing?))
+            .await?;
         Ok(keys + self.finalize(from, to, others, slot, ctx, deadline).await?)
     }
 
-    /// Step 3: `SETSLOT NODE` on the target, the source, then every other master.
+    /// Step 3: `SETSLOT NODE` on the target first; once it owns the slot, on the source and
+    /// every other master at once (each then sends clients to the target, which serves them).
     async fn finalize(
         &mut self,
         from: &NodeRef,
@@ -486,15 +597,33 @@ impl Mover {
         let what = format!("CLUSTER SETSLOT {slot} NODE");
         let v = self.setslot(&to.addr, slot, &["NODE", &to.id]).await?;
         expect_ok(v, &what, &to.addr)?;
+        let node = |addr: &str| {
+            let args = ["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &to.id]
+                .map(str::to_string)
+                .to_vec();
+            (addr.to_string(), args)
+        };
+        let mut calls = vec![node(&from.addr)];
+        let told: Vec<&NodeRef> = others
+            .iter()
+            .filter(|o| o.id != from.id && o.id != to.id && !self.demoted.contains(&o.id))
+            .collect();
+        calls.extend(told.iter().map(|o| node(&o.addr)));
+        let mut replies = self.call_each(calls).await.into_iter();
         let mut keys = 0;
-        let v = self.setslot(&from.addr, slot, &["NODE", &to.id]).await?;
-        if is_err(&v, "still hold keys") {
+        let source = match replies.next() {
+            Some((_, r)) => r?,
+            None => return Err(MoveError::Node(anyhow!("no reply from {}", from.addr))),
+        };
+        if is_err(&source, "still hold keys") {
             // Keys left on the source (an earlier tool's run ended between the last MIGRATE
             // and here): move them, then tell the source again.
-            keys = self.move_keys(from, to, slot, true, ctx, deadline).await?;
+            keys = self
+                .move_keys(from, to, slot, true, ctx, deadline, None)
+                .await?;
             let v = self.setslot(&from.addr, slot, &["NODE", &to.id]).await?;
             expect_ok(v, &what, &from.addr)?;
-        } else if is_err(&v, "only with masters") {
+        } else if is_err(&source, "only with masters") {
             // The source gave away its last slot and heard of it on the cluster bus before
             // this command came: Redis made it a replica of the target, which it only does
             // once it takes the target for the slot's owner.
@@ -504,19 +633,14 @@ impl Mover {
                 from.addr
             ));
         } else {
-            expect_ok(v, &what, &from.addr)?;
+            expect_ok(source, &what, &from.addr)?;
         }
-        for o in others.iter().filter(|o| o.id != from.id && o.id != to.id) {
-            if self.demoted.contains(&o.id) {
-                continue;
-            }
-            let r = self.setslot(&o.addr, slot, &["NODE", &to.id]).await;
+        for (o, (_, r)) in told.iter().zip(replies) {
             if matches!(&r, Ok(v) if is_err(v, "only with masters")) {
                 self.demoted.insert(o.id.clone());
                 continue;
             }
-            let r = r.and_then(|v| expect_ok(v, &what, &o.addr));
-            if let Err(e) = r {
+            if let Err(e) = r.and_then(|v| expect_ok(v, &what, &o.addr)) {
                 // The cluster bus carries the new owner there too (the target bumped its epoch).
                 ctx.job.log(format!(
                     "{e:#}; it will learn the owner from the cluster bus"
@@ -548,7 +672,9 @@ impl Mover {
             });
         }
         expect_ok(v, &format!("CLUSTER SETSLOT {slot} IMPORTING"), &from.addr)?;
-        let keys = self.move_keys(from, to, slot, false, ctx, deadline).await?;
+        let keys = self
+            .move_keys(from, to, slot, false, ctx, deadline, None)
+            .await?;
         self.close(&from.addr, slot).await?;
         Ok(keys)
     }
