@@ -14,14 +14,17 @@
 //!
 //! The files: this one has the commands and the REBALANCE flow; `args.rs` the arguments;
 //! `plan.rs` the planner (`plan_tests.rs` its tests); `state.rs` what a survey says about
-//! masters and problems; `migrate.rs` the one-slot mover; `progress.rs` the figures `PROXY JOB`
-//! shows; `fix.rs` the FIX engine.
+//! masters and problems; `migrate.rs` the one-slot mover, `settings.rs` its terms and
+//! `error.rs` why it stops; `progress.rs` the figures `PROXY JOB` shows; `fix.rs` the FIX
+//! engine (`fix_tests.rs` its decisions' tests).
 
 pub mod args;
+pub mod error;
 pub mod fix;
 pub mod migrate;
 pub mod plan;
 pub mod progress;
+pub mod settings;
 pub mod state;
 
 use crate::admin::check;

@@ -189,20 +189,34 @@ impl SlotState {
         let mut not_ok = Vec::new();
         let mut open = Vec::new();
         // Masters others name that did not answer (usable lines only: a handshake has no ID).
+        // A node that answered says itself what it is: a view that still calls a new replica
+        // a master (Redis demotes a master that gave away its last slot) is only behind.
         for n in s.reachable() {
             for l in n.view.iter().filter(|l| l.is_usable() && l.is_master()) {
                 let answered = masters.iter().any(|m| m.id == l.id);
+                if !answered && s.by_id(&l.id).is_some() {
+                    continue;
+                }
                 let addr = l.addr();
-                if !answered && !unreachable.iter().any(|p: &Problem| matches!(p, Problem::Unreachable { addr: a, .. } if *a == addr)) {
+                let listed = |p: &Problem| match p {
+                    Problem::Unreachable { addr: a, .. } | Problem::Failing { addr: a, .. } => {
+                        *a == addr
+                    }
+                    _ => false,
+                };
+                if !answered && !unreachable.iter().any(listed) {
                     let error = s
                         .get(&addr)
                         .and_then(|x| x.error.clone())
                         .unwrap_or_else(|| "not surveyed".to_string());
-                    unreachable.push(Problem::Unreachable { addr, error });
+                    unreachable.push(Problem::Unreachable {
+                        addr: addr.clone(),
+                        error,
+                    });
                 }
-                if l.is_failing() && !failing.iter().any(|p: &Problem| matches!(p, Problem::Failing { addr: a, .. } if *a == l.addr())) {
+                if l.is_failing() && !failing.iter().any(listed) {
                     failing.push(Problem::Failing {
-                        addr: l.addr(),
+                        addr,
                         by: n.addr.clone(),
                     });
                 }
@@ -546,6 +560,17 @@ mod tests {
         for bad in ["", "a b 1", "a a 1 2", "a b 5 4", "a b 0 16384"] {
             assert_eq!(Note::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_view_behind_a_demotion_is_no_problem() {
+        // Node 3 says it is a replica now; node 1's view still calls it a master.
+        let mut s = survey(&[(1, "master", "0-16383"), (3, "master", "")], &[], "ok");
+        s.nodes[1].view[1].flags = vec!["myself".into(), "slave".into()];
+        s.nodes[1].view[1].master_id = Some(id(1));
+        let st = SlotState::from_survey(&s);
+        assert_eq!(st.masters.len(), 1);
+        assert_eq!(st.refusal(), None, "{:?}", st.problems);
     }
 
     #[test]
