@@ -31,11 +31,26 @@ impl LocalNotify {
     }
 
     /// Wakes the waiting task, or stores a permit for the next wait if none is waiting.
+    ///
+    /// A permit already stored means the task was woken for it, or was not waiting: either
+    /// way it sees the permit at its next poll, so a second wake would only schedule it
+    /// twice. The waker is woken by reference and kept, because the same task waits again
+    /// right after (a clone and a drop per wake saved); [`LocalNotify::forget_waiter`] lets
+    /// an owner that stops waiting for good drop it.
     pub fn notify_one(&self) {
-        self.permit.set(true);
-        if let Some(w) = self.waker.take() {
-            w.wake();
+        if self.permit.replace(true) {
+            return;
         }
+        if let Some(w) = self.waker.take() {
+            w.wake_by_ref();
+            self.waker.set(Some(w));
+        }
+    }
+
+    /// Drops the stored waker: the task that waited on this signal is finishing, and a signal
+    /// that outlives it (held by a recycled reply slot) must not keep the task's memory.
+    pub fn forget_waiter(&self) {
+        drop(self.waker.take());
     }
 
     /// Completes once a permit is available (immediately if one is stored), taking it.

@@ -172,6 +172,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         t.abort();
     }
     s.tracking_off();
+    s.signal.forget_waiter();
     worker.unregister_session(id);
     worker.shared.registries.clients.remove(id);
     for slot in s.queue.drain(..) {
