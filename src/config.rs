@@ -694,6 +694,10 @@ mod tests {
         assert_eq!(d.max_pending_reply_bytes, 1000);
         let d = d.with("allow_config_set", "no").unwrap();
         assert!(!d.allow_config_set);
+        assert_eq!(c.get("cross_slot").unwrap(), "refuse");
+        let d = d.with("cross_slot", "emulate").unwrap();
+        assert_eq!(d.cross_slot, CrossSlot::Emulate);
+        assert!(d.with("cross_slot", "sometimes").is_err());
         assert!(c.with("max_pipeline", "0").is_err());
         assert!(c.with("max_dedicated_per_client", "0").is_err());
         assert_eq!(
