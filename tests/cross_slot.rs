@@ -97,12 +97,20 @@ impl Raw {
     }
 
     fn call(&mut self, args: &[&str]) -> Reply {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        self.pipeline(&[args]).remove(0)
+    }
+
+    /// Sends every command in one write, then reads their replies.
+    fn pipeline(&mut self, cmds: &[&[&str]]) -> Vec<Reply> {
+        let mut out = Vec::new();
+        for args in cmds {
+            out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in *args {
+                out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
         }
         self.w.write_all(&out).expect("write");
-        self.read()
+        cmds.iter().map(|_| self.read()).collect()
     }
 
     fn line(&mut self) -> String {
@@ -169,7 +177,10 @@ const SCRIPT: &[(&str, bool)] = &[
     ("SET $lb mynewtext", false),
     ("RPUSH $lista 1 2 3 4", false),
     ("RPUSH $listb x", false),
-    ("GEOADD $ga 13.361389 38.115556 Palermo 15.087269 37.502669 Catania", false),
+    (
+        "GEOADD $ga 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",
+        false,
+    ),
     ("SET $str hello", false),
     ("SET $r1 value", false),
     // Algebra, read-only forms.
@@ -181,7 +192,10 @@ const SCRIPT: &[(&str, bool)] = &[
     ("SINTERCARD 3 $sa $sb $sc", false),
     ("SINTERCARD 2 $sa $sb LIMIT 1", false),
     ("ZINTER 2 $za $zb WITHSCORES", false),
-    ("ZUNION 2 $za $zb WEIGHTS 2 3 AGGREGATE MAX WITHSCORES", false),
+    (
+        "ZUNION 2 $za $zb WEIGHTS 2 3 AGGREGATE MAX WITHSCORES",
+        false,
+    ),
     ("ZDIFF 2 $za $zb WITHSCORES", false),
     ("ZINTERCARD 2 $za $zb", false),
     ("PFCOUNT $ha $hb", false),
@@ -215,7 +229,10 @@ const SCRIPT: &[(&str, bool)] = &[
     ("LRANGE $d10 0 -1", false),
     ("GEORADIUS $ga 15 37 200 km STORE $d11", false),
     ("ZRANGE $d11 0 -1 WITHSCORES", false),
-    ("GEOSEARCHSTORE $d12 $ga FROMLONLAT 15 37 BYRADIUS 200 km STOREDIST", false),
+    (
+        "GEOSEARCHSTORE $d12 $ga FROMLONLAT 15 37 BYRADIUS 200 km STOREDIST",
+        false,
+    ),
     ("ZRANGE $d12 0 -1 WITHSCORES", false),
     ("SINTERSTORE $d1 $str $sa", false),
     // Moves.
@@ -315,8 +332,53 @@ fn emulated_commands_answer_as_one_plain_redis_in_resp2_and_resp3() {
         common::metric(t, "slotproxy_cross_slot_emulated_total{command=\"rename\"}") >= 5.0
     });
     assert!(
-        common::metric(&text, "slotproxy_cross_slot_emulated_total{command=\"sunionstore\"}")
-            >= 4.0
+        common::metric(
+            &text,
+            "slotproxy_cross_slot_emulated_total{command=\"sunionstore\"}"
+        ) >= 4.0
+    );
+}
+
+#[test]
+fn pipelined_requests_around_an_emulated_command_run_in_the_client_order() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start_with(&cluster.seeds(), "cross_slot = \"emulate\"", true);
+    let mut p = Raw::connect(&proxy.addr);
+    let (a, b, d) = (spread("", "a", 0), spread("", "b", 1), spread("", "d", 2));
+    let (l1, l2) = (spread("", "l1", 0), spread("", "l2", 2));
+    // One write: the writes before each emulated command must be seen by it, and the reads
+    // after it must see its result.
+    let replies = p.pipeline(&[
+        &["SADD", &a, "1", "2"],
+        &["SADD", &b, "2", "3"],
+        &["SUNIONSTORE", &d, &a, &b],
+        &["SCARD", &d],
+        &["RPUSH", &l1, "x", "y"],
+        &["LMOVE", &l1, &l2, "LEFT", "LEFT"],
+        &["LMOVE", &l1, &l2, "LEFT", "LEFT"],
+        &["LRANGE", &l2, "0", "-1"],
+        &["EXISTS", &l1],
+        &["RENAME", &d, &a],
+        &["SCARD", &a],
+        &["EXISTS", &d],
+    ]);
+    let bulk = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
+    assert_eq!(
+        replies,
+        vec![
+            Reply::Int(2),
+            Reply::Int(2),
+            Reply::Int(3),
+            Reply::Int(3),
+            Reply::Int(2),
+            bulk("x"),
+            bulk("y"),
+            Reply::Array(vec![bulk("y"), bulk("x")]),
+            Reply::Int(0),
+            Reply::Simple("OK".into()),
+            Reply::Int(3),
+            Reply::Int(0),
+        ]
     );
 }
 
@@ -385,10 +447,14 @@ level = "write"
         spread("app:", "d", 2),
     );
     let outside = spread("x:", "b", 1);
-    common::eventually("the proxy to serve every slot", Duration::from_secs(20), || {
-        matches!(p.call(&["SADD", &d, "0"]), Reply::Int(_))
-            && p.call(&["DEL", &d]) == Reply::Int(1)
-    });
+    common::eventually(
+        "the proxy to serve every slot",
+        Duration::from_secs(20),
+        || {
+            matches!(p.call(&["SADD", &d, "0"]), Reply::Int(_))
+                && p.call(&["DEL", &d]) == Reply::Int(1)
+        },
+    );
     p.call(&["SADD", &a, "1"]);
     p.call(&["SADD", &b, "2"]);
     assert_eq!(p.call(&["SUNIONSTORE", &d, &a, &b]), Reply::Int(2));
@@ -398,7 +464,10 @@ level = "write"
     assert!(e.starts_with("NOPERM"), "{e}");
     // The other user has the proxy's setting: refuse.
     let mut o = Raw::connect(&proxy.addr);
-    assert_eq!(o.call(&["AUTH", "other", "pw2"]), Reply::Simple("OK".into()));
+    assert_eq!(
+        o.call(&["AUTH", "other", "pw2"]),
+        Reply::Simple("OK".into())
+    );
     assert_eq!(
         o.call(&["SUNIONSTORE", &d, &a, &b]),
         Reply::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
@@ -417,7 +486,10 @@ fn a_rename_whose_destination_node_is_down_leaves_the_value_in_the_source() {
     let mut p = Raw::connect(&proxy.addr);
     let src = spread("k:", "src", 0);
     let dst = spread("k:", "dst", 2);
-    assert_eq!(p.call(&["SET", &src, "precious"]), Reply::Simple("OK".into()));
+    assert_eq!(
+        p.call(&["SET", &src, "precious"]),
+        Reply::Simple("OK".into())
+    );
     let owner = common::owner_of(&cluster, 0, key_slot(dst.as_bytes()));
     cluster.kill(owner);
     let Reply::Error(e) = p.call(&["RENAME", &src, &dst]) else {

@@ -97,7 +97,18 @@ pub async fn run(worker: &Worker, name: &str, plan: Plan, resp3: bool, slot: &Re
             from_left,
             to_left,
             blocking,
-        } => lmove(worker, &upper, (src, dst), from_left, to_left, blocking, slot).await,
+        } => {
+            lmove(
+                worker,
+                &upper,
+                (src, dst),
+                from_left,
+                to_left,
+                blocking,
+                slot,
+            )
+            .await
+        }
     };
     if resp3 {
         resp::resp3_nulls(reply)
@@ -125,7 +136,10 @@ async fn algebra(
 ) -> Bytes {
     let dumps = send(
         worker,
-        sources.iter().map(|s| ask(s.slot, &[b"DUMP", &s.key])).collect(),
+        sources
+            .iter()
+            .map(|s| ask(s.slot, &[b"DUMP", &s.key]))
+            .collect(),
         slot,
     )
     .await;

@@ -2,7 +2,9 @@
 use super::*;
 
 fn args(a: &[&str]) -> Vec<Bytes> {
-    a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()
+    a.iter()
+        .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+        .collect()
 }
 
 fn p(a: &[&str]) -> Result<Plan, String> {
@@ -46,7 +48,16 @@ fn store_forms_run_in_the_destination_slot_with_sources_renamed_once() {
 #[test]
 fn options_are_kept_and_only_keys_are_renamed() {
     let (a, target, sources) = algebra(&[
-        "ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "2", "3", "AGGREGATE", "MAX",
+        "ZUNIONSTORE",
+        "d",
+        "2",
+        "a",
+        "b",
+        "WEIGHTS",
+        "2",
+        "3",
+        "AGGREGATE",
+        "MAX",
     ]);
     assert_eq!(target, key_slot(b"d"));
     assert_eq!(sources.len(), 2);
@@ -68,7 +79,17 @@ fn sort_and_georadius_store_run_where_they_store() {
     assert_eq!(a[6], "d");
     let (_, target, _) = algebra(&["GEORADIUS", "a", "0", "0", "10", "km", "STORE", "d"]);
     assert_eq!(target, key_slot(b"d"));
-    let (a, target, _) = algebra(&["GEOSEARCHSTORE", "d", "a", "FROMLONLAT", "0", "0", "BYRADIUS", "1", "km"]);
+    let (a, target, _) = algebra(&[
+        "GEOSEARCHSTORE",
+        "d",
+        "a",
+        "FROMLONLAT",
+        "0",
+        "0",
+        "BYRADIUS",
+        "1",
+        "km",
+    ]);
     assert_eq!(target, key_slot(b"d"));
     assert_ne!(a[2], "a");
 }
@@ -91,8 +112,13 @@ fn moves_and_refusals() {
             replace: true
         })
     );
-    assert!(p(&["COPY", "a", "b", "DB", "1"]).unwrap_err().contains("database 0"));
-    assert_eq!(p(&["COPY", "a", "b", "NOPE"]).unwrap_err(), "-ERR syntax error\r\n");
+    assert!(p(&["COPY", "a", "b", "DB", "1"])
+        .unwrap_err()
+        .contains("database 0"));
+    assert_eq!(
+        p(&["COPY", "a", "b", "NOPE"]).unwrap_err(),
+        "-ERR syntax error\r\n"
+    );
     assert_eq!(
         p(&["LMOVE", "a", "b", "RIGHT", "left"]),
         Ok(Plan::Lmove {
@@ -103,9 +129,23 @@ fn moves_and_refusals() {
             blocking: false
         })
     );
-    assert_eq!(p(&["LMOVE", "a", "b", "UP", "LEFT"]).unwrap_err(), "-ERR syntax error\r\n");
-    assert!(matches!(p(&["BRPOPLPUSH", "a", "b", "0"]), Ok(Plan::Lmove { blocking: true, .. })));
-    assert!(p(&["MSETNX", "a", "1", "b", "2"]).unwrap_err().contains("atomic"));
-    assert_eq!(p(&["BLPOP", "a", "b", "0"]).unwrap_err(), format!("-{CROSSSLOT}\r\n"));
-    assert_eq!(p(&["WATCH", "a", "b"]).unwrap_err(), format!("-{CROSSSLOT}\r\n"));
+    assert_eq!(
+        p(&["LMOVE", "a", "b", "UP", "LEFT"]).unwrap_err(),
+        "-ERR syntax error\r\n"
+    );
+    assert!(matches!(
+        p(&["BRPOPLPUSH", "a", "b", "0"]),
+        Ok(Plan::Lmove { blocking: true, .. })
+    ));
+    assert!(p(&["MSETNX", "a", "1", "b", "2"])
+        .unwrap_err()
+        .contains("atomic"));
+    assert_eq!(
+        p(&["BLPOP", "a", "b", "0"]).unwrap_err(),
+        format!("-{CROSSSLOT}\r\n")
+    );
+    assert_eq!(
+        p(&["WATCH", "a", "b"]).unwrap_err(),
+        format!("-{CROSSSLOT}\r\n")
+    );
 }
