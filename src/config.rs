@@ -126,16 +126,8 @@ pub struct Config {
     pub backend_tls_server_name: String,
 }
 
-/// The `cross_slot` setting: what a multi-key command across slots gets.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum CrossSlot {
-    /// Redis Cluster's own `-CROSSSLOT` error (the default, as a cluster node answers).
-    #[default]
-    Refuse,
-    /// The proxy carries the command out over the nodes involved, not atomically.
-    Emulate,
-}
+/// The `cross_slot` setting (defined beside the users, who may have their own).
+pub use crate::access::CrossSlot;
 
 /// One setting: its name (the TOML key) and whether it can change while the proxy runs.
 #[derive(Clone, Copy, Debug)]

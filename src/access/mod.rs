@@ -30,6 +30,18 @@ pub enum Level {
     Admin,
 }
 
+/// The `cross_slot` setting, the proxy's or a user's own: what a multi-key command whose keys
+/// hash to different slots gets.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CrossSlot {
+    /// Redis Cluster's own `-CROSSSLOT` error (the default, as a cluster node answers).
+    #[default]
+    Refuse,
+    /// The proxy carries the command out over the nodes involved, not atomically.
+    Emulate,
+}
+
 /// One user as written in the configuration file (`[[users]]`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +86,7 @@ pub struct UserConfig {
     /// This user's own `cross_slot` (what its multi-key commands across slots get); absent:
     /// the proxy's setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cross_slot: Option<crate::config::CrossSlot>,
+    pub cross_slot: Option<CrossSlot>,
 }
 
 /// A configured user, ready for checks.
@@ -94,7 +106,7 @@ pub struct User {
     commands_deny: Vec<String>,
     allow_scripts: bool,
     /// Its own `cross_slot`, over the proxy's setting.
-    pub cross_slot: Option<crate::config::CrossSlot>,
+    pub cross_slot: Option<CrossSlot>,
     /// Connections authenticated as this user now.
     connections: std::sync::atomic::AtomicUsize,
 }
