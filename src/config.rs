@@ -687,9 +687,9 @@ mod tests {
         let d = d.with("allow_config_set", "no").unwrap();
         assert!(!d.allow_config_set);
         assert_eq!(c.get("cross_slot").unwrap(), "refuse");
-        let d = d.with("cross_slot", "emulate").unwrap();
-        assert_eq!(d.cross_slot, CrossSlot::Emulate);
-        assert!(d.with("cross_slot", "sometimes").is_err());
+        let e = d.with("cross_slot", "emulate").unwrap();
+        assert_eq!(e.cross_slot, CrossSlot::Emulate);
+        assert!(e.with("cross_slot", "sometimes").is_err());
         assert!(c.with("max_pipeline", "0").is_err());
         assert!(c.with("max_dedicated_per_client", "0").is_err());
         assert_eq!(
