@@ -57,6 +57,10 @@ pub struct Config {
     pub max_query_buffer: usize,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
     pub log_level: String,
+    /// What a multi-key command whose keys hash to different slots gets: Redis Cluster's
+    /// CROSSSLOT error (`refuse`), or the proxy carries it out step by step, not atomically
+    /// (`emulate`; see [`crate::session::cross_slot`]). A user's own `cross_slot` wins.
+    pub cross_slot: CrossSlot,
     /// Whether clients may run CONFIG SET, which the proxy applies to every node of the
     /// cluster (masters and replicas). Off: CONFIG SET is refused; CONFIG GET still works.
     pub allow_config_set: bool,
@@ -122,6 +126,9 @@ pub struct Config {
     pub backend_tls_server_name: String,
 }
 
+/// The `cross_slot` setting (defined beside the users, who may have their own).
+pub use crate::access::CrossSlot;
+
 /// One setting: its name (the TOML key) and whether it can change while the proxy runs.
 #[derive(Clone, Copy, Debug)]
 pub struct Setting {
@@ -159,6 +166,7 @@ pub const SETTINGS: &[Setting] = &[
     live("max_query_buffer"),
     live("log_level"),
     restart("log_format"),
+    live("cross_slot"),
     live("allow_config_set"),
     live("allow_dangerous_config_set"),
     restart("metrics_listen"),
@@ -207,6 +215,7 @@ impl Default for Config {
             max_bulk_len: 512 * 1024 * 1024,
             max_query_buffer: 1024 * 1024 * 1024,
             log_level: "info".into(),
+            cross_slot: CrossSlot::Refuse,
             allow_config_set: true,
             allow_dangerous_config_set: false,
             log_format: "text".into(),
@@ -677,6 +686,10 @@ mod tests {
         assert_eq!(d.max_pending_reply_bytes, 1000);
         let d = d.with("allow_config_set", "no").unwrap();
         assert!(!d.allow_config_set);
+        assert_eq!(c.get("cross_slot").unwrap(), "refuse");
+        let e = d.with("cross_slot", "emulate").unwrap();
+        assert_eq!(e.cross_slot, CrossSlot::Emulate);
+        assert!(e.with("cross_slot", "sometimes").is_err());
         assert!(c.with("max_pipeline", "0").is_err());
         assert!(c.with("max_dedicated_per_client", "0").is_err());
         assert_eq!(

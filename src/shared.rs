@@ -198,6 +198,8 @@ pub struct Counters {
     pub refresh_stats: crate::metrics::stats::RefreshStats,
     /// What INFO counts from since the last `CONFIG RESETSTAT` (the counters never reset).
     pub reset: crate::metrics::totals::ResetPoint,
+    /// Multi-key commands across slots the proxy carried out (`cross_slot = "emulate"`).
+    pub cross_slot: crate::metrics::cross_slot::Emulated,
 }
 
 impl Counters {
@@ -304,6 +306,7 @@ impl Shared {
                 exposition: Arc::default(),
                 refresh_stats: Default::default(),
                 reset: Default::default(),
+                cross_slot: Default::default(),
             },
             topology: Topology::new(),
             registries: Registries {

@@ -87,6 +87,8 @@ fn status(spec: &CommandSpec) -> String {
         Route::Sub(_) => "pub/sub: own connection".into(),
         Route::Local(Local::ConfigGet) => "to any master; the proxy's own settings shown".into(),
         Route::Local(_) => "answered by the proxy".into(),
+        // The invocation's keys share a slot; never reached.
+        Route::CrossSlot => "UNCLASSIFIED (keys in several slots)".into(),
         Route::Reply(e) => {
             let t = error_text(&e);
             if t.contains("does not support") {

@@ -30,6 +30,18 @@ pub enum Level {
     Admin,
 }
 
+/// The `cross_slot` setting, the proxy's or a user's own: what a multi-key command whose keys
+/// hash to different slots gets.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CrossSlot {
+    /// Redis Cluster's own `-CROSSSLOT` error (the default, as a cluster node answers).
+    #[default]
+    Refuse,
+    /// The proxy carries the command out over the nodes involved, not atomically.
+    Emulate,
+}
+
 /// One user as written in the configuration file (`[[users]]`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +83,10 @@ pub struct UserConfig {
     /// any key of its declared keys' slots and the proxy cannot see which ones it touches.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_scripts: bool,
+    /// This user's own `cross_slot` (what its multi-key commands across slots get); absent:
+    /// the proxy's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_slot: Option<CrossSlot>,
 }
 
 /// A configured user, ready for checks.
@@ -89,6 +105,8 @@ pub struct User {
     commands_allow: Vec<String>,
     commands_deny: Vec<String>,
     allow_scripts: bool,
+    /// Its own `cross_slot`, over the proxy's setting.
+    pub cross_slot: Option<CrossSlot>,
     /// Connections authenticated as this user now.
     connections: std::sync::atomic::AtomicUsize,
 }
@@ -245,6 +263,7 @@ impl Users {
                 commands_allow: lower(&u.commands_allow)?,
                 commands_deny: lower(&u.commands_deny)?,
                 allow_scripts: u.allow_scripts,
+                cross_slot: u.cross_slot,
                 connections: Default::default(),
             }));
         }
@@ -266,6 +285,7 @@ impl Users {
                 commands_allow: Vec::new(),
                 commands_deny: Vec::new(),
                 allow_scripts: false,
+                cross_slot: None,
                 connections: Default::default(),
             })],
         }

@@ -2,6 +2,7 @@
 //! Prometheus export and its endpoint, INFO and the slow log, the sums over workers and the
 //! point INFO counts from since CONFIG RESETSTAT.
 
+pub mod cross_slot;
 pub mod info;
 pub mod prom;
 pub mod scrape;

@@ -271,6 +271,20 @@ fn render(shared: &Shared, t: &Totals) -> String {
         "Slots moved by the admin engines (REBALANCE SLOTS, FIX, drains of REMOVE NODES).",
         shared.registries.jobs.slots_moved(),
     );
+    let emulated: Vec<(String, u64)> = shared
+        .metrics
+        .cross_slot
+        .totals()
+        .into_iter()
+        .map(|(command, n)| (format!("command=\"{command}\""), n))
+        .collect();
+    render_values(
+        o,
+        "slotproxy_cross_slot_emulated_total",
+        counter,
+        "Multi-key commands across slots the proxy carried out itself (cross_slot = emulate), by command.",
+        &emulated,
+    );
     render_value(
         o,
         "slotproxy_slowlog_entries",

@@ -65,6 +65,7 @@ impl Session {
         let (mode, _) = ClientPause::in_force(word, now)?;
         // A monitor is never held, as Redis never pauses its replicas and monitors.
         if matches!(route, Route::Reply(_) | Route::Local(Local::Proxy))
+            || (matches!(route, Route::CrossSlot) && !self.cross_slot_emulates())
             || self.obs.draining()
             || self.is_monitor()
         {

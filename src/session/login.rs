@@ -65,6 +65,11 @@ impl Session {
             | Route::Local(Local::Hello)
             | Route::Local(Local::Quit)
             | Route::Local(Local::Reset) => return route,
+            // Refused before any check, as before `cross_slot` existed; an emulated command's
+            // keys are all checked below, like any command's.
+            Route::CrossSlot if !self.cross_slot_emulates() => {
+                return Route::Reply(resp::error(crate::route::router::CROSSSLOT))
+            }
             _ => {}
         }
         let Some(user) = self.client.user.as_ref().map(|s| Arc::clone(&s.user)) else {

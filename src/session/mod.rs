@@ -15,6 +15,7 @@ pub mod blocking;
 pub mod clients;
 mod cluster_wide;
 mod config_cmd;
+pub mod cross_slot;
 mod fence;
 mod hold;
 pub mod local;
@@ -178,7 +179,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
     for slot in s.queue.drain(..) {
         s.obs.dropped(&worker, &slot);
     }
-    if s.fenced.take().is_some() {
+    if s.fenced.take().is_some_and(|f| f.is_request()) {
         // Read but never sent: no longer in flight.
         s.obs.no_reply(&worker);
     }
@@ -276,7 +277,9 @@ impl Session {
             self.reload_settings();
             if self.obs.aborted() {
                 // Shutdown deadline: whatever is still unanswered gets an error saying so.
-                if self.paused.take().is_some() || self.fenced.take().is_some() {
+                if self.paused.take().is_some()
+                    || self.fenced.take().is_some_and(|f| f.is_request())
+                {
                     self.push_ready(resp::error(crate::session::observe::SHUTDOWN_UNANSWERED));
                 }
                 for slot in &self.queue {
@@ -717,6 +720,7 @@ impl Session {
                 }
             }
             Route::Reply(reply) => self.push_ready(reply),
+            Route::CrossSlot => self.cross_slot(args),
         }
     }
 

@@ -178,6 +178,7 @@ impl Session {
             }
             Route::Local(Local::Ping) => self.push_ready(Self::subscribed_ping(args)),
             Route::Reply(err) => self.push_ready(err),
+            Route::CrossSlot => self.push_ready(resp::error(crate::route::router::CROSSSLOT)),
             _ => {
                 let name = String::from_utf8_lossy(&args[0]).to_lowercase();
                 self.push_ready(resp::error(&format!(

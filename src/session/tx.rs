@@ -79,7 +79,10 @@ pub(super) fn lane(route: &Route, in_multi: bool, pinned: bool) -> Lane {
         Route::Tx(Tx::Unwatch) if in_multi || pinned => Lane::Pinned,
         Route::Tx(Tx::Exec | Tx::Discard) if in_multi => Lane::Pinned,
         Route::Tx(_) => Lane::Neutral,
-        Route::Reply(_) | Route::Local(Local::Quit | Local::Reset) => Lane::Neutral,
+        // Refused with CROSSSLOT under a transaction or a watch (see `super::cross_slot`).
+        Route::Reply(_) | Route::CrossSlot | Route::Local(Local::Quit | Local::Reset) => {
+            Lane::Neutral
+        }
         _ if in_multi => Lane::Pinned,
         Route::Local(Local::ConfigGet) => Lane::Shared,
         Route::Local(_) => Lane::Neutral,
@@ -158,7 +161,7 @@ impl Session {
             | Route::Local(Local::Ping)
             | Route::Local(Local::Echo)
             | Route::Local(Local::ConfigGet) => self.tx_queue(None, wire),
-            Route::Split(_) => self.tx_refuse(resp::error(CROSSSLOT)),
+            Route::Split(_) | Route::CrossSlot => self.tx_refuse(resp::error(CROSSSLOT)),
             Route::Reply(err) => self.tx_refuse(err),
             // A CONFIG SET the proxy refuses anyway gets that refusal.
             Route::FanOut(FanOut::AllNodes {

@@ -184,6 +184,10 @@ pub enum Route {
     Local(Local),
     /// Answer with this reply (an error) without contacting any node.
     Reply(Bytes),
+    /// A multi-key command whose keys hash to different slots (and that no split serves):
+    /// the session answers [`CROSSSLOT`] or, when the client's `cross_slot` is `emulate`,
+    /// carries it out over the nodes involved ([`crate::session::cross_slot`]).
+    CrossSlot,
 }
 
 impl Route {
@@ -455,7 +459,7 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
     };
     let slot = key_slot(&args[first]);
     if keys[1..].iter().any(|&k| key_slot(&args[k]) != slot) {
-        return Route::Reply(resp::error(CROSSSLOT));
+        return Route::CrossSlot;
     }
     match spec.name {
         "watch" => return Route::Tx(Tx::Watch(slot)),

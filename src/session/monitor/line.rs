@@ -250,9 +250,15 @@ mod tests {
             &["MONITOR"],
             &["NOSUCH"],
             &["GET"],
-            &["RENAME", "a", "b"],
         ] {
             assert!(!shows(a), "{a:?}");
         }
+        // Keys of several slots: the session turns a refused one into its CROSSSLOT reply
+        // before monitors see it (`monitor_gate`); an emulated one runs, and is shown.
+        let a = args(&["RENAME", "a", "b"]);
+        assert_eq!(
+            crate::route::router::analyse(&a, &mut Vec::new()).route,
+            crate::route::router::Route::CrossSlot
+        );
     }
 }

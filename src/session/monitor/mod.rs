@@ -91,6 +91,10 @@ impl Session {
     /// PFCOUNT, ...) gets Redis's refusal in place of its route. Called only while monitors
     /// exist.
     pub(super) fn monitor_gate(&self, route: Route, spec: Option<&CommandSpec>) -> Route {
+        if matches!(route, Route::CrossSlot) && !self.cross_slot_emulates() {
+            // Refused before it runs, so not shown to monitors either.
+            return Route::Reply(resp::error(crate::route::router::CROSSSLOT));
+        }
         if !self.is_monitor() || matches!(route, Route::Reply(_)) {
             return route;
         }
