@@ -170,6 +170,27 @@ fn readonly_sends_one_connections_reads_to_replicas_until_readwrite() {
 }
 
 #[test]
+fn a_users_read_from_replaces_the_setting_for_its_connections() {
+    let cluster = cluster(3, 2, 1);
+    wait_replicas_linked(&cluster);
+    let users = "[[users]]\nname = \"default\"\npassword = \"\"\nlevel = \"admin\"\nread_from = \"prefer-replica\"\n\n[[users]]\nname = \"m\"\npassword = \"pw\"\nlevel = \"write\"\n";
+    let proxy = Proxy::start_with(&cluster.seeds(), users, true);
+    let mut c = proxy.conn();
+    write_keys(&mut c);
+    wait_reads_on_replicas(&cluster, &mut c);
+    // Logged in as a user without read_from: the setting (master).
+    let ok: String = redis::cmd("AUTH")
+        .arg("m")
+        .arg("pw")
+        .query(&mut c)
+        .expect("AUTH");
+    assert_eq!(ok, "OK");
+    let before = all_calls(&cluster, "get");
+    read_keys(&mut c, 1);
+    assert_eq!(split_delta(&cluster, "get", &before), (KEYS as u64, 0));
+}
+
+#[test]
 fn a_replica_whose_link_is_down_gets_no_reads_and_clients_see_no_error() {
     let cluster = cluster(3, 2, 1);
     wait_replicas_linked(&cluster);

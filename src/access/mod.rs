@@ -71,6 +71,10 @@ pub struct UserConfig {
     /// any key of its declared keys' slots and the proxy cannot see which ones it touches.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_scripts: bool,
+    /// Where this user's reads go (`master`, `prefer-replica`, `replica`, `any`), in place of
+    /// the proxy's `read_from`; absent: the setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<String>,
 }
 
 /// A configured user, ready for checks.
@@ -89,6 +93,8 @@ pub struct User {
     commands_allow: Vec<String>,
     commands_deny: Vec<String>,
     allow_scripts: bool,
+    /// Its `read_from`, in place of the proxy's.
+    pub read_from: Option<crate::route::replica_choice::ReadFrom>,
     /// Connections authenticated as this user now.
     connections: std::sync::atomic::AtomicUsize,
 }
@@ -234,6 +240,18 @@ impl Users {
                 anyhow::bail!("user {:?} is configured twice", u.name);
             }
             let bytes = |v: &Vec<String>| v.iter().map(|p| p.as_bytes().to_vec()).collect();
+            let read_from = match &u.read_from {
+                None => None,
+                Some(text) => Some(
+                    crate::route::replica_choice::ReadFrom::parse(text).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "user {:?}: read_from must be {}, not {text:?}",
+                            u.name,
+                            crate::route::replica_choice::ReadFrom::NAMES
+                        )
+                    })?,
+                ),
+            };
             users.push(Arc::new(User {
                 name: u.name.clone(),
                 hash,
@@ -245,6 +263,7 @@ impl Users {
                 commands_allow: lower(&u.commands_allow)?,
                 commands_deny: lower(&u.commands_deny)?,
                 allow_scripts: u.allow_scripts,
+                read_from,
                 connections: Default::default(),
             }));
         }
@@ -266,6 +285,7 @@ impl Users {
                 commands_allow: Vec::new(),
                 commands_deny: Vec::new(),
                 allow_scripts: false,
+                read_from: None,
                 connections: Default::default(),
             })],
         }

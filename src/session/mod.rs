@@ -158,6 +158,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         if let Some(u) = &s.client.user {
             worker.shared.registries.clients.set_user(id, &u.name);
         }
+        s.sync_read_user();
     }
     s.parser
         .set_unauthenticated(s.acl && s.client.user.is_none());
@@ -698,6 +699,7 @@ impl Session {
                 self.reply_mode = ReplyMode::default();
                 self.tracking_off();
                 self.read_write();
+                self.sync_read_user();
                 self.sync_registry();
                 self.push_ready(resp::simple("RESET"));
             }
@@ -737,6 +739,9 @@ impl Session {
                 }
                 if matches!(cmd, Local::ClientSetName | Local::Hello | Local::Auth) {
                     self.sync_registry();
+                }
+                if self.acl && matches!(cmd, Local::Hello | Local::Auth) {
+                    self.sync_read_user();
                 }
                 if cmd == Local::ClientPause {
                     // The client's own next requests are held too, even in this batch.

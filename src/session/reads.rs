@@ -1,6 +1,6 @@
-//! Where one connection's reads go: the `read_from` setting (live), overridden for the
-//! connection by READONLY (`prefer-replica`, as a cluster client expects of it) until READWRITE
-//! or RESET.
+//! Where one connection's reads go: the `read_from` setting (live), or its user's `read_from`
+//! (`[[users]]`), overridden for the connection by READONLY (`prefer-replica`, as a cluster
+//! client expects of it) until READWRITE or RESET.
 //!
 //! Invariant: with the mode `master` the data path is untouched — the session checks one field
 //! per request, and `read_now` stays `Master`, so every request goes out as `Dest::Slot`. Only
@@ -21,7 +21,9 @@ pub(super) struct Reads {
     setting: ReadFrom,
     /// READONLY's override, until READWRITE or RESET.
     conn: Option<ReadFrom>,
-    /// The mode in force: the override, else the setting.
+    /// The logged-in user's `read_from`.
+    user: Option<ReadFrom>,
+    /// The mode in force: the connection's override, else the user's, else the setting.
     mode: ReadFrom,
 }
 
@@ -32,6 +34,7 @@ impl Reads {
         Reads {
             setting,
             conn: None,
+            user: None,
             mode: setting,
         }
     }
@@ -39,7 +42,11 @@ impl Reads {
     /// Picks up a changed `read_from`.
     pub(super) fn reload(&mut self, cfg: &Config) {
         self.setting = ReadFrom::parse(&cfg.read_from).unwrap_or_default();
-        self.mode = self.conn.unwrap_or(self.setting);
+        self.update();
+    }
+
+    fn update(&mut self) {
+        self.mode = self.conn.or(self.user).unwrap_or(self.setting);
     }
 
     /// The mode in force.
@@ -60,7 +67,12 @@ impl Reads {
 
     fn set_conn(&mut self, conn: Option<ReadFrom>) {
         self.conn = conn;
-        self.mode = conn.unwrap_or(self.setting);
+        self.update();
+    }
+
+    fn set_user(&mut self, user: Option<ReadFrom>) {
+        self.user = user;
+        self.update();
     }
 }
 
@@ -77,9 +89,24 @@ impl Session {
         self.push_ready(resp::simple("OK"));
     }
 
-    /// READWRITE (and RESET): this connection's reads follow `read_from` again.
+    /// READWRITE (and RESET): this connection's reads follow `read_from` (or its user's)
+    /// again.
     pub(super) fn read_write(&mut self) {
         self.reads.set_conn(None);
+        self.read_now = ReadFrom::Master;
+    }
+
+    /// Takes the logged-in user's `read_from` (after a login, AUTH, HELLO AUTH or RESET).
+    pub(super) fn sync_read_user(&mut self) {
+        let user = self.client.user.as_ref().and_then(|s| s.user.read_from);
+        if user.is_some_and(|m| m != ReadFrom::Master) {
+            self.worker
+                .shared
+                .topology
+                .replica_reads_wanted
+                .store(true, Relaxed);
+        }
+        self.reads.set_user(user);
         self.read_now = ReadFrom::Master;
     }
 }
@@ -111,6 +138,14 @@ mod tests {
         assert_eq!(r.mode(), ReadFrom::Any);
         cfg.read_from = "master".into();
         r.reload(&cfg);
+        assert_eq!(r.mode(), ReadFrom::Master);
+        // A user's own mode sits between the setting and READONLY.
+        r.set_user(Some(ReadFrom::Replica));
+        assert_eq!(r.mode(), ReadFrom::Replica);
+        r.set_conn(Some(ReadFrom::PreferReplica));
+        assert_eq!(r.mode(), ReadFrom::PreferReplica);
+        r.set_conn(None);
+        r.set_user(None);
         assert_eq!(r.mode(), ReadFrom::Master);
     }
 }
