@@ -6,6 +6,7 @@
 //! stale or partial view from one lagging node never replaces a better map.
 
 pub mod replica_health;
+pub mod replica_poll;
 pub mod slots;
 pub mod topology;
 

@@ -593,7 +593,10 @@ impl Session {
             self.tx.note_write();
         }
         if self.reads.mode() != ReadFrom::Master {
-            self.read_now = self.reads.for_request(spec, self.tx.active());
+            // A tracking client's reads stay on masters: a replica could hand it a value
+            // older than an invalidation it already got, and it would cache that.
+            let masters_only = self.tx.active() || self.tracking.is_some();
+            self.read_now = self.reads.for_request(spec, masters_only);
         }
         let before = self.queue.len();
         let cmd = self.obs.command(args, spec);

@@ -5,7 +5,8 @@
 //! Invariant: with the mode `master` the data path is untouched — the session checks one field
 //! per request, and `read_now` stays `Master`, so every request goes out as `Dest::Slot`. Only
 //! a command Redis flags `readonly` that does not block, outside a transaction (WATCH or
-//! MULTI), becomes a `Dest::Read` for the worker to place
+//! MULTI) and from a client that does not track keys (CLIENT TRACKING), becomes a `Dest::Read`
+//! for the worker to place
 //! ([`crate::route::replica_choice`]).
 
 use super::Session;
@@ -55,10 +56,11 @@ impl Reads {
         self.mode
     }
 
-    /// Where a request of `spec` may be read from; `in_tx`: a transaction (WATCH, MULTI) is
-    /// under way, whose reads stay on the master.
-    pub(super) fn for_request(&self, spec: Option<&CommandSpec>, in_tx: bool) -> ReadFrom {
-        if !in_tx && replica_choice::readable(spec) {
+    /// Where a request of `spec` may be read from; `masters_only`: the connection's state
+    /// keeps its reads on masters now (a transaction, WATCH or MULTI, is under way; it
+    /// tracks keys for client-side caching).
+    pub(super) fn for_request(&self, spec: Option<&CommandSpec>, masters_only: bool) -> ReadFrom {
+        if !masters_only && replica_choice::readable(spec) {
             self.mode
         } else {
             ReadFrom::Master
