@@ -93,6 +93,34 @@ fn read_keys(c: &mut redis::Connection, rounds: usize) {
     }
 }
 
+/// Waits until a batch of reads is answered by the nodes that are replicas now (after a
+/// failover: whatever each node says its role is).
+fn wait_reads_on_replicas_of(cluster: &LocalCluster, c: &mut redis::Connection) {
+    let is_replica: Vec<bool> = (0..cluster.nodes.len())
+        .map(|i| {
+            let text: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut node_conn(cluster, i))
+                .expect("INFO replication");
+            text.contains("role:slave")
+        })
+        .collect();
+    eventually(
+        "reads to be answered by the replicas",
+        Duration::from_secs(30),
+        || {
+            let before = all_calls(cluster, "get");
+            read_keys(c, 1);
+            let after = all_calls(cluster, "get");
+            let on_replicas: u64 = (0..after.len())
+                .filter(|&i| is_replica[i])
+                .map(|i| after[i] - before[i])
+                .sum();
+            on_replicas == KEYS as u64
+        },
+    );
+}
+
 /// Waits until a batch of reads is answered by replicas only (the health poll has seen them).
 fn wait_reads_on_replicas(cluster: &LocalCluster, c: &mut redis::Connection) {
     eventually(
@@ -250,6 +278,66 @@ fn a_replica_whose_link_is_down_gets_no_reads_and_clients_see_no_error() {
     );
 }
 
+/// Readers that GET (and check) keys through the proxy until stopped, counting reads and
+/// errors.
+struct Load {
+    stop: Arc<AtomicBool>,
+    reads: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(proxy: &Proxy, threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reads, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let threads = (0..threads)
+            .map(|t| {
+                let (stop, reads, errors) = (stop.clone(), reads.clone(), errors.clone());
+                let mut c = proxy.conn();
+                std::thread::spawn(move || {
+                    let mut i = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("k{}", i % KEYS);
+                        match redis::cmd("GET").arg(&key).query::<Option<String>>(&mut c) {
+                            Ok(Some(v)) if v == format!("v{}", i % KEYS) => {}
+                            other => {
+                                eprintln!("GET {key}: {other:?}");
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        reads.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            reads,
+            errors,
+            threads,
+        }
+    }
+
+    /// Waits until `n` more reads were answered.
+    fn wait_reads(&self, n: u64) {
+        let start = self.reads.load(Ordering::Relaxed);
+        eventually("reads to go on", Duration::from_secs(60), || {
+            self.reads.load(Ordering::Relaxed) >= start + n
+        });
+    }
+
+    /// Stops the readers; the errors they saw.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("reader thread");
+        }
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
 #[test]
 fn a_replica_killed_under_read_load_costs_no_client_an_error() {
     let mut cluster = cluster(3, 2, 1);
@@ -258,46 +346,14 @@ fn a_replica_killed_under_read_load_costs_no_client_an_error() {
     let mut c = proxy.conn();
     write_keys(&mut c);
     wait_reads_on_replicas(&cluster, &mut c);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (reads, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let readers: Vec<_> = (0..4)
-        .map(|t| {
-            let (stop, reads, errors) = (stop.clone(), reads.clone(), errors.clone());
-            let mut c = proxy.conn();
-            std::thread::spawn(move || {
-                let mut i = t;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("k{}", i % KEYS);
-                    match redis::cmd("GET").arg(&key).query::<Option<String>>(&mut c) {
-                        Ok(Some(v)) if v == format!("v{}", i % KEYS) => {}
-                        other => {
-                            eprintln!("GET {key}: {other:?}");
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    reads.fetch_add(1, Ordering::Relaxed);
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    let wait_reads = |n: u64| {
-        let start = reads.load(Ordering::Relaxed);
-        eventually("reads to go on", Duration::from_secs(60), || {
-            reads.load(Ordering::Relaxed) >= start + n
-        });
-    };
-    wait_reads(2000);
+    let load = Load::start(&proxy, 4);
+    load.wait_reads(2000);
     let r = (0..cluster.nodes.len())
         .find(|&i| !cluster.nodes[i].is_master)
         .expect("a replica");
     cluster.kill(r);
-    wait_reads(5000);
-    stop.store(true, Ordering::Relaxed);
-    for t in readers {
-        t.join().expect("reader thread");
-    }
-    assert_eq!(errors.load(Ordering::Relaxed), 0, "{}", proxy.log());
+    load.wait_reads(5000);
+    assert_eq!(load.stop(), 0, "{}", proxy.log());
     let text = proxy.scrape_until("a failed fallback", Duration::from_secs(10), |t| {
         metric(
             t,
@@ -309,4 +365,38 @@ fn a_replica_killed_under_read_load_costs_no_client_an_error() {
             ) > 0.0
     });
     assert!(text.contains("slotproxy_replica_read_fallbacks_total"));
+}
+
+#[test]
+fn a_failover_under_replica_read_load_costs_no_client_an_error() {
+    let cluster = cluster(3, 2, 1);
+    wait_replicas_linked(&cluster);
+    let proxy = Proxy::start_with(&cluster.seeds(), "read_from = \"prefer-replica\"\n", true);
+    let mut c = proxy.conn();
+    write_keys(&mut c);
+    wait_reads_on_replicas(&cluster, &mut c);
+    let load = Load::start(&proxy, 4);
+    load.wait_reads(2000);
+    let r = (0..cluster.nodes.len())
+        .find(|&i| !cluster.nodes[i].is_master)
+        .expect("a replica");
+    // A manual failover: the replica takes over, its master becomes its replica.
+    cluster
+        .command(r, &["CLUSTER", "FAILOVER"])
+        .expect("CLUSTER FAILOVER");
+    eventually(
+        "the replica to be promoted",
+        Duration::from_secs(30),
+        || {
+            let text: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut node_conn(&cluster, r))
+                .expect("INFO replication");
+            text.contains("role:master")
+        },
+    );
+    load.wait_reads(5000);
+    assert_eq!(load.stop(), 0, "{}", proxy.log());
+    // Reads reach replicas again (the old master, now a replica, among them).
+    wait_reads_on_replicas_of(&cluster, &mut c);
 }
