@@ -38,6 +38,10 @@
 #                        Example (Predixy): see "Benchmarks" in the README
 #   BENCH_PEER_PORT      the peer's port (default BENCH_PORT+2)
 #   BENCH_PEER_NAME      the peer's name in the table (default "peer")
+#   BENCH_READ_FROM      the proxy's `read_from` (`master`, `prefer-replica`, `replica`, `any`;
+#                        default: the proxy's default, master). The demo cluster has one
+#                        replica per master, so `prefer-replica` serves the proxy runs' GETs
+#                        from replicas; compare with a run without it
 #   CARGO_TARGET_DIR     where to find (or build) release/slotproxy (default ./target)
 #
 # Every run: 50 clients, random keys (-r 100000), 3-byte values, pipeline depth 1 and 16, the
@@ -92,6 +96,7 @@ TLS=${BENCH_TLS:-0}
 PEER=${BENCH_PEER:-}
 PEER_PORT=${BENCH_PEER_PORT:-$((PORT + 2))}
 PEER_NAME=${BENCH_PEER_NAME:-peer}
+READ_FROM=${BENCH_READ_FROM:-}
 
 for tool in redis-benchmark redis-cli redis-server getconf timeout; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is not on PATH" >&2; exit 1; }
@@ -203,6 +208,12 @@ if [[ $TLS == 1 ]]; then
     mv "$work/tls.toml" "$work/extra.toml"
     demo_extra=(--config "$work/extra.toml")
     proxy_tls=(--tls --cacert "$work/tls.pem")
+fi
+if [[ -n $READ_FROM ]]; then
+    # Top-level keys must precede the [[users]] table.
+    { printf 'read_from = "%s"\n' "$READ_FROM"; cat "$work/extra.toml"; } >"$work/read.toml"
+    mv "$work/read.toml" "$work/extra.toml"
+    demo_extra=(--config "$work/extra.toml")
 fi
 "$bin" demo --listen "127.0.0.1:$PORT" --workers "$WORKERS" --metrics-listen "$METRICS_LISTEN" \
     "${demo_extra[@]}" >"$work/demo.out" 2>"$work/demo.err" &

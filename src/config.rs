@@ -40,6 +40,15 @@ pub struct Config {
     pub reconnect_backoff_max: Duration,
     /// Multiplexed connections per worker and node.
     pub connections_per_node: usize,
+    /// Where reads (commands Redis flags `readonly`) go: `master` (every request to the slot's
+    /// master), `prefer-replica` (a usable replica of that master, else the master), `replica`
+    /// (usable replicas only; an error when there is none) or `any` (master and usable
+    /// replicas in turn).
+    pub read_from: String,
+    /// A replica serves reads only while its replication lag, measured from `INFO
+    /// replication` offsets, is at most this (and its link to the master is up).
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub max_replica_lag: Duration,
     /// Most client connections; more are refused with Redis's error.
     pub max_clients: usize,
     /// Most requests one client may have in flight before the proxy stops reading from it.
@@ -158,6 +167,8 @@ pub const SETTINGS: &[Setting] = &[
     live("connect_timeout"),
     live("reconnect_backoff_max"),
     restart("connections_per_node"),
+    live("read_from"),
+    live("max_replica_lag"),
     live("max_clients"),
     live("max_pipeline"),
     live("max_pending_reply_bytes"),
@@ -208,6 +219,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(1),
             reconnect_backoff_max: Duration::from_secs(1),
             connections_per_node: 1,
+            read_from: "master".into(),
+            max_replica_lag: Duration::from_secs(1),
             max_clients: 10_000,
             max_pipeline: 1024,
             max_pending_reply_bytes: 64 * 1024 * 1024,
@@ -279,6 +292,9 @@ impl Config {
         if self.refresh_interval.is_zero() {
             bail!("refresh_interval must be positive");
         }
+        if self.max_replica_lag.is_zero() {
+            bail!("max_replica_lag must be positive");
+        }
         // The parsers already refuse these; a configuration built in code is held to the same.
         for (name, d) in [
             ("refresh_interval", self.refresh_interval),
@@ -291,6 +307,7 @@ impl Config {
                 self.slowlog_threshold.unwrap_or_default(),
             ),
             ("shutdown_timeout", self.shutdown_timeout),
+            ("max_replica_lag", self.max_replica_lag),
         ] {
             if d > MAX_DURATION {
                 bail!("{name} must be at most 168h (one week)");
@@ -305,6 +322,13 @@ impl Config {
             if n > MAX_SIZE {
                 bail!("{name} must be at most 64gb");
             }
+        }
+        if crate::route::replica_choice::ReadFrom::parse(&self.read_from).is_none() {
+            bail!(
+                "read_from must be {}, not {:?}",
+                crate::route::replica_choice::ReadFrom::NAMES,
+                self.read_from
+            );
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be \"text\" or \"json\"");

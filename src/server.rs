@@ -268,6 +268,7 @@ pub async fn run(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut background = vec![
         tokio::spawn(topology::run(Arc::clone(&shared))),
+        tokio::spawn(crate::cluster::replica_poll::run(Arc::clone(&shared))),
         tokio::spawn(crate::metrics::prom::housekeeping(Arc::clone(&shared))),
         tokio::spawn(crate::memory::run(Arc::clone(&shared.trimmer))),
     ];

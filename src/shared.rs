@@ -146,6 +146,10 @@ pub struct Topology {
     /// Milliseconds since [`Counters::started`] when the current slot map was installed or
     /// last confirmed unchanged by a refresh.
     pub map_installed_ms: AtomicU64,
+    /// Which replicas may serve reads ([`crate::cluster::replica_health`]).
+    pub replicas: ArcSwap<crate::cluster::replica_health::ReplicaHealth>,
+    /// A client sent READONLY: replica health is polled even with `read_from = master`.
+    pub replica_reads_wanted: std::sync::atomic::AtomicBool,
 }
 
 /// What the proxy keeps track of, each behind its own lock or lock-free structure.
@@ -186,6 +190,9 @@ pub struct Counters {
     /// TLS client connections that failed their handshake (plain clients on the TLS port,
     /// unknown or missing client certificates, timeouts).
     pub tls_handshake_failures: AtomicU64,
+    /// Reads that could have gone to a replica but went to the master, by
+    /// [`crate::route::replica_choice::Reason::index`].
+    pub replica_read_fallbacks: [AtomicU64; 3],
     /// Commands per second over the last sampling period (INFO's instantaneous_ops_per_sec).
     pub ops_per_sec: AtomicU64,
     /// The proxy's slow log.
@@ -220,6 +227,8 @@ impl Topology {
             refreshed: Notify::new(),
             backend_version: RwLock::new(String::from("7.0.0")),
             map_installed_ms: AtomicU64::new(0),
+            replicas: ArcSwap::from_pointee(Default::default()),
+            replica_reads_wanted: Default::default(),
         }
     }
 
@@ -300,6 +309,7 @@ impl Shared {
                 workers: (0..workers).map(|_| WorkerStats::default()).collect(),
                 rejected_clients: AtomicU64::new(0),
                 tls_handshake_failures: AtomicU64::new(0),
+                replica_read_fallbacks: Default::default(),
                 ops_per_sec: AtomicU64::new(0),
                 slowlog: Default::default(),
                 metrics_on: !config.metrics_listen.is_empty(),

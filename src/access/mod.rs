@@ -87,6 +87,10 @@ pub struct UserConfig {
     /// the proxy's setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_slot: Option<CrossSlot>,
+    /// Where this user's reads go (`master`, `prefer-replica`, `replica`, `any`), in place of
+    /// the proxy's `read_from`; absent: the setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<String>,
 }
 
 /// A configured user, ready for checks.
@@ -107,6 +111,8 @@ pub struct User {
     allow_scripts: bool,
     /// Its own `cross_slot`, over the proxy's setting.
     pub cross_slot: Option<CrossSlot>,
+    /// Its `read_from`, in place of the proxy's.
+    pub read_from: Option<crate::route::replica_choice::ReadFrom>,
     /// Connections authenticated as this user now.
     connections: std::sync::atomic::AtomicUsize,
 }
@@ -252,6 +258,18 @@ impl Users {
                 anyhow::bail!("user {:?} is configured twice", u.name);
             }
             let bytes = |v: &Vec<String>| v.iter().map(|p| p.as_bytes().to_vec()).collect();
+            let read_from = match &u.read_from {
+                None => None,
+                Some(text) => Some(
+                    crate::route::replica_choice::ReadFrom::parse(text).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "user {:?}: read_from must be {}, not {text:?}",
+                            u.name,
+                            crate::route::replica_choice::ReadFrom::NAMES
+                        )
+                    })?,
+                ),
+            };
             users.push(Arc::new(User {
                 name: u.name.clone(),
                 hash,
@@ -264,6 +282,7 @@ impl Users {
                 commands_deny: lower(&u.commands_deny)?,
                 allow_scripts: u.allow_scripts,
                 cross_slot: u.cross_slot,
+                read_from,
                 connections: Default::default(),
             }));
         }
@@ -286,6 +305,7 @@ impl Users {
                 commands_deny: Vec::new(),
                 allow_scripts: false,
                 cross_slot: None,
+                read_from: None,
                 connections: Default::default(),
             })],
         }

@@ -93,6 +93,7 @@ fn passwords_levels_and_overlapping_namespaces() {
         certificate_names: vec![],
         allow_scripts: false,
         cross_slot: None,
+        read_from: None,
     };
     assert!(Users::from_config(std::slice::from_ref(&no_password)).is_err());
     // A certificate-only user: reachable by its certificate names, never by a password.

@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+const READONLY: &[u8] = b"*1\r\n$8\r\nREADONLY\r\n";
 const BACKOFF_START: Duration = Duration::from_millis(50);
 
 /// Where a connection hands the replies to its calls: the worker that owns it. Redirects,
@@ -38,6 +39,13 @@ const BACKOFF_START: Duration = Duration::from_millis(50);
 pub trait ReplyHandler {
     /// `frame` is the reply to `call`, which was sent to `from`.
     fn on_reply(&self, call: Call, frame: Bytes, from: &str);
+    /// `call` was sent to a replica for a read (a READONLY connection, see
+    /// [`Pool::new`]) and got no reply: the connection failed or timed out, or the replica is
+    /// down. The handler may send it elsewhere; by default it fails with `msg`.
+    fn on_lost(&self, call: Call, from: &str, msg: &str) {
+        let _ = from;
+        call.fail(msg);
+    }
 }
 
 /// An entry in a connection's queues.
@@ -48,6 +56,9 @@ enum Pending {
     Asking,
     /// `HELLO 3`, first on a RESP3 connection; its reply is dropped.
     Hello,
+    /// `READONLY`, after the login on a connection for reads from a replica; a refusal fails
+    /// the connection.
+    ReadOnly,
     /// The proxy's `AUTH` (backend credentials), first on every connection; a refusal fails
     /// the connection with a configuration error.
     Auth(Bytes),
@@ -59,6 +70,7 @@ impl Pending {
             Pending::Call(c) => c.wire.clone(),
             Pending::Asking => Bytes::from_static(ASKING),
             Pending::Hello => Bytes::from_static(resp::HELLO3),
+            Pending::ReadOnly => Bytes::from_static(READONLY),
             Pending::Auth(wire) => wire.clone(),
         }
     }
@@ -140,6 +152,9 @@ pub struct Conn {
     resp3: bool,
     /// The node left the topology: the connection closes once nothing is queued or in flight.
     retiring: Cell<bool>,
+    /// Carries reads to a replica: READONLY after the login, and calls it loses go back to
+    /// the worker ([`ReplyHandler::on_lost`]) to be served elsewhere.
+    readonly: bool,
 }
 
 fn link_gauge<'a>(stats: &'a NodeStats, link: &Link) -> Option<&'a std::sync::atomic::AtomicU64> {
@@ -152,7 +167,13 @@ fn link_gauge<'a>(stats: &'a NodeStats, link: &Link) -> Option<&'a std::sync::at
 }
 
 impl Conn {
-    fn new(addr: Arc<str>, worker: Weak<dyn ReplyHandler>, node: NodeRef, resp3: bool) -> Rc<Conn> {
+    fn new(
+        addr: Arc<str>,
+        worker: Weak<dyn ReplyHandler>,
+        node: NodeRef,
+        resp3: bool,
+        readonly: bool,
+    ) -> Rc<Conn> {
         Rc::new(Conn {
             addr,
             worker,
@@ -169,6 +190,7 @@ impl Conn {
             wake_reader: LocalNotify::new(),
             resp3,
             retiring: Cell::new(false),
+            readonly,
         })
     }
 
@@ -220,7 +242,7 @@ impl Conn {
                 );
                 drop(st);
                 bump(&self.node.stats.failed, 1);
-                call.fail(&msg);
+                self.lose(Pending::Call(call), &msg);
                 return;
             }
             Link::Idle | Link::Down { .. } => {
@@ -264,7 +286,10 @@ impl Conn {
             let was_down = matches!(st.link, Link::Down { .. }) || st.backoff > BACKOFF_START;
             self.set_link(&mut st, Link::Up);
             st.backoff = BACKOFF_START;
-            // Before anything queued while connecting: AUTH, then HELLO 3.
+            // Before anything queued while connecting: AUTH, then HELLO 3, then READONLY.
+            if self.readonly {
+                st.queue.push_front(Pending::ReadOnly);
+            }
             if self.resp3 {
                 st.queue.push_front(Pending::Hello);
             }
@@ -331,14 +356,14 @@ impl Conn {
             self.addr
         );
         for (_, p) in inflight {
-            p.fail(&lost);
+            self.lose(p, &lost);
         }
         let unsent = format!(
             "ERR slotproxy: backend {} is unreachable ({reason})",
             self.addr
         );
         for p in queue {
-            p.fail(&unsent);
+            self.lose(p, &unsent);
         }
         self.node
             .shared
@@ -385,7 +410,16 @@ impl Conn {
             self.addr
         );
         for p in calls {
-            p.fail(&lost);
+            self.lose(p, &lost);
+        }
+    }
+
+    /// Answers a request this connection could not carry: a read on a replica connection goes
+    /// back to the worker, to be served elsewhere; anything else fails with `msg`.
+    fn lose(&self, p: Pending, msg: &str) {
+        match (p, self.readonly, self.worker.upgrade()) {
+            (Pending::Call(c), true, Some(w)) => w.on_lost(c, &self.addr, msg),
+            (p, ..) => p.fail(msg),
         }
     }
 
@@ -537,6 +571,12 @@ impl Conn {
                             tracing::warn!(node = %self.addr, reply = ?frame, "ASKING refused");
                         }
                     }
+                    Some((_, Pending::ReadOnly)) => {
+                        if resp::is_error(&frame) {
+                            let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
+                            return self.fail(gen, format!("READONLY refused: {text}"));
+                        }
+                    }
                     Some((_, Pending::Hello)) => {
                         if resp::is_error(&frame) {
                             tracing::warn!(node = %self.addr, reply = ?frame, "HELLO 3 refused");
@@ -569,15 +609,26 @@ pub struct Pool {
 
 impl Pool {
     /// `count` connections (opened lazily) to `addr`, counting into `node`'s stats.
+    /// `readonly`: connections for reads from a replica (READONLY after the login; a call
+    /// they lose goes back to the worker, [`ReplyHandler::on_lost`]).
     pub fn new(
         addr: Arc<str>,
         worker: Weak<dyn ReplyHandler>,
         node: NodeRef,
         count: usize,
+        readonly: bool,
     ) -> Pool {
         let conns = |resp3: bool| -> Vec<Rc<Conn>> {
             (0..count.max(1))
-                .map(|_| Conn::new(Arc::clone(&addr), worker.clone(), node.clone(), resp3))
+                .map(|_| {
+                    Conn::new(
+                        Arc::clone(&addr),
+                        worker.clone(),
+                        node.clone(),
+                        resp3,
+                        readonly,
+                    )
+                })
                 .collect()
         };
         Pool {

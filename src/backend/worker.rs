@@ -20,6 +20,8 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod replica_reads;
+
 /// Error sent for a key whose slot no node serves.
 pub const CLUSTERDOWN_UNSERVED: &str = "CLUSTERDOWN Hash slot not served";
 
@@ -72,6 +74,8 @@ pub struct Worker {
     pub shared: Arc<Shared>,
     me: Weak<Worker>,
     pools: RefCell<HashMap<Arc<str>, Rc<Pool>>>,
+    /// Reads from replicas: READONLY connections per replica, their failures and turns.
+    replicas: replica_reads::ReplicaReads,
     /// Pools indexed like the current map's nodes, so a request needs no hashing.
     cache: RefCell<RouteCache>,
     /// Connections of single clients: blocking commands, transactions, pub/sub.
@@ -111,6 +115,7 @@ impl Worker {
             shared,
             me: me.clone(),
             pools: RefCell::new(HashMap::new()),
+            replicas: Default::default(),
             cache: RefCell::new(RouteCache {
                 version: u64::MAX,
                 pools: Vec::new(),
@@ -166,7 +171,17 @@ impl Worker {
     /// This worker's pool for `addr`, created on first use; `None` for an address the proxy
     /// does not trust.
     fn pool(&self, addr: &str) -> Option<Rc<Pool>> {
-        let mut pools = self.pools.borrow_mut();
+        self.pool_in(&self.pools, addr, false)
+    }
+
+    /// [`Worker::pool`] in `pools`, whose connections are `readonly` ones if so.
+    fn pool_in(
+        &self,
+        pools: &RefCell<HashMap<Arc<str>, Rc<Pool>>>,
+        addr: &str,
+        readonly: bool,
+    ) -> Option<Rc<Pool>> {
+        let mut pools = pools.borrow_mut();
         if let Some(p) = pools.get(addr) {
             return Some(Rc::clone(p));
         }
@@ -186,6 +201,7 @@ impl Worker {
             handler,
             node,
             self.shared.settings.config.connections_per_node,
+            readonly,
         ));
         pools.insert(addr, Rc::clone(&pool));
         Some(pool)
@@ -197,6 +213,13 @@ impl Worker {
     fn prune(&self, map: &SlotMap) {
         let mut gone = Vec::new();
         self.pools.borrow_mut().retain(|addr, pool| {
+            let keep = self.trusted(map, addr) && !pool.retired();
+            if !keep {
+                gone.push(Rc::clone(pool));
+            }
+            keep
+        });
+        self.replicas.pools.borrow_mut().retain(|addr, pool| {
             let keep = self.trusted(map, addr) && !pool.retired();
             if !keep {
                 gone.push(Rc::clone(pool));
@@ -250,6 +273,7 @@ impl Worker {
                 let addr = Arc::clone(addr);
                 self.send_to(&addr, call, false)
             }
+            &Dest::Read(slot, mode) => self.send_read(call, slot, mode),
         }
     }
 
@@ -299,6 +323,15 @@ impl Worker {
     pub fn on_reply(&self, mut call: Call, frame: Bytes, from: &str) {
         if !resp::is_error(&frame) {
             return call.target.deliver(frame);
+        }
+        if let Dest::Read(slot, _) = call.dest {
+            // A replica's error: one that says it cannot serve (loading, link down) sends the
+            // read elsewhere; any other, a redirect included, is handled like a master's.
+            if replica_reads::unusable(&frame) {
+                let msg = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
+                return self.on_lost(call, from, &msg);
+            }
+            call.dest = Dest::Slot(slot);
         }
         if frame.starts_with(b"-NOAUTH") {
             // A node that wants a password the proxy was not given: a configuration error.
@@ -538,5 +571,8 @@ impl Worker {
 impl ReplyHandler for Worker {
     fn on_reply(&self, call: Call, frame: Bytes, from: &str) {
         Worker::on_reply(self, call, frame, from)
+    }
+    fn on_lost(&self, call: Call, from: &str, msg: &str) {
+        Worker::on_lost(self, call, from, msg)
     }
 }

@@ -5,6 +5,8 @@
 //! freshly read map may replace the current one is decided by the pure [`judge`], so that a
 //! stale or partial view from one lagging node never replaces a better map.
 
+pub mod replica_health;
+pub mod replica_poll;
 pub mod slots;
 pub mod topology;
 

@@ -129,6 +129,22 @@ fn render(shared: &Shared, t: &Totals) -> String {
         "TLS client connections that failed their handshake.",
         shared.metrics.tls_handshake_failures.load(Relaxed),
     );
+    let fallbacks: Vec<(String, u64)> = crate::route::replica_choice::Reason::ALL
+        .iter()
+        .map(|r| {
+            (
+                format!("reason=\"{}\"", r.label()),
+                shared.metrics.replica_read_fallbacks[r.index()].load(Relaxed),
+            )
+        })
+        .collect();
+    render_values(
+        o,
+        "slotproxy_replica_read_fallbacks_total",
+        counter,
+        "Reads that could have gone to a replica but went to the master, by reason.",
+        &fallbacks,
+    );
     render_value(
         o,
         "slotproxy_auth_failures_total",
@@ -304,8 +320,21 @@ fn render(shared: &Shared, t: &Totals) -> String {
     // topology (and the registry) leaves the output with it.
     let (mut conns, mut replies, mut errors, mut node) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let map = shared.topology.map.load();
     for n in info::node_totals(shared) {
-        let label = format!("node=\"{}\"", n.addr);
+        let addr: &str = &n.addr;
+        let role = if map.nodes.iter().any(|m| &*m.addr == addr) {
+            "master"
+        } else if map
+            .nodes
+            .iter()
+            .any(|m| m.replicas.iter().any(|r| &**r == addr))
+        {
+            "replica"
+        } else {
+            "unknown"
+        };
+        let label = format!("node=\"{addr}\",role=\"{role}\"");
         for (state, v) in [
             ("up", n.conns[0]),
             ("connecting", n.conns[1]),

@@ -331,6 +331,10 @@ pub enum Dest {
     Slot(u16),
     /// A specific node (after ASK, or a keyless command sent to any node).
     Node(Arc<str>),
+    /// A read of this slot that a replica of its owner may serve, as the mode says
+    /// ([`crate::route::replica_choice`]); while a replica has it. Sent to the master, it
+    /// becomes `Slot`.
+    Read(u16, crate::route::replica_choice::ReadFrom),
 }
 
 /// One command on its way to one backend.
@@ -491,7 +495,11 @@ pub fn vet_redirect(r: &Redirect, map: &SlotMap, call: &Call) -> Vetted {
         Redirect::Moved(slot, addr) | Redirect::Ask(slot, addr) => {
             if script {
                 let first = call.redirects == 0 && call.retries == 0;
-                if !first || !matches!(call.dest, Dest::Slot(s) if s == *slot) {
+                let dest = match call.dest {
+                    Dest::Slot(s) | Dest::Read(s, _) => Some(s),
+                    Dest::Node(_) => None,
+                };
+                if !first || dest != Some(*slot) {
                     return Vetted::PassOn;
                 }
                 if matches!(r, Redirect::Moved(..)) {

@@ -11,6 +11,7 @@ pub mod fanout;
 pub mod merge;
 pub mod own_settings;
 pub mod protocol;
+pub mod replica_choice;
 pub mod resp;
 pub mod router;
 pub mod scan_batch;

@@ -142,7 +142,9 @@ pub fn answer(cmd: Local, args: &[Bytes], client: &mut ClientState, shared: &Sha
         | Local::ClientUnblock
         | Local::ClientTracking
         | Local::ConfigGet
-        | Local::Monitor => {
+        | Local::Monitor
+        | Local::ReadOnly
+        | Local::ReadWrite => {
             resp::error("ERR slotproxy: this command must be run by the session").into()
         }
     }

@@ -24,6 +24,7 @@ pub mod monitor;
 pub mod observe;
 pub mod pause;
 mod pubsub;
+mod reads;
 mod replies;
 mod reply_mode;
 mod scan;
@@ -40,6 +41,7 @@ use crate::local_notify::LocalNotify;
 use crate::net::stream::Stream;
 use crate::route::dispatch::{Call, Dest, Merge, ReplySlot, Target};
 use crate::route::protocol::RequestParser;
+use crate::route::replica_choice::ReadFrom;
 use crate::route::resp;
 use crate::route::router::{self, Local, Route};
 use crate::shared::ClientSeat;
@@ -148,6 +150,8 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         tracking: None,
         monitored: false,
         monitor: None,
+        reads: reads::Reads::new(&cfg),
+        read_now: ReadFrom::Master,
     };
     if s.acl {
         s.client.peer_ip = s.stream.peer_addr().ok().map(|a| a.ip());
@@ -155,6 +159,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         if let Some(u) = &s.client.user {
             worker.shared.registries.clients.set_user(id, &u.name);
         }
+        s.sync_read_user();
     }
     s.parser
         .set_unauthenticated(s.acl && s.client.user.is_none());
@@ -261,6 +266,11 @@ struct Session {
     monitored: bool,
     /// This client's MONITOR state, once it needed one.
     monitor: Option<Box<monitor::Side>>,
+    /// Where this connection's reads go (`read_from`, READONLY / READWRITE).
+    reads: reads::Reads,
+    /// Where the request being dispatched may be read from: `Master` unless `reads` allows
+    /// replicas and the request is a read outside a transaction (see [`reads`]).
+    read_now: ReadFrom,
 }
 
 enum Event {
@@ -431,6 +441,8 @@ impl Session {
             self.max_pipeline = limits.max_pipeline;
             self.max_out = limits.max_pending_reply_bytes;
             self.parser.set_limits(limits.limits());
+            self.reads.reload(&limits);
+            self.read_now = ReadFrom::Master;
         }
     }
 
@@ -584,6 +596,12 @@ impl Session {
         if self.tx.in_multi() && hold::may_write(spec, &route, false) {
             self.tx.note_write();
         }
+        if self.reads.mode() != ReadFrom::Master {
+            // A tracking client's reads stay on masters: a replica could hand it a value
+            // older than an invalidation it already got, and it would cache that.
+            let masters_only = self.tx.active() || self.tracking.is_some();
+            self.read_now = self.reads.for_request(spec, masters_only);
+        }
         let before = self.queue.len();
         let cmd = self.obs.command(args, spec);
         let silent = self.reply_mode.take_turn();
@@ -628,8 +646,12 @@ impl Session {
                 self.touch(slot);
                 let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));
+                let dest = match self.read_now {
+                    ReadFrom::Master => Dest::Slot(slot),
+                    mode => Dest::Read(slot, mode),
+                };
                 self.worker
-                    .send(self.call(wire, Dest::Slot(slot), Target::Whole(slot_rc)));
+                    .send(self.call(wire, dest, Target::Whole(slot_rc)));
             }
             Route::Split(split) => {
                 let slot_rc = self.new_slot();
@@ -640,9 +662,13 @@ impl Session {
                 }
                 for (i, part) in split.parts.into_iter().enumerate() {
                     self.touch(part.slot);
+                    let dest = match self.read_now {
+                        ReadFrom::Master => Dest::Slot(part.slot),
+                        mode => Dest::Read(part.slot, mode),
+                    };
                     self.worker.send(Call::new(
                         part.wire,
-                        Dest::Slot(part.slot),
+                        dest,
                         Target::Part(Rc::clone(&merge), i),
                     ));
                 }
@@ -679,6 +705,8 @@ impl Session {
                 self.client.resp3 = false;
                 self.reply_mode = ReplyMode::default();
                 self.tracking_off();
+                self.read_write();
+                self.sync_read_user();
                 self.sync_registry();
                 self.push_ready(resp::simple("RESET"));
             }
@@ -695,6 +723,11 @@ impl Session {
             Route::Local(Local::ClientTracking) => self.tracking_command(args),
             Route::Local(Local::ConfigGet) => self.config_get(wire),
             Route::Local(Local::Monitor) => self.monitor_start(),
+            Route::Local(Local::ReadOnly) => self.read_only(),
+            Route::Local(Local::ReadWrite) => {
+                self.read_write();
+                self.push_ready(resp::simple("OK"));
+            }
             Route::Local(Local::Info) => {
                 let slot_rc = self.new_slot();
                 self.queue.push_back(Rc::clone(&slot_rc));
@@ -713,6 +746,9 @@ impl Session {
                 }
                 if matches!(cmd, Local::ClientSetName | Local::Hello | Local::Auth) {
                     self.sync_registry();
+                }
+                if self.acl && matches!(cmd, Local::Hello | Local::Auth) {
+                    self.sync_read_user();
                 }
                 if cmd == Local::ClientPause {
                     // The client's own next requests are held too, even in this batch.

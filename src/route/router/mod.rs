@@ -74,6 +74,10 @@ pub enum Local {
     ConfigGet,
     /// MONITOR (the proxy's clients, on every worker)
     Monitor,
+    /// READONLY: this connection's reads may go to replicas (`prefer-replica`).
+    ReadOnly,
+    /// READWRITE: this connection's reads follow the `read_from` setting again.
+    ReadWrite,
 }
 
 /// One part of a split command: the keys of one slot.
@@ -240,8 +244,6 @@ fn not_through_proxy(spec: &CommandSpec) -> Route {
 const NODE_LEVEL: &[&str] = &[
     "asking",
     "cluster",
-    "readonly",
-    "readwrite",
     "sync",
     "psync",
     "replconf",
@@ -330,6 +332,8 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
             return Route::Local(Local::ClientTracking)
         }
         "monitor" => return Route::Local(Local::Monitor),
+        "readonly" => return Route::Local(Local::ReadOnly),
+        "readwrite" => return Route::Local(Local::ReadWrite),
         "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
             return Route::Local(Local::Slowlog)
         }

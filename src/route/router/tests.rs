@@ -110,7 +110,13 @@ fn refusals_name_the_command() {
     assert!(err(r(&["SWAPDB", "0", "1"])).contains("'SWAPDB' yet"));
     assert!(err(r(&["DEBUG", "SLEEP", "0"])).contains("not available through slotproxy"));
     assert!(err(r(&["CLUSTER", "NODES"])).contains("not available through slotproxy"));
-    assert!(err(r(&["READONLY"])).contains("not available"));
+    assert!(err(r(&["ASKING"])).contains("not available"));
+}
+
+#[test]
+fn readonly_and_readwrite_change_where_the_connection_reads() {
+    assert_eq!(r(&["READONLY"]), Route::Local(Local::ReadOnly));
+    assert_eq!(r(&["readwrite"]), Route::Local(Local::ReadWrite));
 }
 
 #[test]
