@@ -37,13 +37,13 @@ mod tests;
 
 pub use args::{parse_add, parse_remove, AddRequest, ArgError, MasterName, RemoveRequest, Shape};
 pub use cluster::{Member, Members};
-pub use execute::{meets_again, remembered};
+pub use execute::{drain_unseen, meets_again, remembered};
 pub use plan::{decide_add, Step, Work};
 pub use refusal::Refusal;
 pub use remove::{decide_remove, DRAIN_READY};
 
 use super::check;
-use super::lease::{Lease, LEASE_KEY};
+use super::lease::Lease;
 use super::survey::{self, HostLabels, Survey};
 use crate::admin::jobs::{self, Job};
 use crate::admin::report::Report;
@@ -69,8 +69,8 @@ struct Env {
     start: Vec<String>,
     /// Deadline of one call to a node.
     timeout: Duration,
-    /// The lease's holder text (`slotproxy <listen> pid <pid>`; the job ID is added).
-    holder: String,
+    /// The proxy's listen address, for the lease's holder text.
+    listen: String,
 }
 
 impl Env {
@@ -80,11 +80,7 @@ impl Env {
             dialer: Arc::clone(&shared.settings.dialer),
             start: check::start_nodes(shared),
             timeout: check::node_timeout(shared),
-            holder: format!(
-                "slotproxy {} pid {}",
-                shared.settings.config.listen,
-                std::process::id()
-            ),
+            listen: shared.settings.config.listen.to_string(),
         }
     }
 
@@ -112,11 +108,11 @@ impl Env {
         let lease = Lease::acquire(
             Arc::clone(&self.dialer),
             &Members::of(s).anchor_view,
-            format!("{} job {}", self.holder, job.id),
+            super::lease::holder_text(&self.listen, job.id),
             self.timeout,
         )
         .await?;
-        job.log(format!("took the lease {LEASE_KEY} on {}", lease.addr()));
+        super::lease::log_taken(job, &lease);
         Ok(lease)
     }
 }

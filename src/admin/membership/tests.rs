@@ -603,3 +603,29 @@ fn a_meet_is_sent_again_only_when_the_handshake_was_dropped() {
     let who: Vec<&str> = again.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(who, vec!["127.0.0.5:7000", "127.0.0.5:7001"]);
 }
+
+#[test]
+fn forget_waits_until_every_node_sees_the_drained_master_empty() {
+    // Node 1 was drained: its slots went to node 2; the replica on .2 has not heard yet.
+    let after = vec![
+        n(1, "127.0.0.1:7000", None, ""),
+        n(2, "127.0.0.2:7000", None, "0-10922"),
+        n(3, "127.0.0.3:7000", None, "10923-16383"),
+        n(5, "127.0.0.3:7001", Some(2), ""),
+    ];
+    let mut stale = after.clone();
+    stale[0].slots = "0-5460";
+    stale[1].slots = "5461-10922";
+    let drained = vec!["127.0.0.1:7000".to_string()];
+    let lagging = vec![
+        state(&after[0], &after, 0),
+        state(&after[1], &after, 0),
+        state(&stale[3], &stale, 0),
+    ];
+    assert_eq!(
+        drain_unseen(&lagging, &drained),
+        vec!["127.0.0.3:7001 still sees 127.0.0.1:7000 owning slots".to_string()]
+    );
+    let settled: Vec<NodeState> = after.iter().map(|m| state(m, &after, 0)).collect();
+    assert!(drain_unseen(&settled, &drained).is_empty());
+}
