@@ -235,7 +235,8 @@ fn placement_violations(addr: &str) -> Vec<String> {
         .filter(|r| !r.is_master())
         .filter_map(|r| {
             let m = lines.iter().find(|m| Some(&m.id) == r.master_id.as_ref())?;
-            (m.ip == r.ip).then(|| format!("replica {} on its master {}'s host", r.addr(), m.addr()))
+            (m.ip == r.ip)
+                .then(|| format!("replica {} on its master {}'s host", r.addr(), m.addr()))
         })
         .collect()
 }
@@ -265,7 +266,10 @@ fn masters_per_host(addr: &str) -> BTreeMap<String, usize> {
 
 /// Slots per master that owns any, on `addr`'s view.
 fn owners(addr: &str) -> BTreeMap<String, usize> {
-    slot_counts(addr).into_iter().filter(|&(_, n)| n > 0).collect()
+    slot_counts(addr)
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .collect()
 }
 
 fn run(c: &mut redis::Connection, words: &[&str]) -> Vec<String> {
@@ -322,7 +326,11 @@ fn add_rebalance_remove_rebalance_under_load_loses_nothing() {
     let counts = owners(&everyone[0]);
     assert_eq!(counts.len(), 5, "{counts:?}");
     assert!(spread_ok(&counts), "{counts:?}");
-    assert!(open_slots(&everyone).is_empty(), "{:?}", open_slots(&everyone));
+    assert!(
+        open_slots(&everyone).is_empty(),
+        "{:?}",
+        open_slots(&everyone)
+    );
     assert_placement(&everyone, "REBALANCE SLOTS");
 
     // REMOVE one original master with its replica.
@@ -365,16 +373,17 @@ fn add_rebalance_remove_rebalance_under_load_loses_nothing() {
     let counts = owners(&staying[0]);
     assert_eq!(counts.len(), 4, "{counts:?}");
     assert!(spread_ok(&counts), "{counts:?}");
-    assert!(open_slots(&staying).is_empty(), "{:?}", open_slots(&staying));
+    assert!(
+        open_slots(&staying).is_empty(),
+        "{:?}",
+        open_slots(&staying)
+    );
     assert_placement(&staying, "the second REBALANCE SLOTS");
 
     let (ops, errors, versions) = load.finish();
     assert!(errors.is_empty(), "client-visible errors: {errors:?}");
     assert!(ops > 0);
-    eprintln!(
-        "{ops} client operations, {} keys rewritten",
-        versions.len()
-    );
+    eprintln!("{ops} client operations, {} keys rewritten", versions.len());
     verify_all(&mut c, &versions);
     // The proxy's seeds still name the removed nodes: CHECK finds nothing but that, and a
     // proxy whose seeds are the nodes that stay finds nothing at all.
@@ -398,24 +407,64 @@ fn add_rebalance_remove_rebalance_under_load_loses_nothing() {
     check_ok(&mut fresh.conn());
 }
 
-/// Starts `words` as a job, waits a random time, then SIGKILLs the proxy and starts a new one
-/// in front of the same cluster.
+/// When [`kill_during`] kills the proxy.
+enum KillAt {
+    /// A random time below this many milliseconds after the job started.
+    Millis(u64),
+    /// Once the job reports a random number of slots moved, from 1 to 40% of its plan (of
+    /// the planned moves, not of the open slots a re-run finishes first).
+    SlotsMoved,
+}
+
+/// `(slots moved, slots planned)` from a job's `progress slots d/t ...` line.
+fn slots_progress(job: &[String]) -> Option<(u64, u64)> {
+    let rest = job.iter().find_map(|l| l.strip_prefix("progress slots "))?;
+    let (d, t) = rest.split_whitespace().next()?.split_once('/')?;
+    Some((d.parse().ok()?, t.parse().ok()?))
+}
+
+/// Starts `words` as a job, lets it run until `at`, then SIGKILLs the proxy and starts a new
+/// one in front of the same cluster.
 fn kill_during(
     orig: &LocalCluster,
+    everyone: &[String],
     proxy: Proxy,
     words: &[&str],
     rng: &mut Rng,
-    window_ms: u64,
+    at: KillAt,
 ) -> Proxy {
     let mut proxy = proxy;
     let mut c = proxy.conn();
     let mut w = words.to_vec();
     w.push("ASYNC");
     let out = run(&mut c, &w);
-    let job = out[0].strip_prefix("OK job ").expect("a job id").to_string();
-    let wait = rng.below(window_ms);
-    eprintln!("killing the proxy {wait} ms into {words:?}");
-    std::thread::sleep(Duration::from_millis(wait));
+    let job = out[0]
+        .strip_prefix("OK job ")
+        .expect("a job id")
+        .to_string();
+    let mut target = None;
+    match at {
+        KillAt::Millis(window) => {
+            std::thread::sleep(Duration::from_millis(rng.below(window)));
+        }
+        KillAt::SlotsMoved => {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                let state = run(&mut c, &["JOB", &job]);
+                if !state[0].contains(" running ") {
+                    break;
+                }
+                // (A re-run first finishes the slots the last one left open: a short list.)
+                if let Some((done, total)) = slots_progress(&state).filter(|p| p.1 > 50) {
+                    let t = *target.get_or_insert_with(|| 1 + rng.below(total * 2 / 5));
+                    if done >= t {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
     // The job ran (or is running): it was not refused for the lease the last proxy held.
     let state = run(&mut c, &["JOB", &job]);
     assert!(
@@ -424,6 +473,12 @@ fn kill_during(
     );
     proxy.signal("KILL");
     assert!(proxy.wait_exit(LIVENESS).is_some(), "the proxy did not die");
+    eprintln!(
+        "killed the proxy during {:?} at {:?} (target {target:?}); open: {:?}",
+        words[..2].join(" "),
+        slots_progress(&state),
+        open_slots(everyone)
+    );
     drop(proxy);
     Proxy::start(orig)
 }
@@ -453,7 +508,14 @@ fn add_and_rebalance_finish_after_three_proxy_kills() {
     let rebalance = ["REBALANCE", "SLOTS"];
 
     // Kill 1 during ADD; the re-run finishes it.
-    proxy = kill_during(&orig, proxy, &add, &mut rng, 1500);
+    proxy = kill_during(
+        &orig,
+        &everyone,
+        proxy,
+        &add,
+        &mut rng,
+        KillAt::Millis(1500),
+    );
     let out = rerun(&proxy, &add);
     assert!(
         out[0].starts_with("OK added") || out[0].starts_with("NOTHING TO DO"),
@@ -463,8 +525,16 @@ fn add_and_rebalance_finish_after_three_proxy_kills() {
     assert_eq!(view_at(&everyone[0]).len(), 10);
 
     // Kills 2 and 3 during REBALANCE SLOTS; the re-run finishes it.
-    proxy = kill_during(&orig, proxy, &rebalance, &mut rng, 6000);
-    proxy = kill_during(&orig, proxy, &rebalance, &mut rng, 6000);
+    for _ in 0..2 {
+        proxy = kill_during(
+            &orig,
+            &everyone,
+            proxy,
+            &rebalance,
+            &mut rng,
+            KillAt::SlotsMoved,
+        );
+    }
     rerun(&proxy, &rebalance);
 
     let mut c = proxy.conn();
@@ -473,7 +543,11 @@ fn add_and_rebalance_finish_after_three_proxy_kills() {
     let counts = owners(&everyone[0]);
     assert_eq!(counts.len(), 5, "{counts:?}");
     assert!(spread_ok(&counts), "{counts:?}");
-    assert!(open_slots(&everyone).is_empty(), "{:?}", open_slots(&everyone));
+    assert!(
+        open_slots(&everyone).is_empty(),
+        "{:?}",
+        open_slots(&everyone)
+    );
     assert_placement(&everyone, "REBALANCE SLOTS");
     verify_all(&mut c, &HashMap::new());
     check_ok(&mut c);

@@ -282,7 +282,17 @@ fn a_run_killed_with_the_proxy_is_finished_by_running_it_again() {
 
     let r = proxy_lines(
         &mut c,
-        &["REBALANCE", "SLOTS", "ASYNC", "BATCH", "1", "PIPELINE", "1"],
+        &[
+            "REBALANCE",
+            "SLOTS",
+            "ASYNC",
+            "BATCH",
+            "1",
+            "PIPELINE",
+            "1",
+            "PARALLEL",
+            "1",
+        ],
     )
     .expect("ASYNC");
     assert!(r[0].starts_with("OK job "), "{r:?}");
@@ -297,8 +307,8 @@ fn a_run_killed_with_the_proxy_is_finished_by_running_it_again() {
 
     let second = Proxy::start(&cluster);
     let mut c = second.conn();
-    // The killed run's lease expires within its TTL; until then a new run is told who holds
-    // it.
+    // The killed proxy's lease is taken over (its process is gone); were it another
+    // machine's, it would expire within its TTL, and until then a new run is told who holds it.
     let r = eventually_ok(
         "the lease to expire and the run to finish",
         Duration::from_secs(120),

@@ -64,7 +64,11 @@ pub fn log_taken(job: &Job, lease: &Lease) {
 fn machine() -> Option<String> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
-    let ns = ns.to_str()?.strip_prefix("pid:[")?.strip_suffix(']')?.to_string();
+    let ns = ns
+        .to_str()?
+        .strip_prefix("pid:[")?
+        .strip_suffix(']')?
+        .to_string();
     Some(format!("{}/{ns}", boot.trim()))
 }
 
@@ -91,12 +95,7 @@ pub fn holder_is_gone(
     alive: impl Fn(u32) -> bool,
 ) -> bool {
     let words: Vec<&str> = text.split_whitespace().collect();
-    let after = |name: &str| {
-        words
-            .windows(2)
-            .find(|w| w[0] == name)
-            .map(|w| w[1])
-    };
+    let after = |name: &str| words.windows(2).find(|w| w[0] == name).map(|w| w[1]);
     let (Some(me), Some(host), Some(pid)) = (me, after("host"), after("pid")) else {
         return false;
     };
@@ -377,7 +376,10 @@ mod tests {
         assert!(super::process_alive(std::process::id()));
         assert!(!super::process_alive(u32::MAX));
         let text = super::holder_text("127.0.0.1:1", 9);
-        assert!(text.starts_with(&format!("slotproxy 127.0.0.1:1 pid {} host ", std::process::id())));
+        assert!(text.starts_with(&format!(
+            "slotproxy 127.0.0.1:1 pid {} host ",
+            std::process::id()
+        )));
         assert!(text.ends_with(" job 9"), "{text}");
         if cfg!(target_os = "linux") {
             assert!(super::machine().is_some());

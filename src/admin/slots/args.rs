@@ -3,8 +3,8 @@
 //! `PIPELINE`, `MIGRATE-TIMEOUT` are the same in both).
 
 use super::migrate::{DEFAULT_BATCH, DEFAULT_MIGRATE_TIMEOUT_MS, DEFAULT_PIPELINE};
-use super::settings::DEFAULT_PARALLEL;
 use super::plan::DEFAULT_THRESHOLD_PCT;
+use super::settings::DEFAULT_PARALLEL;
 use crate::admin::options::{self, Accepts, CommonOptions, OptionError};
 use bytes::Bytes;
 use std::time::Duration;

@@ -58,7 +58,8 @@ pub fn runs(steps: &[Step]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// One slot's move in flight: (lane, its mover back, step index, keys moved or the error).
-type Flight<'a> = Pin<Box<dyn Future<Output = (usize, Mover, usize, Result<u64, MoveError>)> + Send + 'a>>;
+type Flight<'a> =
+    Pin<Box<dyn Future<Output = (usize, Mover, usize, Result<u64, MoveError>)> + Send + 'a>>;
 
 /// Waits for the first of `flying` to finish and takes it out. Never called empty.
 async fn next_done<T>(flying: &mut Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> T {

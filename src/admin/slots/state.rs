@@ -582,7 +582,10 @@ mod tests {
         assert!(st.refusal().is_some());
         let note = Note::parse(&format!("{} {} 0 200", id(1), id(2))).expect("note");
         assert_eq!(Note::parse(&note.text()), Some(note.clone()));
-        assert_eq!(st.resumable(std::slice::from_ref(&note)), Ok(vec![(100, 0, 1)]));
+        assert_eq!(
+            st.resumable(std::slice::from_ref(&note)),
+            Ok(vec![(100, 0, 1)])
+        );
         // Without a note, or with one for another range or pair, it is FIX's.
         assert!(st.resumable(&[]).is_err());
         let other = Note::parse(&format!("{} {} 101 200", id(1), id(2))).expect("note");
