@@ -33,7 +33,7 @@ const CLIENTS: usize = 20;
 
 /// Key `i`'s value size (see the module comment for the distribution).
 fn size_of(i: usize) -> usize {
-    if i % 250 == 0 {
+    if i.is_multiple_of(250) {
         (64 << 10) << ((i / 250) % 5)
     } else if i % 50 == 1 {
         10_000
