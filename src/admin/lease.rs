@@ -22,6 +22,12 @@ pub const LEASE_KEY: &str = "slotproxy:lease:rebalance";
 /// lease key's slot, on the same node.
 pub const MOVE_NOTE_KEY: &str = "{slotproxy:lease:rebalance}:moving";
 
+/// The remove note: the IDs (space-separated) of the masters a `PROXY REMOVE NODES` run is
+/// draining, kept from before the drain until the run ends well. Redis makes a master that gave
+/// away its last slot a replica of the node that took it, so a re-run after an interruption
+/// would otherwise take a drained master for some master's last replica.
+pub const REMOVE_NOTE_KEY: &str = "{slotproxy:lease:rebalance}:removing";
+
 /// How long the lease lives without renewal; engines renew it every third of this.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
@@ -265,23 +271,47 @@ impl Lease {
             .await
     }
 
+    /// Reads the remove note ([`REMOVE_NOTE_KEY`]) without taking the lease.
+    pub async fn peek_remove_note(
+        dialer: Arc<Dialer>,
+        lines: &[NodeLine],
+        timeout: Duration,
+    ) -> anyhow::Result<Option<String>> {
+        Lease::unheld(dialer, lines, String::new(), timeout)?
+            .read_key(REMOVE_NOTE_KEY)
+            .await
+    }
+
     /// The move note: what a slot-moving job is moving now (`None` when no note is kept).
     pub async fn read_note(&mut self) -> anyhow::Result<Option<String>> {
-        match self.call(&["GET", MOVE_NOTE_KEY]).await? {
-            Value::Bulk(Some(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
-            Value::Bulk(None) => Ok(None),
-            other => bail!("GET {MOVE_NOTE_KEY}: unexpected reply {other:?}"),
-        }
+        self.read_key(MOVE_NOTE_KEY).await
     }
 
     /// Keeps `note` as the move note, or deletes it (`None`).
     pub async fn set_note(&mut self, note: Option<&str>) -> anyhow::Result<()> {
+        self.set_key(MOVE_NOTE_KEY, note).await
+    }
+
+    /// Keeps `note` as the remove note ([`REMOVE_NOTE_KEY`]), or deletes it (`None`).
+    pub async fn set_remove_note(&mut self, note: Option<&str>) -> anyhow::Result<()> {
+        self.set_key(REMOVE_NOTE_KEY, note).await
+    }
+
+    async fn read_key(&mut self, key: &str) -> anyhow::Result<Option<String>> {
+        match self.call(&["GET", key]).await? {
+            Value::Bulk(Some(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            Value::Bulk(None) => Ok(None),
+            other => bail!("GET {key}: unexpected reply {other:?}"),
+        }
+    }
+
+    async fn set_key(&mut self, key: &str, note: Option<&str>) -> anyhow::Result<()> {
         let v = match note {
-            Some(n) => self.call(&["SET", MOVE_NOTE_KEY, n]).await?,
-            None => self.call(&["DEL", MOVE_NOTE_KEY]).await?,
+            Some(n) => self.call(&["SET", key, n]).await?,
+            None => self.call(&["DEL", key]).await?,
         };
         match v {
-            Value::Error(e) => bail!("writing {MOVE_NOTE_KEY}: {e}"),
+            Value::Error(e) => bail!("writing {key}: {e}"),
             _ => Ok(()),
         }
     }
@@ -349,6 +379,10 @@ mod tests {
         use crate::cluster::slots::key_slot;
         assert_eq!(
             key_slot(super::MOVE_NOTE_KEY.as_bytes()),
+            key_slot(super::LEASE_KEY.as_bytes())
+        );
+        assert_eq!(
+            key_slot(super::REMOVE_NOTE_KEY.as_bytes()),
             key_slot(super::LEASE_KEY.as_bytes())
         );
     }

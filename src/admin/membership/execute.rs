@@ -404,6 +404,12 @@ pub async fn execute(x: &mut Exec<'_>, work: &Work) -> anyhow::Result<()> {
                                 _ => None,
                             })
                             .collect();
+                        let ids: Vec<&str> = removed
+                            .iter()
+                            .filter(|(_, a)| nodes.contains(a))
+                            .map(|(id, _)| id.as_str())
+                            .collect();
+                        x.lease.set_remove_note(Some(&ids.join(" "))).await?;
                         drain(x, &addrs, &nodes).await?;
                         drained = true;
                     }
@@ -424,6 +430,9 @@ pub async fn execute(x: &mut Exec<'_>, work: &Work) -> anyhow::Result<()> {
             x.job.step_done(step.line());
         }
         i = j;
+    }
+    if work.steps.iter().any(|s| matches!(s, Step::Drain { .. })) {
+        x.lease.set_remove_note(None).await?;
     }
     Ok(())
 }

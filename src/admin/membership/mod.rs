@@ -40,7 +40,7 @@ pub use cluster::{Member, Members};
 pub use execute::{drain_unseen, meets_again, remembered};
 pub use plan::{decide_add, Step, Work};
 pub use refusal::Refusal;
-pub use remove::{decide_remove, DRAIN_READY};
+pub use remove::{decide_remove, decide_remove_after, DRAIN_READY};
 
 use super::check;
 use super::lease::Lease;
@@ -299,8 +299,19 @@ async fn run_add(job: Arc<Job>, env: Env, req: AddRequest) -> anyhow::Result<Rep
 /// The whole of `PROXY REMOVE NODES`.
 async fn run_remove(job: Arc<Job>, env: Env, req: RemoveRequest) -> anyhow::Result<Report> {
     let wait = req.wait.unwrap_or(Duration::from_secs(30));
-    let decide = |s: &Survey| decide_remove(&req.names, req.force, s);
     let s = env.survey(&req.names).await;
+    // The masters an interrupted run of REMOVE drained (none when the note cannot be read).
+    let drained: Vec<String> = Lease::peek_remove_note(
+        Arc::clone(&env.dialer),
+        &Members::of(&s).anchor_view,
+        env.timeout,
+    )
+    .await
+    .ok()
+    .flatten()
+    .map(|n| n.split_whitespace().map(str::to_string).collect())
+    .unwrap_or_default();
+    let decide = |s: &Survey| decide_remove_after(&req.names, req.force, s, &drained);
     job.log(format!("surveyed {} node(s)", s.nodes.len()));
     let work = decide(&s).map_err(|e| anyhow!("refused: {e}"))?;
     let labels = HostLabels::default();
@@ -323,6 +334,12 @@ async fn run_remove(job: Arc<Job>, env: Env, req: RemoveRequest) -> anyhow::Resu
         decide,
     )
     .await;
+    if done.is_ok() && !drained.is_empty() {
+        // The interrupted run this one finished is over: its note goes.
+        if let Err(e) = lease.set_remove_note(None).await {
+            job.log(format!("could not delete the remove note: {e:#}"));
+        }
+    }
     release(&job, &mut lease).await;
     let Some(work) = done? else {
         return Ok(nothing_to_do(&env, &work, &labels, gone).await);

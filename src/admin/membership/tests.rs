@@ -629,3 +629,29 @@ fn forget_waits_until_every_node_sees_the_drained_master_empty() {
     let settled: Vec<NodeState> = after.iter().map(|m| state(m, &after, 0)).collect();
     assert!(drain_unseen(&settled, &drained).is_empty());
 }
+
+#[test]
+fn a_master_an_interrupted_remove_drained_is_no_last_replica() {
+    // Node 1 gave its last slot to node 2 and Redis made it node 2's (only) replica.
+    let members = vec![
+        n(1, "127.0.0.1:7000", Some(2), ""),
+        n(2, "127.0.0.2:7000", None, "0-10922"),
+        n(3, "127.0.0.3:7000", None, "10923-16383"),
+    ];
+    let s = survey(&members, &[]);
+    let names = vec!["127.0.0.1:7000".to_string()];
+    let e = decide_remove(&names, false, &s).expect_err("last replica");
+    assert!(e.to_string().contains("is the last replica"), "{e}");
+    // The remove note names it: it is removed without FORCE.
+    let w = decide_remove_after(&names, false, &s, &[id(1)]).expect("remove");
+    assert!(
+        w.lines
+            .iter()
+            .any(|l| l.starts_with("note 127.0.0.1:7000 is a replica only")),
+        "{:?}",
+        w.lines
+    );
+    assert!(matches!(&w.steps[0], Step::Forget { removed } if removed.len() == 1));
+    // Another node's ID in the note changes nothing.
+    assert!(decide_remove_after(&names, false, &s, &[id(3)]).is_err());
+}
