@@ -30,7 +30,8 @@
 #
 # Timed: from sending the command until it returns, and nothing else:
 #   slotproxy  `redis-cli -p PROXY PROXY REBALANCE SLOTS` (+ BENCH_SLOTPROXY_ARGS); the engine
-#              surveys, plans, takes the cluster lease and moves slot by slot; it must answer
+#              surveys, plans, takes the cluster lease and moves the slots, PARALLEL (default 8) at
+#              once; it must answer
 #              `OK moved ...`
 #   redis-cli  `redis-cli --cluster rebalance <seed> --cluster-use-empty-masters`
 #              (+ BENCH_CLI_ARGS); it must exit 0

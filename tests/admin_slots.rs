@@ -8,6 +8,7 @@ mod common;
 mod slots_helpers;
 
 use common::*;
+use slotproxy::cluster::parse_cluster_nodes;
 use slots_helpers::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -282,7 +283,17 @@ fn a_run_killed_with_the_proxy_is_finished_by_running_it_again() {
 
     let r = proxy_lines(
         &mut c,
-        &["REBALANCE", "SLOTS", "ASYNC", "BATCH", "1", "PIPELINE", "1"],
+        &[
+            "REBALANCE",
+            "SLOTS",
+            "ASYNC",
+            "BATCH",
+            "1",
+            "PIPELINE",
+            "1",
+            "PARALLEL",
+            "1",
+        ],
     )
     .expect("ASYNC");
     assert!(r[0].starts_with("OK job "), "{r:?}");
@@ -297,8 +308,8 @@ fn a_run_killed_with_the_proxy_is_finished_by_running_it_again() {
 
     let second = Proxy::start(&cluster);
     let mut c = second.conn();
-    // The killed run's lease expires within its TTL; until then a new run is told who holds
-    // it.
+    // The killed proxy's lease is taken over (its process is gone); were it another
+    // machine's, it would expire within its TTL, and until then a new run is told who holds it.
     let r = eventually_ok(
         "the lease to expire and the run to finish",
         Duration::from_secs(120),
@@ -450,4 +461,53 @@ fn remove_nodes_drains_a_master_that_owns_slots() {
     proxy.scrape_until("the slots moved", LIVENESS, |t| {
         metric(t, "slotproxy_admin_slots_moved_total") >= owned as f64
     });
+}
+
+#[test]
+fn a_remove_interrupted_after_its_drain_is_finished_without_force() {
+    let cluster = cluster(4, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    let reference = preload(&mut c, 500, "irem");
+    let gone = cluster.nodes[0].addr();
+    let gone_id = parse_cluster_nodes(&nodes_text(&gone), "")
+        .expect("CLUSTER NODES")
+        .into_iter()
+        .find(|l| l.has("myself"))
+        .expect("its own line")
+        .id;
+    // What a REMOVE interrupted between its drain and FORGET leaves: the master drained (Redis
+    // made it the replica of the master that took its last slot, which had none).
+    let r = proxy_lines(&mut c, &["REBALANCE", "SLOTS", "WEIGHT", &gone, "0"]).expect("drain");
+    assert!(r[0].starts_with("OK moved "), "{r:?}");
+    eventually("the drained master to be a replica", LIVENESS, || {
+        nodes_text(&gone)
+            .lines()
+            .any(|l| l.contains("myself") && l.contains("slave"))
+    });
+    let e = proxy_lines(&mut c, &["REMOVE", "NODES", &gone]).expect_err("last replica");
+    assert!(e.to_string().contains("is the last replica"), "{e}");
+    // The remove note the interrupted run kept names it: the re-run finishes without FORCE.
+    let () = redis::cmd("SET")
+        .arg("{slotproxy:lease:rebalance}:removing")
+        .arg(&gone_id)
+        .query(&mut c)
+        .expect("SET note");
+    let r = proxy_lines(&mut c, &["REMOVE", "NODES", &gone]).expect("REMOVE NODES");
+    assert!(r[0].starts_with("OK removed 1 node(s)"), "{r:?}");
+    assert!(
+        r.iter()
+            .any(|l| l.starts_with(&format!("note {gone} is a replica only"))),
+        "{r:?}"
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("{slotproxy:lease:rebalance}:removing")
+        .query(&mut c)
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "the finished run deletes the note");
+    let staying: Vec<String> = cluster.seeds()[1..].to_vec();
+    let counts = slot_counts(&staying[0]);
+    assert!(!counts.contains_key(&gone), "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 16384);
+    verify(&mut c, &reference);
 }

@@ -53,7 +53,7 @@ const HELP: &[&str] = &[
     "    Remove replicas and masters (slots drained first): every node forgets them, then they are reset.",
     "REBALANCE MASTERS [DRYRUN] [TOLERANCE n] [MAXMOVES k] [ASYNC] [FORCE] [JSON] [TIMEOUT s] [HOST <addr> <label>]...",
     "    Spread masters evenly over hosts with the fewest CLUSTER FAILOVERs.",
-    "REBALANCE SLOTS [WEIGHT <node> <w> ...] [THRESHOLD pct] [MAXSLOTS n] [BATCH n] [PIPELINE n] [MIGRATE-TIMEOUT ms] [DRYRUN] [ASYNC] [TIMEOUT s]",
+    "REBALANCE SLOTS [WEIGHT <node> <w> ...] [THRESHOLD pct] [MAXSLOTS n] [BATCH n] [PIPELINE n] [PARALLEL n] [MIGRATE-TIMEOUT ms] [DRYRUN] [ASYNC] [TIMEOUT s]",
     "    Move slots so each master owns a share proportional to its weight (0 drains it).",
     "FIX [DRYRUN] [ASYNC] [TIMEOUT s] [BATCH n] [PIPELINE n] [MIGRATE-TIMEOUT ms]",
     "    Finish or close slots an interrupted move left open; assign uncovered slots.",

@@ -17,7 +17,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use rules::findings;
+pub use rules::{findings, outsiders};
 
 use super::options::{self, Accepts, CommonOptions, HostAddr, OptionError};
 use super::survey::{self, HostLabels, Survey};

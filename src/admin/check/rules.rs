@@ -228,7 +228,7 @@ pub fn findings(s: &Survey, hosts: &HostLabels) -> Vec<Finding> {
 /// while some other node does belong to a cluster. A seed of the proxy that was never added, or
 /// a node PROXY REMOVE NODES reset, looks like this; judged as members they would read as
 /// membership errors of a healthy cluster.
-fn outsiders(s: &Survey) -> Vec<String> {
+pub fn outsiders(s: &Survey) -> Vec<String> {
     let joined = |n: &NodeState| {
         n.view
             .iter()

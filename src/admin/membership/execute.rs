@@ -278,8 +278,11 @@ async fn wait_forgotten(
 }
 
 /// Moves every slot off `nodes` (masters to be removed, all at once, so no slot lands on
-/// another of them) with the slot mover, under this run's lease.
-async fn drain(x: &mut Exec<'_>, nodes: &[String]) -> anyhow::Result<()> {
+/// another of them) with the slot mover, under this run's lease; then waits until every node
+/// of `addrs` sees that they own nothing. The mover tells the masters at once and the replicas
+/// learn it by gossip: a node told to FORGET a master it still thinks owns slots would be left
+/// with those slots owned by nobody (and `cluster_state:fail`) until gossip repairs it.
+async fn drain(x: &mut Exec<'_>, addrs: &[String], nodes: &[String]) -> anyhow::Result<()> {
     let done = crate::admin::slots::drain(x.shared, x.job, x.lease, nodes).await?;
     x.job.log(format!(
         "drained {}: {} slot(s), {} key(s) moved",
@@ -287,7 +290,24 @@ async fn drain(x: &mut Exec<'_>, nodes: &[String]) -> anyhow::Result<()> {
         done.slots,
         done.keys
     ));
-    Ok(())
+    let problems = |s: &[NodeState]| drain_unseen(s, nodes);
+    let none = |_: &[NodeState]| Vec::new();
+    wait_until(x, "every node sees the drain", addrs, problems, none).await
+}
+
+/// The nodes whose view still gives one of the `drained` masters slots.
+pub fn drain_unseen(states: &[NodeState], drained: &[String]) -> Vec<String> {
+    states
+        .iter()
+        .filter(|n| n.error.is_none())
+        .flat_map(|n| {
+            n.view
+                .iter()
+                .filter(|l| !l.slots.is_empty() && drained.contains(&l.addr()))
+                .map(|l| format!("{} still sees {} owning slots", n.addr, l.addr()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Checks that every reset node now knows no other node.
@@ -384,7 +404,13 @@ pub async fn execute(x: &mut Exec<'_>, work: &Work) -> anyhow::Result<()> {
                                 _ => None,
                             })
                             .collect();
-                        drain(x, &nodes).await?;
+                        let ids: Vec<&str> = removed
+                            .iter()
+                            .filter(|(_, a)| nodes.contains(a))
+                            .map(|(id, _)| id.as_str())
+                            .collect();
+                        x.lease.set_remove_note(Some(&ids.join(" "))).await?;
+                        drain(x, &addrs, &nodes).await?;
                         drained = true;
                     }
                 }
@@ -404,6 +430,9 @@ pub async fn execute(x: &mut Exec<'_>, work: &Work) -> anyhow::Result<()> {
             x.job.step_done(step.line());
         }
         i = j;
+    }
+    if work.steps.iter().any(|s| matches!(s, Step::Drain { .. })) {
+        x.lease.set_remove_note(None).await?;
     }
     Ok(())
 }

@@ -37,13 +37,13 @@ mod tests;
 
 pub use args::{parse_add, parse_remove, AddRequest, ArgError, MasterName, RemoveRequest, Shape};
 pub use cluster::{Member, Members};
-pub use execute::{meets_again, remembered};
+pub use execute::{drain_unseen, meets_again, remembered};
 pub use plan::{decide_add, Step, Work};
 pub use refusal::Refusal;
-pub use remove::{decide_remove, DRAIN_READY};
+pub use remove::{decide_remove, decide_remove_after, DRAIN_READY};
 
 use super::check;
-use super::lease::{Lease, LEASE_KEY};
+use super::lease::Lease;
 use super::survey::{self, HostLabels, Survey};
 use crate::admin::jobs::{self, Job};
 use crate::admin::report::Report;
@@ -69,8 +69,8 @@ struct Env {
     start: Vec<String>,
     /// Deadline of one call to a node.
     timeout: Duration,
-    /// The lease's holder text (`slotproxy <listen> pid <pid>`; the job ID is added).
-    holder: String,
+    /// The proxy's listen address, for the lease's holder text.
+    listen: String,
 }
 
 impl Env {
@@ -80,11 +80,7 @@ impl Env {
             dialer: Arc::clone(&shared.settings.dialer),
             start: check::start_nodes(shared),
             timeout: check::node_timeout(shared),
-            holder: format!(
-                "slotproxy {} pid {}",
-                shared.settings.config.listen,
-                std::process::id()
-            ),
+            listen: shared.settings.config.listen.to_string(),
         }
     }
 
@@ -112,11 +108,11 @@ impl Env {
         let lease = Lease::acquire(
             Arc::clone(&self.dialer),
             &Members::of(s).anchor_view,
-            format!("{} job {}", self.holder, job.id),
+            super::lease::holder_text(&self.listen, job.id),
             self.timeout,
         )
         .await?;
-        job.log(format!("took the lease {LEASE_KEY} on {}", lease.addr()));
+        super::lease::log_taken(job, &lease);
         Ok(lease)
     }
 }
@@ -303,8 +299,19 @@ async fn run_add(job: Arc<Job>, env: Env, req: AddRequest) -> anyhow::Result<Rep
 /// The whole of `PROXY REMOVE NODES`.
 async fn run_remove(job: Arc<Job>, env: Env, req: RemoveRequest) -> anyhow::Result<Report> {
     let wait = req.wait.unwrap_or(Duration::from_secs(30));
-    let decide = |s: &Survey| decide_remove(&req.names, req.force, s);
     let s = env.survey(&req.names).await;
+    // The masters an interrupted run of REMOVE drained (none when the note cannot be read).
+    let drained: Vec<String> = Lease::peek_remove_note(
+        Arc::clone(&env.dialer),
+        &Members::of(&s).anchor_view,
+        env.timeout,
+    )
+    .await
+    .ok()
+    .flatten()
+    .map(|n| n.split_whitespace().map(str::to_string).collect())
+    .unwrap_or_default();
+    let decide = |s: &Survey| decide_remove_after(&req.names, req.force, s, &drained);
     job.log(format!("surveyed {} node(s)", s.nodes.len()));
     let work = decide(&s).map_err(|e| anyhow!("refused: {e}"))?;
     let labels = HostLabels::default();
@@ -327,6 +334,12 @@ async fn run_remove(job: Arc<Job>, env: Env, req: RemoveRequest) -> anyhow::Resu
         decide,
     )
     .await;
+    if done.is_ok() && !drained.is_empty() {
+        // The interrupted run this one finished is over: its note goes.
+        if let Err(e) = lease.set_remove_note(None).await {
+            job.log(format!("could not delete the remove note: {e:#}"));
+        }
+    }
     release(&job, &mut lease).await;
     let Some(work) = done? else {
         return Ok(nothing_to_do(&env, &work, &labels, gone).await);

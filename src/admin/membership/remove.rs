@@ -33,6 +33,18 @@ fn role(m: &Member, members: &Members) -> String {
 /// Decides what is left of `PROXY REMOVE NODES names...`. `s` must hold the cluster's nodes
 /// and every named address. Pure; an `Err` is a refusal naming the node.
 pub fn decide_remove(names: &[String], force: bool, s: &Survey) -> Result<Work, Refusal> {
+    decide_remove_after(names, force, s, &[])
+}
+
+/// [`decide_remove`] after an interrupted run that drained the masters `drained` (node IDs,
+/// from the remove note): a named node among them that is now a replica is one only because
+/// the drain gave away its last slot, and is never some master's "last replica".
+pub fn decide_remove_after(
+    names: &[String],
+    force: bool,
+    s: &Survey,
+    drained: &[String],
+) -> Result<Work, Refusal> {
     let members = Members::of(s);
     if members.seed().is_none() {
         return Err(Refusal::NoCluster);
@@ -105,6 +117,12 @@ pub fn decide_remove(names: &[String], force: bool, s: &Survey) -> Result<Work, 
                     replicas: orphans,
                 });
             }
+        } else if drained.contains(&m.id) {
+            work.lines.push(format!(
+                "note {} is a replica only because this command drained it before it was \
+                 interrupted",
+                m.addr
+            ));
         } else if let Some(master) = m
             .master_id
             .as_deref()

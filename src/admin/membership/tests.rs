@@ -603,3 +603,55 @@ fn a_meet_is_sent_again_only_when_the_handshake_was_dropped() {
     let who: Vec<&str> = again.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(who, vec!["127.0.0.5:7000", "127.0.0.5:7001"]);
 }
+
+#[test]
+fn forget_waits_until_every_node_sees_the_drained_master_empty() {
+    // Node 1 was drained: its slots went to node 2; the replica on .2 has not heard yet.
+    let after = vec![
+        n(1, "127.0.0.1:7000", None, ""),
+        n(2, "127.0.0.2:7000", None, "0-10922"),
+        n(3, "127.0.0.3:7000", None, "10923-16383"),
+        n(5, "127.0.0.3:7001", Some(2), ""),
+    ];
+    let mut stale = after.clone();
+    stale[0].slots = "0-5460";
+    stale[1].slots = "5461-10922";
+    let drained = vec!["127.0.0.1:7000".to_string()];
+    let lagging = vec![
+        state(&after[0], &after, 0),
+        state(&after[1], &after, 0),
+        state(&stale[3], &stale, 0),
+    ];
+    assert_eq!(
+        drain_unseen(&lagging, &drained),
+        vec!["127.0.0.3:7001 still sees 127.0.0.1:7000 owning slots".to_string()]
+    );
+    let settled: Vec<NodeState> = after.iter().map(|m| state(m, &after, 0)).collect();
+    assert!(drain_unseen(&settled, &drained).is_empty());
+}
+
+#[test]
+fn a_master_an_interrupted_remove_drained_is_no_last_replica() {
+    // Node 1 gave its last slot to node 2 and Redis made it node 2's (only) replica.
+    let members = vec![
+        n(1, "127.0.0.1:7000", Some(2), ""),
+        n(2, "127.0.0.2:7000", None, "0-10922"),
+        n(3, "127.0.0.3:7000", None, "10923-16383"),
+    ];
+    let s = survey(&members, &[]);
+    let names = vec!["127.0.0.1:7000".to_string()];
+    let e = decide_remove(&names, false, &s).expect_err("last replica");
+    assert!(e.to_string().contains("is the last replica"), "{e}");
+    // The remove note names it: it is removed without FORCE.
+    let w = decide_remove_after(&names, false, &s, &[id(1)]).expect("remove");
+    assert!(
+        w.lines
+            .iter()
+            .any(|l| l.starts_with("note 127.0.0.1:7000 is a replica only")),
+        "{:?}",
+        w.lines
+    );
+    assert!(matches!(&w.steps[0], Step::Forget { removed } if removed.len() == 1));
+    // Another node's ID in the note changes nothing.
+    assert!(decide_remove_after(&names, false, &s, &[id(3)]).is_err());
+}

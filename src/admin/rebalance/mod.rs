@@ -384,12 +384,7 @@ async fn run(shared: Arc<Shared>, opts: Options, job: Arc<Job>) -> anyhow::Resul
         let json = first.json_value(&lines[0], &first.moves);
         return Ok(Report::lines(lines).with_json(json));
     }
-    let holder = format!(
-        "slotproxy {} pid {} job {}",
-        shared.settings.config.listen,
-        std::process::id(),
-        job.id
-    );
+    let holder = super::lease::holder_text(&shared.settings.config.listen.to_string(), job.id);
     let mut lease = Lease::acquire(
         Arc::clone(&shared.settings.dialer),
         &live.lines,
@@ -397,7 +392,7 @@ async fn run(shared: Arc<Shared>, opts: Options, job: Arc<Job>) -> anyhow::Resul
         node_timeout(&shared),
     )
     .await?;
-    job.log(format!("took the lease {LEASE_KEY} on {}", lease.addr()));
+    super::lease::log_taken(&job, &lease);
     let result = async {
         // Another holder may have changed the cluster before we took the lease: plan from what
         // is there now.

@@ -4,6 +4,7 @@
 
 use super::migrate::{DEFAULT_BATCH, DEFAULT_MIGRATE_TIMEOUT_MS, DEFAULT_PIPELINE};
 use super::plan::DEFAULT_THRESHOLD_PCT;
+use super::settings::DEFAULT_PARALLEL;
 use crate::admin::options::{self, Accepts, CommonOptions, OptionError};
 use bytes::Bytes;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use std::time::Duration;
 pub const MAX_BATCH: usize = 10_000;
 /// Largest `PIPELINE` (MIGRATEs in flight).
 pub const MAX_PIPELINE: usize = 64;
+/// Largest `PARALLEL` (slots moved at once).
+pub const MAX_PARALLEL: usize = 32;
 /// Largest `WEIGHT`.
 pub const MAX_WEIGHT: u32 = 1_000_000;
 
@@ -24,6 +27,8 @@ pub struct Knobs {
     pub pipeline: usize,
     /// MIGRATE's own timeout (ms).
     pub migrate_timeout_ms: u64,
+    /// Slots moved at once.
+    pub parallel: usize,
     /// Deadline of one slot's move (`TIMEOUT`), if given.
     pub slot_timeout: Option<Duration>,
 }
@@ -34,6 +39,7 @@ impl Default for Knobs {
             batch: DEFAULT_BATCH,
             pipeline: DEFAULT_PIPELINE,
             migrate_timeout_ms: DEFAULT_MIGRATE_TIMEOUT_MS,
+            parallel: DEFAULT_PARALLEL,
             slot_timeout: None,
         }
     }
@@ -80,8 +86,8 @@ pub enum ArgError {
 
 /// `PROXY REBALANCE SLOTS` usage.
 pub const REBALANCE_USAGE: &str = "usage: PROXY REBALANCE SLOTS [WEIGHT <node> <w> ...] \
-     [THRESHOLD pct] [MAXSLOTS n] [BATCH n] [PIPELINE n] [MIGRATE-TIMEOUT ms] [DRYRUN] [ASYNC] \
-     [TIMEOUT s]";
+     [THRESHOLD pct] [MAXSLOTS n] [BATCH n] [PIPELINE n] [PARALLEL n] [MIGRATE-TIMEOUT ms] \
+     [DRYRUN] [ASYNC] [TIMEOUT s]";
 /// `PROXY FIX` usage.
 pub const FIX_USAGE: &str = "usage: PROXY FIX [DRYRUN] [ASYNC] [TIMEOUT s] [BATCH n] \
      [PIPELINE n] [MIGRATE-TIMEOUT ms]";
@@ -130,6 +136,7 @@ fn knob(words: &[String], i: usize, k: &mut Knobs) -> Result<Option<usize>, ArgE
         "BATCH" => k.batch = int("BATCH", 1, MAX_BATCH as u64)? as usize,
         "PIPELINE" => k.pipeline = int("PIPELINE", 1, MAX_PIPELINE as u64)? as usize,
         "MIGRATE-TIMEOUT" => k.migrate_timeout_ms = int("MIGRATE-TIMEOUT", 1, 3_600_000)?,
+        "PARALLEL" => k.parallel = int("PARALLEL", 1, MAX_PARALLEL as u64)? as usize,
         _ => return Ok(None),
     }
     Ok(Some(2))
@@ -159,6 +166,7 @@ fn is_option(word: &str) -> bool {
             | "BATCH"
             | "PIPELINE"
             | "MIGRATE-TIMEOUT"
+            | "PARALLEL"
             | "DRYRUN"
             | "ASYNC"
             | "TIMEOUT"
@@ -274,7 +282,7 @@ mod tests {
     fn rebalance_arguments() {
         let r = parse_rebalance(&a(
             "weight 127.0.0.1:7000 0 abcdef12 2 THRESHOLD 1.5 MAXSLOTS 10 BATCH 20 PIPELINE 3 \
-             MIGRATE-TIMEOUT 500 DRYRUN ASYNC TIMEOUT 9 WEIGHT x 1",
+             PARALLEL 5 MIGRATE-TIMEOUT 500 DRYRUN ASYNC TIMEOUT 9 WEIGHT x 1",
         ))
         .expect("valid");
         assert_eq!(
@@ -293,6 +301,7 @@ mod tests {
                 batch: 20,
                 pipeline: 3,
                 migrate_timeout_ms: 500,
+                parallel: 5,
                 slot_timeout: Some(Duration::from_secs(9)),
             }
         );
@@ -313,6 +322,7 @@ mod tests {
         assert!(e("MAXSLOTS 0").contains("MAXSLOTS needs"));
         assert!(e("BATCH 0").contains("BATCH needs an integer from 1 to 10000"));
         assert!(e("PIPELINE 65").contains("PIPELINE needs"));
+        assert!(e("PARALLEL 0").contains("PARALLEL needs"));
         assert!(e("MIGRATE-TIMEOUT").contains("MIGRATE-TIMEOUT needs"));
         assert!(e("TIMEOUT 0").contains("at least 1"));
         assert!(e("NOPE").contains("unknown option 'NOPE'; usage: PROXY REBALANCE SLOTS"));

@@ -64,7 +64,7 @@ impl Ctx<'_> {
     }
 
     fn moved_keys(&mut self, n: u64) {
-        self.progress.keys += n;
+        self.progress.add_keys(n);
         self.job.set_detail(self.progress.line());
     }
 }

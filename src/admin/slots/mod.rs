@@ -15,7 +15,8 @@
 //! The files: this one has the commands and the REBALANCE flow; `args.rs` the arguments;
 //! `plan.rs` the planner (`plan_tests.rs` its tests); `state.rs` what a survey says about
 //! masters and problems; `migrate.rs` the one-slot mover, `settings.rs` its terms and
-//! `error.rs` why it stops; `progress.rs` the figures `PROXY JOB` shows; `fix.rs` the FIX
+//! `error.rs` why it stops; `run.rs` runs the moves, several slots at once; `progress.rs` the
+//! figures `PROXY JOB` shows; `fix.rs` the FIX
 //! engine (`fix_tests.rs` its decisions' tests).
 
 pub mod args;
@@ -24,12 +25,13 @@ pub mod fix;
 pub mod migrate;
 pub mod plan;
 pub mod progress;
+pub mod run;
 pub mod settings;
 pub mod state;
 
 use crate::admin::check;
 use crate::admin::jobs::{self, Job};
-use crate::admin::lease::{Lease, LEASE_KEY};
+use crate::admin::lease::Lease;
 use crate::admin::report::Report;
 use crate::admin::survey::{self, Survey};
 use crate::cluster::NodeLine;
@@ -38,9 +40,9 @@ use crate::shared::Shared;
 use anyhow::{anyhow, bail, Context};
 use args::{Knobs, RebalanceArgs};
 use bytes::Bytes;
-use migrate::{Ctx, MigrateAuth, MoveSettings, Mover, NodeRef, DEFAULT_SLOT_TIMEOUT};
+use migrate::{MigrateAuth, MoveSettings, NodeRef, DEFAULT_SLOT_TIMEOUT};
 use plan::{MasterIn, Plan, PlanOptions};
-use progress::Progress;
+use run::{execute, Step};
 use state::SlotState;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -135,6 +137,7 @@ pub fn settings(shared: &Shared, knobs: &Knobs) -> MoveSettings {
         pipeline: knobs.pipeline,
         migrate_timeout_ms: knobs.migrate_timeout_ms,
         slot_timeout: knobs.slot_timeout.unwrap_or(DEFAULT_SLOT_TIMEOUT),
+        parallel: knobs.parallel,
         auth: MigrateAuth::from_settings(&cfg.backend_user, &cfg.backend_password),
     }
 }
@@ -189,12 +192,7 @@ fn lease_lines(s: &Survey) -> Vec<NodeLine> {
 
 /// Takes the cluster lease for `job`.
 async fn take_lease(shared: &Shared, s: &Survey, job: &Job) -> anyhow::Result<Lease> {
-    let holder = format!(
-        "slotproxy {} pid {} job {}",
-        shared.settings.config.listen,
-        std::process::id(),
-        job.id
-    );
+    let holder = super::lease::holder_text(&shared.settings.config.listen.to_string(), job.id);
     let lease = Lease::acquire(
         Arc::clone(&shared.settings.dialer),
         &lease_lines(s),
@@ -202,7 +200,7 @@ async fn take_lease(shared: &Shared, s: &Survey, job: &Job) -> anyhow::Result<Le
         check::node_timeout(shared),
     )
     .await?;
-    job.log(format!("took the lease {LEASE_KEY} on {}", lease.addr()));
+    super::lease::log_taken(job, &lease);
     Ok(lease)
 }
 
@@ -246,14 +244,6 @@ fn resolve(st: &SlotState, weights: &[(String, u32)]) -> anyhow::Result<Vec<(Str
         .collect()
 }
 
-/// One slot to move, with its masters.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Step {
-    slot: u16,
-    from: NodeRef,
-    to: NodeRef,
-}
-
 /// The plan's moves as steps (masters looked up in the survey).
 fn steps(st: &SlotState, plan: &Plan) -> anyhow::Result<Vec<Step>> {
     let masters = refs(st);
@@ -276,93 +266,14 @@ fn steps(st: &SlotState, plan: &Plan) -> anyhow::Result<Vec<Step>> {
         .collect()
 }
 
-/// Moves the slots, run by run of consecutive slots between one pair; returns the keys
-/// moved. Before each run the lease's move note names it (so a killed run's open slot can be
-/// told from another tool's); the note is deleted at the end. Each slot counts in the job's
-/// steps, in `slotproxy_admin_slots_moved_total` and in the progress line.
-async fn execute(
-    shared: &Shared,
-    job: &Job,
-    lease: &mut Lease,
-    masters: &[NodeRef],
-    steps: &[Step],
-    settings: MoveSettings,
-) -> anyhow::Result<u64> {
-    let mut mover = Mover::new(
-        Arc::clone(&shared.settings.dialer),
-        check::node_timeout(shared),
-        settings,
-    );
-    let mut ctx = Ctx {
-        job,
-        lease: Some(lease),
-        progress: Progress::new(steps.len()),
-    };
-    job.set_total(job.snapshot().1 + steps.len());
-    job.set_detail(ctx.progress.line());
-    let mut i = 0;
-    while i < steps.len() {
-        let first = &steps[i];
-        let mut j = i + 1;
-        while j < steps.len()
-            && steps[j].from == first.from
-            && steps[j].to == first.to
-            && steps[j].slot == steps[j - 1].slot + 1
-        {
-            j += 1;
-        }
-        let last = steps[j - 1].slot;
-        let note = state::Note {
-            from: first.from.id.clone(),
-            to: first.to.id.clone(),
-            first: first.slot,
-            last,
-        };
-        if let Some(l) = ctx.lease.as_deref_mut() {
-            l.set_note(Some(&note.text())).await?;
-        }
-        let keys_before = ctx.progress.keys;
-        for step in &steps[i..j] {
-            let done = ctx.progress.slots_done;
-            mover
-                .move_slot(&step.from, &step.to, masters, step.slot, &mut ctx)
-                .await
-                .map_err(|e| {
-                    anyhow!(
-                        "{e} ({done} of {} planned slots were moved before it)",
-                        steps.len()
-                    )
-                })?;
-            ctx.progress.slots_done += 1;
-            job.advance(1);
-            shared.registries.jobs.count_slot_moved();
-            job.set_detail(ctx.progress.line());
-        }
-        job.log(format!(
-            "moved {} {} -> {} ({} slots, {} keys)",
-            range_text(first.slot, last),
-            first.from.addr,
-            first.to.addr,
-            j - i,
-            ctx.progress.keys - keys_before
-        ));
-        i = j;
-    }
-    if let Some(l) = ctx.lease.as_deref_mut() {
-        l.set_note(None).await?;
-    }
-    shared.topology.trigger_refresh();
-    Ok(ctx.progress.keys)
-}
-
 /// The open slots an interrupted run left (per the move note), or the refusal: the first
 /// problem that is not such a slot.
 fn check_state(st: &SlotState, note: Option<&str>) -> anyhow::Result<Vec<(u16, usize, usize)>> {
     if let Some(p) = st.blocking() {
         bail!("{p}");
     }
-    let note = note.and_then(state::Note::parse);
-    st.resumable(note.as_ref()).map_err(|p| anyhow!("{p}"))
+    let notes = note.map(state::Note::parse_all).unwrap_or_default();
+    st.resumable(&notes).map_err(|p| anyhow!("{p}"))
 }
 
 /// The steps that finish the slots an interrupted run left open.

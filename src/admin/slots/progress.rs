@@ -1,17 +1,17 @@
 //! A slot-move run's progress figures for `PROXY JOB`: slots done of planned, keys moved, keys
 //! per second and the estimated time left (from the pace of the slots done so far).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Counters of one run, updated by the mover after every `MIGRATE` round and every slot.
-#[derive(Debug)]
+/// Counters of one run, updated by the mover after every `MIGRATE` round and every slot. A
+/// clone shares the counters (the slots moved in parallel all count in one run).
+#[derive(Clone, Debug)]
 pub struct Progress {
     /// Slot moves planned.
     pub slots_total: usize,
-    /// Slot moves finished.
-    pub slots_done: usize,
-    /// Keys moved.
-    pub keys: u64,
+    /// (slot moves finished, keys moved).
+    done: Arc<Mutex<(usize, u64)>>,
     started: Instant,
 }
 
@@ -20,20 +20,40 @@ impl Progress {
     pub fn new(slots_total: usize) -> Progress {
         Progress {
             slots_total,
-            slots_done: 0,
-            keys: 0,
+            done: Arc::new(Mutex::new((0, 0))),
             started: Instant::now(),
         }
     }
 
+    fn counts(&self) -> std::sync::MutexGuard<'_, (usize, u64)> {
+        // Plain counters: one a panicking holder left are still right.
+        self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Slot moves finished.
+    pub fn slots_done(&self) -> usize {
+        self.counts().0
+    }
+
+    /// Keys moved.
+    pub fn keys(&self) -> u64 {
+        self.counts().1
+    }
+
+    /// One more slot move finished.
+    pub fn slot_done(&self) {
+        self.counts().0 += 1;
+    }
+
+    /// `n` more keys moved.
+    pub fn add_keys(&self, n: u64) {
+        self.counts().1 += n;
+    }
+
     /// The figures as one line.
     pub fn line(&self) -> String {
-        line(
-            self.slots_done,
-            self.slots_total,
-            self.keys,
-            self.started.elapsed(),
-        )
+        let (slots, keys) = *self.counts();
+        line(slots, self.slots_total, keys, self.started.elapsed())
     }
 }
 

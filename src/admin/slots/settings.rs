@@ -10,6 +10,10 @@ pub const DEFAULT_BATCH: usize = 100;
 pub const DEFAULT_PIPELINE: usize = 4;
 /// Default `MIGRATE` timeout (ms): the node's own I/O timeout for each step of the transfer.
 pub const DEFAULT_MIGRATE_TIMEOUT_MS: u64 = 10_000;
+/// Default slots moved at once. A slot with few keys costs a few round trips that wait on
+/// each other; moving several slots at once overlaps those waits (each on its own
+/// connections; a slot is only ever moved by one of them).
+pub const DEFAULT_PARALLEL: usize = 8;
 /// Default deadline for one slot's move.
 pub const DEFAULT_SLOT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -79,6 +83,8 @@ pub struct MoveSettings {
     pub migrate_timeout_ms: u64,
     /// Deadline of one slot's move.
     pub slot_timeout: Duration,
+    /// Slots moved at once.
+    pub parallel: usize,
     /// Credentials for the target.
     pub auth: MigrateAuth,
 }
@@ -90,6 +96,7 @@ impl Default for MoveSettings {
             pipeline: DEFAULT_PIPELINE,
             migrate_timeout_ms: DEFAULT_MIGRATE_TIMEOUT_MS,
             slot_timeout: DEFAULT_SLOT_TIMEOUT,
+            parallel: DEFAULT_PARALLEL,
             auth: MigrateAuth::None,
         }
     }

@@ -114,7 +114,9 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// The slot range a slot-moving run was moving when it stopped (the lease's move note).
+/// A slot range a slot-moving run was moving when it stopped (one entry of the lease's move
+/// note; a run that moves slots in parallel notes every range it has slots open in, joined
+/// with `;`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
     /// Giving master's ID.
@@ -152,6 +154,17 @@ impl Note {
     pub fn text(&self) -> String {
         format!("{} {} {} {}", self.from, self.to, self.first, self.last)
     }
+
+    /// Reads a whole move note: its `;`-separated entries (an entry that does not parse is
+    /// left out).
+    pub fn parse_all(text: &str) -> Vec<Note> {
+        text.split(';').filter_map(Note::parse).collect()
+    }
+
+    /// A whole move note's text for `notes`.
+    pub fn text_all(notes: &[Note]) -> String {
+        notes.iter().map(Note::text).collect::<Vec<_>>().join(";")
+    }
 }
 
 /// The masters and the problems of a surveyed cluster.
@@ -166,6 +179,18 @@ pub struct SlotState {
 impl SlotState {
     /// Judges a survey.
     pub fn from_survey(s: &Survey) -> SlotState {
+        // A node outside the cluster (a seed of the proxy that PROXY REMOVE NODES reset) is
+        // judged as no part of it, as CHECK does.
+        let outside = crate::admin::check::outsiders(s);
+        let inside = Survey {
+            nodes: s
+                .nodes
+                .iter()
+                .filter(|n| !outside.contains(&n.addr))
+                .cloned()
+                .collect(),
+        };
+        let s = &inside;
         let mut masters: Vec<Master> = Vec::new();
         for n in s.reachable() {
             let Some(me) = n.myself() else { continue };
@@ -304,12 +329,12 @@ impl SlotState {
             .find(|p| !matches!(p, Problem::Open { .. }))
     }
 
-    /// The open slots an interrupted run left, per its `note`: (slot, giving master index,
-    /// receiving master index), in slot order. A slot counts as the run's when the note's
+    /// The open slots an interrupted run left, per its `notes`: (slot, giving master index,
+    /// receiving master index), in slot order. A slot counts as the run's when a note's
     /// range covers it and the only open states on it are the giver migrating it to the
     /// receiver and the receiver importing it from the giver. Any other open slot is the
     /// error: FIX's job, not a re-run's.
-    pub fn resumable(&self, note: Option<&Note>) -> Result<Vec<(u16, usize, usize)>, Problem> {
+    pub fn resumable(&self, notes: &[Note]) -> Result<Vec<(u16, usize, usize)>, Problem> {
         let idx = |id: &str| self.masters.iter().position(|m| m.id == id);
         let mut open: Vec<u16> = Vec::new();
         for m in &self.masters {
@@ -320,10 +345,11 @@ impl SlotState {
         open.dedup();
         let mut out = Vec::new();
         for slot in open {
-            let ours = note
+            let ours = notes
+                .iter()
                 .filter(|n| n.first <= slot && slot <= n.last)
-                .and_then(|n| Some((n, idx(&n.from)?, idx(&n.to)?)))
-                .filter(|(n, a, b)| {
+                .filter_map(|n| Some((n, idx(&n.from)?, idx(&n.to)?)))
+                .find(|(n, a, b)| {
                     self.masters.iter().enumerate().all(|(i, m)| {
                         let mig: Vec<&String> = m
                             .migrating
@@ -489,6 +515,18 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_seed_outside_the_cluster_is_no_master_of_it() {
+        let nodes = [(1, "master", "0-8191"), (2, "master", "8192-16383")];
+        let mut s = survey(&nodes, &[], "ok");
+        // Node 9 knows only itself and nobody knows it (REMOVE NODES reset it).
+        let alone = [(9, "master", "")];
+        s.nodes.extend(survey(&alone, &[], "ok").nodes);
+        let st = SlotState::from_survey(&s);
+        assert_eq!(st.masters.len(), 2);
+        assert_eq!(st.refusal(), None);
+    }
+
+    #[test]
     fn problems_are_found_and_ordered() {
         let one = format!("0-8191 [100->-{}]", id(2));
         let two = format!("8192-16383 [100-<-{}]", id(1));
@@ -544,22 +582,40 @@ mod tests {
         assert!(st.refusal().is_some());
         let note = Note::parse(&format!("{} {} 0 200", id(1), id(2))).expect("note");
         assert_eq!(Note::parse(&note.text()), Some(note.clone()));
-        assert_eq!(st.resumable(Some(&note)), Ok(vec![(100, 0, 1)]));
+        assert_eq!(
+            st.resumable(std::slice::from_ref(&note)),
+            Ok(vec![(100, 0, 1)])
+        );
         // Without a note, or with one for another range or pair, it is FIX's.
-        assert!(st.resumable(None).is_err());
+        assert!(st.resumable(&[]).is_err());
         let other = Note::parse(&format!("{} {} 101 200", id(1), id(2))).expect("note");
-        assert!(st.resumable(Some(&other)).is_err());
+        assert!(st.resumable(&[other]).is_err());
         let reversed = Note::parse(&format!("{} {} 0 200", id(2), id(1))).expect("note");
         assert!(matches!(
-            st.resumable(Some(&reversed)),
+            st.resumable(&[reversed]),
             Err(Problem::Open { slot: 100, .. })
         ));
         // Nothing open: nothing to resume.
         let calm = SlotState::from_survey(&survey(&[(1, "master", "0-16383")], &[], "ok"));
-        assert_eq!(calm.resumable(None), Ok(vec![]));
+        assert_eq!(calm.resumable(&[]), Ok(vec![]));
         for bad in ["", "a b 1", "a a 1 2", "a b 5 4", "a b 0 16384"] {
             assert_eq!(Note::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_parallel_runs_note_covers_each_of_its_ranges() {
+        let one = format!("0-8191 [100->-{}]", id(2));
+        let two = format!("8192-16383 [100-<-{}]", id(1));
+        let nodes = [(1, "master", one.as_str()), (2, "master", two.as_str())];
+        let st = SlotState::from_survey(&survey(&nodes, &[], "ok"));
+        let a = Note::parse(&format!("{} {} 0 50", id(1), id(2))).expect("note");
+        let b = Note::parse(&format!("{} {} 90 120", id(1), id(2))).expect("note");
+        let all = Note::parse_all(&Note::text_all(&[a.clone(), b.clone()]));
+        assert_eq!(all, vec![a.clone(), b]);
+        assert_eq!(st.resumable(&all), Ok(vec![(100, 0, 1)]));
+        assert!(st.resumable(&[a]).is_err());
+        assert_eq!(Note::parse_all("junk;;"), vec![]);
     }
 
     #[test]
