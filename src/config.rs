@@ -49,6 +49,10 @@ pub struct Config {
     /// replication` offsets, is at most this (and its link to the master is up).
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub max_replica_lag: Duration,
+    /// Hosts (as the nodes' addresses spell them, without the port) whose replicas take a
+    /// replica read first, in turn among themselves; the other usable replicas only when none
+    /// of those is usable. Empty (the default): every usable replica alike.
+    pub prefer_hosts: Vec<String>,
     /// Most client connections; more are refused with Redis's error.
     pub max_clients: usize,
     /// Most requests one client may have in flight before the proxy stops reading from it.
@@ -169,6 +173,7 @@ pub const SETTINGS: &[Setting] = &[
     restart("connections_per_node"),
     live("read_from"),
     live("max_replica_lag"),
+    live("prefer_hosts"),
     live("max_clients"),
     live("max_pipeline"),
     live("max_pending_reply_bytes"),
@@ -221,6 +226,7 @@ impl Default for Config {
             connections_per_node: 1,
             read_from: "master".into(),
             max_replica_lag: Duration::from_secs(1),
+            prefer_hosts: Vec::new(),
             max_clients: 10_000,
             max_pipeline: 1024,
             max_pending_reply_bytes: 64 * 1024 * 1024,
@@ -291,6 +297,11 @@ impl Config {
         }
         if self.refresh_interval.is_zero() {
             bail!("refresh_interval must be positive");
+        }
+        for h in &self.prefer_hosts {
+            if h.trim().is_empty() || h.parse::<std::net::SocketAddr>().is_ok() {
+                bail!("prefer_hosts lists hosts without a port (e.g. \"10.0.0.5\"), not {h:?}");
+            }
         }
         if self.max_replica_lag.is_zero() {
             bail!("max_replica_lag must be positive");

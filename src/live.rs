@@ -283,6 +283,11 @@ pub fn rewrite_file(path: &Path, cfg: &Config) -> anyhow::Result<Vec<&'static st
             Some(toml::Value::String(s)) => toml_edit::value(s.as_str()),
             Some(toml::Value::Integer(n)) => toml_edit::value(*n),
             Some(toml::Value::Boolean(b)) => toml_edit::value(*b),
+            Some(toml::Value::Array(a)) => toml_edit::value(
+                a.iter()
+                    .filter_map(toml::Value::as_str)
+                    .collect::<toml_edit::Array>(),
+            ),
             _ => continue,
         };
         doc[name] = value;

@@ -400,3 +400,65 @@ fn a_failover_under_replica_read_load_costs_no_client_an_error() {
     // Reads reach replicas again (the old master, now a replica, among them).
     wait_reads_on_replicas_of(&cluster, &mut c);
 }
+
+/// The host of the master replica `i` follows (its own INFO replication).
+fn master_host_of(cluster: &LocalCluster, i: usize) -> String {
+    let text: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut node_conn(cluster, i))
+        .expect("INFO replication");
+    text.lines()
+        .find_map(|l| l.trim_end().strip_prefix("master_host:"))
+        .expect("master_host")
+        .to_string()
+}
+
+#[test]
+fn prefer_hosts_sends_reads_to_the_replicas_on_listed_hosts() {
+    // Three hosts, a master and two replicas each: every master has a replica on each of
+    // the other two hosts.
+    let cluster = cluster(3, 3, 2);
+    wait_replicas_linked(&cluster);
+    let host = "127.0.0.2";
+    // The replicas that should read: those on the listed host, and those of the master on
+    // that host (its replicas are all on other hosts, so they read as without the setting).
+    let readers: Vec<bool> = (0..cluster.nodes.len())
+        .map(|i| {
+            let n = &cluster.nodes[i];
+            !n.is_master && (n.ip == host || master_host_of(&cluster, i) == host)
+        })
+        .collect();
+    let others = (0..cluster.nodes.len())
+        .filter(|&i| !cluster.nodes[i].is_master && !readers[i])
+        .count();
+    assert!(others >= 2, "the layout has replicas off the listed host");
+    assert!(
+        cluster.nodes.iter().any(|n| n.is_master && n.ip == host),
+        "a master on the listed host"
+    );
+    let settings = format!(
+        "read_from = \"prefer-replica\"\nmax_replica_lag = \"10s\"\nprefer_hosts = [\"{host}\"]\n"
+    );
+    let proxy = Proxy::start_with(&cluster.seeds(), &settings, true);
+    let mut c = proxy.conn();
+    write_keys(&mut c);
+    let only_readers = |before: &[u64], after: &[u64]| {
+        (0..after.len()).all(|i| (after[i] > before[i]) == readers[i])
+    };
+    eventually(
+        "reads to be answered by the preferred replicas",
+        Duration::from_secs(30),
+        || {
+            let before = all_calls(&cluster, "get");
+            read_keys(&mut c, 3);
+            only_readers(&before, &all_calls(&cluster, "get"))
+        },
+    );
+    let before = all_calls(&cluster, "get");
+    read_keys(&mut c, 10);
+    let after = all_calls(&cluster, "get");
+    assert!(
+        only_readers(&before, &after),
+        "GETs per node before {before:?} after {after:?}, readers {readers:?}"
+    );
+}

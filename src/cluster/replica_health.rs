@@ -27,6 +27,8 @@ pub struct ReplicaState {
     pub addr: Arc<str>,
     /// Whether it may serve reads.
     pub usable: bool,
+    /// Whether its host is in `prefer_hosts` (worked out once per poll, not per read).
+    pub preferred: bool,
 }
 
 /// A master's replicas, in the order the slot map lists them.
@@ -34,6 +36,8 @@ pub struct ReplicaState {
 pub struct MasterHealth {
     /// The master's `ip:port`.
     pub addr: Arc<str>,
+    /// Whether its host is in `prefer_hosts` (`read_from = any` then keeps it in the turn).
+    pub preferred: bool,
     /// Its replicas.
     pub replicas: Vec<ReplicaState>,
 }
@@ -112,6 +116,22 @@ pub fn usable(info: &ReplicationInfo, lag: Option<Duration>, max_lag: Duration) 
     !info.master && info.link_up && lag.is_some_and(|l| l <= max_lag)
 }
 
+/// Whether the node at `addr` (`host:port`, `[v6]:port` or `v6:port`) is on one of `hosts`
+/// (the `prefer_hosts` setting; host names compare without regard to case).
+pub fn on_hosts(addr: &str, hosts: &[String]) -> bool {
+    if hosts.is_empty() {
+        return false;
+    }
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    hosts.iter().any(|h| {
+        h.trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .eq_ignore_ascii_case(host)
+    })
+}
+
 /// Time between polls: a quarter of `max_replica_lag` (the lag is known to within one poll),
 /// at least 50 ms and at most 1 s.
 pub fn poll_interval(max_lag: Duration) -> Duration {
@@ -187,6 +207,20 @@ mod tests {
         // A node that says it is a master (promoted) is no replica to read from.
         let promoted = ReplicationInfo { master: true, ..up };
         assert!(!usable(&promoted, Some(s(0)), s(1)));
+    }
+
+    #[test]
+    fn preferred_hosts_match_the_host_part_of_an_address() {
+        let hosts = vec!["127.0.0.2".to_string(), "Redis-B.example".to_string()];
+        assert!(on_hosts("127.0.0.2:7000", &hosts));
+        assert!(!on_hosts("127.0.0.20:7000", &hosts));
+        assert!(!on_hosts("127.0.0.1:7000", &hosts));
+        assert!(on_hosts("redis-b.example:6379", &hosts));
+        assert!(!on_hosts("127.0.0.2:7000", &[]));
+        let v6 = vec!["::1".to_string()];
+        assert!(on_hosts("[::1]:7000", &v6));
+        assert!(on_hosts("::1:7000", &v6));
+        assert!(on_hosts("::1:7000", &["[::1]".to_string()]));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use crate::backend::node_client::NodeClient;
 use crate::cluster::replica_health::{
-    lag, parse_info, poll_interval, trim, usable, History, MasterHealth, ReplicaHealth,
+    lag, on_hosts, parse_info, poll_interval, trim, usable, History, MasterHealth, ReplicaHealth,
     ReplicaState, ReplicationInfo,
 };
 use crate::route::replica_choice::ReadFrom;
@@ -112,6 +112,8 @@ async fn poll(
     }
     let now = Instant::now();
     let empty = History::new();
+    // Read each round, so a changed `prefer_hosts` takes effect with the next poll.
+    let prefer = shared.settings.live.get().prefer_hosts.clone();
     let masters = map
         .nodes
         .iter()
@@ -119,6 +121,7 @@ async fn poll(
             let history = histories.get(&n.addr).unwrap_or(&empty);
             MasterHealth {
                 addr: Arc::clone(&n.addr),
+                preferred: on_hosts(&n.addr, &prefer),
                 replicas: n
                     .replicas
                     .iter()
@@ -130,6 +133,7 @@ async fn poll(
                         ReplicaState {
                             addr: Arc::clone(r),
                             usable: ok,
+                            preferred: on_hosts(r, &prefer),
                         }
                     })
                     .collect(),

@@ -95,6 +95,8 @@ impl Reason {
 pub enum Usable {
     /// It may serve reads.
     Yes,
+    /// It may serve reads, and its host is in `prefer_hosts`: it goes before the others.
+    Preferred,
     /// It may not, for this reason ([`Reason::Lagging`] or [`Reason::Failed`]).
     No(Reason),
 }
@@ -115,21 +117,32 @@ pub enum Choice {
 /// Chooses the node for one read of a slot whose master has `replicas` replicas, the i-th
 /// being `usable(i)`. `turn` is the worker's round-robin counter: consecutive turns spread the
 /// reads over the usable replicas (and the master, for `any`).
+///
+/// With `prefer_hosts`: when some usable replica is [`Usable::Preferred`], the turn goes over
+/// those only. With `any`, when the master's host is listed (`master_preferred`) or a usable
+/// replica is preferred, the turn goes over the preferred nodes only, master included when
+/// listed. Otherwise (an empty list, or nothing usable on a listed host) as without it.
 pub fn choose(
     mode: ReadFrom,
     replicas: usize,
     usable: impl Fn(usize) -> Usable,
+    master_preferred: bool,
     turn: usize,
 ) -> Choice {
     if mode == ReadFrom::Master {
         return Choice::Master;
     }
     let mut count = 0;
+    let mut near = 0;
     // The strongest reason among the unusable ones: a failure seen here outranks lag.
     let mut why = Reason::NoReplica;
     for i in 0..replicas {
         match usable(i) {
             Usable::Yes => count += 1,
+            Usable::Preferred => {
+                count += 1;
+                near += 1;
+            }
             Usable::No(r) => {
                 if why != Reason::Failed {
                     why = r;
@@ -137,9 +150,16 @@ pub fn choose(
             }
         }
     }
+    let master_near = mode == ReadFrom::Any && master_preferred;
+    let only_near = near > 0 || master_near;
+    let pool = if only_near { near } else { count };
     let nth_usable = |n: usize| {
         (0..replicas)
-            .filter(|&i| usable(i) == Usable::Yes)
+            .filter(|&i| match usable(i) {
+                Usable::Preferred => true,
+                Usable::Yes => !only_near,
+                Usable::No(_) => false,
+            })
             .nth(n)
             .map_or(Choice::Master, Choice::Replica)
     };
@@ -147,11 +167,12 @@ pub fn choose(
         ReadFrom::Master => Choice::Master,
         _ if count == 0 && mode == ReadFrom::Replica => Choice::Refuse(why),
         _ if count == 0 => Choice::Fallback(why),
-        ReadFrom::Any => match turn % (count + 1) {
+        ReadFrom::Any if only_near && !master_near => nth_usable(turn % pool),
+        ReadFrom::Any => match turn % (pool + 1) {
             0 => Choice::Master,
             n => nth_usable(n - 1),
         },
-        _ => nth_usable(turn % count),
+        _ => nth_usable(turn % pool),
     }
 }
 
@@ -172,7 +193,73 @@ mod tests {
     const FAILED: Usable = Usable::No(Reason::Failed);
 
     fn pick(mode: ReadFrom, states: &[Usable], turn: usize) -> Choice {
-        choose(mode, states.len(), |i| states[i], turn)
+        choose(mode, states.len(), |i| states[i], false, turn)
+    }
+
+    const NEAR: Usable = Usable::Preferred;
+
+    fn picks(mode: ReadFrom, states: &[Usable], master_near: bool, turns: usize) -> Vec<Choice> {
+        (0..turns)
+            .map(|t| choose(mode, states.len(), |i| states[i], master_near, t))
+            .collect()
+    }
+
+    #[test]
+    fn replicas_on_preferred_hosts_take_the_reads_in_turn() {
+        let states = [FRESH, NEAR, LAGGING, NEAR];
+        let want = [Choice::Replica(1), Choice::Replica(3), Choice::Replica(1)];
+        assert_eq!(picks(ReadFrom::PreferReplica, &states, false, 3), want);
+        assert_eq!(picks(ReadFrom::Replica, &states, false, 3), want);
+        // The master's host being listed changes nothing outside `any`.
+        assert_eq!(picks(ReadFrom::PreferReplica, &states, true, 3), want);
+    }
+
+    #[test]
+    fn without_a_usable_preferred_replica_the_others_serve_as_before() {
+        let states = [FRESH, LAGGING, FRESH];
+        assert_eq!(
+            picks(ReadFrom::PreferReplica, &states, false, 2),
+            [Choice::Replica(0), Choice::Replica(2)]
+        );
+        // A preferred replica that is not usable is just not usable.
+        let states = [FRESH, Usable::No(Reason::Failed)];
+        assert_eq!(
+            picks(ReadFrom::PreferReplica, &states, false, 2),
+            [Choice::Replica(0), Choice::Replica(0)]
+        );
+        assert_eq!(
+            pick(ReadFrom::PreferReplica, &[LAGGING], 0),
+            Choice::Fallback(Reason::Lagging)
+        );
+    }
+
+    #[test]
+    fn any_uses_the_preferred_nodes_master_included_when_listed() {
+        let states = [FRESH, NEAR];
+        // Master not listed: the preferred replica only.
+        assert_eq!(
+            picks(ReadFrom::Any, &states, false, 2),
+            [Choice::Replica(1), Choice::Replica(1)]
+        );
+        // Master listed too: it and the preferred replica in turn.
+        assert_eq!(
+            picks(ReadFrom::Any, &states, true, 3),
+            [Choice::Master, Choice::Replica(1), Choice::Master]
+        );
+        // Only the master listed: the master, while a replica is usable at all.
+        assert_eq!(
+            picks(ReadFrom::Any, &[FRESH, FRESH], true, 2),
+            [Choice::Master, Choice::Master]
+        );
+        // Nothing listed: as without prefer_hosts.
+        assert_eq!(
+            picks(ReadFrom::Any, &[FRESH, FRESH], false, 3),
+            [Choice::Master, Choice::Replica(0), Choice::Replica(1)]
+        );
+        assert_eq!(
+            picks(ReadFrom::Any, &[LAGGING], true, 1),
+            [Choice::Fallback(Reason::Lagging)]
+        );
     }
 
     #[test]

@@ -73,12 +73,14 @@ impl Worker {
             {
                 Usable::No(Reason::Failed)
             }
+            Some(r) if r.preferred => Usable::Preferred,
             Some(_) => Usable::Yes,
             None => Usable::No(Reason::Lagging),
         };
         let turn = self.replicas.turn.get();
         self.replicas.turn.set(turn.wrapping_add(1));
-        let choice = choose(mode, count, usable, turn);
+        let master_preferred = known.is_some_and(|m| m.preferred);
+        let choice = choose(mode, count, usable, master_preferred, turn);
         drop(failed);
         match choice {
             Choice::Replica(i) => {
