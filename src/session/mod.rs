@@ -17,6 +17,7 @@ mod cluster_wide;
 mod config_cmd;
 pub mod cross_slot;
 mod fence;
+mod gather;
 mod hold;
 pub mod local;
 mod login;

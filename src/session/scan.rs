@@ -5,8 +5,7 @@
 
 use super::Session;
 use crate::backend::worker::{Worker, CLUSTERDOWN_UNSERVED};
-use crate::local_notify::LocalNotify;
-use crate::route::dispatch::{Call, Dest, ReplySlot, Target};
+use crate::route::dispatch::{Dest, ReplySlot};
 use crate::route::fanout::{self, ScanCursor, ScanPlan, ScanStep};
 use crate::route::resp;
 use crate::route::scan_batch::{self, Batch};
@@ -121,30 +120,10 @@ async fn run(worker: &Worker, mut args: Vec<Bytes>, client: ScanCursor, slot: &R
 /// Sends `wire` to each of `nodes` on the worker's shared connections and waits for every
 /// reply (in `nodes` order); the time spent is recorded on the client's `slot`.
 async fn ask(worker: &Worker, nodes: &[Arc<str>], wire: &Bytes, slot: &ReplySlot) -> Vec<Bytes> {
-    let signal = Rc::new(LocalNotify::new());
-    let pending: Vec<Rc<ReplySlot>> = nodes
-        .iter()
-        .map(|node| {
-            let part = ReplySlot::new(&signal);
-            worker.send(Call::new(
-                wire.clone(),
-                Dest::Node(Arc::clone(node)),
-                Target::Whole(Rc::clone(&part)),
-            ));
-            part
-        })
-        .collect();
-    let mut frames = Vec::with_capacity(pending.len());
-    for part in pending {
-        let frame = loop {
-            if let Some(f) = part.take() {
-                break f;
-            }
-            signal.notified().await;
-        };
-        let meta = part.take_meta();
-        slot.add_backend(meta.backend_us, meta.node);
-        frames.push(frame);
-    }
-    frames
+    let calls = nodes.iter().map(|node| super::gather::Ask {
+        wire: wire.clone(),
+        dest: Dest::Node(Arc::clone(node)),
+        resp3: false,
+    });
+    super::gather::gather(worker, calls, slot).await
 }

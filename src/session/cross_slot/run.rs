@@ -11,11 +11,9 @@
 use super::plan::{Plan, Source, TEMP_TTL_MS};
 use crate::backend::worker::Worker;
 use crate::cluster::slots::key_slot;
-use crate::local_notify::LocalNotify;
-use crate::route::dispatch::{Call, Dest, ReplySlot, Target};
+use crate::route::dispatch::{Dest, ReplySlot};
 use crate::route::resp::{self, Value};
 use bytes::Bytes;
-use std::rc::Rc;
 
 /// One call of the emulation: a command for the owner of a slot.
 struct Ask {
@@ -35,31 +33,12 @@ fn ask(slot: u16, args: &[&[u8]]) -> Ask {
 /// Sends every call at once and waits for all the replies (in `calls` order); their backend
 /// time is added to the client's `slot`.
 async fn send(worker: &Worker, calls: Vec<Ask>, slot: &ReplySlot) -> Vec<Bytes> {
-    let signal = Rc::new(LocalNotify::new());
-    let pending: Vec<Rc<ReplySlot>> = calls
-        .into_iter()
-        .map(|c| {
-            let part = ReplySlot::new(&signal);
-            let wire = resp::encode_command(&c.args).freeze();
-            let mut call = Call::new(wire, Dest::Slot(c.slot), Target::Whole(Rc::clone(&part)));
-            call.resp3 = c.resp3;
-            worker.send(call);
-            part
-        })
-        .collect();
-    let mut frames = Vec::with_capacity(pending.len());
-    for part in pending {
-        let frame = loop {
-            if let Some(f) = part.take() {
-                break f;
-            }
-            signal.notified().await;
-        };
-        let meta = part.take_meta();
-        slot.add_backend(meta.backend_us, meta.node);
-        frames.push(frame);
-    }
-    frames
+    let calls = calls.into_iter().map(|c| crate::session::gather::Ask {
+        wire: resp::encode_command(&c.args).freeze(),
+        dest: Dest::Slot(c.slot),
+        resp3: c.resp3,
+    });
+    crate::session::gather::gather(worker, calls, slot).await
 }
 
 /// One call, its reply.
