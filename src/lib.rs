@@ -30,6 +30,7 @@
 pub mod access;
 pub mod admin;
 pub mod backend;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod live;

@@ -8,7 +8,10 @@
 use crate::cluster::SlotMap;
 use crate::config::Config;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64, AtomicU8, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -129,8 +132,12 @@ pub struct Settings {
 /// every replacement carries a version from [`Topology::next_map_version`]; a refresh that reads
 /// a map routing like the current one replaces nothing, so the version moves only on change.
 pub struct Topology {
-    /// The current slot map.
+    /// The current slot map. Replace it with [`Topology::publish`] (or `patch_moved`), which
+    /// also counts the replacement, so workers know when to re-read it.
     pub map: ArcSwap<SlotMap>,
+    /// Replacements of `map` so far, counted after each is stored: a worker that has seen this
+    /// count holds a map at least that new (see [`Topology::published`]).
+    published: AtomicU64,
     next_version: AtomicU64,
     /// Wakes the topology refresher early (MOVED, lost backend, CLUSTERDOWN, PROXY REFRESH).
     pub refresh: Notify,
@@ -181,6 +188,8 @@ pub struct Registries {
 pub struct Counters {
     /// When the proxy started.
     pub started: Instant,
+    /// The same moment as a [`crate::clock::now_us`] stamp, to date the data path's stamps.
+    pub started_us: u64,
     /// This run's random ID (INFO's `run_id`: 40 hex digits, fixed for the proxy's life).
     pub run_id: String,
     /// One entry per worker.
@@ -220,6 +229,7 @@ impl Topology {
     fn new() -> Topology {
         Topology {
             map: ArcSwap::from_pointee(SlotMap::empty()),
+            published: AtomicU64::new(0),
             next_version: AtomicU64::new(1),
             refresh: Notify::new(),
             refresh_triggers: AtomicU8::new(0),
@@ -230,6 +240,19 @@ impl Topology {
             replicas: ArcSwap::from_pointee(Default::default()),
             replica_reads_wanted: Default::default(),
         }
+    }
+
+    /// Replaces the slot map and counts the replacement.
+    pub fn publish(&self, map: Arc<SlotMap>) {
+        self.map.store(map);
+        self.published.fetch_add(1, Release);
+    }
+
+    /// How many times the map was replaced: one load per request lets a worker keep its own
+    /// copy of the map and re-read the shared one only after a change (reading it through
+    /// `ArcSwap` cost about a hundred instructions per request).
+    pub fn published(&self) -> u64 {
+        self.published.load(Acquire)
     }
 
     /// A fresh, strictly increasing map version.
@@ -259,6 +282,7 @@ impl Topology {
                 Arc::new(cur.with_moved(slot, addr, self.next_map_version()))
             }
         });
+        self.published.fetch_add(1, Release);
         self.trigger_refresh_for(Trigger::Moved);
     }
 
@@ -302,6 +326,7 @@ impl Shared {
         Shared {
             metrics: Counters {
                 started: Instant::now(),
+                started_us: crate::clock::now_us(),
                 run_id: rand::random::<[u8; 20]>()
                     .iter()
                     .map(|b| format!("{b:02x}"))

@@ -386,19 +386,50 @@ fn wait_asks_the_connections_a_resp3_clients_writes_took() {
     assert_eq!(got, "+OK\r\n:0\r\n");
 }
 
+#[test]
+fn wait_asks_only_the_masters_the_clients_writes_went_to() {
+    let cluster = cluster(3, 1, 0);
+    let proxy = Proxy::start(&cluster);
+    let mut c = proxy.conn();
+    // Reads on every master, one write on one of them.
+    let mut read_owners = std::collections::HashSet::new();
+    for i in 0..100 {
+        let key = format!("r{i}");
+        let _: Option<String> = c.get(&key).unwrap();
+        read_owners.insert(owner_of(
+            &cluster,
+            0,
+            slotproxy::cluster::slots::key_slot(key.as_bytes()),
+        ));
+    }
+    assert_eq!(read_owners.len(), 3, "the reads should reach every master");
+    let _: () = c.set("w", 1).unwrap();
+    let written = owner_of(&cluster, 0, slotproxy::cluster::slots::key_slot(b"w"));
+    let n: i64 = redis::cmd("WAIT").arg(0).arg(0).query(&mut c).unwrap();
+    assert_eq!(n, 0);
+    // Reads move no replication offset: only the written master is asked.
+    let asked: Vec<usize> = (0..cluster.nodes.len())
+        .filter(|&i| wait_calls_of(&cluster, i) > 0)
+        .collect();
+    assert_eq!(asked, vec![written]);
+}
+
+/// WAIT calls node `i` of `cluster` has answered.
+fn wait_calls_of(cluster: &slotproxy::admin::localcluster::LocalCluster, i: usize) -> i64 {
+    let info = cluster
+        .command(i, &["INFO", "commandstats"])
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// WAIT calls the nodes have answered, summed over `cluster`'s nodes.
 fn node_wait_calls(cluster: &slotproxy::admin::localcluster::LocalCluster) -> i64 {
     (0..cluster.nodes.len())
-        .map(|i| {
-            let info = cluster
-                .command(i, &["INFO", "commandstats"])
-                .unwrap_or_default();
-            info.lines()
-                .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        })
+        .map(|i| wait_calls_of(cluster, i))
         .sum()
 }
 

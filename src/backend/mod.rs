@@ -97,7 +97,8 @@ struct State {
     /// Requests not yet written.
     queue: VecDeque<Pending>,
     /// Written requests awaiting their replies, oldest first, with the time they were written.
-    inflight: VecDeque<(Instant, Pending)>,
+    /// (The times are [`crate::clock::now_us`] stamps: one subtraction per reply.)
+    inflight: VecDeque<(u64, Pending)>,
     /// Bumped whenever the link changes, so tasks of an old link stop.
     generation: u64,
     backoff: Duration,
@@ -438,7 +439,7 @@ impl Conn {
                     }
                     // One clock read per batch written, none for a turn that finds the queue
                     // empty (every write is followed by one).
-                    let now = Instant::now();
+                    let now = crate::clock::now_us();
                     while let Some(p) = st.queue.pop_front() {
                         bufs.push(p.wire());
                         st.inflight.push_back((now, p));
@@ -464,6 +465,9 @@ impl Conn {
         // expiry is checked against the current oldest request before anything is failed.
         let sleep = tokio::time::sleep_until(Instant::now() + Duration::from_secs(86_400));
         tokio::pin!(sleep);
+        // The stamp the timer is armed for: compared as a number, converted to an instant
+        // only when the timer moves.
+        let mut armed_us = u64::MAX;
         loop {
             let deadline = {
                 let st = self.state.borrow();
@@ -472,11 +476,17 @@ impl Conn {
                 }
                 st.inflight
                     .front()
-                    .map(|(t, _)| *t + self.timeouts().request)
+                    .map(|(t, _)| t.saturating_add(self.timeouts().request.as_micros() as u64))
             };
             if let Some(d) = deadline {
-                if sleep.is_elapsed() || sleep.deadline() > d {
-                    sleep.as_mut().reset(d);
+                if sleep.is_elapsed() || armed_us > d {
+                    armed_us = d;
+                    let at = crate::clock::instant_at(
+                        d,
+                        std::time::Instant::now(),
+                        crate::clock::now_us(),
+                    );
+                    sleep.as_mut().reset(Instant::from_std(at));
                 }
             }
             // One poll for the socket and the timer (or, with nothing in flight, the wake
@@ -502,9 +512,10 @@ impl Conn {
                     let request_timeout = self.timeouts().request;
                     let expired = {
                         let st = self.state.borrow();
-                        st.inflight
-                            .front()
-                            .is_some_and(|(t, _)| *t + request_timeout <= Instant::now())
+                        st.inflight.front().is_some_and(|(t, _)| {
+                            t.saturating_add(request_timeout.as_micros() as u64)
+                                <= crate::clock::now_us()
+                        })
                     };
                     if expired {
                         let ms = request_timeout.as_millis();
@@ -530,7 +541,7 @@ impl Conn {
                 Err(e) => return self.fail(gen, format!("read: {e}")),
             }
             // One clock read per read batch: every reply in it arrived by now.
-            let now = Instant::now();
+            let now = crate::clock::now_us();
             {
                 let mut st = self.state.borrow_mut();
                 if st.suspect && !buf.is_empty() {
@@ -553,7 +564,7 @@ impl Conn {
                 };
                 match pending {
                     Some((written, Pending::Call(call))) => {
-                        let us = now.saturating_duration_since(written).as_micros() as u64;
+                        let us = now.saturating_sub(written);
                         stats.latency.record(us);
                         bump(&stats.replies, 1);
                         if resp::is_error(&frame) {

@@ -64,6 +64,9 @@ pub async fn confirm_address(shared: &Shared, addr: &str, slot: Option<u16>) -> 
 struct RouteCache {
     version: u64,
     pools: Vec<Option<Rc<Pool>>>,
+    /// The shared map as of the `seen`-th replacement ([`crate::shared::Topology::published`]).
+    map: Arc<SlotMap>,
+    seen: u64,
 }
 
 /// Per-thread state of one worker.
@@ -110,6 +113,7 @@ impl Worker {
             Arc::clone(&shared),
         );
         let tracking = crate::backend::invalidation::Hub::new(Arc::clone(&shared));
+        let map = shared.topology.map.load_full();
         Rc::new_cyclic(|me| Worker {
             index,
             shared,
@@ -119,6 +123,8 @@ impl Worker {
             cache: RefCell::new(RouteCache {
                 version: u64::MAX,
                 pools: Vec::new(),
+                map,
+                seen: u64::MAX,
             }),
             dedicated,
             tracking,
@@ -259,11 +265,23 @@ impl Worker {
         Some(pool)
     }
 
+    /// The current slot map: this worker's copy, re-read from the shared one only when a new
+    /// map was published since. (A clone, not a borrow: sending may re-enter the worker.)
+    pub fn map(&self) -> Arc<SlotMap> {
+        let published = self.shared.topology.published();
+        let mut cache = self.cache.borrow_mut();
+        if cache.seen != published {
+            cache.map = self.shared.topology.map.load_full();
+            cache.seen = published;
+        }
+        Arc::clone(&cache.map)
+    }
+
     /// Sends a call to the node its destination names in the current map.
     pub fn send(&self, call: Call) {
         match &call.dest {
             Dest::Slot(slot) => {
-                let map = self.shared.topology.map.load();
+                let map = self.map();
                 match map.owner_index(*slot).and_then(|n| self.pool_for(&map, n)) {
                     Some(pool) => pool.send(call, false),
                     None => call.fail(CLUSTERDOWN_UNSERVED),

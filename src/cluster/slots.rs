@@ -11,14 +11,43 @@ pub const SLOT_COUNT: usize = 16384;
 /// The part of `key` that is hashed: the content of the first `{...}` when it is non-empty,
 /// otherwise the whole key. An empty tag `{}` hashes the whole key, as in Redis.
 pub fn hash_tag(key: &[u8]) -> &[u8] {
-    if let Some(open) = key.iter().position(|&b| b == b'{') {
-        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
+    if let Some(open) = find_byte(key, b'{') {
+        if let Some(len) = find_byte(&key[open + 1..], b'}') {
             if len > 0 {
                 return &key[open + 1..open + 1 + len];
             }
         }
     }
     key
+}
+
+/// The first position of `byte` in `hay`, eight bytes at a time. Every key of every request
+/// is searched for `{`: a byte loop cost as much as the CRC itself for a 16-byte key, and
+/// the `memchr` crate's vector search has a set-up cost that keys this short do not repay.
+fn find_byte(hay: &[u8], byte: u8) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let pattern = ONES * u64::from(byte);
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // A zero byte in `v` is a match. The lowest flagged byte is always a real zero (a
+        // false flag can only sit above a real one), and little-endian order makes the
+        // lowest byte the first.
+        let v = u64::from_le_bytes(word) ^ pattern;
+        let zeros = v.wrapping_sub(ONES) & !v & HIGHS;
+        if zeros != 0 {
+            return Some(base + (zeros.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == byte)
+        .map(|i| base + i)
 }
 
 /// CRC16-XMODEM (polynomial 0x1021, initial value 0, no reflection) lookup table, built at
@@ -74,6 +103,29 @@ mod tests {
     fn crc16_check_value() {
         // The standard check value of CRC-16/XMODEM.
         assert_eq!(crc16(b"123456789"), 0x31c3);
+    }
+
+    #[test]
+    fn find_byte_finds_the_first_match_anywhere() {
+        for len in 0..40 {
+            for at in 0..len {
+                for other in [None, Some(at + 1), Some(len - 1)] {
+                    let mut hay = vec![b'a'; len];
+                    // Bytes next to the target's value: the word trick must not flag them.
+                    hay.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, b)| *b = [b'z', b'|', 0x7a, 0xfb][i % 4]);
+                    hay[at] = b'{';
+                    if let Some(o) = other.filter(|&o| o < len) {
+                        hay[o] = b'{';
+                    }
+                    assert_eq!(find_byte(&hay, b'{'), Some(at), "len {len} at {at}");
+                }
+            }
+            assert_eq!(find_byte(&vec![b'}'; len], b'{'), None);
+        }
+        assert_eq!(find_byte(&[0x00, 0x01, 0x7b], b'{'), Some(2));
+        assert_eq!(find_byte(&[0xff; 9], 0xff), Some(0));
     }
 
     #[test]

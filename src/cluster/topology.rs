@@ -282,7 +282,7 @@ fn install(shared: &Shared, mut map: SlotMap) -> Outcome {
         .registries
         .nodes
         .retain(|addr| map.knows(addr) || shared.settings.config.seeds.iter().any(|s| s == addr));
-    shared.topology.map.store(Arc::new(map));
+    shared.topology.publish(Arc::new(map));
     if changed {
         Outcome::Changed
     } else {

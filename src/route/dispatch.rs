@@ -38,8 +38,9 @@ struct Owner {
 /// What is known about a request besides its reply (see `ReplySlot::meta`).
 #[derive(Clone, Debug)]
 pub struct SlotMeta {
-    /// When the request arrived (the read that brought it); `None` for slots not timed.
-    pub started: Option<std::time::Instant>,
+    /// When the request arrived (the read that brought it), a [`crate::clock::now_us`]
+    /// stamp; `None` for slots not timed.
+    pub started: Option<u64>,
     /// Its command label ([`crate::metrics::stats::command_index`]).
     pub cmd: u16,
     /// The request's bytes, kept for the slow log.
@@ -154,7 +155,7 @@ impl ReplySlot {
     }
 
     /// Stamps the request's arrival, command label and bytes.
-    pub fn begin(&self, started: std::time::Instant, cmd: u16, wire: Bytes) {
+    pub fn begin(&self, started: u64, cmd: u16, wire: Bytes) {
         let mut m = self.meta.borrow_mut();
         m.started = Some(started);
         m.cmd = cmd;

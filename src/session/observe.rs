@@ -7,6 +7,7 @@
 //! replies, not per request; the slow log's lock is taken only for a request that was slow.
 
 use crate::backend::worker::Worker;
+use crate::clock::now_us;
 use crate::config::Config;
 use crate::metrics::slowlog::Slow;
 use crate::metrics::stats::{bump, drop_by};
@@ -16,7 +17,6 @@ use crate::session::local::ClientState;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The error a request gets when shutdown's deadline passes before its reply arrived.
 pub const SHUTDOWN_UNANSWERED: &str =
@@ -25,10 +25,11 @@ pub const SHUTDOWN_UNANSWERED: &str =
 /// Per-session observation state.
 pub struct SessionObs {
     generation: u64,
-    /// When the last socket read happened: the arrival time of the requests it brought.
-    read_at: Instant,
+    /// When the last socket read happened: the arrival time of the requests it brought
+    /// ([`now_us`] stamps, like every time here).
+    read_at: u64,
     /// The clock read for the current batch of replies (cleared every loop turn).
-    now: Option<Instant>,
+    now: Option<u64>,
     metrics_on: bool,
     /// The proxy's shutdown state, read once per loop turn (one atomic load).
     shutdown: Shutdown,
@@ -39,7 +40,7 @@ impl SessionObs {
     pub fn new(worker: &Worker) -> SessionObs {
         SessionObs {
             generation: worker.shared.settings.live.generation(),
-            read_at: Instant::now(),
+            read_at: now_us(),
             now: None,
             metrics_on: worker.shared.metrics.metrics_on,
             shutdown: worker.shared.shutdown.clone(),
@@ -69,10 +70,10 @@ impl SessionObs {
     }
 
     /// `n` bytes were read from the client; returns when (the arrival of the requests in
-    /// them).
-    pub fn read(&mut self, worker: &Worker, n: usize) -> Instant {
+    /// them), a [`now_us`] stamp.
+    pub fn read(&mut self, worker: &Worker, n: usize) -> u64 {
         bump(&worker.stats().m.bytes_in, n as u64);
-        self.read_at = Instant::now();
+        self.read_at = now_us();
         self.read_at
     }
 
@@ -120,8 +121,8 @@ impl SessionObs {
         // Only the slot a request was stamped on counts: one per request, never a protocol
         // error's or a pub/sub message's.
         bump(&m.completed, 1);
-        let now = *self.now.get_or_insert_with(Instant::now);
-        let us = now.saturating_duration_since(started).as_micros() as u64;
+        let now = *self.now.get_or_insert_with(now_us);
+        let us = now.saturating_sub(started);
         if self.metrics_on {
             if let Some(c) = m.commands.get(meta.cmd as usize) {
                 bump(&c.calls, 1);

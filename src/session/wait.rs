@@ -1,4 +1,5 @@
-//! WAIT numreplicas timeout, for the nodes this client sent keyed commands to.
+//! WAIT numreplicas timeout, for the nodes this client sent keyed commands to (any but those
+//! flagged read-only, which move no replication offset).
 //!
 //! A node answers WAIT for the replication offset of the connection it arrives on, and the
 //! client's writes travelled on the worker's shared connections; so the proxy asks on those
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(25);
 
-/// Slots a client sent keyed commands to, for WAIT. The first few are kept inline and only a
+/// Slots a client sent keyed commands other than read-only ones to, for WAIT. The first few are kept inline and only a
 /// client that reaches more gets the 2 KB bit set, so a connection that sent a handful of
 /// keyed commands stays small while it idles.
 #[derive(Default)]
@@ -95,7 +96,7 @@ impl Touched {
 }
 
 impl Session {
-    /// Remembers that this client sent a keyed command to `slot`'s owner (and whether on the
+    /// Remembers that this client sent a keyed command that may write to `slot`'s owner (and whether on the
     /// RESP3 connections, which have replication offsets of their own).
     pub(super) fn touch(&mut self, slot: u16) {
         self.touched.insert(slot);
@@ -122,7 +123,7 @@ impl Session {
             }
         });
         if nodes.is_empty() {
-            // No keyed command yet: the answer of one master, as from a single server.
+            // No write yet: the answer of one master, as from a single server.
             match crate::route::fanout::masters(&map).into_iter().next() {
                 Some(m) => nodes.push(m),
                 None => {

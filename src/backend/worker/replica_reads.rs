@@ -51,7 +51,7 @@ fn still_failed(failed_round: u64, round: u64) -> bool {
 impl Worker {
     /// Sends a read of `slot` to the node `mode` and the replicas' health choose.
     pub(super) fn send_read(&self, mut call: Call, slot: u16, mode: ReadFrom) {
-        let map = self.shared.topology.map.load();
+        let map = self.map();
         let Some(n) = map.owner_index(slot) else {
             return call.fail(CLUSTERDOWN_UNSERVED);
         };

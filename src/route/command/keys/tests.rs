@@ -269,3 +269,30 @@ fn parse_ll_matches_string2ll() {
         assert_eq!(parse_ll(bad), None, "{:?}", bad);
     }
 }
+
+#[test]
+fn the_one_key_shortcut_agrees_with_the_spec_walk_for_every_command() {
+    let mut shortcut = 0;
+    for cmd in super::super::COMMANDS {
+        for spec in std::iter::once(cmd).chain(cmd.subcommands) {
+            if !is_one_key_at_first_argument(spec) {
+                continue;
+            }
+            shortcut += 1;
+            assert!(matches!(special(spec.name), Special::None), "{}", spec.name);
+            for argc in 0..6 {
+                let args: Vec<Bytes> = (0..argc).map(|i| Bytes::from(format!("a{i}"))).collect();
+                let (mut fast, mut walked) = (vec![7], vec![7]);
+                let fast_result = fill(spec, &args, &mut fast, false);
+                walked.clear();
+                let walked_result = from_specs(spec, &args, &mut walked, false, None);
+                assert_eq!(fast_result, walked_result, "{} argc {argc}", spec.name);
+                if walked_result.is_ok() {
+                    assert_eq!(fast, walked, "{} argc {argc}", spec.name);
+                }
+            }
+        }
+    }
+    // GET, SET, INCR, HGET, LPUSH ... : most of the table.
+    assert!(shortcut > 100, "{shortcut}");
+}
