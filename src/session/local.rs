@@ -23,8 +23,8 @@ pub struct ClientState {
     /// The authenticated user (and its hold on the user's connection count), when users are
     /// configured.
     pub user: Option<crate::access::Session>,
-    /// The client's address, for the failed-AUTH limit.
-    pub peer_ip: Option<std::net::IpAddr>,
+    /// The client's address, read once at accept: for the failed-AUTH limit and the slow log.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// A reply composed by the proxy.
@@ -211,7 +211,7 @@ fn auth(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
             _ => return resp::error("ERR syntax error"),
         };
         let limit = shared.settings.config.auth_failures_per_minute;
-        if let Some(ip) = client.peer_ip {
+        if let Some(ip) = client.peer.map(|a| a.ip()) {
             if !shared.registries.auth_guard.allowed(ip, limit) {
                 return resp::error(
                     "ERR slotproxy: too many failed AUTH attempts from this address; try again in a minute",
@@ -246,7 +246,7 @@ fn auth(args: &[Bytes], client: &mut ClientState, shared: &Shared) -> Bytes {
                 }
             },
             None => {
-                if let Some(ip) = client.peer_ip {
+                if let Some(ip) = client.peer.map(|a| a.ip()) {
                     shared.registries.auth_guard.failed(ip);
                 }
                 resp::error(crate::access::WRONGPASS)
@@ -386,7 +386,7 @@ mod tests {
             name: None,
             resp3: false,
             user: None,
-            peer_ip: None,
+            peer: None,
         };
         assert_eq!(run(&["PING"], &mut c), "+PONG\r\n");
         assert_eq!(run(&["ping", "hi"], &mut c), "$2\r\nhi\r\n");

@@ -95,13 +95,14 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 /// on its worker; it is given up when this returns (or is dropped unfinished).
 pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat) {
     let cfg = worker.shared.settings.live.get();
+    let peer = stream.peer_addr().ok();
     let live = {
         use std::os::fd::AsRawFd;
         let text =
             |a: io::Result<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
         worker.shared.registries.clients.add(
             id,
-            text(stream.peer_addr()),
+            peer.map(|a| a.to_string()).unwrap_or_default(),
             text(stream.local_addr()),
             i64::from(stream.tcp().as_raw_fd()),
         )
@@ -118,7 +119,7 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
             name: None,
             resp3: false,
             user: None,
-            peer_ip: None,
+            peer,
         },
         acl: worker.shared.registries.users.active(),
         // Lent by the worker at each read and given back once nothing is left to parse
@@ -156,7 +157,6 @@ pub async fn serve(worker: Rc<Worker>, stream: Stream, id: u64, seat: ClientSeat
         read_only_now: false,
     };
     if s.acl {
-        s.client.peer_ip = s.stream.peer_addr().ok().map(|a| a.ip());
         s.client.user = s.initial_login();
         if let Some(u) = &s.client.user {
             worker.shared.registries.clients.set_user(id, &u.name);

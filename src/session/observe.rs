@@ -104,14 +104,7 @@ impl SessionObs {
     }
 
     /// A request's reply is ready for the client: count it, time it, and log it if slow.
-    pub fn done(
-        &mut self,
-        worker: &Worker,
-        slot: &ReplySlot,
-        reply: &Bytes,
-        client: &ClientState,
-        stream: &Stream,
-    ) {
+    pub fn done(&mut self, worker: &Worker, slot: &ReplySlot, reply: &Bytes, client: &ClientState) {
         let meta = slot.take_meta();
         let m = &worker.stats().m;
         bump(&m.pending_out, reply.len() as u64);
@@ -155,10 +148,9 @@ impl SessionObs {
                     backend_us: u64::from(meta.backend_us),
                     node,
                     part: meta.part,
-                    client_addr: stream
-                        .peer_addr()
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
+                    // The address noted at accept: asking the socket cost a system call per
+                    // slow request, many of them when an overloaded proxy logs every request.
+                    client_addr: client.peer.map(|a| a.to_string()).unwrap_or_default(),
                     client_name: client.name.clone().unwrap_or_default(),
                 },
                 live.slowlog_max_len(),

@@ -44,8 +44,7 @@ impl Session {
                     }
                 }
                 Some(reply) => {
-                    self.obs
-                        .done(&self.worker, head, &reply, &self.client, &self.stream);
+                    self.obs.done(&self.worker, head, &reply, &self.client);
                     self.out_bytes += reply.len();
                     self.out.push_back(reply);
                     if let Some(slot) = self.queue.pop_front() {
