@@ -400,9 +400,8 @@ fn create_lowers_then_restores_node_timeout_on_idle_masters() {
         "{out:?}"
     );
     assert!(
-        out.iter().any(|l| l.starts_with(
-            "note cluster-node-timeout was lowered to 500 ms on "
-        )),
+        out.iter()
+            .any(|l| l.starts_with("note cluster-node-timeout was lowered to 500 ms on ")),
         "{out:?}"
     );
     assert_perfect(&cluster, 1);
@@ -417,8 +416,14 @@ fn create_lowers_then_restores_node_timeout_on_idle_masters() {
         .expect("a create job")
         .to_string();
     let log = proxy_lines(&mut c, &["JOB", &id]).expect("JOB");
-    for what in ["cluster-node-timeout lowered to 500 ms", "cluster-node-timeout restored"] {
-        assert!(log.iter().any(|l| l.contains(what)), "no {what:?} in {log:?}");
+    for what in [
+        "cluster-node-timeout lowered to 500 ms",
+        "cluster-node-timeout restored",
+    ] {
+        assert!(
+            log.iter().any(|l| l.contains(what)),
+            "no {what:?} in {log:?}"
+        );
     }
 
     cluster
@@ -427,8 +432,10 @@ fn create_lowers_then_restores_node_timeout_on_idle_masters() {
     let lines = check_until(&mut c, "WARN settings-differ");
     let addr = cluster.nodes[0].addr();
     assert!(
-        lines.iter().any(|l| l.contains("cluster-node-timeout differs")
-            && l.contains(&format!("500 on {addr} may be left by a PROXY CREATE"))),
+        lines
+            .iter()
+            .any(|l| l.contains("cluster-node-timeout differs")
+                && l.contains(&format!("500 on {addr} may be left by a PROXY CREATE"))),
         "{lines:?}"
     );
 }

@@ -129,8 +129,15 @@ impl Rejoin {
     async fn lower(&mut self, pool: &mut Pool, due: &[usize], job: &Job) {
         let get: Cmd = vec![s("CONFIG"), s("GET"), s(SETTING)];
         let mut originals = BTreeMap::new();
-        for (i, r) in pool.run(due.iter().map(|&i| (i, vec![get.clone()])).collect()).await {
-            let value = r.as_ref().ok().and_then(|v| v.first()).and_then(parse_timeout);
+        for (i, r) in pool
+            .run(due.iter().map(|&i| (i, vec![get.clone()])).collect())
+            .await
+        {
+            let value = r
+                .as_ref()
+                .ok()
+                .and_then(|v| v.first())
+                .and_then(parse_timeout);
             match value {
                 Some(v) if v > REJOIN_TIMEOUT_MS => {
                     originals.insert(i, v);
@@ -157,7 +164,10 @@ impl Rejoin {
             REJOIN_TIMEOUT_MS.to_string(),
         ];
         let mut lowered = Vec::new();
-        for (i, r) in pool.run(originals.keys().map(|&i| (i, vec![set.clone()])).collect()).await {
+        for (i, r) in pool
+            .run(originals.keys().map(|&i| (i, vec![set.clone()])).collect())
+            .await
+        {
             match (r, originals.get(&i)) {
                 (Ok(v), Some(&old)) if !matches!(v.first(), Some(Value::Error(_)) | None) => {
                     self.lowered.insert(i, old);
@@ -198,7 +208,10 @@ impl Rejoin {
             .iter()
             .filter_map(|&i| {
                 let v = self.lowered.get(&i)?;
-                Some((i, vec![vec![s("CONFIG"), s("SET"), s(SETTING), v.to_string()]]))
+                Some((
+                    i,
+                    vec![vec![s("CONFIG"), s("SET"), s(SETTING), v.to_string()]],
+                ))
             })
             .collect();
         let mut done = Vec::new();
@@ -386,7 +399,10 @@ mod tests {
         assert_eq!(parse_timeout(&reply("15000")), Some(15000));
         assert_eq!(parse_timeout(&reply("x")), None);
         assert_eq!(parse_timeout(&Value::Array(Some(vec![]))), None);
-        assert_eq!(parse_timeout(&Value::Error("ERR unknown command".into())), None);
+        assert_eq!(
+            parse_timeout(&Value::Error("ERR unknown command".into())),
+            None
+        );
         let mut r = Rejoin::default();
         assert_eq!(r.report_line(|i| i.to_string()), None);
         r.restored.insert(0, 5000);

@@ -6,8 +6,8 @@
 use super::converge::{handshake_problems, handshakes, knows, nudges, MeetQueue, MEET_WINDOW};
 use super::execute::{ms, send_meets, Attached};
 use super::plan::{step_line, Step};
-use super::rejoin::Rejoin;
 use super::pool::{meet_cmd, per_node, Pool};
+use super::rejoin::Rejoin;
 use super::{join_problems, link_problems};
 use crate::admin::jobs::Job;
 use crate::admin::placement::NodeSpec;
