@@ -37,7 +37,8 @@
 # The nodes are fresh in every run: Redis keeps a master's cluster_state at fail for its first
 # 2 s (CLUSTER_WRITABLE_DELAY in src/cluster.c), which bounds the small numbers from below; and
 # a master that was idle and empty for longer than that turns ok only min(cluster-node-timeout,
-# 5 s) after it got its slots (the rejoin delay). BENCH_IDLE shows the second case.
+# 5 s) after it got its slots (the rejoin delay). BENCH_IDLE shows the second case:
+# redis-cli waits it out, PROXY CREATE lowers such a master's cluster-node-timeout meanwhile.
 #
 # Environment:
 #   BENCH_SIZES      node counts, each divisible by 2 and >= 6 (default "12 48 96"; 192 needs

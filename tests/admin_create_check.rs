@@ -363,6 +363,83 @@ fn create_uneven_hosts_and_two_replicas() {
     }
 }
 
+/// A master that idled past Redis's 2 s start-up delay before it got its slots turns ok only
+/// min(cluster-node-timeout, 5 s) later (the rejoin delay). CREATE lowers such a master's
+/// cluster-node-timeout while it waits and sets each node's own value back; CHECK points at a
+/// node left with the low value (as a create stopped in that window would leave it).
+#[test]
+fn create_lowers_then_restores_node_timeout_on_idle_masters() {
+    let hosts: Vec<(String, usize)> = (2..=4).map(|h| (format!("127.0.0.{h}"), 2)).collect();
+    let cluster =
+        LocalCluster::start_empty(&hosts, 5000, &redis_server()).expect("starting empty nodes");
+    let timeout_of = |i: usize| {
+        cluster
+            .command(i, &["CONFIG", "GET", "cluster-node-timeout"])
+            .expect("CONFIG GET")
+            .lines()
+            .nth(1)
+            .map(str::to_string)
+    };
+    // A value of its own on every node, to see that each gets its own back.
+    let before: Vec<String> = (0..cluster.nodes.len())
+        .map(|i| {
+            let v = (5000 + 10 * i).to_string();
+            cluster
+                .command(i, &["CONFIG", "SET", "cluster-node-timeout", &v])
+                .expect("CONFIG SET");
+            v
+        })
+        .collect();
+    // Idle past the start-up delay, so the rejoin delay is what keeps the masters at fail.
+    std::thread::sleep(Duration::from_millis(2500));
+    let p = Proxy::start_with(&cluster.seeds()[..1], "", false);
+    let mut c = p.conn();
+    let out = create(&mut c, &cluster, 1, &[]).expect("create");
+    assert!(
+        out[0].starts_with("OK created (fresh): 3 masters, 3 replicas"),
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("note cluster-node-timeout was lowered to 500 ms on ")),
+        "{out:?}"
+    );
+    assert_perfect(&cluster, 1);
+    for (i, v) in before.iter().enumerate() {
+        assert_eq!(timeout_of(i).as_deref(), Some(v.as_str()), "node {i}");
+    }
+    let jobs = proxy_lines(&mut c, &["JOBS"]).expect("JOBS");
+    let id = jobs
+        .iter()
+        .find(|l| l.contains(" create "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("a create job")
+        .to_string();
+    let log = proxy_lines(&mut c, &["JOB", &id]).expect("JOB");
+    for what in [
+        "cluster-node-timeout lowered to 500 ms",
+        "cluster-node-timeout restored",
+    ] {
+        assert!(
+            log.iter().any(|l| l.contains(what)),
+            "no {what:?} in {log:?}"
+        );
+    }
+
+    cluster
+        .command(0, &["CONFIG", "SET", "cluster-node-timeout", "500"])
+        .expect("CONFIG SET");
+    let lines = check_until(&mut c, "WARN settings-differ");
+    let addr = cluster.nodes[0].addr();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("cluster-node-timeout differs")
+                && l.contains(&format!("500 on {addr} may be left by a PROXY CREATE"))),
+        "{lines:?}"
+    );
+}
+
 /// What must not change when CREATE refuses: membership, roles, slots, epochs and keys of the
 /// first `listed` nodes (the ones CREATE was given). Only lines about listed nodes count, and no
 /// line in handshake: a node outside the list gossips with its peers on Redis's own schedule (a

@@ -824,18 +824,35 @@ fn rule_settings_differ(c: &Context) -> Vec<Finding> {
                 Warn,
                 "settings-differ",
                 format!(
-                    "{k} differs: {}",
+                    "{k} differs: {}{}",
                     values
                         .iter()
                         .map(|(v, a)| format!("{v:?} on {}", join(a)))
                         .collect::<Vec<_>>()
-                        .join("; ")
+                        .join("; "),
+                    left_by_create(k, &values)
                 ),
                 values.values().flatten().cloned().collect(),
             ));
         }
     }
     out
+}
+
+/// The hint for a `cluster-node-timeout` of exactly the value PROXY CREATE runs a master with
+/// while it waits out Redis's rejoin delay: a create stopped in that window (a killed proxy)
+/// leaves it there, and only the operator knows the value to set back.
+fn left_by_create(setting: &str, values: &BTreeMap<&str, Vec<String>>) -> String {
+    let low = crate::admin::create::REJOIN_TIMEOUT_MS.to_string();
+    match values.get(low.as_str()) {
+        Some(nodes) if setting == "cluster-node-timeout" => format!(
+            " ({low} on {} may be left by a PROXY CREATE that was stopped while it had lowered \
+             it for Redis's rejoin delay; set the intended value back with CONFIG SET \
+             cluster-node-timeout <ms> on each)",
+            join(nodes)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Hosts linked by master-replica relations, directly or through chains (union-find), each

@@ -440,6 +440,29 @@ fn settings_and_cluster_disabled() {
 }
 
 #[test]
+fn node_timeout_left_lowered_by_create_is_pointed_out() {
+    let lowered = |value: &str| {
+        let mut s = survey_of(&layout());
+        s.nodes[5]
+            .config
+            .insert("cluster-node-timeout".into(), value.into());
+        run(&s)
+            .into_iter()
+            .find(|x| x.code == "settings-differ")
+            .expect("settings")
+            .message
+    };
+    let m = lowered("500");
+    assert!(
+        m.contains("500 on 127.0.0.2:7001 may be left by a PROXY CREATE")
+            && m.contains("CONFIG SET cluster-node-timeout <ms>"),
+        "{m}"
+    );
+    // Any other difference is only reported.
+    assert!(!lowered("5000").contains("PROXY CREATE"));
+}
+
+#[test]
 fn json_and_text_forms() {
     let mut s = survey_of(&layout());
     s.nodes[2] = NodeState::unreachable("127.0.0.4:7000", "said \"no\"\n");

@@ -12,6 +12,7 @@
 use super::converge::{MeetQueue, Phase, MEET_WINDOW};
 use super::plan::{step_line, Step, Work};
 use super::pool::{meet_cmd, per_node, s, Cmd, Pool};
+use super::rejoin::Rejoin;
 use super::wait::Waiter;
 use crate::admin::jobs::Job;
 use crate::admin::placement::NodeSpec;
@@ -132,7 +133,8 @@ async fn attach(
     }
 }
 
-/// Executes the steps in order (see the module comment for how phases overlap).
+/// Executes the steps in order (see the module comment for how phases overlap); returns what
+/// the wait did to `cluster-node-timeout` (every change already undone).
 pub(super) async fn execute(
     job: &Arc<Job>,
     dialer: &Arc<Dialer>,
@@ -141,7 +143,7 @@ pub(super) async fn execute(
     cport: impl Fn(usize) -> u16,
     timeout: Duration,
     wait: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Rejoin> {
     let timeout = timeout.max(BUSY_TIMEOUT);
     let ids = &work.ids;
     let steps = &work.steps;
@@ -149,6 +151,7 @@ pub(super) async fn execute(
     let mut pool = Pool::new(dialer, nodes, timeout);
     let mut attaching: JoinSet<Attached> = JoinSet::new();
     let mut meets = MeetQueue::default();
+    let mut rejoin = Rejoin::default();
     let mut i = 0;
     while i < steps.len() {
         let phase = Phase::of(&steps[i]);
@@ -237,8 +240,13 @@ pub(super) async fn execute(
                     attaching: &mut attaching,
                     meets: &mut meets,
                     steps,
+                    rejoin: &mut rejoin,
                 };
-                w.converge(&mut pool, batch, wait).await?;
+                let converged = w.converge(&mut pool, batch, wait).await;
+                // Whatever the wait's outcome, no node keeps a lowered timeout.
+                let restored = rejoin.restore_all(&mut pool, job).await;
+                converged?;
+                restored?;
             }
         }
         i = j;
@@ -249,7 +257,7 @@ pub(super) async fn execute(
         r?;
         job.step_done(line(&steps[k]));
     }
-    Ok(())
+    Ok(rejoin)
 }
 
 /// Sends MEETs `(from, to)`, one pipeline per sending node; a refused MEET fails the create.

@@ -21,7 +21,9 @@
 //!   waiting for gossip to spread the nodes from one seed; see [`meet_sender`] for who meets
 //!   whom), `CLUSTER REPLICATE` on each replica as soon as it
 //!   knows its master, and one wait until every node sees every other, all agree on the slot
-//!   map and the roles, every node is `cluster_state:ok` and every `master_link_status` is up.
+//!   map and the roles, every node is `cluster_state:ok` and every `master_link_status` is up
+//!   (a master that waits only for Redis's rejoin delay meanwhile runs with a lowered
+//!   cluster-node-timeout: see `rejoin.rs`).
 //! - **Resume**: the nodes are part way through exactly that plan (a create interrupted after any
 //!   step). The same steps, minus what is already done.
 //! - **Adopt**: the nodes already form a cluster that is not the fresh plan (for instance one
@@ -32,7 +34,9 @@
 //! The files: this one has the command (arguments, the run from survey to check) and what a
 //! converged cluster is ([`join_problems`], [`link_problems`]); `plan.rs` the pure [`decide`]
 //! and the step and plan lines; `refusal.rs` every refusal's text; `converge.rs` the pure
-//! decisions of the wait (MEET pacing, which nodes to nudge); `execute.rs` runs the steps,
+//! decisions of the wait (MEET pacing, which nodes to nudge); `rejoin.rs` the
+//! cluster-node-timeout a master runs with while it waits out Redis's rejoin delay (lowered,
+//! then restored); `execute.rs` runs the steps,
 //! `pool.rs` holds the connections to the nodes, `wait.rs` polls until converged; `tests.rs`
 //! the unit tests. The public items are re-exported here, so their paths are
 //! `admin::create::*`.
@@ -42,6 +46,7 @@ mod execute;
 mod plan;
 mod pool;
 mod refusal;
+mod rejoin;
 #[cfg(test)]
 mod tests;
 mod wait;
@@ -49,6 +54,7 @@ mod wait;
 pub use converge::{handshake_problems, handshakes, knows, nudges, MeetQueue, Phase, MEET_WINDOW};
 pub use plan::{decide, meet_sender, plan_lines, step_line, Mode, Step, Work};
 pub use refusal::{Mismatch, NotResumable, Refusal};
+pub use rejoin::{parse_timeout, waits_out_delay, Rejoin, REJOIN_TIMEOUT_MS};
 
 use super::check;
 use super::options::{self, Accepts, CommonOptions, OptionError};
@@ -368,7 +374,7 @@ pub async fn run(
                 .unwrap_or(n.port.saturating_add(10000))
         })
         .collect();
-    execute(
+    let rejoin = execute(
         &job,
         &dialer,
         &work,
@@ -406,6 +412,7 @@ pub async fn run(
     };
     let mut out = vec![head];
     out.extend(lines);
+    out.extend(rejoin.report_line(|i| req.nodes.get(i).map_or_else(String::new, NodeSpec::addr)));
     out.extend(steps);
     out.extend(
         check::report_lines(&cs, &f)

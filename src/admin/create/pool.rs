@@ -40,6 +40,11 @@ impl Pool {
         }
     }
 
+    /// The address of listed node `i` (`?` past the end).
+    pub(super) fn addr(&self, i: usize) -> &str {
+        self.addrs.get(i).map_or("?", String::as_str)
+    }
+
     /// Runs each node's commands as one pipeline, nodes concurrently; the replies per node, in
     /// the order of `batches`. A connection that failed is dropped and reopened next time.
     pub(super) async fn run(

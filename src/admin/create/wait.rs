@@ -1,11 +1,13 @@
 //! CREATE's wait: one loop that polls every listed node until the cluster has joined and
 //! every replication link is up, tops up the paced MEETs, reaps the replicas' attach tasks,
-//! and nudges nodes whose news is late (decisions in `converge.rs`).
+//! nudges nodes whose news is late (decisions in `converge.rs`), and lowers a master's
+//! cluster-node-timeout while it waits out Redis's rejoin delay (`rejoin.rs`).
 
 use super::converge::{handshake_problems, handshakes, knows, nudges, MeetQueue, MEET_WINDOW};
 use super::execute::{ms, send_meets, Attached};
 use super::plan::{step_line, Step};
 use super::pool::{meet_cmd, per_node, Pool};
+use super::rejoin::Rejoin;
 use super::{join_problems, link_problems};
 use crate::admin::jobs::Job;
 use crate::admin::placement::NodeSpec;
@@ -31,6 +33,7 @@ pub(super) struct Waiter<'a> {
     pub(super) attaching: &'a mut JoinSet<Attached>,
     pub(super) meets: &'a mut MeetQueue,
     pub(super) steps: &'a [Step],
+    pub(super) rejoin: &'a mut Rejoin,
 }
 
 impl Waiter<'_> {
@@ -82,6 +85,7 @@ impl Waiter<'_> {
             self.reap(started, &mut attached)?;
             let listed = pool.poll().await;
             polls += 1;
+            self.rejoin.tend(pool, &listed, self.job).await;
             let mut p = join_problems(&listed, self.ids);
             p.extend(handshake_problems(&listed));
             if !joined && p.is_empty() {
