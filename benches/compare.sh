@@ -41,7 +41,11 @@
 #   BENCH_READ_FROM      the proxy's `read_from` (`master`, `prefer-replica`, `replica`, `any`;
 #                        default: the proxy's default, master). The demo cluster has one
 #                        replica per master, so `prefer-replica` serves the proxy runs' GETs
-#                        from replicas; compare with a run without it
+#                        from replicas. `compare`: each workload runs through the proxy twice,
+#                        with `read_from` `master` and then `prefer-replica` (rows
+#                        slotproxy/master and slotproxy/prefer; switched live with `PROXY
+#                        CONFIG SET`, after which the script waits until GETs reach the
+#                        replicas), against the same cluster in the same run
 #   CARGO_TARGET_DIR     where to find (or build) release/slotproxy (default ./target)
 #
 # Every run: 50 clients, random keys (-r 100000), 3-byte values, pipeline depth 1 and 16, the
@@ -76,6 +80,10 @@
 # the rate one fully busy core could sustain at that cost. On a small machine redis-benchmark,
 # six redis-servers and the proxies share the cores, so absolute rates are low and noisy; the
 # ratio and the CPU per request are the numbers to compare.
+#
+# node_us/rq is the CPU time (utime + stime, /proc/<pid>/stat) of the demo's redis-servers
+# across the run, per request: masters together (m) and replicas together (r); r_share is the
+# replicas' part of the nodes' CPU. With reads on replicas it is where the read load went.
 
 set -euo pipefail
 
@@ -190,7 +198,6 @@ read_prefixes = ["key:"]
 write_prefixes = ["key:"]
 commands_deny = ["@keyspace-wide", "@admin"]
 TOML
-    demo_extra=(--config "$work/extra.toml")
     proxy_auth=(--user bench -a bench-secret)
 fi
 proxy_port=$PORT
@@ -206,15 +213,21 @@ if [[ $TLS == 1 ]]; then
         "$proxy_port" "$work/tls.pem" "$work/tls.key" >"$work/tls.toml"
     cat "$work/extra.toml" >>"$work/tls.toml"
     mv "$work/tls.toml" "$work/extra.toml"
-    demo_extra=(--config "$work/extra.toml")
     proxy_tls=(--tls --cacert "$work/tls.pem")
 fi
-if [[ -n $READ_FROM ]]; then
+# Admin commands (PROXY CONFIG SET) go to the plain port; with users, as an admin user.
+admin_auth=()
+if [[ $READ_FROM == compare && $USERS == 1 ]]; then
+    printf '\n[[users]]\nname = "benchadmin"\npassword = "bench-admin"\nlevel = "admin"\n' \
+        >>"$work/extra.toml"
+    admin_auth=(--user benchadmin -a bench-admin --no-auth-warning)
+fi
+if [[ -n $READ_FROM && $READ_FROM != compare ]]; then
     # Top-level keys must precede the [[users]] table.
     { printf 'read_from = "%s"\n' "$READ_FROM"; cat "$work/extra.toml"; } >"$work/read.toml"
     mv "$work/read.toml" "$work/extra.toml"
-    demo_extra=(--config "$work/extra.toml")
 fi
+[[ -s $work/extra.toml ]] && demo_extra=(--config "$work/extra.toml")
 "$bin" demo --listen "127.0.0.1:$PORT" --workers "$WORKERS" --metrics-listen "$METRICS_LISTEN" \
     "${demo_extra[@]}" >"$work/demo.out" 2>"$work/demo.err" &
 demo_pid=$!
@@ -237,9 +250,18 @@ if ! grep -q '^slotproxy demo ready' "$work/demo.out"; then
 fi
 
 masters=()
+replicas=()
+master_pids=()
+replica_pids=()
 while read -r role addr _ pid _; do
     node_pids+=("$pid")
-    [[ $role == master ]] && masters+=("$addr")
+    if [[ $role == master ]]; then
+        masters+=("$addr")
+        master_pids+=("$pid")
+    else
+        replicas+=("$addr")
+        replica_pids+=("$pid")
+    fi
 done < <(grep -E '^ +(master|replica) +[0-9.]+:[0-9]+ pid [0-9]+' "$work/demo.out")
 if ((${#masters[@]} != 3)); then
     echo "compare.sh: expected 3 masters in the demo output, found ${#masters[@]}:" >&2
@@ -344,12 +366,12 @@ side_pids() {
 }
 
 # run_group SIDE WORKLOAD DEPTH: runs the workload's jobs and sets RESULT to
-# "rps p50 p99 cpu_us user_us sys_us" per request (the CPU fields are "-" for the direct side;
-# rps "ERR" on failure).
+# "rps p50 p99 cpu_us user_us sys_us masters_us replicas_us" per request (the proxy CPU fields
+# are "-" for the direct side; rps "ERR" on failure).
 # It runs in the main shell (not in $(...)) so that cleanup can stop its jobs.
 run_group() {
     local side=$1 workload=$2 depth=$3
-    local u0 s0 u1 s1 i p rc=0 total=0 per scale=1 pids
+    local u0 s0 u1 s1 mu0 ms0 mu1 ms1 ru0 rs0 ru1 rs1 i p rc=0 total=0 per scale=1 pids
     ((depth > 1)) && scale=$PIPELINE_SCALE
     local n=$((REQUESTS * scale)) mset_n=$((MSET_REQUESTS * scale))
     job_pids=()
@@ -358,6 +380,8 @@ run_group() {
     pids=$(side_pids "$side")
     # shellcheck disable=SC2086 # a list of pids
     read -r u0 s0 <<<"$(cpu_ticks $pids)"
+    read -r mu0 ms0 <<<"$(cpu_ticks "${master_pids[@]}")"
+    read -r ru0 rs0 <<<"$(cpu_ticks "${replica_pids[@]}")"
     case $workload in
     set | get)
         start_job "$side" "$CLIENTS" "$n" "$depth" "" -- -t "$workload"
@@ -388,6 +412,8 @@ run_group() {
     job_pids=()
     # shellcheck disable=SC2086
     read -r u1 s1 <<<"$(cpu_ticks $pids)"
+    read -r mu1 ms1 <<<"$(cpu_ticks "${master_pids[@]}")"
+    read -r ru1 rs1 <<<"$(cpu_ticks "${replica_pids[@]}")"
     for i in "${!jobs_n[@]}"; do
         total=$((total + jobs_n[i]))
         if [[ $rc != 0 ]] || grep -qi 'error' "${jobs_out[i]}.csv" "${jobs_out[i]}.err"; then
@@ -398,7 +424,7 @@ run_group() {
         fi
     done
     if [[ $rc != 0 ]]; then
-        RESULT="ERR - - - - -"
+        RESULT="ERR - - - - - - -"
         return
     fi
     # The last CSV line of each job: "test",rps,avg,min,p50,p95,p99,max (the test name of a
@@ -407,23 +433,68 @@ run_group() {
         printf '%s ' "${jobs_n[i]}"
         tail -n 1 "${jobs_out[i]}.csv" | tr -d '"' | awk -F, '{ print $(NF-6), $(NF-3), $(NF-1) }'
     done | awk -v total="$total" -v ut=$((u1 - u0)) -v st=$((s1 - s0)) -v hz="$CLK_TCK" \
-        -v side="$side" '
+        -v mt=$((mu1 - mu0 + ms1 - ms0)) -v rt=$((ru1 - ru0 + rs1 - rs0)) -v side="$side" '
         { d = $1 / $2; if (d > dur) dur = d; if ($3 > p50) p50 = $3; if ($4 > p99) p99 = $4 }
         END {
             us = 1e6 / hz / total
             if (side == "direct") cpu = "- - -"
             else cpu = sprintf("%.2f %.2f %.2f", (ut + st) * us, ut * us, st * us)
-            printf "%.0f %s %s %s\n", total / dur, p50, p99, cpu
+            printf "%.0f %s %s %s %.2f %.2f\n", total / dur, p50, p99, cpu, mt * us, rt * us
         }')
+}
+
+# ---- read_from, switched live (BENCH_READ_FROM=compare) ----------------------------------
+
+# admin_cli ARGS...: one command to the proxy's plain port, as an admin.
+admin_cli() {
+    redis-cli -h 127.0.0.1 -p "$PORT" "${admin_auth[@]}" "$@"
+}
+
+# get_calls ADDR...: GETs the nodes have answered so far, summed (their INFO commandstats).
+get_calls() {
+    local addr sum=0 n
+    for addr in "$@"; do
+        n=$(redis-cli -h "${addr%:*}" -p "${addr##*:}" INFO commandstats |
+            sed -n 's/^cmdstat_get:calls=\([0-9]*\),.*/\1/p')
+        sum=$((sum + ${n:-0}))
+    done
+    echo "$sum"
+}
+
+# set_read_from MODE: sets the proxy's read_from; for a mode other than master, returns once
+# a batch of GETs through the proxy was answered by replicas only (the health poll has found
+# them usable), so the measured run does not start on masters.
+set_read_from() {
+    local mode=$1 reply i k m0 r0 m1 r1
+    reply=$(admin_cli PROXY CONFIG SET read_from "$mode" 2>&1)
+    [[ $reply == OK ]] || { echo "compare.sh: PROXY CONFIG SET read_from $mode: $reply" >&2; exit 1; }
+    [[ $mode == master ]] && return
+    for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+        m0=$(get_calls "${masters[@]}")
+        r0=$(get_calls "${replicas[@]}")
+        for ((k = 0; k < 30; k++)); do
+            echo "GET key:$k"
+        done | redis-cli -h 127.0.0.1 -p "$PORT" "${proxy_auth[@]}" --no-auth-warning >/dev/null
+        m1=$(get_calls "${masters[@]}")
+        r1=$(get_calls "${replicas[@]}")
+        ((m1 == m0 && r1 - r0 >= 30)) && return
+        sleep 0.1
+    done
+    echo "compare.sh: GETs did not reach the replicas within ${START_TIMEOUT}s of read_from $mode" >&2
+    exit 1
 }
 
 # ---- the runs ---------------------------------------------------------------------------
 
+# A side is direct, proxy, proxy:<read_from> (compare: the proxy with that read_from) or peer.
 sides=(direct proxy)
+[[ $READ_FROM == compare ]] && sides=(direct proxy:master proxy:prefer-replica)
 [[ -n $PEER ]] && sides+=(peer)
 side_name() {
     case $1 in
     proxy) echo slotproxy ;;
+    proxy:prefer-replica) echo slotproxy/prefer ;;
+    proxy:*) echo "slotproxy/${1#proxy:}" ;;
     peer) echo "$PEER_NAME" ;;
     *) echo "$1" ;;
     esac
@@ -435,6 +506,7 @@ echo "masters ${masters[*]}; proxy 127.0.0.1:$PORT pid $demo_pid, --workers $WOR
     "users $([[ $USERS == 1 ]] && echo on || echo off); client TLS $([[ $TLS == 1 ]] && echo "on (port $proxy_port)" || echo off);" \
     "$REQUESTS requests a run ($MSET_REQUESTS for MSET), x$PIPELINE_SCALE at -P 16"
 [[ -n $PEER ]] && echo "peer \"$PEER_NAME\" on 127.0.0.1:$PEER_PORT pid $peer_pid: $PEER"
+echo "replicas ${replicas[*]}; read_from ${READ_FROM:-master}"
 echo "mset1slot hash tags per master: ${tags[*]}"
 
 # Warm-up (not reported): opens the proxies' backend connections and fills the keyspace for GET.
@@ -447,23 +519,32 @@ for workload in "${WORKLOADS[@]}"; do
         printf '  %-9s -P %-2s ... ' "$workload" "$depth" >&2
         d_rps=
         for side in "${sides[@]}"; do
-            run_group "$side" "$workload" "$depth"
-            read -r rps p50 p99 cpu usr sys <<<"$RESULT"
+            if [[ $side == proxy:* ]]; then
+                set_read_from "${side#proxy:}"
+                run_group proxy "$workload" "$depth"
+            else
+                run_group "$side" "$workload" "$depth"
+            fi
+            read -r rps p50 p99 cpu usr sys m_us r_us <<<"$RESULT"
             [[ $side == direct ]] && d_rps=$rps
             printf '%s %s  ' "$(side_name "$side")" "$rps" >&2
-            results+=("$workload $depth $(side_name "$side") $rps $d_rps $p50 $p99 $cpu $usr $sys")
+            results+=("$workload $depth $(side_name "$side") $rps $d_rps $p50 $p99 $cpu $usr $sys $m_us $r_us")
         done
         echo >&2
     done
 done
 
 echo
-fmt='%-9s %5s %-10s %9s %6s %8s %8s %9s %8s %8s %10s\n'
+fmt='%-9s %5s %-16s %9s %6s %8s %8s %9s %8s %8s %10s %8s %8s %7s\n'
 # shellcheck disable=SC2059 # the format is a constant
-printf "$fmt" workload depth side rps ratio p50ms p99ms cpu_us/rq user_us sys_us rq/s/core
+printf "$fmt" workload depth side rps ratio p50ms p99ms cpu_us/rq user_us sys_us rq/s/core \
+    m_us/rq r_us/rq r_share
 for row in "${results[@]}"; do
-    read -r workload depth side rps d_rps p50 p99 cpu usr sys <<<"$row"
-    ratio=- per_core=-
+    read -r workload depth side rps d_rps p50 p99 cpu usr sys m_us r_us <<<"$row"
+    ratio=- per_core=- share=-
+    if [[ $m_us != - ]]; then
+        share=$(awk -v m="$m_us" -v r="$r_us" 'BEGIN { if (m + r > 0) printf "%.0f%%", 100 * r / (m + r); else print "-" }')
+    fi
     if [[ $side != direct && $d_rps != ERR && $rps != ERR ]]; then
         ratio=$(awk -v a="$rps" -v b="$d_rps" 'BEGIN { printf "%.2f", a / b }')
     fi
@@ -472,11 +553,14 @@ for row in "${results[@]}"; do
     fi
     # shellcheck disable=SC2059
     printf "$fmt" "$workload" "$depth" "$side" "$rps" "$ratio" "$p50" "$p99" "$cpu" "$usr" \
-        "$sys" "$per_core"
+        "$sys" "$per_core" "$m_us" "$r_us" "$share"
 done
 echo
 echo "rps: requests/s (MSET rows: MSET commands/s, 10 keys each). ratio: rps / the direct row's."
 echo "p50/p99: latency percentiles in ms (worst of concurrent runs)."
 echo "cpu_us/rq = user_us + sys_us: the proxy process's CPU time per request (/proc/PID/stat);"
 echo "rq/s/core = 1e6 / cpu_us/rq."
+echo "m_us/rq, r_us/rq: CPU time of the masters / of the replicas (together) per request;"
+echo "r_share = r / (m + r): the replicas' part of the nodes' CPU."
+[[ $READ_FROM == compare ]] && echo "slotproxy/master, slotproxy/prefer: the proxy with read_from master / prefer-replica (switched live)."
 echo "mset: direct MSETs are single-slot (per-node tag); proxy MSETs span ~10 slots and split."

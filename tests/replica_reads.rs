@@ -1,6 +1,8 @@
 //! Reads from replicas against real clusters with replicas: who answers (each node's own
 //! `INFO commandstats`), READONLY / READWRITE per connection, a replica whose link to its
-//! master is down, and a replica killed under read load.
+//! master is down, a replica killed under read load, failovers under read load (errors
+//! compared with reads from masters in the same run), and `prefer_hosts` (in the file, set
+//! live, written by `PROXY CONFIG REWRITE` and kept over a restart).
 
 mod common;
 
@@ -279,31 +281,53 @@ fn a_replica_whose_link_is_down_gets_no_reads_and_clients_see_no_error() {
 }
 
 /// Readers that GET (and check) keys through the proxy until stopped, counting reads and
-/// errors.
+/// errors. Each thread sends every GET on each of its connections in turn: one connection
+/// (as the proxy's `read_from` says), or with [`Load::paired`] a second one that sent
+/// READONLY (`prefer-replica`). Paired, both modes ask for the same keys at the same moments,
+/// so their error counts compare without any clock.
 struct Load {
     stop: Arc<AtomicBool>,
     reads: Arc<AtomicU64>,
-    errors: Arc<AtomicU64>,
+    /// Errors per connection of a thread (the first: the setting; the second: READONLY).
+    errors: Arc<[AtomicU64; 2]>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Load {
     fn start(proxy: &Proxy, threads: usize) -> Load {
+        Load::with_modes(proxy, threads, false)
+    }
+
+    /// Like [`Load::start`], each thread reading on a plain and on a READONLY connection.
+    fn paired(proxy: &Proxy, threads: usize) -> Load {
+        Load::with_modes(proxy, threads, true)
+    }
+
+    fn with_modes(proxy: &Proxy, threads: usize, paired: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
-        let (reads, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let reads = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let threads = (0..threads)
             .map(|t| {
                 let (stop, reads, errors) = (stop.clone(), reads.clone(), errors.clone());
-                let mut c = proxy.conn();
+                let mut conns = vec![proxy.conn()];
+                if paired {
+                    let mut ro = proxy.conn();
+                    let ok: String = redis::cmd("READONLY").query(&mut ro).expect("READONLY");
+                    assert_eq!(ok, "OK");
+                    conns.push(ro);
+                }
                 std::thread::spawn(move || {
                     let mut i = t;
                     while !stop.load(Ordering::Relaxed) {
                         let key = format!("k{}", i % KEYS);
-                        match redis::cmd("GET").arg(&key).query::<Option<String>>(&mut c) {
-                            Ok(Some(v)) if v == format!("v{}", i % KEYS) => {}
-                            other => {
-                                eprintln!("GET {key}: {other:?}");
-                                errors.fetch_add(1, Ordering::Relaxed);
+                        for (mode, c) in conns.iter_mut().enumerate() {
+                            match redis::cmd("GET").arg(&key).query::<Option<String>>(c) {
+                                Ok(Some(v)) if v == format!("v{}", i % KEYS) => {}
+                                other => {
+                                    eprintln!("GET {key} (connection {mode}): {other:?}");
+                                    errors[mode].fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                         }
                         reads.fetch_add(1, Ordering::Relaxed);
@@ -320,7 +344,7 @@ impl Load {
         }
     }
 
-    /// Waits until `n` more reads were answered.
+    /// Waits until `n` more reads (pairs of reads, when paired) were answered.
     fn wait_reads(&self, n: u64) {
         let start = self.reads.load(Ordering::Relaxed);
         eventually("reads to go on", Duration::from_secs(60), || {
@@ -328,13 +352,13 @@ impl Load {
         });
     }
 
-    /// Stops the readers; the errors they saw.
-    fn stop(self) -> u64 {
+    /// Stops the readers; the errors they saw, per connection (the second 0 when not paired).
+    fn stop(self) -> [u64; 2] {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().expect("reader thread");
         }
-        self.errors.load(Ordering::Relaxed)
+        [0, 1].map(|m| self.errors[m].load(Ordering::Relaxed))
     }
 }
 
@@ -353,7 +377,7 @@ fn a_replica_killed_under_read_load_costs_no_client_an_error() {
         .expect("a replica");
     cluster.kill(r);
     load.wait_reads(5000);
-    assert_eq!(load.stop(), 0, "{}", proxy.log());
+    assert_eq!(load.stop()[0], 0, "{}", proxy.log());
     let text = proxy.scrape_until("a failed fallback", Duration::from_secs(10), |t| {
         metric(
             t,
@@ -367,26 +391,68 @@ fn a_replica_killed_under_read_load_costs_no_client_an_error() {
     assert!(text.contains("slotproxy_replica_read_fallbacks_total"));
 }
 
-#[test]
-fn a_failover_under_replica_read_load_costs_no_client_an_error() {
-    let cluster = cluster(3, 2, 1);
+/// How [`failover_under_paired_load`] makes a replica take over.
+#[derive(Clone, Copy, PartialEq)]
+enum Failover {
+    /// `CLUSTER FAILOVER` on the replica (its master becomes its replica).
+    Manual,
+    /// kill -9 of its master; the cluster promotes the replica after the node timeout.
+    MasterKilled,
+}
+
+/// Whether every key reads back through this connection without an error.
+fn every_key_reads(c: &mut redis::Connection) -> bool {
+    (0..KEYS).all(|i| {
+        redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query::<Option<String>>(c)
+            .is_ok_and(|v| v.as_deref() == Some(format!("v{i}").as_str()))
+    })
+}
+
+/// One failover of a master with replicas under paired read load (every GET once from the
+/// masters, `read_from = master`, and once on a READONLY connection, `prefer-replica`),
+/// through one proxy; the clients' errors in each mode, `[master, prefer-replica]`. Both
+/// modes go through the same failover at the same moments, so the counts compare.
+fn failover_under_paired_load(how: Failover) -> [u64; 2] {
+    let mut cluster = cluster(3, 2, 1);
     wait_replicas_linked(&cluster);
-    let proxy = Proxy::start_with(&cluster.seeds(), "read_from = \"prefer-replica\"\n", true);
+    let proxy = Proxy::start(&cluster);
     let mut c = proxy.conn();
     write_keys(&mut c);
-    wait_reads_on_replicas(&cluster, &mut c);
-    let load = Load::start(&proxy, 4);
+    let mut ro = proxy.conn();
+    let ok: String = redis::cmd("READONLY").query(&mut ro).expect("READONLY");
+    assert_eq!(ok, "OK");
+    wait_reads_on_replicas(&cluster, &mut ro);
+    let load = Load::paired(&proxy, 4);
     load.wait_reads(2000);
     let r = (0..cluster.nodes.len())
         .find(|&i| !cluster.nodes[i].is_master)
         .expect("a replica");
-    // A manual failover: the replica takes over, its master becomes its replica.
-    cluster
-        .command(r, &["CLUSTER", "FAILOVER"])
-        .expect("CLUSTER FAILOVER");
+    match how {
+        // The replica takes over; its master becomes its replica.
+        Failover::Manual => {
+            cluster
+                .command(r, &["CLUSTER", "FAILOVER"])
+                .expect("CLUSTER FAILOVER");
+        }
+        Failover::MasterKilled => {
+            // Without full coverage the nodes keep serving the other slots while the master
+            // is failing. With it, every node answers CLUSTERDOWN for a while, each from its
+            // own moment (a master and its replica a little apart): Redis's window, not the
+            // proxy's, and it would blur the comparison.
+            for i in 0..cluster.nodes.len() {
+                cluster
+                    .command(i, &["CONFIG", "SET", "cluster-require-full-coverage", "no"])
+                    .expect("CONFIG SET cluster-require-full-coverage");
+            }
+            let m = master_of(&cluster, r);
+            cluster.kill(m);
+        }
+    }
     eventually(
         "the replica to be promoted",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             let text: String = redis::cmd("INFO")
                 .arg("replication")
@@ -395,10 +461,59 @@ fn a_failover_under_replica_read_load_costs_no_client_an_error() {
             text.contains("role:master")
         },
     );
+    // Until the proxy routes to the new master in both modes, then some more.
+    let mut check = proxy.conn();
+    eventually(
+        "every key to read without an error again",
+        Duration::from_secs(60),
+        || every_key_reads(&mut check),
+    );
     load.wait_reads(5000);
-    assert_eq!(load.stop(), 0, "{}", proxy.log());
-    // Reads reach replicas again (the old master, now a replica, among them).
-    wait_reads_on_replicas_of(&cluster, &mut c);
+    let errors = load.stop();
+    if how == Failover::Manual {
+        // Reads reach replicas again (the old master, now a replica, among them).
+        wait_reads_on_replicas_of(&cluster, &mut ro);
+    }
+    errors
+}
+
+#[test]
+fn a_failover_under_replica_read_load_costs_no_client_an_error() {
+    let [master, replica] = failover_under_paired_load(Failover::Manual);
+    // None, so not more than the master reads' errors either.
+    assert_eq!(
+        replica, 0,
+        "prefer-replica reads failed ({master} master reads did)"
+    );
+}
+
+#[test]
+fn a_master_killed_under_replica_read_load_costs_no_more_errors_than_reading_from_masters() {
+    let [master, replica] = failover_under_paired_load(Failover::MasterKilled);
+    assert!(
+        replica <= master,
+        "{replica} prefer-replica reads failed, {master} master reads"
+    );
+}
+
+/// The node replica `i` follows (its own INFO replication).
+fn master_of(cluster: &LocalCluster, i: usize) -> usize {
+    let text: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut node_conn(cluster, i))
+        .expect("INFO replication");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim_end().strip_prefix(name))
+            .map(str::to_string)
+            .expect("master_host / master_port")
+    };
+    let (host, port) = (field("master_host:"), field("master_port:"));
+    cluster
+        .nodes
+        .iter()
+        .position(|n| n.ip == host && n.port.to_string() == port)
+        .expect("the master among the cluster's nodes")
 }
 
 /// The host of the master replica `i` follows (its own INFO replication).
@@ -413,19 +528,15 @@ fn master_host_of(cluster: &LocalCluster, i: usize) -> String {
         .to_string()
 }
 
-#[test]
-fn prefer_hosts_sends_reads_to_the_replicas_on_listed_hosts() {
-    // Three hosts, a master and two replicas each: every master has a replica on each of
-    // the other two hosts.
-    let cluster = cluster(3, 3, 2);
-    wait_replicas_linked(&cluster);
-    let host = "127.0.0.2";
-    // The replicas that should read: those on the listed host, and those of the master on
-    // that host (its replicas are all on other hosts, so they read as without the setting).
+/// On a cluster of three hosts with a master and two replicas each (every master has a
+/// replica on each of the other two hosts), per node: whether it takes reads with
+/// `prefer_hosts = [host]`. Those are the replicas on `host`, and those of the master on
+/// `host` (its replicas are all on other hosts, so they read as without the setting).
+fn preferred_readers(cluster: &LocalCluster, host: &str) -> Vec<bool> {
     let readers: Vec<bool> = (0..cluster.nodes.len())
         .map(|i| {
             let n = &cluster.nodes[i];
-            !n.is_master && (n.ip == host || master_host_of(&cluster, i) == host)
+            !n.is_master && (n.ip == host || master_host_of(cluster, i) == host)
         })
         .collect();
     let others = (0..cluster.nodes.len())
@@ -436,12 +547,12 @@ fn prefer_hosts_sends_reads_to_the_replicas_on_listed_hosts() {
         cluster.nodes.iter().any(|n| n.is_master && n.ip == host),
         "a master on the listed host"
     );
-    let settings = format!(
-        "read_from = \"prefer-replica\"\nmax_replica_lag = \"10s\"\nprefer_hosts = [\"{host}\"]\n"
-    );
-    let proxy = Proxy::start_with(&cluster.seeds(), &settings, true);
-    let mut c = proxy.conn();
-    write_keys(&mut c);
+    readers
+}
+
+/// Waits until reads are answered by exactly the nodes `readers` marks (each of them
+/// answering some), then checks that ten more rounds are too.
+fn reads_only_on(cluster: &LocalCluster, c: &mut redis::Connection, readers: &[bool]) {
     let only_readers = |before: &[u64], after: &[u64]| {
         (0..after.len()).all(|i| (after[i] > before[i]) == readers[i])
     };
@@ -449,16 +560,69 @@ fn prefer_hosts_sends_reads_to_the_replicas_on_listed_hosts() {
         "reads to be answered by the preferred replicas",
         Duration::from_secs(30),
         || {
-            let before = all_calls(&cluster, "get");
-            read_keys(&mut c, 3);
-            only_readers(&before, &all_calls(&cluster, "get"))
+            let before = all_calls(cluster, "get");
+            read_keys(c, 3);
+            only_readers(&before, &all_calls(cluster, "get"))
         },
     );
-    let before = all_calls(&cluster, "get");
-    read_keys(&mut c, 10);
-    let after = all_calls(&cluster, "get");
+    let before = all_calls(cluster, "get");
+    read_keys(c, 10);
+    let after = all_calls(cluster, "get");
     assert!(
         only_readers(&before, &after),
         "GETs per node before {before:?} after {after:?}, readers {readers:?}"
     );
+}
+
+#[test]
+fn prefer_hosts_sends_reads_to_the_replicas_on_listed_hosts() {
+    let cluster = cluster(3, 3, 2);
+    wait_replicas_linked(&cluster);
+    let host = "127.0.0.2";
+    let readers = preferred_readers(&cluster, host);
+    let settings = format!(
+        "read_from = \"prefer-replica\"\nmax_replica_lag = \"10s\"\nprefer_hosts = [\"{host}\"]\n"
+    );
+    let proxy = Proxy::start_with(&cluster.seeds(), &settings, true);
+    let mut c = proxy.conn();
+    write_keys(&mut c);
+    reads_only_on(&cluster, &mut c, &readers);
+}
+
+#[test]
+fn prefer_hosts_set_live_moves_reads_and_rewrite_keeps_it_over_a_restart() {
+    let cluster = cluster(3, 3, 2);
+    wait_replicas_linked(&cluster);
+    let host = "127.0.0.2";
+    let readers = preferred_readers(&cluster, host);
+    let settings = "read_from = \"prefer-replica\"\nmax_replica_lag = \"10s\"\n";
+    let mut proxy = Proxy::start_with(&cluster.seeds(), settings, true);
+    let mut c = proxy.conn();
+    write_keys(&mut c);
+    // Not set: every replica takes reads, those off the listed host too.
+    let replicas: Vec<bool> = cluster.nodes.iter().map(|n| !n.is_master).collect();
+    reads_only_on(&cluster, &mut c, &replicas);
+
+    // Set live: reads move to the listed host's replicas, on the connection already open.
+    let ok: String = proxy_query(&mut c, &["CONFIG", "SET", "prefer_hosts", host])
+        .expect("PROXY CONFIG SET prefer_hosts");
+    assert_eq!(ok, "OK");
+    assert_eq!(proxy_config_get(&mut c, "prefer_hosts"), host);
+    reads_only_on(&cluster, &mut c, &readers);
+
+    // REWRITE puts it in the file, and a proxy started from that file has it.
+    proxy_cmd(&mut c, &["CONFIG", "REWRITE"]).expect("PROXY CONFIG REWRITE");
+    let file = std::fs::read_to_string(&proxy.config_path).expect("config file");
+    let parsed = slotproxy::config::Config::from_toml(&file).expect("rewritten file parses");
+    assert_eq!(parsed.prefer_hosts, vec![host.to_string()], "{file}");
+    proxy.restart();
+    let mut c = proxy.conn();
+    assert_eq!(proxy_config_get(&mut c, "prefer_hosts"), host);
+    reads_only_on(&cluster, &mut c, &readers);
+
+    // Emptied live: every replica reads again.
+    let ok: String = proxy_query(&mut c, &["CONFIG", "SET", "prefer_hosts", ""])
+        .expect("PROXY CONFIG SET prefer_hosts \"\"");
+    assert_eq!(ok, "OK");
+    reads_only_on(&cluster, &mut c, &replicas);
 }

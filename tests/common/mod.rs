@@ -109,6 +109,17 @@ pub fn serves_all_slots(c: &mut redis::Connection) -> bool {
         .is_ok_and(|l| l.first().is_some_and(|f| f.contains("slots 16384 ")))
 }
 
+/// Starts the `slotproxy` binary on config file `cfg`, its log (stderr) to `log`.
+fn spawn_proxy(cfg: &std::path::Path, log: std::fs::File) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_slotproxy"))
+        .arg("--config")
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawning slotproxy")
+}
+
 /// A running proxy process.
 pub struct Proxy {
     child: Child,
@@ -158,13 +169,7 @@ impl Proxy {
         )
         .expect("writing proxy config");
         let log = std::fs::File::create(dir.path().join("proxy.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_slotproxy"))
-            .arg("--config")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning slotproxy");
+        let child = spawn_proxy(&cfg, log);
         let proxy = Proxy {
             child,
             addr: format!("127.0.0.1:{port}"),
@@ -173,8 +178,15 @@ impl Proxy {
             config_path: cfg,
             _dir: dir,
         };
+        proxy.wait_ready(wait_slots);
+        proxy
+    }
+
+    /// Waits until the proxy answers (and, when `wait_slots`, serves every slot); fails the
+    /// test with its log otherwise.
+    fn wait_ready(&self, wait_slots: bool) {
         let ready = retry_until(Duration::from_secs(20), || {
-            let mut c = proxy.try_conn().map_err(|e| e.to_string())?;
+            let mut c = self.try_conn().map_err(|e| e.to_string())?;
             if !wait_slots || serves_all_slots(&mut c) {
                 Ok(())
             } else {
@@ -182,9 +194,22 @@ impl Proxy {
             }
         });
         if let Err(e) = ready {
-            panic!("proxy did not become ready ({e}): {}", proxy.log());
+            panic!("proxy did not become ready ({e}): {}", self.log());
         }
-        proxy
+    }
+
+    /// Kills the process and starts it again from its config file as the file is now (what
+    /// `PROXY CONFIG REWRITE` wrote, say), on the same ports; returns once it serves every
+    /// slot. The log goes on in the same file.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self._dir.path().join("proxy.log"))
+            .expect("log file");
+        self.child = spawn_proxy(&self.config_path, log);
+        self.wait_ready(true);
     }
 
     /// Starts the proxy in front of `cluster` with default settings.
