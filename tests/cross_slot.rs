@@ -160,7 +160,7 @@ fn spread(prefix: &str, name: &str, third: usize) -> String {
 const NAMES: &[&str] = &[
     "sa", "sb", "sc", "za", "zb", "ha", "hb", "ba", "bb", "la", "lb", "lista", "listb", "ga",
     "str", "miss", "r1", "r2", "r3", "r4", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9",
-    "d10", "d11", "d12",
+    "d10", "d11", "d12", "sl", "ss", "sz", "lx", "d13", "d14",
 ];
 
 const SCRIPT: &[(&str, bool)] = &[
@@ -266,6 +266,71 @@ const SCRIPT: &[(&str, bool)] = &[
     ("LMOVE $str $listb LEFT LEFT", false),
     ("LMOVE $listb $str LEFT LEFT", false),
     ("LRANGE $listb 0 -1", false),
+    // SORT with BY / GET patterns (a node refuses them; `%` is the run's key prefix, so the
+    // keys a pattern names spread over the masters).
+    ("RPUSH $sl 3 1 2 10 5", false),
+    ("SADD $ss 4 9 7", false),
+    ("ZADD $sz 1 a 2 b 3 c", false),
+    ("RPUSH $lx 1 x", false),
+    (
+        "MSET %w_3 1 %w_1 3 %w_2 2 %w_10 5 %w_5 4 %w_a 3 %w_b 1 %w_c 2",
+        false,
+    ),
+    (
+        "MSET %w_4 0.5 %w_9 -2 %w_7 1e1 %bad_1 7 %bad_x notanumber",
+        false,
+    ),
+    ("HSET %h_3 f c3 n 1.5", false),
+    ("HSET %h_1 f c1 n 0.5", false),
+    ("HSET %h_2 f c2 n 2.5", false),
+    ("HSET %h_10 f c10 n -1", false),
+    ("MSET %o_1 one %o_2 two %o_3 three", false),
+    ("SORT $sl BY %w_*", false),
+    ("SORT $sl BY %w_* DESC", false),
+    ("SORT $sl BY %h_*->n", false),
+    ("SORT $sl BY %h_*->f ALPHA", false),
+    ("SORT $sl BY %h_*->f ALPHA DESC GET # GET %h_*->f", false),
+    ("SORT $sl GET # GET %o_*", false),
+    (
+        "SORT $sl GET %h_*->f GET # GET %h_*->nofield GET nostar",
+        false,
+    ),
+    ("SORT $sl BY nosort GET %o_*", false),
+    ("SORT $sl BY nosort DESC LIMIT 1 2 GET # GET %o_*", false),
+    ("SORT $sl BY %w_* LIMIT 1 3 GET %o_*", false),
+    ("SORT $sl BY %w_* LIMIT -5 2 GET #", false),
+    ("SORT $sl BY %w_* LIMIT 9 2 GET #", false),
+    ("SORT $sl ALPHA GET %o_* GET #", false),
+    ("SORT $sl BY %missing_* GET #", false),
+    ("SORT $sl BY %missing_* ALPHA GET #", false),
+    ("SORT $sz BY %w_* GET #", false),
+    ("SORT $sz BY nosort DESC GET # GET %w_*", false),
+    ("SORT $sz BY nosort LIMIT 1 5 GET #", false),
+    ("SORT $ss BY %w_*", false),
+    ("SORT $ss BY %w_* GET # GET %w_*", false),
+    ("SORT $ss BY nosort GET #", false),
+    ("SORT $ss BY nosort GET # STORE $d13", false),
+    ("LRANGE $d13 0 -1", false),
+    ("SORT $sl BY %w_* GET # GET %o_* STORE $d13", false),
+    ("LRANGE $d13 0 -1", false),
+    ("SET $d14 x", false),
+    ("SORT $sl BY %w_* GET %o_* LIMIT 5 5 STORE $d14", false),
+    ("EXISTS $d14", false),
+    ("SORT $lx BY %bad_*", false),
+    ("SORT $lx BY %bad_* STORE $d13", false),
+    ("LRANGE $d13 0 -1", false),
+    ("SORT $sl BY %h_*->f", false),
+    ("SORT $str BY %w_*", false),
+    ("SORT $str GET #", false),
+    ("SORT $miss BY %w_* GET #", false),
+    ("SORT $miss GET # STORE $d13", false),
+    ("EXISTS $d13", false),
+    ("SORT_RO $sl BY %w_* GET # GET %o_*", false),
+    ("SORT_RO $sl BY %w_* STORE $d13", false),
+    ("SORT $sl BY %w_* LIMIT a b", false),
+    ("SORT $sl BY %w_* LIMIT 01 2", false),
+    ("SORT $sl GET %o_* foo", false),
+    ("SORT $sl GET", false),
 ];
 
 /// `line` with its `$name`s replaced by the keys for `prefix`.
@@ -276,7 +341,7 @@ fn expand(line: &str, prefix: &str) -> Vec<String> {
                 let i = NAMES.iter().position(|n| *n == name).expect("known name");
                 spread(prefix, name, i)
             }
-            None => w.to_string(),
+            None => w.replace('%', prefix),
         })
         .collect()
 }
@@ -405,6 +470,11 @@ fn refuse_keeps_crossslot_and_the_setting_changes_live() {
     ] {
         assert_eq!(p.call(&cmd), crossslot, "{cmd:?}");
     }
+    // A SORT with patterns gets the node's own refusal, as before `cross_slot` existed.
+    assert_eq!(
+        p.call(&["SORT", &a, "BY", "w_*"]),
+        Reply::Error("ERR BY option of SORT denied in Cluster mode.".into())
+    );
     assert_eq!(
         p.call(&["PROXY", "CONFIG", "SET", "cross_slot", "emulate"]),
         Reply::Simple("OK".into())
@@ -466,6 +536,16 @@ level = "write"
     assert_eq!(p.call(&["SUNIONSTORE", &d, &a, &b]), Reply::Int(2));
     let Reply::Error(e) = p.call(&["SUNIONSTORE", &d, &a, &outside]) else {
         panic!("a key outside the user's prefixes must be refused");
+    };
+    assert!(e.starts_with("NOPERM"), "{e}");
+    // An emulated SORT reads the keys its patterns name: they must be inside the prefixes.
+    p.call(&["SET", "app:w_1", "5"]);
+    assert_eq!(
+        p.call(&["SORT", &a, "BY", "app:w_*", "GET", "#", "GET", "app:w_*"]),
+        Reply::Array(vec![Reply::Bulk(b"1".to_vec()), Reply::Bulk(b"5".to_vec())])
+    );
+    let Reply::Error(e) = p.call(&["SORT", &a, "BY", "app:w_*", "GET", "x:*"]) else {
+        panic!("a pattern naming keys outside the user's prefixes must be refused");
     };
     assert!(e.starts_with("NOPERM"), "{e}");
     // The other user has the proxy's setting: refuse.

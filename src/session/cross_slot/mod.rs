@@ -16,6 +16,7 @@
 
 pub mod plan;
 mod run;
+pub mod sort;
 pub mod tags;
 
 use super::fence::Fenced;

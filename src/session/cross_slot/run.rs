@@ -16,13 +16,14 @@ use crate::route::resp::{self, Value};
 use bytes::Bytes;
 
 /// One call of the emulation: a command for the owner of a slot.
-struct Ask {
-    slot: u16,
-    args: Vec<Bytes>,
-    resp3: bool,
+pub(super) struct Ask {
+    pub(super) slot: u16,
+    pub(super) args: Vec<Bytes>,
+    pub(super) resp3: bool,
 }
 
-fn ask(slot: u16, args: &[&[u8]]) -> Ask {
+/// A RESP2 call of `args` for the owner of `slot`.
+pub(super) fn ask(slot: u16, args: &[&[u8]]) -> Ask {
     Ask {
         slot,
         args: args.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
@@ -32,7 +33,7 @@ fn ask(slot: u16, args: &[&[u8]]) -> Ask {
 
 /// Sends every call at once and waits for all the replies (in `calls` order); their backend
 /// time is added to the client's `slot`.
-async fn send(worker: &Worker, calls: Vec<Ask>, slot: &ReplySlot) -> Vec<Bytes> {
+pub(super) async fn send(worker: &Worker, calls: Vec<Ask>, slot: &ReplySlot) -> Vec<Bytes> {
     let calls = calls.into_iter().map(|c| crate::session::gather::Ask {
         wire: resp::encode_command(&c.args).freeze(),
         dest: Dest::Slot(c.slot),
@@ -42,7 +43,7 @@ async fn send(worker: &Worker, calls: Vec<Ask>, slot: &ReplySlot) -> Vec<Bytes> 
 }
 
 /// One call, its reply.
-async fn one(worker: &Worker, call: Ask, slot: &ReplySlot) -> Bytes {
+pub(super) async fn one(worker: &Worker, call: Ask, slot: &ReplySlot) -> Bytes {
     send(worker, vec![call], slot)
         .await
         .into_iter()
@@ -51,7 +52,7 @@ async fn one(worker: &Worker, call: Ask, slot: &ReplySlot) -> Bytes {
 }
 
 /// The text of an error frame, without the leading `-` and the line end.
-fn error_text(frame: &[u8]) -> String {
+pub(super) fn error_text(frame: &[u8]) -> String {
     String::from_utf8_lossy(frame.get(1..).unwrap_or_default())
         .trim_end()
         .to_string()
@@ -68,6 +69,7 @@ pub async fn run(worker: &Worker, name: &str, plan: Plan, resp3: bool, slot: &Re
             sources,
         } => return algebra(worker, &upper, args, target, sources, resp3, slot).await,
         Plan::Rename { src, dst, nx } => rename(worker, &upper, src, dst, nx, slot).await,
+        Plan::Sort(a) => super::sort::run::sort(worker, &upper, a, slot).await,
         Plan::Copy { src, dst, replace } => copy(worker, &upper, src, dst, replace, slot).await,
         Plan::Smove { src, dst, member } => smove(worker, &upper, src, dst, member, slot).await,
         Plan::Lmove {
