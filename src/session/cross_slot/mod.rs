@@ -15,6 +15,7 @@
 //! between its write and its delete.
 
 pub mod plan;
+pub mod replies;
 mod run;
 pub mod sort;
 pub mod tags;
