@@ -387,6 +387,39 @@ fn emulated_commands_answer_as_one_plain_redis_in_resp2_and_resp3() {
     }
     // Nothing the emulation made is left on any node.
     assert_eq!(tmp_keys(&cluster), Vec::<String>::new());
+    // Each temporary is made with a TTL of at most 60 s, so one left behind by a failure
+    // part-way (a node or the proxy gone before the delete) expires on its own.
+    let (d, a, b) = (
+        spread("m:", "d", 2),
+        spread("m:", "a", 0),
+        spread("m:", "b", 1),
+    );
+    let target = common::owner_of(&cluster, 0, key_slot(d.as_bytes()));
+    let mut monitor = Raw::connect(&cluster.nodes[target].addr());
+    assert_eq!(monitor.call(&["MONITOR"]), Reply::Simple("OK".into()));
+    let mut p = Raw::connect(&proxy.addr);
+    p.call(&["SADD", &a, "1"]);
+    p.call(&["SADD", &b, "2"]);
+    assert_eq!(p.call(&["SUNIONSTORE", &d, &a, &b]), Reply::Int(2));
+    let mut restores = 0;
+    loop {
+        let Reply::Simple(line) = monitor.read() else {
+            panic!("a MONITOR line");
+        };
+        let words: Vec<&str> = line.split('"').collect();
+        // `... "RESTORE" "<temporary>" "<ttl>" ...`: the words at odd positions are the arguments.
+        if words.get(1) == Some(&"RESTORE")
+            && words.get(3).is_some_and(|k| k.contains("slotproxy:tmp:"))
+        {
+            let ttl: u64 = words.get(5).and_then(|t| t.parse().ok()).expect("a TTL");
+            assert!(ttl > 0 && ttl <= 60_000, "{line}");
+            restores += 1;
+        }
+        if words.get(1) == Some(&"DEL") && line.contains("slotproxy:tmp:") {
+            break;
+        }
+    }
+    assert_eq!(restores, 2);
     // The TTL moves with a renamed key.
     let mut p = Raw::connect(&proxy.addr);
     let (src, dst) = (spread("t:", "src", 0), spread("t:", "dst", 1));
@@ -583,4 +616,149 @@ fn a_rename_whose_destination_node_is_down_leaves_the_value_in_the_source() {
     };
     assert!(e.contains("still in the source"), "{e}");
     assert_eq!(p.call(&["GET", &src]), Reply::Bulk(b"precious".to_vec()));
+}
+
+/// Sends a command without reading its reply.
+fn send_only(raw: &mut Raw, args: &[&str]) {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    raw.w.write_all(&out).expect("write");
+}
+
+/// Waits until node `index` holds a client's `cmd` under CLIENT PAUSE (the proxy's step).
+fn wait_held(cluster: &slotproxy::admin::localcluster::LocalCluster, index: usize, cmd: &str) {
+    let mut c = node_conn(cluster, index);
+    let want = format!(" cmd={cmd} ");
+    common::eventually(
+        "the proxy's step to reach the paused node",
+        Duration::from_secs(20),
+        || {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut c)
+                .expect("CLIENT LIST");
+            list.lines()
+                .any(|l| l.contains(&want) && l.contains(" flags=b"))
+        },
+    );
+}
+
+fn pause_writes(cluster: &slotproxy::admin::localcluster::LocalCluster, index: usize, on: bool) {
+    let mut c = node_conn(cluster, index);
+    let mut cmd = redis::cmd("CLIENT");
+    if on {
+        cmd.arg("PAUSE").arg(30_000).arg("WRITE");
+    } else {
+        cmd.arg("UNPAUSE");
+    }
+    let _: () = cmd.query(&mut c).expect("CLIENT PAUSE / UNPAUSE");
+}
+
+/// Sets `key` through the proxy and waits until a replica has it (it must outlive its
+/// master): some node other than the master `owner` serves it to a READONLY connection.
+fn set_replicated(
+    p: &mut Raw,
+    cluster: &slotproxy::admin::localcluster::LocalCluster,
+    owner: usize,
+    key: &str,
+    value: &str,
+) {
+    assert_eq!(p.call(&["SET", key, value]), Reply::Simple("OK".into()));
+    common::eventually("a replica to have the key", Duration::from_secs(60), || {
+        cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != owner)
+            .any(|(_, n)| {
+                // Killed nodes refuse the connection.
+                let Ok(mut c) = redis::Client::open(format!("redis://{}/", n.addr()))
+                    .and_then(|c| c.get_connection())
+                else {
+                    return false;
+                };
+                let _: redis::RedisResult<()> = redis::cmd("READONLY").query(&mut c);
+                redis::cmd("GET")
+                    .arg(key)
+                    .query::<Option<String>>(&mut c)
+                    .ok()
+                    .flatten()
+                    == Some(value.to_string())
+            })
+    });
+}
+
+#[test]
+fn a_node_killed_in_the_middle_of_an_emulated_rename_loses_no_value() {
+    let mut cluster = cluster(3, 2, 1);
+    let proxy = Proxy::start_with(
+        &cluster.seeds(),
+        "cross_slot = \"emulate\"\nrequest_timeout = \"10s\"",
+        true,
+    );
+    let mut p = Raw::connect(&proxy.addr);
+    let bulk = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
+
+    // The source's master dies once the destination's write is on its way (held by a pause
+    // on the destination's master until the kill): the value is in the destination, and in
+    // the source (now on its promoted replica) unless the proxy could still delete it there.
+    let (src, dst) = (spread("k:", "src", 0), spread("k:", "dst", 2));
+    let (x, y) = (
+        common::owner_of(&cluster, 0, key_slot(src.as_bytes())),
+        common::owner_of(&cluster, 0, key_slot(dst.as_bytes())),
+    );
+    assert_ne!(x, y);
+    set_replicated(&mut p, &cluster, x, &src, "precious");
+    pause_writes(&cluster, y, true);
+    send_only(&mut p, &["RENAME", &src, &dst]);
+    wait_held(&cluster, y, "restore");
+    cluster.kill(x);
+    pause_writes(&cluster, y, false);
+    let reply = p.read();
+    assert_eq!(p.call(&["GET", &dst]), bulk("precious"), "{reply:?}");
+    match &reply {
+        Reply::Simple(ok) if ok == "OK" => {}
+        // The delete's reply was lost: the source may or may not still hold the value.
+        Reply::Error(e) if e.contains("may still be in the source too") => {}
+        Reply::Error(e) => {
+            assert!(e.contains("the value is in both keys"), "{e}");
+            common::eventually(
+                "the source on its promoted replica",
+                Duration::from_secs(30),
+                || p.call(&["GET", &src]) == bulk("precious"),
+            );
+        }
+        other => panic!("unexpected RENAME reply {other:?}"),
+    }
+
+    // The destination's master dies while it holds the write: nothing was written, so the
+    // value stays in the source (or, if the proxy wrote the promoted replica, it moved).
+    let live = (0..cluster.nodes.len())
+        .find(|&i| i != x)
+        .expect("a live node");
+    let (src, dst) = (spread("m:", "src", 1), spread("m:", "dst", 2));
+    let (s, d) = (
+        common::owner_of(&cluster, live, key_slot(src.as_bytes())),
+        common::owner_of(&cluster, live, key_slot(dst.as_bytes())),
+    );
+    assert_ne!(s, d);
+    set_replicated(&mut p, &cluster, s, &src, "kept");
+    pause_writes(&cluster, d, true);
+    send_only(&mut p, &["RENAME", &src, &dst]);
+    wait_held(&cluster, d, "restore");
+    cluster.kill(d);
+    match p.read() {
+        Reply::Error(e) => {
+            assert!(e.contains("still in the source key"), "{e}");
+            assert_eq!(p.call(&["GET", &src]), bulk("kept"));
+        }
+        Reply::Simple(ok) if ok == "OK" => common::eventually(
+            "the destination on its promoted replica",
+            Duration::from_secs(30),
+            || p.call(&["GET", &dst]) == bulk("kept"),
+        ),
+        other => panic!("unexpected RENAME reply {other:?}"),
+    }
 }
