@@ -160,7 +160,7 @@ fn spread(prefix: &str, name: &str, third: usize) -> String {
 const NAMES: &[&str] = &[
     "sa", "sb", "sc", "za", "zb", "ha", "hb", "ba", "bb", "la", "lb", "lista", "listb", "ga",
     "str", "miss", "r1", "r2", "r3", "r4", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9",
-    "d10", "d11", "d12",
+    "d10", "d11", "d12", "sl", "ss", "sz", "lx", "d13", "d14",
 ];
 
 const SCRIPT: &[(&str, bool)] = &[
@@ -266,6 +266,71 @@ const SCRIPT: &[(&str, bool)] = &[
     ("LMOVE $str $listb LEFT LEFT", false),
     ("LMOVE $listb $str LEFT LEFT", false),
     ("LRANGE $listb 0 -1", false),
+    // SORT with BY / GET patterns (a node refuses them; `%` is the run's key prefix, so the
+    // keys a pattern names spread over the masters).
+    ("RPUSH $sl 3 1 2 10 5", false),
+    ("SADD $ss 4 9 7", false),
+    ("ZADD $sz 1 a 2 b 3 c", false),
+    ("RPUSH $lx 1 x", false),
+    (
+        "MSET %w_3 1 %w_1 3 %w_2 2 %w_10 5 %w_5 4 %w_a 3 %w_b 1 %w_c 2",
+        false,
+    ),
+    (
+        "MSET %w_4 0.5 %w_9 -2 %w_7 1e1 %bad_1 7 %bad_x notanumber",
+        false,
+    ),
+    ("HSET %h_3 f c3 n 1.5", false),
+    ("HSET %h_1 f c1 n 0.5", false),
+    ("HSET %h_2 f c2 n 2.5", false),
+    ("HSET %h_10 f c10 n -1", false),
+    ("MSET %o_1 one %o_2 two %o_3 three", false),
+    ("SORT $sl BY %w_*", false),
+    ("SORT $sl BY %w_* DESC", false),
+    ("SORT $sl BY %h_*->n", false),
+    ("SORT $sl BY %h_*->f ALPHA", false),
+    ("SORT $sl BY %h_*->f ALPHA DESC GET # GET %h_*->f", false),
+    ("SORT $sl GET # GET %o_*", false),
+    (
+        "SORT $sl GET %h_*->f GET # GET %h_*->nofield GET nostar",
+        false,
+    ),
+    ("SORT $sl BY nosort GET %o_*", false),
+    ("SORT $sl BY nosort DESC LIMIT 1 2 GET # GET %o_*", false),
+    ("SORT $sl BY %w_* LIMIT 1 3 GET %o_*", false),
+    ("SORT $sl BY %w_* LIMIT -5 2 GET #", false),
+    ("SORT $sl BY %w_* LIMIT 9 2 GET #", false),
+    ("SORT $sl ALPHA GET %o_* GET #", false),
+    ("SORT $sl BY %missing_* GET #", false),
+    ("SORT $sl BY %missing_* ALPHA GET #", false),
+    ("SORT $sz BY %w_* GET #", false),
+    ("SORT $sz BY nosort DESC GET # GET %w_*", false),
+    ("SORT $sz BY nosort LIMIT 1 5 GET #", false),
+    ("SORT $ss BY %w_*", false),
+    ("SORT $ss BY %w_* GET # GET %w_*", false),
+    ("SORT $ss BY nosort GET #", false),
+    ("SORT $ss BY nosort GET # STORE $d13", false),
+    ("LRANGE $d13 0 -1", false),
+    ("SORT $sl BY %w_* GET # GET %o_* STORE $d13", false),
+    ("LRANGE $d13 0 -1", false),
+    ("SET $d14 x", false),
+    ("SORT $sl BY %w_* GET %o_* LIMIT 5 5 STORE $d14", false),
+    ("EXISTS $d14", false),
+    ("SORT $lx BY %bad_*", false),
+    ("SORT $lx BY %bad_* STORE $d13", false),
+    ("LRANGE $d13 0 -1", false),
+    ("SORT $sl BY %h_*->f", false),
+    ("SORT $str BY %w_*", false),
+    ("SORT $str GET #", false),
+    ("SORT $miss BY %w_* GET #", false),
+    ("SORT $miss GET # STORE $d13", false),
+    ("EXISTS $d13", false),
+    ("SORT_RO $sl BY %w_* GET # GET %o_*", false),
+    ("SORT_RO $sl BY %w_* STORE $d13", false),
+    ("SORT $sl BY %w_* LIMIT a b", false),
+    ("SORT $sl BY %w_* LIMIT 01 2", false),
+    ("SORT $sl GET %o_* foo", false),
+    ("SORT $sl GET", false),
 ];
 
 /// `line` with its `$name`s replaced by the keys for `prefix`.
@@ -276,7 +341,7 @@ fn expand(line: &str, prefix: &str) -> Vec<String> {
                 let i = NAMES.iter().position(|n| *n == name).expect("known name");
                 spread(prefix, name, i)
             }
-            None => w.to_string(),
+            None => w.replace('%', prefix),
         })
         .collect()
 }
@@ -322,6 +387,39 @@ fn emulated_commands_answer_as_one_plain_redis_in_resp2_and_resp3() {
     }
     // Nothing the emulation made is left on any node.
     assert_eq!(tmp_keys(&cluster), Vec::<String>::new());
+    // Each temporary is made with a TTL of at most 60 s, so one left behind by a failure
+    // part-way (a node or the proxy gone before the delete) expires on its own.
+    let (d, a, b) = (
+        spread("m:", "d", 2),
+        spread("m:", "a", 0),
+        spread("m:", "b", 1),
+    );
+    let target = common::owner_of(&cluster, 0, key_slot(d.as_bytes()));
+    let mut monitor = Raw::connect(&cluster.nodes[target].addr());
+    assert_eq!(monitor.call(&["MONITOR"]), Reply::Simple("OK".into()));
+    let mut p = Raw::connect(&proxy.addr);
+    p.call(&["SADD", &a, "1"]);
+    p.call(&["SADD", &b, "2"]);
+    assert_eq!(p.call(&["SUNIONSTORE", &d, &a, &b]), Reply::Int(2));
+    let mut restores = 0;
+    loop {
+        let Reply::Simple(line) = monitor.read() else {
+            panic!("a MONITOR line");
+        };
+        let words: Vec<&str> = line.split('"').collect();
+        // `... "RESTORE" "<temporary>" "<ttl>" ...`: the words at odd positions are the arguments.
+        if words.get(1) == Some(&"RESTORE")
+            && words.get(3).is_some_and(|k| k.contains("slotproxy:tmp:"))
+        {
+            let ttl: u64 = words.get(5).and_then(|t| t.parse().ok()).expect("a TTL");
+            assert!(ttl > 0 && ttl <= 60_000, "{line}");
+            restores += 1;
+        }
+        if words.get(1) == Some(&"DEL") && line.contains("slotproxy:tmp:") {
+            break;
+        }
+    }
+    assert_eq!(restores, 2);
     // The TTL moves with a renamed key.
     let mut p = Raw::connect(&proxy.addr);
     let (src, dst) = (spread("t:", "src", 0), spread("t:", "dst", 1));
@@ -405,6 +503,11 @@ fn refuse_keeps_crossslot_and_the_setting_changes_live() {
     ] {
         assert_eq!(p.call(&cmd), crossslot, "{cmd:?}");
     }
+    // A SORT with patterns gets the node's own refusal, as before `cross_slot` existed.
+    assert_eq!(
+        p.call(&["SORT", &a, "BY", "w_*"]),
+        Reply::Error("ERR BY option of SORT denied in Cluster mode.".into())
+    );
     assert_eq!(
         p.call(&["PROXY", "CONFIG", "SET", "cross_slot", "emulate"]),
         Reply::Simple("OK".into())
@@ -468,6 +571,16 @@ level = "write"
         panic!("a key outside the user's prefixes must be refused");
     };
     assert!(e.starts_with("NOPERM"), "{e}");
+    // An emulated SORT reads the keys its patterns name: they must be inside the prefixes.
+    p.call(&["SET", "app:w_1", "5"]);
+    assert_eq!(
+        p.call(&["SORT", &a, "BY", "app:w_*", "GET", "#", "GET", "app:w_*"]),
+        Reply::Array(vec![Reply::Bulk(b"1".to_vec()), Reply::Bulk(b"5".to_vec())])
+    );
+    let Reply::Error(e) = p.call(&["SORT", &a, "BY", "app:w_*", "GET", "x:*"]) else {
+        panic!("a pattern naming keys outside the user's prefixes must be refused");
+    };
+    assert!(e.starts_with("NOPERM"), "{e}");
     // The other user has the proxy's setting: refuse.
     let mut o = Raw::connect(&proxy.addr);
     assert_eq!(
@@ -503,4 +616,149 @@ fn a_rename_whose_destination_node_is_down_leaves_the_value_in_the_source() {
     };
     assert!(e.contains("still in the source"), "{e}");
     assert_eq!(p.call(&["GET", &src]), Reply::Bulk(b"precious".to_vec()));
+}
+
+/// Sends a command without reading its reply.
+fn send_only(raw: &mut Raw, args: &[&str]) {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    raw.w.write_all(&out).expect("write");
+}
+
+/// Waits until node `index` holds a client's `cmd` under CLIENT PAUSE (the proxy's step).
+fn wait_held(cluster: &slotproxy::admin::localcluster::LocalCluster, index: usize, cmd: &str) {
+    let mut c = node_conn(cluster, index);
+    let want = format!(" cmd={cmd} ");
+    common::eventually(
+        "the proxy's step to reach the paused node",
+        Duration::from_secs(20),
+        || {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut c)
+                .expect("CLIENT LIST");
+            list.lines()
+                .any(|l| l.contains(&want) && l.contains(" flags=b"))
+        },
+    );
+}
+
+fn pause_writes(cluster: &slotproxy::admin::localcluster::LocalCluster, index: usize, on: bool) {
+    let mut c = node_conn(cluster, index);
+    let mut cmd = redis::cmd("CLIENT");
+    if on {
+        cmd.arg("PAUSE").arg(30_000).arg("WRITE");
+    } else {
+        cmd.arg("UNPAUSE");
+    }
+    let _: () = cmd.query(&mut c).expect("CLIENT PAUSE / UNPAUSE");
+}
+
+/// Sets `key` through the proxy and waits until a replica has it (it must outlive its
+/// master): some node other than the master `owner` serves it to a READONLY connection.
+fn set_replicated(
+    p: &mut Raw,
+    cluster: &slotproxy::admin::localcluster::LocalCluster,
+    owner: usize,
+    key: &str,
+    value: &str,
+) {
+    assert_eq!(p.call(&["SET", key, value]), Reply::Simple("OK".into()));
+    common::eventually("a replica to have the key", Duration::from_secs(60), || {
+        cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != owner)
+            .any(|(_, n)| {
+                // Killed nodes refuse the connection.
+                let Ok(mut c) = redis::Client::open(format!("redis://{}/", n.addr()))
+                    .and_then(|c| c.get_connection())
+                else {
+                    return false;
+                };
+                let _: redis::RedisResult<()> = redis::cmd("READONLY").query(&mut c);
+                redis::cmd("GET")
+                    .arg(key)
+                    .query::<Option<String>>(&mut c)
+                    .ok()
+                    .flatten()
+                    == Some(value.to_string())
+            })
+    });
+}
+
+#[test]
+fn a_node_killed_in_the_middle_of_an_emulated_rename_loses_no_value() {
+    let mut cluster = cluster(3, 2, 1);
+    let proxy = Proxy::start_with(
+        &cluster.seeds(),
+        "cross_slot = \"emulate\"\nrequest_timeout = \"10s\"",
+        true,
+    );
+    let mut p = Raw::connect(&proxy.addr);
+    let bulk = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
+
+    // The source's master dies once the destination's write is on its way (held by a pause
+    // on the destination's master until the kill): the value is in the destination, and in
+    // the source (now on its promoted replica) unless the proxy could still delete it there.
+    let (src, dst) = (spread("k:", "src", 0), spread("k:", "dst", 2));
+    let (x, y) = (
+        common::owner_of(&cluster, 0, key_slot(src.as_bytes())),
+        common::owner_of(&cluster, 0, key_slot(dst.as_bytes())),
+    );
+    assert_ne!(x, y);
+    set_replicated(&mut p, &cluster, x, &src, "precious");
+    pause_writes(&cluster, y, true);
+    send_only(&mut p, &["RENAME", &src, &dst]);
+    wait_held(&cluster, y, "restore");
+    cluster.kill(x);
+    pause_writes(&cluster, y, false);
+    let reply = p.read();
+    assert_eq!(p.call(&["GET", &dst]), bulk("precious"), "{reply:?}");
+    match &reply {
+        Reply::Simple(ok) if ok == "OK" => {}
+        // The delete's reply was lost: the source may or may not still hold the value.
+        Reply::Error(e) if e.contains("may still be in the source too") => {}
+        Reply::Error(e) => {
+            assert!(e.contains("the value is in both keys"), "{e}");
+            common::eventually(
+                "the source on its promoted replica",
+                Duration::from_secs(30),
+                || p.call(&["GET", &src]) == bulk("precious"),
+            );
+        }
+        other => panic!("unexpected RENAME reply {other:?}"),
+    }
+
+    // The destination's master dies while it holds the write: nothing was written, so the
+    // value stays in the source (or, if the proxy wrote the promoted replica, it moved).
+    let live = (0..cluster.nodes.len())
+        .find(|&i| i != x)
+        .expect("a live node");
+    let (src, dst) = (spread("m:", "src", 1), spread("m:", "dst", 2));
+    let (s, d) = (
+        common::owner_of(&cluster, live, key_slot(src.as_bytes())),
+        common::owner_of(&cluster, live, key_slot(dst.as_bytes())),
+    );
+    assert_ne!(s, d);
+    set_replicated(&mut p, &cluster, s, &src, "kept");
+    pause_writes(&cluster, d, true);
+    send_only(&mut p, &["RENAME", &src, &dst]);
+    wait_held(&cluster, d, "restore");
+    cluster.kill(d);
+    match p.read() {
+        Reply::Error(e) => {
+            assert!(e.contains("still in the source key"), "{e}");
+            assert_eq!(p.call(&["GET", &src]), bulk("kept"));
+        }
+        Reply::Simple(ok) if ok == "OK" => common::eventually(
+            "the destination on its promoted replica",
+            Duration::from_secs(30),
+            || p.call(&["GET", &dst]) == bulk("kept"),
+        ),
+        other => panic!("unexpected RENAME reply {other:?}"),
+    }
 }

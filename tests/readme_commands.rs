@@ -70,7 +70,7 @@ fn status(spec: &CommandSpec) -> String {
     }
     let args = invocation(spec);
     match route(&args, &mut Vec::new()) {
-        Route::Slot(_) => "to the key's slot owner".into(),
+        Route::Slot(_) | Route::SortPatterns(_) => "to the key's slot owner".into(),
         Route::Split(_) => "split per slot, replies merged".into(),
         Route::AnyNode => "to any master".into(),
         Route::Publish => "to the pub/sub node (where the proxy's subscribers are)".into(),

@@ -617,6 +617,47 @@ impl User {
     }
 }
 
+impl User {
+    /// For a SORT / SORT_RO with BY or GET patterns that the proxy carries out itself: the
+    /// keys the patterns name are read too. Every key a pattern names starts with the
+    /// pattern's text before its `*`, so that text must be inside the prefixes the command's
+    /// keys need, and inside the read prefixes. (`#` and patterns without `*` name no key.)
+    pub fn check_sort_patterns(&self, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Denied> {
+        if !self.namespaced() {
+            return Ok(());
+        }
+        let prefixes = self.prefixes(required(spec));
+        let mut j = 2;
+        while j + 1 < args.len() {
+            let a = &args[j];
+            if a.eq_ignore_ascii_case(b"limit") {
+                j += 3;
+                continue;
+            }
+            if a.eq_ignore_ascii_case(b"store") {
+                j += 2;
+                continue;
+            }
+            if a.eq_ignore_ascii_case(b"by") || a.eq_ignore_ascii_case(b"get") {
+                let p = &args[j + 1];
+                let visible = p.split(|&c| c == 0).next().unwrap_or_default();
+                if let Some(star) = visible.iter().position(|&c| c == b'*') {
+                    let stem = &p[..star];
+                    if visible != b"#"
+                        && !(inside(prefixes, stem) && inside(&self.read_prefixes, stem))
+                    {
+                        return Err(Denied::Keys);
+                    }
+                }
+                j += 2;
+                continue;
+            }
+            j += 1;
+        }
+        Ok(())
+    }
+}
+
 /// The channel rule for users with a namespace: channels (and shard channels) must start with
 /// one of the prefixes, patterns must start with one and have no glob character within it,
 /// and listing every active channel needs a pattern that satisfies the same rule.

@@ -330,3 +330,47 @@ fn monitor_is_admin_and_refused_to_every_namespace() {
         .unwrap_err()
         .contains("outside the user's key prefixes"));
 }
+
+#[test]
+fn an_emulated_sort_s_patterns_stay_inside_the_namespace() {
+    let ns = user(
+        "name='n'\npassword='p'\nlevel='write'\nread_prefixes=['app:']\nwrite_prefixes=['app:']",
+    );
+    let open = user("name='o'\npassword='p'\nlevel='write'");
+    let check = |u: &User, a: &[&str]| {
+        let a: Vec<Bytes> = a
+            .iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect();
+        let spec = command::lookup(&a).expect("known");
+        u.check_sort_patterns(spec, &a).is_ok()
+    };
+    for ok in [
+        &[
+            "SORT",
+            "app:l",
+            "BY",
+            "app:w_*",
+            "GET",
+            "#",
+            "GET",
+            "app:h_*->f",
+        ][..],
+        &["SORT", "app:l", "BY", "nosort", "GET", "nostar"],
+        &["SORT_RO", "app:l", "LIMIT", "0", "1", "GET", "app:*"],
+    ] {
+        assert!(check(&ns, ok), "{ok:?}");
+    }
+    for refused in [
+        &["SORT", "app:l", "BY", "w_*"][..],
+        &["SORT", "app:l", "GET", "#", "GET", "other:*"],
+        // A stem shorter than the prefix can name keys outside it.
+        &["SORT", "app:l", "GET", "app*"],
+        // STORE's destination is not a pattern, what follows it is.
+        &["SORT", "app:l", "STORE", "by", "GET", "x*"],
+        &["SORT", "app:l", "LIMIT", "0", "1", "BY", "*"],
+    ] {
+        assert!(!check(&ns, refused), "{refused:?}");
+        assert!(check(&open, refused), "{refused:?}");
+    }
+}

@@ -30,6 +30,7 @@ pub const COMMANDS: &[&str] = &[
     "sinterstore",
     "smove",
     "sort",
+    "sort_ro",
     "sunion",
     "sunionstore",
     "zdiff",

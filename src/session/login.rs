@@ -90,6 +90,17 @@ impl Session {
         match crate::route::command::key_positions(spec, args, keys) {
             Err(_) => route,
             Ok(()) => match user.check(spec, args, keys) {
+                // The keys an emulated SORT's patterns name are read too.
+                Ok(())
+                    if matches!(route, Route::SortPatterns(_) | Route::CrossSlot)
+                        && matches!(spec.name, "sort" | "sort_ro")
+                        && self.cross_slot_emulates() =>
+                {
+                    match user.check_sort_patterns(spec, args) {
+                        Ok(()) => route,
+                        Err(e) => Route::Reply(resp::error(&e.to_string())),
+                    }
+                }
                 Ok(()) => route,
                 Err(e) => Route::Reply(resp::error(&e.to_string())),
             },

@@ -767,6 +767,10 @@ impl Session {
             }
             Route::Reply(reply) => self.push_ready(reply),
             Route::CrossSlot => self.cross_slot(args),
+            Route::SortPatterns(_) if !self.tx.active() && self.cross_slot_emulates() => {
+                self.cross_slot(args)
+            }
+            Route::SortPatterns(slot) => self.dispatch_plain(Route::Slot(slot), wire, args),
         }
     }
 

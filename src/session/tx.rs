@@ -154,7 +154,9 @@ impl Session {
         match route {
             Route::Tx(t) => self.tx_command(t, wire),
             _ if !in_multi => self.dispatch_plain(route, wire, args),
-            Route::Slot(slot) | Route::Blocking(slot) => self.tx_queue(Some(slot), wire),
+            Route::Slot(slot) | Route::Blocking(slot) | Route::SortPatterns(slot) => {
+                self.tx_queue(Some(slot), wire)
+            }
             // CONFIG GET queued shows the node's values, the slow log's included.
             Route::AnyNode
             | Route::Publish

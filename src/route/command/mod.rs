@@ -25,7 +25,7 @@ use bytes::Bytes;
 mod keys;
 mod table;
 
-pub use keys::{key_positions, slot_positions, xread_blocks, KeyError};
+pub use keys::{key_positions, slot_positions, sort_uses_patterns, xread_blocks, KeyError};
 pub use table::{COMMANDS, REDIS_VERSION};
 
 // Command flags, as printed by `COMMAND` (the names are the lowercase const suffixes).

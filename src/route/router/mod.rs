@@ -192,6 +192,11 @@ pub enum Route {
     /// the session answers [`CROSSSLOT`] or, when the client's `cross_slot` is `emulate`,
     /// carries it out over the nodes involved ([`crate::session::cross_slot`]).
     CrossSlot,
+    /// A SORT / SORT_RO in this slot with BY or GET patterns, which a cluster node refuses:
+    /// sent to the node as any request (which answers with its refusal), or, when the
+    /// client's `cross_slot` is `emulate`, carried out by the proxy
+    /// ([`crate::session::cross_slot`]).
+    SortPatterns(u16),
 }
 
 impl Route {
@@ -468,6 +473,9 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
     match spec.name {
         "watch" => return Route::Tx(Tx::Watch(slot)),
         "ssubscribe" => return Route::Sub(Sub::Ssubscribe(slot)),
+        "sort" | "sort_ro" if command::sort_uses_patterns(args) => {
+            return Route::SortPatterns(slot)
+        }
         _ => {}
     }
     if spec.flags & command::FLAG_BLOCKING != 0 && !is_nonblocking_stream_read(spec, args) {

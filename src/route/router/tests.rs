@@ -99,6 +99,15 @@ fn errors_match_redis() {
         "-ERR wrong number of arguments for 'get' command"
     );
     assert_eq!(r(&["RENAME", "foo", "bar"]), Route::CrossSlot);
+    // Patterns a node refuses: the session decides (the node's refusal, or the emulation).
+    let s = key_slot(b"foo");
+    assert_eq!(r(&["SORT", "foo", "BY", "w_*"]), Route::SortPatterns(s));
+    assert_eq!(r(&["SORT_RO", "foo", "GET", "#"]), Route::SortPatterns(s));
+    assert_eq!(r(&["SORT", "foo", "BY", "nosort"]), Route::Slot(s));
+    assert_eq!(
+        r(&["SORT", "foo", "GET", "#", "STORE", "bar"]),
+        Route::CrossSlot
+    );
     assert_eq!(
         err(r(&["CLIENT", "NOPE"])),
         "-ERR unknown subcommand 'NOPE'. Try CLIENT HELP."

@@ -15,7 +15,9 @@
 //! between its write and its delete.
 
 pub mod plan;
+pub mod replies;
 mod run;
+pub mod sort;
 pub mod tags;
 
 use super::fence::Fenced;

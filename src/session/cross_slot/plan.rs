@@ -5,6 +5,7 @@
 //! the client named other than the command's own destination, and it reads the sources only
 //! through copies in the target slot, under names nobody else uses.
 
+use super::sort::{self, SortArgs};
 use super::tags;
 use crate::cluster::slots::key_slot;
 use crate::route::command::{self, CommandSpec};
@@ -43,6 +44,9 @@ pub enum Plan {
         /// The keys copied, each once.
         sources: Vec<Source>,
     },
+    /// SORT / SORT_RO with BY or GET patterns: the proxy reads the elements and the keys the
+    /// patterns name, sorts, and answers or stores ([`super::sort`]).
+    Sort(SortArgs),
     /// RENAME / RENAMENX (`nx`): copy with its TTL, then delete the source.
     Rename {
         /// Source key.
@@ -93,6 +97,10 @@ impl Plan {
                 target, sources, ..
             } => std::iter::once(*target)
                 .chain(sources.iter().map(|s| s.slot))
+                .collect(),
+            Plan::Sort(a) => std::iter::once(&a.key)
+                .chain(a.store.as_ref())
+                .map(|k| key_slot(k))
                 .collect(),
             Plan::Rename { src, dst, .. }
             | Plan::Copy { src, dst, .. }
@@ -172,6 +180,9 @@ pub fn plan(spec: &CommandSpec, args: &[Bytes], unique: u64) -> Result<Plan, Byt
             });
         }
         _ => {}
+    }
+    if matches!(name, "sort" | "sort_ro") && command::sort_uses_patterns(args) {
+        return sort::parse(args, name == "sort_ro").map(Plan::Sort);
     }
     let Some(target) = algebra_target(name) else {
         return Err(resp::error(CROSSSLOT));

@@ -9,20 +9,22 @@
 //! ran, and expire on their own ([`super::plan::TEMP_TTL_MS`]) if the proxy cannot.
 
 use super::plan::{Plan, Source, TEMP_TTL_MS};
+use super::replies::{self, Ttl};
 use crate::backend::worker::Worker;
 use crate::cluster::slots::key_slot;
 use crate::route::dispatch::{Dest, ReplySlot};
-use crate::route::resp::{self, Value};
+use crate::route::resp;
 use bytes::Bytes;
 
 /// One call of the emulation: a command for the owner of a slot.
-struct Ask {
-    slot: u16,
-    args: Vec<Bytes>,
-    resp3: bool,
+pub(super) struct Ask {
+    pub(super) slot: u16,
+    pub(super) args: Vec<Bytes>,
+    pub(super) resp3: bool,
 }
 
-fn ask(slot: u16, args: &[&[u8]]) -> Ask {
+/// A RESP2 call of `args` for the owner of `slot`.
+pub(super) fn ask(slot: u16, args: &[&[u8]]) -> Ask {
     Ask {
         slot,
         args: args.iter().map(|a| Bytes::copy_from_slice(a)).collect(),
@@ -32,7 +34,7 @@ fn ask(slot: u16, args: &[&[u8]]) -> Ask {
 
 /// Sends every call at once and waits for all the replies (in `calls` order); their backend
 /// time is added to the client's `slot`.
-async fn send(worker: &Worker, calls: Vec<Ask>, slot: &ReplySlot) -> Vec<Bytes> {
+pub(super) async fn send(worker: &Worker, calls: Vec<Ask>, slot: &ReplySlot) -> Vec<Bytes> {
     let calls = calls.into_iter().map(|c| crate::session::gather::Ask {
         wire: resp::encode_command(&c.args).freeze(),
         dest: Dest::Slot(c.slot),
@@ -42,7 +44,7 @@ async fn send(worker: &Worker, calls: Vec<Ask>, slot: &ReplySlot) -> Vec<Bytes> 
 }
 
 /// One call, its reply.
-async fn one(worker: &Worker, call: Ask, slot: &ReplySlot) -> Bytes {
+pub(super) async fn one(worker: &Worker, call: Ask, slot: &ReplySlot) -> Bytes {
     send(worker, vec![call], slot)
         .await
         .into_iter()
@@ -51,7 +53,7 @@ async fn one(worker: &Worker, call: Ask, slot: &ReplySlot) -> Bytes {
 }
 
 /// The text of an error frame, without the leading `-` and the line end.
-fn error_text(frame: &[u8]) -> String {
+pub(super) fn error_text(frame: &[u8]) -> String {
     String::from_utf8_lossy(frame.get(1..).unwrap_or_default())
         .trim_end()
         .to_string()
@@ -68,6 +70,7 @@ pub async fn run(worker: &Worker, name: &str, plan: Plan, resp3: bool, slot: &Re
             sources,
         } => return algebra(worker, &upper, args, target, sources, resp3, slot).await,
         Plan::Rename { src, dst, nx } => rename(worker, &upper, src, dst, nx, slot).await,
+        Plan::Sort(a) => super::sort::run::sort(worker, &upper, a, slot).await,
         Plan::Copy { src, dst, replace } => copy(worker, &upper, src, dst, replace, slot).await,
         Plan::Smove { src, dst, member } => smove(worker, &upper, src, dst, member, slot).await,
         Plan::Lmove {
@@ -100,7 +103,33 @@ pub async fn run(worker: &Worker, name: &str, plan: Plan, resp3: bool, slot: &Re
 fn failed_before(cmd: &str, step: &str, frame: &[u8]) -> Bytes {
     resp::error(&format!(
         "ERR slotproxy: {cmd} across slots failed at {step}; nothing was changed, the value is still in the source key: {}",
-        error_text(frame)
+        replies::why(frame)
+    ))
+}
+
+/// The destination's write failed: nothing changed, unless the node may have run it after
+/// all (a lost reply), and then the destination may hold a copy too.
+fn write_failed(cmd: &str, frame: &[u8]) -> Bytes {
+    if !replies::outcome_unknown(frame) {
+        return failed_before(cmd, "writing the destination", frame);
+    }
+    resp::error(&format!(
+        "ERR slotproxy: {cmd} across slots could not confirm writing the destination; the value is still in the source key, and the destination may hold a copy: {}",
+        replies::why(frame)
+    ))
+}
+
+/// The source's delete (or pop, or remove) failed after the destination was written: the
+/// value is in both, or, if the node may have run it after all, in the destination.
+fn delete_failed(cmd: &str, done: &str, undone: &str, frame: &[u8]) -> Bytes {
+    let where_ = if replies::outcome_unknown(frame) {
+        "the value is in the destination, and may still be in the source too"
+    } else {
+        "the value is in both keys"
+    };
+    resp::error(&format!(
+        "ERR slotproxy: {cmd} across slots {done} but could not {undone}; {where_}: {}",
+        replies::why(frame)
     ))
 }
 
@@ -124,29 +153,38 @@ async fn algebra(
     .await;
     let ttl = TEMP_TTL_MS.to_string();
     let mut restores = Vec::new();
+    if dumps.len() != sources.len() {
+        return resp::error("ERR slotproxy: no reply");
+    }
     for (s, frame) in sources.iter().zip(&dumps) {
-        match Value::decode(frame) {
+        match replies::dump(frame) {
             // A missing source stays missing: its temporary name names no key.
-            Ok(Value::Bulk(None)) => {}
-            Ok(Value::Bulk(Some(payload))) => restores.push(ask(
+            Some(None) => {}
+            Some(Some(payload)) => restores.push(ask(
                 target,
                 &[b"RESTORE", &s.temp, ttl.as_bytes(), &payload],
             )),
-            _ => {
+            None => {
                 return resp::error(&format!(
                     "ERR slotproxy: {cmd} across slots could not read a source key: {}",
-                    error_text(frame)
+                    replies::why(frame)
                 ))
             }
         }
     }
     let temps: Vec<Bytes> = restores.iter().map(|r| r.args[1].clone()).collect();
     let restored = send(worker, restores, slot).await;
-    let reply = match restored.iter().find(|f| resp::is_error(f)) {
-        Some(f) => resp::error(&format!(
+    let copied = restored.len() == temps.len() && restored.iter().all(|f| replies::is_ok(f));
+    let reply = match restored.iter().find(|f| !replies::is_ok(f)) {
+        _ if copied => None,
+        Some(f) => Some(resp::error(&format!(
             "ERR slotproxy: {cmd} across slots could not copy a source key to the target slot: {}",
-            error_text(f)
-        )),
+            replies::why(f)
+        ))),
+        None => Some(resp::error("ERR slotproxy: no reply")),
+    };
+    let reply = match reply {
+        Some(e) => e,
         None => {
             let call = Ask {
                 slot: target,
@@ -182,14 +220,17 @@ async fn dump_with_ttl(
     let (Some(dump), Some(pttl)) = (frames.first(), frames.get(1)) else {
         return Err(resp::error("ERR slotproxy: no reply"));
     };
-    let payload = match Value::decode(dump) {
-        Ok(Value::Bulk(None)) => return Ok(None),
-        Ok(Value::Bulk(Some(p))) => p,
-        _ => return Err(dump.clone()),
+    let payload = match replies::dump(dump) {
+        Some(None) => return Ok(None),
+        Some(Some(p)) => p,
+        None => return Err(dump.clone()),
     };
-    let ttl = match Value::decode(pttl) {
-        Ok(Value::Int(n)) if n > 0 => n,
-        _ => 0,
+    // A TTL that cannot be read must not become "no expiry" in the copy.
+    let ttl = match replies::pttl(pttl) {
+        Some(Ttl::Persistent) => 0,
+        Some(Ttl::Ms(n)) => n,
+        Some(Ttl::Gone) => return Ok(None),
+        None => return Err(pttl.clone()),
     };
     Ok(Some((payload, ttl)))
 }
@@ -216,15 +257,12 @@ async fn rename(
     if nx && r.starts_with(b"-BUSYKEY") {
         return resp::int(0);
     }
-    if resp::is_error(&r) {
-        return failed_before(cmd, "writing the destination", &r);
+    if !replies::is_ok(&r) {
+        return write_failed(cmd, &r);
     }
     let d = one(worker, ask(key_slot(&src), &[b"DEL", &src]), slot).await;
-    if resp::is_error(&d) {
-        return resp::error(&format!(
-            "ERR slotproxy: {cmd} across slots wrote the destination but could not delete the source; the value is in both keys: {}",
-            error_text(&d)
-        ));
+    if !replies::is_int(&d) {
+        return delete_failed(cmd, "wrote the destination", "delete the source", &d);
     }
     if nx {
         resp::int(1)
@@ -255,20 +293,17 @@ async fn copy(
     if r.starts_with(b"-BUSYKEY") {
         return resp::int(0);
     }
-    if resp::is_error(&r) {
-        return failed_before(cmd, "writing the destination", &r);
+    if !replies::is_ok(&r) {
+        return write_failed(cmd, &r);
     }
     resp::int(1)
 }
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
-/// The type name TYPE answered, or its error frame.
+/// The type name TYPE answered, or its frame.
 fn type_of(frame: &Bytes) -> Result<String, Bytes> {
-    match Value::decode(frame) {
-        Ok(Value::Simple(t)) => Ok(t),
-        _ => Err(frame.clone()),
-    }
+    replies::type_name(frame).ok_or_else(|| frame.clone())
 }
 
 async fn smove(
@@ -299,21 +334,23 @@ async fn smove(
         _ => {}
     }
     let is = one(worker, ask(s, &[b"SISMEMBER", &src, &member]), slot).await;
-    match Value::decode(&is) {
-        Ok(Value::Int(1)) => {}
-        Ok(Value::Int(_)) => return resp::int(0),
-        _ => return failed_before(cmd, "reading the source", &is),
+    match replies::is_member(&is) {
+        Some(true) => {}
+        Some(false) => return resp::int(0),
+        None => return failed_before(cmd, "reading the source", &is),
     }
     let add = one(worker, ask(d, &[b"SADD", &dst, &member]), slot).await;
-    if resp::is_error(&add) {
-        return failed_before(cmd, "writing the destination", &add);
+    if !replies::is_int(&add) {
+        return write_failed(cmd, &add);
     }
     let rem = one(worker, ask(s, &[b"SREM", &src, &member]), slot).await;
-    if resp::is_error(&rem) {
-        return resp::error(&format!(
-            "ERR slotproxy: {cmd} across slots added the member to the destination but could not remove it from the source; it is in both sets: {}",
-            error_text(&rem)
-        ));
+    if !replies::is_int(&rem) {
+        return delete_failed(
+            cmd,
+            "added the member to the destination",
+            "remove it from the source",
+            &rem,
+        );
     }
     resp::int(1)
 }
@@ -330,32 +367,35 @@ async fn lmove(
     let (s, d) = (key_slot(&src), key_slot(&dst));
     let index: &[u8] = if from_left { b"0" } else { b"-1" };
     let peek = one(worker, ask(s, &[b"LINDEX", &src, index]), slot).await;
-    let element = match Value::decode(&peek) {
-        Ok(Value::Bulk(Some(e))) => e,
-        Ok(Value::Bulk(None)) if blocking => {
+    let element = match replies::element(&peek) {
+        Some(Some(e)) => e,
+        Some(None) if blocking => {
             return resp::error(&format!(
                 "ERR slotproxy: {cmd} across slots is emulated only when the source list has an element (blocking on one node for a push to another is not supported); use the non-blocking form or keys of one slot"
             ))
         }
-        Ok(Value::Bulk(None)) => return Bytes::from_static(resp::NULL_BULK),
-        // WRONGTYPE and other errors, as the node gave them: nothing changed.
-        _ => return peek,
+        Some(None) => return Bytes::from_static(resp::NULL_BULK),
+        // WRONGTYPE as the node gave it: nothing changed.
+        None if peek.starts_with(b"-WRONGTYPE") => return peek,
+        None => return failed_before(cmd, "reading the source", &peek),
     };
     let push: &[u8] = if to_left { b"LPUSH" } else { b"RPUSH" };
     let pushed = one(worker, ask(d, &[push, &dst, &element]), slot).await;
     if pushed.starts_with(b"-WRONGTYPE") {
         return pushed;
     }
-    if resp::is_error(&pushed) {
-        return failed_before(cmd, "writing the destination", &pushed);
+    if !replies::is_int(&pushed) {
+        return write_failed(cmd, &pushed);
     }
     let pop: &[u8] = if from_left { b"LPOP" } else { b"RPOP" };
     let popped = one(worker, ask(s, &[pop, &src]), slot).await;
-    if resp::is_error(&popped) {
-        return resp::error(&format!(
-            "ERR slotproxy: {cmd} across slots pushed the element to the destination but could not pop it from the source; it is in both lists: {}",
-            error_text(&popped)
-        ));
+    if !matches!(replies::element(&popped), Some(Some(_))) {
+        return delete_failed(
+            cmd,
+            "pushed the element to the destination",
+            "pop it from the source",
+            &popped,
+        );
     }
     resp::bulk(&element)
 }

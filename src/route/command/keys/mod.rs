@@ -611,3 +611,42 @@ fn xread_keys(
 
 #[cfg(test)]
 mod tests;
+
+/// The bytes of `b` up to its first NUL: what C's string functions see of an argument.
+fn c_str(b: &[u8]) -> &[u8] {
+    match b.iter().position(|&c| c == 0) {
+        Some(n) => &b[..n],
+        None => b,
+    }
+}
+
+/// Whether a SORT / SORT_RO (`args`) names other keys through patterns: a GET, or a BY whose
+/// pattern has a `*` (a cluster node refuses both). Reads the options as Redis does, up to the
+/// first it would reject: a request with a bad option before any pattern is left to the node,
+/// which gives the error a single Redis gives.
+pub fn sort_uses_patterns(args: &[Bytes]) -> bool {
+    let is = |a: &[u8], word: &str| c_str(a).eq_ignore_ascii_case(word.as_bytes());
+    let mut j = 2;
+    while j < args.len() {
+        let left = args.len() - j - 1;
+        let a = &args[j];
+        if is(a, "asc") || is(a, "desc") || is(a, "alpha") {
+            // No argument.
+        } else if is(a, "limit") && left >= 2 {
+            j += 2;
+        } else if is(a, "by") && left >= 1 {
+            if c_str(&args[j + 1]).contains(&b'*') {
+                return true;
+            }
+            j += 1;
+        } else if is(a, "get") && left >= 1 {
+            return true;
+        } else if is(a, "store") && left >= 1 {
+            j += 1;
+        } else {
+            return false;
+        }
+        j += 1;
+    }
+    false
+}
