@@ -340,13 +340,7 @@ fn create_uneven_hosts_and_two_replicas() {
         "{jobs:?}"
     );
     // A job's log says how long each phase took (the operator's view of a slow create).
-    let id = jobs
-        .iter()
-        .find(|l| l.contains(" create "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .expect("a create job")
-        .to_string();
-    let log = proxy_lines(&mut c, &["JOB", &id]).expect("JOB");
+    let log = create_job_log(&mut c, &jobs);
     for phase in [
         "surveyed 12 node(s) in ",
         "epochs and slots: ",
@@ -409,13 +403,7 @@ fn create_lowers_then_restores_node_timeout_on_idle_masters() {
         assert_eq!(timeout_of(i).as_deref(), Some(v.as_str()), "node {i}");
     }
     let jobs = proxy_lines(&mut c, &["JOBS"]).expect("JOBS");
-    let id = jobs
-        .iter()
-        .find(|l| l.contains(" create "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .expect("a create job")
-        .to_string();
-    let log = proxy_lines(&mut c, &["JOB", &id]).expect("JOB");
+    let log = create_job_log(&mut c, &jobs);
     for what in [
         "cluster-node-timeout lowered to 500 ms",
         "cluster-node-timeout restored",
@@ -689,4 +677,15 @@ fn rendered_cluster_with_a_master_that_never_started() {
             .query::<()>(&mut c)
             .is_ok()
     });
+}
+
+/// The log of the first create job `jobs` (PROXY JOBS's lines) lists.
+fn create_job_log(c: &mut redis::Connection, jobs: &[String]) -> Vec<String> {
+    let id = jobs
+        .iter()
+        .find(|l| l.contains(" create "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("a create job")
+        .to_string();
+    proxy_lines(c, &["JOB", &id]).expect("JOB")
 }
