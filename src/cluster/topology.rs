@@ -139,6 +139,34 @@ async fn fetch(
     Ok((lines, version))
 }
 
+/// Refreshes until `ready` holds for the map in use, or `bound` passes; returns whether it
+/// holds. For the admin engines that move slots: they return once the proxy routes by the
+/// move, so a client's next request does not follow the old map to a node that no longer
+/// serves the slot (a drained and reset master answers CLUSTERDOWN, not MOVED). A refresh asked
+/// for while one runs is coalesced, so this waits for one that started after the ask.
+pub async fn await_map(shared: &Shared, bound: Duration, ready: impl Fn(&SlotMap) -> bool) -> bool {
+    use std::sync::atomic::Ordering::Acquire;
+    let deadline = Instant::now() + bound;
+    loop {
+        if ready(&shared.topology.map.load()) {
+            return true;
+        }
+        let start = shared.topology.refreshes_done.load(Acquire);
+        shared.topology.trigger_refresh();
+        loop {
+            let refreshed = shared.topology.refreshed.notified();
+            tokio::pin!(refreshed);
+            refreshed.as_mut().enable();
+            if shared.topology.refreshes_done.load(Acquire) >= start + 2 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, refreshed).await.is_err() {
+                return ready(&shared.topology.map.load());
+            }
+        }
+    }
+}
+
 /// One refresh: ask candidates in turn until one gives a map that may be installed.
 pub async fn refresh_once(shared: &Shared) -> Outcome {
     let timeout = shared

@@ -11,6 +11,11 @@
 //!
 //! The lease's move note names every range that has a slot open (`;`-separated), so a killed
 //! run's open slots, however many, are told from another tool's and finished by a re-run.
+//!
+//! The slots in flight are spread over the source masters ([`pick_next`]): at most
+//! `ceil(PARALLEL / sources)` from one source at once. A MIGRATE holds its source node while
+//! it runs, so eight lanes all draining the first source of the plan held that node (and the
+//! clients queued behind it) eight times over while the other sources idled.
 
 use super::migrate::{Ctx, MoveError, MoveSettings, Mover, NodeRef};
 use super::progress::Progress;
@@ -21,6 +26,7 @@ use crate::admin::jobs::Job;
 use crate::admin::lease::Lease;
 use crate::shared::Shared;
 use anyhow::anyhow;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -113,7 +119,11 @@ pub async fn execute(
     let mut keys_of = vec![0u64; runs.len()];
     let mut noted: Vec<usize> = Vec::new();
     let mut flying: Vec<Flight<'_>> = Vec::new();
+    // The first step not started yet (every one before it has been).
     let mut next = 0;
+    let mut step_started = vec![false; steps.len()];
+    let mut from_source: HashMap<&str, usize> = HashMap::new();
+    let cap = per_source_cap(steps, lanes);
     let mut failed: Option<anyhow::Error> = None;
     loop {
         // Start slots while a lane is free.
@@ -121,7 +131,10 @@ pub async fn execute(
             let Some(lane) = movers.iter().position(Option::is_some) else {
                 break;
             };
-            let r = run_of[next];
+            let Some(i) = pick_next(steps, &step_started, &from_source, cap, next) else {
+                break;
+            };
+            let r = run_of[i];
             if started[r] == 0 {
                 noted.retain(|&o| started[o] > finished[o]);
                 noted.push(r);
@@ -146,7 +159,12 @@ pub async fn execute(
             let Some(mut mover) = movers[lane].take() else {
                 break;
             };
-            let (step, i) = (&steps[next], next);
+            let step = &steps[i];
+            step_started[i] = true;
+            *from_source.entry(step.from.id.as_str()).or_default() += 1;
+            while next < steps.len() && step_started[next] {
+                next += 1;
+            }
             let progress = progress.clone();
             flying.push(Box::pin(async move {
                 let mut ctx = Ctx {
@@ -159,7 +177,6 @@ pub async fn execute(
                     .await;
                 (lane, mover, i, r)
             }));
-            next += 1;
         }
         if flying.is_empty() {
             break;
@@ -176,6 +193,9 @@ pub async fn execute(
             continue;
         };
         movers[lane] = Some(mover);
+        if let Some(n) = from_source.get_mut(steps[i].from.id.as_str()) {
+            *n = n.saturating_sub(1);
+        }
         let r = run_of[i];
         match result {
             Ok(keys) => {
@@ -212,13 +232,80 @@ pub async fn execute(
         return Err(e);
     }
     lease.set_note(None).await?;
-    shared.topology.trigger_refresh();
+    let moved = |map: &crate::cluster::SlotMap| {
+        steps
+            .iter()
+            .all(|s| map.owner(s.slot).is_some_and(|n| *n.addr == *s.to.addr))
+    };
+    if !crate::cluster::topology::await_map(shared, MAP_WAIT, moved).await {
+        job.log(format!(
+            "the proxy's slot map did not show every moved slot at its new owner within {}s; \
+             the next refresh will",
+            MAP_WAIT.as_secs()
+        ));
+    }
     Ok(progress.keys())
+}
+
+/// How long a finished move waits for the proxy's own map to show it (see
+/// [`crate::cluster::topology::await_map`]).
+const MAP_WAIT: Duration = Duration::from_secs(5);
+
+/// How many slots one source master may have in flight: the lanes shared evenly by the
+/// plan's sources (at least one).
+fn per_source_cap(steps: &[Step], lanes: usize) -> usize {
+    let sources: std::collections::HashSet<&str> =
+        steps.iter().map(|s| s.from.id.as_str()).collect();
+    lanes.div_ceil(sources.len().max(1)).max(1)
+}
+
+/// The next step to start: the first one, from `next` on, that is not started and whose
+/// source has fewer than `cap` slots in flight (`in_flight`, by source ID). `None` when every
+/// source with steps left is at its cap (or nothing is left).
+fn pick_next(
+    steps: &[Step],
+    started: &[bool],
+    in_flight: &HashMap<&str, usize>,
+    cap: usize,
+    next: usize,
+) -> Option<usize> {
+    (next..steps.len()).find(|&i| {
+        !started[i]
+            && in_flight
+                .get(steps[i].from.id.as_str())
+                .copied()
+                .unwrap_or(0)
+                < cap
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_in_flight_are_spread_over_the_sources() {
+        // Plan order drains source 1 first, then 2, then 3.
+        let steps: Vec<Step> = (0..12).map(|i| s(i, 1 + (i / 4) as u8, 9)).collect();
+        let cap = per_source_cap(&steps, 3);
+        assert_eq!(cap, 1);
+        let mut started = vec![false; steps.len()];
+        let mut in_flight: HashMap<&str, usize> = HashMap::new();
+        let mut order = Vec::new();
+        while let Some(i) = pick_next(&steps, &started, &in_flight, cap, 0) {
+            started[i] = true;
+            *in_flight.entry(steps[i].from.id.as_str()).or_default() += 1;
+            order.push(i);
+        }
+        // One slot from each source, the first of each in plan order.
+        assert_eq!(order, vec![0, 4, 8]);
+        // Source 2's slot finishes: its next slot starts, not another of source 1's.
+        *in_flight.get_mut(steps[4].from.id.as_str()).unwrap() -= 1;
+        assert_eq!(pick_next(&steps, &started, &in_flight, cap, 1), Some(5));
+        // Eight lanes over three sources: three each.
+        assert_eq!(per_source_cap(&steps, 8), 3);
+        assert_eq!(per_source_cap(&[], 8), 8);
+    }
 
     fn n(i: u8) -> NodeRef {
         NodeRef {
