@@ -82,6 +82,13 @@ fn write_keys(c: &mut redis::Connection) {
 }
 
 /// GETs every key `rounds` times, pipelined, checking each value.
+/// Reads every key once on `c`; returns the GETs the masters and the replicas answered.
+fn read_once(cluster: &LocalCluster, c: &mut redis::Connection) -> (u64, u64) {
+    let before = all_calls(cluster, "get");
+    read_keys(c, 1);
+    split_delta(cluster, "get", &before)
+}
+
 fn read_keys(c: &mut redis::Connection, rounds: usize) {
     for _ in 0..rounds {
         let mut p = redis::pipe();
@@ -188,15 +195,11 @@ fn readonly_sends_one_connections_reads_to_replicas_until_readwrite() {
     assert_eq!(ok, "OK");
     wait_reads_on_replicas(&cluster, &mut ro);
     // The other connection still reads from masters.
-    let before = all_calls(&cluster, "get");
-    read_keys(&mut c, 1);
-    assert_eq!(split_delta(&cluster, "get", &before), (KEYS as u64, 0));
+    assert_eq!(read_once(&cluster, &mut c), (KEYS as u64, 0));
     // READWRITE: back to the setting (master).
     let ok: String = redis::cmd("READWRITE").query(&mut ro).expect("READWRITE");
     assert_eq!(ok, "OK");
-    let before = all_calls(&cluster, "get");
-    read_keys(&mut ro, 1);
-    assert_eq!(split_delta(&cluster, "get", &before), (KEYS as u64, 0));
+    assert_eq!(read_once(&cluster, &mut ro), (KEYS as u64, 0));
 }
 
 #[test]
@@ -215,9 +218,7 @@ fn a_users_read_from_replaces_the_setting_for_its_connections() {
         .query(&mut c)
         .expect("AUTH");
     assert_eq!(ok, "OK");
-    let before = all_calls(&cluster, "get");
-    read_keys(&mut c, 1);
-    assert_eq!(split_delta(&cluster, "get", &before), (KEYS as u64, 0));
+    assert_eq!(read_once(&cluster, &mut c), (KEYS as u64, 0));
 }
 
 #[test]
