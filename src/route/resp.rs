@@ -42,21 +42,26 @@ pub fn put_int(out: &mut BytesMut, n: i64) {
 /// Appends a decimal number and CRLF without allocating.
 fn put_decimal(out: &mut BytesMut, n: i64) {
     let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut v = n.unsigned_abs();
+    if n < 0 {
+        out.put_u8(b'-');
+    }
+    out.extend_from_slice(decimal_digits(n.unsigned_abs(), &mut digits));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The decimal digits of `v`, written into the end of `buf` (20 bytes hold any `u64`)
+/// without allocating.
+pub fn decimal_digits(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (v % 10) as u8;
+        buf[at] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
             break;
         }
     }
-    if n < 0 {
-        out.put_u8(b'-');
-    }
-    out.extend_from_slice(&digits[at..]);
-    out.extend_from_slice(b"\r\n");
+    &buf[at..]
 }
 
 /// A simple-string reply such as `+OK\r\n`.

@@ -23,17 +23,7 @@ fn build() -> Vec<String> {
     // The digits of `n`, written without allocating (only the winners become strings).
     let mut digits = [0u8; 20];
     while missing > 0 {
-        let mut at = digits.len();
-        let mut v = n;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        let text = &digits[at..];
+        let text = crate::route::resp::decimal_digits(n, &mut digits);
         let s = usize::from(key_slot(text));
         if tags[s].is_none() {
             tags[s] = Some(String::from_utf8_lossy(text).into_owned());
