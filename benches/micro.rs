@@ -12,7 +12,7 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use slotproxy::cluster::slots::key_slot;
 use slotproxy::route::protocol::{Limits, RequestParser};
 use slotproxy::route::resp::{encode_command, ReplyScanner};
-use slotproxy::route::router::{route, Route};
+use slotproxy::route::router::{analyse_request, route, Route};
 
 /// `n` pipelined `GET key:NNNNN` requests, multibulk-encoded as a client sends them.
 fn pipelined_gets(n: usize) -> BytesMut {
@@ -130,6 +130,23 @@ fn bench_route(c: &mut Criterion) {
     g.bench_function("mset_10_keys_split_and_encoded", |b| {
         let mut keys = Vec::new();
         b.iter(|| route(black_box(&mset), &mut keys))
+    });
+
+    // As the session does it: the arguments are slices of the client's frame, and each
+    // part's keys are copied from it as they were encoded.
+    let mut parser = RequestParser::new(Limits::default());
+    let mut frame_buf = encode_command(&mset);
+    let mut parsed = Vec::new();
+    let Ok(Some(Some(frame))) = parser.parse_into(&mut frame_buf, &mut parsed) else {
+        panic!("the MSET did not parse")
+    };
+    assert!(matches!(
+        analyse_request(&parsed, Some(&frame), &mut Vec::new()).route,
+        Route::Split(_)
+    ));
+    g.bench_function("mset_10_keys_split_cut_from_the_frame", |b| {
+        let mut keys = Vec::new();
+        b.iter(|| analyse_request(black_box(&parsed), Some(&frame), &mut keys).route)
     });
 
     g.finish();

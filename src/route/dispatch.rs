@@ -216,7 +216,12 @@ impl ReplySlot {
 pub struct Merge {
     kind: MergeKind,
     order: Vec<u32>,
+    /// The parts' replies, kept until the last arrives; empty for kinds folded as they
+    /// arrive ([`merge::Fold`]), which need none of them kept.
     parts: RefCell<Vec<Bytes>>,
+    fold: RefCell<merge::Fold>,
+    /// How many parts there are, and how many have not answered yet.
+    total: usize,
     remaining: Cell<usize>,
     slot: Rc<ReplySlot>,
     /// The node each part went to, when the merge names failed nodes (fan-out commands).
@@ -233,7 +238,12 @@ impl Merge {
         Rc::new(Merge {
             kind,
             order,
-            parts: RefCell::new(vec![Bytes::new(); parts]),
+            parts: RefCell::new(match merge::Fold::suits(kind) {
+                true => Vec::new(),
+                false => vec![Bytes::new(); parts],
+            }),
+            fold: RefCell::default(),
+            total: parts,
             remaining: Cell::new(parts),
             slot,
             labels: Vec::new(),
@@ -249,6 +259,8 @@ impl Merge {
             kind,
             order: Vec::new(),
             parts: RefCell::new(vec![Bytes::new(); nodes.len()]),
+            fold: RefCell::default(),
+            total: nodes.len(),
             remaining: Cell::new(nodes.len()),
             slot,
             labels: nodes,
@@ -258,7 +270,7 @@ impl Merge {
     }
 
     fn remaining_total(&self) -> u32 {
-        self.parts.borrow().len() as u32
+        self.total as u32
     }
 
     fn note(&self, index: usize, us: u32, node: u32) {
@@ -273,7 +285,10 @@ impl Merge {
     }
 
     fn deliver(&self, index: usize, frame: Bytes) {
-        if let Some(p) = self.parts.borrow_mut().get_mut(index) {
+        let folded = self.parts.borrow().is_empty();
+        if folded {
+            self.fold.borrow_mut().add(self.kind, index, frame);
+        } else if let Some(p) = self.parts.borrow_mut().get_mut(index) {
             *p = frame;
         }
         let left = self.remaining.get().saturating_sub(1);
@@ -286,8 +301,12 @@ impl Merge {
                 m.node = node;
                 m.part = Some((part, self.remaining_total()));
             }
-            let merged =
-                merge::merge_labeled(self.kind, &self.order, &self.parts.borrow(), &self.labels);
+            let merged = match folded {
+                true => self.fold.take().finish(self.kind),
+                false => {
+                    merge::merge_labeled(self.kind, &self.order, &self.parts.borrow(), &self.labels)
+                }
+            };
             let merged = if self.resp3.get() {
                 merge::to_resp3(self.kind, merged)
             } else {

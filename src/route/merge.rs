@@ -218,7 +218,7 @@ pub fn merge_labeled(
             .find(|p| &p[..] != resp::NULL_BULK)
             .cloned()
             .unwrap_or_else(|| Bytes::from_static(resp::NULL_BULK)),
-        MergeKind::AllOk => resp::simple("OK"),
+        MergeKind::AllOk => Bytes::from_static(OK),
         MergeKind::Sum => {
             let mut total: i64 = 0;
             for p in parts {
@@ -300,6 +300,60 @@ fn unanimous(parts: &[Bytes], labels: &[Arc<str>]) -> Bytes {
         parts.len(),
         failed.join("; ")
     ))
+}
+
+/// MSET's merged reply when every part said OK: built once, not per request.
+const OK: &[u8] = b"+OK\r\n";
+
+/// The merge of the kinds whose result needs no part kept ([`MergeKind::AllOk`] and
+/// [`MergeKind::Sum`]), folded as the parts arrive, in any order: the same reply
+/// [`merge`] gives for the same parts, without a vector of them.
+#[derive(Default)]
+pub struct Fold {
+    /// The error of the lowest-numbered part that answered one.
+    error: Option<(usize, Bytes)>,
+    /// The lowest-numbered part whose reply was not an integer (Sum only).
+    unexpected: Option<(usize, Bytes)>,
+    total: i64,
+}
+
+impl Fold {
+    /// Whether parts of `kind` can be folded instead of kept.
+    pub fn suits(kind: MergeKind) -> bool {
+        matches!(kind, MergeKind::AllOk | MergeKind::Sum)
+    }
+
+    /// Takes part `index`'s reply.
+    pub fn add(&mut self, kind: MergeKind, index: usize, frame: Bytes) {
+        fn keep_lowest(slot: &mut Option<(usize, Bytes)>, index: usize, frame: Bytes) {
+            if slot.as_ref().is_none_or(|(i, _)| index < *i) {
+                *slot = Some((index, frame));
+            }
+        }
+        if resp::is_error(&frame) {
+            return keep_lowest(&mut self.error, index, frame);
+        }
+        if kind == MergeKind::Sum {
+            match parse_int_reply(&frame) {
+                Some(n) => self.total = self.total.saturating_add(n),
+                None => keep_lowest(&mut self.unexpected, index, frame),
+            }
+        }
+    }
+
+    /// The merged reply.
+    pub fn finish(self, kind: MergeKind) -> Bytes {
+        if let Some((_, err)) = self.error {
+            return err;
+        }
+        if let Some((_, p)) = self.unexpected {
+            return unexpected(&p);
+        }
+        match kind {
+            MergeKind::Sum => resp::int(self.total),
+            _ => Bytes::from_static(OK),
+        }
+    }
 }
 
 fn parse_int_reply(frame: &[u8]) -> Option<i64> {
@@ -469,5 +523,39 @@ mod tests {
             &to_resp3(MergeKind::Mget, b(b"*1\r\n$-1\r\n"))[..],
             b"*1\r\n_\r\n"
         );
+    }
+
+    #[test]
+    fn folding_as_parts_arrive_gives_the_merged_reply_in_any_order() {
+        let cases: &[(MergeKind, &[&[u8]])] = &[
+            (MergeKind::AllOk, &[b"+OK\r\n", b"+OK\r\n", b"+OK\r\n"]),
+            (
+                MergeKind::AllOk,
+                &[b"+OK\r\n", b"-ERR two\r\n", b"-ERR three\r\n"],
+            ),
+            (MergeKind::Sum, &[b":1\r\n", b":2\r\n", b":40\r\n"]),
+            (MergeKind::Sum, &[b":1\r\n", b"+forged\r\n", b"$1\r\nx\r\n"]),
+            (
+                MergeKind::Sum,
+                &[b"$1\r\nx\r\n", b":2\r\n", b"-MOVED 1 a:1\r\n"],
+            ),
+            (MergeKind::Sum, &[b":9223372036854775807\r\n", b":5\r\n"]),
+        ];
+        let orders: &[&[usize]] = &[&[0, 1, 2], &[2, 1, 0], &[1, 2, 0]];
+        for &(kind, frames) in cases {
+            let parts: Vec<Bytes> = frames.iter().map(|f| Bytes::copy_from_slice(f)).collect();
+            let want = merge(kind, &[], &parts);
+            for order in orders {
+                let mut fold = Fold::default();
+                for &i in order.iter().filter(|&&i| i < parts.len()) {
+                    fold.add(kind, i, parts[i].clone());
+                }
+                assert_eq!(
+                    fold.finish(kind),
+                    want,
+                    "{kind:?} {frames:?} in order {order:?}"
+                );
+            }
+        }
     }
 }

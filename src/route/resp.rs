@@ -6,7 +6,7 @@
 //! many reads is scanned once. [`Value`] is a full decoder for the control plane (topology
 //! refresh, admin engines), where convenience matters more than copies.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// Encodes a command as a RESP multibulk.
 pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> BytesMut {
@@ -21,32 +21,46 @@ pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> BytesMut {
 
 /// Appends `*<n>\r\n`.
 pub fn put_array_header(out: &mut BytesMut, n: usize) {
-    out.put_u8(b'*');
-    put_decimal(out, n as i64);
+    put_line(out, b'*', n as i64);
 }
 
 /// Appends a bulk string.
 pub fn put_bulk(out: &mut BytesMut, data: &[u8]) {
-    out.put_u8(b'$');
-    put_decimal(out, data.len() as i64);
+    put_line(out, b'$', data.len() as i64);
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
 /// Appends an integer reply.
 pub fn put_int(out: &mut BytesMut, n: i64) {
-    out.put_u8(b':');
-    put_decimal(out, n);
+    put_line(out, b':', n);
 }
 
-/// Appends a decimal number and CRLF without allocating.
-fn put_decimal(out: &mut BytesMut, n: i64) {
-    let mut digits = [0u8; 20];
-    if n < 0 {
-        out.put_u8(b'-');
+/// Appends `<prefix><n>\r\n`, composed on the stack and appended at once: each append to a
+/// `BytesMut` checks its capacity, and headers are written for every argument of every
+/// request the proxy encodes.
+fn put_line(out: &mut BytesMut, prefix: u8, n: i64) {
+    // prefix, sign, up to 20 digits, CRLF.
+    let mut line = [0u8; 24];
+    line[22] = b'\r';
+    line[23] = b'\n';
+    let mut at = 22;
+    let mut v = n.unsigned_abs();
+    loop {
+        at -= 1;
+        line[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
     }
-    out.extend_from_slice(decimal_digits(n.unsigned_abs(), &mut digits));
-    out.extend_from_slice(b"\r\n");
+    if n < 0 {
+        at -= 1;
+        line[at] = b'-';
+    }
+    at -= 1;
+    line[at] = prefix;
+    out.extend_from_slice(&line[at..]);
 }
 
 /// The decimal digits of `v`, written into the end of `buf` (20 bytes hold any `u64`)
@@ -419,6 +433,20 @@ fn decode_at(buf: &Bytes, pos: usize, depth: usize) -> Result<(Value, usize), Ba
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_and_integers_encode_every_width_and_sign() {
+        for n in [0i64, 7, 10, 99, 100, 12345, -1, -10, i64::MAX, i64::MIN] {
+            let mut out = BytesMut::new();
+            put_int(&mut out, n);
+            assert_eq!(&out[..], format!(":{n}\r\n").as_bytes());
+        }
+        let mut out = BytesMut::new();
+        put_array_header(&mut out, 3);
+        put_bulk(&mut out, b"");
+        put_bulk(&mut out, &[b'x'; 10]);
+        assert_eq!(&out[..], b"*3\r\n$0\r\n\r\n$10\r\nxxxxxxxxxx\r\n");
+    }
 
     /// The frames of `stream` when it arrives in two reads, cut at `cut`.
     fn scan_cut_at(stream: &[u8], cut: usize) -> Vec<Bytes> {

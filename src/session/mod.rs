@@ -572,7 +572,8 @@ impl Session {
     /// Routes and dispatches one request, or holds it when the CLIENT PAUSE in force (the
     /// batch's pause word) says so.
     fn request(&mut self, req: &mut scratch::Request, wire: Bytes) {
-        let router::Routed { route, spec } = router::analyse(&req.args, &mut req.keys);
+        let router::Routed { route, spec } =
+            router::analyse_request(&req.args, Some(&wire), &mut req.keys);
         // Redis sends subscription confirmations as pushes (even in RESP2), which CLIENT
         // REPLY OFF / SKIP do not silence.
         let pushed = matches!(route, Route::Sub(_));

@@ -63,10 +63,7 @@ impl Session {
             self.stream.try_flush()?;
         }
         while !self.out.is_empty() {
-            let result = {
-                self.stream
-                    .try_write_vectored(&crate::net::stream::io_slices(&self.out, MAX_IOV))
-            };
+            let result = self.stream.try_write_bufs(&self.out, MAX_IOV);
             let mut n = match result {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

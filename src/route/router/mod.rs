@@ -16,6 +16,7 @@ use crate::route::fanout::ScanCursor;
 use crate::route::merge::MergeKind;
 use crate::route::resp;
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 use std::collections::HashMap;
 
 /// Commands the proxy answers itself.
@@ -277,6 +278,12 @@ pub fn route(args: &[Bytes], keys: &mut Vec<usize>) -> Route {
 
 /// Like [`route`], and also returns the command spec it looked up.
 pub fn analyse(args: &[Bytes], keys: &mut Vec<usize>) -> Routed {
+    analyse_request(args, None, keys)
+}
+
+/// Like [`analyse`], for a request whose `args` are slices of `frame`, the request as the
+/// client sent it: a split command's parts are then cut from it rather than encoded anew.
+pub fn analyse_request(args: &[Bytes], frame: Option<&[u8]>, keys: &mut Vec<usize>) -> Routed {
     if args[0].eq_ignore_ascii_case(b"proxy") {
         return Routed {
             route: Route::Local(Local::Proxy),
@@ -290,13 +297,18 @@ pub fn analyse(args: &[Bytes], keys: &mut Vec<usize>) -> Routed {
         };
     };
     Routed {
-        route: route_command(spec, args, keys),
+        route: route_command(spec, args, frame, keys),
         spec: Some(spec),
     }
 }
 
 /// Where a request for the known command `spec` goes.
-fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usize>) -> Route {
+fn route_command(
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+    frame: Option<&[u8]>,
+    keys: &mut Vec<usize>,
+) -> Route {
     if !spec.subcommands.is_empty() && args.len() >= 2 {
         return Route::Reply(resp::error(&format!(
             "ERR unknown subcommand '{}'. Try {} HELP.",
@@ -349,16 +361,16 @@ fn route_command(spec: &'static CommandSpec, args: &[Bytes], keys: &mut Vec<usiz
         | "command|getkeys"
         | "command|getkeysandflags"
         | "command|list" => return Route::AnyNode,
-        "mget" => return split(args, MergeKind::Mget, 1),
+        "mget" => return split(args, frame, MergeKind::Mget, 1),
         "mset" => {
             if args.len().is_multiple_of(2) {
                 return Route::Reply(resp::error(
                     "ERR wrong number of arguments for 'mset' command",
                 ));
             }
-            return split(args, MergeKind::AllOk, 2);
+            return split(args, frame, MergeKind::AllOk, 2);
         }
-        "del" | "unlink" | "exists" | "touch" => return split(args, MergeKind::Sum, 1),
+        "del" | "unlink" | "exists" | "touch" => return split(args, frame, MergeKind::Sum, 1),
         "keys" => return Route::FanOut(FanOut::Masters(MergeKind::Concat)),
         "dbsize" => return Route::FanOut(FanOut::Masters(MergeKind::Sum)),
         "randomkey" => return Route::FanOut(FanOut::Masters(MergeKind::FirstNonNil)),
@@ -528,8 +540,9 @@ fn is_nonblocking_stream_read(spec: &CommandSpec, args: &[Bytes]) -> bool {
 
 /// Splits a command whose keys start at argument 1, one key every `step` arguments (the
 /// arguments between keys travel with their key). When all keys share a slot the request is
-/// forwarded whole.
-fn split(args: &[Bytes], kind: MergeKind, step: usize) -> Route {
+/// forwarded whole. `frame` is the request as the client sent it, when `args` are slices of
+/// it: each part's keys are then copied from it encoded as they are, instead of encoded anew.
+fn split(args: &[Bytes], frame: Option<&[u8]>, kind: MergeKind, step: usize) -> Route {
     let keys = (args.len() - 1) / step;
     // Each key's slot, hashed once (on the stack for the usual sizes).
     let mut inline = [0u16; 32];
@@ -546,7 +559,7 @@ fn split(args: &[Bytes], kind: MergeKind, step: usize) -> Route {
     if slots.iter().all(|&s| s == slots[0]) {
         return Route::Slot(slots[0]);
     }
-    // Parts in order of first appearance: (slot, keys, first key, last key), and each key's
+    // Parts in order of first appearance (on the stack for the usual sizes), and each key's
     // next key in the same part (a chain, so encoding a part visits only its keys). A linear
     // search is cheaper than hashing for the handful of slots a request usually spans; many
     // slots get an index.
@@ -558,67 +571,167 @@ fn split(args: &[Bytes], kind: MergeKind, step: usize) -> Route {
         heap_next.resize(keys, u32::MAX);
         &mut heap_next
     };
-    let mut parts: Vec<(u16, usize, usize, usize)> = Vec::with_capacity(keys.min(16));
+    let mut parts: SmallVec<[PartPlan; 16]> = SmallVec::new();
     let mut index: HashMap<u16, u32> = HashMap::new();
-    let mut order = Vec::with_capacity(keys);
+    // Only MGET's merge needs each key's part (to put the values back in the client's order).
+    let mut order = Vec::with_capacity(if kind == MergeKind::Mget { keys } else { 0 });
     for (k, &slot) in slots.iter().enumerate() {
         let found = if parts.len() <= 16 {
-            parts.iter().position(|p| p.0 == slot).map(|p| p as u32)
+            parts.iter().position(|p| p.slot == slot).map(|p| p as u32)
         } else {
             if index.is_empty() {
-                index.extend(parts.iter().enumerate().map(|(i, p)| (p.0, i as u32)));
+                index.extend(parts.iter().enumerate().map(|(i, p)| (p.slot, i as u32)));
             }
             index.get(&slot).copied()
         };
         let p = match found {
             Some(p) => {
                 let part = &mut parts[p as usize];
-                next[part.3] = k as u32;
-                part.1 += 1;
-                part.3 = k;
+                next[part.last] = k as u32;
+                part.count += 1;
+                part.last = k;
                 p
             }
             None => {
-                parts.push((slot, 1, k, k));
+                parts.push(PartPlan {
+                    slot,
+                    count: 1,
+                    first: k,
+                    last: k,
+                    end: 0,
+                });
                 if !index.is_empty() {
                     index.insert(slot, (parts.len() - 1) as u32);
                 }
                 (parts.len() - 1) as u32
             }
         };
-        order.push(p);
+        if kind == MergeKind::Mget {
+            order.push(p);
+        }
     }
     // Every part's request encoded into one buffer, then cut into one `Bytes` per part: one
     // allocation for the whole split, however many parts.
     let name = &args[0];
+    let spans = frame.and_then(|f| ArgSpans::of(f, args));
     let bytes: usize =
         args[1..].iter().map(|a| a.len() + 16).sum::<usize>() + parts.len() * (name.len() + 32);
     let mut out = BytesMut::with_capacity(bytes);
-    let mut ends = Vec::with_capacity(parts.len());
-    for &(_, count, first, _) in &parts {
-        resp::put_array_header(&mut out, 1 + count * step);
-        resp::put_bulk(&mut out, name);
-        let mut k = first;
-        for _ in 0..count {
-            for a in &args[1 + k * step..1 + (k + 1) * step] {
-                resp::put_bulk(&mut out, a);
+    for part in parts.iter_mut() {
+        resp::put_array_header(&mut out, 1 + part.count * step);
+        match &spans {
+            Some(spans) => out.extend_from_slice(spans.run(0, 1)),
+            None => resp::put_bulk(&mut out, name),
+        }
+        let mut k = part.first;
+        for _ in 0..part.count {
+            let (first_arg, end_arg) = (1 + k * step, 1 + (k + 1) * step);
+            match &spans {
+                // A key and the arguments that travel with it are one run of the frame.
+                Some(spans) => out.extend_from_slice(spans.run(first_arg, end_arg)),
+                None => {
+                    for a in &args[first_arg..end_arg] {
+                        resp::put_bulk(&mut out, a);
+                    }
+                }
             }
             k = next[k] as usize;
         }
-        ends.push(out.len());
+        part.end = out.len();
     }
     let mut wire = out.freeze();
     let mut start = 0;
     let parts = parts
         .iter()
-        .zip(ends)
-        .map(|(&(slot, ..), end)| {
-            let part = wire.split_to(end - start);
-            start = end;
-            Part { slot, wire: part }
+        .map(|plan| {
+            let part = wire.split_to(plan.end - start);
+            start = plan.end;
+            Part {
+                slot: plan.slot,
+                wire: part,
+            }
         })
         .collect();
     Route::Split(Split { kind, order, parts })
+}
+
+/// How many decimal digits `n` takes.
+fn decimal_width(mut n: usize) -> usize {
+    let mut width = 1;
+    while n >= 10 {
+        n /= 10;
+        width += 1;
+    }
+    width
+}
+
+/// One part of a split while it is planned: its slot, how many keys it holds, its first and
+/// last key (the ends of its chain) and where its encoding ends in the shared buffer.
+struct PartPlan {
+    slot: u16,
+    count: usize,
+    first: usize,
+    last: usize,
+    end: usize,
+}
+
+/// Where each argument's encoding lies in the frame it was parsed from. Argument `i`'s
+/// `$<len>\r\n` header starts two bytes after argument `i - 1`'s payload ends, so the
+/// encoding of arguments `a..b` is one run of the frame. Checked once for all arguments,
+/// then read from the arguments' own positions (nothing stored per argument).
+struct ArgSpans<'f> {
+    frame: &'f [u8],
+    args: &'f [Bytes],
+    /// Where argument 0's header starts (after the `*<count>\r\n` line).
+    head: usize,
+}
+
+impl<'f> ArgSpans<'f> {
+    /// The spans of `args` in `frame`, or `None` when `args` are not, one after the other,
+    /// bulk strings of `frame` (an inline request, encoded anew; arguments built by hand).
+    fn of(frame: &'f [u8], args: &'f [Bytes]) -> Option<ArgSpans<'f>> {
+        let head = frame.iter().position(|&b| b == b'\n')? + 1;
+        if frame.first() != Some(&b'*') || frame.get(head) != Some(&b'$') {
+            return None;
+        }
+        let spans = ArgSpans { frame, args, head };
+        let mut header = head;
+        for a in args {
+            let start = spans.start(a)?;
+            let end = start.checked_add(a.len())?;
+            // `$`, the length's digits and CRLF right where the header should start, nothing
+            // skipped in between; the payload and its two closing bytes inside the frame.
+            if start != header + 3 + decimal_width(a.len())
+                || frame[header] != b'$'
+                || &frame[start - 2..start] != b"\r\n"
+                || end + 2 > frame.len()
+            {
+                return None;
+            }
+            header = end + 2;
+        }
+        Some(spans)
+    }
+
+    /// Where `a`'s payload starts in the frame (`None`: not in it).
+    fn start(&self, a: &Bytes) -> Option<usize> {
+        let start = (a.as_ptr() as usize).checked_sub(self.frame.as_ptr() as usize)?;
+        (start <= self.frame.len()).then_some(start)
+    }
+
+    /// Just past argument `i`'s payload and its CRLF (checked in [`ArgSpans::of`]).
+    fn after(&self, i: usize) -> usize {
+        self.args[i].as_ptr() as usize - self.frame.as_ptr() as usize + self.args[i].len() + 2
+    }
+
+    /// The encoding of arguments `first..end`, headers and CRLFs included.
+    fn run(&self, first: usize, end: usize) -> &'f [u8] {
+        let start = match first {
+            0 => self.head,
+            _ => self.after(first - 1),
+        };
+        &self.frame[start..self.after(end - 1)]
+    }
 }
 
 #[cfg(test)]

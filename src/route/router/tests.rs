@@ -36,7 +36,7 @@ fn split_commands() {
         panic!("not split")
     };
     assert_eq!(s.kind, MergeKind::AllOk);
-    assert_eq!(s.order, vec![0, 1, 0]);
+    assert!(s.order.is_empty(), "only MGET's merge uses the key order");
     assert_eq!(s.parts[0].slot, 12182);
     assert_eq!(
         &s.parts[0].wire[..],
@@ -49,42 +49,118 @@ fn split_commands() {
     assert!(err(r(&["MSET", "a", "1", "b"])).contains("wrong number of arguments for 'mset'"));
 }
 
+/// `args` as a client sends them: the frame, and the arguments parsed from it (slices of it).
+fn parsed(args: &[Bytes]) -> (Bytes, Vec<Bytes>) {
+    let mut buf = resp::encode_command(args);
+    let mut parser = crate::route::protocol::RequestParser::new(Default::default());
+    let mut out = Vec::new();
+    let Ok(Some(Some(frame))) = parser.parse_into(&mut buf, &mut out) else {
+        panic!("the encoded request did not parse")
+    };
+    (frame, out)
+}
+
+/// The parts a split of `args` (a key every `step` arguments) must make, decoded: one per
+/// slot in order of the slot's first key, each with that slot's keys (and what travels with
+/// them) in the client's order.
+fn expected_parts(args: &[Bytes], step: usize) -> Vec<(u16, Vec<Vec<u8>>)> {
+    let mut parts: Vec<(u16, Vec<Vec<u8>>)> = Vec::new();
+    for group in args[1..].chunks(step) {
+        let slot = key_slot(&group[0]);
+        let i = match parts.iter().position(|p| p.0 == slot) {
+            Some(i) => i,
+            None => {
+                parts.push((slot, vec![args[0].to_vec()]));
+                parts.len() - 1
+            }
+        };
+        parts[i].1.extend(group.iter().map(|a| a.to_vec()));
+    }
+    parts
+}
+
+fn decoded(split: &Split) -> Vec<(u16, Vec<Vec<u8>>)> {
+    split
+        .parts
+        .iter()
+        .map(|part| {
+            let Ok(resp::Value::Array(Some(items))) = resp::Value::decode(&part.wire) else {
+                panic!("a part is not a multibulk: {:?}", part.wire)
+            };
+            let words = items
+                .into_iter()
+                .map(|v| match v {
+                    resp::Value::Bulk(Some(b)) => b.to_vec(),
+                    other => panic!("not a bulk: {other:?}"),
+                })
+                .collect();
+            (part.slot, words)
+        })
+        .collect()
+}
+
 #[test]
 fn every_key_of_a_big_split_goes_to_its_slot_s_part_in_client_order() {
     // 300 keys (more than the inline arrays hold) over far more than 16 slots (the
-    // indexed search), each part's request decoded back.
+    // indexed search), each part's request decoded back; parts encoded anew (arguments
+    // built by hand) and parts cut from the client's frame alike.
     let mut args = vec![Bytes::from_static(b"MSET")];
     for i in 0..300 {
         args.push(Bytes::from(format!("key:{}", i % 97)));
         args.push(Bytes::from(format!("v{i}")));
     }
-    let Route::Split(s) = route(&args, &mut Vec::new()) else {
+    let want = expected_parts(&args, 2);
+    assert!(want.len() > 16);
+    let Route::Split(fresh) = route(&args, &mut Vec::new()) else {
         panic!("not split")
     };
-    assert!(s.parts.len() > 16);
+    assert_eq!(decoded(&fresh), want);
+    let (frame, from_frame) = parsed(&args);
+    let Route::Split(cut) = analyse_request(&from_frame, Some(&frame), &mut Vec::new()).route
+    else {
+        panic!("not split")
+    };
+    assert_eq!(decoded(&cut), want);
+    // Byte for byte the same requests either way.
+    let wires = |s: &Split| s.parts.iter().map(|p| p.wire.clone()).collect::<Vec<_>>();
+    assert_eq!(wires(&cut), wires(&fresh));
+    // MSET's merge does not need the key order; MGET's does.
+    assert!(cut.order.is_empty());
+    let mut mget = vec![Bytes::from_static(b"MGET")];
+    mget.extend(args[1..].iter().step_by(2).cloned());
+    let (frame, from_frame) = parsed(&mget);
+    let Route::Split(s) = analyse_request(&from_frame, Some(&frame), &mut Vec::new()).route else {
+        panic!("not split")
+    };
+    assert_eq!(decoded(&s), expected_parts(&mget, 1));
     assert_eq!(s.order.len(), 300);
-    let mut seen = vec![Vec::new(); s.parts.len()];
     for (k, &p) in s.order.iter().enumerate() {
-        seen[p as usize].push(k);
+        assert_eq!(s.parts[p as usize].slot, key_slot(&mget[1 + k]), "key {k}");
     }
-    for (p, part) in s.parts.iter().enumerate() {
-        let Ok(resp::Value::Array(Some(items))) = resp::Value::decode(&part.wire) else {
-            panic!("part {p} is not a multibulk")
+}
+
+#[test]
+fn parts_are_cut_from_the_frame_only_when_the_arguments_come_from_it() {
+    let args = resp::test_args(&["DEL", "foo", "bar", "{foo}z"]);
+    let (frame, from_frame) = parsed(&args);
+    assert!(ArgSpans::of(&frame, &from_frame).is_some());
+    // Arguments that are not slices of the frame (an inline request, encoded anew).
+    assert!(ArgSpans::of(&frame, &args).is_none());
+    // Slices of the frame in another order.
+    let mut swapped = from_frame.clone();
+    swapped.swap(1, 2);
+    assert!(ArgSpans::of(&frame, &swapped).is_none());
+    // Slices of the frame with one left out.
+    let skipped = [from_frame[0].clone(), from_frame[2].clone()];
+    assert!(ArgSpans::of(&frame, &skipped).is_none());
+    // Either way the parts are the same.
+    for frame_given in [None, Some(&frame[..])] {
+        let Route::Split(s) = analyse_request(&from_frame, frame_given, &mut Vec::new()).route
+        else {
+            panic!("not split")
         };
-        let words: Vec<Vec<u8>> = items
-            .into_iter()
-            .map(|v| match v {
-                resp::Value::Bulk(Some(b)) => b.to_vec(),
-                other => panic!("not a bulk: {other:?}"),
-            })
-            .collect();
-        let mut want = vec![b"MSET".to_vec()];
-        for &k in &seen[p] {
-            assert_eq!(key_slot(&args[1 + 2 * k]), part.slot);
-            want.push(args[1 + 2 * k].to_vec());
-            want.push(args[2 + 2 * k].to_vec());
-        }
-        assert_eq!(words, want, "part {p}");
+        assert_eq!(decoded(&s), expected_parts(&args, 1));
+        assert_eq!(s.kind, MergeKind::Sum);
     }
 }
 
