@@ -44,16 +44,7 @@ fn put_line(out: &mut BytesMut, prefix: u8, n: i64) {
     let mut line = [0u8; 24];
     line[22] = b'\r';
     line[23] = b'\n';
-    let mut at = 22;
-    let mut v = n.unsigned_abs();
-    loop {
-        at -= 1;
-        line[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
+    let mut at = digits_before(&mut line, 22, n.unsigned_abs());
     if n < 0 {
         at -= 1;
         line[at] = b'-';
@@ -65,17 +56,23 @@ fn put_line(out: &mut BytesMut, prefix: u8, n: i64) {
 
 /// The decimal digits of `v`, written into the end of `buf` (20 bytes hold any `u64`)
 /// without allocating.
-pub fn decimal_digits(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
+pub fn decimal_digits(v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let at = digits_before(buf, 20, v);
+    &buf[at..]
+}
+
+/// Writes `v`'s decimal digits into `buf` ending just before `end` (which leaves room for
+/// them: up to 20); returns where they start.
+fn digits_before(buf: &mut [u8], end: usize, mut v: u64) -> usize {
+    let mut at = end;
     loop {
         at -= 1;
         buf[at] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
-            break;
+            return at;
         }
     }
-    &buf[at..]
 }
 
 /// A simple-string reply such as `+OK\r\n`.
