@@ -8,6 +8,7 @@
 use crate::backend::worker::Worker;
 use crate::cluster::topology;
 use crate::config::Config;
+use crate::local_notify::LocalNotify;
 use crate::session;
 use crate::shared::{ClientSeat, Shared};
 use anyhow::Context;
@@ -85,7 +86,7 @@ async fn drain(worker: &Worker) {
 }
 
 fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThread> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<NewClient>();
+    let (tx, rx) = mpsc::unbounded_channel::<NewClient>();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -97,38 +98,53 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> anyhow::Result<WorkerThrea
             let worker = Worker::new(index, shared);
             local.block_on(&rt, async move {
                 tokio::task::spawn_local(trim_spares(std::rc::Rc::downgrade(&worker)));
-                while let Some((std_stream, id, is_tls, seat)) = rx.recv().await {
-                    let stream = match tokio::net::TcpStream::from_std(std_stream) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not register a client socket");
-                            continue;
-                        }
-                    };
-                    let worker = std::rc::Rc::clone(&worker);
-                    // The certificates in force when the client arrived (SIGHUP may renew them).
-                    match worker.shared.settings.tls.acceptor().filter(|_| is_tls) {
-                        Some(acceptor) => {
-                            tokio::task::spawn_local(async move {
-                                session::serve_tls(worker, stream, id, acceptor, seat).await
-                            });
-                        }
-                        None => {
-                            tokio::task::spawn_local(session::serve(
-                                worker,
-                                crate::net::stream::Stream::Plain(stream),
-                                id,
-                                seat,
-                            ));
-                        }
-                    }
-                }
-                // The acceptor dropped its sender: the proxy is shutting down.
-                drain(&worker).await;
+                let done = std::rc::Rc::new(LocalNotify::new());
+                tokio::task::spawn_local(take_clients(rx, worker, std::rc::Rc::clone(&done)));
+                // The LocalSet polls this future every time it wakes, that is for nearly every
+                // request: it must be a flag check, not a channel receive.
+                done.notified().await;
             });
         })
         .context("spawning a worker thread")?;
     Ok(WorkerThread { tx, thread })
+}
+
+/// A worker's intake: starts a session for every client the acceptor hands over, until the
+/// acceptor drops its sender (shutdown); then drains the sessions and raises `done`.
+async fn take_clients(
+    mut rx: mpsc::UnboundedReceiver<NewClient>,
+    worker: std::rc::Rc<Worker>,
+    done: std::rc::Rc<LocalNotify>,
+) {
+    while let Some((std_stream, id, is_tls, seat)) = rx.recv().await {
+        let stream = match tokio::net::TcpStream::from_std(std_stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not register a client socket");
+                continue;
+            }
+        };
+        let worker = std::rc::Rc::clone(&worker);
+        // The certificates in force when the client arrived (SIGHUP may renew them).
+        match worker.shared.settings.tls.acceptor().filter(|_| is_tls) {
+            Some(acceptor) => {
+                tokio::task::spawn_local(async move {
+                    session::serve_tls(worker, stream, id, acceptor, seat).await
+                });
+            }
+            None => {
+                tokio::task::spawn_local(session::serve(
+                    worker,
+                    crate::net::stream::Stream::Plain(stream),
+                    id,
+                    seat,
+                ));
+            }
+        }
+    }
+    // The acceptor dropped its sender: the proxy is shutting down.
+    drain(&worker).await;
+    done.notify_one();
 }
 
 /// Starts the proxy on the current (multi-thread or current-thread) tokio runtime and serves

@@ -405,6 +405,67 @@ fn a_stopped_node_does_not_stall_other_clients() {
     );
 }
 
+/// The reply deadline must hold while the proxy's write to a node is itself stuck: a stopped
+/// node stops reading, its socket fills, and the connection's writer waits for room. The
+/// requests must still fail with the timeout, and other clients keep being served.
+#[test]
+fn a_write_stuck_on_a_stopped_node_still_times_out() {
+    let mut cluster = cluster_with_timeout(3, 1, 0, 60_000);
+    let proxy = Proxy::start_with(&cluster.seeds(), "request_timeout = \"2s\"", true);
+    let stopped = 0;
+    let stuck_key = (0..)
+        .map(|i| format!("w:{i}"))
+        .find(|k| owner_of(&cluster, 1, key_slot(k.as_bytes())) == stopped)
+        .expect("key");
+    let free_key = (0..)
+        .map(|i| format!("f:{i}"))
+        .find(|k| owner_of(&cluster, 1, key_slot(k.as_bytes())) != stopped)
+        .expect("key");
+    let mut warm = proxy.conn();
+    let _: Option<String> = warm.get(&stuck_key).expect("warm-up GET");
+    cluster.stop(stopped);
+    // 32 MiB for the stopped node: more than loopback's socket buffers on both sides hold,
+    // so the proxy's write to it cannot complete.
+    let big = vec![b'x'; 1 << 20];
+    let addr = proxy.addr.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://{addr}/"))
+            .and_then(|c| c.get_connection())
+            .expect("connect");
+        let mut pipe = redis::pipe();
+        for _ in 0..32 {
+            pipe.set(&stuck_key, &big[..]).ignore();
+        }
+        let r = pipe.query::<()>(&mut c).map_err(|e| e.to_string());
+        let _ = tx.send(r);
+    });
+    let mut c = proxy.conn();
+    let mut done = 0;
+    // A bound on how long to wait for the proxy (thirty times `request_timeout`), not a
+    // measured time: without the deadline the pipeline would wait for ever.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let outcome = loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(1)) {
+            Ok(r) => break Some(r),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                if std::time::Instant::now() < give_up => {}
+            Err(_) => break None,
+        }
+        let _: () = c.set(&free_key, done).expect("SET on a live node");
+        done += 1;
+    };
+    cluster.cont(stopped);
+    let err = outcome
+        .expect("the pipeline to the stopped node never got its replies")
+        .expect_err("SETs to a stopped node succeeded");
+    assert!(err.contains("no reply within 2000ms"), "{err}");
+    assert!(
+        done > 10,
+        "only {done} requests passed while one node was stopped"
+    );
+}
+
 #[test]
 fn proxy_starts_without_reachable_seeds() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -424,19 +424,37 @@ impl Conn {
         }
     }
 
+    /// Sends what is queued, one vectored write per batch, and keeps the reply deadline of the
+    /// oldest request in flight.
+    ///
+    /// The deadline lives here, not in the reader, because this task already runs when
+    /// requests go in flight: a reader that had to be woken to start the clock cost a wake and
+    /// a task poll per request whenever the connection was idle (most requests at pipeline 1).
     async fn write_loop(self: Rc<Self>, stream: Rc<Stream>, gen: u64) {
+        use std::future::Future;
+        use std::task::Poll;
         let mut bufs: Vec<Bytes> = Vec::new();
+        // One timer for the connection's life, moved only when it fired or must fire sooner:
+        // a timer armed and dropped per batch cost the worker more than the write itself. It
+        // may fire early (the request it was armed for has been answered since); the oldest
+        // request in flight is checked before anything is failed.
+        let sleep = tokio::time::sleep_until(Instant::now() + Duration::from_secs(86_400));
+        tokio::pin!(sleep);
+        // The stamp the timer is armed for: compared as a number, converted to an instant
+        // only when the timer moves.
+        let mut armed_us = u64::MAX;
+        // Whether the timer has been polled since it last moved, so it holds this task's
+        // waker: after that one poll, `is_elapsed` (a load) says whether it fired, and the
+        // timer's full poll (budget and waker bookkeeping) is not repeated at every turn.
+        let mut sleep_polled = false;
         loop {
-            {
+            let deadline = {
                 let mut st = self.state.borrow_mut();
                 if st.generation != gen {
                     return;
                 }
                 let st = &mut *st;
                 if !st.queue.is_empty() {
-                    if st.inflight.is_empty() {
-                        self.wake_reader.notify_one();
-                    }
                     // One clock read per batch written, none for a turn that finds the queue
                     // empty (every write is followed by one).
                     let now = crate::clock::now_us();
@@ -444,35 +462,6 @@ impl Conn {
                         bufs.push(p.wire());
                         st.inflight.push_back((now, p));
                     }
-                }
-            }
-            if bufs.is_empty() {
-                self.wake_writer.notified().await;
-                continue;
-            }
-            if let Err(e) = crate::net::stream::write_all(&stream, &mut bufs).await {
-                return self.fail(gen, format!("write: {e}"));
-            }
-        }
-    }
-
-    async fn read_loop(self: Rc<Self>, stream: Rc<Stream>, gen: u64) {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut scanner = ReplyScanner::default();
-        // One timer for the connection's life, moved only when it fired or must fire sooner:
-        // a timer armed and dropped at every read cost the worker more than the read itself.
-        // It may fire early (the oldest request it was armed for has been answered); the
-        // expiry is checked against the current oldest request before anything is failed.
-        let sleep = tokio::time::sleep_until(Instant::now() + Duration::from_secs(86_400));
-        tokio::pin!(sleep);
-        // The stamp the timer is armed for: compared as a number, converted to an instant
-        // only when the timer moves.
-        let mut armed_us = u64::MAX;
-        loop {
-            let deadline = {
-                let st = self.state.borrow();
-                if st.generation != gen {
-                    return;
                 }
                 st.inflight
                     .front()
@@ -487,42 +476,89 @@ impl Conn {
                         crate::clock::now_us(),
                     );
                     sleep.as_mut().reset(Instant::from_std(at));
+                    sleep_polled = false;
                 }
             }
-            // One poll for the socket and the timer (or, with nothing in flight, the wake
-            // that says a request went out): no select! futures per read.
+            // The write, or with nothing to write the next wake, raced against the deadline
+            // (polled only while something is in flight): a node that stops reading must time
+            // out even while a write waits for room.
+            let write = async {
+                if !bufs.is_empty() {
+                    crate::net::stream::write_all(&stream, &mut bufs).await
+                } else if stream.wants_flush() {
+                    // TLS bytes a timed-out turn left unsent.
+                    stream.flush().await
+                } else {
+                    self.wake_writer.notified().await;
+                    Ok(())
+                }
+            };
+            tokio::pin!(write);
+            let done = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = write.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if deadline.is_some() {
+                    let fired = if sleep_polled {
+                        sleep.is_elapsed()
+                    } else {
+                        // A poll refused for lack of budget stores no waker: poll again then.
+                        sleep_polled = tokio::task::coop::has_budget_remaining();
+                        sleep.as_mut().poll(cx).is_ready()
+                    };
+                    if fired {
+                        return Poll::Ready(None);
+                    }
+                }
+                Poll::Pending
+            });
+            match done.await {
+                Some(Ok(())) => continue,
+                Some(Err(e)) => return self.fail(gen, format!("write: {e}")),
+                None => {}
+            }
+            // The timer fired: is the oldest request in flight really overdue?
+            let request_timeout = self.timeouts().request;
+            let expired = {
+                let st = self.state.borrow();
+                if st.generation != gen {
+                    return;
+                }
+                st.inflight.front().is_some_and(|(t, _)| {
+                    t.saturating_add(request_timeout.as_micros() as u64) <= crate::clock::now_us()
+                })
+            };
+            if expired {
+                let ms = request_timeout.as_millis();
+                return self.timed_out(gen, format!("no reply within {ms}ms"));
+            }
+            // Not overdue: a blocked write resumes where it was on the next turn, as `bufs`
+            // keeps what was not written.
+        }
+    }
+
+    /// Reads replies and hands each to the request it answers (FIFO). Woken by the socket, or
+    /// by `wake_reader` when the link changes (so a reader of an old link stops).
+    async fn read_loop(self: Rc<Self>, stream: Rc<Stream>, gen: u64) {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut scanner = ReplyScanner::default();
+        loop {
+            if self.state.borrow().generation != gen {
+                return;
+            }
             let ready = std::future::poll_fn(|cx| {
-                use std::future::Future;
                 use std::task::Poll;
                 if let Poll::Ready(r) = stream.poll_read_ready(cx) {
-                    return Poll::Ready(Some(Some(r)));
+                    return Poll::Ready(Some(r));
                 }
-                match deadline {
-                    Some(_) if sleep.as_mut().poll(cx).is_ready() => Poll::Ready(Some(None)),
-                    None if self.wake_reader.poll_notified(cx).is_ready() => Poll::Ready(None),
-                    _ => Poll::Pending,
+                if self.wake_reader.poll_notified(cx).is_ready() {
+                    return Poll::Ready(None);
                 }
+                Poll::Pending
             })
             .await;
-            let Some(ready) = ready else {
-                continue;
-            };
             match ready {
-                None => {
-                    let request_timeout = self.timeouts().request;
-                    let expired = {
-                        let st = self.state.borrow();
-                        st.inflight.front().is_some_and(|(t, _)| {
-                            t.saturating_add(request_timeout.as_micros() as u64)
-                                <= crate::clock::now_us()
-                        })
-                    };
-                    if expired {
-                        let ms = request_timeout.as_millis();
-                        return self.timed_out(gen, format!("no reply within {ms}ms"));
-                    }
-                    continue;
-                }
+                None => continue,
                 Some(Err(e)) => return self.fail(gen, format!("read: {e}")),
                 Some(Ok(())) => {}
             }

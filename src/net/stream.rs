@@ -475,6 +475,10 @@ pub fn drained(stream: &TcpStream) {
 
 /// Writes every buffer, in order, with as few `writev` calls as the socket allows (and, for
 /// TLS, until every encrypted byte reached the socket).
+///
+/// Cancel-safe: before each wait for room, the buffers written so far leave `bufs`, so a
+/// caller that drops the future (a deadline raced against a blocked write) and calls again
+/// sends exactly what was left.
 pub async fn write_all(stream: &Stream, bufs: &mut Vec<Bytes>) -> io::Result<()> {
     let mut start = 0;
     while start < bufs.len() {
@@ -482,6 +486,8 @@ pub async fn write_all(stream: &Stream, bufs: &mut Vec<Bytes>) -> io::Result<()>
         let written = match result {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                bufs.drain(..start);
+                start = 0;
                 stream.writable().await?;
                 continue;
             }
