@@ -2,10 +2,12 @@
 //! requests of all the worker's clients.
 //!
 //! Requests queue up while the worker runs its sessions; the writer task wakes after them and
-//! sends everything queued in one vectored write (the batch grows with load, by itself). Replies
-//! are matched to requests in FIFO order. Invariants: a request enters `inflight` before its
-//! bytes can reach the socket, so a reply always finds its request; and when a connection fails,
-//! every request on it is answered with an error at once, so no client waits on a dead node.
+//! sends everything queued in one vectored write (the batch grows with load, by itself), and
+//! keeps the reply deadline of the oldest request in flight. Replies are matched to requests in
+//! FIFO order by the reader, which is woken only by its socket or a change of link.
+//! Invariants: a request enters `inflight` before its bytes can reach the socket, so a reply
+//! always finds its request; and when a connection fails, every request on it is answered with
+//! an error at once, so no client waits on a dead node.
 
 pub mod credentials;
 pub mod dedicated;
