@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use rand::{Rng, SeedableRng};
 use redis::Commands;
+use slotproxy::admin::localcluster::LocalCluster;
 use slotproxy::cluster::slots::key_slot;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -363,22 +364,32 @@ fn a_dead_node_fails_only_its_own_requests() {
     assert!(err.to_string().contains("backend"), "{err}");
 }
 
-#[test]
-fn a_stopped_node_does_not_stall_other_clients() {
+/// The master [`with_a_stopped_master`] stops.
+const STOPPED: usize = 0;
+
+/// A 3-master cluster whose first master is stopped (SIGSTOP) behind a proxy with a 2 s
+/// `request_timeout`, after a warm-up GET opened the proxy's connection to it; with a key
+/// that master serves and one it does not. The caller resumes the node.
+fn with_a_stopped_master() -> (LocalCluster, Proxy, String, String) {
     let mut cluster = cluster_with_timeout(3, 1, 0, 60_000);
     let proxy = Proxy::start_with(&cluster.seeds(), "request_timeout = \"2s\"", true);
-    let stopped = 0;
-    let stuck_key = (0..)
-        .map(|i| format!("s:{i}"))
-        .find(|k| owner_of(&cluster, 1, key_slot(k.as_bytes())) == stopped)
-        .expect("key");
-    let free_key = (0..)
-        .map(|i| format!("f:{i}"))
-        .find(|k| owner_of(&cluster, 1, key_slot(k.as_bytes())) != stopped)
-        .expect("key");
+    let key = |prefix: &str, on_stopped: bool| {
+        (0..)
+            .map(|i| format!("{prefix}:{i}"))
+            .find(|k| (owner_of(&cluster, 1, key_slot(k.as_bytes())) == STOPPED) == on_stopped)
+            .expect("key")
+    };
+    let stuck_key = key("s", true);
+    let free_key = key("f", false);
     let mut warm = proxy.conn();
     let _: Option<String> = warm.get(&stuck_key).expect("warm-up GET");
-    cluster.stop(stopped);
+    cluster.stop(STOPPED);
+    (cluster, proxy, stuck_key, free_key)
+}
+
+#[test]
+fn a_stopped_node_does_not_stall_other_clients() {
+    let (mut cluster, proxy, stuck_key, free_key) = with_a_stopped_master();
     let addr = proxy.addr.clone();
     let stuck = std::thread::spawn(move || {
         let mut c = redis::Client::open(format!("redis://{addr}/"))
@@ -397,7 +408,7 @@ fn a_stopped_node_does_not_stall_other_clients() {
         done += 1;
     }
     let err = stuck.join().expect("stuck thread");
-    cluster.cont(stopped);
+    cluster.cont(STOPPED);
     assert!(err.contains("no reply within 2000ms"), "{err}");
     assert!(
         done > 10,
@@ -410,20 +421,7 @@ fn a_stopped_node_does_not_stall_other_clients() {
 /// requests must still fail with the timeout, and other clients keep being served.
 #[test]
 fn a_write_stuck_on_a_stopped_node_still_times_out() {
-    let mut cluster = cluster_with_timeout(3, 1, 0, 60_000);
-    let proxy = Proxy::start_with(&cluster.seeds(), "request_timeout = \"2s\"", true);
-    let stopped = 0;
-    let stuck_key = (0..)
-        .map(|i| format!("w:{i}"))
-        .find(|k| owner_of(&cluster, 1, key_slot(k.as_bytes())) == stopped)
-        .expect("key");
-    let free_key = (0..)
-        .map(|i| format!("f:{i}"))
-        .find(|k| owner_of(&cluster, 1, key_slot(k.as_bytes())) != stopped)
-        .expect("key");
-    let mut warm = proxy.conn();
-    let _: Option<String> = warm.get(&stuck_key).expect("warm-up GET");
-    cluster.stop(stopped);
+    let (mut cluster, proxy, stuck_key, free_key) = with_a_stopped_master();
     // 32 MiB for the stopped node: more than loopback's socket buffers on both sides hold,
     // so the proxy's write to it cannot complete.
     let big = vec![b'x'; 1 << 20];
@@ -455,7 +453,7 @@ fn a_write_stuck_on_a_stopped_node_still_times_out() {
         let _: () = c.set(&free_key, done).expect("SET on a live node");
         done += 1;
     };
-    cluster.cont(stopped);
+    cluster.cont(STOPPED);
     let err = outcome
         .expect("the pipeline to the stopped node never got its replies")
         .expect_err("SETs to a stopped node succeeded");
