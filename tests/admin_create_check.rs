@@ -689,3 +689,103 @@ fn create_job_log(c: &mut redis::Connection, jobs: &[String]) -> Vec<String> {
         .to_string();
     proxy_lines(c, &["JOB", &id]).expect("JOB")
 }
+
+/// The connection names of CREATE claims on node `i`.
+fn claims(cluster: &LocalCluster, i: usize) -> Vec<String> {
+    let list = cluster
+        .command(i, &["CLIENT", "LIST", "TYPE", "normal"])
+        .expect("CLIENT LIST");
+    slotproxy::admin::create::rivals(&list, "none")
+        .into_iter()
+        .map(|r| r.name)
+        .collect()
+}
+
+#[test]
+fn one_create_at_a_time_across_proxies() {
+    let cluster = empty(&[(2, 2), (3, 2), (4, 2)]);
+    let seeds = cluster.seeds();
+
+    // A claim held by another client (what another proxy's running CREATE holds): refused,
+    // naming the node and how to free it; nothing changed.
+    let mut holder = node_conn(&cluster, 4);
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("slotproxy-create:127.0.0.9:1:pid1:job1")
+        .query::<()>(&mut holder)
+        .expect("SETNAME");
+    let holder_id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query(&mut holder)
+        .expect("CLIENT ID");
+    let a = Proxy::start_with(&seeds[..1], "", false);
+    let mut ca = a.conn();
+    let before = snapshot(&cluster, seeds.len());
+    let e = create(&mut ca, &cluster, 1, &[]).expect_err("the node is claimed");
+    assert!(
+        e.contains(&format!(
+            "refused: another PROXY CREATE is working on {}",
+            seeds[4]
+        )) && e.contains(&format!("CLIENT KILL ID {holder_id}")),
+        "{e}"
+    );
+    assert_eq!(snapshot(&cluster, seeds.len()), before);
+    // The refused run let go of every node it had claimed.
+    for i in 0..seeds.len() {
+        let expected: Vec<String> = if i == 4 {
+            vec!["slotproxy-create:127.0.0.9:1:pid1:job1".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(claims(&cluster, i), expected, "node {i}");
+    }
+    // A dry run claims nothing and is not refused.
+    let dry = create(&mut ca, &cluster, 1, &["DRYRUN"]).expect("dry run");
+    assert!(dry[0].starts_with("OK dryrun (fresh)"), "{dry:?}");
+    drop(holder);
+
+    // A proxy killed mid-create lets go of its nodes, and another proxy finishes the job.
+    let b = Proxy::start_with(&seeds[..1], "", false);
+    eventually("the holder's claim is gone", LIVENESS, || {
+        claims(&cluster, 4).is_empty()
+    });
+    // Replicas wait out a 5 s diskless-sync delay, so A's run lasts long enough to be seen
+    // (and killed) while it holds its claim.
+    let sync_delay = |secs: &str| {
+        for i in 0..seeds.len() {
+            cluster
+                .command(i, &["CONFIG", "SET", "repl-diskless-sync-delay", secs])
+                .expect("CONFIG SET");
+        }
+    };
+    sync_delay("5");
+    let args = create_args(&cluster, 1, &["ASYNC"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = proxy_lines(&mut ca, &refs).expect("CREATE ASYNC");
+    assert!(started[0].starts_with("OK job"), "{started:?}");
+    eventually("proxy A's claim shows on every node", LIVENESS, || {
+        (0..seeds.len()).all(|i| claims(&cluster, i).len() == 1)
+    });
+    // While A runs, B is refused.
+    let mut cb = b.conn();
+    let e = create(&mut cb, &cluster, 1, &[]).expect_err("A holds the nodes");
+    assert!(
+        e.contains("refused: another PROXY CREATE is working on"),
+        "{e}"
+    );
+    a.signal("KILL");
+    eventually("the killed proxy's claims are gone", LIVENESS, || {
+        (0..seeds.len()).all(|i| claims(&cluster, i).is_empty())
+    });
+    sync_delay("0");
+    let out = create(&mut cb, &cluster, 1, &[]).expect("B finishes the cluster");
+    assert!(
+        out[0].starts_with("OK created") || out[0].starts_with("OK nothing to do"),
+        "{out:?}"
+    );
+    assert_perfect(&cluster, 1);
+    // B's run ended: no claim is left behind.
+    for i in 0..seeds.len() {
+        assert!(claims(&cluster, i).is_empty(), "node {i}");
+    }
+}

@@ -6,6 +6,9 @@
 //! [`decide`] what is left to do, print it (`DRYRUN` stops there), execute it step by step with
 //! bounded parallelism and a timeout per call, wait for convergence with a deadline, and end
 //! with CHECK. Invariants:
+//! - one CREATE at a time on any node, across proxies: before it surveys, a run claims every
+//!   listed node with a named connection and refuses if another run's name is there (see
+//!   `claim.rs`; dry runs claim nothing);
 //! - nothing is written before every node passed validation (reachable, cluster-enabled, and
 //!   either empty or already part of exactly the cluster being built);
 //! - state that contradicts the plan (foreign node IDs, slots owned elsewhere, keys in a node
@@ -32,7 +35,8 @@
 //!   that never started (see [`Step::Takeover`]). Nothing else changes.
 //!
 //! The files: this one has the command (arguments, the run from survey to check) and what a
-//! converged cluster is ([`join_problems`], [`link_problems`]); `plan.rs` the pure [`decide`]
+//! converged cluster is ([`join_problems`], [`link_problems`]); `claim.rs` the claim on the
+//! nodes; `plan.rs` the pure [`decide`]
 //! and the step and plan lines; `refusal.rs` every refusal's text; `converge.rs` the pure
 //! decisions of the wait (MEET pacing, which nodes to nudge); `rejoin.rs` the
 //! cluster-node-timeout a master runs with while it waits out Redis's rejoin delay (lowered,
@@ -41,6 +45,7 @@
 //! the unit tests. The public items are re-exported here, so their paths are
 //! `admin::create::*`.
 
+mod claim;
 mod converge;
 mod execute;
 mod plan;
@@ -51,6 +56,7 @@ mod rejoin;
 mod tests;
 mod wait;
 
+pub use claim::{claim_name, rivals, Rival, CLAIM_PREFIX};
 pub use converge::{handshake_problems, handshakes, knows, nudges, MeetQueue, Phase, MEET_WINDOW};
 pub use plan::{decide, meet_sender, plan_lines, step_line, Mode, Step, Work};
 pub use refusal::{Mismatch, NotResumable, Refusal};
@@ -309,13 +315,28 @@ pub fn link_problems(listed: &[NodeState]) -> Vec<String> {
     out
 }
 
-/// The whole engine: survey, decide, report or execute, check.
+/// The whole engine: claim the nodes (unless a dry run), survey, decide, report or execute,
+/// check. `listen` names this proxy in the claim (see `claim.rs`).
 pub async fn run(
     job: Arc<Job>,
     dialer: Arc<Dialer>,
     req: Request,
     timeout: Duration,
+    listen: String,
 ) -> anyhow::Result<Report> {
+    // Held to the end of the run: dropping it lets other proxies' CREATEs in.
+    let _claim = if req.dryrun {
+        None
+    } else {
+        let t = std::time::Instant::now();
+        let c = claim::take(&dialer, &req.nodes, &claim_name(&listen, job.id), timeout).await?;
+        job.log(format!(
+            "claimed {} node(s) in {} ms",
+            req.nodes.len(),
+            t.elapsed().as_millis()
+        ));
+        Some(c)
+    };
     let t = std::time::Instant::now();
     let s = survey_listed(&dialer, &req.nodes, timeout).await;
     job.log(format!(
@@ -444,6 +465,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
     let timeout = check::node_timeout(shared);
     let dialer = Arc::clone(&shared.settings.dialer);
     let detach = req.detach;
+    let listen = shared.settings.config.listen.to_string();
     // CREATE has no JSON form (yet): its report is lines only.
     jobs::run(
         &shared.registries.jobs,
@@ -451,7 +473,7 @@ pub async fn answer(args: &[Bytes], shared: &Arc<Shared>) -> Bytes {
         &command,
         detach,
         false,
-        move |job| run(job, dialer, req, timeout),
+        move |job| run(job, dialer, req, timeout, listen),
     )
     .await
 }
