@@ -711,7 +711,7 @@ fn one_create_at_a_time_across_proxies() {
     let mut holder = node_conn(&cluster, 4);
     redis::cmd("CLIENT")
         .arg("SETNAME")
-        .arg("slotproxy-create:127.0.0.9:1:pid1:job1")
+        .arg("slotproxy-claim:create:127.0.0.9:1:pid1:job1")
         .query::<()>(&mut holder)
         .expect("SETNAME");
     let holder_id: i64 = redis::cmd("CLIENT")
@@ -724,7 +724,7 @@ fn one_create_at_a_time_across_proxies() {
     let e = create(&mut ca, &cluster, 1, &[]).expect_err("the node is claimed");
     assert!(
         e.contains(&format!(
-            "refused: another PROXY CREATE is working on {}",
+            "refused: {} is claimed by another CREATE or ADD",
             seeds[4]
         )) && e.contains(&format!("CLIENT KILL ID {holder_id}")),
         "{e}"
@@ -733,7 +733,7 @@ fn one_create_at_a_time_across_proxies() {
     // The refused run let go of every node it had claimed.
     for i in 0..seeds.len() {
         let expected: Vec<String> = if i == 4 {
-            vec!["slotproxy-create:127.0.0.9:1:pid1:job1".into()]
+            vec!["slotproxy-claim:create:127.0.0.9:1:pid1:job1".into()]
         } else {
             vec![]
         };
@@ -769,10 +769,7 @@ fn one_create_at_a_time_across_proxies() {
     // While A runs, B is refused.
     let mut cb = b.conn();
     let e = create(&mut cb, &cluster, 1, &[]).expect_err("A holds the nodes");
-    assert!(
-        e.contains("refused: another PROXY CREATE is working on"),
-        "{e}"
-    );
+    assert!(e.contains(" is claimed by another CREATE or ADD"), "{e}");
     a.signal("KILL");
     eventually("the killed proxy's claims are gone", LIVENESS, || {
         (0..seeds.len()).all(|i| claims(&cluster, i).is_empty())

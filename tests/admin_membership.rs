@@ -412,6 +412,26 @@ fn add_finishes_an_interrupted_add_refuses_other_clusters_and_places_any() {
 
     // ANY: a node on host 2 replicates a master that owns slots, not on host 2.
     let more = empty(&[(2, 1)]);
+    // First, while a CREATE elsewhere holds that node (its claim, held here by hand): ADD is
+    // refused, changes nothing and gives the lease back.
+    let mut holder = node_conn(&more, 0);
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("slotproxy-claim:create:127.0.0.9:1:pid1:job1")
+        .query::<()>(&mut holder)
+        .expect("SETNAME");
+    let e = with_nodes(&mut c, &["ADD", "REPLICAS-OF", "ANY"], &more.seeds(), &[])
+        .expect_err("the node is claimed");
+    assert!(
+        e.contains(&format!(
+            "refused: {} is claimed by another CREATE or ADD",
+            more.seeds()[0]
+        )),
+        "{e}"
+    );
+    assert_eq!(view_at(&seed).len(), 8);
+    assert_eq!(view_at(&more.seeds()[0]).len(), 1);
+    drop(holder);
     let out = with_nodes(&mut c, &["ADD", "REPLICAS-OF", "ANY"], &more.seeds(), &[]).expect("any");
     assert!(out[0].starts_with("OK added 1 replica(s)"), "{out:?}");
     let lines = view_at(&seed);

@@ -1,10 +1,12 @@
-//! CREATE's claim on its nodes: one `PROXY CREATE` at a time on any node, across proxies.
+//! The claim on empty nodes: one `PROXY CREATE` or `PROXY ADD` at a time on any node that is
+//! not in a cluster yet, across proxies.
 //!
-//! The other engines serialise through the lease, a key of the cluster; before CREATE there is
-//! no cluster, and an empty node refuses every key (no slot is served). So the claim is a
-//! connection instead: before it surveys anything, CREATE opens one connection per listed node
-//! and names it `slotproxy-create:<listen>:pid<pid>:job<id>` (`CLIENT SETNAME`), then reads
-//! every node's `CLIENT LIST`. Seeing another such name anywhere, it refuses and closes its
+//! The engines that change a cluster serialise through the lease, a key of the cluster; before
+//! CREATE there is no cluster, and an empty node refuses every key (no slot is served). So the
+//! claim is a connection instead: before it surveys anything, CREATE (and ADD, for its new
+//! nodes, once it holds the lease) opens one connection per listed node and names it
+//! `slotproxy-claim:<engine>:<listen>:pid<pid>:job<id>` (`CLIENT SETNAME`), then reads every
+//! node's `CLIENT LIST`. Seeing another such name anywhere, it refuses and closes its
 //! connections. The claim lives exactly as long as the run holds the connections: a proxy
 //! that dies (even by SIGKILL) lets go at once, as its kernel closes the sockets.
 //!
@@ -22,13 +24,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The start of every claim's connection name.
-pub const CLAIM_PREFIX: &str = "slotproxy-create:";
+pub const CLAIM_PREFIX: &str = "slotproxy-claim:";
 
-/// The connection name of job `job` of the proxy listening on `listen` (Redis allows no
-/// spaces in a connection name, so the parts are joined with colons).
-pub fn claim_name(listen: &str, job: u64) -> String {
-    let listen: String = listen.chars().filter(|c| c.is_ascii_graphic()).collect();
-    format!("{CLAIM_PREFIX}{listen}:pid{}:job{job}", std::process::id())
+/// The connection name of job `job` of engine `engine` of the proxy listening on `listen`
+/// (Redis allows no spaces in a connection name, so the parts are joined with colons).
+pub fn claim_name(engine: &str, listen: &str, job: u64) -> String {
+    let graphic = |s: &str| -> String { s.chars().filter(|c| c.is_ascii_graphic()).collect() };
+    format!(
+        "{CLAIM_PREFIX}{}:{}:pid{}:job{job}",
+        graphic(engine),
+        graphic(listen),
+        std::process::id()
+    )
 }
 
 /// Another run's claim seen in a node's `CLIENT LIST`.
@@ -63,13 +70,13 @@ pub fn rivals(client_list: &str, own_id: &str) -> Vec<Rival> {
 }
 
 /// A claim on every listed node: dropping it closes the connections, which ends the claim.
-pub(super) struct Claim {
+pub struct Claim {
     _conns: Pool,
 }
 
 /// Takes the claim on `nodes` under `name`, or says which node another run holds (and how to
 /// free it if that run's proxy is gone).
-pub(super) async fn take(
+pub async fn take(
     dialer: &Arc<Dialer>,
     nodes: &[NodeSpec],
     name: &str,
@@ -88,11 +95,11 @@ pub(super) async fn take(
         let Ok(replies) = r else { continue };
         match replies.as_slice() {
             [Value::Error(e), ..] | [_, Value::Error(e)] => {
-                bail!("claiming {} for CREATE: CLIENT refused: {e}", pool.addr(i))
+                bail!("claiming {}: CLIENT refused: {e}", pool.addr(i))
             }
             [_, Value::Int(id)] => own[i] = Some(id.to_string()),
             other => bail!(
-                "claiming {} for CREATE: unexpected CLIENT ID reply {other:?}",
+                "claiming {}: unexpected CLIENT ID reply {other:?}",
                 pool.addr(i)
             ),
         }
@@ -104,13 +111,10 @@ pub(super) async fn take(
         .run(claimed.map(|i| (i, listing.clone())).collect())
         .await
     {
-        let replies = r.map_err(|e| anyhow!("claiming {} for CREATE: {e:#}", pool.addr(i)))?;
+        let replies = r.map_err(|e| anyhow!("claiming {}: {e:#}", pool.addr(i)))?;
         let text = match replies.first() {
             Some(Value::Error(e)) => {
-                bail!(
-                    "claiming {} for CREATE: CLIENT LIST refused: {e}",
-                    pool.addr(i)
-                )
+                bail!("claiming {}: CLIENT LIST refused: {e}", pool.addr(i))
             }
             Some(v) => v
                 .text()
@@ -123,7 +127,7 @@ pub(super) async fn take(
     if let Some((i, r)) = seen.first() {
         let node = pool.addr(*i);
         bail!(
-            "refused: another PROXY CREATE is working on {node} (connection {} from {}, \
+            "refused: {node} is claimed by another CREATE or ADD (connection {} from {}, \
              client id {}); run it again when that one has finished, or, if the proxy that \
              runs it is gone, free the node with CLIENT KILL ID {} on {node}",
             r.name,

@@ -56,7 +56,7 @@ mod rejoin;
 mod tests;
 mod wait;
 
-pub use claim::{claim_name, rivals, Rival, CLAIM_PREFIX};
+pub use claim::{claim_name, rivals, take as claim_nodes, Claim, Rival, CLAIM_PREFIX};
 pub use converge::{handshake_problems, handshakes, knows, nudges, MeetQueue, Phase, MEET_WINDOW};
 pub use plan::{decide, meet_sender, plan_lines, step_line, Mode, Step, Work};
 pub use refusal::{Mismatch, NotResumable, Refusal};
@@ -329,7 +329,13 @@ pub async fn run(
         None
     } else {
         let t = std::time::Instant::now();
-        let c = claim::take(&dialer, &req.nodes, &claim_name(&listen, job.id), timeout).await?;
+        let c = claim::take(
+            &dialer,
+            &req.nodes,
+            &claim_name("create", &listen, job.id),
+            timeout,
+        )
+        .await?;
         job.log(format!(
             "claimed {} node(s) in {} ms",
             req.nodes.len(),

@@ -558,24 +558,24 @@ fn meet_step_lines_stay_short() {
 
 #[test]
 fn claim_names_have_no_spaces_and_start_with_the_prefix() {
-    let name = claim_name("127.0.0.1:7000", 12);
+    let name = claim_name("create", "127.0.0.1:7000", 12);
     assert!(name.starts_with(CLAIM_PREFIX), "{name}");
     assert!(name.ends_with(":job12"), "{name}");
     assert!(name.bytes().all(|b| b.is_ascii_graphic()), "{name}");
-    assert!(claim_name("a b\n", 1).starts_with("slotproxy-create:ab:pid"));
+    assert!(claim_name("add nodes", "a b\n", 1).starts_with("slotproxy-claim:addnodes:ab:pid"));
 }
 
 #[test]
 fn rivals_are_other_connections_named_as_claims() {
     let list = "id=3 addr=127.0.0.1:5001 laddr=127.0.0.2:7000 fd=8 name= age=1 cmd=client|list\n\
-                id=7 addr=127.0.0.1:5002 laddr=127.0.0.2:7000 fd=9 name=slotproxy-create:127.0.0.1:7001:pid9:job1 age=2\n\
-                id=9 addr=127.0.0.1:5003 laddr=127.0.0.2:7000 fd=10 name=slotproxy-create:127.0.0.1:7002:pid8:job4 age=0\n\
+                id=7 addr=127.0.0.1:5002 laddr=127.0.0.2:7000 fd=9 name=slotproxy-claim:create:127.0.0.1:7001:pid9:job1 age=2\n\
+                id=9 addr=127.0.0.1:5003 laddr=127.0.0.2:7000 fd=10 name=slotproxy-claim:create:127.0.0.1:7002:pid8:job4 age=0\n\
                 id=11 addr=127.0.0.1:5004 laddr=127.0.0.2:7000 fd=11 name=myapp age=0\n";
     // Our own connection (id 9) is not a rival; the unnamed and other names are not claims.
     assert_eq!(
         rivals(list, "9"),
         vec![Rival {
-            name: "slotproxy-create:127.0.0.1:7001:pid9:job1".into(),
+            name: "slotproxy-claim:create:127.0.0.1:7001:pid9:job1".into(),
             id: "7".into(),
             addr: "127.0.0.1:5002".into(),
         }]

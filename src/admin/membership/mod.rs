@@ -278,7 +278,20 @@ async fn run_add(job: Arc<Job>, env: Env, req: AddRequest) -> anyhow::Result<Rep
         return Ok(nothing_to_do(&env, &work, &labels, &already).await);
     }
     let mut lease = env.lease(&job, &s).await?;
-    let done = run_locked(&job, &env, &mut lease, &named, wait, "ADD", decide).await;
+    // The new nodes are empty and in no cluster, so the lease does not cover them: the claim
+    // CREATE takes keeps a CREATE (or an ADD through another cluster's proxy) off them.
+    let name = crate::admin::create::claim_name(ADD_ENGINE, &env.listen, job.id);
+    let done = match crate::admin::create::claim_nodes(&env.dialer, &req.nodes, &name, env.timeout)
+        .await
+    {
+        Ok(claim) => {
+            job.log(format!("claimed the {} new node(s)", req.nodes.len()));
+            let done = run_locked(&job, &env, &mut lease, &named, wait, "ADD", decide).await;
+            drop(claim);
+            done
+        }
+        Err(e) => Err(e),
+    };
     release(&job, &mut lease).await;
     let Some(work) = done? else {
         return Ok(nothing_to_do(&env, &work, &labels, &already).await);
