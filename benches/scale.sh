@@ -184,6 +184,18 @@ now() {
     echo "$EPOCHREALTIME"
 }
 
+# nodes_cpu -> CPU seconds (user + system) the running nodes used since they started, from
+# /proc/PID/stat (fields 14 and 15, in clock ticks; the comm field has no spaces here).
+nodes_cpu() {
+    local pid hz total=0
+    hz=$(getconf CLK_TCK)
+    for pid in "${node_pids[@]}"; do
+        [[ -r /proc/$pid/stat ]] || continue
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    awk -v t="$total" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }'
+}
+
 # elapsed START END -> seconds with 2 decimals
 elapsed() {
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'
@@ -480,6 +492,8 @@ run_one() {
 
     echo "ADD=$add $tool: moving ..." >&2
     out=$base/move.out
+    local cpu0 cpu1
+    cpu0=$(nodes_cpu)
     t0=$(now)
     if [[ $tool == slotproxy ]]; then
         # shellcheck disable=SC2086 # the extra words are meant to split
@@ -493,6 +507,7 @@ run_one() {
             --cluster-use-empty-masters $CLI_ARGS >"$out" 2>&1 || status=FAILED
         t1=$(now)
     fi
+    cpu1=$(nodes_cpu)
     touch "$loop_dir/stop"
     if [[ -n $loop_pid ]]; then
         wait "$loop_pid" || true
@@ -551,7 +566,7 @@ run_one() {
     during=$(cat /dev/null "$loop_dir"/run-*.csv | p99s | max_median)
     errors=$(cat /dev/null "$loop_dir"/run-*.csv |
         grep -c -e 'Error from server' -e 'redis-benchmark exited' || true)
-    ROWS+=("$add $tool $secs $new_slots $moved ${idle%% *} $during $errors $status")
+    ROWS+=("$add $tool $secs $new_slots $moved ${idle%% *} $during $errors $status $(elapsed "$cpu0" "$cpu1")")
 
     stop_all
     loop_dir=
@@ -569,7 +584,7 @@ for add in $ADDS; do
 done
 
 # Fields: 1 ADD, 2 tool, 3 seconds, 4 slots on new masters, 5 keys on new masters, 6 idle p99,
-# 7 p99 max, 8 p99 median, 9 samples, 10 client error lines, 11 status.
+# 7 p99 max, 8 p99 median, 9 samples, 10 client error lines, 11 status, 12 nodes' CPU seconds.
 echo
 printf '%s\n' "${ROWS[@]}" | awk -v keys="$KEYS" '
 {
@@ -579,22 +594,26 @@ printf '%s\n' "${ROWS[@]}" | awk -v keys="$KEYS" '
 }
 END {
     printf "Rebalance after adding ADD empty masters to 3 masters holding %d keys:\n", keys
-    printf "%4s %-10s %8s %6s %8s %8s %9s %9s %9s %7s %6s %11s %s\n", "ADD", "tool", "seconds",
-        "slots", "keys", "keys/s", "p99 idle", "p99 max", "p99 med", "samples", "errors",
-        "vs redis-cli", "status"
+    printf "%4s %-10s %8s %6s %8s %8s %9s %9s %9s %7s %6s %8s %9s %11s %s\n", "ADD", "tool",
+        "seconds", "slots", "keys", "keys/s", "p99 idle", "p99 max", "p99 med", "samples",
+        "errors", "node CPU", "ms/1k key", "vs redis-cli", "status"
     for (i = 1; i <= NR; i++) {
         split(row[i], f, " ")
         ratio = "-"
         if (f[2] == "slotproxy" && (f[1] in cli) && cli[f[1]] > 0)
             ratio = sprintf("%.2fx", kps[i] / cli[f[1]])
-        printf "%4d %-10s %8.2f %6d %8d %8.0f %9s %9s %9s %7d %6d %11s %s\n", f[1], f[2], f[3],
-            f[4], f[5], kps[i], f[6], f[7], f[8], f[9], f[10], ratio, f[11]
+        per = (f[5] > 0) ? sprintf("%.1f", 1000000 * f[12] / f[5]) : "-"
+        printf "%4d %-10s %8.2f %6d %8d %8.0f %9s %9s %9s %7d %6d %8.2f %9s %11s %s\n", f[1],
+            f[2], f[3], f[4], f[5], kps[i], f[6], f[7], f[8], f[9], f[10], f[12], per, ratio,
+            f[11]
     }
     print ""
     print "seconds: the rebalance command until it returned. slots, keys: owned by the new masters"
     print "afterwards (the keys moved). p99 (ms): redis-benchmark through the proxy, idle before the"
     print "move, and max / median over the SET and GET tests of the runs during the move. errors:"
-    print "seconds in which the load saw an error reply during the move. vs redis-cli: keys/s ratio."
+    print "seconds in which the load saw an error reply during the move. node CPU: user + system"
+    print "seconds every node used during the move (serving the load too, unless BENCH_LOAD=0),"
+    print "and per 1,000 keys moved. vs redis-cli: keys/s ratio."
 }'
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit "$FAILED"
