@@ -708,16 +708,7 @@ fn one_create_at_a_time_across_proxies() {
 
     // A claim held by another client (what another proxy's running CREATE holds): refused,
     // naming the node and how to free it; nothing changed.
-    let mut holder = node_conn(&cluster, 4);
-    redis::cmd("CLIENT")
-        .arg("SETNAME")
-        .arg("slotproxy-claim:create:127.0.0.9:1:pid1:job1")
-        .query::<()>(&mut holder)
-        .expect("SETNAME");
-    let holder_id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query(&mut holder)
-        .expect("CLIENT ID");
+    let (holder, holder_id) = hold_claim(&cluster, 4);
     let a = Proxy::start_with(&seeds[..1], "", false);
     let mut ca = a.conn();
     let before = snapshot(&cluster, seeds.len());
@@ -733,7 +724,7 @@ fn one_create_at_a_time_across_proxies() {
     // The refused run let go of every node it had claimed.
     for i in 0..seeds.len() {
         let expected: Vec<String> = if i == 4 {
-            vec!["slotproxy-claim:create:127.0.0.9:1:pid1:job1".into()]
+            vec![HELD_CLAIM.to_string()]
         } else {
             vec![]
         };

@@ -414,12 +414,7 @@ fn add_finishes_an_interrupted_add_refuses_other_clusters_and_places_any() {
     let more = empty(&[(2, 1)]);
     // First, while a CREATE elsewhere holds that node (its claim, held here by hand): ADD is
     // refused, changes nothing and gives the lease back.
-    let mut holder = node_conn(&more, 0);
-    redis::cmd("CLIENT")
-        .arg("SETNAME")
-        .arg("slotproxy-claim:create:127.0.0.9:1:pid1:job1")
-        .query::<()>(&mut holder)
-        .expect("SETNAME");
+    let (holder, _) = hold_claim(&more, 0);
     let e = with_nodes(&mut c, &["ADD", "REPLICAS-OF", "ANY"], &more.seeds(), &[])
         .expect_err("the node is claimed");
     assert!(

@@ -308,6 +308,25 @@ pub fn node_conn(cluster: &LocalCluster, index: usize) -> redis::Connection {
         .expect("connecting to a node")
 }
 
+/// The connection name a CREATE or ADD of another proxy gives its claim on a node.
+pub const HELD_CLAIM: &str = "slotproxy-claim:create:127.0.0.9:1:pid1:job1";
+
+/// A connection to node `index` named as another proxy's CREATE names its claim
+/// ([`HELD_CLAIM`]), as that CREATE would hold it while it runs; and its client ID there.
+pub fn hold_claim(cluster: &LocalCluster, index: usize) -> (redis::Connection, i64) {
+    let mut c = node_conn(cluster, index);
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(HELD_CLAIM)
+        .query::<()>(&mut c)
+        .expect("CLIENT SETNAME");
+    let id = redis::cmd("CLIENT")
+        .arg("ID")
+        .query(&mut c)
+        .expect("CLIENT ID");
+    (c, id)
+}
+
 /// The index of the master that owns `slot`, according to node `asked`.
 pub fn owner_of(cluster: &LocalCluster, asked: usize, slot: u16) -> usize {
     let text = cluster.nodes_text(asked);
