@@ -583,3 +583,20 @@ fn rivals_are_other_connections_named_as_claims() {
     assert!(rivals(list, "7").iter().any(|r| r.id == "9"));
     assert!(rivals("", "1").is_empty());
 }
+
+#[test]
+fn rivals_read_a_hostile_client_list_without_trusting_its_shape() {
+    // A reply is input: lines without fields, fields without values, a claim with no ID or
+    // address, binary noise and a huge line must neither panic nor hide a claim.
+    let huge = format!("id=5 name=x{}", "y".repeat(100_000));
+    let list = format!(
+        "\n=\nid name= addr\n\u{0}\u{7f}garbage\r\n{huge}\nname=slotproxy-claim:create:h:1:pid2:job3\n"
+    );
+    let r = rivals(&list, "9");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].name, "slotproxy-claim:create:h:1:pid2:job3");
+    assert_eq!((r[0].id.as_str(), r[0].addr.as_str()), ("", ""));
+    // The refusal's text quotes these fields; errors are made safe for RESP by `resp::error`.
+    let e = crate::route::resp::error("ERR claimed by x\r\ny");
+    assert!(!e[..e.len() - 2].contains(&b'\n'), "{e:?}");
+}
