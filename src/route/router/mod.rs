@@ -19,6 +19,8 @@ use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 
+mod by_name;
+
 /// Commands the proxy answers itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Local {
@@ -325,34 +327,52 @@ fn route_command(
             spec.name
         )));
     }
-    match spec.name {
-        "ping" => return Route::Local(Local::Ping),
-        "reset" => return Route::Local(Local::Reset),
-        "echo" => return Route::Local(Local::Echo),
-        "quit" => return Route::Local(Local::Quit),
-        "select" => return Route::Local(Local::Select),
-        "hello" => return Route::Local(Local::Hello),
-        "auth" => return Route::Local(Local::Auth),
-        "info" => return Route::Local(Local::Info),
-        "client|setname" => return Route::Local(Local::ClientSetName),
-        "client|getname" => return Route::Local(Local::ClientGetName),
-        "client|id" => return Route::Local(Local::ClientId),
-        "client|list" => return Route::Local(Local::ClientList),
-        "client|info" => return Route::Local(Local::ClientInfo),
-        "client|kill" => return Route::Local(Local::ClientKill),
-        "client|no-evict" => return Route::Local(Local::ClientNoEvict),
-        "client|reply" => return Route::Local(Local::ClientReply),
-        "client|unblock" => return Route::Local(Local::ClientUnblock),
-        "client|pause" => return Route::Local(Local::ClientPause),
-        "client|unpause" => return Route::Local(Local::ClientUnpause),
-        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => {
-            return Route::Local(Local::ClientTracking)
+    let by_name = by_name::routed_by_name(spec);
+    if by_name {
+        if let Some(route) = route_by_name(spec, args, frame) {
+            return route;
         }
-        "monitor" => return Route::Local(Local::Monitor),
-        "readonly" => return Route::Local(Local::ReadOnly),
-        "readwrite" => return Route::Local(Local::ReadWrite),
+    }
+    keyed(spec, args, keys, by_name)
+}
+
+/// The commands routed by their name rather than by their keys alone: the proxy's own, the
+/// split ones, the fan-outs, transactions, pub/sub. `None` for every other command. Only
+/// commands [`by_name::routed_by_name`] admits reach this match (a unit test holds the
+/// two together), so an ordinary keyed command skips it.
+fn route_by_name(
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+    frame: Option<&[u8]>,
+) -> Option<Route> {
+    let route = match spec.name {
+        "ping" => Route::Local(Local::Ping),
+        "reset" => Route::Local(Local::Reset),
+        "echo" => Route::Local(Local::Echo),
+        "quit" => Route::Local(Local::Quit),
+        "select" => Route::Local(Local::Select),
+        "hello" => Route::Local(Local::Hello),
+        "auth" => Route::Local(Local::Auth),
+        "info" => Route::Local(Local::Info),
+        "client|setname" => Route::Local(Local::ClientSetName),
+        "client|getname" => Route::Local(Local::ClientGetName),
+        "client|id" => Route::Local(Local::ClientId),
+        "client|list" => Route::Local(Local::ClientList),
+        "client|info" => Route::Local(Local::ClientInfo),
+        "client|kill" => Route::Local(Local::ClientKill),
+        "client|no-evict" => Route::Local(Local::ClientNoEvict),
+        "client|reply" => Route::Local(Local::ClientReply),
+        "client|unblock" => Route::Local(Local::ClientUnblock),
+        "client|pause" => Route::Local(Local::ClientPause),
+        "client|unpause" => Route::Local(Local::ClientUnpause),
+        "client|tracking" | "client|caching" | "client|getredir" | "client|trackinginfo" => {
+            Route::Local(Local::ClientTracking)
+        }
+        "monitor" => Route::Local(Local::Monitor),
+        "readonly" => Route::Local(Local::ReadOnly),
+        "readwrite" => Route::Local(Local::ReadWrite),
         "slowlog|get" | "slowlog|len" | "slowlog|reset" | "slowlog|help" => {
-            return Route::Local(Local::Slowlog)
+            Route::Local(Local::Slowlog)
         }
         "command"
         | "command|count"
@@ -360,54 +380,48 @@ fn route_command(
         | "command|docs"
         | "command|getkeys"
         | "command|getkeysandflags"
-        | "command|list" => return Route::AnyNode,
-        "mget" => return split(args, frame, MergeKind::Mget, 1),
-        "mset" => {
-            if args.len().is_multiple_of(2) {
-                return Route::Reply(resp::error(
-                    "ERR wrong number of arguments for 'mset' command",
-                ));
-            }
-            return split(args, frame, MergeKind::AllOk, 2);
-        }
-        "del" | "unlink" | "exists" | "touch" => return split(args, frame, MergeKind::Sum, 1),
-        "keys" => return Route::FanOut(FanOut::Masters(MergeKind::Concat)),
-        "dbsize" => return Route::FanOut(FanOut::Masters(MergeKind::Sum)),
-        "randomkey" => return Route::FanOut(FanOut::Masters(MergeKind::FirstNonNil)),
+        | "command|list" => Route::AnyNode,
+        "mget" => split(args, frame, MergeKind::Mget, 1),
+        "mset" if args.len().is_multiple_of(2) => Route::Reply(resp::error(
+            "ERR wrong number of arguments for 'mset' command",
+        )),
+        "mset" => split(args, frame, MergeKind::AllOk, 2),
+        "del" | "unlink" | "exists" | "touch" => split(args, frame, MergeKind::Sum, 1),
+        "keys" => Route::FanOut(FanOut::Masters(MergeKind::Concat)),
+        "dbsize" => Route::FanOut(FanOut::Masters(MergeKind::Sum)),
+        "randomkey" => Route::FanOut(FanOut::Masters(MergeKind::FirstNonNil)),
         "flushall" | "flushdb" | "script|load" | "script|flush" => {
-            return Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
+            Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
         }
-        "script|exists" => return Route::FanOut(FanOut::Masters(MergeKind::AndPositions)),
+        "script|exists" => Route::FanOut(FanOut::Masters(MergeKind::AndPositions)),
         // Functions, like scripts, live in each node's memory: change them everywhere, read
         // them anywhere.
         "function|load" | "function|delete" | "function|flush" | "function|restore" => {
-            return Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
+            Route::FanOut(FanOut::Masters(MergeKind::Unanimous))
         }
         "function|list" | "function|dump" | "function|stats" | "lolwut" | "pfselftest" => {
-            return Route::AnyNode
+            Route::AnyNode
         }
         // A busy script runs on one node; the others answer NOTBUSY.
-        "script|kill" | "function|kill" => return Route::FanOut(FanOut::Masters(MergeKind::AnyOk)),
+        "script|kill" | "function|kill" => Route::FanOut(FanOut::Masters(MergeKind::AnyOk)),
         // Cluster pub/sub carries a PUBLISH to every node, but the count it answers is the
         // receiving node's: it goes where the proxy's subscribers are.
-        "publish" => return Route::Publish,
+        "publish" => Route::Publish,
         // The same answer from any one master.
-        "time" => return Route::AnyNode,
-        "config|get" => return Route::Local(Local::ConfigGet),
+        "time" => Route::AnyNode,
+        "config|get" => Route::Local(Local::ConfigGet),
         // Server administration: every node has its own users, persistence and diagnostics,
         // so changes go to every node and per-node reports come back listed by node.
-        "acl|whoami" => return Route::Local(Local::AclWhoami),
+        "acl|whoami" => Route::Local(Local::AclWhoami),
         "acl|log" if args.len() == 3 && args[2].eq_ignore_ascii_case(b"reset") => {
-            return every_node(MergeKind::Unanimous)
+            every_node(MergeKind::Unanimous)
         }
         "acl|cat" | "acl|getuser" | "acl|list" | "acl|users" | "acl|log" | "acl|dryrun"
-        | "acl|genpass" => return Route::AnyNode,
+        | "acl|genpass" => Route::AnyNode,
         "acl|setuser" | "acl|deluser" | "acl|save" | "acl|load" | "save" | "bgsave"
-        | "bgrewriteaof" | "config|rewrite" | "memory|purge" => {
-            return every_node(MergeKind::Unanimous)
-        }
-        "lastsave" => return every_node(MergeKind::Min),
-        "latency|reset" => return every_node(MergeKind::Sum),
+        | "bgrewriteaof" | "config|rewrite" | "memory|purge" => every_node(MergeKind::Unanimous),
+        "lastsave" => every_node(MergeKind::Min),
+        "latency|reset" => every_node(MergeKind::Sum),
         "latency|latest"
         | "latency|history"
         | "latency|doctor"
@@ -415,21 +429,17 @@ fn route_command(
         | "latency|histogram"
         | "memory|stats"
         | "memory|doctor"
-        | "memory|malloc-stats" => return every_node(MergeKind::ByNode),
-        "config|set" => {
-            return Route::FanOut(FanOut::AllNodes {
-                kind: MergeKind::Unanimous,
-                config: Some(NodeConfig::Set),
-            })
-        }
-        "config|resetstat" => {
-            return Route::FanOut(FanOut::AllNodes {
-                kind: MergeKind::Unanimous,
-                config: Some(NodeConfig::ResetStat),
-            })
-        }
+        | "memory|malloc-stats" => every_node(MergeKind::ByNode),
+        "config|set" => Route::FanOut(FanOut::AllNodes {
+            kind: MergeKind::Unanimous,
+            config: Some(NodeConfig::Set),
+        }),
+        "config|resetstat" => Route::FanOut(FanOut::AllNodes {
+            kind: MergeKind::Unanimous,
+            config: Some(NodeConfig::ResetStat),
+        }),
         "scan" => {
-            return match std::str::from_utf8(&args[1])
+            match std::str::from_utf8(&args[1])
                 .ok()
                 .and_then(|c| c.parse::<u64>().ok())
             {
@@ -437,39 +447,45 @@ fn route_command(
                 None => Route::Reply(resp::error("ERR invalid cursor")),
             }
         }
-        "multi" => return Route::Tx(Tx::Multi),
-        "exec" => return Route::Tx(Tx::Exec),
-        "discard" => return Route::Tx(Tx::Discard),
-        "unwatch" => return Route::Tx(Tx::Unwatch),
-        "wait" => return Route::Wait,
+        "multi" => Route::Tx(Tx::Multi),
+        "exec" => Route::Tx(Tx::Exec),
+        "discard" => Route::Tx(Tx::Discard),
+        "unwatch" => Route::Tx(Tx::Unwatch),
+        "wait" => Route::Wait,
         // Subscriptions live on the node a client's connection went to: ask every node.
-        "pubsub|channels" => {
-            return Route::FanOut(FanOut::AllNodes {
-                kind: MergeKind::Union,
-                config: None,
-            })
-        }
-        "pubsub|numsub" => {
-            return Route::FanOut(FanOut::AllNodes {
-                kind: MergeKind::SumPairs,
-                config: None,
-            })
-        }
-        "pubsub|numpat" => {
-            return Route::FanOut(FanOut::AllNodes {
-                kind: MergeKind::Sum,
-                config: None,
-            })
-        }
-        "pubsub|shardchannels" => return Route::FanOut(FanOut::Masters(MergeKind::Union)),
-        "pubsub|shardnumsub" => return Route::FanOut(FanOut::Masters(MergeKind::SumPairs)),
-        "subscribe" => return Route::Sub(Sub::Subscribe),
-        "psubscribe" => return Route::Sub(Sub::Psubscribe),
-        "unsubscribe" => return Route::Sub(Sub::Unsubscribe),
-        "punsubscribe" => return Route::Sub(Sub::Punsubscribe),
-        "sunsubscribe" => return Route::Sub(Sub::Sunsubscribe),
-        _ => {}
-    }
+        "pubsub|channels" => Route::FanOut(FanOut::AllNodes {
+            kind: MergeKind::Union,
+            config: None,
+        }),
+        "pubsub|numsub" => Route::FanOut(FanOut::AllNodes {
+            kind: MergeKind::SumPairs,
+            config: None,
+        }),
+        "pubsub|numpat" => Route::FanOut(FanOut::AllNodes {
+            kind: MergeKind::Sum,
+            config: None,
+        }),
+        "pubsub|shardchannels" => Route::FanOut(FanOut::Masters(MergeKind::Union)),
+        "pubsub|shardnumsub" => Route::FanOut(FanOut::Masters(MergeKind::SumPairs)),
+        "subscribe" => Route::Sub(Sub::Subscribe),
+        "psubscribe" => Route::Sub(Sub::Psubscribe),
+        "unsubscribe" => Route::Sub(Sub::Unsubscribe),
+        "punsubscribe" => Route::Sub(Sub::Punsubscribe),
+        "sunsubscribe" => Route::Sub(Sub::Sunsubscribe),
+        _ => return None,
+    };
+    Some(route)
+}
+
+/// Where a command [`route_by_name`] left goes: by its keys' slot. `by_name` is the
+/// command's [`by_name::routed_by_name`], which also covers the few keyed commands whose route
+/// depends on their name.
+fn keyed(
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+    keys: &mut Vec<usize>,
+    by_name: bool,
+) -> Route {
     keys.clear();
     // Shard channels (SPUBLISH, SSUBSCRIBE) route by slot exactly like keys.
     if let Err(e) = command::slot_positions(spec, args, keys) {
@@ -482,18 +498,25 @@ fn route_command(
     if keys[1..].iter().any(|&k| key_slot(&args[k]) != slot) {
         return Route::CrossSlot;
     }
-    match spec.name {
-        "watch" => return Route::Tx(Tx::Watch(slot)),
-        "ssubscribe" => return Route::Sub(Sub::Ssubscribe(slot)),
-        "sort" | "sort_ro" if command::sort_uses_patterns(args) => {
-            return Route::SortPatterns(slot)
+    if by_name {
+        if let Some(route) = keyed_by_name(spec, args, slot) {
+            return route;
         }
-        _ => {}
     }
     if spec.flags & command::FLAG_BLOCKING != 0 && !is_nonblocking_stream_read(spec, args) {
         return Route::Blocking(slot);
     }
     Route::Slot(slot)
+}
+
+/// The keyed commands whose route, once their slot is known, depends on their name.
+fn keyed_by_name(spec: &CommandSpec, args: &[Bytes], slot: u16) -> Option<Route> {
+    match spec.name {
+        "watch" => Some(Route::Tx(Tx::Watch(slot))),
+        "ssubscribe" => Some(Route::Sub(Sub::Ssubscribe(slot))),
+        "sort" | "sort_ro" if command::sort_uses_patterns(args) => Some(Route::SortPatterns(slot)),
+        _ => None,
+    }
 }
 
 /// To every node, masters and replicas, merged by `kind`.
