@@ -50,11 +50,13 @@ fn find_byte(hay: &[u8], byte: u8) -> Option<usize> {
         .map(|i| base + i)
 }
 
-/// CRC16-XMODEM (polynomial 0x1021, initial value 0, no reflection) lookup table, built at
-/// compile time. Every request hashes its keys, so a byte-at-a-time table walk matters: it
-/// costs about a third of the instructions of the general-purpose `crc16` crate.
-const CRC16_TABLE: [u16; 256] = {
-    let mut table = [0u16; 256];
+/// CRC16-XMODEM (polynomial 0x1021, initial value 0, no reflection) lookup tables, built at
+/// compile time: `CRC16_TABLES[k][x]` is the CRC of byte `x` followed by `k` zero bytes. Every
+/// request hashes its keys; a byte-at-a-time walk (table 0 alone) costs about a third of the
+/// instructions of the general-purpose `crc16` crate, and four bytes at a time (four
+/// independent lookups, 2 KiB of tables) cost about half of that again on a 16-byte key.
+const CRC16_TABLES: [[u16; 256]; 4] = {
+    let mut tables = [[0u16; 256]; 4];
     let mut i = 0;
     while i < 256 {
         let mut crc = (i as u16) << 8;
@@ -67,16 +69,37 @@ const CRC16_TABLE: [u16; 256] = {
             };
             bit += 1;
         }
-        table[i] = crc;
+        tables[0][i] = crc;
         i += 1;
     }
-    table
+    let mut k = 1;
+    while k < 4 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = tables[k - 1][i];
+            tables[k][i] = (prev << 8) ^ tables[0][(prev >> 8) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    tables
 };
 
 /// CRC16-XMODEM of `data`, as Redis's `crc16()`.
 pub fn crc16(data: &[u8]) -> u16 {
-    data.iter().fold(0u16, |crc, &b| {
-        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)]
+    let [t0, t1, t2, t3] = &CRC16_TABLES;
+    let mut words = data.chunks_exact(4);
+    let mut crc = 0u16;
+    for w in &mut words {
+        // The register's two bytes fold into the first two; the four lookups are independent.
+        let [hi, lo] = crc.to_be_bytes();
+        crc = t3[usize::from(hi ^ w[0])]
+            ^ t2[usize::from(lo ^ w[1])]
+            ^ t1[usize::from(w[2])]
+            ^ t0[usize::from(w[3])];
+    }
+    words.remainder().iter().fold(crc, |crc, &b| {
+        (crc << 8) ^ t0[usize::from((crc >> 8) as u8 ^ b)]
     })
 }
 
@@ -103,6 +126,36 @@ mod tests {
     fn crc16_check_value() {
         // The standard check value of CRC-16/XMODEM.
         assert_eq!(crc16(b"123456789"), 0x31c3);
+    }
+
+    #[test]
+    fn four_bytes_at_a_time_agree_with_the_bit_by_bit_definition() {
+        fn bitwise(data: &[u8]) -> u16 {
+            let mut crc = 0u16;
+            for &b in data {
+                crc ^= u16::from(b) << 8;
+                for _ in 0..8 {
+                    crc = if crc & 0x8000 != 0 {
+                        (crc << 1) ^ 0x1021
+                    } else {
+                        crc << 1
+                    };
+                }
+            }
+            crc
+        }
+        let data: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for start in 0..8 {
+            for end in start..data.len() {
+                assert_eq!(
+                    crc16(&data[start..end]),
+                    bitwise(&data[start..end]),
+                    "{start}..{end}"
+                );
+            }
+        }
     }
 
     #[test]
