@@ -113,6 +113,22 @@ fn find_line(buf: &[u8], from: usize) -> Option<usize> {
     (cr + 1 < buf.len()).then_some(cr)
 }
 
+/// The usual length line, read in one pass: one to eighteen digits from `from`, then `\r`
+/// with a byte after it. Returns the number and the position of the `\r`; `None` for
+/// anything else (a sign, a stray byte, a line not complete yet), which the caller then reads
+/// with [`find_line`] and [`parse_int`] for their exact answers.
+fn digits_line(buf: &[u8], from: usize) -> Option<(i64, usize)> {
+    let mut n: i64 = 0;
+    for (i, &b) in buf.get(from..)?.iter().enumerate().take(19) {
+        match b {
+            b'0'..=b'9' => n = n * 10 + i64::from(b - b'0'),
+            b'\r' if i > 0 && from + i + 1 < buf.len() => return Some((n, from + i)),
+            _ => return None,
+        }
+    }
+    None
+}
+
 impl RequestParser {
     /// Replaces the limits (a live configuration change); a request being parsed is checked
     /// against the new limits from here on.
@@ -195,15 +211,25 @@ impl RequestParser {
                         }
                     },
                 }
-                let Some(cr) = find_line(buf, 1) else {
-                    if buf.len() > MAX_INLINE {
-                        return Err(perr("too big mbulk count string"));
+                let (count, cr) = match digits_line(buf, 1) {
+                    Some(line) => line,
+                    None => {
+                        let Some(cr) = find_line(buf, 1) else {
+                            if buf.len() > MAX_INLINE {
+                                return Err(perr("too big mbulk count string"));
+                            }
+                            return Ok(None);
+                        };
+                        (
+                            parse_int(&buf[1..cr])
+                                .ok_or_else(|| perr("invalid multibulk length"))?,
+                            cr,
+                        )
                     }
-                    return Ok(None);
                 };
-                let count = parse_int(&buf[1..cr])
-                    .filter(|&n| n <= i32::MAX as i64)
-                    .ok_or_else(|| perr("invalid multibulk length"))?;
+                if count > i32::MAX as i64 {
+                    return Err(perr("invalid multibulk length"));
+                }
                 if count <= 0 {
                     // Redis silently skips an empty multibulk.
                     let _ = buf.split_to(cr + 2);
@@ -253,16 +279,24 @@ impl RequestParser {
                             char::from(buf[p.pos])
                         )));
                     }
-                    let Some(cr) = find_line(buf, p.pos + 1) else {
-                        if buf.len() - p.pos > MAX_INLINE {
-                            return Err(perr("too big bulk count string"));
+                    let (len, cr) = match digits_line(buf, p.pos + 1) {
+                        Some(line) => line,
+                        None => {
+                            let Some(cr) = find_line(buf, p.pos + 1) else {
+                                if buf.len() - p.pos > MAX_INLINE {
+                                    return Err(perr("too big bulk count string"));
+                                }
+                                break;
+                            };
+                            let len = parse_int(&buf[p.pos + 1..cr])
+                                .ok_or_else(|| perr("invalid bulk length"))?;
+                            (len, cr)
                         }
-                        break;
                     };
-                    let len = parse_int(&buf[p.pos + 1..cr])
-                        .filter(|&n| n >= 0 && n as u64 <= limits.max_bulk as u64)
-                        .ok_or_else(|| perr("invalid bulk length"))?
-                        as usize;
+                    if len < 0 || len as u64 > limits.max_bulk as u64 {
+                        return Err(perr("invalid bulk length"));
+                    }
+                    let len = len as usize;
                     if unauthenticated && len > UNAUTH_MAX_BULK {
                         return Err(perr("unauthenticated bulk length"));
                     }
@@ -409,6 +443,42 @@ fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_one_pass_length_line_agrees_with_the_general_reading() {
+        let lines: [&[u8]; 14] = [
+            b"3\r\n",
+            b"0\r\n",
+            b"16\r\n",
+            b"007\r\n",
+            b"-1\r\n",
+            b"\r\n",
+            b"1x\r\n",
+            b"+1\r\n",
+            b"12\r",
+            b"12",
+            b"999999999999999999\r\n",
+            b"9999999999999999999\r\n",
+            b"99999999999999999999\r\n",
+            b"4\n\r\n",
+        ];
+        for line in lines {
+            let mut buf = b"$".to_vec();
+            buf.extend_from_slice(line);
+            let general = find_line(&buf, 1).map(|cr| (parse_int(&buf[1..cr]), cr));
+            match digits_line(&buf, 1) {
+                Some((n, cr)) => assert_eq!(general, Some((Some(n), cr)), "{line:?}"),
+                // Declined: only lines other than 1-18 digits and a complete `\r\n`, which
+                // the general reading then answers.
+                None => {
+                    let digits = line.strip_suffix(b"\r\n").unwrap_or(b"x");
+                    let plain =
+                        (1..=18).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit);
+                    assert!(!plain, "{line:?} declined");
+                }
+            }
+        }
+    }
 
     fn parse_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
         let mut p = RequestParser::default();
