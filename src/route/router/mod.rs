@@ -286,17 +286,13 @@ pub fn analyse(args: &[Bytes], keys: &mut Vec<usize>) -> Routed {
 /// Like [`analyse`], for a request whose `args` are slices of `frame`, the request as the
 /// client sent it: a split command's parts are then cut from it rather than encoded anew.
 pub fn analyse_request(args: &[Bytes], frame: Option<&[u8]>, keys: &mut Vec<usize>) -> Routed {
-    if args[0].eq_ignore_ascii_case(b"proxy") {
-        return Routed {
-            route: Route::Local(Local::Proxy),
-            spec: None,
-        };
-    }
     let Some(spec) = command::lookup(args) else {
-        return Routed {
-            route: Route::Reply(unknown_command(args)),
-            spec: None,
+        // PROXY is no Redis command: it is looked for only among the names the table lacks.
+        let route = match args[0].eq_ignore_ascii_case(b"proxy") {
+            true => Route::Local(Local::Proxy),
+            false => Route::Reply(unknown_command(args)),
         };
+        return Routed { route, spec: None };
     };
     Routed {
         route: route_command(spec, args, frame, keys),
