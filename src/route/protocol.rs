@@ -7,7 +7,7 @@
 //! Errors carry Redis's own protocol-error texts, and the session closes the connection after
 //! sending one, as Redis does.
 
-use crate::route::resp::parse_int;
+use crate::route::resp::{digits_line, parse_int};
 use bytes::{Bytes, BytesMut};
 use std::fmt;
 
@@ -111,22 +111,6 @@ pub struct RequestParser {
 fn find_line(buf: &[u8], from: usize) -> Option<usize> {
     let cr = buf[from..].iter().position(|&b| b == b'\r')? + from;
     (cr + 1 < buf.len()).then_some(cr)
-}
-
-/// The usual length line, read in one pass: one to eighteen digits from `from`, then `\r`
-/// with a byte after it. Returns the number and the position of the `\r`; `None` for
-/// anything else (a sign, a stray byte, a line not complete yet), which the caller then reads
-/// with [`find_line`] and [`parse_int`] for their exact answers.
-fn digits_line(buf: &[u8], from: usize) -> Option<(i64, usize)> {
-    let mut n: i64 = 0;
-    for (i, &b) in buf.get(from..)?.iter().enumerate().take(19) {
-        match b {
-            b'0'..=b'9' => n = n * 10 + i64::from(b - b'0'),
-            b'\r' if i > 0 && from + i + 1 < buf.len() => return Some((n, from + i)),
-            _ => return None,
-        }
-    }
-    None
 }
 
 impl RequestParser {

@@ -134,6 +134,34 @@ fn line_end(buf: &[u8], from: usize) -> Option<usize> {
     (cr + 1 < buf.len()).then_some(cr)
 }
 
+/// The usual length line, read in one pass: one to eighteen digits from `from`, then `\r`
+/// with a byte after it. Returns the number and the position of the `\r`; `None` for
+/// anything else (a sign, a stray byte, a line not complete yet), which the caller then reads
+/// with a search for the `\r` and [`parse_int`] for their exact answers.
+pub fn digits_line(buf: &[u8], from: usize) -> Option<(i64, usize)> {
+    let mut n: i64 = 0;
+    for (i, &b) in buf.get(from..)?.iter().enumerate().take(19) {
+        match b {
+            b'0'..=b'9' => n = n * 10 + i64::from(b - b'0'),
+            b'\r' if i > 0 && from + i + 1 < buf.len() => return Some((n, from + i)),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The length of a bulk string or nil reply that lies whole at the front of `buf`, when its
+/// length line is plain digits (or `-1`); `None` for anything else, which the general scan
+/// then reads. Most replies to the data path are one of these.
+fn whole_bulk(buf: &[u8]) -> Option<usize> {
+    if buf.get(1..4) == Some(b"-1\r") && buf.len() >= 5 {
+        return Some(5);
+    }
+    let (n, cr) = digits_line(buf, 1)?;
+    let end = usize::try_from(n).ok()?.checked_add(cr + 4)?;
+    (buf.len() >= end).then_some(end)
+}
+
 fn parse_len(s: &[u8]) -> Result<i64, BadReply> {
     parse_int(s).ok_or_else(|| BadReply(format!("bad length {:?}", String::from_utf8_lossy(s))))
 }
@@ -142,6 +170,12 @@ impl ReplyScanner {
     /// If a complete frame starts at the front of `buf`, its length.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, BadReply> {
         if self.pending == 0 {
+            if buf.first() == Some(&b'$') {
+                if let Some(end) = whole_bulk(buf) {
+                    self.pos = end;
+                    return Ok(Some(end));
+                }
+            }
             self.pending = 1;
             self.pos = 0;
         }
@@ -466,6 +500,22 @@ mod tests {
             let frames = scan_cut_at(stream, cut);
             assert_eq!(frames.len(), 4, "cut at {cut}");
             assert_eq!(&frames[2][..], b"*3\r\n:1\r\n$-1\r\n*1\r\n-ERR x\r\n");
+        }
+        // Bulk strings and nils, which the scanner reads at once when they are whole.
+        let stream: &[u8] =
+            b"$-1\r\n$3\r\nfoo\r\n$12\r\n$3\r\nfoo\r\n\r\nx\r\n$-1\r\n$0\r\n\r\n$-2\r\n";
+        let want: [&[u8]; 6] = [
+            b"$-1\r\n",
+            b"$3\r\nfoo\r\n",
+            b"$12\r\n$3\r\nfoo\r\n\r\nx\r\n",
+            b"$-1\r\n",
+            b"$0\r\n\r\n",
+            b"$-2\r\n",
+        ];
+        for cut in 0..stream.len() {
+            let frames = scan_cut_at(stream, cut);
+            let got: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+            assert_eq!(got, want, "cut at {cut}");
         }
     }
 
