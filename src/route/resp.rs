@@ -554,6 +554,16 @@ mod tests {
         assert!(sc.scan(b"$9223372036854775807\r\n").unwrap().is_none());
         let mut sc = ReplyScanner::default();
         assert!(sc.scan(b"%9223372036854775807\r\n").unwrap().is_none());
+        // Lengths the one-pass reading of a whole bulk meets first: the largest it reads
+        // waits for its bytes, longer ones and other negatives get the general scan's answer.
+        let mut sc = ReplyScanner::default();
+        assert!(sc.scan(b"$999999999999999999\r\nab\r\n").unwrap().is_none());
+        let mut sc = ReplyScanner::default();
+        assert!(sc.scan(b"$00000000000000000003\r\nabc\r\n").is_err());
+        let mut sc = ReplyScanner::default();
+        assert_eq!(sc.scan(b"$-10\r\n").unwrap(), Some(6));
+        let mut sc = ReplyScanner::default();
+        assert!(sc.scan(b"$-1\r").unwrap().is_none());
         // Deep nesting: the scanner is iterative and finds the frame; decoding refuses it.
         let depth = 100_000;
         let mut deep = b"*1\r\n".repeat(depth);
