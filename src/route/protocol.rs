@@ -7,7 +7,7 @@
 //! Errors carry Redis's own protocol-error texts, and the session closes the connection after
 //! sending one, as Redis does.
 
-use crate::route::resp::{digits_line, parse_int};
+use crate::route::resp::{digits_line, line_end, parse_int};
 use bytes::{Bytes, BytesMut};
 use std::fmt;
 
@@ -106,13 +106,6 @@ pub struct RequestParser {
     unauthenticated: bool,
 }
 
-/// Finds the end of a header line starting at `from`: the index of its `\r`, provided the
-/// following `\n` has arrived too.
-fn find_line(buf: &[u8], from: usize) -> Option<usize> {
-    let cr = buf[from..].iter().position(|&b| b == b'\r')? + from;
-    (cr + 1 < buf.len()).then_some(cr)
-}
-
 impl RequestParser {
     /// Replaces the limits (a live configuration change); a request being parsed is checked
     /// against the new limits from here on.
@@ -198,7 +191,7 @@ impl RequestParser {
                 let (count, cr) = match digits_line(buf, 1) {
                     Some(line) => line,
                     None => {
-                        let Some(cr) = find_line(buf, 1) else {
+                        let Some(cr) = line_end(buf, 1) else {
                             if buf.len() > MAX_INLINE {
                                 return Err(perr("too big mbulk count string"));
                             }
@@ -266,7 +259,7 @@ impl RequestParser {
                     let (len, cr) = match digits_line(buf, p.pos + 1) {
                         Some(line) => line,
                         None => {
-                            let Some(cr) = find_line(buf, p.pos + 1) else {
+                            let Some(cr) = line_end(buf, p.pos + 1) else {
                                 if buf.len() - p.pos > MAX_INLINE {
                                     return Err(perr("too big bulk count string"));
                                 }
@@ -449,7 +442,7 @@ mod tests {
         for line in lines {
             let mut buf = b"$".to_vec();
             buf.extend_from_slice(line);
-            let general = find_line(&buf, 1).map(|cr| (parse_int(&buf[1..cr]), cr));
+            let general = line_end(&buf, 1).map(|cr| (parse_int(&buf[1..cr]), cr));
             match digits_line(&buf, 1) {
                 Some((n, cr)) => assert_eq!(general, Some((Some(n), cr)), "{line:?}"),
                 // Declined: only lines other than 1-18 digits and a complete `\r\n`, which

@@ -129,7 +129,9 @@ pub struct ReplyScanner {
     pending: u64,
 }
 
-fn line_end(buf: &[u8], from: usize) -> Option<usize> {
+/// The position of the `\r` ending the line that starts at `from`, once the byte after it has
+/// arrived too; `None` until then.
+pub fn line_end(buf: &[u8], from: usize) -> Option<usize> {
     let cr = buf.get(from..)?.iter().position(|&b| b == b'\r')? + from;
     (cr + 1 < buf.len()).then_some(cr)
 }
@@ -137,7 +139,7 @@ fn line_end(buf: &[u8], from: usize) -> Option<usize> {
 /// The usual length line, read in one pass: one to eighteen digits from `from`, then `\r`
 /// with a byte after it. Returns the number and the position of the `\r`; `None` for
 /// anything else (a sign, a stray byte, a line not complete yet), which the caller then reads
-/// with a search for the `\r` and [`parse_int`] for their exact answers.
+/// with [`line_end`] and [`parse_int`] for their exact answers.
 pub fn digits_line(buf: &[u8], from: usize) -> Option<(i64, usize)> {
     let mut n: i64 = 0;
     for (i, &b) in buf.get(from..)?.iter().enumerate().take(19) {
